@@ -1,0 +1,236 @@
+package schema
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Endpoint tokens and message ids are sealed with AES-256-GCM so forged URLs
+// are rejected without any lookup. The nonce is derived from the plaintext
+// (an HMAC, SIV-style), which makes sealing deterministic: the same
+// subscription always gets the same endpoint (idempotent register) and the
+// same message always gets the same id (clients drop duplicate versions).
+// Nonce reuse only ever happens for identical plaintexts, which is safe.
+//
+// Layout: keyID(1) | nonce(12) | ciphertext | tag(16), base64url unpadded.
+// keyID is the first byte of SHA-256(key), so rotation can add a key in
+// front (new tokens) and keep older ones (old tokens still open).
+
+// KeySize is the size of one sealing key.
+const KeySize = 32
+
+const (
+	purposeEndpoint = "pushlog endpoint v1"
+	purposeMessage  = "pushlog message v1"
+	nonceSize       = 12
+)
+
+// ErrBadToken is returned for anything that does not open: wrong length,
+// bad base64, unknown key or failed authentication.
+var ErrBadToken = errors.New("invalid token")
+
+type sealKey struct {
+	id       byte
+	aead     cipher.AEAD
+	nonceKey []byte
+}
+
+// Sealer seals and opens endpoint tokens and message ids.
+type Sealer struct {
+	keys []sealKey // keys[0] seals; all open
+}
+
+// NewSealer builds a sealer from a non-empty key list; the first key seals.
+func NewSealer(keys [][]byte) (*Sealer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("sealer: at least one key is required")
+	}
+	s := &Sealer{}
+	for i, k := range keys {
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("sealer: key %d is %d bytes, want %d", i, len(k), KeySize)
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return nil, fmt.Errorf("sealer: key %d: %w", i, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("sealer: key %d: %w", i, err)
+		}
+		sum := sha256.Sum256(k)
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte("pushlog nonce key"))
+		s.keys = append(s.keys, sealKey{id: sum[0], aead: aead, nonceKey: mac.Sum(nil)})
+	}
+	return s, nil
+}
+
+// ParseKeys parses a comma-separated list of base64url (or standard base64)
+// 32-byte keys, as given in PUSHLOG_CRYPTO_KEYS.
+func ParseKeys(list string) ([][]byte, error) {
+	var out [][]byte
+	for i, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, err := DecodeBase64(part)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i, err)
+		}
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("key %d: %d bytes, want %d", i, len(k), KeySize)
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no keys given")
+	}
+	return out, nil
+}
+
+// DecodeBase64 accepts base64url or standard base64, padded or not.
+func DecodeBase64(s string) ([]byte, error) {
+	s = strings.TrimRight(strings.TrimSpace(s), "=")
+	s = strings.NewReplacer("+", "-", "/", "_").Replace(s)
+	return base64.RawURLEncoding.DecodeString(s)
+}
+
+func (s *Sealer) seal(purpose string, plain []byte) string {
+	k := s.keys[0]
+	mac := hmac.New(sha256.New, k.nonceKey)
+	mac.Write([]byte(purpose))
+	mac.Write(plain)
+	nonce := mac.Sum(nil)[:nonceSize]
+	out := make([]byte, 0, 1+nonceSize+len(plain)+k.aead.Overhead())
+	out = append(out, k.id)
+	out = append(out, nonce...)
+	out = k.aead.Seal(out, nonce, plain, []byte(purpose))
+	return base64.RawURLEncoding.EncodeToString(out)
+}
+
+func (s *Sealer) open(purpose, token string) ([]byte, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(token, "="))
+	if err != nil || len(raw) < 1+nonceSize+16 {
+		return nil, ErrBadToken
+	}
+	id, nonce, ct := raw[0], raw[1:1+nonceSize], raw[1+nonceSize:]
+	for _, k := range s.keys {
+		if k.id != id {
+			continue
+		}
+		if plain, err := k.aead.Open(nil, nonce, ct, []byte(purpose)); err == nil {
+			return plain, nil
+		}
+	}
+	return nil, ErrBadToken
+}
+
+// Endpoint is what an endpoint token carries.
+type Endpoint struct {
+	UAID      string // 32 lowercase hex
+	ChannelID string // lowercase dashed UUID
+	KeyHash   []byte // SHA-256 of the application server key; nil for v1
+}
+
+// Version is 2 for a key-bound endpoint, else 1.
+func (e Endpoint) Version() int {
+	if len(e.KeyHash) > 0 {
+		return 2
+	}
+	return 1
+}
+
+// SealEndpoint returns the token for the endpoint URL.
+func (s *Sealer) SealEndpoint(e Endpoint) (string, error) {
+	u, err := ParseUAID(e.UAID)
+	if err != nil {
+		return "", err
+	}
+	c, err := ParseChannelID(e.ChannelID)
+	if err != nil {
+		return "", err
+	}
+	if len(e.KeyHash) != 0 && len(e.KeyHash) != sha256.Size {
+		return "", fmt.Errorf("key hash is %d bytes, want %d", len(e.KeyHash), sha256.Size)
+	}
+	plain := make([]byte, 0, 64)
+	plain = append(plain, u[:]...)
+	plain = append(plain, c[:]...)
+	plain = append(plain, e.KeyHash...)
+	return s.seal(purposeEndpoint, plain), nil
+}
+
+// OpenEndpoint authenticates and decodes an endpoint token.
+func (s *Sealer) OpenEndpoint(token string) (Endpoint, error) {
+	plain, err := s.open(purposeEndpoint, token)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if len(plain) != 32 && len(plain) != 32+sha256.Size {
+		return Endpoint{}, ErrBadToken
+	}
+	e := Endpoint{UAID: hex.EncodeToString(plain[:16]), ChannelID: FormatChannelID(plain[16:32])}
+	if len(plain) > 32 {
+		e.KeyHash = append([]byte(nil), plain[32:]...)
+	}
+	return e, nil
+}
+
+// MessageID identifies an accepted message: its UAID and channel and its
+// place in pushlog.messages. It is the notification "version" and the
+// Location id.
+type MessageID struct {
+	UAID      string
+	ChannelID string
+	Partition int32
+	Offset    int64
+}
+
+// SealMessageID returns the opaque id of a message.
+func (s *Sealer) SealMessageID(m MessageID) (string, error) {
+	u, err := ParseUAID(m.UAID)
+	if err != nil {
+		return "", err
+	}
+	c, err := ParseChannelID(m.ChannelID)
+	if err != nil {
+		return "", err
+	}
+	plain := make([]byte, 44)
+	copy(plain, u[:])
+	copy(plain[16:], c[:])
+	binary.BigEndian.PutUint32(plain[32:], uint32(m.Partition))
+	binary.BigEndian.PutUint64(plain[36:], uint64(m.Offset))
+	return s.seal(purposeMessage, plain), nil
+}
+
+// OpenMessageID authenticates and decodes a message id.
+func (s *Sealer) OpenMessageID(id string) (MessageID, error) {
+	plain, err := s.open(purposeMessage, id)
+	if err != nil {
+		return MessageID{}, err
+	}
+	if len(plain) != 44 {
+		return MessageID{}, ErrBadToken
+	}
+	m := MessageID{
+		UAID:      hex.EncodeToString(plain[:16]),
+		ChannelID: FormatChannelID(plain[16:32]),
+		Partition: int32(binary.BigEndian.Uint32(plain[32:])),
+		Offset:    int64(binary.BigEndian.Uint64(plain[36:])),
+	}
+	if m.Partition < 0 || m.Offset < 0 {
+		return MessageID{}, ErrBadToken
+	}
+	return m, nil
+}

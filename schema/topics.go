@@ -1,0 +1,93 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// Topic names. All are keyed by UAID and co-partitioned.
+const (
+	TopicMessages      = "pushlog.messages"
+	TopicAcks          = "pushlog.acks"
+	TopicRegistrations = "pushlog.registrations"
+	TopicChannels      = "pushlog.channels"
+	TopicPresence      = "pushlog.presence"
+)
+
+// DefaultPartitions is the partition count of every topic unless configured.
+const DefaultPartitions = 12
+
+// RegistrationsRetention keeps registration events for a week; older state
+// lives in the compacted channels topic.
+const RegistrationsRetention = 7 * 24 * time.Hour
+
+// TopicSpec is how one topic must be configured.
+type TopicSpec struct {
+	Name      string
+	Compact   bool
+	Retention time.Duration // for delete topics; 0 for compacted ones
+}
+
+// Configs returns the Kafka topic configs of the spec.
+func (s TopicSpec) Configs() map[string]*string {
+	if s.Compact {
+		return map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	}
+	return map[string]*string{
+		"cleanup.policy": kadm.StringPtr("delete"),
+		"retention.ms":   kadm.StringPtr(strconv.FormatInt(s.Retention.Milliseconds(), 10)),
+	}
+}
+
+// Topics returns every topic pushlog uses. Message and ack retention must
+// outlive the longest TTL by a day so no pending message falls off the log.
+func Topics(maxTTL time.Duration) []TopicSpec {
+	msgRetention := maxTTL + 24*time.Hour
+	return []TopicSpec{
+		{Name: TopicMessages, Retention: msgRetention},
+		{Name: TopicAcks, Retention: msgRetention},
+		{Name: TopicRegistrations, Retention: RegistrationsRetention},
+		{Name: TopicChannels, Compact: true},
+		{Name: TopicPresence, Compact: true},
+	}
+}
+
+// ErrPartitionMismatch means an existing topic has another partition count
+// than configured; co-partitioning would break, so pushlog refuses to run.
+var ErrPartitionMismatch = errors.New("topic partition count mismatch")
+
+// EnsureTopics creates missing topics with their configs and verifies that
+// existing ones have the expected partition count.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, partitions int32, replication int16) error {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	for _, s := range specs {
+		d, ok := details[s.Name]
+		if ok && d.Err == nil {
+			if got := int32(len(d.Partitions)); got != partitions {
+				return fmt.Errorf("%w: %s has %d partitions, configured %d", ErrPartitionMismatch, s.Name, got, partitions)
+			}
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, partitions, replication, s.Configs(), s.Name)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", s.Name, err)
+		}
+		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", s.Name, resp.Err)
+		}
+	}
+	return nil
+}
