@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/analytics"
+	"github.com/pushlog/pushlog/projector"
+)
+
+type clickhouseFlags struct {
+	Addr     string `required:"" env:"CLICKHOUSE_ADDR" help:"ClickHouse native address (host:port)."`
+	Database string `default:"pushlog" env:"PUSHLOG_CLICKHOUSE_DB" help:"ClickHouse database."`
+}
+
+type analyticsCmd struct {
+	Migrate analyticsMigrateCmd `cmd:"" help:"Apply the ClickHouse migrations (safe to run again)."`
+	Report  analyticsReportCmd  `cmd:"" help:"Print the dashboard queries as tables."`
+}
+
+type analyticsMigrateCmd struct {
+	clickhouseFlags `embed:""`
+}
+
+func (m *analyticsMigrateCmd) Run(ctx context.Context) error {
+	conn, err := analytics.Open(ctx, m.Addr, m.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return analytics.Migrate(ctx, conn, m.Database)
+}
+
+type analyticsReportCmd struct {
+	clickhouseFlags `embed:""`
+	Since           time.Duration `default:"1h" help:"Report window, ending now."`
+}
+
+func (r *analyticsReportCmd) Run(ctx context.Context) error {
+	if r.Since <= 0 {
+		return fmt.Errorf("--since: %s must be positive", r.Since)
+	}
+	conn, err := analytics.Open(ctx, r.Addr, r.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return analytics.Report(ctx, conn, r.Database, r.Since, os.Stdout)
+}
+
+func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, clientOpts []kgo.Opt, logger *slog.Logger) error {
+	conn, err := analytics.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := analytics.Migrate(ctx, conn, cfg.ClickHouseDB); err != nil {
+		return err
+	}
+	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
+		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}

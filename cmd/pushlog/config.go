@@ -1,0 +1,172 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pushlog/pushlog/schema"
+)
+
+// serveConfig is every setting of `pushlog serve`; each has a flag and a
+// PUSHLOG_* (or the conventional KAFKA_BROKERS / CLICKHOUSE_ADDR) variable.
+type serveConfig struct {
+	Roles   []string `default:"ingest,connector,projector" env:"PUSHLOG_ROLES" help:"Roles to run: any of ingest, connector, projector."`
+	DataDir string   `default:"./pushlog-data" env:"PUSHLOG_DATA_DIR" help:"Data directory (embedded Kafka log, generated keys)."`
+	NodeID  string   `env:"PUSHLOG_NODE_ID" help:"Node id (default: hostname and a random suffix)."`
+
+	KafkaBrokers   []string      `env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers; empty runs the embedded broker."`
+	EmbeddedAddr   string        `default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
+	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
+	Partitions     int32         `default:"12" env:"PUSHLOG_PARTITIONS" help:"Partition count of every topic (co-partitioned)."`
+	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
+	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
+
+	HTTPAddr  string `default:"127.0.0.1:8082" env:"PUSHLOG_HTTP_ADDR" help:"Ingest (push API) listen address."`
+	WSAddr    string `default:"127.0.0.1:8080" env:"PUSHLOG_WS_ADDR" help:"WebSocket (user agent) listen address."`
+	PublicURL string `env:"PUSHLOG_PUBLIC_URL" help:"Base URL of push endpoints (default: http(s)://HTTP_ADDR)."`
+	TLSCert   string `env:"PUSHLOG_TLS_CERT" type:"existingfile" help:"Ingest TLS certificate file (PEM)."`
+	TLSKey    string `env:"PUSHLOG_TLS_KEY" type:"existingfile" help:"Ingest TLS key file (PEM)."`
+
+	CryptoKeys string        `env:"PUSHLOG_CRYPTO_KEYS" help:"Comma-separated base64url 32-byte keys sealing endpoints and message ids; the first seals, all open (rotation). Default: generated once into DATA_DIR/crypto-keys."`
+	MaxTTL     time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"Largest TTL; longer ones are clamped."`
+	MaxBody    int           `default:"5630" env:"PUSHLOG_MAX_BODY" help:"Largest push body in bytes (at least 4096)."`
+
+	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
+	HelloTimeout  time.Duration     `default:"5s" env:"PUSHLOG_HELLO_TIMEOUT" help:"Time a new socket has to send hello."`
+	PingInterval  time.Duration     `default:"300s" env:"PUSHLOG_PING_INTERVAL" help:"Idle time before the server pings a socket."`
+	PongTimeout   time.Duration     `default:"30s" env:"PUSHLOG_PONG_TIMEOUT" help:"Time to wait for a pong before closing."`
+	MinClientPing time.Duration     `default:"45s" env:"PUSHLOG_MIN_CLIENT_PING" help:"Clients pinging more often than this are closed."`
+	Broadcasts    map[string]string `env:"PUSHLOG_BROADCASTS" mapsep:"," help:"Broadcast ids and versions, e.g. remote-settings/monitor_changes=v1."`
+
+	ClickHouseAddr string `env:"CLICKHOUSE_ADDR" help:"ClickHouse native address; empty disables analytics."`
+	ClickHouseDB   string `default:"pushlog" env:"PUSHLOG_CLICKHOUSE_DB" help:"ClickHouse database."`
+}
+
+const (
+	roleIngest    = "ingest"
+	roleConnector = "connector"
+	roleProjector = "projector"
+)
+
+func (c *serveConfig) has(role string) bool {
+	for _, r := range c.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// validate checks every setting and fills derived defaults, with an error
+// that names the setting.
+func (c *serveConfig) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if len(c.Roles) == 0 {
+		bad("--roles: at least one role is required")
+	}
+	for _, r := range c.Roles {
+		if r != roleIngest && r != roleConnector && r != roleProjector {
+			bad("--roles: unknown role %q (want ingest, connector, projector)", r)
+		}
+	}
+	if c.Partitions < 1 || c.Partitions > 10000 {
+		bad("--partitions: %d is out of range 1..10000", c.Partitions)
+	}
+	if c.Replication == 0 || c.Replication < -1 {
+		bad("--replication: %d (want -1 or a positive count)", c.Replication)
+	}
+	if c.MaxTTL < time.Second {
+		bad("--max-ttl: %s is below 1s", c.MaxTTL)
+	}
+	if c.MaxBody < 4096 {
+		bad("--max-body: %d is below 4096 bytes (RFC 8030 requires at least 4096)", c.MaxBody)
+	}
+	if c.PendingLimit < 1 {
+		bad("--pending-limit: %d (want at least 1)", c.PendingLimit)
+	}
+	for name, d := range map[string]time.Duration{"--hello-timeout": c.HelloTimeout, "--ping-interval": c.PingInterval, "--pong-timeout": c.PongTimeout, "--produce-timeout": c.ProduceTimeout} {
+		if d <= 0 {
+			bad("%s: %s must be positive", name, d)
+		}
+	}
+	if c.MinClientPing < 0 {
+		bad("--min-client-ping: %s is negative", c.MinClientPing)
+	}
+	for _, addr := range []struct{ flag, v string }{{"--http-addr", c.HTTPAddr}, {"--ws-addr", c.WSAddr}, {"--embedded-kafka-addr", c.EmbeddedAddr}} {
+		if _, _, err := net.SplitHostPort(addr.v); err != nil {
+			bad("%s: %q: %v", addr.flag, addr.v, err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("--tls-cert and --tls-key must be given together")
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.TLSCert != "" {
+			scheme = "https"
+		}
+		c.PublicURL = scheme + "://" + c.HTTPAddr
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		bad("--public-url: %q must be an http(s) origin such as https://push.example.com", c.PublicURL)
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.NodeID = fmt.Sprintf("%s-%x", host, b)
+	}
+	var brokers []string
+	for _, b := range c.KafkaBrokers {
+		for _, part := range strings.Split(b, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				brokers = append(brokers, part)
+			}
+		}
+	}
+	c.KafkaBrokers = brokers
+	return errors.Join(errs...)
+}
+
+// sealingKeys returns the configured keys, or the ones generated once into
+// the data directory so endpoints survive a restart of the embedded service.
+func (c *serveConfig) sealingKeys() ([][]byte, error) {
+	if c.CryptoKeys != "" {
+		keys, err := schema.ParseKeys(c.CryptoKeys)
+		if err != nil {
+			return nil, fmt.Errorf("--crypto-keys: %w", err)
+		}
+		return keys, nil
+	}
+	path := filepath.Join(c.DataDir, "crypto-keys")
+	if b, err := os.ReadFile(path); err == nil {
+		keys, err := schema.ParseKeys(strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", ","))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return keys, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	key := make([]byte, schema.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(base64.RawURLEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return [][]byte{key}, nil
+}

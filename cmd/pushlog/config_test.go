@@ -1,0 +1,97 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig(t *testing.T) serveConfig {
+	t.Helper()
+	return serveConfig{
+		Roles: []string{"ingest", "connector", "projector"}, DataDir: t.TempDir(),
+		EmbeddedAddr: "127.0.0.1:0", Partitions: 12, Replication: -1, ProduceTimeout: 5 * time.Second,
+		HTTPAddr: "127.0.0.1:8082", WSAddr: "127.0.0.1:8080", MaxTTL: 720 * time.Hour, MaxBody: 5630,
+		PendingLimit: 200, HelloTimeout: 5 * time.Second, PingInterval: 300 * time.Second,
+		PongTimeout: 30 * time.Second, MinClientPing: 45 * time.Second,
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*serveConfig)
+		wantErr string
+	}{
+		{"defaults", func(*serveConfig) {}, ""},
+		{"unknown role", func(c *serveConfig) { c.Roles = []string{"router"} }, `unknown role "router"`},
+		{"no role", func(c *serveConfig) { c.Roles = nil }, "at least one role"},
+		{"partitions", func(c *serveConfig) { c.Partitions = 0 }, "--partitions"},
+		{"replication", func(c *serveConfig) { c.Replication = 0 }, "--replication"},
+		{"small body", func(c *serveConfig) { c.MaxBody = 4095 }, "--max-body"},
+		{"ttl", func(c *serveConfig) { c.MaxTTL = 0 }, "--max-ttl"},
+		{"pending", func(c *serveConfig) { c.PendingLimit = 0 }, "--pending-limit"},
+		{"hello timeout", func(c *serveConfig) { c.HelloTimeout = 0 }, "--hello-timeout"},
+		{"bad addr", func(c *serveConfig) { c.HTTPAddr = "8082" }, "--http-addr"},
+		{"tls half", func(c *serveConfig) { c.TLSCert = "x.pem" }, "--tls-cert and --tls-key"},
+		{"public url path", func(c *serveConfig) { c.PublicURL = "https://push.example.com/x" }, "--public-url"},
+		{"public url scheme", func(c *serveConfig) { c.PublicURL = "ftp://push.example.com" }, "--public-url"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			tc.mutate(&c)
+			err := c.validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateDerivesDefaults(t *testing.T) {
+	c := validConfig(t)
+	c.KafkaBrokers = []string{"a:9092, b:9092", "c:9092"}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.PublicURL != "http://127.0.0.1:8082" {
+		t.Errorf("PublicURL = %q", c.PublicURL)
+	}
+	if strings.Join(c.KafkaBrokers, "|") != "a:9092|b:9092|c:9092" {
+		t.Errorf("brokers = %q", c.KafkaBrokers)
+	}
+	if c.NodeID == "" {
+		t.Error("no node id")
+	}
+}
+
+func TestSealingKeysPersist(t *testing.T) {
+	c := validConfig(t)
+	k1, err := c.sealingKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := c.sealingKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(k1[0]) != string(k2[0]) {
+		t.Fatal("generated key not reused")
+	}
+	if fi, err := os.Stat(filepath.Join(c.DataDir, "crypto-keys")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	c.CryptoKeys = "short"
+	if _, err := c.sealingKeys(); err == nil || !strings.Contains(err.Error(), "--crypto-keys") {
+		t.Fatalf("bad key accepted: %v", err)
+	}
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/connector"
+	"github.com/pushlog/pushlog/connector/owner"
+	"github.com/pushlog/pushlog/ingest"
+	"github.com/pushlog/pushlog/projector"
+	"github.com/pushlog/pushlog/schema"
+)
+
+type serveCmd struct {
+	serveConfig `embed:""`
+}
+
+func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	cfg := &s.serveConfig
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	keys, err := cfg.sealingKeys()
+	if err != nil {
+		return err
+	}
+	sealer, err := schema.NewSealer(keys)
+	if err != nil {
+		return err
+	}
+	if len(cfg.KafkaBrokers) == 0 {
+		cluster, err := startEmbedded(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer cluster.Close()
+		cfg.KafkaBrokers = cluster.ListenAddrs()
+	}
+	clientOpts := []kgo.Opt{kgo.SeedBrokers(cfg.KafkaBrokers...), kgo.ClientID("pushlog-" + cfg.NodeID)}
+	producer, err := kgo.NewClient(append(clientOpts,
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+	)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer producer.Close()
+	if err := ensureTopics(ctx, producer, cfg); err != nil {
+		return err
+	}
+	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
+		"kafka", cfg.KafkaBrokers, "public_url", cfg.PublicURL)
+
+	g := newRunGroup(ctx, logger)
+	if cfg.has(roleProjector) {
+		startProjectors(g, cfg, clientOpts, producer, logger)
+	}
+	if cfg.has(roleConnector) {
+		if err := startConnector(g, cfg, clientOpts, producer, sealer, logger); err != nil {
+			g.cancel()
+			return errors.Join(err, g.wait())
+		}
+	}
+	if cfg.has(roleIngest) {
+		if err := startIngest(g, cfg, clientOpts, producer, sealer, logger); err != nil {
+			g.cancel()
+			return errors.Join(err, g.wait())
+		}
+	}
+	err = g.wait()
+	logger.Info("pushlog stopped")
+	return err
+}
+
+func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error) {
+	_, portStr, _ := net.SplitHostPort(cfg.EmbeddedAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--embedded-kafka-addr: %w", err)
+	}
+	dir := filepath.Join(cfg.DataDir, "kafka")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.DataDir(dir),
+		kfake.ClusterID("pushlog-embedded"),
+	}
+	if cfg.Fsync {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded kafka in %s: %w", dir, err)
+	}
+	logger.Info("embedded kafka running", "addr", cluster.ListenAddrs(), "data_dir", dir, "fsync", cfg.Fsync)
+	return cluster, nil
+}
+
+func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	if err := schema.EnsureTopics(ctx, adm, schema.Topics(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
+		return fmt.Errorf("topics: %w", err)
+	}
+	return nil
+}
+
+func startProjectors(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, logger *slog.Logger) {
+	g.start("channel-projector", func(ctx context.Context) error {
+		p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Logger: logger.With("role", "channel-projector")})
+		if err != nil {
+			return err
+		}
+		return p.Run(ctx)
+	})
+	if cfg.ClickHouseAddr != "" {
+		g.start("analytics-projector", func(ctx context.Context) error {
+			return runAnalyticsProjector(ctx, cfg, clientOpts, logger.With("role", "analytics-projector"))
+		})
+	}
+}
+
+func startConnector(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
+	own, err := owner.New(owner.Config{
+		ClientOpts:   clientOpts,
+		Producer:     producer,
+		Partitions:   cfg.Partitions,
+		Sealer:       sealer,
+		NodeID:       cfg.NodeID,
+		PendingLimit: cfg.PendingLimit,
+		Logger:       logger.With("role", "owner"),
+	})
+	if err != nil {
+		return fmt.Errorf("owner: %w", err)
+	}
+	srv, err := connector.New(connector.Config{
+		NodeID:         cfg.NodeID,
+		PublicURL:      cfg.PublicURL,
+		Sealer:         sealer,
+		Producer:       producer,
+		Link:           own,
+		HelloTimeout:   cfg.HelloTimeout,
+		PingInterval:   cfg.PingInterval,
+		PongTimeout:    cfg.PongTimeout,
+		MinClientPing:  cfg.MinClientPing,
+		Broadcasts:     cfg.Broadcasts,
+		ProduceTimeout: cfg.ProduceTimeout,
+		Logger:         logger.With("role", "connector"),
+	})
+	if err != nil {
+		return fmt.Errorf("connector: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.WSAddr)
+	if err != nil {
+		return fmt.Errorf("--ws-addr: %w", err)
+	}
+	logger.Info("websocket listener", "addr", ln.Addr().String())
+	g.start("owner", own.Run)
+	g.start("connector", func(ctx context.Context) error { return srv.Run(ctx, ln) })
+	return nil
+}
+
+func startIngest(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
+	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Logger: logger.With("role", "gone-set")})
+	if err != nil {
+		return fmt.Errorf("gone set: %w", err)
+	}
+	adm := kadm.NewClient(producer)
+	srv, err := ingest.New(ingest.Config{
+		PublicURL:      cfg.PublicURL,
+		Sealer:         sealer,
+		Producer:       producer,
+		Partitions:     cfg.Partitions,
+		Gone:           gone,
+		MaxTTL:         cfg.MaxTTL,
+		MaxBody:        cfg.MaxBody,
+		ProduceTimeout: cfg.ProduceTimeout,
+		Health: map[string]func(context.Context) error{
+			"kafka": func(ctx context.Context) error {
+				_, err := adm.BrokerMetadata(ctx)
+				return err
+			},
+		},
+		Version: ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
+		Logger:  logger.With("role", "ingest"),
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		c, err := ingest.LoadTLS(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return err
+		}
+		tlsCfg = c
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+	logger.Info("push listener", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+	g.start("gone-set", gone.Run)
+	g.start("ingest", func(ctx context.Context) error {
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := gone.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("gone set catch-up: %w", err)
+		}
+		return srv.Run(ctx, ln, tlsCfg)
+	})
+	return nil
+}
+
+// runGroup runs the roles; the first to fail stops the rest.
+type runGroup struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	logger *slog.Logger
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+func newRunGroup(parent context.Context, logger *slog.Logger) *runGroup {
+	ctx, cancel := context.WithCancel(parent)
+	return &runGroup{ctx: ctx, cancel: cancel, logger: logger}
+}
+
+func (g *runGroup) start(name string, fn func(context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		err := fn(g.ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			g.logger.Error("role failed", "role", name, "err", err)
+			g.mu.Lock()
+			g.errs = append(g.errs, fmt.Errorf("%s: %w", name, err))
+			g.mu.Unlock()
+		}
+		g.cancel()
+	}()
+}
+
+func (g *runGroup) wait() error {
+	g.wg.Wait()
+	g.cancel()
+	return errors.Join(g.errs...)
+}
