@@ -1,0 +1,113 @@
+package schema
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// DefaultNamespace prefixes every topic and consumer group.
+const DefaultNamespace = "pushlog"
+
+// Names are the topic names of one pushlog deployment. A namespace lets
+// several deployments (or test runs) share one Kafka cluster without seeing
+// each other's events or consumer groups.
+type Names struct {
+	Namespace     string
+	Messages      string
+	Acks          string
+	Registrations string
+	Channels      string
+	Presence      string
+}
+
+var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}$`)
+
+// NamesFor returns the names in namespace ns ("" means the default).
+func NamesFor(ns string) (Names, error) {
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if !namespaceRE.MatchString(ns) {
+		return Names{}, fmt.Errorf("namespace %q: want up to 100 of [A-Za-z0-9._-]", ns)
+	}
+	return Names{
+		Namespace:     ns,
+		Messages:      ns + ".messages",
+		Acks:          ns + ".acks",
+		Registrations: ns + ".registrations",
+		Channels:      ns + ".channels",
+		Presence:      ns + ".presence",
+	}, nil
+}
+
+// DefaultNames are the names in the default namespace (the Topic* constants).
+func DefaultNames() Names {
+	n, _ := NamesFor(DefaultNamespace)
+	return n
+}
+
+// Group returns the consumer group name of a role ("connectors",
+// "channels", "analytics") in this namespace.
+func (n Names) Group(role string) string { return n.Namespace + "-" + role }
+
+// All returns every topic name.
+func (n Names) All() []string {
+	return []string{n.Messages, n.Acks, n.Registrations, n.Channels, n.Presence}
+}
+
+// Topic returns the topic of an event type in this namespace.
+func (n Names) Topic(ev *pb.Event) string {
+	switch TopicOf(ev) {
+	case TopicMessages:
+		return n.Messages
+	case TopicAcks:
+		return n.Acks
+	case TopicRegistrations:
+		return n.Registrations
+	case TopicPresence:
+		return n.Presence
+	case TopicChannels:
+		return n.Channels
+	}
+	return ""
+}
+
+// Record encodes ev as a record on its topic in this namespace.
+func (n Names) Record(ev *pb.Event) (*kgo.Record, error) {
+	r, err := Record(ev)
+	if err != nil {
+		return nil, err
+	}
+	r.Topic = n.Topic(ev)
+	return r, nil
+}
+
+// Specs returns the topic specs in this namespace.
+func (n Names) Specs(maxTTL time.Duration) []TopicSpec {
+	specs := Topics(maxTTL)
+	for i := range specs {
+		specs[i].Name = n.rename(specs[i].Name)
+	}
+	return specs
+}
+
+func (n Names) rename(defaultName string) string {
+	switch defaultName {
+	case TopicMessages:
+		return n.Messages
+	case TopicAcks:
+		return n.Acks
+	case TopicRegistrations:
+		return n.Registrations
+	case TopicChannels:
+		return n.Channels
+	case TopicPresence:
+		return n.Presence
+	}
+	return defaultName
+}
