@@ -78,6 +78,9 @@ func (c *serveConfig) validate() error {
 			bad("--roles: unknown role %q (want ingest, connector, projector)", r)
 		}
 	}
+	if _, err := schema.NamesFor(c.Namespace); err != nil {
+		bad("--namespace: %v", err)
+	}
 	if c.Partitions < 1 || c.Partitions > 10000 {
 		bad("--partitions: %d is out of range 1..10000", c.Partitions)
 	}

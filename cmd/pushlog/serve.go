@@ -117,7 +117,8 @@ func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
-	if err := schema.EnsureTopics(ctx, adm, schema.Topics(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
+	names, _ := schema.NamesFor(cfg.Namespace) // validated
+	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil
