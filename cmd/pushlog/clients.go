@@ -24,12 +24,15 @@ type listenCmd struct {
 	Count        int    `help:"Exit after this many messages (0: run until interrupted)."`
 	JSON         bool   `help:"Print each message as a JSON line."`
 	Subscription string `help:"Also write the subscription JSON to this file." type:"path"`
+	CAFile       string `name:"cacert" type:"existingfile" help:"Trust this CA for a wss:// URL."`
+	Insecure     bool   `help:"Skip TLS verification (testing only)."`
 }
 
 func (l *listenCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	return client.Listen(ctx, client.ListenOptions{
 		URL: l.URL, StateFile: l.State, ServerKey: l.ServerKey, Count: l.Count,
-		JSON: l.JSON, SubscriptionOut: l.Subscription, Out: os.Stdout, Logger: logger,
+		JSON: l.JSON, SubscriptionOut: l.Subscription, CAFile: l.CAFile, Insecure: l.Insecure,
+		Out: os.Stdout, Logger: logger,
 	})
 }
 
