@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"bytes"
+
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -31,7 +33,9 @@ func ApplyRegistration(st *pb.ChannelState, ev *pb.Event, offset int64) bool {
 				ChangedMs: ev.GetTimeMs(),
 			})
 			changed = true
-		} else if ch.GetUnregistered() {
+		} else if ch.GetUnregistered() || !bytes.Equal(ch.GetKeyHash(), b.ChannelRegistered.GetKeyHash()) {
+			// Re-registering with another key rebinds the channel: the
+			// newest registration is what the user agent holds.
 			ch.Unregistered = false
 			ch.KeyHash = b.ChannelRegistered.GetKeyHash()
 			ch.ChangedMs = ev.GetTimeMs()
@@ -57,6 +61,7 @@ func ApplyRegistration(st *pb.ChannelState, ev *pb.Event, offset int64) bool {
 			st.ResetMs = ev.GetTimeMs()
 			for _, ch := range st.Channels {
 				ch.Unregistered = true
+				ch.ChangedMs = ev.GetTimeMs()
 			}
 			changed = true
 		}
@@ -68,7 +73,7 @@ func ApplyRegistration(st *pb.ChannelState, ev *pb.Event, offset int64) bool {
 }
 
 func findChannel(st *pb.ChannelState, id string) *pb.Channel {
-	for _, ch := range st.Channels {
+	for _, ch := range st.GetChannels() {
 		if ch.GetChannelId() == id {
 			return ch
 		}
