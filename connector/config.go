@@ -1,0 +1,107 @@
+package connector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+)
+
+// Config configures a connection node.
+type Config struct {
+	NodeID    string         // this node's id (presence events)
+	LinkAddr  string         // where owners reach this node; "" in single node
+	PublicURL string         // endpoint base: PublicURL + "/wpush/v1/" + token (v2 with a key)
+	Sealer    *schema.Sealer // seals endpoint tokens, opens message ids
+	Producer  *kgo.Client    // acks=all producer
+	Link      link.Link      // the owner of every UAID's partition
+
+	HelloTimeout   time.Duration // default 5s: the first message must be a hello within this
+	PingInterval   time.Duration // default 300s: a WebSocket Ping on a socket idle this long
+	PongTimeout    time.Duration // default 30s: close when the Pong (or any data) does not follow
+	MinClientPing  time.Duration // default 45s: clients sending `{}` pings more often are closed
+	ProduceTimeout time.Duration // default 5s: bound on a synchronous produce
+	LinkTimeout    time.Duration // default 5s: bound on CheckUAID and Attach
+	ReadTimeout    time.Duration // default 10s: a message must be complete this long after its first byte
+	WriteTimeout   time.Duration // default 10s: bound on one socket write
+
+	// SendQueue bounds the notifications waiting for one socket (default
+	// 1024). Past it the socket is closed: the messages stay pending at the
+	// owner and are sent again on reconnect.
+	SendQueue int
+	// MaxMessage bounds a client message in bytes (default 16 KiB).
+	MaxMessage int64
+
+	Broadcasts map[string]string // broadcast id -> version, from configuration
+	Logger     *slog.Logger
+}
+
+const (
+	defaultHelloTimeout   = 5 * time.Second
+	defaultPingInterval   = 300 * time.Second
+	defaultPongTimeout    = 30 * time.Second
+	defaultMinClientPing  = 45 * time.Second
+	defaultProduceTimeout = 5 * time.Second
+	defaultLinkTimeout    = 5 * time.Second
+	defaultReadTimeout    = 10 * time.Second
+	defaultWriteTimeout   = 10 * time.Second
+	defaultSendQueue      = 1024
+	defaultMaxMessage     = 16 << 10
+)
+
+// withDefaults validates c and fills every zero field with its default.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Sealer == nil {
+		errs = append(errs, errors.New("missing Sealer"))
+	}
+	if c.Producer == nil {
+		errs = append(errs, errors.New("missing Producer"))
+	}
+	if c.Link == nil {
+		errs = append(errs, errors.New("missing Link"))
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("PublicURL %q: want an absolute http(s) URL", c.PublicURL))
+	}
+	setDuration(&c.HelloTimeout, defaultHelloTimeout)
+	setDuration(&c.PingInterval, defaultPingInterval)
+	setDuration(&c.PongTimeout, defaultPongTimeout)
+	setDuration(&c.MinClientPing, defaultMinClientPing)
+	setDuration(&c.ProduceTimeout, defaultProduceTimeout)
+	setDuration(&c.LinkTimeout, defaultLinkTimeout)
+	setDuration(&c.ReadTimeout, defaultReadTimeout)
+	setDuration(&c.WriteTimeout, defaultWriteTimeout)
+	if c.SendQueue <= 0 {
+		c.SendQueue = defaultSendQueue
+	}
+	if c.MaxMessage <= 0 {
+		c.MaxMessage = defaultMaxMessage
+	}
+	for id := range c.Broadcasts {
+		if id == "" || id == broadcastErrorsKey {
+			errs = append(errs, fmt.Errorf("broadcast id %q is reserved", id))
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("connector config: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+func setDuration(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}

@@ -1,0 +1,368 @@
+package connector
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Connection states.
+const (
+	stateAwaitHello int32 = iota // upgraded, no hello yet
+	stateHello                   // the hello is being answered
+	stateReady                   // identified: attached to the owner
+	stateClosed
+)
+
+// WebSocket close codes the server sends.
+const (
+	closeNormal      = websocket.CloseNormalClosure           // 1000: replaced by a newer connection
+	closeGoingAway   = websocket.CloseGoingAway               // 1001: shutdown, dead peer
+	closeProtocol    = websocket.CloseProtocolError           // 1002: bad JSON, unknown type, no/second hello
+	closeUnsupported = websocket.CloseUnsupportedData         // 1003: binary frame
+	closeInvalidData = websocket.CloseInvalidFramePayloadData // 1007: text that is not UTF-8
+	closeTryAgain    = websocket.CloseTryAgainLater           // 1013: owner or Kafka unavailable; retry
+	// closeBackoff tells Firefox not to reconnect until the network changes:
+	// autopush sends it to clients that ping far too often.
+	closeBackoff = 4774
+)
+
+const (
+	closeWriteWait       = time.Second // bound on writing the close frame
+	closeLinger          = time.Second // read (and drop) until the peer's close, at most this long
+	closeLingerAfterData = 50 * time.Millisecond
+	maxUnacked           = 1024 // delivered-but-unacked refs remembered per connection
+	opPing               = 0x9
+	opPong               = 0xA
+)
+
+// conn is one client socket. It implements link.Session.
+//
+// Memory matters here (DESIGN.md: at most 4 KB per idle connection), so an
+// idle conn holds no goroutine, no write buffer (gorilla borrows one from a
+// pool per message), a 288-byte read buffer, and no maps or queues until a
+// notification is in flight.
+type conn struct {
+	srv   *Server
+	ws    *websocket.Conn
+	nc    net.Conn
+	br    *bufio.Reader // gorilla's reader, shared with us (see hijack.go)
+	id    uint64
+	since int64 // unix nanoseconds at upgrade
+
+	// Poller bookkeeping, guarded by the poller's mutex.
+	fd      int32
+	pollGen uint32
+	polled  bool
+
+	state    atomic.Int32
+	closing  atomic.Bool
+	lastRecv atomic.Int64 // unix nanoseconds of the last byte from the client
+	pingSent atomic.Int64 // unix nanoseconds of an unanswered server Ping, 0 if none
+
+	// Used by the reading goroutine only (one at a time); uaid is written
+	// under srv.mu before the conn becomes ready and is read-only after.
+	uaid     string
+	ua       string // User-Agent, kept until the Connected event is written
+	lastPing int64  // unix nanoseconds of the client's last `{}`
+
+	mu      sync.Mutex
+	out     [][]byte // encoded messages waiting for the writer; nil when idle
+	writing bool     // a goroutine is draining out
+	closed  bool
+	unacked map[string]*pb.MessageRef // version -> ref of delivered, unacked messages
+	bcast   []string                  // subscribed broadcast ids (shared strings)
+}
+
+var _ link.Session = (*conn)(nil)
+
+func newConnID() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// ConnID is unique per connection: 16 hex characters.
+func (c *conn) ConnID() string { return fmt.Sprintf("%016x", c.id) }
+
+// Deliver queues a notification without blocking. A socket that cannot keep
+// up (queue full) is closed; the message stays pending at the owner.
+func (c *conn) Deliver(n link.Notification) error {
+	msg, err := encodeNotification(n)
+	if err != nil {
+		return err
+	}
+	return c.enqueue(msg, false, func() {
+		if n.Ref == nil || n.Version == "" || len(c.unacked) >= maxUnacked {
+			return
+		}
+		if c.unacked == nil {
+			c.unacked = make(map[string]*pb.MessageRef, 1)
+		}
+		c.unacked[n.Version] = n.Ref
+	})
+}
+
+// send queues a reply. inline writes it from the calling goroutine (the
+// reader) when no writer is running; the owner's Deliver never writes inline.
+func (c *conn) send(msg []byte, inline bool) error {
+	return c.enqueue(msg, inline, nil)
+}
+
+func (c *conn) reply(v any) {
+	msg, err := marshal(v)
+	if err != nil {
+		c.srv.log.Error("encode reply", "err", err)
+		c.close(closeGoingAway, "internal error")
+		return
+	}
+	_ = c.send(msg, true)
+}
+
+func (c *conn) enqueue(msg []byte, inline bool, locked func()) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return link.ErrSessionClosed
+	}
+	if len(c.out) >= c.srv.cfg.SendQueue {
+		c.mu.Unlock()
+		c.srv.log.Info("send queue full; closing the connection", "uaid", c.uaid, "conn", c.ConnID())
+		go c.close(closeTryAgain, "send queue full")
+		return link.ErrSessionClosed
+	}
+	if locked != nil {
+		locked()
+	}
+	c.out = append(c.out, msg)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	switch {
+	case !start:
+	case inline:
+		c.drain()
+	default:
+		go c.drain()
+	}
+	return nil
+}
+
+// drain writes queued messages until the queue is empty; only one drain
+// runs per connection.
+func (c *conn) drain() {
+	for {
+		c.mu.Lock()
+		batch := c.out
+		c.out = nil
+		if len(batch) == 0 || c.closed {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		for _, m := range batch {
+			if err := c.write(m); err != nil {
+				c.mu.Lock()
+				c.writing = false
+				c.mu.Unlock()
+				c.srv.log.Debug("write failed; closing", "conn", c.ConnID(), "err", err)
+				c.close(0, "")
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) write(msg []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+		return fmt.Errorf("write message: %w", err)
+	}
+	return nil
+}
+
+// ping sends a WebSocket Ping (the sweeper found the socket idle).
+func (c *conn) ping() {
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		c.close(0, "")
+	}
+}
+
+// serveReady reads and handles every message the client has sent so far.
+// After a readiness event (blocking false) data is known to be there; in
+// blocking mode it first waits, with no deadline, for the next byte. It
+// returns with nothing left in the read buffer, reporting whether the
+// connection is still open.
+func (c *conn) serveReady(blocking bool) bool {
+	if c.state.Load() == stateClosed {
+		return false
+	}
+	deadline := time.Now().Add(c.srv.cfg.ReadTimeout)
+	if blocking {
+		deadline = time.Time{}
+	}
+	if err := c.nc.SetReadDeadline(deadline); err != nil {
+		c.close(0, "")
+		return false
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		c.readFailed(err)
+		return false
+	}
+	now := time.Now()
+	if blocking {
+		// A started message must complete in time.
+		_ = c.nc.SetReadDeadline(now.Add(c.srv.cfg.ReadTimeout))
+	}
+	c.lastRecv.Store(now.UnixNano())
+	c.pingSent.Store(0) // any data proves the peer alive
+	for {
+		if !c.readOne() || c.state.Load() == stateClosed {
+			return false
+		}
+		if c.br.Buffered() == 0 {
+			return true
+		}
+	}
+}
+
+// readOne reads one frame (ping/pong) or one whole message and handles it.
+func (c *conn) readOne() bool {
+	handled, err := c.readControl()
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	if handled {
+		return true
+	}
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	if typ != websocket.TextMessage {
+		c.close(closeUnsupported, "binary messages are not supported")
+		return false
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	c.handle(data)
+	return true
+}
+
+// readControl consumes a Ping or Pong frame that starts at a message
+// boundary. gorilla's NextReader would handle it too, but would then block
+// waiting for the next data message, pinning a goroutine to an idle socket.
+// Anything else (data, close, malformed frames) is left to gorilla.
+func (c *conn) readControl() (bool, error) {
+	hdr, err := c.br.Peek(2)
+	if err != nil {
+		return false, err
+	}
+	op := hdr[0] & 0x0f
+	if (op != opPing && op != opPong) || hdr[0]&0xf0 != 0x80 || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
+		return false, nil
+	}
+	n := int(hdr[1] & 0x7f)
+	frame, err := c.br.Peek(6 + n)
+	if err != nil {
+		return false, err
+	}
+	var payload [125]byte
+	for i := 0; i < n; i++ {
+		payload[i] = frame[6+i] ^ frame[2+i%4]
+	}
+	if _, err := c.br.Discard(6 + n); err != nil {
+		return false, err
+	}
+	if op == opPing {
+		if err := c.ws.WriteControl(websocket.PongMessage, payload[:n], time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+			return true, fmt.Errorf("write pong: %w", err)
+		}
+	}
+	return true, nil
+}
+
+func (c *conn) readFailed(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		c.srv.log.Debug("client closed", "conn", c.ConnID(), "code", ce.Code)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	default:
+		c.srv.log.Debug("read failed; closing", "conn", c.ConnID(), "err", err)
+	}
+	c.close(0, "")
+}
+
+// close ends the connection once: it stops the poller and the writer,
+// detaches from the owner, records Disconnected, sends a close frame with
+// code (none when 0) and closes the socket. It may block for about a second
+// (close handshake); callers that must not block run it in a goroutine.
+func (c *conn) close(code int, reason string) {
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s := c.srv
+	prev := c.state.Swap(stateClosed)
+	c.mu.Lock()
+	c.closed = true
+	c.out = nil
+	c.unacked = nil
+	c.mu.Unlock()
+	if s.poll != nil {
+		s.poll.remove(c) // before the socket closes: its fd number may be reused
+	}
+	s.forget(c)
+	if prev == stateReady {
+		s.cfg.Link.Detach(c.uaid, c)
+		s.produceDisconnected(c)
+	}
+	if code != 0 {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWriteWait))
+		c.linger()
+	}
+	_ = c.nc.Close()
+	s.wg.Done()
+}
+
+// linger half-closes the socket after our close frame and drops what the
+// client still sends until it closes too: closing with unread data would
+// reset the connection and could destroy the close frame in flight.
+func (c *conn) linger() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+	var buf [128]byte
+	for {
+		if _, err := c.nc.Read(buf[:]); err != nil {
+			return
+		}
+		// The peer is answering (its close frame is usually all there is):
+		// wait only briefly for more.
+		_ = c.nc.SetReadDeadline(time.Now().Add(closeLingerAfterData))
+	}
+}
+
+// errConnClosed means the connection closed before it could be watched.
+var errConnClosed = errors.New("connection closed")

@@ -1,0 +1,160 @@
+package connector
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/pushlog/pushlog/connector/link"
+)
+
+// Client message types (the "messageType" field). A bare `{}` is a ping.
+const (
+	typeHello              = "hello"
+	typeRegister           = "register"
+	typeUnregister         = "unregister"
+	typeAck                = "ack"
+	typeNack               = "nack"
+	typePing               = "ping"
+	typeBroadcastSubscribe = "broadcast_subscribe"
+)
+
+// errBadMessage marks a client message that is not valid protocol JSON; the
+// socket is closed with 1002.
+var errBadMessage = errors.New("bad client message")
+
+// clientMessage is every field any client message may carry. Unknown fields
+// are ignored, as autopush does.
+type clientMessage struct {
+	MessageType string            `json:"messageType"`
+	UAID        json.RawMessage   `json:"uaid"` // any JSON: a non-string is a malformed uaid, not a bad message
+	ChannelID   string            `json:"channelID"`
+	Key         *string           `json:"key"`
+	Code        *float64          `json:"code"`
+	Version     string            `json:"version"`
+	Updates     []clientAck       `json:"updates"`
+	Broadcasts  map[string]string `json:"broadcasts"`
+}
+
+type clientAck struct {
+	ChannelID string   `json:"channelID"`
+	Version   string   `json:"version"`
+	Code      *float64 `json:"code"`
+}
+
+// uaid returns the hello's uaid when it is a JSON string, else "".
+func (m *clientMessage) uaid() string {
+	var s string
+	if len(m.UAID) == 0 || json.Unmarshal(m.UAID, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// code returns the message's integral code, or def when absent or not an
+// integer.
+func intCode(c *float64, def int32) int32 {
+	if c == nil || *c != math.Trunc(*c) || *c < math.MinInt32 || *c > math.MaxInt32 {
+		return def
+	}
+	return int32(*c)
+}
+
+// parseClientMessage decodes one text frame. `{}` (any whitespace) is a
+// ping; a missing or unknown messageType is errBadMessage.
+func parseClientMessage(data []byte) (clientMessage, error) {
+	var m clientMessage
+	if isEmptyObject(data) {
+		m.MessageType = typePing
+		return m, nil
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return clientMessage{}, fmt.Errorf("%w: %v", errBadMessage, err)
+	}
+	switch m.MessageType {
+	case typeHello, typeRegister, typeUnregister, typeAck, typeNack, typePing, typeBroadcastSubscribe:
+		return m, nil
+	case "":
+		return clientMessage{}, fmt.Errorf("%w: no messageType", errBadMessage)
+	}
+	return clientMessage{}, fmt.Errorf("%w: unknown messageType %.40q", errBadMessage, m.MessageType)
+}
+
+// isEmptyObject reports whether data is `{}` with optional JSON whitespace.
+func isEmptyObject(data []byte) bool {
+	data = bytes.TrimSpace(data)
+	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+		return false
+	}
+	return len(bytes.TrimSpace(data[1:len(data)-1])) == 0
+}
+
+// Server messages. Field order is the wire order autopush uses.
+
+type helloReply struct {
+	MessageType string         `json:"messageType"`
+	UAID        string         `json:"uaid"`
+	Status      int            `json:"status"`
+	UseWebpush  bool           `json:"use_webpush"`
+	Broadcasts  map[string]any `json:"broadcasts"`
+}
+
+type registerReply struct {
+	MessageType  string `json:"messageType"`
+	ChannelID    string `json:"channelID"`
+	Status       int    `json:"status"`
+	PushEndpoint string `json:"pushEndpoint,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+type unregisterReply struct {
+	MessageType string `json:"messageType"`
+	ChannelID   string `json:"channelID"`
+	Status      int    `json:"status"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+type broadcastReply struct {
+	MessageType string         `json:"messageType"`
+	Broadcasts  map[string]any `json:"broadcasts"`
+}
+
+type notificationMsg struct {
+	MessageType string               `json:"messageType"`
+	ChannelID   string               `json:"channelID"`
+	Version     string               `json:"version"`
+	Data        string               `json:"data,omitempty"`
+	Headers     *notificationHeaders `json:"headers,omitempty"`
+}
+
+type notificationHeaders struct {
+	Encoding   string `json:"encoding"`
+	Encryption string `json:"encryption,omitempty"`
+	CryptoKey  string `json:"crypto_key,omitempty"`
+}
+
+// pingReply is the answer to a client's `{}`.
+var pingReply = []byte("{}")
+
+// encodeNotification renders n as the client sees it: the body base64url
+// without padding, its content headers, and nothing else (never TTL, topic,
+// urgency or VAPID data). An empty body carries neither data nor headers.
+func encodeNotification(n link.Notification) ([]byte, error) {
+	m := notificationMsg{MessageType: "notification", ChannelID: n.ChannelID, Version: n.Version}
+	if len(n.Data) > 0 {
+		m.Data = base64.RawURLEncoding.EncodeToString(n.Data)
+		m.Headers = &notificationHeaders{Encoding: n.Encoding, Encryption: n.Encryption, CryptoKey: n.CryptoKey}
+	}
+	return marshal(m)
+}
+
+func marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,179 @@
+//go:build linux
+
+package connector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// poller watches idle sockets with one epoll instance so that an idle
+// connection has no goroutine (and no goroutine stack) at all. A socket is
+// armed one-shot: when it becomes readable one goroutine is started to read
+// what arrived, and the socket is re-armed when that goroutine has drained
+// every buffered byte. Level-triggered re-arming means data that arrived in
+// between fires at once.
+//
+// The Go runtime's own poller also watches the fd (edge-triggered); reads
+// still go through net.Conn, so deadlines and closing work as usual.
+type poller struct {
+	epfd int
+	wake [2]int // a pipe: writing to it stops the wait loop
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	conns map[int32]*conn
+	gen   uint32 // tells a reused fd number from the one an event was for
+	done  chan struct{}
+	stop  sync.Once
+}
+
+const epollFlags = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+func newPoller(log *slog.Logger) (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll create: %w", err)
+	}
+	p := &poller{epfd: epfd, log: log, conns: map[int32]*conn{}, done: make(chan struct{})}
+	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("epoll wake pipe: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p.wake[0])}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.wake[0], &ev); err != nil {
+		p.closeFDs()
+		return nil, fmt.Errorf("epoll add wake pipe: %w", err)
+	}
+	go p.loop()
+	return p, nil
+}
+
+// errNoFD means the connection has no pollable file descriptor (TLS, or a
+// wrapped conn): it is served by a blocking goroutine instead.
+var errNoFD = errors.New("connection has no pollable fd")
+
+// add starts watching c; c.serveReady runs whenever it is readable.
+func (p *poller) add(c *conn) error {
+	fd, err := connFD(c.nc)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.state.Load() == stateClosed { // closed before it was watched
+		return errConnClosed
+	}
+	p.gen++
+	c.fd, c.pollGen, c.polled = fd, p.gen, true
+	p.conns[fd] = c
+	ev := syscall.EpollEvent{Events: epollFlags, Fd: fd, Pad: int32(p.gen)}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+		delete(p.conns, fd)
+		c.polled = false
+		return fmt.Errorf("epoll add: %w", err)
+	}
+	return nil
+}
+
+// rearm watches c again after a read burst.
+func (p *poller) rearm(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !c.polled { // removed meanwhile: the fd may already belong to another socket
+		return
+	}
+	ev := syscall.EpollEvent{Events: epollFlags, Fd: c.fd, Pad: int32(c.pollGen)}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev); err != nil {
+		p.log.Warn("epoll rearm failed; closing connection", "err", err)
+		go c.close(0, "")
+	}
+}
+
+// remove stops watching c. It must run before c's socket is closed, so the
+// fd number is never touched after the kernel may have reused it.
+func (p *poller) remove(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !c.polled {
+		return
+	}
+	c.polled = false
+	if p.conns[c.fd] == c {
+		delete(p.conns, c.fd)
+	}
+	_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
+}
+
+func (p *poller) loop() {
+	defer close(p.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			p.log.Error("epoll wait failed; stopping the poller", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			if ev.Fd == int32(p.wake[0]) {
+				return
+			}
+			p.mu.Lock()
+			c := p.conns[ev.Fd]
+			if c != nil && c.pollGen != uint32(ev.Pad) {
+				c = nil
+			}
+			p.mu.Unlock()
+			if c != nil {
+				go p.serve(c)
+			}
+		}
+	}
+}
+
+func (p *poller) serve(c *conn) {
+	if c.serveReady(false) {
+		p.rearm(c)
+	}
+}
+
+// close stops the wait loop. Watched connections are left to their owners.
+func (p *poller) close() {
+	p.stop.Do(func() {
+		_, _ = syscall.Write(p.wake[1], []byte{1})
+		<-p.done
+		p.closeFDs()
+	})
+}
+
+func (p *poller) closeFDs() {
+	syscall.Close(p.wake[0])
+	syscall.Close(p.wake[1])
+	syscall.Close(p.epfd)
+}
+
+// connFD returns the socket's fd. It stays valid while the conn is open;
+// the poller removes the conn before it is closed.
+func connFD(nc net.Conn) (int32, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return 0, errNoFD
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", errNoFD, err)
+	}
+	var fd int32 = -1
+	if err := rc.Control(func(f uintptr) { fd = int32(f) }); err != nil || fd < 0 {
+		return 0, errNoFD
+	}
+	return fd, nil
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package connector
+
+import (
+	"errors"
+	"log/slog"
+)
+
+// Without epoll every connection is served by a blocking goroutine.
+type poller struct{}
+
+var errNoFD = errors.New("no poller on this platform")
+
+func newPoller(*slog.Logger) (*poller, error) { return nil, errNoFD }
+
+func (p *poller) add(*conn) error { return errNoFD }
+func (p *poller) remove(*conn)    {}
+func (p *poller) close()          {}

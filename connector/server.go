@@ -1,0 +1,362 @@
+// Package connector is the WebSocket connection node: it speaks the push
+// protocol of Firefox's push client (PROTOCOL.md section 3) on
+// gorilla/websocket, writes the client's facts (registrations, acks,
+// presence) to Kafka, and talks to the owner of each UAID's partition only
+// through link.Link.
+//
+// Idle connections are cheap: on Linux a socket with nothing to read has no
+// goroutine; an epoll instance starts one when bytes arrive (poller_linux.go).
+// Connections without a pollable descriptor (TLS) use one blocking reader
+// goroutine each.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Subprotocol is the WebSocket subprotocol Firefox asks for.
+const Subprotocol = "push-notification"
+
+const (
+	writeBufferSize = 4096 // pooled: held only while a message is written
+	shutdownGrace   = 10 * time.Second
+	maxUserAgent    = 256
+)
+
+// Server is a connection node.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	bcast    *broadcasts
+	ctx      context.Context // for owner calls and produces; ends after Shutdown
+	cancel   context.CancelFunc
+
+	mu      sync.RWMutex
+	conns   map[*conn]struct{}
+	byUAID  map[string]*conn
+	closing bool
+	wg      sync.WaitGroup // one per open conn
+	count   atomic.Int64
+
+	startOnce sync.Once
+	startErr  error
+	poll      *poller
+	sweepStop chan struct{}
+	sweepDone chan struct{}
+	stopOnce  sync.Once
+}
+
+// New validates cfg and returns a server; nothing runs until the first
+// connection or Run.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "connector"),
+		bcast:  newBroadcasts(cfg.Broadcasts),
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  map[*conn]struct{}{},
+		byUAID: map[string]*conn{},
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.WriteTimeout,
+		ReadBufferSize:   0, // reuse the small hijacked reader (hijack.go)
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		Subprotocols:     []string{Subprotocol},
+		// Push clients are not web pages and carry no ambient credentials:
+		// any origin may connect.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	return s, nil
+}
+
+// Handler serves the WebSocket endpoint: GET / upgrades.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Connections is the number of open WebSocket connections.
+func (s *Server) Connections() int { return int(s.count.Load()) }
+
+// SetBroadcasts replaces the broadcast table and tells subscribed clients
+// about the versions that changed.
+func (s *Server) SetBroadcasts(m map[string]string) {
+	changed := s.bcast.set(m)
+	if len(changed) == 0 {
+		return
+	}
+	s.mu.RLock()
+	conns := make([]*conn, 0, len(s.byUAID))
+	for _, c := range s.byUAID {
+		conns = append(conns, c)
+	}
+	s.mu.RUnlock()
+	for _, c := range conns {
+		c.notifyBroadcasts(changed)
+	}
+}
+
+// Run serves ln until ctx ends, then closes every socket gracefully (close
+// frame 1001), waits for their Disconnected events and flushes the producer.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log.Warn("http shutdown", "err", err)
+	}
+	err := s.Shutdown(sctx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("connector serve: %w", serveErr)
+	}
+	return err
+}
+
+// Shutdown refuses new connections, closes the open ones (1001), waits for
+// them, stops the poller and flushes the producer. Use it when the Handler
+// is mounted on another server; Run calls it itself.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		go c.close(closeGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("connector shutdown: %d connections still closing: %w", s.Connections(), ctx.Err())
+	}
+	s.stop()
+	if ferr := s.cfg.Producer.Flush(ctx); ferr != nil && err == nil {
+		err = fmt.Errorf("connector shutdown: flush producer: %w", ferr)
+	}
+	s.cancel()
+	return err
+}
+
+// start creates the poller and the sweeper on first use.
+func (s *Server) start() error {
+	s.startOnce.Do(func() {
+		p, err := newPoller(s.log)
+		if err != nil && !errors.Is(err, errNoFD) {
+			s.startErr = err
+			return
+		}
+		s.poll = p
+		s.sweepStop = make(chan struct{})
+		s.sweepDone = make(chan struct{})
+		go s.sweep()
+	})
+	return s.startErr
+}
+
+func (s *Server) stop() {
+	s.stopOnce.Do(func() {
+		s.startOnce.Do(func() {}) // a server that never started stays stopped
+		if s.sweepStop != nil {
+			close(s.sweepStop)
+			<-s.sweepDone
+		}
+		if s.poll != nil {
+			s.poll.close()
+		}
+	})
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	if err := s.start(); err != nil {
+		s.log.Error("connector start", "err", err)
+		http.Error(w, "connector unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	s.mu.RLock()
+	closing := s.closing
+	s.mu.RUnlock()
+	if closing {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	hw := &hijackResponse{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hw, r, nil)
+	hw.release()
+	if err != nil {
+		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ua := r.UserAgent()
+	if len(ua) > maxUserAgent {
+		ua = ua[:maxUserAgent]
+	}
+	now := time.Now()
+	c := &conn{srv: s, ws: ws, nc: ws.NetConn(), br: hw.br, id: newConnID(), since: now.UnixNano(), ua: ua}
+	c.lastRecv.Store(now.UnixNano())
+	ws.SetReadLimit(s.cfg.MaxMessage)
+	if !s.admit(c) {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeGoingAway, "server shutting down"), now.Add(closeWriteWait))
+		_ = ws.Close()
+		return
+	}
+	s.watch(c)
+}
+
+// admit registers a new connection unless the server is shutting down.
+func (s *Server) admit(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.count.Add(1)
+	return true
+}
+
+// watch hands the socket to the poller, or to a blocking reader goroutine
+// when it cannot be polled.
+func (s *Server) watch(c *conn) {
+	if s.poll != nil {
+		err := s.poll.add(c)
+		if err == nil || errors.Is(err, errConnClosed) {
+			return
+		}
+		if !errors.Is(err, errNoFD) {
+			s.log.Warn("poller add failed; using a reader goroutine", "err", err)
+		}
+	}
+	go func() {
+		for c.serveReady(true) {
+		}
+	}()
+}
+
+// claim makes c the local connection of its UAID (set by the hello) and
+// closes an older one. It fails when c was closed meanwhile.
+func (s *Server) claim(c *conn, uaid string) bool {
+	s.mu.Lock()
+	if c.state.Load() == stateClosed {
+		s.mu.Unlock()
+		return false
+	}
+	c.uaid = uaid
+	old := s.byUAID[uaid]
+	s.byUAID[uaid] = c
+	s.mu.Unlock()
+	if old != nil && old != c {
+		s.log.Debug("newer connection replaces older", "uaid", uaid, "old", old.ConnID(), "new", c.ConnID())
+		go old.close(closeNormal, "replaced by a newer connection")
+	}
+	return true
+}
+
+// forget removes a closing connection from the registries.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	if c.uaid != "" && s.byUAID[c.uaid] == c {
+		delete(s.byUAID, c.uaid)
+	}
+	s.count.Add(-1)
+}
+
+// sweepTick is how often the sweeper checks timeouts: a quarter of the
+// shortest one, between 5ms and 1s.
+func (s *Server) sweepTick() time.Duration {
+	d := min(s.cfg.HelloTimeout, s.cfg.PingInterval, s.cfg.PongTimeout) / 4
+	return max(5*time.Millisecond, min(d, time.Second))
+}
+
+// sweep enforces the hello timeout and the idle Ping/Pong for every socket
+// from one goroutine, so idle connections need no timers of their own.
+func (s *Server) sweep() {
+	defer close(s.sweepDone)
+	t := time.NewTicker(s.sweepTick())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case now := <-t.C:
+			s.sweepOnce(now)
+		}
+	}
+}
+
+func (s *Server) sweepOnce(now time.Time) {
+	n := now.UnixNano()
+	hello, ping, pong := int64(s.cfg.HelloTimeout), int64(s.cfg.PingInterval), int64(s.cfg.PongTimeout)
+	var noHello, idle, dead []*conn
+	s.mu.RLock()
+	for c := range s.conns {
+		switch c.state.Load() {
+		case stateAwaitHello:
+			if n-c.since > hello {
+				noHello = append(noHello, c)
+			}
+		case stateReady:
+			if sent := c.pingSent.Load(); sent != 0 {
+				if n-sent > pong {
+					dead = append(dead, c)
+				}
+			} else if n-c.lastRecv.Load() > ping {
+				idle = append(idle, c)
+			}
+		}
+	}
+	s.mu.RUnlock()
+	for _, c := range noHello {
+		go c.close(closeProtocol, "no hello")
+	}
+	for _, c := range dead {
+		go c.close(closeGoingAway, "no pong")
+	}
+	for _, c := range idle {
+		c.pingSent.Store(n)
+		go c.ping()
+	}
+}
