@@ -1,0 +1,148 @@
+package ingest
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Parsers of outside input must never panic and must keep their invariants.
+// Seeds are added here and under testdata/fuzz/.
+
+func FuzzParseAuthorization(f *testing.F) {
+	for _, s := range []string{
+		"vapid t=" + rfcJWT + ", k=" + rfcKey,
+		"vapid t=" + rfcJWT + ",k=" + rfcKey,
+		"VAPID k=" + rfcKey + "==, t=" + rfcJWT + ", x=y",
+		"WebPush " + rfcJWT,
+		"Bearer " + rfcJWT,
+		"vapid", "vapid ,,,=,=", "Basic x", "", " ", "vapid t==, k==",
+	} {
+		f.Add(s, "p256ecdsa="+rfcKey)
+	}
+	f.Fuzz(func(t *testing.T, header, cryptoKey string) {
+		a, aerr := parseAuthorization(header)
+		if aerr != nil {
+			if aerr.status != http.StatusUnauthorized || aerr.errno != errnoInvalidAuth {
+				t.Fatalf("%q: error %v, want 401/109", header, aerr)
+			}
+			return
+		}
+		if a.token == "" {
+			t.Fatalf("%q: accepted without a token", header)
+		}
+		switch a.scheme {
+		case "vapid", "webpush", "bearer":
+		default:
+			t.Fatalf("%q: scheme %q", header, a.scheme)
+		}
+		key := a.key
+		if key == "" {
+			ck, err := parseCryptoHeader(cryptoKey)
+			if err != nil {
+				return
+			}
+			key, _ = ck.get("p256ecdsa")
+		}
+		if k, err := decodeKey(key); err == nil && k[0] != 4 {
+			t.Fatalf("%q: decoded key does not start with 0x04", key)
+		}
+	})
+}
+
+func FuzzParseCryptoHeader(f *testing.F) {
+	for _, s := range []string{
+		"dh=abc", `keyid="p256dh";dh="abc=="`, "dh=abc;p256ecdsa=xyz", "dh=abc, p256ecdsa=xyz",
+		`salt="c2FsdA==";rs=4096`, "salt=a,rs=3000", "keyid=a;dh=one,keyid=b;dh=two",
+		"", ";", ",", "=", "dh", "a=b=c", `"""`, "dh=\x00",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		parsed, err := parseCryptoHeader(h)
+		if err == nil {
+			flat := parsed.flatten()
+			if strings.Contains(flat, `"`) {
+				t.Fatalf("%q: flatten kept a quote: %q", h, flat)
+			}
+			again, err := parseCryptoHeader(flat)
+			if err != nil {
+				t.Fatalf("%q: flatten output %q does not parse: %v", h, flat, err)
+			}
+			if again.flatten() != flat {
+				t.Fatalf("%q: flatten not idempotent: %q then %q", h, flat, again.flatten())
+			}
+		}
+		for _, ce := range []string{"aesgcm", "aes128gcm"} {
+			for _, hdrs := range []encodingHeaders{
+				{contentEncoding: []string{ce}, encryption: h, cryptoKey: "dh=abc"},
+				{contentEncoding: []string{ce}, encryption: "salt=abc", cryptoKey: h},
+			} {
+				enc, aerr := checkEncoding(hdrs, true)
+				if aerr != nil {
+					if aerr.status != http.StatusBadRequest || aerr.errno != errnoInvalidCrypto {
+						t.Fatalf("%q: error %v, want 400/110", h, aerr)
+					}
+					continue
+				}
+				if enc.name != ce {
+					t.Fatalf("%q: encoding %q, want %q", h, enc.name, ce)
+				}
+				// Only "dh=<base64url>" is forwarded: never p256ecdsa.
+				dh, isDH := strings.CutPrefix(enc.cryptoKey, "dh=")
+				if ce == "aesgcm" && (!isDH || dh == "" || !isBase64URL(dh) || strings.Contains(enc.encryption, `"`)) {
+					t.Fatalf("%q: uncleaned aesgcm headers %+v", h, enc)
+				}
+			}
+		}
+	})
+}
+
+func FuzzTTLHeader(f *testing.F) {
+	for _, s := range []string{"0", "60", "-1", "2592001", "99999999999999999999", "-99999999999999999999", "", " 5 ", "+5", "1.5", "0x10", "1e3"} {
+		f.Add(s, "normal", "topic")
+	}
+	const max = 30 * 24 * time.Hour
+	f.Fuzz(func(t *testing.T, ttl, urgency, topic string) {
+		n, aerr := parseTTL([]string{ttl}, max)
+		if aerr != nil {
+			if aerr.status != http.StatusBadRequest || (aerr.errno != errnoMissingHeader && aerr.errno != errnoInvalidTTL) {
+				t.Fatalf("TTL %q: error %v", ttl, aerr)
+			}
+		} else if n < 0 || n > int64(max/time.Second) {
+			t.Fatalf("TTL %q: applied %d outside [0, max]", ttl, n)
+		}
+		if _, aerr := parseUrgency([]string{urgency}); aerr != nil && aerr.status != http.StatusBadRequest {
+			t.Fatalf("Urgency %q: %v", urgency, aerr)
+		}
+		got, aerr := parseTopic([]string{topic})
+		if aerr == nil && (len(got) > maxTopicLen || !isBase64URL(got)) {
+			t.Fatalf("Topic %q accepted as %q", topic, got)
+		}
+	})
+}
+
+func FuzzVerifyVAPID(f *testing.F) {
+	f.Add(rfcJWT, rfcKey)
+	f.Add(flip(rfcJWT, 50), rfcKey)
+	f.Add("a.b.c", rfcKey)
+	f.Add(rfcJWT+"==", rfcKey)
+	f.Fuzz(func(t *testing.T, token, key string) {
+		k, err := decodeKey(key)
+		if err != nil {
+			return
+		}
+		v := newVAPIDVerifier(rfcAud, rfcClock, 8)
+		res, aerr := v.verify(token, k)
+		if aerr != nil {
+			if aerr.status != http.StatusUnauthorized {
+				t.Fatalf("error %v, want 401", aerr)
+			}
+			return
+		}
+		if res.exp.IsZero() {
+			t.Fatal("verified without exp")
+		}
+	})
+}

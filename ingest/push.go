@@ -1,0 +1,309 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+	"github.com/sony/gobreaker/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Canonical header keys, looked up directly in the header map (net/http and
+// its HTTP/2 server canonicalise incoming names, so "ttl" arrives as "Ttl").
+const (
+	hdrTTL             = "Ttl"
+	hdrUrgency         = "Urgency"
+	hdrTopic           = "Topic"
+	hdrAuthorization   = "Authorization"
+	hdrContentEncoding = "Content-Encoding"
+	hdrEncryption      = "Encryption"
+	hdrCryptoKey       = "Crypto-Key"
+	hdrEncryptionKey   = "Encryption-Key"
+	hdrLocation        = "Location"
+)
+
+// errClientGone marks a produce abandoned because the sender went away; it
+// says nothing about Kafka, so the breaker ignores it.
+var errClientGone = errors.New("client went away during produce")
+
+func firstHeader(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// handlePush serves POST /wpush/v{version}/{token}.
+func (s *Server) handlePush(version int) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		ep, err := s.cfg.Sealer.OpenEndpoint(c.Param("token"))
+		if err != nil || ep.Version() != version {
+			return errInvalidToken
+		}
+		if req.ContentLength > int64(s.cfg.MaxBody) {
+			return errTooLarge
+		}
+		auth, aerr := s.authenticate(req.Header, ep)
+		if aerr != nil {
+			return aerr
+		}
+		if aerr := s.checkGone(ep); aerr != nil {
+			return aerr
+		}
+		msg, aerr := s.parseNotification(req.Header)
+		if aerr != nil {
+			return aerr
+		}
+		msg.ChannelId, msg.KeyBound = ep.ChannelID, version == 2
+		if auth.ok {
+			msg.VapidSub, msg.VapidKeyHash = auth.sub, auth.keyHash[:]
+		}
+		rec, aerr := s.messageRecord(req, ep.UAID, msg)
+		if aerr != nil {
+			return aerr
+		}
+		if aerr := s.produce(req.Context(), rec); aerr != nil {
+			return aerr
+		}
+		return s.created(c, ep, rec, msg.TtlS)
+	}
+}
+
+// messageRecord reads the body, checks its content coding and encodes the
+// MessageAccepted event. The pooled body buffer is released as soon as the
+// event is encoded, not held while Kafka is awaited.
+func (s *Server) messageRecord(req *http.Request, uaid string, msg *pb.MessageAccepted) (*kgo.Record, *apiError) {
+	bufp := s.bodyPool.Get().(*[]byte)
+	defer s.bodyPool.Put(bufp)
+	body, aerr := s.readBody(req.Body, *bufp)
+	if aerr != nil {
+		return nil, aerr
+	}
+	enc, aerr := checkEncoding(encodingHeaders{
+		contentEncoding: req.Header[hdrContentEncoding],
+		encryption:      firstHeader(req.Header, hdrEncryption),
+		cryptoKey:       firstHeader(req.Header, hdrCryptoKey),
+		encryptionKey:   firstHeader(req.Header, hdrEncryptionKey),
+	}, len(body) > 0)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if len(body) > 0 {
+		msg.Payload = body // copied by proto.Marshal in schema.Record
+	}
+	msg.Encoding, msg.Encryption, msg.CryptoKey = enc.name, enc.encryption, enc.cryptoKey
+	ev := schema.NewEvent(uaid, s.now())
+	ev.Body = &pb.Event_MessageAccepted{MessageAccepted: msg}
+	rec, err := schema.Record(ev)
+	msg.Payload = nil // the buffer goes back to the pool
+	if err != nil {
+		s.log.Error("encode message", "uaid", uaid, "err", err)
+		return nil, newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the message")
+	}
+	return rec, nil
+}
+
+// created answers 201 with the message's Location and the applied TTL.
+func (s *Server) created(c echo.Context, ep schema.Endpoint, rec *kgo.Record, ttl int64) error {
+	id, err := s.cfg.Sealer.SealMessageID(schema.MessageID{
+		UAID: ep.UAID, ChannelID: ep.ChannelID, Partition: rec.Partition, Offset: rec.Offset,
+	})
+	if err != nil {
+		// The event is durable; the sender just cannot delete it.
+		s.log.Error("seal message id", "uaid", ep.UAID, "err", err)
+		return newError(http.StatusInternalServerError, errnoUnknown, "Could not seal the message id")
+	}
+	h := c.Response().Header()
+	h[hdrLocation] = []string{s.base + "/m/" + id}
+	h[hdrTTL] = []string{strconv.FormatInt(ttl, 10)}
+	c.Response().WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// authResult is the outcome of VAPID authentication.
+type authResult struct {
+	ok      bool // a VAPID header was present and verified
+	sub     string
+	keyHash [sha256.Size]byte
+}
+
+// authenticate verifies the VAPID Authorization header when present; a v2
+// (key-bound) endpoint requires it, with the key the subscription was
+// registered with.
+func (s *Server) authenticate(h http.Header, ep schema.Endpoint) (authResult, *apiError) {
+	raw := firstHeader(h, hdrAuthorization)
+	if raw == "" {
+		if ep.Version() == 2 {
+			return authResult{}, unauthorized("Missing VAPID public key")
+		}
+		return authResult{}, nil
+	}
+	a, aerr := parseAuthorization(raw)
+	if aerr != nil {
+		return authResult{}, aerr
+	}
+	keyStr := a.key
+	if keyStr == "" {
+		// Legacy (draft) VAPID: the key travels in Crypto-Key: p256ecdsa=.
+		ck, err := parseCryptoHeader(firstHeader(h, hdrCryptoKey))
+		if err != nil {
+			return authResult{}, unauthorized("Invalid Crypto-Key header")
+		}
+		v, ok := ck.get("p256ecdsa")
+		if !ok {
+			return authResult{}, unauthorized("Missing VAPID public key")
+		}
+		keyStr = v
+	}
+	key, err := decodeKey(keyStr)
+	if err != nil {
+		return authResult{}, unauthorized("Invalid VAPID public key")
+	}
+	if len(ep.KeyHash) > 0 {
+		// Checked before the signature: a wrong key needs no verification.
+		sum := sha256.Sum256(key[:])
+		if subtle.ConstantTimeCompare(sum[:], ep.KeyHash) != 1 {
+			return authResult{}, unauthorized("VAPID public key mismatch")
+		}
+	}
+	res, aerr := s.vapid.verify(a.token, key)
+	if aerr != nil {
+		return authResult{}, aerr
+	}
+	return authResult{ok: true, sub: res.sub, keyHash: res.keyHash}, nil
+}
+
+func (s *Server) checkGone(ep schema.Endpoint) *apiError {
+	if s.cfg.Gone == nil {
+		return nil
+	}
+	channelGone, uaidReset := s.cfg.Gone.Gone(ep.UAID, ep.ChannelID)
+	switch {
+	case uaidReset:
+		return errUAIDReset
+	case channelGone:
+		return errNoSubscription
+	}
+	return nil
+}
+
+// parseNotification validates TTL, Urgency and Topic into a MessageAccepted.
+func (s *Server) parseNotification(h http.Header) (*pb.MessageAccepted, *apiError) {
+	ttl, aerr := parseTTL(h[hdrTTL], s.cfg.MaxTTL)
+	if aerr != nil {
+		return nil, aerr
+	}
+	topic, aerr := parseTopic(h[hdrTopic])
+	if aerr != nil {
+		return nil, aerr
+	}
+	urgency, aerr := parseUrgency(h[hdrUrgency])
+	if aerr != nil {
+		return nil, aerr
+	}
+	return &pb.MessageAccepted{TtlS: ttl, Topic: topic, Urgency: urgency}, nil
+}
+
+// readBody reads at most MaxBody+1 bytes into buf (len MaxBody+1): one byte
+// more than allowed proves the body too large without reading it all.
+func (s *Server) readBody(r io.Reader, buf []byte) ([]byte, *apiError) {
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case err == nil:
+		return nil, errTooLarge
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return buf[:n], nil
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, errTooLarge
+	}
+	return nil, badRequest(errnoUnknown, "Could not read the request body")
+}
+
+// produce writes rec through the circuit breaker and waits until it is
+// durable (acks=all). While the breaker is open it fails at once.
+func (s *Server) produce(ctx context.Context, rec *kgo.Record) *apiError {
+	if s.inFlight.Add(1) > int64(s.cfg.MaxInFlight) {
+		s.inFlight.Add(-1)
+		return unavailable("Service overloaded: too many messages waiting on Kafka", 1)
+	}
+	defer s.inFlight.Add(-1)
+	_, err := s.breaker.Execute(func() (struct{}, error) {
+		s.produceCalls.Add(1)
+		return struct{}{}, s.produceWait(ctx, rec)
+	})
+	if err == nil {
+		if want := schema.Partition(rec.Key, s.cfg.Partitions); rec.Partition != want {
+			// Owners would never see this record: the producer does not
+			// partition like Kafka's default partitioner.
+			s.log.Error("record landed on an unexpected partition", "topic", rec.Topic,
+				"partition", rec.Partition, "want", want)
+		}
+		return nil
+	}
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
+	case errors.Is(err, errClientGone):
+		return unavailable("Request cancelled before the message was written", 1)
+	}
+	s.log.Warn("produce failed", "topic", rec.Topic, "err", err)
+	return unavailable("Service temporarily unavailable: the message was not written", s.openSecs)
+}
+
+// produceWait produces rec and waits for its acknowledgement, at most
+// ProduceTimeout. It does not rely on kgo honouring the context: an
+// idempotent producer keeps a record it has already sent until the broker
+// answers (failing it could break sequence numbers), so ProduceSync may
+// block for as long as Kafka is down. Here the wait ends on time; a record
+// answered 503 may still be written later, which is safe (never a 201 for an
+// unwritten message, at worst a duplicate when the sender retries).
+func (s *Server) produceWait(ctx context.Context, rec *kgo.Record) error {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
+	defer cancel()
+	done := make(chan error, 1) // buffered: a late promise never blocks
+	s.cfg.Producer.Produce(pctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	var err error
+	select {
+	case err = <-done:
+	case <-pctx.Done():
+		err = fmt.Errorf("produce to %s: %w", rec.Topic, pctx.Err())
+	}
+	if err != nil && ctx.Err() != nil {
+		return errClientGone
+	}
+	return err
+}
+
+// handleDelete serves DELETE /m/{id}: it appends a MessageDeleted event so
+// the owner never delivers the message afterwards.
+func (s *Server) handleDelete(c echo.Context) error {
+	m, err := s.cfg.Sealer.OpenMessageID(c.Param("id"))
+	if err != nil || m.Partition >= s.cfg.Partitions || schema.PartitionOf(m.UAID, s.cfg.Partitions) != m.Partition {
+		return errInvalidMsgID
+	}
+	ev := schema.NewEvent(m.UAID, s.now())
+	ev.Body = &pb.Event_MessageDeleted{MessageDeleted: &pb.MessageDeleted{
+		Msg: &pb.MessageRef{Partition: m.Partition, Offset: m.Offset, ChannelId: m.ChannelID},
+	}}
+	rec, err := schema.Record(ev)
+	if err != nil {
+		return newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the deletion")
+	}
+	if aerr := s.produce(c.Request().Context(), rec); aerr != nil {
+		return aerr
+	}
+	return c.NoContent(http.StatusNoContent)
+}
