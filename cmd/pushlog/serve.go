@@ -52,7 +52,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	clientOpts := []kgo.Opt{kgo.SeedBrokers(cfg.KafkaBrokers...), kgo.ClientID("pushlog-" + cfg.NodeID)}
 	producer, err := kgo.NewClient(append(clientOpts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0), // a push waits for its own append: no batching delay
+		kgo.ProducerLinger(0),                             // a push waits for its own append: no batching delay
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // bodies are encrypted: incompressible
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
 		kgo.DisableClientMetrics(),
