@@ -22,6 +22,7 @@ type serveConfig struct {
 	DataDir string   `default:"./pushlog-data" env:"PUSHLOG_DATA_DIR" help:"Data directory (embedded Kafka log, generated keys)."`
 	NodeID  string   `env:"PUSHLOG_NODE_ID" help:"Node id (default: hostname and a random suffix)."`
 
+	Namespace      string        `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group (several deployments can share a cluster)."`
 	KafkaBrokers   []string      `env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers; empty runs the embedded broker."`
 	EmbeddedAddr   string        `default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
 	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
