@@ -16,6 +16,7 @@ import (
 
 // Config configures a connection node.
 type Config struct {
+	Names     schema.Names   // topic names; zero means schema.DefaultNames()
 	NodeID    string         // this node's id (presence events)
 	LinkAddr  string         // where owners reach this node; "" in single node
 	PublicURL string         // endpoint base: PublicURL + "/wpush/v1/" + token (v2 with a key)
@@ -59,6 +60,9 @@ const (
 // withDefaults validates c and fills every zero field with its default.
 func (c Config) withDefaults() (Config, error) {
 	var errs []error
+	if c.Names.Messages == "" {
+		c.Names = schema.DefaultNames()
+	}
 	if c.Sealer == nil {
 		errs = append(errs, errors.New("missing Sealer"))
 	}

@@ -15,7 +15,7 @@ import (
 // that depends on the fact (register, unregister, a UAID reset) is sent only
 // after this returns nil.
 func (s *Server) produceSync(ev *pb.Event) error {
-	rec, err := schema.Record(ev)
+	rec, err := s.cfg.Names.Record(ev)
 	if err != nil {
 		return err
 	}
@@ -30,7 +30,7 @@ func (s *Server) produceSync(ev *pb.Event) error {
 // produceAsync writes ev without waiting (presence, acks: no reply depends
 // on them). Failures are logged. Records of one UAID keep their order.
 func (s *Server) produceAsync(ev *pb.Event) {
-	rec, err := schema.Record(ev)
+	rec, err := s.cfg.Names.Record(ev)
 	if err != nil {
 		s.log.Error("encode event", "err", err)
 		return

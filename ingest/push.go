@@ -105,7 +105,7 @@ func (s *Server) messageRecord(req *http.Request, uaid string, msg *pb.MessageAc
 	msg.Encoding, msg.Encryption, msg.CryptoKey = enc.name, enc.encryption, enc.cryptoKey
 	ev := schema.NewEvent(uaid, s.now())
 	ev.Body = &pb.Event_MessageAccepted{MessageAccepted: msg}
-	rec, err := schema.Record(ev)
+	rec, err := s.cfg.Names.Record(ev)
 	msg.Payload = nil // the buffer goes back to the pool
 	if err != nil {
 		s.log.Error("encode message", "uaid", uaid, "err", err)
@@ -298,7 +298,7 @@ func (s *Server) handleDelete(c echo.Context) error {
 	ev.Body = &pb.Event_MessageDeleted{MessageDeleted: &pb.MessageDeleted{
 		Msg: &pb.MessageRef{Partition: m.Partition, Offset: m.Offset, ChannelId: m.ChannelID},
 	}}
-	rec, err := schema.Record(ev)
+	rec, err := s.cfg.Names.Record(ev)
 	if err != nil {
 		return newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the deletion")
 	}

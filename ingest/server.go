@@ -65,6 +65,8 @@ type VersionInfo struct {
 
 // Config configures a Server.
 type Config struct {
+	// Names are the topic names (namespace); zero means schema.DefaultNames().
+	Names schema.Names
 	// PublicURL is the endpoint base, e.g. "https://push.example.com":
 	// Location is PublicURL+"/m/"+id and the VAPID aud must equal its origin.
 	PublicURL string
@@ -126,6 +128,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("ingest config: %w", err)
+	}
+	if cfg.Names.Messages == "" {
+		cfg.Names = schema.DefaultNames()
 	}
 	u, _ := url.Parse(cfg.PublicURL) // validated
 	origin, _ := originOf(u)

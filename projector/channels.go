@@ -31,7 +31,9 @@ type ChannelProjectorConfig struct {
 	Producer *kgo.Client
 	// Group is the consumer group over pushlog.registrations; empty means
 	// ChannelDefaultGroup.
-	Group  string
+	Group string
+	// Names are the topic names; zero means schema.DefaultNames().
+	Names  schema.Names
 	Logger *slog.Logger
 }
 
@@ -67,8 +69,11 @@ func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) 
 	if len(cfg.ClientOpts) == 0 {
 		return nil, errors.New("channel projector: no Kafka client options (seed brokers)")
 	}
+	if cfg.Names.Messages == "" {
+		cfg.Names = schema.DefaultNames()
+	}
 	if cfg.Group == "" {
-		cfg.Group = ChannelDefaultGroup
+		cfg.Group = cfg.Names.Group("channels")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -102,7 +107,7 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 	}
 	cl, err := kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts),
 		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(schema.TopicRegistrations),
+		kgo.ConsumeTopics(p.cfg.Names.Registrations),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		// Revocation waits until a polled batch is durable and committed,
@@ -161,7 +166,7 @@ func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm
 			changed[r.Partition][uaid] = struct{}{}
 		}
 	})
-	recs, err := channelSnapshotRecords(parts, changed, time.Now())
+	recs, err := channelSnapshotRecords(p.cfg.Names, parts, changed, time.Now())
 	if err != nil {
 		return err
 	}
@@ -197,11 +202,11 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record) (string, 
 
 // channelSnapshotRecords encodes the current state of every changed UAID
 // once, however often it changed within the poll.
-func channelSnapshotRecords(parts map[int32]*channelPartition, changed map[int32]map[string]struct{}, now time.Time) ([]*kgo.Record, error) {
+func channelSnapshotRecords(names schema.Names, parts map[int32]*channelPartition, changed map[int32]map[string]struct{}, now time.Time) ([]*kgo.Record, error) {
 	var recs []*kgo.Record
 	for partition, uaids := range changed {
 		for uaid := range uaids {
-			rec, err := channelSnapshotRecord(uaid, parts[partition].states[uaid], now)
+			rec, err := channelSnapshotRecord(names, uaid, parts[partition].states[uaid], now)
 			if err != nil {
 				return nil, err
 			}
@@ -212,10 +217,10 @@ func channelSnapshotRecords(parts map[int32]*channelPartition, changed map[int32
 }
 
 // channelSnapshotRecord encodes st as a ChannelState event keyed by uaid.
-func channelSnapshotRecord(uaid string, st *pb.ChannelState, now time.Time) (*kgo.Record, error) {
+func channelSnapshotRecord(names schema.Names, uaid string, st *pb.ChannelState, now time.Time) (*kgo.Record, error) {
 	ev := schema.NewEvent(uaid, now)
 	ev.Body = &pb.Event_ChannelState{ChannelState: st}
-	rec, err := schema.Record(ev)
+	rec, err := names.Record(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot of %s: %w", uaid, err)
 	}
@@ -234,7 +239,7 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, f
 
 	var missing []int32
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if fp.Topic == schema.TopicRegistrations && len(fp.Records) > 0 && parts[fp.Partition] == nil && !slices.Contains(missing, fp.Partition) {
+		if fp.Topic == p.cfg.Names.Registrations && len(fp.Records) > 0 && parts[fp.Partition] == nil && !slices.Contains(missing, fp.Partition) {
 			missing = append(missing, fp.Partition)
 		}
 	})
@@ -242,7 +247,7 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, f
 		return parts, nil
 	}
 	start := time.Now()
-	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, missing, p.log)
+	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, p.cfg.Names.Channels, missing, p.log)
 	if err != nil {
 		return nil, err
 	}
@@ -260,12 +265,12 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, f
 // channelLoadSnapshots reads the given pushlog.channels partitions from the
 // earliest offset to their current high watermark; the last snapshot of a
 // UAID wins.
-func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, partitions []int32, log *slog.Logger) (map[int32]map[string]*pb.ChannelState, error) {
+func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger) (map[int32]map[string]*pb.ChannelState, error) {
 	out := make(map[int32]map[string]*pb.ChannelState, len(partitions))
 	for _, partition := range partitions {
 		out[partition] = make(map[string]*pb.ChannelState)
 	}
-	targets, err := channelTargets(ctx, adm, schema.TopicChannels, partitions)
+	targets, err := channelTargets(ctx, adm, topic, partitions)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +282,7 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 		offsets[partition] = kgo.NewOffset().AtStart()
 	}
 	cl, err := kgo.NewClient(append(slices.Clone(opts),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schema.TopicChannels: offsets}))...)
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}))...)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot reader: %w", err)
 	}
@@ -374,13 +379,13 @@ func (p *ChannelProjector) onRevoked(ctx context.Context, cl *kgo.Client, revoke
 			p.log.Warn("commit on revoke", "err", err)
 		}
 	}
-	p.drop(revoked[schema.TopicRegistrations])
+	p.drop(revoked[p.cfg.Names.Registrations])
 }
 
 // onLost drops the state of partitions lost without a clean revoke; their
 // offsets may belong to another member now, so nothing is committed.
 func (p *ChannelProjector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	p.drop(lost[schema.TopicRegistrations])
+	p.drop(lost[p.cfg.Names.Registrations])
 }
 
 func (p *ChannelProjector) drop(partitions []int32) {

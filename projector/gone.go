@@ -20,6 +20,8 @@ import (
 
 // GoneSetConfig configures a GoneSet.
 type GoneSetConfig struct {
+	// Names are the topic names; zero means schema.DefaultNames().
+	Names schema.Names
 	// ClientOpts connect to Kafka (seed brokers, TLS, SASL, logger). The
 	// gone set consumes directly, without a consumer group.
 	ClientOpts []kgo.Opt
@@ -40,6 +42,7 @@ type GoneSetConfig struct {
 // since the owner drops messages to unregistered channels anyway, while a
 // false 410 would make the sender delete a live subscription.
 type GoneSet struct {
+	names  schema.Names
 	log    *slog.Logger
 	opts   []kgo.Opt
 	shards [goneShardCount]goneShard
@@ -90,7 +93,11 @@ func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Names.Messages == "" {
+		cfg.Names = schema.DefaultNames()
+	}
 	g := &GoneSet{
+		names: cfg.Names,
 		log:   log.With("role", "gone-set"),
 		opts:  slices.Clone(cfg.ClientOpts),
 		ready: make(chan struct{}),
@@ -190,7 +197,7 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	snaps, err := g.newReader(schema.TopicChannels)
+	snaps, err := g.newReader(g.names.Channels)
 	if err != nil {
 		return err
 	}
@@ -200,10 +207,10 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 	// trying; WaitReady's caller bounds the wait.
 	var snapTargets, regTargets map[int32]int64
 	err = goneRetry(ctx, g.log, "list high watermarks", func() (err error) {
-		if snapTargets, err = channelTargets(ctx, adm, schema.TopicChannels, nil); err != nil {
+		if snapTargets, err = channelTargets(ctx, adm, g.names.Channels, nil); err != nil {
 			return err
 		}
-		regTargets, err = channelTargets(ctx, adm, schema.TopicRegistrations, nil)
+		regTargets, err = channelTargets(ctx, adm, g.names.Registrations, nil)
 		return err
 	})
 	if err != nil {
@@ -216,13 +223,13 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 
 	// From here on registrations are folded and snapshots are live.
 	err = goneRetry(ctx, g.log, "list registrations start offsets", func() (err error) {
-		regTargets, err = goneLiveTargets(ctx, adm, regTargets)
+		regTargets, err = goneLiveTargets(ctx, adm, g.names.Registrations, regTargets)
 		return err
 	})
 	if err != nil {
 		return stopped(fmt.Errorf("gone set: %w", err))
 	}
-	regs, err := g.newReader(schema.TopicRegistrations)
+	regs, err := g.newReader(g.names.Registrations)
 	if err != nil {
 		return err
 	}
@@ -288,16 +295,16 @@ func (g *GoneSet) consume(ctx context.Context, cl *kgo.Client, targets map[int32
 
 // goneLiveTargets drops the registrations partitions whose target offsets
 // retention deleted meanwhile: nothing would ever reach them.
-func goneLiveTargets(ctx context.Context, adm *kadm.Client, targets map[int32]int64) (map[int32]int64, error) {
+func goneLiveTargets(ctx context.Context, adm *kadm.Client, topic string, targets map[int32]int64) (map[int32]int64, error) {
 	if len(targets) == 0 {
 		return targets, nil
 	}
-	starts, err := adm.ListStartOffsets(ctx, schema.TopicRegistrations)
+	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("list start offsets of %s: %w", schema.TopicRegistrations, err)
+		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
 	}
 	for partition, next := range targets {
-		if s, ok := starts.Lookup(schema.TopicRegistrations, partition); ok && s.Err == nil && s.Offset >= next {
+		if s, ok := starts.Lookup(topic, partition); ok && s.Err == nil && s.Offset >= next {
 			delete(targets, partition)
 		}
 	}
@@ -335,14 +342,14 @@ func (g *GoneSet) applyRecord(r *kgo.Record, bootstrap bool) {
 		return
 	}
 	switch r.Topic {
-	case schema.TopicChannels:
+	case g.names.Channels:
 		st := ev.GetChannelState()
 		if st == nil {
 			g.log.Warn("skipping non-snapshot event on channels topic", "partition", r.Partition, "offset", r.Offset, "type", schema.TypeName(ev))
 			return
 		}
 		g.applySnapshot(uaid, st, bootstrap)
-	case schema.TopicRegistrations:
+	case g.names.Registrations:
 		g.applyRegistration(uaid, ev, r.Offset)
 	}
 }

@@ -1,0 +1,134 @@
+package owner
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+const (
+	benchPending = 100_000
+	benchPayload = 128 // bytes per message payload
+	benchPerUAID = 10
+)
+
+// benchRecords builds n MessageAccepted records of partition p, benchPerUAID
+// per UAID.
+func benchRecords(tb testing.TB, p int32, n int) []*kgo.Record {
+	clock := newFakeClock()
+	l := newLog(tb, p, clock)
+	payload := make([]byte, benchPayload)
+	var uaid, ch string
+	for i := range n {
+		if i%benchPerUAID == 0 {
+			uaid, ch = uaidIn(p), newChannel()
+		}
+		l.add(uaid, &pb.MessageAccepted{ChannelId: ch, Payload: payload, Encoding: "aes128gcm", TtlS: 86400, VapidSub: "mailto:ops@example.com"})
+	}
+	return l.recs[schema.TopicMessages]
+}
+
+func heapNow() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkFold measures the fold alone (decode + index), payloads kept
+// in memory and payloads left in Kafka, per pending message.
+func BenchmarkFold(b *testing.B) {
+	recs := benchRecords(b, 0, benchPending)
+	for _, keep := range []bool{true, false} {
+		b.Run(fmt.Sprintf("payloads-in-memory=%v", keep), func(b *testing.B) {
+			var perMsg float64
+			var cpu time.Duration
+			for b.Loop() {
+				before := heapNow()
+				c0 := cpuTime()
+				ps, _ := newTestPart(b, 0, newFakeClock())
+				if !keep {
+					ps.env.limit = -1
+					ps.env.reread = func(*partState, *uaidState, []int64) {}
+				}
+				ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{int64(len(recs)), 0, 0})
+				ps.mu.Lock()
+				for _, r := range recs {
+					ps.foldGroup(tMessages, r)
+				}
+				ps.afterBatch()
+				ps.mu.Unlock()
+				cpu += cpuTime() - c0
+				b.StopTimer()
+				if n := len(ps.msgs.items()); n != len(recs) {
+					b.Fatalf("pending %d", n)
+				}
+				perMsg = float64(heapNow()-before) / float64(len(recs))
+				runtime.KeepAlive(ps)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(recs)), "ns/pending")
+			b.ReportMetric(perMsg, "heapB/pending")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(len(recs)), "cpu-ns/pending")
+		})
+	}
+}
+
+// BenchmarkTakeover measures a whole takeover on kfake: a fresh owner
+// joins, bootstraps and folds benchPending pending messages of one
+// partition from scratch until it is caught up.
+func BenchmarkTakeover(b *testing.B) {
+	e := newTestEnv(b)
+	recs := benchRecords(b, 0, benchPending)
+	for _, r := range recs {
+		e.prod.Produce(context.Background(), &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers}, nil)
+	}
+	if err := e.prod.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	var perMsg float64
+	var cpu time.Duration
+	for b.Loop() {
+		i++
+		before := heapNow()
+		c0 := cpuTime()
+		cfg := e.config()
+		cfg.Group = fmt.Sprintf("bench-%d", i) // from scratch: no commits
+		cfg.Now = time.Now
+		o, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		for {
+			st := o.Stats()
+			if len(st.Partitions) == testPartitions && st.Partitions[0].Ready && st.Pending == benchPending {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cpu += cpuTime() - c0
+		b.StopTimer()
+		perMsg = float64(heapNow()-before) / benchPending
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/takeover")
+	b.ReportMetric(perMsg, "heapB/pending")
+	// CPU of the whole process (owner and the in-process broker).
+	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/takeover")
+}

@@ -1,0 +1,159 @@
+package owner
+
+import (
+	"fmt"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// deliverPending sends u's live, unexpired messages that were not yet sent
+// on its current session, in offset order. Deliver never blocks; when it
+// fails the rest stay pending for the next Attach. When a payload is not
+// in memory and allowFetch is set, the remaining ones are re-read from
+// Kafka asynchronously and delivery resumes from there, so the order is
+// kept; without allowFetch such messages are skipped this round.
+func (ps *partState) deliverPending(u *uaidState, allowFetch bool) {
+	s := u.session
+	if s == nil || !ps.ready {
+		return
+	}
+	now := ps.env.now().UnixMilli()
+	for i, m := range u.pending {
+		if m.state != stLive || m.sentGen == u.sessGen || now > m.expiryMs {
+			continue
+		}
+		if m.body == nil && m.flags&fBodyGone != 0 {
+			if !allowFetch {
+				continue
+			}
+			if !u.fetching {
+				ps.startReread(u, u.pending[i:], now)
+			}
+			return
+		}
+		if err := ps.deliverOne(u, s, m); err != nil {
+			ps.env.log.Debug("delivery stopped", "partition", ps.p, "offset", m.offset, "err", err)
+			return
+		}
+	}
+}
+
+func (ps *partState) startReread(u *uaidState, rest []*pending, now int64) {
+	var offs []int64
+	for _, m := range rest {
+		if m.state == stLive && m.sentGen != u.sessGen && now <= m.expiryMs && m.body == nil && m.flags&fBodyGone != 0 {
+			offs = append(offs, m.offset)
+		}
+	}
+	if len(offs) == 0 || ps.env.reread == nil {
+		return
+	}
+	u.fetching = true
+	ps.env.reread(ps, u, offs)
+}
+
+// rereadDone takes payloads re-read for u (offset -> body), delivers, and
+// forgets them again: they were over the memory budget.
+func (ps *partState) rereadDone(u *uaidState, bodies map[int64]*body) {
+	u.fetching = false
+	if ps.closed {
+		return
+	}
+	var loaded []*pending
+	for off, b := range bodies {
+		m := ps.msgs.find(off)
+		if m != nil && m.u == u && m.state == stLive && m.body == nil {
+			m.body = b
+			m.flags |= fReread
+			loaded = append(loaded, m)
+		}
+	}
+	ps.deliverPending(u, false)
+	for _, m := range loaded {
+		if m.flags&fReread != 0 {
+			ps.dropBody(m)
+		}
+	}
+	ps.forgetIfIdle(u)
+}
+
+// deliverOne writes m to s and records the attempt.
+func (ps *partState) deliverOne(u *uaidState, s link.Session, m *pending) error {
+	n, err := ps.notification(u, m)
+	if err != nil {
+		return err
+	}
+	if err := s.Deliver(n); err != nil {
+		return err
+	}
+	m.sentGen = u.sessGen
+	m.attempts++
+	if m.flags&fReread != 0 {
+		ps.dropBody(m)
+	}
+	ev := schema.NewEvent(n.UAID, ps.env.now())
+	ev.Body = &pb.Event_Delivered{Delivered: &pb.Delivered{
+		Msg:     n.Ref,
+		Node:    ps.env.cfg.NodeID,
+		ConnId:  s.ConnID(),
+		Attempt: m.attempts,
+	}}
+	ps.env.produce(ev, func(err error) {
+		ps.env.log.Debug("delivered event not written", "partition", ps.p, "offset", m.offset, "err", err)
+	})
+	return nil
+}
+
+// notification builds what the socket gets for m.
+func (ps *partState) notification(u *uaidState, m *pending) (link.Notification, error) {
+	uaid := u.uaid()
+	ch := schema.FormatChannelID(m.channel[:])
+	ver, err := ps.env.cfg.Sealer.SealMessageID(schema.MessageID{UAID: uaid, ChannelID: ch, Partition: ps.p, Offset: m.offset})
+	if err != nil {
+		return link.Notification{}, fmt.Errorf("seal message id: %w", err)
+	}
+	n := link.Notification{UAID: uaid, ChannelID: ch, Version: ver, Ref: ps.ref(m, ch)}
+	if b := m.body; b != nil && len(b.payload) > 0 {
+		n.Data = b.payload
+		n.Encoding = handleValue(b.encoding)
+		n.Encryption = b.encryption
+		n.CryptoKey = b.cryptoKey
+	}
+	return n, nil
+}
+
+// attach makes s the session of u and delivers what is pending.
+func (ps *partState) attach(id [16]byte, s link.Session) {
+	u := ps.user(id)
+	// The same connection attaching again keeps its generation: a message
+	// is sent at most once per connection.
+	if u.session == nil || u.session.ConnID() != s.ConnID() {
+		u.sessGen = ps.env.gen.Add(1)
+	}
+	u.session = s
+	if ps.ready {
+		ps.deliverPending(u, true)
+	}
+}
+
+// detach forgets s if it is still u's session.
+func (ps *partState) detach(id [16]byte, s link.Session) {
+	u := ps.uaids[id]
+	if u == nil || u.session == nil || u.session.ConnID() != s.ConnID() {
+		return
+	}
+	u.session = nil
+	ps.forgetIfIdle(u)
+}
+
+// ackedLocally marks the client's ack at once: the message is never sent
+// again, and it settles when the connection node's Acked event is read.
+func (ps *partState) ackedLocally(id [16]byte, ref *pb.MessageRef) {
+	m := ps.msgs.find(ref.GetOffset())
+	if m == nil || m.u == nil || m.u.id != id {
+		return
+	}
+	ps.markSettling(m, reasonAcked)
+}

@@ -1,0 +1,204 @@
+package owner
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// ownedPartition returns the state of p. Until the first assignment after
+// Run started (a single node starting up) it waits for it, bounded by ctx;
+// afterwards a partition that is not here is someone else's.
+func (o *Owner) ownedPartition(ctx context.Context, p int32) (*partState, error) {
+	for {
+		o.mu.RLock()
+		ps, assigned, changed := o.parts[p], o.assigned, o.changed
+		o.mu.RUnlock()
+		if ps != nil {
+			return ps, nil
+		}
+		if assigned {
+			return nil, link.ErrNotOwner
+		}
+		select {
+		case <-o.stopped:
+			return nil, link.ErrNotOwner
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (waiting for the assignment: %v)", link.ErrNotOwner, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+func (o *Owner) partitionOf(uaid string) ([16]byte, int32, error) {
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return id, 0, err
+	}
+	return id, schema.PartitionOf(hex.EncodeToString(id[:]), o.cfg.Partitions), nil
+}
+
+// CheckUAID reports whether uaid is known and not reset. It first waits
+// until the fold has read every registration already in Kafka, so a
+// client that registered a moment ago is never reset. A malformed UAID is
+// simply not valid.
+func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
+	id, p, err := o.partitionOf(uaid)
+	if err != nil {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.CheckTimeout)
+	defer cancel()
+	ps, err := o.ownedPartition(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	end, err := o.registrationsEnd(ctx, p)
+	if err != nil {
+		return false, fmt.Errorf("owner: check uaid: %w", err)
+	}
+	probe := time.NewTicker(checkProbeInterval)
+	defer probe.Stop()
+	for {
+		ps.mu.Lock()
+		if ps.closed {
+			ps.mu.Unlock()
+			return false, link.ErrNotOwner
+		}
+		next := ps.next[tRegistrations]
+		if next >= end {
+			u := ps.uaids[id]
+			valid := u != nil && u.chans != nil && !u.chans.GetUaidReset()
+			ps.mu.Unlock()
+			return valid, nil
+		}
+		progress := ps.progress
+		ps.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("owner: check uaid: registrations of partition %d not caught up: %w", p, ctx.Err())
+		case <-progress:
+		case <-probe.C:
+			o.probeRegistrations(ctx, ps, next, end)
+		}
+	}
+}
+
+// checkProbeInterval is how long CheckUAID waits for the fold before it
+// checks whether the rest of the range holds any record at all.
+const checkProbeInterval = 250 * time.Millisecond
+
+// probeRegistrations advances the registrations position over a range
+// that holds no records a consumer returns (transaction markers): a
+// direct fetch at next finding nothing proves nothing is left below end.
+func (o *Owner) probeRegistrations(ctx context.Context, ps *partState, next, end int64) {
+	fp, err := fetchAt(ctx, o.adm, schema.TopicRegistrations, ps.p, next, 1<<20)
+	if err != nil || len(fp.Records) > 0 {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if !ps.closed && ps.next[tRegistrations] == next {
+		ps.next[tRegistrations] = end
+		ps.signal()
+	}
+}
+
+func (o *Owner) registrationsEnd(ctx context.Context, p int32) (int64, error) {
+	ends, err := o.kadm.ListEndOffsets(ctx, schema.TopicRegistrations)
+	if err != nil {
+		return 0, fmt.Errorf("list end offsets: %w", err)
+	}
+	return listed(ends, schema.TopicRegistrations, p)
+}
+
+// Attach makes s the session of uaid (replacing an older one) and delivers
+// the stored messages. While the partition is still replaying, delivery
+// waits until it has caught up (an ack not yet read must not cause a
+// redelivery). s.Deliver is called with the partition's lock held: it must
+// not block and must not call back into the owner (Detach, Acked, ...)
+// from inside Deliver.
+func (o *Owner) Attach(ctx context.Context, uaid string, s link.Session) error {
+	if s == nil {
+		return errors.New("owner: attach: nil session")
+	}
+	id, p, err := o.partitionOf(uaid)
+	if err != nil {
+		return fmt.Errorf("owner: attach: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.CheckTimeout)
+	defer cancel()
+	ps, err := o.ownedPartition(ctx, p)
+	if err != nil {
+		return err
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closed {
+		return link.ErrNotOwner
+	}
+	ps.attach(id, s)
+	return nil
+}
+
+// Detach forgets s if it is still the session of uaid.
+func (o *Owner) Detach(uaid string, s link.Session) {
+	id, p, err := o.partitionOf(uaid)
+	if err != nil || s == nil {
+		return
+	}
+	if ps := o.part(p); ps != nil {
+		ps.mu.Lock()
+		if !ps.closed {
+			ps.detach(id, s)
+		}
+		ps.mu.Unlock()
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if c := o.carried[p][id]; c != nil && c.ConnID() == s.ConnID() {
+		delete(o.carried[p], id)
+	}
+}
+
+// Acked marks the message as acked by the client: it is never delivered
+// again; it settles when the Acked event is folded.
+func (o *Owner) Acked(uaid string, ref *pb.MessageRef) {
+	id, p, err := o.partitionOf(uaid)
+	if err != nil || ref == nil || ref.GetPartition() != p {
+		return
+	}
+	if ps := o.part(p); ps != nil {
+		ps.mu.Lock()
+		if !ps.closed {
+			ps.ackedLocally(id, ref)
+		}
+		ps.mu.Unlock()
+	}
+}
+
+// reread fetches payloads that were over the memory budget and delivers.
+func (o *Owner) reread(ps *partState, u *uaidState, offsets []int64) {
+	go func() {
+		base := o.prodCtx
+		if base == nil {
+			base = context.Background()
+		}
+		ctx, cancel := context.WithTimeout(base, 10*time.Second)
+		defer cancel()
+		bodies, err := o.fetchBodies(ctx, ps.p, offsets)
+		if err != nil {
+			o.log.Warn("re-read payloads", "partition", ps.p, "err", err)
+		}
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		ps.rereadDone(u, bodies)
+	}()
+}

@@ -1,0 +1,774 @@
+// Package owner is the partition owner: the single authority for the UAIDs
+// of the partitions it is assigned. It folds channels, registrations,
+// presence, messages and acks of each owned partition number into the
+// pending (unsettled) set and the channel state, delivers to attached
+// sessions, settles messages (acks, expiry, drops) and commits its low
+// watermarks, so that a new owner replaying from the commits rebuilds
+// exactly the unsettled set. It implements link.Link for its partitions.
+package owner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Defaults of Config.
+const (
+	DefaultGroup          = "pushlog-connectors"
+	DefaultPendingLimit   = 200
+	DefaultTTL0Grace      = 2 * time.Second
+	DefaultCheckTimeout   = 5 * time.Second
+	DefaultCommitInterval = time.Second
+	DefaultSweepInterval  = time.Second
+	DefaultPayloadBudget  = 256 << 20
+)
+
+// Config configures an Owner.
+type Config struct {
+	ClientOpts     []kgo.Opt      // seed brokers etc.; the owner makes its own clients
+	Producer       *kgo.Client    // acks=all producer for the events it writes
+	Group          string         // consumer group, default DefaultGroup
+	Partitions     int32          // partition count of every pushlog topic
+	Sealer         *schema.Sealer // seals notification versions (message ids)
+	NodeID         string         // recorded in Delivered events; default the host name
+	PendingLimit   int            // per UAID; past it the oldest is dropped. Default 200
+	TTL0Grace      time.Duration  // how old a TTL 0 message may be and still be delivered
+	CheckTimeout   time.Duration  // bound of CheckUAID's catch-up and of the wait for ownership
+	CommitInterval time.Duration  // how often the low watermarks are committed
+	SweepInterval  time.Duration  // how often expiry is checked, default 1s
+	// PayloadBudget bounds the payload bytes kept in memory over all owned
+	// partitions (default 256 MiB); past it payloads are re-read from
+	// Kafka at delivery. Negative keeps none in memory.
+	PayloadBudget int64
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+func (c *Config) normalize() error {
+	if c.Producer == nil {
+		return errors.New("owner config: Producer is required")
+	}
+	if c.Sealer == nil {
+		return errors.New("owner config: Sealer is required")
+	}
+	if c.Partitions <= 0 {
+		return fmt.Errorf("owner config: Partitions must be positive, got %d", c.Partitions)
+	}
+	if c.PendingLimit < 0 || c.TTL0Grace < 0 || c.CheckTimeout < 0 || c.CommitInterval < 0 || c.SweepInterval < 0 {
+		return errors.New("owner config: limits and durations must not be negative")
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
+	if c.PendingLimit == 0 {
+		c.PendingLimit = DefaultPendingLimit
+	}
+	if c.TTL0Grace == 0 {
+		c.TTL0Grace = DefaultTTL0Grace
+	}
+	if c.CheckTimeout == 0 {
+		c.CheckTimeout = DefaultCheckTimeout
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = DefaultCommitInterval
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.PayloadBudget == 0 {
+		c.PayloadBudget = DefaultPayloadBudget
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Owner owns partitions of the pushlog topics; see the package comment.
+type Owner struct {
+	cfg Config
+	log *slog.Logger
+	env *env
+
+	// adm serves admin requests and payload re-reads. It is made by Run
+	// before any partition can be owned, so whoever found an owned
+	// partition (under mu) may use it.
+	adm  *kgo.Client
+	kadm *kadm.Client
+
+	mu    sync.RWMutex
+	parts map[int32]*partState
+	// carried keeps the sessions of partitions revoked or lost while
+	// running, to re-attach them if the partition comes back (a single
+	// node rejoining after a session timeout keeps delivering to its
+	// connected clients).
+	carried  map[int32]map[[16]byte]link.Session
+	started  bool // Run was called
+	assigned bool // an assignment arrived since Run started
+	changed  chan struct{}
+	prodCtx  context.Context
+	group    *kgo.Client
+	side     *kgo.Client // channels + presence tail, no group
+	stopped  chan struct{}
+
+	probeEvery time.Duration // stuckProbeInterval; shorter in tests
+}
+
+var _ link.Link = (*Owner)(nil)
+
+// New validates cfg and builds an Owner; Run makes it work. New does no
+// I/O: until Run owns partitions, the Link methods answer ErrNotOwner.
+func New(cfg Config) (*Owner, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	o := &Owner{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "owner"),
+		parts:   make(map[int32]*partState),
+		carried: make(map[int32]map[[16]byte]link.Session),
+		changed: make(chan struct{}),
+		stopped: make(chan struct{}),
+
+		probeEvery: stuckProbeInterval,
+	}
+	o.env = &env{cfg: cfg, log: o.log, now: cfg.Now, limit: cfg.PayloadBudget, graceMs: cfg.TTL0Grace.Milliseconds()}
+	o.env.produce = o.produce
+	o.env.reread = o.reread
+	return o, nil
+}
+
+// Run joins the group, folds, delivers and commits until ctx is done; it
+// then commits, leaves the group and returns nil. It can be called once.
+func (o *Owner) Run(ctx context.Context) error {
+	o.mu.Lock()
+	if o.started {
+		o.mu.Unlock()
+		return errors.New("owner: Run called twice")
+	}
+	o.started = true
+	o.prodCtx = context.WithoutCancel(ctx)
+	o.mu.Unlock()
+	defer close(o.stopped)
+	adm, err := kgo.NewClient(o.cfg.ClientOpts...)
+	if err != nil {
+		return fmt.Errorf("owner: admin client: %w", err)
+	}
+	defer adm.Close()
+	o.mu.Lock()
+	o.adm, o.kadm = adm, kadm.NewClient(adm)
+	o.mu.Unlock()
+
+	if err := o.checkTopics(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	side, err := kgo.NewClient(append(slices.Clone(o.cfg.ClientOpts), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return fmt.Errorf("owner: side client: %w", err)
+	}
+	defer side.Close()
+	o.mu.Lock()
+	o.side = side
+	o.mu.Unlock()
+	group, err := kgo.NewClient(append(slices.Clone(o.cfg.ClientOpts),
+		kgo.ConsumerGroup(o.cfg.Group),
+		kgo.ConsumeTopics(groupTopics[:]...),
+		kgo.Balancers(copartitionBalancer{}),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(o.onAssigned),
+		kgo.AdjustFetchOffsetsFn(o.adjustOffsets),
+		kgo.OnPartitionsRevoked(o.onRevoked),
+		kgo.OnPartitionsLost(o.onLost),
+	)...)
+	if err != nil {
+		return fmt.Errorf("owner: group client: %w", err)
+	}
+	o.mu.Lock()
+	o.group = group
+	o.mu.Unlock()
+
+	var wg sync.WaitGroup
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); o.sideLoop(loopCtx, side) }()
+	go func() { defer wg.Done(); o.sweepLoop(loopCtx) }()
+
+	o.groupLoop(ctx, group)
+
+	// Shutdown: commit, leave (the revoke callback commits again and
+	// drops the state), stop the side loops.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	o.commitAll(fctx, group)
+	if err := group.LeaveGroupContext(fctx); err != nil {
+		o.log.Warn("leave group", "err", err)
+	}
+	group.Close()
+	stopLoops()
+	wg.Wait()
+	o.mu.Lock()
+	for p, ps := range o.parts {
+		o.dropPartition(p, ps, false)
+	}
+	clear(o.carried)
+	o.mu.Unlock()
+	return nil
+}
+
+// checkTopics refuses to run when a topic is missing or has another
+// partition count: co-partitioning would be broken.
+func (o *Owner) checkTopics(ctx context.Context) error {
+	names := append(groupTopics[:], schema.TopicChannels, schema.TopicPresence)
+	details, err := o.kadm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("owner: list topics: %w", err)
+	}
+	for _, t := range names {
+		d, ok := details[t]
+		if !ok || d.Err != nil {
+			return fmt.Errorf("owner: topic %s is missing", t)
+		}
+		if got := int32(len(d.Partitions)); got != o.cfg.Partitions {
+			return fmt.Errorf("owner: %w: %s has %d partitions, configured %d", schema.ErrPartitionMismatch, t, got, o.cfg.Partitions)
+		}
+	}
+	return nil
+}
+
+// groupLoop polls the group topics and folds them, committing every
+// CommitInterval. Rebalance callbacks run only between polls
+// (BlockRebalanceOnPoll), so folding, committing and revoking never race.
+func (o *Owner) groupLoop(ctx context.Context, cl *kgo.Client) {
+	lastCommit := time.Now()
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, o.cfg.CommitInterval)
+		fs := cl.PollRecords(pctx, 10000)
+		cancel()
+		if fs.IsClientClosed() {
+			return
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				o.log.Warn("fetch", "topic", t, "partition", p, "err", err)
+			}
+		})
+		fs.EachPartition(o.foldFetch)
+		if time.Since(lastCommit) >= o.cfg.CommitInterval {
+			o.commitAll(ctx, cl)
+			lastCommit = time.Now()
+		}
+		cl.AllowRebalance()
+	}
+}
+
+func (o *Owner) foldFetch(fp kgo.FetchTopicPartition) {
+	if len(fp.Records) == 0 {
+		return
+	}
+	ti := slices.Index(groupTopics[:], fp.Topic)
+	ps := o.part(fp.Partition)
+	if ti < 0 || ps == nil {
+		return
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closed {
+		return
+	}
+	for _, rec := range fp.Records {
+		ps.foldGroup(ti, rec)
+	}
+	ps.afterBatch()
+}
+
+func (o *Owner) part(p int32) *partState {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.parts[p]
+}
+
+// commitAll commits the low watermarks of every owned partition that moved.
+func (o *Owner) commitAll(ctx context.Context, cl *kgo.Client) {
+	o.mu.RLock()
+	nums := make([]int32, 0, len(o.parts))
+	for p := range o.parts {
+		nums = append(nums, p)
+	}
+	o.mu.RUnlock()
+	o.commit(ctx, cl, nums, false)
+}
+
+// commit commits the watermarks of nums; unless force, only those that
+// moved since the last successful commit.
+func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force bool) {
+	offsets := make(map[string]map[int32]kgo.EpochOffset, numGroupTopics)
+	marks := make(map[*partState][numGroupTopics]int64, len(nums))
+	for _, p := range nums {
+		ps := o.part(p)
+		if ps == nil {
+			continue
+		}
+		ps.mu.Lock()
+		w := ps.watermarks()
+		skip := ps.closed || !force && w == ps.committed
+		ps.mu.Unlock()
+		if skip {
+			continue
+		}
+		marks[ps] = w
+		for ti, t := range groupTopics {
+			if offsets[t] == nil {
+				offsets[t] = make(map[int32]kgo.EpochOffset)
+			}
+			offsets[t][p] = kgo.EpochOffset{Epoch: -1, Offset: w[ti]}
+		}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			o.log.Warn("commit", "err", err)
+			return
+		}
+		failed := false
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					failed = true
+					o.log.Warn("commit", "topic", t.Topic, "partition", p.Partition, "err", err)
+				}
+			}
+		}
+		if failed {
+			return // retried at the next interval
+		}
+		for ps, w := range marks {
+			ps.mu.Lock()
+			ps.committed = w
+			ps.mu.Unlock()
+		}
+	})
+}
+
+// partitionNumbers returns the partition numbers of an assignment map.
+func partitionNumbers(m map[string][]int32) []int32 {
+	var nums []int32
+	for t, ps := range m {
+		if !slices.Contains(groupTopics[:], t) {
+			continue
+		}
+		for _, p := range ps {
+			if !slices.Contains(nums, p) {
+				nums = append(nums, p)
+			}
+		}
+	}
+	slices.Sort(nums)
+	return nums
+}
+
+// onAssigned bootstraps newly assigned partition numbers before their
+// fetches begin: channel state from the compacted snapshots, and the
+// offsets every topic will be folded from.
+func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	var fresh []int32
+	for _, p := range partitionNumbers(assigned) {
+		if o.part(p) == nil {
+			fresh = append(fresh, p)
+		}
+	}
+	if len(fresh) > 0 {
+		for attempt := 0; ; attempt++ {
+			err := o.bootstrap(ctx, cl, fresh)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			o.log.Warn("bootstrap of assigned partitions failed; retrying", "partitions", fresh, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second)):
+			}
+		}
+	}
+	o.mu.Lock()
+	for p := range o.carried {
+		if o.parts[p] == nil {
+			delete(o.carried, p) // moved to another member
+		}
+	}
+	o.assigned = true
+	close(o.changed)
+	o.changed = make(chan struct{})
+	o.mu.Unlock()
+	o.log.Info("partitions assigned", "new", fresh)
+}
+
+// bootstrap builds the state of fresh partitions and registers them.
+func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) error {
+	adm := kadm.NewClient(cl)
+	committed, err := adm.FetchOffsets(ctx, o.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	if err := committed.Error(); err != nil {
+		return fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	topics := append(groupTopics[:], schema.TopicChannels)
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	built := make(map[int32]*partState, len(fresh))
+	for _, p := range fresh {
+		var start, end [numGroupTopics]int64
+		for ti, t := range groupTopics {
+			ls, err := listed(starts, t, p)
+			if err != nil {
+				return err
+			}
+			le, err := listed(ends, t, p)
+			if err != nil {
+				return err
+			}
+			start[ti], end[ti] = ls, le
+			if c, ok := committed.Lookup(t, p); ok && c.Err == nil && c.At >= 0 {
+				start[ti] = min(max(c.At, ls), le)
+			}
+		}
+		ps := newPartState(o.env, p)
+		ps.setPositions(start, end)
+		cs, err := listed(starts, schema.TopicChannels, p)
+		if err != nil {
+			return err
+		}
+		ce, err := listed(ends, schema.TopicChannels, p)
+		if err != nil {
+			return err
+		}
+		if err := o.readChannels(ctx, ps, cs, ce); err != nil {
+			return err
+		}
+		ps.chanEnd = ce
+		built[p] = ps
+	}
+	add := map[string]map[int32]kgo.Offset{schema.TopicChannels: {}, schema.TopicPresence: {}}
+	o.mu.Lock()
+	for p, ps := range built {
+		ps.mu.Lock()
+		for id, s := range o.carried[p] {
+			ps.attach(id, s)
+		}
+		delete(o.carried, p)
+		ps.checkReady()
+		o.log.Info("partition bootstrapped", "partition", p, "start", ps.start, "end", ps.end0, "uaids", len(ps.uaids))
+		ps.mu.Unlock()
+		o.parts[p] = ps
+		add[schema.TopicChannels][p] = kgo.NewOffset().At(ps.chanEnd)
+		add[schema.TopicPresence][p] = kgo.NewOffset().AtStart()
+	}
+	side := o.side
+	o.mu.Unlock()
+	if side != nil {
+		side.AddConsumePartitions(add)
+	}
+	return nil
+}
+
+func listed(l kadm.ListedOffsets, t string, p int32) (int64, error) {
+	o, ok := l.Lookup(t, p)
+	if !ok {
+		return 0, fmt.Errorf("no offsets listed for %s/%d", t, p)
+	}
+	if o.Err != nil {
+		return 0, fmt.Errorf("offsets of %s/%d: %w", t, p, o.Err)
+	}
+	return o.Offset, nil
+}
+
+// readChannels folds pushlog.channels partition p from start to end.
+func (o *Owner) readChannels(ctx context.Context, ps *partState, start, end int64) error {
+	for off := start; off < end; {
+		fp, err := fetchAt(ctx, o.adm, schema.TopicChannels, ps.p, off, 8<<20)
+		if err != nil {
+			return fmt.Errorf("read %s/%d at %d: %w", schema.TopicChannels, ps.p, off, err)
+		}
+		if len(fp.Records) == 0 {
+			break // nothing more below the high watermark
+		}
+		ps.mu.Lock()
+		for _, rec := range fp.Records {
+			if rec.Offset < end {
+				ps.foldSnapshot(rec)
+			}
+		}
+		ps.mu.Unlock()
+		off = fp.Records[len(fp.Records)-1].Offset + 1
+	}
+	return nil
+}
+
+// adjustOffsets makes the group fetch start exactly where bootstrap
+// decided, so the fold and the positions agree.
+func (o *Owner) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for t, parts := range offsets {
+		ti := slices.Index(groupTopics[:], t)
+		if ti < 0 {
+			continue
+		}
+		for p := range parts {
+			if ps := o.part(p); ps != nil {
+				ps.mu.Lock()
+				parts[p] = kgo.NewOffset().At(ps.start[ti])
+				ps.mu.Unlock()
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// onRevoked commits the low watermarks of the revoked partitions and
+// drops their state.
+func (o *Owner) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	nums := partitionNumbers(revoked)
+	if len(nums) == 0 {
+		return
+	}
+	o.commit(ctx, cl, nums, true)
+	o.forget(nums)
+	o.log.Info("partitions revoked", "partitions", nums)
+}
+
+// onLost drops the state of lost partitions; committing would fail.
+func (o *Owner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	nums := partitionNumbers(lost)
+	o.forget(nums)
+	o.log.Warn("partitions lost", "partitions", nums)
+}
+
+func (o *Owner) forget(nums []int32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range nums {
+		if ps := o.parts[p]; ps != nil {
+			o.dropPartition(p, ps, true)
+		}
+	}
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// dropPartition forgets p, keeping its sessions if carry is set; the
+// caller holds o.mu.
+func (o *Owner) dropPartition(p int32, ps *partState, carry bool) {
+	delete(o.parts, p)
+	ps.mu.Lock()
+	if carry {
+		for id, u := range ps.uaids {
+			if u.session != nil {
+				if o.carried[p] == nil {
+					o.carried[p] = make(map[[16]byte]link.Session)
+				}
+				o.carried[p][id] = u.session
+			}
+		}
+	}
+	ps.release()
+	ps.mu.Unlock()
+	if o.side != nil {
+		o.side.RemoveConsumePartitions(map[string][]int32{schema.TopicChannels: {p}, schema.TopicPresence: {p}})
+	}
+}
+
+// sideLoop tails pushlog.channels (snapshots newer than the fold, and the
+// registrations watermark) and pushlog.presence of owned partitions.
+func (o *Owner) sideLoop(ctx context.Context, cl *kgo.Client) {
+	for ctx.Err() == nil {
+		fs := cl.PollRecords(ctx, 10000)
+		if fs.IsClientClosed() {
+			return
+		}
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			ps := o.part(fp.Partition)
+			if ps == nil {
+				return
+			}
+			ps.mu.Lock()
+			defer ps.mu.Unlock()
+			if ps.closed {
+				return
+			}
+			for _, rec := range fp.Records {
+				switch fp.Topic {
+				case schema.TopicChannels:
+					if rec.Offset >= ps.chanEnd {
+						ps.foldSnapshot(rec)
+					}
+				case schema.TopicPresence:
+					ps.foldPresence(rec)
+				}
+			}
+		})
+	}
+}
+
+// sweepLoop expires messages and retries failed settlement events.
+func (o *Owner) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(o.cfg.SweepInterval)
+	defer t.Stop()
+	lastProbe := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := o.cfg.Now()
+		o.mu.RLock()
+		parts := make([]*partState, 0, len(o.parts))
+		for _, ps := range o.parts {
+			parts = append(parts, ps)
+		}
+		o.mu.RUnlock()
+		probe := time.Since(lastProbe) >= o.probeEvery
+		if probe {
+			lastProbe = time.Now()
+		}
+		for _, ps := range parts {
+			ps.mu.Lock()
+			if !ps.closed {
+				ps.sweep(now)
+			}
+			ready := ps.ready
+			ps.mu.Unlock()
+			if probe && !ready {
+				o.probeReplay(ctx, ps)
+			}
+		}
+	}
+}
+
+// stuckProbeInterval is how often a replay that has not caught up is
+// checked for a tail it can never read.
+const stuckProbeInterval = 5 * time.Second
+
+// probeReplay unsticks a replay whose remaining range holds no records a
+// consumer returns (transaction markers, a truncated log): a direct fetch
+// at the fold's position that finds nothing means that topic is caught up.
+func (o *Owner) probeReplay(ctx context.Context, ps *partState) {
+	for _, ti := range []int{tMessages, tAcks} {
+		ps.mu.Lock()
+		next, end := ps.next[ti], ps.end0[ti]
+		ps.mu.Unlock()
+		if next >= end {
+			continue
+		}
+		fp, err := fetchAt(ctx, o.adm, groupTopics[ti], ps.p, next, 1<<20)
+		if err != nil || len(fp.Records) > 0 {
+			continue // still something to fold: the consumer will get it
+		}
+		ps.mu.Lock()
+		if !ps.closed && ps.next[ti] == next {
+			o.log.Warn("replay range holds no records; treating it as caught up", "topic", groupTopics[ti], "partition", ps.p, "from", next, "to", end)
+			ps.next[ti] = end
+			ps.afterBatch()
+		}
+		ps.mu.Unlock()
+	}
+}
+
+// produce writes an event asynchronously with the configured producer.
+func (o *Owner) produce(ev *pb.Event, onErr func(error)) {
+	rec, err := schema.Record(ev)
+	if err != nil {
+		onErr(err)
+		return
+	}
+	ctx := o.prodCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	o.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			onErr(err)
+		}
+	})
+}
+
+// Stats describes what the owner holds.
+type Stats struct {
+	Partitions   []PartitionStats
+	Pending      int   // unsettled messages over all partitions
+	UAIDs        int   // UAIDs with any state
+	PayloadBytes int64 // payload bytes kept in memory
+}
+
+// PartitionStats describes one owned partition number.
+type PartitionStats struct {
+	Partition int32
+	Ready     bool // caught up: delivering and deciding
+	Pending   int
+	UAIDs     int
+	Attached  int
+	Orphans   int
+	Skipped   int64                 // corrupt, unknown or misrouted records
+	Next      [numGroupTopics]int64 // next offsets of messages, acks, registrations
+}
+
+// Stats returns a snapshot of the owner's state.
+func (o *Owner) Stats() Stats {
+	o.mu.RLock()
+	parts := make([]*partState, 0, len(o.parts))
+	for _, ps := range o.parts {
+		parts = append(parts, ps)
+	}
+	o.mu.RUnlock()
+	var s Stats
+	for _, ps := range parts {
+		ps.mu.Lock()
+		if !ps.closed {
+			st := ps.stats()
+			s.Partitions = append(s.Partitions, st)
+			s.Pending += st.Pending
+			s.UAIDs += st.UAIDs
+		}
+		ps.mu.Unlock()
+	}
+	slices.SortFunc(s.Partitions, func(a, b PartitionStats) int { return int(a.Partition - b.Partition) })
+	s.PayloadBytes = o.env.budget.Load()
+	return s
+}

@@ -1,0 +1,877 @@
+package owner
+
+import (
+	"container/heap"
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unique"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Indexes of the group topics in partState.start/next/end0.
+const (
+	tMessages = iota
+	tAcks
+	tRegistrations
+	numGroupTopics
+)
+
+var groupTopics = [numGroupTopics]string{schema.TopicMessages, schema.TopicAcks, schema.TopicRegistrations}
+
+// Message states. A message is live until the owner or a client decides
+// its end; then it is settling (never delivered again) until the event that
+// settles it is read back from pushlog.acks; only then is it settled, and
+// only settled messages let the low watermark pass.
+const (
+	stLive uint8 = iota
+	stSettling
+	stSettled
+)
+
+// Settle reasons. reasonAcked is the client's own ack (the connection node
+// writes the event); the others are the owner's decisions and it writes
+// the event itself. Values >= reasonDropped encode reasonDropped+DropReason.
+const (
+	reasonNone uint8 = iota
+	reasonAcked
+	reasonExpired
+	reasonDropped
+)
+
+// Message flags.
+const (
+	fTTL0        uint8 = 1 << iota // TTL 0: deliver now or never
+	fBodyGone                      // payload not kept in memory: re-read it from Kafka
+	fNeedProduce                   // the settling event still has to be written
+	fReread                        // body loaded by a re-read for one delivery round
+)
+
+// maxTTLSeconds caps TTLs read from the log so expiry arithmetic cannot
+// overflow; ingest clamps far lower.
+const maxTTLSeconds = 10 * 365 * 24 * 3600
+
+// body is what a delivery needs beyond the index. It is the part dropped
+// from memory past the payload budget.
+type body struct {
+	payload    []byte
+	encoding   unique.Handle[string]
+	encryption string
+	cryptoKey  string
+}
+
+func (b *body) cost() int64 {
+	return int64(len(b.payload)+len(b.encryption)+len(b.cryptoKey)) + 64
+}
+
+// pending is one accepted, unsettled (or settled but still above the low
+// watermark) message. It is kept compact: a takeover may fold a million.
+type pending struct {
+	offset     int64
+	expiryMs   int64
+	acceptedMs int64
+	ackOff     int64      // acks offset of the event that settled it; -1 until read
+	u          *uaidState // nil once settled
+	topic      unique.Handle[string]
+	vapidSub   unique.Handle[string]
+	body       *body
+	channel    [16]byte
+	size       int32
+	heapIdx    int32 // index in the expiry heap, -1 when not in it
+	attempts   int32
+	sentGen    uint32 // session generation it was last sent on
+	state      uint8
+	reason     uint8
+	flags      uint8
+}
+
+// presence is where a UAID is connected according to pushlog.presence.
+type presence struct {
+	node     string
+	linkAddr string
+	connID   string
+	sinceMs  int64
+}
+
+// uaidState is everything the owner knows about one UAID.
+type uaidState struct {
+	id       [16]byte
+	chans    *pb.ChannelState      // nil: no registration seen
+	pending  []*pending            // tracked messages in offset order, settled ones removed lazily
+	settled  int                   // settled entries still in pending
+	topics   map[topicKey]*pending // the newest message per (channel, topic)
+	session  link.Session
+	sessGen  uint32
+	presence *presence
+	fetching bool // a payload re-read is in flight
+}
+
+func (u *uaidState) uaid() string { return hex.EncodeToString(u.id[:]) }
+
+// unsettled counts u's messages that are not settled.
+func (u *uaidState) unsettled() int { return len(u.pending) - u.settled }
+
+// compact removes settled messages from u.pending once they are half of
+// it, so settling stays amortized O(1) even for a UAID with a long replay.
+func (u *uaidState) compact() {
+	if u.unsettled() == 0 {
+		u.pending, u.settled = nil, 0
+		return
+	}
+	if u.settled < 16 || 2*u.settled < len(u.pending) {
+		return
+	}
+	kept := u.pending[:0]
+	for _, m := range u.pending {
+		if m.state != stSettled {
+			kept = append(kept, m)
+		}
+	}
+	clear(u.pending[len(kept):])
+	u.pending, u.settled = kept, 0
+}
+
+// topicKey identifies a replaceable message: same channel, same topic.
+type topicKey struct {
+	channel [16]byte
+	topic   unique.Handle[string]
+}
+
+// orphan is a settlement read before its message (a replay may read acks
+// ahead of messages).
+type orphan struct {
+	ackOff int64
+	uaid   [16]byte
+}
+
+// env is what partition states share with their owner: configuration and
+// the side effects (producing events, re-reading payloads, the clock).
+type env struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	produce func(ev *pb.Event, onErr func(error))
+	// reread fetches payloads of u's messages at offsets and delivers
+	// them; nil disables re-reads (payloads must then stay in memory).
+	reread  func(ps *partState, u *uaidState, offsets []int64)
+	budget  atomic.Int64 // payload bytes held in memory
+	gen     atomic.Uint32
+	limit   int64 // payload budget in bytes; <0 keeps none
+	graceMs int64
+}
+
+// partState is the fold of one partition number over every topic.
+type partState struct {
+	mu  sync.Mutex
+	env *env
+	p   int32
+
+	uaids   map[[16]byte]*uaidState
+	msgs    deque // tracked messages in offset order
+	exp     expHeap
+	orphans map[int64]orphan
+	retry   []*pending // settling messages whose event failed to produce
+
+	start     [numGroupTopics]int64 // where this ownership began reading
+	next      [numGroupTopics]int64 // next offset to fold
+	end0      [numGroupTopics]int64 // end offsets at assignment: replay target
+	ready     bool                  // caught up with messages and acks
+	maxSnapR  int64                 // largest registrations_offset among snapshots read
+	chanEnd   int64                 // channels offset the bootstrap read up to
+	committed [numGroupTopics]int64 // last watermarks committed successfully
+	closed    bool
+
+	progress chan struct{} // closed and replaced whenever next advances
+
+	skipped atomic.Int64 // corrupt or misrouted records skipped
+}
+
+func newPartState(e *env, p int32) *partState {
+	return &partState{
+		env:      e,
+		p:        p,
+		uaids:    make(map[[16]byte]*uaidState),
+		orphans:  make(map[int64]orphan),
+		progress: make(chan struct{}),
+	}
+}
+
+// setPositions sets where folding starts and what "caught up" means.
+func (ps *partState) setPositions(start, end [numGroupTopics]int64) {
+	ps.start, ps.next, ps.end0 = start, start, end
+	ps.committed = [numGroupTopics]int64{-1, -1, -1}
+}
+
+func (ps *partState) user(id [16]byte) *uaidState {
+	u := ps.uaids[id]
+	if u == nil {
+		u = &uaidState{id: id}
+		ps.uaids[id] = u
+	}
+	return u
+}
+
+// forgetIfIdle removes a UAID that carries no state any more.
+func (ps *partState) forgetIfIdle(u *uaidState) {
+	if u != nil && u.unsettled() == 0 && u.session == nil && u.chans == nil && u.presence == nil && !u.fetching {
+		delete(ps.uaids, u.id)
+	}
+}
+
+// signal wakes everyone waiting for progress (CheckUAID's catch-up).
+func (ps *partState) signal() {
+	close(ps.progress)
+	ps.progress = make(chan struct{})
+}
+
+func (ps *partState) skip(rec *kgo.Record, err error, msg string) {
+	ps.skipped.Add(1)
+	lvl := slog.LevelWarn
+	if errors.Is(err, schema.ErrUnknownType) {
+		lvl = slog.LevelDebug
+	}
+	ps.env.log.Log(context.Background(), lvl, msg, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+}
+
+// foldGroup folds one record of a group topic. The caller holds mu and
+// calls afterBatch when a batch is done.
+func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
+	if rec.Offset < ps.next[ti] {
+		return // already folded (a re-fetch after a rebalance)
+	}
+	ps.next[ti] = rec.Offset + 1
+	ev, err := schema.Decode(rec)
+	if err != nil {
+		ps.skip(rec, err, "skipping undecodable event")
+		return
+	}
+	id, err := schema.ParseUAID(ev.GetUaid())
+	if err != nil || schema.PartitionOf(hex.EncodeToString(id[:]), ps.env.cfg.Partitions) != ps.p {
+		ps.skip(rec, errors.New("uaid does not belong to this partition"), "skipping misrouted event")
+		return
+	}
+	switch ti {
+	case tMessages:
+		ps.foldMessage(rec, ev, id)
+	case tAcks:
+		ps.foldAck(rec, ev, id)
+	case tRegistrations:
+		ps.foldRegistration(rec, ev, id)
+	}
+}
+
+// afterBatch checks readiness and wakes waiters.
+func (ps *partState) afterBatch() {
+	ps.checkReady()
+	ps.signal()
+}
+
+func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_MessageAccepted:
+		ps.accept(rec, ev, b.MessageAccepted, id)
+	case *pb.Event_MessageDeleted:
+		ps.deleted(b.MessageDeleted.GetMsg(), id)
+	default:
+		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+	}
+}
+
+func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepted, id [16]byte) {
+	ch, err := schema.ParseChannelID(ma.GetChannelId())
+	if err != nil {
+		ps.skip(rec, err, "skipping message with a bad channel id")
+		return
+	}
+	m := &pending{
+		offset:     rec.Offset,
+		acceptedMs: ev.GetTimeMs(),
+		ackOff:     -1,
+		channel:    ch,
+		size:       int32(min(len(ma.GetPayload()), 1<<30)),
+		heapIdx:    -1,
+	}
+	if t := ma.GetTopic(); t != "" {
+		m.topic = unique.Make(t)
+	}
+	if s := ma.GetVapidSub(); s != "" {
+		m.vapidSub = unique.Make(s)
+	}
+	if ttl := ma.GetTtlS(); ttl > 0 {
+		m.expiryMs = m.acceptedMs + min(ttl, maxTTLSeconds)*1000
+	} else {
+		// TTL 0: delivered only to a UAID attached when the message is
+		// folded, while now-accepted <= TTL0Grace (its expiry). Offline
+		// at that moment: Dropped TTL_ZERO_OFFLINE (evaluate). Attached
+		// but not delivered or acked within the grace: Expired (sweep).
+		m.flags |= fTTL0
+		m.expiryMs = m.acceptedMs + ps.env.graceMs
+	}
+	u := ps.user(id)
+	if len(ma.GetPayload()) > 0 {
+		live := ps.ready && u.session != nil
+		if b := ps.keepBody(m, ma, live); b != nil && m.body == nil {
+			// Over budget but deliverable right now: use the record in
+			// hand for this delivery instead of re-reading it.
+			m.body = b
+			m.flags |= fReread
+		}
+	}
+	ps.msgs.push(m)
+	m.u = u
+	u.pending = append(u.pending, m)
+	if o, ok := ps.orphans[m.offset]; ok {
+		delete(ps.orphans, m.offset)
+		if o.uaid == id {
+			ps.settleRead(m, o.ackOff)
+			return
+		}
+	}
+	heap.Push(&ps.exp, m)
+	ps.replaceTopic(u, m)
+	if ps.ready {
+		ps.evaluate(u)
+		ps.deliverPending(u, true)
+	}
+	if m.flags&fReread != 0 {
+		ps.dropBody(m)
+	}
+}
+
+// keepBody keeps the payload in memory if the budget allows, else marks it
+// to be re-read from Kafka at delivery. It returns the body when kept or
+// when wanted anyway (for a delivery right now).
+func (ps *partState) keepBody(m *pending, ma *pb.MessageAccepted, want bool) *body {
+	e := ps.env
+	cost := int64(len(ma.GetPayload())+len(ma.GetEncryption())+len(ma.GetCryptoKey())) + 64
+	keep := e.reread == nil || e.limit >= 0 && e.budget.Load()+cost <= e.limit
+	if !keep {
+		m.flags |= fBodyGone
+		if !want {
+			return nil
+		}
+	}
+	b := &body{payload: ma.GetPayload(), encoding: unique.Make(ma.GetEncoding()), encryption: ma.GetEncryption(), cryptoKey: ma.GetCryptoKey()}
+	if keep {
+		m.body = b
+		e.budget.Add(b.cost())
+	}
+	return b
+}
+
+func (ps *partState) dropBody(m *pending) {
+	if m.body == nil {
+		return
+	}
+	if m.flags&fReread == 0 {
+		ps.env.budget.Add(-m.body.cost())
+	}
+	m.body = nil
+	m.flags &^= fReread
+	m.flags |= fBodyGone
+}
+
+// replaceTopic settles older live messages with the same channel and topic
+// as m (RFC 8030 §5.4: a new message replaces an undelivered one).
+func (ps *partState) replaceTopic(u *uaidState, m *pending) {
+	if m.topic == (unique.Handle[string]{}) {
+		return
+	}
+	key := topicKey{channel: m.channel, topic: m.topic}
+	if old := u.topics[key]; old != nil {
+		ps.markSettling(old, reasonDropped+uint8(pb.DropReason_DROP_REASON_TOPIC_REPLACED))
+	}
+	if u.topics == nil {
+		u.topics = make(map[topicKey]*pending)
+	}
+	u.topics[key] = m
+}
+
+// untrackTopic forgets m as the newest of its topic when it ends.
+func untrackTopic(m *pending) {
+	if u := m.u; u != nil && m.topic != (unique.Handle[string]{}) {
+		key := topicKey{channel: m.channel, topic: m.topic}
+		if u.topics[key] == m {
+			delete(u.topics, key)
+			if len(u.topics) == 0 {
+				u.topics = nil
+			}
+		}
+	}
+}
+
+// deleted handles DELETE /m/{id}: the message is not delivered afterwards.
+func (ps *partState) deleted(ref *pb.MessageRef, id [16]byte) {
+	if ref == nil || ref.GetPartition() != ps.p {
+		return
+	}
+	m := ps.msgs.find(ref.GetOffset())
+	if m == nil || m.u == nil || m.u.id != id {
+		return // unknown, already settled, or not this UAID's message
+	}
+	ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_DELETED))
+}
+
+func (ps *partState) foldAck(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+	var ref *pb.MessageRef
+	settles := true
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_Acked:
+		ref = b.Acked.GetMsg()
+	case *pb.Event_Expired:
+		ref = b.Expired.GetMsg()
+	case *pb.Event_Dropped:
+		ref = b.Dropped.GetMsg()
+	case *pb.Event_Delivered:
+		ref, settles = b.Delivered.GetMsg(), false
+		if m := ps.msgs.find(ref.GetOffset()); m != nil && m.u != nil && m.u.id == id {
+			m.attempts = max(m.attempts, b.Delivered.GetAttempt())
+		}
+	case *pb.Event_Nacked:
+		return // recorded for analytics only; the message stays pending
+	default:
+		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+		return
+	}
+	if !settles {
+		return
+	}
+	if ref == nil || ref.GetPartition() != ps.p {
+		ps.skip(rec, errors.New("message ref of another partition"), "skipping settlement")
+		return
+	}
+	off := ref.GetOffset()
+	switch {
+	case off < ps.start[tMessages]:
+		// Below the committed low watermark: settled long ago.
+	case off >= ps.next[tMessages]:
+		if o, ok := ps.orphans[off]; !ok || rec.Offset < o.ackOff {
+			ps.orphans[off] = orphan{ackOff: rec.Offset, uaid: id}
+		}
+	default:
+		m := ps.msgs.find(off)
+		if m == nil || m.u != nil && m.u.id != id {
+			return // settled and pruned already, or not this UAID's
+		}
+		ps.settleRead(m, rec.Offset)
+	}
+}
+
+func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+	switch ev.GetBody().(type) {
+	case *pb.Event_ChannelRegistered, *pb.Event_ChannelUnregistered, *pb.Event_UserReset:
+	default:
+		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+		return
+	}
+	u := ps.user(id)
+	if u.chans == nil {
+		u.chans = &pb.ChannelState{}
+	}
+	if schema.ApplyRegistration(u.chans, ev, rec.Offset) && ps.ready {
+		ps.dropGone(u)
+	}
+}
+
+// foldSnapshot folds a pushlog.channels record. A snapshot replaces the
+// state only when it covers more registrations than the state already has
+// folded, so an old snapshot read after newer registrations changes
+// nothing, and one ahead of the registrations fold wins (the fold then
+// skips what the snapshot covers).
+func (ps *partState) foldSnapshot(rec *kgo.Record) {
+	if rec.Value == nil {
+		return // a tombstone: nothing to learn (state is kept until a reset)
+	}
+	ev, err := schema.Decode(rec)
+	if err != nil {
+		ps.skip(rec, err, "skipping undecodable channel state")
+		return
+	}
+	st := ev.GetChannelState()
+	id, err := schema.ParseUAID(ev.GetUaid())
+	if st == nil || err != nil {
+		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+		return
+	}
+	ps.maxSnapR = max(ps.maxSnapR, st.GetRegistrationsOffset())
+	u := ps.user(id)
+	if u.chans != nil && st.GetRegistrationsOffset() <= u.chans.GetRegistrationsOffset() {
+		return
+	}
+	u.chans = st
+	if ps.ready {
+		ps.dropGone(u)
+	}
+}
+
+// foldPresence folds a pushlog.presence record: where the UAID is
+// connected. A Disconnected only clears the connection it names.
+func (ps *partState) foldPresence(rec *kgo.Record) {
+	if rec.Value == nil {
+		if id, err := schema.ParseUAID(string(rec.Key)); err == nil {
+			if u := ps.uaids[id]; u != nil {
+				u.presence = nil
+				ps.forgetIfIdle(u)
+			}
+		}
+		return
+	}
+	ev, err := schema.Decode(rec)
+	if err != nil {
+		ps.skip(rec, err, "skipping undecodable presence")
+		return
+	}
+	id, _ := schema.ParseUAID(ev.GetUaid()) // Decode validated it
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_Connected:
+		c := b.Connected
+		ps.user(id).presence = &presence{node: c.GetNode(), linkAddr: c.GetLinkAddr(), connID: c.GetConnId(), sinceMs: c.GetSinceMs()}
+	case *pb.Event_Disconnected:
+		if u := ps.uaids[id]; u != nil && u.presence != nil && u.presence.connID == b.Disconnected.GetConnId() {
+			u.presence = nil
+			ps.forgetIfIdle(u)
+		}
+	default:
+		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+	}
+}
+
+// markSettling records the end of a live message: it is never delivered
+// again. The owner's own decisions produce their event (once caught up; a
+// replay may still read the event a previous owner wrote).
+func (ps *partState) markSettling(m *pending, reason uint8) {
+	if m.state != stLive {
+		return
+	}
+	m.state, m.reason = stSettling, reason
+	untrackTopic(m)
+	ps.exp.remove(m)
+	ps.dropBody(m)
+	if reason == reasonAcked {
+		return
+	}
+	m.flags |= fNeedProduce
+	if ps.ready {
+		ps.produceSettlement(m)
+	}
+}
+
+// settleRead applies a settlement event read back from pushlog.acks at
+// ackOff: the message is settled for the watermark.
+func (ps *partState) settleRead(m *pending, ackOff int64) {
+	if m.state == stSettled {
+		m.ackOff = min(m.ackOff, ackOff)
+		return
+	}
+	untrackTopic(m)
+	m.state, m.ackOff = stSettled, ackOff
+	m.flags &^= fNeedProduce
+	ps.exp.remove(m)
+	ps.dropBody(m)
+	if u := m.u; u != nil {
+		m.u = nil
+		u.settled++
+		u.compact()
+		ps.forgetIfIdle(u)
+	}
+	ps.msgs.popSettledFront()
+}
+
+func (ps *partState) ref(m *pending, channelID string) *pb.MessageRef {
+	return &pb.MessageRef{
+		Partition:  ps.p,
+		Offset:     m.offset,
+		ChannelId:  channelID,
+		AcceptedMs: m.acceptedMs,
+		VapidSub:   handleValue(m.vapidSub),
+	}
+}
+
+func handleValue(h unique.Handle[string]) string {
+	if h == (unique.Handle[string]{}) {
+		return ""
+	}
+	return h.Value()
+}
+
+// produceSettlement writes the Expired/Dropped event of an owner decision.
+// A failed write is retried by the sweeper; until the event is read back
+// the message keeps the watermark.
+func (ps *partState) produceSettlement(m *pending) {
+	if m.state != stSettling || m.flags&fNeedProduce == 0 || m.u == nil {
+		return
+	}
+	m.flags &^= fNeedProduce
+	ev := schema.NewEvent(m.u.uaid(), ps.env.now())
+	ref := ps.ref(m, schema.FormatChannelID(m.channel[:]))
+	if m.reason == reasonExpired {
+		ev.Body = &pb.Event_Expired{Expired: &pb.Expired{Msg: ref}}
+	} else {
+		ev.Body = &pb.Event_Dropped{Dropped: &pb.Dropped{Msg: ref, Reason: pb.DropReason(m.reason - reasonDropped)}}
+	}
+	ps.env.produce(ev, func(err error) {
+		ps.env.log.Warn("settlement event not written; will retry", "partition", ps.p, "offset", m.offset, "err", err)
+		// Not under mu here: the producer may call back synchronously.
+		go func() {
+			ps.mu.Lock()
+			defer ps.mu.Unlock()
+			if m.state == stSettling {
+				m.flags |= fNeedProduce
+				ps.retry = append(ps.retry, m)
+			}
+		}()
+	})
+}
+
+// checkReady switches to live operation once the fold has caught up with
+// the messages and acks that existed at assignment: only then are the
+// owner's decisions (and deliveries) made, so a replay never re-decides,
+// re-announces or re-delivers what the log already settled.
+func (ps *partState) checkReady() {
+	if ps.ready || ps.next[tMessages] < ps.end0[tMessages] || ps.next[tAcks] < ps.end0[tAcks] {
+		return
+	}
+	ps.ready = true
+	for _, u := range ps.uaids {
+		ps.evaluate(u)
+	}
+	for _, m := range ps.msgs.items() {
+		if m.state == stSettling {
+			ps.produceSettlement(m)
+		}
+	}
+	for _, u := range ps.uaids {
+		ps.deliverPending(u, true)
+	}
+}
+
+// evaluate applies the owner's rules to u's live messages: gone channels,
+// TTL 0 while offline, and the pending bound.
+func (ps *partState) evaluate(u *uaidState) {
+	ps.dropGone(u)
+	now := ps.env.now().UnixMilli()
+	if u.session == nil {
+		for _, m := range u.pending {
+			if m.state == stLive && m.flags&fTTL0 != 0 && now <= m.expiryMs {
+				ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_TTL_ZERO_OFFLINE))
+			}
+		}
+	}
+	ps.enforceLimit(u)
+}
+
+// dropGone settles u's live messages whose channel was unregistered or
+// whose UAID was reset. A channel never seen is not gone: its registration
+// may not be folded yet.
+func (ps *partState) dropGone(u *uaidState) {
+	st := u.chans
+	if st == nil || u.unsettled() == 0 {
+		return
+	}
+	if st.GetUaidReset() {
+		for _, m := range u.pending {
+			ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_USER_RESET))
+		}
+		return
+	}
+	for _, ch := range st.GetChannels() {
+		if !ch.GetUnregistered() {
+			continue
+		}
+		id, err := schema.ParseChannelID(ch.GetChannelId())
+		if err != nil {
+			continue
+		}
+		for _, m := range u.pending {
+			if m.channel == id {
+				ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_UNREGISTERED))
+			}
+		}
+	}
+}
+
+// enforceLimit drops the oldest live messages past the per-UAID bound.
+// The user is never reset for having too many messages.
+func (ps *partState) enforceLimit(u *uaidState) {
+	live := 0
+	for _, m := range u.pending {
+		if m.state == stLive {
+			live++
+		}
+	}
+	for _, m := range u.pending {
+		if live <= ps.env.cfg.PendingLimit {
+			return
+		}
+		if m.state == stLive {
+			ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_PENDING_LIMIT))
+			live--
+		}
+	}
+}
+
+// sweep expires live messages past their expiry and retries settlement
+// events that failed to be written.
+func (ps *partState) sweep(now time.Time) {
+	if !ps.ready {
+		return
+	}
+	ms := now.UnixMilli()
+	for len(ps.exp) > 0 && ps.exp[0].expiryMs < ms {
+		ps.markSettling(ps.exp[0], reasonExpired)
+	}
+	retry := ps.retry
+	ps.retry = nil
+	for _, m := range retry {
+		ps.produceSettlement(m)
+	}
+}
+
+// watermarks returns the offsets to commit: a new owner starting there
+// rebuilds exactly the unsettled set.
+//
+//   - messages: the oldest unsettled message (or the position if none).
+//   - acks: the smallest acks offset among the settlement events of the
+//     settled messages still above the messages watermark and of orphans
+//     (the new owner re-reads those messages and must re-read what settled
+//     them), else the position.
+//   - registrations: never past a registration that is not yet in a
+//     channels snapshot, because a new owner rebuilds the state below the
+//     commit from snapshots only. The projector writes snapshots to
+//     channels partition p in registrations order, each carrying
+//     registrations_offset = (last folded)+1, so the largest such value
+//     read so far bounds what is safely covered. Without snapshots we keep
+//     the offset we started from (replaying more is always safe:
+//     ApplyRegistration skips what a snapshot covers and is idempotent).
+func (ps *partState) watermarks() [numGroupTopics]int64 {
+	var w [numGroupTopics]int64
+	w[tMessages] = ps.next[tMessages]
+	items := ps.msgs.items()
+	if len(items) > 0 {
+		w[tMessages] = items[0].offset
+	}
+	w[tAcks] = ps.next[tAcks]
+	for _, m := range items {
+		if m.state == stSettled {
+			w[tAcks] = min(w[tAcks], m.ackOff)
+		}
+	}
+	for off, o := range ps.orphans {
+		if off < ps.next[tMessages] {
+			// Its message was read and did not match (or never
+			// existed): nothing left to settle.
+			delete(ps.orphans, off)
+			continue
+		}
+		w[tAcks] = min(w[tAcks], o.ackOff)
+	}
+	w[tRegistrations] = max(ps.start[tRegistrations], min(ps.next[tRegistrations], ps.maxSnapR))
+	return w
+}
+
+// release frees what the partition holds when it is given up.
+func (ps *partState) release() {
+	ps.closed = true
+	for _, m := range ps.msgs.items() {
+		ps.dropBody(m)
+	}
+	ps.uaids = nil
+	ps.msgs = deque{}
+	ps.exp = nil
+	ps.orphans = nil
+	ps.signal()
+}
+
+// stats counts what the partition tracks.
+func (ps *partState) stats() PartitionStats {
+	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.uaids), Orphans: len(ps.orphans), Skipped: ps.skipped.Load()}
+	for _, m := range ps.msgs.items() {
+		if m.state != stSettled {
+			s.Pending++
+		}
+	}
+	for _, u := range ps.uaids {
+		if u.session != nil {
+			s.Attached++
+		}
+	}
+	s.Next = ps.next
+	return s
+}
+
+// deque holds tracked messages in offset order; settled ones leave from
+// the front as the watermark passes them.
+type deque struct {
+	s    []*pending
+	head int
+}
+
+func (d *deque) push(m *pending)   { d.s = append(d.s, m) }
+func (d *deque) items() []*pending { return d.s[d.head:] }
+func (d *deque) find(off int64) *pending {
+	it := d.items()
+	i := sort.Search(len(it), func(i int) bool { return it[i].offset >= off })
+	if i < len(it) && it[i].offset == off {
+		return it[i]
+	}
+	return nil
+}
+
+func (d *deque) popSettledFront() {
+	for d.head < len(d.s) && d.s[d.head].state == stSettled {
+		d.s[d.head] = nil
+		d.head++
+	}
+	switch {
+	case d.head == len(d.s):
+		d.s, d.head = d.s[:0], 0
+	case d.head > 1024 && d.head > len(d.s)/2:
+		n := copy(d.s, d.s[d.head:])
+		clear(d.s[n:])
+		d.s, d.head = d.s[:n], 0
+	}
+}
+
+// expHeap is a min-heap of live messages by expiry.
+type expHeap []*pending
+
+func (h expHeap) Len() int { return len(h) }
+func (h expHeap) Less(i, j int) bool {
+	if h[i].expiryMs != h[j].expiryMs {
+		return h[i].expiryMs < h[j].expiryMs
+	}
+	return h[i].offset < h[j].offset
+}
+func (h expHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = int32(i), int32(j)
+}
+func (h *expHeap) Push(x any) {
+	m := x.(*pending)
+	m.heapIdx = int32(len(*h))
+	*h = append(*h, m)
+}
+func (h *expHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	m.heapIdx = -1
+	return m
+}
+
+func (h *expHeap) remove(m *pending) {
+	if m.heapIdx >= 0 && int(m.heapIdx) < len(*h) && (*h)[m.heapIdx] == m {
+		heap.Remove(h, int(m.heapIdx))
+	}
+}
