@@ -37,6 +37,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	names, _ := schema.NamesFor(cfg.Namespace) // validated
 	sealer, err := schema.NewSealer(keys)
 	if err != nil {
 		return err
@@ -61,7 +62,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer producer.Close()
-	if err := ensureTopics(ctx, producer, cfg); err != nil {
+	if err := ensureTopics(ctx, producer, cfg, names); err != nil {
 		return err
 	}
 	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
@@ -69,16 +70,16 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 
 	g := newRunGroup(ctx, logger)
 	if cfg.has(roleProjector) {
-		startProjectors(g, cfg, clientOpts, producer, logger)
+		startProjectors(g, cfg, names, clientOpts, producer, logger)
 	}
 	if cfg.has(roleConnector) {
-		if err := startConnector(g, cfg, clientOpts, producer, sealer, logger); err != nil {
+		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
 			g.cancel()
 			return errors.Join(err, g.wait())
 		}
 	}
 	if cfg.has(roleIngest) {
-		if err := startIngest(g, cfg, clientOpts, producer, sealer, logger); err != nil {
+		if err := startIngest(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
 			g.cancel()
 			return errors.Join(err, g.wait())
 		}
@@ -115,20 +116,19 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	return cluster, nil
 }
 
-func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig) error {
+func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig, names schema.Names) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
-	names, _ := schema.NamesFor(cfg.Namespace) // validated
 	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil
 }
 
-func startProjectors(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, logger *slog.Logger) {
+func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, logger *slog.Logger) {
 	g.start("channel-projector", func(ctx context.Context) error {
-		p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Logger: logger.With("role", "channel-projector")})
+		p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Names: names, Logger: logger})
 		if err != nil {
 			return err
 		}
@@ -141,9 +141,10 @@ func startProjectors(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, produc
 	}
 }
 
-func startConnector(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
+func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
 	own, err := owner.New(owner.Config{
 		ClientOpts:   clientOpts,
+		Names:        names,
 		Producer:     producer,
 		Partitions:   cfg.Partitions,
 		Sealer:       sealer,
@@ -155,6 +156,7 @@ func startConnector(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, produce
 		return fmt.Errorf("owner: %w", err)
 	}
 	srv, err := connector.New(connector.Config{
+		Names:          names,
 		NodeID:         cfg.NodeID,
 		PublicURL:      cfg.PublicURL,
 		Sealer:         sealer,
@@ -181,13 +183,14 @@ func startConnector(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, produce
 	return nil
 }
 
-func startIngest(g *runGroup, cfg *serveConfig, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
-	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Logger: logger.With("role", "gone-set")})
+func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
+	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Names: names, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("gone set: %w", err)
 	}
 	adm := kadm.NewClient(producer)
 	srv, err := ingest.New(ingest.Config{
+		Names:          names,
 		PublicURL:      cfg.PublicURL,
 		Sealer:         sealer,
 		Producer:       producer,

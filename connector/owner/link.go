@@ -98,7 +98,7 @@ const checkProbeInterval = 250 * time.Millisecond
 // that holds no records a consumer returns (transaction markers): a
 // direct fetch at next finding nothing proves nothing is left below end.
 func (o *Owner) probeRegistrations(ctx context.Context, ps *partState, next, end int64) {
-	fp, err := fetchAt(ctx, o.adm, schema.TopicRegistrations, ps.p, next, 1<<20)
+	fp, err := fetchAt(ctx, o.adm, o.cfg.Names.Registrations, ps.p, next, 1<<20)
 	if err != nil || len(fp.Records) > 0 {
 		return
 	}
@@ -111,11 +111,11 @@ func (o *Owner) probeRegistrations(ctx context.Context, ps *partState, next, end
 }
 
 func (o *Owner) registrationsEnd(ctx context.Context, p int32) (int64, error) {
-	ends, err := o.kadm.ListEndOffsets(ctx, schema.TopicRegistrations)
+	ends, err := o.kadm.ListEndOffsets(ctx, o.cfg.Names.Registrations)
 	if err != nil {
 		return 0, fmt.Errorf("list end offsets: %w", err)
 	}
-	return listed(ends, schema.TopicRegistrations, p)
+	return listed(ends, o.cfg.Names.Registrations, p)
 }
 
 // Attach makes s the session of uaid (replacing an older one) and delivers

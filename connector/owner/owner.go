@@ -42,7 +42,8 @@ const (
 type Config struct {
 	ClientOpts     []kgo.Opt      // seed brokers etc.; the owner makes its own clients
 	Producer       *kgo.Client    // acks=all producer for the events it writes
-	Group          string         // consumer group, default DefaultGroup
+	Group          string         // consumer group, default DefaultGroup (in the namespace of Names)
+	Names          schema.Names   // topic names; zero means schema.DefaultNames()
 	Partitions     int32          // partition count of every pushlog topic
 	Sealer         *schema.Sealer // seals notification versions (message ids)
 	NodeID         string         // recorded in Delivered events; default the host name
@@ -72,8 +73,11 @@ func (c *Config) normalize() error {
 	if c.PendingLimit < 0 || c.TTL0Grace < 0 || c.CheckTimeout < 0 || c.CommitInterval < 0 || c.SweepInterval < 0 {
 		return errors.New("owner config: limits and durations must not be negative")
 	}
+	if c.Names.Messages == "" {
+		c.Names = schema.DefaultNames()
+	}
 	if c.Group == "" {
-		c.Group = DefaultGroup
+		c.Group = c.Names.Group("connectors")
 	}
 	if c.NodeID == "" {
 		c.NodeID, _ = os.Hostname()
@@ -107,9 +111,10 @@ func (c *Config) normalize() error {
 
 // Owner owns partitions of the pushlog topics; see the package comment.
 type Owner struct {
-	cfg Config
-	log *slog.Logger
-	env *env
+	cfg         Config
+	groupTopics [numGroupTopics]string // messages, acks, registrations in Names
+	log         *slog.Logger
+	env         *env
 
 	// adm serves admin requests and payload re-reads. It is made by Run
 	// before any partition can be owned, so whoever found an owned
@@ -151,7 +156,8 @@ func New(cfg Config) (*Owner, error) {
 		changed: make(chan struct{}),
 		stopped: make(chan struct{}),
 
-		probeEvery: stuckProbeInterval,
+		probeEvery:  stuckProbeInterval,
+		groupTopics: groupTopicsOf(cfg.Names),
 	}
 	o.env = &env{cfg: cfg, log: o.log, now: cfg.Now, limit: cfg.PayloadBudget, graceMs: cfg.TTL0Grace.Milliseconds()}
 	o.env.produce = o.produce
@@ -196,7 +202,7 @@ func (o *Owner) Run(ctx context.Context) error {
 	o.mu.Unlock()
 	group, err := kgo.NewClient(append(slices.Clone(o.cfg.ClientOpts),
 		kgo.ConsumerGroup(o.cfg.Group),
-		kgo.ConsumeTopics(groupTopics[:]...),
+		kgo.ConsumeTopics(o.groupTopics[:]...),
 		kgo.Balancers(copartitionBalancer{}),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -244,7 +250,7 @@ func (o *Owner) Run(ctx context.Context) error {
 // checkTopics refuses to run when a topic is missing or has another
 // partition count: co-partitioning would be broken.
 func (o *Owner) checkTopics(ctx context.Context) error {
-	names := append(groupTopics[:], schema.TopicChannels, schema.TopicPresence)
+	names := append(o.groupTopics[:], o.cfg.Names.Channels, o.cfg.Names.Presence)
 	details, err := o.kadm.ListTopics(ctx, names...)
 	if err != nil {
 		return fmt.Errorf("owner: list topics: %w", err)
@@ -291,7 +297,7 @@ func (o *Owner) foldFetch(fp kgo.FetchTopicPartition) {
 	if len(fp.Records) == 0 {
 		return
 	}
-	ti := slices.Index(groupTopics[:], fp.Topic)
+	ti := slices.Index(o.groupTopics[:], fp.Topic)
 	ps := o.part(fp.Partition)
 	if ti < 0 || ps == nil {
 		return
@@ -342,7 +348,7 @@ func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force 
 			continue
 		}
 		marks[ps] = w
-		for ti, t := range groupTopics {
+		for ti, t := range o.groupTopics {
 			if offsets[t] == nil {
 				offsets[t] = make(map[int32]kgo.EpochOffset)
 			}
@@ -378,10 +384,10 @@ func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force 
 }
 
 // partitionNumbers returns the partition numbers of an assignment map.
-func partitionNumbers(m map[string][]int32) []int32 {
+func (o *Owner) partitionNumbers(m map[string][]int32) []int32 {
 	var nums []int32
 	for t, ps := range m {
-		if !slices.Contains(groupTopics[:], t) {
+		if !slices.Contains(o.groupTopics[:], t) {
 			continue
 		}
 		for _, p := range ps {
@@ -399,7 +405,7 @@ func partitionNumbers(m map[string][]int32) []int32 {
 // offsets every topic will be folded from.
 func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	var fresh []int32
-	for _, p := range partitionNumbers(assigned) {
+	for _, p := range o.partitionNumbers(assigned) {
 		if o.part(p) == nil {
 			fresh = append(fresh, p)
 		}
@@ -444,7 +450,7 @@ func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) er
 	if err := committed.Error(); err != nil {
 		return fmt.Errorf("fetch committed offsets: %w", err)
 	}
-	topics := append(groupTopics[:], schema.TopicChannels)
+	topics := append(o.groupTopics[:], o.cfg.Names.Channels)
 	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
 		return fmt.Errorf("list start offsets: %w", err)
@@ -456,7 +462,7 @@ func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) er
 	built := make(map[int32]*partState, len(fresh))
 	for _, p := range fresh {
 		var start, end [numGroupTopics]int64
-		for ti, t := range groupTopics {
+		for ti, t := range o.groupTopics {
 			ls, err := listed(starts, t, p)
 			if err != nil {
 				return err
@@ -472,11 +478,11 @@ func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) er
 		}
 		ps := newPartState(o.env, p)
 		ps.setPositions(start, end)
-		cs, err := listed(starts, schema.TopicChannels, p)
+		cs, err := listed(starts, o.cfg.Names.Channels, p)
 		if err != nil {
 			return err
 		}
-		ce, err := listed(ends, schema.TopicChannels, p)
+		ce, err := listed(ends, o.cfg.Names.Channels, p)
 		if err != nil {
 			return err
 		}
@@ -486,7 +492,7 @@ func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) er
 		ps.chanEnd = ce
 		built[p] = ps
 	}
-	add := map[string]map[int32]kgo.Offset{schema.TopicChannels: {}, schema.TopicPresence: {}}
+	add := map[string]map[int32]kgo.Offset{o.cfg.Names.Channels: {}, o.cfg.Names.Presence: {}}
 	o.mu.Lock()
 	for p, ps := range built {
 		ps.mu.Lock()
@@ -498,8 +504,8 @@ func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) er
 		o.log.Info("partition bootstrapped", "partition", p, "start", ps.start, "end", ps.end0, "uaids", len(ps.uaids))
 		ps.mu.Unlock()
 		o.parts[p] = ps
-		add[schema.TopicChannels][p] = kgo.NewOffset().At(ps.chanEnd)
-		add[schema.TopicPresence][p] = kgo.NewOffset().AtStart()
+		add[o.cfg.Names.Channels][p] = kgo.NewOffset().At(ps.chanEnd)
+		add[o.cfg.Names.Presence][p] = kgo.NewOffset().AtStart()
 	}
 	side := o.side
 	o.mu.Unlock()
@@ -523,9 +529,9 @@ func listed(l kadm.ListedOffsets, t string, p int32) (int64, error) {
 // readChannels folds pushlog.channels partition p from start to end.
 func (o *Owner) readChannels(ctx context.Context, ps *partState, start, end int64) error {
 	for off := start; off < end; {
-		fp, err := fetchAt(ctx, o.adm, schema.TopicChannels, ps.p, off, 8<<20)
+		fp, err := fetchAt(ctx, o.adm, o.cfg.Names.Channels, ps.p, off, 8<<20)
 		if err != nil {
-			return fmt.Errorf("read %s/%d at %d: %w", schema.TopicChannels, ps.p, off, err)
+			return fmt.Errorf("read %s/%d at %d: %w", o.cfg.Names.Channels, ps.p, off, err)
 		}
 		if len(fp.Records) == 0 {
 			break // nothing more below the high watermark
@@ -546,7 +552,7 @@ func (o *Owner) readChannels(ctx context.Context, ps *partState, start, end int6
 // decided, so the fold and the positions agree.
 func (o *Owner) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	for t, parts := range offsets {
-		ti := slices.Index(groupTopics[:], t)
+		ti := slices.Index(o.groupTopics[:], t)
 		if ti < 0 {
 			continue
 		}
@@ -564,7 +570,7 @@ func (o *Owner) adjustOffsets(_ context.Context, offsets map[string]map[int32]kg
 // onRevoked commits the low watermarks of the revoked partitions and
 // drops their state.
 func (o *Owner) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	nums := partitionNumbers(revoked)
+	nums := o.partitionNumbers(revoked)
 	if len(nums) == 0 {
 		return
 	}
@@ -575,7 +581,7 @@ func (o *Owner) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[strin
 
 // onLost drops the state of lost partitions; committing would fail.
 func (o *Owner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	nums := partitionNumbers(lost)
+	nums := o.partitionNumbers(lost)
 	o.forget(nums)
 	o.log.Warn("partitions lost", "partitions", nums)
 }
@@ -610,7 +616,7 @@ func (o *Owner) dropPartition(p int32, ps *partState, carry bool) {
 	ps.release()
 	ps.mu.Unlock()
 	if o.side != nil {
-		o.side.RemoveConsumePartitions(map[string][]int32{schema.TopicChannels: {p}, schema.TopicPresence: {p}})
+		o.side.RemoveConsumePartitions(map[string][]int32{o.cfg.Names.Channels: {p}, o.cfg.Names.Presence: {p}})
 	}
 }
 
@@ -634,11 +640,11 @@ func (o *Owner) sideLoop(ctx context.Context, cl *kgo.Client) {
 			}
 			for _, rec := range fp.Records {
 				switch fp.Topic {
-				case schema.TopicChannels:
+				case o.cfg.Names.Channels:
 					if rec.Offset >= ps.chanEnd {
 						ps.foldSnapshot(rec)
 					}
-				case schema.TopicPresence:
+				case o.cfg.Names.Presence:
 					ps.foldPresence(rec)
 				}
 			}
@@ -697,13 +703,13 @@ func (o *Owner) probeReplay(ctx context.Context, ps *partState) {
 		if next >= end {
 			continue
 		}
-		fp, err := fetchAt(ctx, o.adm, groupTopics[ti], ps.p, next, 1<<20)
+		fp, err := fetchAt(ctx, o.adm, o.groupTopics[ti], ps.p, next, 1<<20)
 		if err != nil || len(fp.Records) > 0 {
 			continue // still something to fold: the consumer will get it
 		}
 		ps.mu.Lock()
 		if !ps.closed && ps.next[ti] == next {
-			o.log.Warn("replay range holds no records; treating it as caught up", "topic", groupTopics[ti], "partition", ps.p, "from", next, "to", end)
+			o.log.Warn("replay range holds no records; treating it as caught up", "topic", o.groupTopics[ti], "partition", ps.p, "from", next, "to", end)
 			ps.next[ti] = end
 			ps.afterBatch()
 		}
@@ -713,7 +719,7 @@ func (o *Owner) probeReplay(ctx context.Context, ps *partState) {
 
 // produce writes an event asynchronously with the configured producer.
 func (o *Owner) produce(ev *pb.Event, onErr func(error)) {
-	rec, err := schema.Record(ev)
+	rec, err := o.cfg.Names.Record(ev)
 	if err != nil {
 		onErr(err)
 		return

@@ -92,7 +92,7 @@ func (o *Owner) fetchBodies(ctx context.Context, p int32, offsets []int64) (map[
 		want[off] = true
 	}
 	for i := 0; i < len(offsets); {
-		fp, err := fetchAt(ctx, o.adm, schema.TopicMessages, p, offsets[i], 1<<20)
+		fp, err := fetchAt(ctx, o.adm, o.cfg.Names.Messages, p, offsets[i], 1<<20)
 		if err != nil {
 			return out, err
 		}

@@ -27,7 +27,10 @@ const (
 	numGroupTopics
 )
 
-var groupTopics = [numGroupTopics]string{schema.TopicMessages, schema.TopicAcks, schema.TopicRegistrations}
+// groupTopicsOf lists the group topics in topic-index order.
+func groupTopicsOf(n schema.Names) [numGroupTopics]string {
+	return [numGroupTopics]string{n.Messages, n.Acks, n.Registrations}
+}
 
 // Message states. A message is live until the owner or a client decides
 // its end; then it is settling (never delivered again) until the event that
