@@ -6,6 +6,8 @@ package integration
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"context"
 	"fmt"
 	"net"
@@ -91,6 +93,9 @@ type serverOpts struct {
 	Embedded bool     // no KAFKA_BROKERS: the in-process broker under DataDir
 	DataDir  string   // default: a fresh temp dir
 	Env      []string // extra PUSHLOG_* settings
+	// Namespace isolates topics and groups on the shared real Kafka;
+	// default: a fresh one per server, so tests never see each other.
+	Namespace string
 	Args     []string // extra serve flags
 }
 
@@ -111,12 +116,16 @@ func startServer(t testing.TB, opts serverOpts) *server {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
+	if opts.Namespace == "" {
+		opts.Namespace = freshNamespace()
+	}
 	httpAddr, wsAddr := freePort(t), freePort(t)
 	env := append(os.Environ(),
 		"PUSHLOG_DATA_DIR="+opts.DataDir,
 		"PUSHLOG_HTTP_ADDR="+httpAddr,
 		"PUSHLOG_WS_ADDR="+wsAddr,
 		"PUSHLOG_PARTITIONS=4",
+		"PUSHLOG_NAMESPACE="+opts.Namespace,
 		"PUSHLOG_LOG_LEVEL=debug",
 	)
 	if opts.Embedded {
@@ -206,6 +215,13 @@ func (s *server) stop() {
 	if s.t.Failed() {
 		s.t.Logf("pushlog output:\n%s", s.logs.String())
 	}
+}
+
+// freshNamespace returns a namespace no earlier run used.
+func freshNamespace() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "it-" + hex.EncodeToString(b[:])
 }
 
 func testContext(t testing.TB, d time.Duration) context.Context {
