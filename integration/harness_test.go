@@ -6,9 +6,9 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -96,7 +96,7 @@ type serverOpts struct {
 	// Namespace isolates topics and groups on the shared real Kafka;
 	// default: a fresh one per server, so tests never see each other.
 	Namespace string
-	Args     []string // extra serve flags
+	Args      []string // extra serve flags
 }
 
 type server struct {
