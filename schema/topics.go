@@ -81,13 +81,44 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 			}
 			continue
 		}
+		// Another process may create it at the same moment: that is fine,
+		// the partition count is verified below like any existing topic.
 		resp, err := adm.CreateTopic(ctx, partitions, replication, s.Configs(), s.Name)
-		if err != nil {
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
 		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", s.Name, resp.Err)
+	}
+	return waitTopics(ctx, adm, names, partitions)
+}
+
+// waitTopics polls metadata until every topic is visible with its partitions:
+// a real broker answers CreateTopics before its metadata shows the topic.
+func waitTopics(ctx context.Context, adm *kadm.Client, names []string, partitions int32) error {
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		if err == nil {
+			missing := ""
+			for _, n := range names {
+				d, ok := details[n]
+				switch {
+				case !ok || d.Err != nil || len(d.Partitions) == 0:
+					missing = n
+				case int32(len(d.Partitions)) != partitions:
+					return fmt.Errorf("%w: %s has %d partitions, configured %d", ErrPartitionMismatch, n, len(d.Partitions), partitions)
+				}
+			}
+			if missing == "" {
+				return nil
+			}
+			err = fmt.Errorf("topic %s not visible yet", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for topics: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return nil
 }
