@@ -30,6 +30,7 @@ type serveConfig struct {
 	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
+	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
 	HTTPAddr  string `default:"127.0.0.1:8082" env:"PUSHLOG_HTTP_ADDR" help:"Ingest (push API) listen address."`
 	WSAddr    string `default:"127.0.0.1:8080" env:"PUSHLOG_WS_ADDR" help:"WebSocket (user agent) listen address."`
 	PublicURL string `env:"PUSHLOG_PUBLIC_URL" help:"Base URL of push endpoints (default: http(s)://HTTP_ADDR)."`

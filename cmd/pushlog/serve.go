@@ -69,6 +69,13 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		"kafka", cfg.KafkaBrokers, "public_url", cfg.PublicURL)
 
 	g := newRunGroup(ctx, logger)
+	if cfg.DebugAddr != "" {
+		ln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		g.start("debug", func(ctx context.Context) error { return serveDebug(ctx, ln, logger) })
+	}
 	if cfg.has(roleProjector) {
 		startProjectors(g, cfg, names, clientOpts, producer, logger)
 	}
@@ -122,6 +129,47 @@ func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig, names s
 	adm := kadm.NewClient(cl)
 	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
+	}
+	return waitTopicsVisible(ctx, adm, names.All(), cfg.Partitions)
+}
+
+// waitTopicsVisible waits until every topic is in the brokers' metadata
+// with a leader for each partition. On a real (KRaft) cluster CreateTopics
+// returns before the brokers have the new topics, and the roles started
+// next check them at once (the owner refuses to run on a missing topic).
+func waitTopicsVisible(ctx context.Context, adm *kadm.Client, topics []string, partitions int32) error {
+	for {
+		details, err := adm.ListTopics(ctx, topics...)
+		if err == nil {
+			err = topicsReady(details, topics, partitions)
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics: not visible in time: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func topicsReady(details kadm.TopicDetails, topics []string, partitions int32) error {
+	for _, t := range topics {
+		d, ok := details[t]
+		switch {
+		case !ok:
+			return fmt.Errorf("%s: not in metadata", t)
+		case d.Err != nil:
+			return fmt.Errorf("%s: %w", t, d.Err)
+		case int32(len(d.Partitions)) != partitions:
+			return fmt.Errorf("%s: %d of %d partitions", t, len(d.Partitions), partitions)
+		}
+		for _, p := range d.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return fmt.Errorf("%s/%d: no leader yet (%v)", t, p.Partition, p.Err)
+			}
+		}
 	}
 	return nil
 }
