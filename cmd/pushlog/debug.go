@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -13,7 +14,7 @@ import (
 )
 
 // debugHandler serves profiling on the operator-only debug address:
-// /debug/pprof/* and /debug/gc (a full GC that returns free memory to the OS,
+// /debug/pprof/*, /debug/stats and /debug/gc (a full GC that returns free memory to the OS,
 // so VmRSS reflects live memory when measuring memory per connection).
 func debugHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -26,6 +27,18 @@ func debugHandler() http.Handler {
 		runtime.GC()
 		debug.FreeOSMemory()
 		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/debug/stats", func(w http.ResponseWriter, _ *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"goroutines":  runtime.NumGoroutine(),
+			"heap_alloc":  ms.HeapAlloc,
+			"heap_inuse":  ms.HeapInuse,
+			"stack_inuse": ms.StackInuse,
+			"sys":         ms.Sys,
+		})
 	})
 	return mux
 }
