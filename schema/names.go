@@ -62,17 +62,8 @@ func (n Names) All() []string {
 
 // Topic returns the topic of an event type in this namespace.
 func (n Names) Topic(ev *pb.Event) string {
-	switch TopicOf(ev) {
-	case TopicMessages:
-		return n.Messages
-	case TopicAcks:
-		return n.Acks
-	case TopicRegistrations:
-		return n.Registrations
-	case TopicPresence:
-		return n.Presence
-	case TopicChannels:
-		return n.Channels
+	if t := TopicOf(ev); t != "" {
+		return n.FromDefault(t)
 	}
 	return ""
 }
@@ -91,12 +82,14 @@ func (n Names) Record(ev *pb.Event) (*kgo.Record, error) {
 func (n Names) Specs(maxTTL time.Duration) []TopicSpec {
 	specs := Topics(maxTTL)
 	for i := range specs {
-		specs[i].Name = n.rename(specs[i].Name)
+		specs[i].Name = n.FromDefault(specs[i].Name)
 	}
 	return specs
 }
 
-func (n Names) rename(defaultName string) string {
+// FromDefault maps a default topic name (a Topic* constant) to this
+// namespace; other names are returned unchanged.
+func (n Names) FromDefault(defaultName string) string {
 	switch defaultName {
 	case TopicMessages:
 		return n.Messages
@@ -110,4 +103,23 @@ func (n Names) rename(defaultName string) string {
 		return n.Presence
 	}
 	return defaultName
+}
+
+// ToDefault maps a topic of this namespace to its default name (a Topic*
+// constant); other names are returned unchanged.
+func (n Names) ToDefault(name string) string {
+	def := DefaultNames()
+	switch name {
+	case n.Messages:
+		return def.Messages
+	case n.Acks:
+		return def.Acks
+	case n.Registrations:
+		return def.Registrations
+	case n.Channels:
+		return def.Channels
+	case n.Presence:
+		return def.Presence
+	}
+	return name
 }

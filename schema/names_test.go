@@ -37,3 +37,16 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestNamesMapping(t *testing.T) {
+	n, _ := NamesFor("x")
+	for _, def := range DefaultNames().All() {
+		real := n.FromDefault(def)
+		if real == def || n.ToDefault(real) != def {
+			t.Errorf("%s -> %s -> %s", def, real, n.ToDefault(real))
+		}
+	}
+	if n.FromDefault("other") != "other" || n.ToDefault("other") != "other" {
+		t.Error("unknown names must pass through")
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pushlog/pushlog/analytics"
 	"github.com/pushlog/pushlog/projector"
+	"github.com/pushlog/pushlog/schema"
 )
 
 type clickhouseFlags struct {
@@ -39,6 +40,9 @@ func (m *analyticsMigrateCmd) Run(ctx context.Context) error {
 type analyticsReportCmd struct {
 	clickhouseFlags `embed:""`
 	Since           time.Duration `default:"1h" help:"Report window, ending now."`
+	Sender          string        `help:"Only this sender (VAPID sub)."`
+	Node            string        `help:"Only this connection node (connections report)."`
+	Limit           int           `default:"20" help:"Rows per table."`
 }
 
 func (r *analyticsReportCmd) Run(ctx context.Context) error {
@@ -50,20 +54,17 @@ func (r *analyticsReportCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	return analytics.Report(ctx, conn, r.Database, r.Since, os.Stdout)
+	return analytics.ReportWith(ctx, conn, r.Database, analytics.ReportOptions{Since: r.Since, Sender: r.Sender, Node: r.Node, Limit: r.Limit}, os.Stdout)
 }
 
-func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, clientOpts []kgo.Opt, logger *slog.Logger) error {
+func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, logger *slog.Logger) error {
 	conn, err := analytics.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := analytics.Migrate(ctx, conn, cfg.ClickHouseDB); err != nil {
-		return err
-	}
 	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
-		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Logger: logger,
+		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Names: names, Logger: logger,
 	})
 	if err != nil {
 		return err

@@ -184,7 +184,7 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	})
 	if cfg.ClickHouseAddr != "" {
 		g.start("analytics-projector", func(ctx context.Context) error {
-			return runAnalyticsProjector(ctx, cfg, clientOpts, logger.With("role", "analytics-projector"))
+			return runAnalyticsProjector(ctx, cfg, names, clientOpts, logger.With("role", "analytics-projector"))
 		})
 	}
 }
