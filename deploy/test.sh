@@ -327,6 +327,14 @@ choose_ports
 service Kafka "$kafka_sh" KAFKA_BROKERS
 service ClickHouse "$clickhouse_sh" CLICKHOUSE_ADDR
 
+# Real clients for the end-to-end tests: Debian's Firefox ESR, npm web-push,
+# pywebpush (installed when missing; a failed install fails the run, and the
+# tests that need the client fail in CI).
+install_clients() {
+	bash deploy/clients/install.sh all && export_env deploy/clients/install.sh
+}
+step "install test clients (deploy/clients/install.sh)" install_clients
+
 step "gofmt" check_gofmt
 step "go vet ./..." go vet ./...
 step "staticcheck $staticcheck_version ./..." run_staticcheck
