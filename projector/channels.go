@@ -119,7 +119,7 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("channel projector: consumer: %w", err)
 	}
-	defer cl.Close()
+	defer channelCloseBounded(cl, channelCloseTimeout, p.log)
 	defer p.dropAll()
 	adm := kadm.NewClient(cl)
 
@@ -140,6 +140,30 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("channel projector: %w", err)
 		}
+	}
+}
+
+// channelCloseTimeout bounds how long shutdown waits for the consumer
+// group client to close.
+const channelCloseTimeout = 5 * time.Second
+
+// channelCloseBounded closes a consumer group client, waiting at most d.
+// kgo sends JoinGroup with the client's own context, so Close waits for a
+// pending join, and the broker holds a join until every earlier member has
+// rejoined or expired: after a kill -9 that is the dead member's session
+// timeout (45 s by default), and SIGTERM would hang as long. Not waiting
+// loses nothing: the close goes on in the background, and uncommitted
+// registrations are folded again by the next owner of the partition.
+func channelCloseBounded(cl *kgo.Client, d time.Duration, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		cl.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		log.Warn("channel projector: consumer still closing (a group join is pending at the broker); not waiting", "waited", d)
 	}
 }
 

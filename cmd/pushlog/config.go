@@ -48,6 +48,14 @@ type serveConfig struct {
 	MinClientPing time.Duration     `default:"45s" env:"PUSHLOG_MIN_CLIENT_PING" help:"Clients pinging more often than this are closed."`
 	Broadcasts    map[string]string `env:"PUSHLOG_BROADCASTS" mapsep:"," help:"Broadcast ids and versions, e.g. remote-settings/monitor_changes=v1."`
 
+	// Cluster: connector nodes sharing the partitions (see validateCluster).
+	LinkAddr            string        `env:"PUSHLOG_LINK_ADDR" help:"Node-link listen address of a connector node in a cluster (port 0: any free port); empty runs a single node."`
+	LinkAdvertise       string        `env:"PUSHLOG_LINK_ADVERTISE" help:"Node-link address other nodes dial (default: the listen address; required when it is a wildcard)."`
+	LinkSecret          string        `env:"PUSHLOG_LINK_SECRET" help:"Shared secret authenticating node links (at least 16 bytes; the same on every node). Required with --link-addr."`
+	GroupSessionTimeout time.Duration `default:"45s" env:"PUSHLOG_GROUP_SESSION_TIMEOUT" help:"Connector group session timeout: how long the partitions of a crashed node wait before moving (at least the broker's group.min.session.timeout.ms)."`
+	GroupHeartbeat      time.Duration `default:"3s" env:"PUSHLOG_GROUP_HEARTBEAT" help:"Connector group heartbeat interval (below the session timeout)."`
+	DrainTimeout        time.Duration `default:"3s" env:"PUSHLOG_DRAIN_TIMEOUT" help:"On shutdown, how long a connector waits for its clients to ack what they were sent before closing their sockets."`
+
 	ClickHouseAddr string `env:"CLICKHOUSE_ADDR" help:"ClickHouse native address; empty disables analytics."`
 	ClickHouseDB   string `default:"pushlog" env:"PUSHLOG_CLICKHOUSE_DB" help:"ClickHouse database."`
 }
@@ -140,7 +148,60 @@ func (c *serveConfig) validate() error {
 		}
 	}
 	c.KafkaBrokers = brokers
+	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
+}
+
+// minLinkSecret is the shortest accepted --link-secret (remote.MinSecret).
+const minLinkSecret = 16
+
+// validateCluster checks the node-link and group settings. A node with a
+// link address joins a cluster: the secret is then required, and the
+// address others dial must be a concrete host.
+func (c *serveConfig) validateCluster() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.GroupSessionTimeout == 0 {
+		c.GroupSessionTimeout = 45 * time.Second
+	}
+	if c.GroupHeartbeat == 0 {
+		c.GroupHeartbeat = 3 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 3 * time.Second
+	}
+	if c.GroupSessionTimeout < 0 || c.GroupHeartbeat < 0 || c.DrainTimeout < 0 {
+		bad("--group-session-timeout, --group-heartbeat and --drain-timeout must not be negative")
+	}
+	if c.GroupHeartbeat >= c.GroupSessionTimeout {
+		bad("--group-heartbeat: %s must be below --group-session-timeout %s", c.GroupHeartbeat, c.GroupSessionTimeout)
+	}
+	if c.LinkAddr == "" {
+		if c.LinkAdvertise != "" {
+			bad("--link-advertise needs --link-addr")
+		}
+		return errs
+	}
+	if _, _, err := net.SplitHostPort(c.LinkAddr); err != nil {
+		bad("--link-addr: %q: %v", c.LinkAddr, err)
+	}
+	if len(c.LinkSecret) < minLinkSecret {
+		bad("--link-secret: required with --link-addr, at least %d bytes (the same on every node)", minLinkSecret)
+	}
+	adv := c.LinkAdvertise
+	if adv == "" {
+		adv = c.LinkAddr
+	}
+	host, port, err := net.SplitHostPort(adv)
+	switch {
+	case err != nil:
+		bad("--link-advertise: %q: %v", adv, err)
+	case host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified():
+		bad("--link-advertise: required when --link-addr %q listens on every interface (other nodes need an address to dial)", c.LinkAddr)
+	case c.LinkAdvertise != "" && port == "0":
+		bad("--link-advertise: %q needs a concrete port", adv)
+	}
+	return errs
 }
 
 // sealingKeys returns the configured keys, or the ones generated once into

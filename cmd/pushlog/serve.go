@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/connector"
+	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/owner"
 	"github.com/pushlog/pushlog/ingest"
 	"github.com/pushlog/pushlog/projector"
@@ -62,7 +64,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer producer.Close()
-	if err := ensureTopics(ctx, producer, cfg, names); err != nil {
+	if err := ensureTopics(ctx, clientOpts, cfg, names); err != nil {
 		return err
 	}
 	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
@@ -123,9 +125,19 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	return cluster, nil
 }
 
-func ensureTopics(ctx context.Context, cl *kgo.Client, cfg *serveConfig, names schema.Names) error {
+// ensureTopics creates the topics and waits until the brokers show them.
+// It uses its own client: kadm reads topic metadata through the client's
+// cache, which a client refreshes at most every MetadataMinAge (5 s by
+// default), so polling for new topics on the shared producer made every
+// start on fresh topics wait 5 s.
+func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, names schema.Names) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	cl, err := kgo.NewClient(append(slices.Clone(clientOpts), kgo.MetadataMinAge(50*time.Millisecond))...)
+	if err != nil {
+		return fmt.Errorf("kafka admin client: %w", err)
+	}
+	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
@@ -190,7 +202,11 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 }
 
 func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
-	own, err := owner.New(owner.Config{
+	cl, err := listenLink(cfg, logger) // nil: single node
+	if err != nil {
+		return err
+	}
+	ocfg := owner.Config{
 		ClientOpts:   clientOpts,
 		Names:        names,
 		Producer:     producer,
@@ -198,18 +214,32 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		Sealer:       sealer,
 		NodeID:       cfg.NodeID,
 		PendingLimit: cfg.PendingLimit,
+		GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
 		Logger:       logger.With("role", "owner"),
-	})
+	}
+	if cl != nil {
+		ocfg.LinkAddr, ocfg.Remote = cl.advertise, cl.dialer()
+	}
+	own, err := owner.New(ocfg)
 	if err != nil {
 		return fmt.Errorf("owner: %w", err)
+	}
+	var lk link.Link = own
+	linkAddr := ""
+	if cl != nil {
+		if err := cl.build(cfg, names, producer, own, logger); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		lk, linkAddr = cl.router, cl.advertise
 	}
 	srv, err := connector.New(connector.Config{
 		Names:          names,
 		NodeID:         cfg.NodeID,
+		LinkAddr:       linkAddr,
 		PublicURL:      cfg.PublicURL,
 		Sealer:         sealer,
 		Producer:       producer,
-		Link:           own,
+		Link:           lk,
 		HelloTimeout:   cfg.HelloTimeout,
 		PingInterval:   cfg.PingInterval,
 		PongTimeout:    cfg.PongTimeout,
@@ -226,8 +256,49 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		return fmt.Errorf("--ws-addr: %w", err)
 	}
 	logger.Info("websocket listener", "addr", ln.Addr().String())
-	g.start("owner", own.Run)
-	g.start("connector", func(ctx context.Context) error { return srv.Run(ctx, ln) })
+	// Shutdown order: drain (clients ack what they got), close the sockets
+	// and flush the connection node's events, and only then leave the
+	// group: the next owner of our partitions then reads every ack our
+	// clients made and redelivers nothing they acked.
+	connDone, ownerDone := make(chan struct{}), make(chan struct{})
+	g.start("connector", func(ctx context.Context) error {
+		defer close(connDone)
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-sctx.Done():
+				return
+			}
+			dctx, cancel := context.WithTimeout(sctx, cfg.DrainTimeout)
+			cl.drain(dctx)
+			// The clients' Acked events durable before their sockets
+			// close: where they reconnect, the owner reads them first.
+			if err := producer.Flush(dctx); err != nil {
+				logger.Warn("flush before closing sockets", "err", err)
+			}
+			cancel()
+			stop()
+		}()
+		return srv.Run(sctx, ln)
+	})
+	g.start("owner", func(ctx context.Context) error {
+		defer close(ownerDone)
+		octx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		go func() {
+			select {
+			case <-connDone:
+			case <-octx.Done():
+			}
+			stop()
+		}()
+		return own.Run(octx)
+	})
+	if cl != nil {
+		cl.start(g, ownerDone)
+	}
 	return nil
 }
 

@@ -24,7 +24,11 @@ const balancerProtocol = "pushlog-copartitioned-v1"
 // member to another is first only revoked (the member that owns it drops it
 // and rejoins), and assigned in the following round. So no two members ever
 // fold the same partition at the same time.
-type copartitionBalancer struct{}
+//
+// userData (the member's node-link address in a cluster, see cluster.go)
+// travels in the member metadata, so routers can map partitions to nodes
+// with a DescribeGroups.
+type copartitionBalancer struct{ userData []byte }
 
 var _ kgo.GroupBalancer = copartitionBalancer{}
 
@@ -33,9 +37,10 @@ func (copartitionBalancer) IsCooperative() bool  { return true }
 
 // JoinGroupMetadata encodes our interests and what we own now, with the
 // generation, so that the leader can tell current claims from stale ones.
-func (copartitionBalancer) JoinGroupMetadata(interests []string, current map[string][]int32, generation int32) []byte {
+func (b copartitionBalancer) JoinGroupMetadata(interests []string, current map[string][]int32, generation int32) []byte {
 	meta := kmsg.NewConsumerMemberMetadata()
 	meta.Version = 2
+	meta.UserData = b.userData
 	meta.Topics = slices.Clone(interests)
 	sort.Strings(meta.Topics)
 	meta.Generation = generation

@@ -144,6 +144,9 @@ func (ps *partState) detach(id [16]byte, s link.Session) {
 	if u == nil || u.session == nil || u.session.ConnID() != s.ConnID() {
 		return
 	}
+	if fromPresence(s) && u.session != s {
+		return // cluster.go: a session made from presence detaches only itself
+	}
 	u.session = nil
 	ps.forgetIfIdle(u)
 }

@@ -46,8 +46,10 @@ func (o *Owner) partitionOf(uaid string) ([16]byte, int32, error) {
 
 // CheckUAID reports whether uaid is known and not reset. It first waits
 // until the fold has read every registration already in Kafka, so a
-// client that registered a moment ago is never reset. A malformed UAID is
-// simply not valid.
+// client that registered a moment ago is never reset, and every message
+// event, so a message deleted (DELETE answered 204) or replaced before
+// this hello is not delivered after it. A malformed UAID is simply not
+// valid.
 func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 	id, p, err := o.partitionOf(uaid)
 	if err != nil {
@@ -59,7 +61,7 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	end, err := o.registrationsEnd(ctx, p)
+	ends, err := o.checkEnds(ctx, p)
 	if err != nil {
 		return false, fmt.Errorf("owner: check uaid: %w", err)
 	}
@@ -71,8 +73,14 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 			ps.mu.Unlock()
 			return false, link.ErrNotOwner
 		}
-		next := ps.next[tRegistrations]
-		if next >= end {
+		lag, next := -1, int64(0)
+		for _, ti := range checkedTopics {
+			if ps.next[ti] < ends[ti] {
+				lag, next = ti, ps.next[ti]
+				break
+			}
+		}
+		if lag < 0 {
 			u := ps.uaids[id]
 			valid := u != nil && u.chans != nil && !u.chans.GetUaidReset()
 			ps.mu.Unlock()
@@ -82,40 +90,59 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 		ps.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return false, fmt.Errorf("owner: check uaid: registrations of partition %d not caught up: %w", p, ctx.Err())
+			return false, fmt.Errorf("owner: check uaid: %s of partition %d not caught up: %w", o.groupTopics[lag], p, ctx.Err())
 		case <-progress:
 		case <-probe.C:
-			o.probeRegistrations(ctx, ps, next, end)
+			o.probeCaughtUp(ctx, ps, lag, next, ends[lag])
 		}
 	}
 }
+
+// checkedTopics are the topics CheckUAID waits for. Acks too (cluster): a
+// client moving from a node that shut down gracefully acked messages there
+// whose Acked events are durable but maybe not folded here yet; the Attach
+// that follows the hello must not deliver them again.
+var checkedTopics = [...]int{tRegistrations, tMessages, tAcks}
 
 // checkProbeInterval is how long CheckUAID waits for the fold before it
 // checks whether the rest of the range holds any record at all.
 const checkProbeInterval = 250 * time.Millisecond
 
-// probeRegistrations advances the registrations position over a range
-// that holds no records a consumer returns (transaction markers): a
-// direct fetch at next finding nothing proves nothing is left below end.
-func (o *Owner) probeRegistrations(ctx context.Context, ps *partState, next, end int64) {
-	fp, err := fetchAt(ctx, o.adm, o.cfg.Names.Registrations, ps.p, next, 1<<20)
+// probeCaughtUp advances a topic's position over a range that holds no
+// records a consumer returns (transaction markers): a direct fetch at next
+// finding nothing proves nothing is left below end.
+func (o *Owner) probeCaughtUp(ctx context.Context, ps *partState, ti int, next, end int64) {
+	fp, err := fetchAt(ctx, o.adm, o.groupTopics[ti], ps.p, next, 1<<20)
 	if err != nil || len(fp.Records) > 0 {
 		return
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if !ps.closed && ps.next[tRegistrations] == next {
-		ps.next[tRegistrations] = end
+	if !ps.closed && ps.next[ti] == next {
+		ps.next[ti] = end
 		ps.signal()
 	}
 }
 
-func (o *Owner) registrationsEnd(ctx context.Context, p int32) (int64, error) {
-	ends, err := o.kadm.ListEndOffsets(ctx, o.cfg.Names.Registrations)
-	if err != nil {
-		return 0, fmt.Errorf("list end offsets: %w", err)
+// checkEnds returns the end offsets of partition p of the checkedTopics.
+func (o *Owner) checkEnds(ctx context.Context, p int32) ([numGroupTopics]int64, error) {
+	var ends [numGroupTopics]int64
+	topics := make([]string, 0, len(checkedTopics))
+	for _, ti := range checkedTopics {
+		topics = append(topics, o.groupTopics[ti])
 	}
-	return listed(ends, o.cfg.Names.Registrations, p)
+	offs, err := o.kadm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return ends, fmt.Errorf("list end offsets: %w", err)
+	}
+	for _, ti := range checkedTopics {
+		end, err := listed(offs, o.groupTopics[ti], p)
+		if err != nil {
+			return ends, err
+		}
+		ends[ti] = end
+	}
+	return ends, nil
 }
 
 // Attach makes s the session of uaid (replacing an older one) and delivers

@@ -58,6 +58,18 @@ type Config struct {
 	PayloadBudget int64
 	Logger        *slog.Logger
 	Now           func() time.Time
+
+	// Cluster settings (all zero in single node; see cluster.go).
+	//
+	// LinkAddr is this node's node-link address; it is announced in the
+	// group member metadata so routers find the owner of a partition.
+	LinkAddr string
+	// Remote makes sessions for UAIDs that pushlog.presence says are
+	// connected on a node (a takeover learns where its clients are).
+	Remote SessionDialer
+	// GroupOpts are extra options of the group client (session timeout,
+	// heartbeat interval).
+	GroupOpts []kgo.Opt
 }
 
 func (c *Config) normalize() error {
@@ -200,10 +212,10 @@ func (o *Owner) Run(ctx context.Context) error {
 	o.mu.Lock()
 	o.side = side
 	o.mu.Unlock()
-	group, err := kgo.NewClient(append(slices.Clone(o.cfg.ClientOpts),
+	group, err := kgo.NewClient(append(append(slices.Clone(o.cfg.ClientOpts),
 		kgo.ConsumerGroup(o.cfg.Group),
 		kgo.ConsumeTopics(o.groupTopics[:]...),
-		kgo.Balancers(copartitionBalancer{}),
+		kgo.Balancers(copartitionBalancer{userData: memberUserData(o.cfg.LinkAddr)}),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -211,7 +223,7 @@ func (o *Owner) Run(ctx context.Context) error {
 		kgo.AdjustFetchOffsetsFn(o.adjustOffsets),
 		kgo.OnPartitionsRevoked(o.onRevoked),
 		kgo.OnPartitionsLost(o.onLost),
-	)...)
+	), o.cfg.GroupOpts...)...)
 	if err != nil {
 		return fmt.Errorf("owner: group client: %w", err)
 	}

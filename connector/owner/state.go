@@ -524,6 +524,7 @@ func (ps *partState) foldPresence(rec *kgo.Record) {
 		if id, err := schema.ParseUAID(string(rec.Key)); err == nil {
 			if u := ps.uaids[id]; u != nil {
 				u.presence = nil
+				ps.unfollowPresence(u, "") // cluster.go
 				ps.forgetIfIdle(u)
 			}
 		}
@@ -538,10 +539,13 @@ func (ps *partState) foldPresence(rec *kgo.Record) {
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_Connected:
 		c := b.Connected
-		ps.user(id).presence = &presence{node: c.GetNode(), linkAddr: c.GetLinkAddr(), connID: c.GetConnId(), sinceMs: c.GetSinceMs()}
+		u := ps.user(id)
+		u.presence = &presence{node: c.GetNode(), linkAddr: c.GetLinkAddr(), connID: c.GetConnId(), sinceMs: c.GetSinceMs()}
+		ps.followPresence(u) // cluster.go: deliver to a connection on another node
 	case *pb.Event_Disconnected:
 		if u := ps.uaids[id]; u != nil && u.presence != nil && u.presence.connID == b.Disconnected.GetConnId() {
 			u.presence = nil
+			ps.unfollowPresence(u, b.Disconnected.GetConnId()) // cluster.go
 			ps.forgetIfIdle(u)
 		}
 	default:

@@ -1,0 +1,541 @@
+// Package remote is the node link of a pushlog cluster: authenticated,
+// persistent TCP connections between connector nodes. A connection node
+// asks the owner of a UAID's partition over it (CheckUAID, Attach, Detach,
+// Acked), and the owner delivers notifications back over it to the client's
+// session. A link is authenticated with a shared secret (auth.go), kept
+// alive by heartbeats, and each peer sits behind a gobreaker circuit
+// breaker. When a link breaks, the owner detaches every session that
+// delivered through it: their messages stay pending (never dropped) until
+// the connection node attaches them again.
+package remote
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// ErrUnavailable means the peer cannot be reached now (dial failed, breaker
+// open, link broke during the call). Routers refresh and retry.
+var ErrUnavailable = errors.New("node link unavailable")
+
+// MinSecret is the shortest accepted shared secret.
+const MinSecret = 16
+
+// Defaults of Config.
+const (
+	DefaultDialTimeout     = 2 * time.Second
+	DefaultCallTimeout     = 5 * time.Second
+	DefaultHeartbeat       = time.Second
+	DefaultQueueSize       = 16384
+	DefaultBreakerFailures = 3
+	DefaultBreakerOpen     = 2 * time.Second
+)
+
+// Owner is the local partition owner, which answers the peers' calls.
+type Owner interface {
+	link.Link
+	// Redeliver sends uaid's pending messages to s again if s is still its
+	// session (a link that was being dialed came up).
+	Redeliver(uaid string, s link.Session)
+}
+
+// Sessions is the connection node's side: its local client sessions.
+type Sessions interface {
+	// FindSession returns the local session of uaid with connection id
+	// connID, or nil. Its Deliver must not block.
+	FindSession(uaid, connID string) link.Session
+	// PeerChanged says a link with the node at addr came up or broke: the
+	// sessions that node owns should be attached again.
+	PeerChanged(addr string)
+}
+
+// Config configures a Node.
+type Config struct {
+	NodeID   string // this node's id
+	Addr     string // this node's link address as peers dial it
+	Secret   []byte // shared by every node; at least MinSecret bytes
+	Owner    Owner
+	Sessions Sessions
+
+	DialTimeout time.Duration // default 2s, handshake included
+	CallTimeout time.Duration // bound on answering a peer's CheckUAID/Attach; default 5s
+	Heartbeat   time.Duration // ping interval; a peer silent 3 heartbeats is dead. Default 1s
+	QueueSize   int           // frames queued per link; default 16384
+	// BreakerFailures consecutive failures to reach a peer open its
+	// breaker for BreakerOpen: calls and deliveries fail fast meanwhile.
+	BreakerFailures uint32
+	BreakerOpen     time.Duration
+	Logger          *slog.Logger
+}
+
+func (c *Config) normalize() error {
+	var errs []error
+	if len(c.Secret) < MinSecret {
+		errs = append(errs, fmt.Errorf("the link secret must be at least %d bytes", MinSecret))
+	}
+	if c.NodeID == "" || c.Addr == "" {
+		errs = append(errs, errors.New("NodeID and Addr are required"))
+	}
+	if len(c.NodeID) > maxIdentity || len(c.Addr) > maxIdentity {
+		errs = append(errs, fmt.Errorf("NodeID and Addr must be at most %d bytes", maxIdentity))
+	}
+	if c.Owner == nil {
+		errs = append(errs, errors.New("Owner is required"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("node link config: %w", errors.Join(errs...))
+	}
+	setDefault(&c.DialTimeout, DefaultDialTimeout)
+	setDefault(&c.CallTimeout, DefaultCallTimeout)
+	setDefault(&c.Heartbeat, DefaultHeartbeat)
+	setDefault(&c.BreakerOpen, DefaultBreakerOpen)
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// Node is this process's end of every node link.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	self   identity
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	peers    map[string]*peer
+	conns    map[*conn]struct{}
+	attached map[proxyKey]*attachProxy // the current attach of each remote connection
+	closed   bool
+
+	// stripes serialize the owner calls for one connection (attach,
+	// detach, link loss), so an old link's cleanup never detaches the
+	// session a newer link attached.
+	seed    maphash.Seed
+	stripes [64]sync.Mutex
+}
+
+// New validates cfg and returns a Node; Serve accepts links, calls dial.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Node{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "link"),
+		self:     identity{node: cfg.NodeID, addr: cfg.Addr},
+		ctx:      ctx,
+		cancel:   cancel,
+		peers:    make(map[string]*peer),
+		conns:    make(map[*conn]struct{}),
+		attached: make(map[proxyKey]*attachProxy),
+		seed:     maphash.MakeSeed(),
+	}, nil
+}
+
+// Addr is this node's link address.
+func (n *Node) Addr() string { return n.cfg.Addr }
+
+// Serve accepts links on ln until ctx ends or Close; it then closes ln.
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	go func() {
+		<-n.ctx.Done()
+		_ = ln.Close()
+	}()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			n.log.Warn("link accept", "err", err)
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		n.goHandle(func() { n.accept(nc) })
+	}
+}
+
+func (n *Node) accept(nc net.Conn) {
+	br := bufio.NewReaderSize(nc, 16<<10)
+	peer, err := acceptHandshake(nc, br, n.cfg.Secret, n.self, n.cfg.DialTimeout)
+	if err != nil {
+		lvl := slog.LevelDebug
+		if errors.Is(err, ErrAuth) {
+			lvl = slog.LevelWarn
+		}
+		n.log.Log(n.ctx, lvl, "link handshake refused", "remote", nc.RemoteAddr().String(), "err", err)
+		_ = nc.Close()
+		return
+	}
+	c := newConn(n, nc, br, peer, false)
+	if !n.register(c) {
+		return
+	}
+	n.log.Debug("node link accepted", "peer", peer.addr, "node", peer.node)
+	if n.cfg.Sessions != nil {
+		n.cfg.Sessions.PeerChanged(peer.addr)
+	}
+	c.run()
+}
+
+// register adds a live link; false (and the link closed) after Close.
+func (n *Node) register(c *conn) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		_ = c.nc.Close()
+		return false
+	}
+	n.conns[c] = struct{}{}
+	return true
+}
+
+// dial opens and authenticates a link to addr.
+func (n *Node) dial(addr string) (*conn, error) {
+	d := net.Dialer{Timeout: n.cfg.DialTimeout, KeepAlive: 15 * time.Second}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	defer cancel()
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	br := bufio.NewReaderSize(nc, 16<<10)
+	peer, err := dialHandshake(nc, br, n.cfg.Secret, n.self, n.cfg.DialTimeout)
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("link to %s: %w", addr, err)
+	}
+	c := newConn(n, nc, br, peer, true)
+	if !n.register(c) {
+		return nil, errLinkDown
+	}
+	n.log.Debug("node link dialed", "peer", addr, "node", peer.node)
+	return c, nil
+}
+
+// linkClosed runs when a link ended: sessions that delivered through it are
+// detached (their messages stay pending), and the sessions side is told.
+func (n *Node) linkClosed(c *conn) {
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+	for k, s := range c.takeProxies() {
+		if ap, ok := s.(*attachProxy); ok {
+			n.detachAttached(k, ap)
+			continue
+		}
+		n.cfg.Owner.Detach(k.uaid, s) // a presence proxy detaches only itself
+	}
+	if c.dialed {
+		if p := n.peerIfAny(c.peer.addr); p != nil {
+			p.dropConn(c)
+		}
+	}
+	if n.cfg.Sessions != nil {
+		n.cfg.Sessions.PeerChanged(c.peer.addr)
+	}
+}
+
+// Close stops accepting, closes every link and waits for the handlers.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	n.closed = true
+	conns := make([]*conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	n.cancel()
+	for _, c := range conns {
+		c.closeWith(nil)
+	}
+	n.wg.Wait()
+	return nil
+}
+
+// goHandle runs fn in a goroutine that Close waits for.
+func (n *Node) goHandle(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+func (n *Node) detachLater(uaid string, s link.Session) {
+	n.goHandle(func() { n.cfg.Owner.Detach(uaid, s) })
+}
+
+func (n *Node) stripe(k proxyKey) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(n.seed)
+	h.WriteString(k.uaid)
+	h.WriteString(k.conn)
+	return &n.stripes[h.Sum64()%uint64(len(n.stripes))]
+}
+
+// --- owner side: the peers' requests ---------------------------------------
+
+func (n *Node) handleCheck(c *conn, f *frame) {
+	ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
+	defer cancel()
+	valid, err := n.cfg.Owner.CheckUAID(ctx, f.uaid)
+	r := &frame{typ: tCheckResp, id: f.id, valid: valid}
+	setError(r, err)
+	c.sendFrame(r)
+}
+
+// handleAttach attaches a remote connection through the link it came on.
+// It always starts a new delivery generation (detach, then attach): what an
+// earlier link carried for this connection may have been lost with it, and
+// the connection node drops what its client already has.
+func (n *Node) handleAttach(c *conn, f *frame) {
+	k := proxyKey{f.uaid, f.conn}
+	px := &attachProxy{c: c, uaid: f.uaid, connID: f.conn}
+	st := n.stripe(k)
+	st.Lock()
+	n.mu.Lock()
+	old := n.attached[k]
+	n.attached[k] = px
+	n.mu.Unlock()
+	if old != nil {
+		old.c.untrack(k, old)
+	}
+	var err error
+	if f.uaid == "" || f.conn == "" {
+		err = errors.New("attach without uaid or connection id")
+	} else if !c.track(k, px) {
+		err = errLinkDown
+	} else {
+		n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+		ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
+		err = n.cfg.Owner.Attach(ctx, f.uaid, px)
+		cancel()
+	}
+	if err != nil {
+		n.mu.Lock()
+		if n.attached[k] == px {
+			delete(n.attached, k)
+		}
+		n.mu.Unlock()
+		c.untrack(k, px)
+	}
+	st.Unlock()
+	r := &frame{typ: tAttachResp, id: f.id}
+	setError(r, err)
+	c.sendFrame(r)
+}
+
+// detachAttached detaches px unless a newer attach replaced it.
+func (n *Node) detachAttached(k proxyKey, px *attachProxy) {
+	st := n.stripe(k)
+	st.Lock()
+	defer st.Unlock()
+	n.mu.Lock()
+	current := n.attached[k] == px
+	if current {
+		delete(n.attached, k)
+	}
+	n.mu.Unlock()
+	if current {
+		n.cfg.Owner.Detach(k.uaid, px)
+	}
+}
+
+func (n *Node) handleDetach(c *conn, f *frame) {
+	k := proxyKey{f.uaid, f.conn}
+	n.mu.Lock()
+	px := n.attached[k]
+	n.mu.Unlock()
+	switch {
+	case px == nil:
+		// Never attached here (or attached before a takeover): forget a
+		// session presence made for it.
+		n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+	case px.c == c:
+		c.untrack(k, px)
+		n.detachAttached(k, px)
+	}
+}
+
+func (n *Node) handleAcked(f *frame) {
+	if f.uaid != "" && f.ref != nil {
+		n.cfg.Owner.Acked(f.uaid, f.ref)
+	}
+}
+
+// handleGone detaches a connection the connection node does not have.
+func (n *Node) handleGone(c *conn, f *frame) {
+	k := proxyKey{f.uaid, f.conn}
+	st := n.stripe(k)
+	st.Lock()
+	defer st.Unlock()
+	n.mu.Lock()
+	px := n.attached[k]
+	delete(n.attached, k)
+	n.mu.Unlock()
+	if px != nil {
+		px.c.untrack(k, px)
+	}
+	n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+}
+
+func setError(r *frame, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, link.ErrNotOwner):
+		r.code = codeNotOwner
+	default:
+		r.code, r.text = codeFailed, err.Error()
+	}
+}
+
+// --- connection node side: deliveries from owners -------------------------
+
+func (n *Node) handleDeliver(c *conn, f *frame) {
+	var s link.Session
+	if n.cfg.Sessions != nil && f.note != nil {
+		s = n.cfg.Sessions.FindSession(f.uaid, f.conn)
+	}
+	if s != nil && s.Deliver(*f.note) == nil {
+		return
+	}
+	c.sendFrame(&frame{typ: tGone, uaid: f.uaid, conn: f.conn})
+}
+
+// --- connection node side: calls to owners ---------------------------------
+
+// CheckUAID asks the node at addr (the owner of uaid's partition).
+func (n *Node) CheckUAID(ctx context.Context, addr, uaid string) (bool, error) {
+	r, err := n.call(ctx, addr, &frame{typ: tCheck, uaid: uaid})
+	if err != nil {
+		return false, err
+	}
+	return r.valid, responseError(addr, r)
+}
+
+// Attach attaches connection connID of uaid, a session of this node, at
+// the owner at addr; deliveries come back over the same link, to the
+// session Sessions.FindSession returns.
+func (n *Node) Attach(ctx context.Context, addr, uaid, connID string) error {
+	r, err := n.call(ctx, addr, &frame{typ: tAttach, uaid: uaid, conn: connID})
+	if err != nil {
+		return err
+	}
+	return responseError(addr, r)
+}
+
+// Detach tells the owner at addr that the connection ended. Best effort:
+// without a live link the owner learns it from the link loss or presence.
+func (n *Node) Detach(addr, uaid, connID string) {
+	if c := n.liveConn(addr); c != nil {
+		c.sendFrame(&frame{typ: tDetach, uaid: uaid, conn: connID})
+	}
+}
+
+// Acked tells the owner at addr at once that the client acked ref. Best
+// effort: the Acked event in Kafka is the durable fact.
+func (n *Node) Acked(addr, uaid string, ref *pb.MessageRef) {
+	if c := n.liveConn(addr); c != nil {
+		c.sendFrame(&frame{typ: tAcked, uaid: uaid, ref: ref})
+	}
+}
+
+func responseError(addr string, r *frame) error {
+	switch r.code {
+	case codeOK:
+		return nil
+	case codeNotOwner:
+		return fmt.Errorf("%s: %w", addr, link.ErrNotOwner)
+	default:
+		return fmt.Errorf("owner at %s: %s", addr, r.text)
+	}
+}
+
+// call sends a request to addr through its breaker.
+func (n *Node) call(ctx context.Context, addr string, f *frame) (*frame, error) {
+	p := n.peer(addr)
+	c, err := p.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := p.cb.Execute(func() (*frame, error) { return c.call(ctx, f) })
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
+	}
+	return r, nil
+}
+
+// --- owner side: sessions from presence ------------------------------------
+
+// Session returns a session that delivers to connection connID of uaid on
+// the node at addr (owner.SessionDialer). It starts dialing that node.
+func (n *Node) Session(addr, uaid, connID string) link.Session {
+	if addr == n.cfg.Addr {
+		return &localProxy{n: n, uaid: uaid, connID: connID}
+	}
+	p := n.peer(addr)
+	p.ensureDial()
+	return &presenceProxy{p: p, uaid: uaid, connID: connID}
+}
+
+// --- peers -----------------------------------------------------------------
+
+func (n *Node) peer(addr string) *peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[addr]
+	if p == nil {
+		p = newPeer(n, addr)
+		n.peers[addr] = p
+	}
+	return p
+}
+
+func (n *Node) peerIfAny(addr string) *peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.peers[addr]
+}
+
+func (n *Node) liveConn(addr string) *conn {
+	if p := n.peerIfAny(addr); p != nil {
+		return p.live()
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+package remote
+
+import (
+	"github.com/pushlog/pushlog/connector/link"
+)
+
+// The owner-side stand-ins for client connections on other nodes. All
+// Deliver methods are called by the owner with a partition lock held: they
+// never block and never call back into the owner synchronously.
+
+// attachProxy is a connection that attached through a link: deliveries go
+// back on the link the Attach came on.
+type attachProxy struct {
+	c            *conn
+	uaid, connID string
+}
+
+func (p *attachProxy) ConnID() string { return p.connID }
+
+func (p *attachProxy) Deliver(n link.Notification) error {
+	return p.c.deliver(p.uaid, p.connID, n)
+}
+
+// presenceProxy is a connection the owner learned from pushlog.presence
+// (a takeover): deliveries go over a link this node dials.
+type presenceProxy struct {
+	p            *peer
+	uaid, connID string
+}
+
+func (p *presenceProxy) ConnID() string     { return p.connID }
+func (p *presenceProxy) FromPresence() bool { return true }
+
+func (p *presenceProxy) Deliver(n link.Notification) error {
+	c := p.p.connOrWait(p)
+	if c == nil {
+		return link.ErrSessionClosed
+	}
+	if !c.track(proxyKey{p.uaid, p.connID}, p) {
+		return link.ErrSessionClosed
+	}
+	return c.deliver(p.uaid, p.connID, n)
+}
+
+// localProxy is a connection on this very node that presence names while
+// it is attached to another owner (this node just took its partition over).
+type localProxy struct {
+	n            *Node
+	uaid, connID string
+}
+
+func (p *localProxy) ConnID() string     { return p.connID }
+func (p *localProxy) FromPresence() bool { return true }
+
+func (p *localProxy) Deliver(n link.Notification) error {
+	var s link.Session
+	if p.n.cfg.Sessions != nil {
+		s = p.n.cfg.Sessions.FindSession(p.uaid, p.connID)
+	}
+	if s == nil {
+		p.n.detachLater(p.uaid, p)
+		return link.ErrSessionClosed
+	}
+	if err := s.Deliver(n); err != nil {
+		p.n.detachLater(p.uaid, p)
+		return err
+	}
+	return nil
+}
+
+// connRef names a connection for Detach (which compares connection ids).
+type connRef string
+
+func (c connRef) ConnID() string                { return string(c) }
+func (connRef) Deliver(link.Notification) error { return link.ErrSessionClosed }
