@@ -52,6 +52,7 @@ type serveConfig struct {
 	LinkAddr            string        `env:"PUSHLOG_LINK_ADDR" help:"Node-link listen address of a connector node in a cluster (port 0: any free port); empty runs a single node."`
 	LinkAdvertise       string        `env:"PUSHLOG_LINK_ADVERTISE" help:"Node-link address other nodes dial (default: the listen address; required when it is a wildcard)."`
 	LinkSecret          string        `env:"PUSHLOG_LINK_SECRET" help:"Shared secret authenticating node links (at least 16 bytes; the same on every node). Required with --link-addr."`
+	ShutdownTimeout     time.Duration `default:"20s" env:"PUSHLOG_SHUTDOWN_TIMEOUT" help:"Longest a graceful stop (SIGTERM) may take before the process exits anyway."`
 	GroupSessionTimeout time.Duration `default:"45s" env:"PUSHLOG_GROUP_SESSION_TIMEOUT" help:"Connector group session timeout: how long the partitions of a crashed node wait before moving (at least the broker's group.min.session.timeout.ms)."`
 	GroupHeartbeat      time.Duration `default:"3s" env:"PUSHLOG_GROUP_HEARTBEAT" help:"Connector group heartbeat interval (below the session timeout)."`
 	DrainTimeout        time.Duration `default:"3s" env:"PUSHLOG_DRAIN_TIMEOUT" help:"On shutdown, how long a connector waits for its clients to ack what they were sent before closing their sockets."`
@@ -110,6 +111,9 @@ func (c *serveConfig) validate() error {
 		if d <= 0 {
 			bad("%s: %s must be positive", name, d)
 		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("--shutdown-timeout: %s must be positive", c.ShutdownTimeout)
 	}
 	if c.MinClientPing < 0 {
 		bad("--min-client-ping: %s is negative", c.MinClientPing)

@@ -14,7 +14,7 @@ func validConfig(t *testing.T) serveConfig {
 		Roles: []string{"ingest", "connector", "projector"}, DataDir: t.TempDir(),
 		EmbeddedAddr: "127.0.0.1:0", Namespace: "pushlog", Partitions: 12, Replication: -1, ProduceTimeout: 5 * time.Second,
 		HTTPAddr: "127.0.0.1:8082", WSAddr: "127.0.0.1:8080", MaxTTL: 720 * time.Hour, MaxBody: 5630,
-		PendingLimit: 200, HelloTimeout: 5 * time.Second, PingInterval: 300 * time.Second,
+		PendingLimit: 200, HelloTimeout: 5 * time.Second, ShutdownTimeout: 20 * time.Second, PingInterval: 300 * time.Second,
 		PongTimeout: 30 * time.Second, MinClientPing: 45 * time.Second,
 	}
 }

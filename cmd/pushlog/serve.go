@@ -84,16 +84,16 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if cfg.has(roleConnector) {
 		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
 			g.cancel()
-			return errors.Join(err, g.wait())
+			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
 		}
 	}
 	if cfg.has(roleIngest) {
 		if err := startIngest(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
 			g.cancel()
-			return errors.Join(err, g.wait())
+			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
 		}
 	}
-	err = g.wait()
+	err = g.wait(cfg.ShutdownTimeout)
 	logger.Info("pushlog stopped")
 	return err
 }
@@ -386,8 +386,25 @@ func (g *runGroup) start(name string, fn func(context.Context) error) {
 	}()
 }
 
-func (g *runGroup) wait() error {
-	g.wg.Wait()
+// wait returns once every role stopped, or once the roles had timeout to
+// stop after the first stop signal: a Kafka client blocked on a group join
+// (the broker holds it until a crashed member's session ends) must not keep
+// a SIGTERM'd process alive. Leaving then loses nothing: offsets are
+// committed at low watermarks as the owners go.
+func (g *runGroup) wait(timeout time.Duration) error {
+	<-g.ctx.Done()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		g.logger.Error("roles still running after the shutdown timeout; exiting", "timeout", timeout)
+		g.mu.Lock()
+		g.errs = append(g.errs, fmt.Errorf("shutdown: roles still running after %s", timeout))
+		g.mu.Unlock()
+	}
 	g.cancel()
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	return errors.Join(g.errs...)
 }
