@@ -54,7 +54,8 @@ type Config struct {
 	// ErrNotOwner or an unreachable owner (doubling up to 1s). Default 50ms.
 	RetryBackoff time.Duration
 	// ReattachTimeout bounds one attempt to attach a session to a new
-	// owner; ReattachRetry is the pause before the next. Defaults 5s, 1s.
+	// owner; failed attempts are retried every ReattachRetry. Defaults
+	// 5s, 1s.
 	ReattachTimeout time.Duration
 	ReattachRetry   time.Duration
 	Logger          *slog.Logger
@@ -76,6 +77,7 @@ type Router struct {
 
 	rmu     sync.Mutex
 	redo    map[string]struct{} // UAIDs to attach again
+	retry   map[string]struct{} // UAIDs to attach again after ReattachRetry
 	redoSig chan struct{}
 }
 
@@ -108,6 +110,7 @@ func New(cfg Config) (*Router, error) {
 		remote:   cfg.Remote,
 		sessions: make(map[string]*session),
 		redo:     make(map[string]struct{}),
+		retry:    make(map[string]struct{}),
 		redoSig:  make(chan struct{}, 1),
 	}, nil
 }
@@ -133,14 +136,23 @@ func (r *Router) TableChanged(changed map[int32]string) {
 // Run attaches sessions again whenever they need a new owner, until ctx
 // ends.
 func (r *Router) Run(ctx context.Context) error {
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, reattachWorkers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	tick := time.NewTicker(r.cfg.ReattachRetry)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.redoSig:
+		case <-tick.C:
+			r.rmu.Lock()
+			for u := range r.retry {
+				r.redo[u] = struct{}{}
+			}
+			clear(r.retry)
+			r.rmu.Unlock()
 		}
 		r.rmu.Lock()
 		batch := r.redo
@@ -161,6 +173,9 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
+// reattachWorkers bounds the attaches in flight after a partition moved.
+const reattachWorkers = 32
+
 func (r *Router) schedule(uaids ...string) {
 	if len(uaids) == 0 {
 		return
@@ -176,13 +191,19 @@ func (r *Router) schedule(uaids ...string) {
 	}
 }
 
+// reattach makes one attempt to attach uaid's session at its partition's
+// current owner; a failure is retried every ReattachRetry (one attempt
+// each, so an unreachable owner never ties up the workers).
 func (r *Router) reattach(ctx context.Context, uaid string) {
 	s := r.session(uaid)
 	if s == nil || s.isClosed() {
 		return
 	}
 	actx, cancel := context.WithTimeout(ctx, r.cfg.ReattachTimeout)
-	err := r.attachTo(actx, s)
+	addr, err := r.ownerOf(s.p)
+	if err == nil {
+		err = r.attachAt(actx, s, addr)
+	}
 	cancel()
 	if s.isClosed() {
 		// Closed or replaced by a newer connection while attaching: this
@@ -197,8 +218,13 @@ func (r *Router) reattach(ctx context.Context, uaid string) {
 	if err == nil || ctx.Err() != nil {
 		return
 	}
+	if errors.Is(err, link.ErrNotOwner) {
+		_ = r.cfg.Owners.Refresh(ctx)
+	}
 	r.log.Debug("re-attach failed; will retry", "uaid", uaid, "err", err)
-	time.AfterFunc(r.cfg.ReattachRetry, func() { r.schedule(uaid) })
+	r.rmu.Lock()
+	r.retry[uaid] = struct{}{}
+	r.rmu.Unlock()
 }
 
 // Drain stops delivering to this node's connections (the owners keep the
@@ -289,25 +315,28 @@ func (r *Router) Attach(ctx context.Context, uaid string, s link.Session) error 
 	return nil
 }
 
-// attachTo attaches s at its partition's current owner.
+// attachTo attaches s at its partition's current owner, retrying.
 func (r *Router) attachTo(ctx context.Context, s *session) error {
-	return r.route(ctx, s.p, func(addr string) error {
-		var err error
-		if addr == r.cfg.Self {
-			err = r.cfg.Local.Attach(ctx, s.uaid, s)
-		} else {
-			err = r.remote.Attach(ctx, addr, s.uaid, s.ConnID())
-		}
-		if err != nil {
-			return err
-		}
-		// Moved: the previous owner forgets the connection (it may
-		// still hold it, e.g. carried over a revoke).
-		if prev := s.swapRoute(addr); prev != "" && prev != addr {
-			r.detachAt(prev, s)
-		}
-		return nil
-	})
+	return r.route(ctx, s.p, func(addr string) error { return r.attachAt(ctx, s, addr) })
+}
+
+// attachAt attaches s at the owner at addr (Self: the local one).
+func (r *Router) attachAt(ctx context.Context, s *session, addr string) error {
+	var err error
+	if addr == r.cfg.Self {
+		err = r.cfg.Local.Attach(ctx, s.uaid, s)
+	} else {
+		err = r.remote.Attach(ctx, addr, s.uaid, s.ConnID())
+	}
+	if err != nil {
+		return err
+	}
+	// Moved: the previous owner forgets the connection (it may still
+	// hold it, e.g. carried over a revoke).
+	if prev := s.swapRoute(addr); prev != "" && prev != addr {
+		r.detachAt(prev, s)
+	}
+	return nil
 }
 
 // detachAt tells the owner at addr (Self: the local one) that s is gone.

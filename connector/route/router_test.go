@@ -64,7 +64,7 @@ func (l *fakeLocal) Attach(_ context.Context, uaid string, s link.Session) error
 	return nil
 }
 
-func (l *fakeLocal) Detach(uaid string, _ link.Session) { l.record("detach " + uaid) }
+func (l *fakeLocal) Detach(uaid string, _ link.Session)  { l.record("detach " + uaid) }
 func (l *fakeLocal) Acked(uaid string, _ *pb.MessageRef) { l.record("acked " + uaid) }
 
 func (l *fakeLocal) callList() []string {
@@ -91,9 +91,11 @@ func (r *fakeRemote) CheckUAID(_ context.Context, addr, _ string) (bool, error) 
 	err := r.call("check", addr)
 	return err == nil, err
 }
-func (r *fakeRemote) Attach(_ context.Context, addr, _, _ string) error { return r.call("attach", addr) }
-func (r *fakeRemote) Detach(addr, _, _ string)                          { _ = r.call("detach", addr) }
-func (r *fakeRemote) Acked(addr, _ string, _ *pb.MessageRef)            { _ = r.call("acked", addr) }
+func (r *fakeRemote) Attach(_ context.Context, addr, _, _ string) error {
+	return r.call("attach", addr)
+}
+func (r *fakeRemote) Detach(addr, _, _ string)               { _ = r.call("detach", addr) }
+func (r *fakeRemote) Acked(addr, _ string, _ *pb.MessageRef) { _ = r.call("acked", addr) }
 
 func (r *fakeRemote) callList() []string {
 	r.mu.Lock()
