@@ -54,7 +54,7 @@ func TestValidateClusterDefaults(t *testing.T) {
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.GroupSessionTimeout != 45*time.Second || c.GroupHeartbeat != 3*time.Second || c.DrainTimeout != 3*time.Second {
+	if c.GroupSessionTimeout != 10*time.Second || c.GroupHeartbeat != 3*time.Second || c.DrainTimeout != 3*time.Second {
 		t.Fatalf("defaults: %s %s %s", c.GroupSessionTimeout, c.GroupHeartbeat, c.DrainTimeout)
 	}
 }

@@ -53,7 +53,7 @@ type serveConfig struct {
 	LinkAdvertise       string        `env:"PUSHLOG_LINK_ADVERTISE" help:"Node-link address other nodes dial (default: the listen address; required when it is a wildcard)."`
 	LinkSecret          string        `env:"PUSHLOG_LINK_SECRET" help:"Shared secret authenticating node links (at least 16 bytes; the same on every node). Required with --link-addr."`
 	ShutdownTimeout     time.Duration `default:"20s" env:"PUSHLOG_SHUTDOWN_TIMEOUT" help:"Longest a graceful stop (SIGTERM) may take before the process exits anyway."`
-	GroupSessionTimeout time.Duration `default:"45s" env:"PUSHLOG_GROUP_SESSION_TIMEOUT" help:"Connector group session timeout: how long the partitions of a crashed node wait before moving (at least the broker's group.min.session.timeout.ms)."`
+	GroupSessionTimeout time.Duration `default:"10s" env:"PUSHLOG_GROUP_SESSION_TIMEOUT" help:"Connector group session timeout: how long the partitions of a crashed node wait before moving (at least the broker's group.min.session.timeout.ms)."`
 	GroupHeartbeat      time.Duration `default:"3s" env:"PUSHLOG_GROUP_HEARTBEAT" help:"Connector group heartbeat interval (below the session timeout)."`
 	DrainTimeout        time.Duration `default:"3s" env:"PUSHLOG_DRAIN_TIMEOUT" help:"On shutdown, how long a connector waits for its clients to ack what they were sent before closing their sockets."`
 
@@ -166,7 +166,7 @@ func (c *serveConfig) validateCluster() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.GroupSessionTimeout == 0 {
-		c.GroupSessionTimeout = 45 * time.Second
+		c.GroupSessionTimeout = 10 * time.Second
 	}
 	if c.GroupHeartbeat == 0 {
 		c.GroupHeartbeat = 3 * time.Second
