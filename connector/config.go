@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/connector/link"
@@ -42,6 +44,13 @@ type Config struct {
 
 	Broadcasts map[string]string // broadcast id -> version, from configuration
 	Logger     *slog.Logger
+
+	// Metrics registers the node's series (connections, deliveries, acks,
+	// nacks); nil: no metrics.
+	Metrics prometheus.Registerer
+	// MetricsHandler, when set, is served at GET /metrics next to the
+	// WebSocket upgrade at /.
+	MetricsHandler http.Handler
 }
 
 const (

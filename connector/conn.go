@@ -104,7 +104,7 @@ func (c *conn) Deliver(n link.Notification) error {
 	if err != nil {
 		return err
 	}
-	return c.enqueue(msg, false, func() {
+	err = c.enqueue(msg, false, func() {
 		if n.Ref == nil || n.Version == "" || len(c.unacked) >= maxUnacked {
 			return
 		}
@@ -113,6 +113,10 @@ func (c *conn) Deliver(n link.Notification) error {
 		}
 		c.unacked[n.Version] = n.Ref
 	})
+	if err == nil {
+		c.srv.met.delivered()
+	}
+	return err
 }
 
 // send queues a reply. inline writes it from the calling goroutine (the

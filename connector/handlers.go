@@ -233,6 +233,7 @@ func (c *conn) ack(m *clientMessage) {
 		ev := s.newEvent(c.uaid)
 		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: code}}
 		s.produceAsync(ev)
+		s.met.acked(code)
 		s.cfg.Link.Acked(c.uaid, ref)
 	}
 }
@@ -251,6 +252,7 @@ func (c *conn) nack(m *clientMessage) {
 	ev := s.newEvent(c.uaid)
 	ev.Body = &pb.Event_Nacked{Nacked: &pb.Nacked{Msg: ref, Code: code}}
 	s.produceAsync(ev)
+	s.met.nacked(code)
 }
 
 // messageRef finds the ref of a version delivered on this connection, or

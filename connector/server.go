@@ -55,6 +55,7 @@ type Server struct {
 	sweepStop chan struct{}
 	sweepDone chan struct{}
 	stopOnce  sync.Once
+	met       *connMetrics // nil without Config.Metrics
 }
 
 // New validates cfg and returns a server; nothing runs until the first
@@ -87,10 +88,17 @@ func New(cfg Config) (*Server, error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
+	met, err := newConnMetrics(cfg.Metrics, s)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("connector: %w", err)
+	}
+	s.met = met
 	return s, nil
 }
 
-// Handler serves the WebSocket endpoint: GET / upgrades.
+// Handler serves the WebSocket endpoint: GET / upgrades; GET /metrics
+// serves Config.MetricsHandler when set.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Connections is the number of open WebSocket connections.
@@ -201,6 +209,10 @@ func (s *Server) stop() {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/metrics" && s.cfg.MetricsHandler != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		s.cfg.MetricsHandler.ServeHTTP(w, r)
+		return
+	}
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return

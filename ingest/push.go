@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/sony/gobreaker/v2"
@@ -273,6 +274,10 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record) *apiError {
 func (s *Server) produceWait(ctx context.Context, rec *kgo.Record) error {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
 	defer cancel()
+	if s.met != nil {
+		start := time.Now()
+		defer func() { s.met.observeProduce(time.Since(start)) }()
+	}
 	done := make(chan error, 1) // buffered: a late promise never blocks
 	s.cfg.Producer.Produce(pctx, rec, func(_ *kgo.Record, err error) { done <- err })
 	var err error

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -104,6 +105,11 @@ type Config struct {
 	Logger          *slog.Logger
 	// Now is the clock (nil = time.Now); tests freeze it.
 	Now func() time.Time
+	// Metrics registers the push API's series (requests by status and
+	// errno, produce latency, breaker state); nil: no metrics.
+	Metrics prometheus.Registerer
+	// MetricsHandler, when set, is served at GET /metrics (promhttp).
+	MetricsHandler http.Handler
 }
 
 // Server is the ingest HTTP API.
@@ -117,6 +123,7 @@ type Server struct {
 	openSecs int // Retry-After while the breaker is open
 	bodyPool sync.Pool
 	echo     *echo.Echo
+	met      *ingestMetrics // nil without Config.Metrics
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
 	// that an open breaker does not wait on Kafka).
@@ -154,6 +161,11 @@ func New(cfg Config) (*Server, error) {
 			s.log.Warn("circuit breaker state change", "breaker", name, "from", from.String(), "to", to.String())
 		},
 	})
+	met, err := newIngestMetrics(cfg.Metrics, s.breaker.State)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	s.met = met
 	size := cfg.MaxBody + 1
 	s.bodyPool.New = func() any { b := make([]byte, size); return &b }
 	s.echo = s.routes()
@@ -245,14 +257,17 @@ func (s *Server) routes() *echo.Echo {
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.recoverMiddleware)
-	e.POST("/wpush/v1/:token", s.handlePush(1))
-	e.POST("/wpush/v2/:token", s.handlePush(2))
-	e.DELETE("/m/:id", s.handleDelete)
+	e.POST("/wpush/v1/:token", s.counted(s.handlePush(1)))
+	e.POST("/wpush/v2/:token", s.counted(s.handlePush(2)))
+	e.DELETE("/m/:id", s.counted(s.handleDelete))
 	get := []string{http.MethodGet, http.MethodHead}
 	e.Match(get, "/__heartbeat__", s.handleHeartbeat)
 	e.Match(get, "/health", s.handleHeartbeat)
 	e.Match(get, "/__lbheartbeat__", s.handleLBHeartbeat)
 	e.Match(get, "/__version__", s.handleVersion)
+	if s.cfg.MetricsHandler != nil {
+		e.Match(get, "/metrics", echo.WrapHandler(s.cfg.MetricsHandler))
+	}
 	return e
 }
 

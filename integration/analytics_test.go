@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -66,6 +67,8 @@ type analyticsEnv struct {
 	conn    driver.Conn
 	prod    *kgo.Client
 	start   time.Time
+	// partitions is the partition count of every pushlog topic.
+	partitions int32
 }
 
 func analyticsNewEnv(t testing.TB) *analyticsEnv {
@@ -95,13 +98,13 @@ func analyticsNewEnv(t testing.TB) *analyticsEnv {
 	}
 	t.Cleanup(prod.Close)
 	e.prod = prod
-	analyticsEnsureTopics(t, ctx, prod)
+	e.partitions = analyticsEnsureTopics(t, ctx, prod)
 	return e
 }
 
 // analyticsEnsureTopics creates missing pushlog topics with the partition
-// count the existing ones have.
-func analyticsEnsureTopics(t testing.TB, ctx context.Context, cl *kgo.Client) {
+// count the existing ones have, and returns that count.
+func analyticsEnsureTopics(t testing.TB, ctx context.Context, cl *kgo.Client) int32 {
 	t.Helper()
 	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx)
@@ -121,7 +124,7 @@ func analyticsEnsureTopics(t testing.TB, ctx context.Context, cl *kgo.Client) {
 	for attempt := 1; ; attempt++ {
 		err := schema.EnsureTopics(ctx, adm, schema.Topics(30*24*time.Hour), partitions, 1)
 		if err == nil {
-			return
+			return partitions // EnsureTopics refuses topics with another count
 		}
 		if !errors.Is(err, kerr.TopicAlreadyExists) || attempt == 20 {
 			t.Fatalf("ensure topics: %v", err)
@@ -182,14 +185,16 @@ type analyticsRun struct {
 	done   chan error
 }
 
-func (e *analyticsEnv) startProjector(conn driver.Conn, group string, batchRows int, interval time.Duration) *analyticsRun {
+// startProjector starts a projector; opts are added to its Kafka client's
+// options (a client id, say).
+func (e *analyticsEnv) startProjector(conn driver.Conn, group string, batchRows int, interval time.Duration, opts ...kgo.Opt) *analyticsRun {
 	e.t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: analyticsLogLevel()}))
 	}
 	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
-		ClientOpts:    []kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)},
+		ClientOpts:    append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...),
 		Conn:          conn,
 		Database:      e.db,
 		Group:         group,
@@ -654,12 +659,24 @@ func TestAnalyticsClickHouseOutage(t *testing.T) {
 }
 
 // analyticsFailingConn makes inserts into one table (or the progress table)
-// fail while armed: a crash between the inserts of one batch.
+// fail while armed: a crash between the inserts of one batch. While it
+// watches partitions (watch), it records every row or progress mark of
+// them that its projector tries to write.
 type analyticsFailingConn struct {
 	driver.Conn
 	table    string
 	armed    atomic.Bool
 	failures atomic.Int64
+
+	mu         sync.Mutex
+	watched    map[analyticsTP]bool
+	violations []string
+}
+
+// analyticsTP is a topic partition.
+type analyticsTP struct {
+	topic     string
+	partition int32
 }
 
 func (c *analyticsFailingConn) PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error) {
@@ -667,7 +684,83 @@ func (c *analyticsFailingConn) PrepareBatch(ctx context.Context, query string, o
 		c.failures.Add(1)
 		return nil, errors.New("injected failure")
 	}
-	return c.Conn.PrepareBatch(ctx, query, opts...)
+	b, err := c.Conn.PrepareBatch(ctx, query, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &analyticsWatchedBatch{Batch: b, conn: c, table: analyticsInsertTable(query)}, nil
+}
+
+// watch starts (or, with nil, stops) recording writes to tps.
+func (c *analyticsFailingConn) watch(tps map[analyticsTP]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watched = tps
+}
+
+func (c *analyticsFailingConn) recordedViolations() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.violations)
+}
+
+func (c *analyticsFailingConn) check(table string, tp analyticsTP, offset int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watched[tp] && len(c.violations) < 20 {
+		c.violations = append(c.violations, fmt.Sprintf("%s: %s/%d offset %d", table, tp.topic, tp.partition, offset))
+	}
+}
+
+// analyticsInsertTable is the table of "INSERT INTO db.table (cols)".
+func analyticsInsertTable(query string) string {
+	rest, ok := strings.CutPrefix(query, "INSERT INTO ")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, " ")
+	_, table, _ := strings.Cut(name, ".")
+	return table
+}
+
+// analyticsWatchedBatch reports the partition of every appended row (or
+// progress mark) to its conn.
+type analyticsWatchedBatch struct {
+	driver.Batch
+	conn  *analyticsFailingConn
+	table string
+}
+
+func (b *analyticsWatchedBatch) Append(v ...any) error {
+	if tp, off, ok := analyticsAppendedTP(b.table, v); ok {
+		b.conn.check(b.table, tp, off)
+	}
+	return b.Batch.Append(v...)
+}
+
+// analyticsAppendedTP is the topic partition and offset a row of table is
+// about: the progress table's rows are (topic, partition, offset, time); a
+// raw table's rows have the kafka_partition and kafka_offset columns of
+// analytics.CommonColumns.
+func analyticsAppendedTP(table string, v []any) (analyticsTP, int64, bool) {
+	if table == analytics.ProgressTable {
+		if len(v) < 3 {
+			return analyticsTP{}, 0, false
+		}
+		topic, ok1 := v[0].(string)
+		part, ok2 := v[1].(int32)
+		off, ok3 := v[2].(int64)
+		return analyticsTP{topic, part}, off, ok1 && ok2 && ok3
+	}
+	t, ok := analytics.LookupTable(table)
+	pcol := slices.Index(analytics.CommonColumns, "kafka_partition")
+	ocol := slices.Index(analytics.CommonColumns, "kafka_offset")
+	if !ok || pcol < 0 || ocol < 0 || len(v) <= max(pcol, ocol) {
+		return analyticsTP{}, 0, false
+	}
+	part, ok1 := v[pcol].(int32)
+	off, ok2 := v[ocol].(int64)
+	return analyticsTP{t.Topic, part}, off, ok1 && ok2
 }
 
 // TestAnalyticsProjectorRestart kills the projector at several points and
@@ -793,36 +886,193 @@ func analyticsBenchProjection(b *testing.B, batchRows int) {
 
 // TestAnalyticsRebalanceWhileFailing: a member stuck on a failing
 // ClickHouse gives up its unstored batch when another member joins, so the
-// rebalance goes on; when its ClickHouse recovers it catches up with the
-// partitions it kept. The counts are exact.
+// rebalance goes on and the new member stores the partitions it was given;
+// the stuck member never writes those again; when its ClickHouse recovers
+// it catches up with the partitions it kept. The counts are exact.
+//
+// Which partitions the new member gets is up to the group's assignor, so
+// every partition of every topic gets records (the mix's four UAIDs alone
+// may all hash to partitions the stuck member keeps), and the test reads
+// the assignment from the group coordinator.
 func TestAnalyticsRebalanceWhileFailing(t *testing.T) {
 	e := analyticsNewEnv(t)
 	m := analyticsNewMix(analyticsBase())
+	fillers, fillerUAIDs := analyticsPartitionFillers(analyticsBase(), e.partitions)
 	group := "it-analytics-" + analyticsRandom(4)
+	stuckID, healthyID := group+"-stuck", group+"-healthy"
 	fc := &analyticsFailingConn{Conn: e.conn, table: analytics.TableAccepted}
 	fc.armed.Store(true)
-	stuck := e.startProjector(fc, group, 1000, 100*time.Millisecond)
-	produced := e.produce(m.events)
-	deadline := time.Now().Add(60 * time.Second)
-	for fc.failures.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stuck member never tried to write")
+	stuck := e.startProjector(fc, group, 1000, 100*time.Millisecond, kgo.ClientID(stuckID))
+	produced := e.produce(append(slices.Clone(m.events), fillers...))
+	analyticsWaitFor(t, 60*time.Second, "the stuck member to try to write", func() (bool, error) {
+		return fc.failures.Load() > 0, nil
+	})
+
+	healthy := e.startProjector(e.conn, group, 1000, 100*time.Millisecond, kgo.ClientID(healthyID))
+	// The rebalance completes only if the stuck member lets go: the
+	// coordinator then shows the new member owning partitions.
+	var assigned map[string]map[analyticsTP]bool
+	analyticsWaitFor(t, 2*time.Minute, "the rebalance to give the new member partitions", func() (bool, error) {
+		a, err := e.assignment(group)
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		assigned = a
+		return len(a[healthyID]) > 0 && len(a[stuckID]) > 0, nil
+	})
+	mine, theirs := assigned[healthyID], assigned[stuckID]
+	if n, all := len(mine)+len(theirs), len(analytics.Topics())*int(e.partitions); n != all {
+		t.Fatalf("the members own %d topic partitions together, want %d: %v", n, all, assigned)
 	}
-	healthy := e.startProjector(e.conn, group, 1000, 100*time.Millisecond)
-	// The rebalance completes only if the stuck member lets go: then the
-	// healthy one stores the partitions it was given.
-	for healthy.p.Stats().Batches == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the new member never stored a batch: the rebalance is blocked")
+	for tp := range mine {
+		if theirs[tp] {
+			t.Fatalf("%v is assigned to both members: %v", tp, assigned)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	// From here on the stuck member must not write the partitions it lost.
+	fc.watch(mine)
+	t.Logf("new member owns %v", analyticsTPList(mine))
+
+	// The new member stores everything of its partitions while the other
+	// one still fails.
+	want := map[string]map[int32]int64{}
+	for tp := range mine {
+		if off, ok := produced[tp.topic][tp.partition]; ok {
+			if want[tp.topic] == nil {
+				want[tp.topic] = map[int32]int64{}
+			}
+			want[tp.topic][tp.partition] = off
+		}
+	}
+	if len(want) == 0 {
+		t.Fatalf("nothing was produced to the new member's partitions %v (produced %v)", analyticsTPList(mine), produced)
+	}
+	e.waitProjected(want, 90*time.Second)
+	// Accepted messages cannot be stored by the stuck member: if the new
+	// member has a messages partition, it stored it.
+	for tp := range mine {
+		if tp.topic == schema.TopicMessages && healthy.p.Stats().Batches == 0 {
+			t.Errorf("%s/%d is projected, but not by its owner", tp.topic, tp.partition)
+			break
+		}
+	}
+
+	// ClickHouse recovers: the stuck member catches up with what it kept.
 	fc.armed.Store(false)
 	e.waitProjected(produced, 90*time.Second)
+	fc.watch(nil)
+	if v := fc.recordedViolations(); len(v) > 0 {
+		// Only a bug if the partitions were not moved back by another
+		// rebalance in between.
+		if now, err := e.assignment(group); err == nil && fmt.Sprint(now) == fmt.Sprint(assigned) {
+			t.Errorf("the stuck member wrote partitions it had lost:\n%s", strings.Join(v, "\n"))
+		} else {
+			t.Logf("writes to the new member's partitions after another rebalance (%v -> %v, %v): %v", assigned, now, err, v)
+		}
+	}
 	e.checkRows(m)
+	got := e.counts(fillerUAIDs)
+	for _, table := range []string{analytics.TableAccepted, analytics.TableDelivered, analytics.TableRegistrations, analytics.TableConnections} {
+		if got[table] != uint64(len(fillerUAIDs)) {
+			t.Errorf("%s: %d rows of the partition fillers, want %d", table, got[table], len(fillerUAIDs))
+		}
+	}
 	t.Logf("stuck member %+v, new member %+v", stuck.p.Stats(), healthy.p.Stats())
+}
+
+// analyticsPartitionFillers returns events of one fresh UAID per partition
+// (of n) with a record in every topic the projector consumes (a channel
+// registered, a connection, a message accepted and delivered), and the
+// UAIDs.
+func analyticsPartitionFillers(base time.Time, n int32) ([]*pb.Event, []string) {
+	var events []*pb.Event
+	var uaids []string
+	for p := int32(0); p < n; p++ {
+		u := schema.NewUAID()
+		for schema.PartitionOf(u, n) != p {
+			u = schema.NewUAID()
+		}
+		uaids = append(uaids, u)
+		ch := fmt.Sprintf("%08x-0000-4000-8000-0000000000ff", p)
+		ev := func() *pb.Event {
+			e := schema.NewEvent(u, base)
+			events = append(events, e)
+			return e
+		}
+		ev().Body = &pb.Event_ChannelRegistered{ChannelRegistered: &pb.ChannelRegistered{ChannelId: ch}}
+		ev().Body = &pb.Event_Connected{Connected: &pb.Connected{Node: "it-filler", ConnId: "f", SinceMs: base.UnixMilli()}}
+		ev().Body = &pb.Event_MessageAccepted{MessageAccepted: &pb.MessageAccepted{ChannelId: ch, TtlS: 60}}
+		ref := &pb.MessageRef{ChannelId: ch, AcceptedMs: base.UnixMilli()}
+		ev().Body = &pb.Event_Delivered{Delivered: &pb.Delivered{Msg: ref, Node: "it-filler", ConnId: "f", Attempt: 1}}
+	}
+	return events, uaids
+}
+
+// assignment returns what the group coordinator assigned to each member
+// (by client id) once the group is stable; nil while it is rebalancing.
+func (e *analyticsEnv) assignment(group string) (map[string]map[analyticsTP]bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	groups, err := kadm.NewClient(e.prod).DescribeGroups(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := groups[group]
+	if !ok {
+		return nil, fmt.Errorf("group %s not described", group)
+	}
+	if g.Err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", group, g.Err)
+	}
+	if g.State != "Stable" {
+		return nil, nil
+	}
+	out := map[string]map[analyticsTP]bool{}
+	for _, mem := range g.Members {
+		c, ok := mem.Assigned.AsConsumer()
+		if !ok {
+			continue
+		}
+		if out[mem.ClientID] == nil {
+			out[mem.ClientID] = map[analyticsTP]bool{}
+		}
+		for _, tp := range c.Topics {
+			for _, p := range tp.Partitions {
+				out[mem.ClientID][analyticsTP{tp.Topic, p}] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+func analyticsTPList(tps map[analyticsTP]bool) []string {
+	var out []string
+	for tp := range tps {
+		out = append(out, fmt.Sprintf("%s/%d", tp.topic, tp.partition))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// analyticsWaitFor polls cond until it holds, failing the test after
+// timeout; a condition that cannot be evaluated yet (an error) is retried.
+func analyticsWaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting %v for %s (last error: %v)", timeout, what, lastErr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // analyticsCPU is the user+system CPU time this process has used.

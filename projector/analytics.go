@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/pushlog/pushlog/analytics"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -65,6 +67,9 @@ type AnalyticsConfig struct {
 	// analytics.Migrate first (idempotent).
 	SkipMigrate bool
 	Logger      *slog.Logger
+	// Metrics registers the projector's series (batches, records, rows,
+	// failures, ClickHouse breaker state); nil: no metrics.
+	Metrics prometheus.Registerer
 	// Names are the topic names; zero means schema.DefaultNames().
 	Names schema.Names
 }
@@ -94,7 +99,8 @@ type AnalyticsConfig struct {
 // polling (Kafka keeps the records), retries with back-off and catches up
 // when ClickHouse answers again. If the group wants to rebalance meanwhile,
 // the projector gives up its unstored rows, rewinds to its progress and lets
-// the rebalance go on, so a member that lost a partition never writes to it.
+// the rebalance go on (a revocation tries once to store the batch, never
+// retries), so a member that lost a partition never writes to it.
 type AnalyticsProjector struct {
 	cfg AnalyticsConfig
 	log *slog.Logger
@@ -193,6 +199,22 @@ const analyticsShutdownTimeout = 5 * time.Second
 // the unstored rows are given up and re-read after the rebalance.
 var errAnalyticsAbandon = errors.New("analytics projector: rebalance requested while ClickHouse is failing")
 
+// analyticsRetry says how long a ClickHouse operation is retried.
+type analyticsRetry int
+
+const (
+	// analyticsRetryForever retries until success or ctx ends: start-up
+	// and assignment, which have nothing to give up.
+	analyticsRetryForever analyticsRetry = iota
+	// analyticsRetryUntilRebalance also stops (errAnalyticsAbandon) after
+	// a failure when a rebalance is waiting: the poll loop, whose batch
+	// can be re-read.
+	analyticsRetryUntilRebalance
+	// analyticsRetryOnce makes one attempt: a rebalance is under way and
+	// the next owner redoes whatever is not stored.
+	analyticsRetryOnce
+)
+
 // NewAnalyticsProjector validates cfg and returns a projector; Run starts it.
 func NewAnalyticsProjector(cfg AnalyticsConfig) (*AnalyticsProjector, error) {
 	if len(cfg.ClientOpts) == 0 {
@@ -256,6 +278,9 @@ func NewAnalyticsProjector(cfg AnalyticsConfig) (*AnalyticsProjector, error) {
 			}
 		},
 	})
+	if err := metrics.Register(cfg.Metrics, p.collectors()...); err != nil {
+		return nil, fmt.Errorf("analytics projector: %w", err)
+	}
 	return p, nil
 }
 
@@ -277,7 +302,7 @@ func (p *AnalyticsProjector) Run(ctx context.Context) error {
 	}
 	p.conn = conn
 	if !p.cfg.SkipMigrate {
-		err := p.retry(ctx, "migrate", false, func(ctx context.Context) error {
+		err := p.retry(ctx, "migrate", analyticsRetryForever, func(ctx context.Context) error {
 			return analytics.Migrate(ctx, conn, p.cfg.Database)
 		})
 		if err != nil {
@@ -309,7 +334,7 @@ func (p *AnalyticsProjector) Run(ctx context.Context) error {
 // openConn dials ClickHouse, waiting (with back-off) while it is down.
 func (p *AnalyticsProjector) openConn(ctx context.Context) (driver.Conn, error) {
 	var conn driver.Conn
-	err := p.retry(ctx, "connect", false, func(ctx context.Context) error {
+	err := p.retry(ctx, "connect", analyticsRetryForever, func(ctx context.Context) error {
 		c, err := analytics.Open(ctx, p.cfg.Addr, p.cfg.Database)
 		conn = c
 		return err
@@ -388,14 +413,14 @@ func (p *AnalyticsProjector) process(ctx context.Context, cl *kgo.Client, fetche
 			return
 		}
 		if p.rows >= p.cfg.BatchRows {
-			err = p.flushLocked(ctx, cl, true)
+			err = p.flushLocked(ctx, cl, analyticsRetryUntilRebalance)
 		}
 	})
 	if err != nil {
 		return err
 	}
 	if !p.firstDirty.IsZero() && time.Since(p.firstDirty) >= p.cfg.BatchInterval {
-		return p.flushLocked(ctx, cl, true)
+		return p.flushLocked(ctx, cl, analyticsRetryUntilRebalance)
 	}
 	return nil
 }
@@ -491,9 +516,9 @@ func (p *AnalyticsProjector) rowOf(rec *kgo.Record) (analytics.Row, bool) {
 }
 
 // flushLocked stores the batch: every (table, day) group, then the
-// progress, then the consumer group commit. It retries until it succeeds,
-// ctx ends, or (abandonable) a rebalance is waiting.
-func (p *AnalyticsProjector) flushLocked(ctx context.Context, cl *kgo.Client, abandonable bool) error {
+// progress, then the consumer group commit. Each statement is retried as
+// mode says.
+func (p *AnalyticsProjector) flushLocked(ctx context.Context, cl *kgo.Client, mode analyticsRetry) error {
 	began, rows := time.Now(), p.rows
 	keys := make([]analyticsGroupKey, 0, len(p.groups))
 	for k := range p.groups {
@@ -505,7 +530,7 @@ func (p *AnalyticsProjector) flushLocked(ctx context.Context, cl *kgo.Client, ab
 		}
 		return keys[i].day < keys[j].day
 	})
-	if err := p.storeGroupsLocked(ctx, keys, abandonable); err != nil {
+	if err := p.storeGroupsLocked(ctx, keys, mode); err != nil {
 		return err
 	}
 	progress := map[string]map[int32]int64{}
@@ -522,7 +547,7 @@ func (p *AnalyticsProjector) flushLocked(ctx context.Context, cl *kgo.Client, ab
 		commit[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: st.last.Epoch, Offset: st.last.Offset + 1}
 	}
 	if len(progress) > 0 {
-		err := p.retry(ctx, "save progress", abandonable, func(ctx context.Context) error {
+		err := p.retry(ctx, "save progress", mode, func(ctx context.Context) error {
 			return analytics.SaveProgress(ctx, p.conn, p.cfg.Database, progress)
 		})
 		if err != nil {
@@ -553,7 +578,7 @@ func (p *AnalyticsProjector) flushLocked(ctx context.Context, cl *kgo.Client, ab
 // costs mostly its fixed part-writing time, so overlapping them shortens a
 // batch. Each group is atomic on its own and the progress follows them all,
 // so the order does not matter.
-func (p *AnalyticsProjector) storeGroupsLocked(ctx context.Context, keys []analyticsGroupKey, abandonable bool) error {
+func (p *AnalyticsProjector) storeGroupsLocked(ctx context.Context, keys []analyticsGroupKey, mode analyticsRetry) error {
 	type result struct {
 		g   analyticsGroup // what is still unstored
 		err error
@@ -568,7 +593,7 @@ func (p *AnalyticsProjector) storeGroupsLocked(ctx context.Context, keys []analy
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i].g, results[i].err = p.storeGroup(ctx, k, g, abandonable)
+			results[i].g, results[i].err = p.storeGroup(ctx, k, g, mode)
 		}()
 	}
 	wg.Wait()
@@ -598,8 +623,8 @@ func (p *AnalyticsProjector) storeGroupsLocked(ctx context.Context, keys []analy
 // store. After a failed attempt it asks ClickHouse which of the rows it
 // has (the insert may have been stored before the connection broke) and
 // inserts the rest only.
-func (p *AnalyticsProjector) storeGroup(ctx context.Context, k analyticsGroupKey, g analyticsGroup, abandonable bool) (analyticsGroup, error) {
-	err := p.retry(ctx, "insert into "+k.table, abandonable, func(ctx context.Context) error {
+func (p *AnalyticsProjector) storeGroup(ctx context.Context, k analyticsGroupKey, g analyticsGroup, mode analyticsRetry) (analyticsGroup, error) {
+	err := p.retry(ctx, "insert into "+k.table, mode, func(ctx context.Context) error {
 		if g.uncertain {
 			kept, err := p.unstored(ctx, k, g.rows)
 			if err != nil {
@@ -683,7 +708,7 @@ func (p *AnalyticsProjector) adjustOffsets(ctx context.Context, offsets map[stri
 			ps = append(ps, part)
 		}
 		sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-		loaded, err := p.loadStates(ctx, topic, ps, false)
+		loaded, err := p.loadStates(ctx, topic, ps, analyticsRetryForever)
 		if err != nil {
 			return nil, err
 		}
@@ -710,7 +735,7 @@ func (p *AnalyticsProjector) adjustOffsets(ctx context.Context, offsets map[stri
 // loadLocked (re)loads partition states while holding mu, for records of a
 // partition whose state was given up.
 func (p *AnalyticsProjector) loadLocked(ctx context.Context, topic string, parts []int32) error {
-	loaded, err := p.loadStates(ctx, topic, parts, true)
+	loaded, err := p.loadStates(ctx, topic, parts, analyticsRetryUntilRebalance)
 	if err != nil {
 		return err
 	}
@@ -725,9 +750,9 @@ func (p *AnalyticsProjector) loadLocked(ctx context.Context, topic string, parts
 }
 
 // loadStates reads progress and partial-batch marks of partitions.
-func (p *AnalyticsProjector) loadStates(ctx context.Context, topic string, parts []int32, abandonable bool) (map[int32]*analyticsPartition, error) {
+func (p *AnalyticsProjector) loadStates(ctx context.Context, topic string, parts []int32, mode analyticsRetry) (map[int32]*analyticsPartition, error) {
 	out := map[int32]*analyticsPartition{}
-	err := p.retry(ctx, "load progress of "+topic, abandonable, func(ctx context.Context) error {
+	err := p.retry(ctx, "load progress of "+topic, mode, func(ctx context.Context) error {
 		// An insert a previous owner started may still be running.
 		if err := analytics.WaitForInserts(ctx, p.conn, p.cfg.Database); err != nil {
 			return err
@@ -759,15 +784,17 @@ func (p *AnalyticsProjector) loadStates(ctx context.Context, topic string, parts
 	return out, err
 }
 
-// onRevoked stores what it can of the revoked partitions (briefly: the next
-// owner redoes whatever is not stored) and forgets them.
+// onRevoked stores what it can of the revoked partitions (one attempt,
+// briefly: the next owner redoes whatever is not stored) and forgets them.
 func (p *AnalyticsProjector) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// While ClickHouse is failing, do not hold up the rebalance trying.
+	// While ClickHouse is failing, do not hold up the rebalance trying:
+	// skip when the last operation failed, and never retry (failing is
+	// cleared by a progress load even while inserts still fail).
 	if (p.rows > 0 || p.anyDirtyLocked()) && !p.failing.Load() {
 		fctx, cancel := context.WithTimeout(ctx, analyticsShutdownTimeout)
-		err := p.flushLocked(fctx, cl, false)
+		err := p.flushLocked(fctx, cl, analyticsRetryOnce)
 		cancel()
 		if err != nil {
 			p.log.Warn("could not store the batch before giving up partitions; the next owner projects them", "err", err)
@@ -856,15 +883,14 @@ func (p *AnalyticsProjector) shutdownFlush(ctx context.Context, cl *kgo.Client) 
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), analyticsShutdownTimeout)
 	defer cancel()
-	if err := p.flushLocked(fctx, cl, true); err != nil {
+	if err := p.flushLocked(fctx, cl, analyticsRetryUntilRebalance); err != nil {
 		p.log.Warn("stopping with an unstored batch; the next run projects it", "rows", p.rows, "err", err)
 	}
 }
 
 // retry runs op through the circuit breaker until it succeeds, backing off
-// between failures. It stops when ctx ends or, if abandonable, when a
-// rebalance is waiting.
-func (p *AnalyticsProjector) retry(ctx context.Context, what string, abandonable bool, op func(context.Context) error) error {
+// between failures. It stops when ctx ends, or earlier as mode says.
+func (p *AnalyticsProjector) retry(ctx context.Context, what string, mode analyticsRetry, op func(context.Context) error) error {
 	backoff := 50 * time.Millisecond
 	var cause error // the last error ClickHouse gave, not the breaker's
 	for attempt := 1; ; attempt++ {
@@ -888,6 +914,9 @@ func (p *AnalyticsProjector) retry(ctx context.Context, what string, abandonable
 		if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
 			cause = err
 		}
+		if mode == analyticsRetryOnce {
+			return err // the caller reports it
+		}
 		switch {
 		case attempt == 1:
 			p.log.Warn("clickhouse failed; pausing consumption and retrying", "op", what, "err", err)
@@ -897,7 +926,7 @@ func (p *AnalyticsProjector) retry(ctx context.Context, what string, abandonable
 		default:
 			p.log.Debug("clickhouse still failing", "op", what, "attempt", attempt, "err", err)
 		}
-		if abandonable && p.rebalanceWanted.Load() {
+		if mode == analyticsRetryUntilRebalance && p.rebalanceWanted.Load() {
 			return errAnalyticsAbandon
 		}
 		t := time.NewTimer(backoff)

@@ -10,10 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -35,6 +37,9 @@ type ChannelProjectorConfig struct {
 	// Names are the topic names; zero means schema.DefaultNames().
 	Names  schema.Names
 	Logger *slog.Logger
+	// Metrics registers the projector's series (batches, records,
+	// snapshots); nil: no metrics.
+	Metrics prometheus.Registerer
 }
 
 // ChannelProjector folds pushlog.registrations into per-UAID channel state
@@ -57,6 +62,7 @@ type ChannelProjector struct {
 	// durable; the revoke callback must not commit their offsets then.
 	dirty   atomic.Bool
 	running atomic.Bool
+	stats   channelCounters
 }
 
 // channelPartition is the in-memory channel state of one partition.
@@ -79,11 +85,15 @@ func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &ChannelProjector{
+	p := &ChannelProjector{
 		cfg:   cfg,
 		log:   log.With("role", "channel-projector", "group", cfg.Group),
 		parts: make(map[int32]*channelPartition),
-	}, nil
+	}
+	if err := metrics.Register(cfg.Metrics, p.collectors()...); err != nil {
+		return nil, fmt.Errorf("channel projector: %w", err)
+	}
+	return p, nil
 }
 
 // Run joins the consumer group and projects until ctx is canceled (then it
@@ -200,6 +210,9 @@ func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm
 		}
 	}
 	p.dirty.Store(false)
+	p.stats.batches.Add(1)
+	p.stats.records.Add(int64(fetches.NumRecords()))
+	p.stats.snapshots.Add(int64(len(recs)))
 	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 		// Harmless: the next commit covers these offsets, and a replay
 		// of them is skipped by the snapshots' registrations offsets.

@@ -11,10 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -26,6 +28,8 @@ type GoneSetConfig struct {
 	// gone set consumes directly, without a consumer group.
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
+	// Metrics registers the set's size (pushlog_ingest_gone_entries); nil: none.
+	Metrics prometheus.Registerer
 }
 
 // GoneSet answers "is this subscription gone?" for ingest (410 without
@@ -105,6 +109,9 @@ func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
 	}
 	for i := range g.shards {
 		g.shards[i].m = make(map[[16]byte]goneEntry)
+	}
+	if err := metrics.Register(cfg.Metrics, g.collectors()...); err != nil {
+		return nil, fmt.Errorf("gone set: %w", err)
 	}
 	return g, nil
 }

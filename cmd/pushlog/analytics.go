@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/analytics"
@@ -22,6 +23,7 @@ type clickhouseFlags struct {
 type analyticsCmd struct {
 	Migrate analyticsMigrateCmd `cmd:"" help:"Apply the ClickHouse migrations (safe to run again)."`
 	Report  analyticsReportCmd  `cmd:"" help:"Print the dashboard queries as tables."`
+	Rebuild analyticsRebuildCmd `cmd:"" help:"Drop whole days of analytics and project them again from Kafka (the projector must be stopped)."`
 }
 
 type analyticsMigrateCmd struct {
@@ -57,14 +59,14 @@ func (r *analyticsReportCmd) Run(ctx context.Context) error {
 	return analytics.ReportWith(ctx, conn, r.Database, analytics.ReportOptions{Since: r.Since, Sender: r.Sender, Node: r.Node, Limit: r.Limit}, os.Stdout)
 }
 
-func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, logger *slog.Logger) error {
+func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, reg prometheus.Registerer, logger *slog.Logger) error {
 	conn, err := analytics.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
-		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Names: names, Logger: logger,
+		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Names: names, Logger: logger, Metrics: reg,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -64,7 +65,7 @@ func (c *cluster) dialer() owner.SessionDialer {
 }
 
 // build makes the router and the node link around the local owner.
-func (c *cluster) build(cfg *serveConfig, names schema.Names, producer *kgo.Client, own *owner.Owner, logger *slog.Logger) error {
+func (c *cluster) build(cfg *serveConfig, names schema.Names, producer *kgo.Client, own *owner.Owner, reg prometheus.Registerer, logger *slog.Logger) error {
 	adm := kadm.NewClient(producer)
 	group := names.Group("connectors")
 	c.table = route.NewTable(route.TableConfig{
@@ -79,6 +80,7 @@ func (c *cluster) build(cfg *serveConfig, names schema.Names, producer *kgo.Clie
 		Local:      own,
 		Owners:     c.table,
 		Logger:     logger.With("role", "router"),
+		Metrics:    reg,
 	})
 	if err != nil {
 		return err
@@ -91,6 +93,7 @@ func (c *cluster) build(cfg *serveConfig, names schema.Names, producer *kgo.Clie
 		Owner:    own,
 		Sessions: rt,
 		Logger:   logger.With("role", "link"),
+		Metrics:  reg,
 	})
 	if err != nil {
 		return err

@@ -31,6 +31,10 @@ type serveConfig struct {
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
+
+	MetricsAddr string        `env:"PUSHLOG_METRICS_ADDR" help:"Extra listener for Prometheus /metrics (off when empty); the ingest and WebSocket listeners serve /metrics too. Projector-only processes need it."`
+	LagInterval time.Duration `default:"15s" env:"PUSHLOG_LAG_INTERVAL" help:"How often consumer-group lag is computed for /metrics."`
+
 	HTTPAddr  string `default:"127.0.0.1:8082" env:"PUSHLOG_HTTP_ADDR" help:"Ingest (push API) listen address."`
 	WSAddr    string `default:"127.0.0.1:8080" env:"PUSHLOG_WS_ADDR" help:"WebSocket (user agent) listen address."`
 	PublicURL string `env:"PUSHLOG_PUBLIC_URL" help:"Base URL of push endpoints (default: http(s)://HTTP_ADDR)."`
@@ -117,6 +121,14 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MinClientPing < 0 {
 		bad("--min-client-ping: %s is negative", c.MinClientPing)
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("--metrics-addr: %q: %v", c.MetricsAddr, err)
+		}
+	}
+	if c.LagInterval < 0 {
+		bad("--lag-interval: %s is negative", c.LagInterval)
 	}
 	for _, addr := range []struct{ flag, v string }{{"--http-addr", c.HTTPAddr}, {"--ws-addr", c.WSAddr}, {"--embedded-kafka-addr", c.EmbeddedAddr}} {
 		if _, _, err := net.SplitHostPort(addr.v); err != nil {

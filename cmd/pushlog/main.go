@@ -23,6 +23,9 @@ type cli struct {
 	Listen    listenCmd    `cmd:"" help:"Connect as a user agent, subscribe, and print (decrypted) pushes."`
 	Send      sendCmd      `cmd:"" help:"Encrypt and send a push to a subscription, signed with VAPID."`
 	Analytics analyticsCmd `cmd:"" help:"ClickHouse analytics: migrations and reports."`
+	Replay    replayCmd    `cmd:"" help:"Re-drive delivery from a time or offsets: rewind the stopped connectors group (messages and acks)."`
+	Status    statusCmd    `cmd:"" help:"Nodes, partition owners, consumer lag, connections, pending messages and breakers of a deployment."`
+	Topics    topicsCmd    `cmd:"" help:"Verify the topics (partitions, retention, compaction) and explain each mismatch; --create creates missing ones."`
 	Version   versionCmd   `cmd:"" help:"Print the version."`
 }
 

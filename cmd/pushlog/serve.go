@@ -71,6 +71,19 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		"kafka", cfg.KafkaBrokers, "public_url", cfg.PublicURL)
 
 	g := newRunGroup(ctx, logger)
+	met := newServeMetrics(logger)
+	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
+		g.cancel()
+		return errors.Join(fmt.Errorf("metrics: %w", err), g.wait(cfg.ShutdownTimeout))
+	}
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			g.cancel()
+			return errors.Join(fmt.Errorf("--metrics-addr: %w", err), g.wait(cfg.ShutdownTimeout))
+		}
+		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, logger) })
+	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
@@ -79,16 +92,19 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		g.start("debug", func(ctx context.Context) error { return serveDebug(ctx, ln, logger) })
 	}
 	if cfg.has(roleProjector) {
-		startProjectors(g, cfg, names, clientOpts, producer, logger)
+		if err := startProjectors(g, cfg, names, clientOpts, producer, met, logger); err != nil {
+			g.cancel()
+			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
+		}
 	}
 	if cfg.has(roleConnector) {
-		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
+		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, logger); err != nil {
 			g.cancel()
 			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
 		}
 	}
 	if cfg.has(roleIngest) {
-		if err := startIngest(g, cfg, names, clientOpts, producer, sealer, logger); err != nil {
+		if err := startIngest(g, cfg, names, clientOpts, producer, sealer, met, logger); err != nil {
 			g.cancel()
 			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
 		}
@@ -186,22 +202,21 @@ func topicsReady(details kadm.TopicDetails, topics []string, partitions int32) e
 	return nil
 }
 
-func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, logger *slog.Logger) {
-	g.start("channel-projector", func(ctx context.Context) error {
-		p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Names: names, Logger: logger})
-		if err != nil {
-			return err
-		}
-		return p.Run(ctx)
-	})
+func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, met *serveMetrics, logger *slog.Logger) error {
+	p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Names: names, Logger: logger, Metrics: met.reg})
+	if err != nil {
+		return fmt.Errorf("channel projector: %w", err)
+	}
+	g.start("channel-projector", p.Run)
 	if cfg.ClickHouseAddr != "" {
 		g.start("analytics-projector", func(ctx context.Context) error {
-			return runAnalyticsProjector(ctx, cfg, names, clientOpts, logger.With("role", "analytics-projector"))
+			return runAnalyticsProjector(ctx, cfg, names, clientOpts, met.reg, logger.With("role", "analytics-projector"))
 		})
 	}
+	return nil
 }
 
-func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
+func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, logger *slog.Logger) error {
 	cl, err := listenLink(cfg, logger) // nil: single node
 	if err != nil {
 		return err
@@ -216,6 +231,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		PendingLimit: cfg.PendingLimit,
 		GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
 		Logger:       logger.With("role", "owner"),
+		Metrics:      met.reg,
 	}
 	if cl != nil {
 		ocfg.LinkAddr, ocfg.Remote = cl.advertise, cl.dialer()
@@ -227,7 +243,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	var lk link.Link = own
 	linkAddr := ""
 	if cl != nil {
-		if err := cl.build(cfg, names, producer, own, logger); err != nil {
+		if err := cl.build(cfg, names, producer, own, met.reg, logger); err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
 		lk, linkAddr = cl.router, cl.advertise
@@ -247,6 +263,8 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		Broadcasts:     cfg.Broadcasts,
 		ProduceTimeout: cfg.ProduceTimeout,
 		Logger:         logger.With("role", "connector"),
+		Metrics:        met.reg,
+		MetricsHandler: met.handler,
 	})
 	if err != nil {
 		return fmt.Errorf("connector: %w", err)
@@ -302,12 +320,23 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	return nil
 }
 
-func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, logger *slog.Logger) error {
-	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Names: names, Logger: logger})
+func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, logger *slog.Logger) error {
+	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Names: names, Logger: logger, Metrics: met.reg})
 	if err != nil {
 		return fmt.Errorf("gone set: %w", err)
 	}
 	adm := kadm.NewClient(producer)
+	health := map[string]func(context.Context) error{
+		"kafka": func(ctx context.Context) error {
+			_, err := adm.BrokerMetadata(ctx)
+			return err
+		},
+	}
+	if cfg.ClickHouseAddr != "" {
+		ch := &clickhouseHealth{addr: cfg.ClickHouseAddr, db: cfg.ClickHouseDB}
+		health["clickhouse"] = ch.check
+		g.start("clickhouse-health", func(ctx context.Context) error { <-ctx.Done(); ch.Close(); return nil })
+	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
 		PublicURL:      cfg.PublicURL,
@@ -318,14 +347,11 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		MaxTTL:         cfg.MaxTTL,
 		MaxBody:        cfg.MaxBody,
 		ProduceTimeout: cfg.ProduceTimeout,
-		Health: map[string]func(context.Context) error{
-			"kafka": func(ctx context.Context) error {
-				_, err := adm.BrokerMetadata(ctx)
-				return err
-			},
-		},
-		Version: ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
-		Logger:  logger.With("role", "ingest"),
+		Health:         health,
+		Metrics:        met.reg,
+		MetricsHandler: met.handler,
+		Version:        ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
+		Logger:         logger.With("role", "ingest"),
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)

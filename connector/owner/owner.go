@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -70,6 +72,10 @@ type Config struct {
 	// GroupOpts are extra options of the group client (session timeout,
 	// heartbeat interval).
 	GroupOpts []kgo.Opt
+
+	// Metrics registers the owner's series (pending messages, owned
+	// partitions), read from Stats at scrape time; nil: no metrics.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) normalize() error {
@@ -174,6 +180,9 @@ func New(cfg Config) (*Owner, error) {
 	o.env = &env{cfg: cfg, log: o.log, now: cfg.Now, limit: cfg.PayloadBudget, graceMs: cfg.TTL0Grace.Milliseconds()}
 	o.env.produce = o.produce
 	o.env.reread = o.reread
+	if err := metrics.Register(cfg.Metrics, newOwnerCollector(o)); err != nil {
+		return nil, fmt.Errorf("owner: %w", err)
+	}
 	return o, nil
 }
 

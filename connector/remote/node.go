@@ -20,7 +20,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -76,6 +79,9 @@ type Config struct {
 	BreakerFailures uint32
 	BreakerOpen     time.Duration
 	Logger          *slog.Logger
+	// Metrics registers the per-peer breaker states
+	// (pushlog_breaker_state{component="link",breaker=PEER}); nil: none.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) normalize() error {
@@ -145,7 +151,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Node{
+	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "link"),
 		self:     identity{node: cfg.NodeID, addr: cfg.Addr},
@@ -155,7 +161,12 @@ func New(cfg Config) (*Node, error) {
 		conns:    make(map[*conn]struct{}),
 		attached: make(map[proxyKey]*attachProxy),
 		seed:     maphash.MakeSeed(),
-	}, nil
+	}
+	if err := metrics.Register(cfg.Metrics, metrics.Breakers("link", n.Breakers)); err != nil {
+		cancel()
+		return nil, fmt.Errorf("node link: %w", err)
+	}
+	return n, nil
 }
 
 // Addr is this node's link address.

@@ -17,9 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/remote"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -59,6 +62,8 @@ type Config struct {
 	ReattachTimeout time.Duration
 	ReattachRetry   time.Duration
 	Logger          *slog.Logger
+	// Metrics registers the router's series (sessions, unacked); nil: none.
+	Metrics prometheus.Registerer
 }
 
 // Router implements link.Link for a connection node of a cluster and
@@ -104,7 +109,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Router{
+	r := &Router{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "router"),
 		remote:   cfg.Remote,
@@ -112,7 +117,11 @@ func New(cfg Config) (*Router, error) {
 		redo:     make(map[string]struct{}),
 		retry:    make(map[string]struct{}),
 		redoSig:  make(chan struct{}, 1),
-	}, nil
+	}
+	if err := metrics.Register(cfg.Metrics, r.collectors()...); err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return r, nil
 }
 
 // SetRemote sets the node link (it needs the Router as its Sessions, so it

@@ -1,0 +1,251 @@
+// Package ops holds pushlog's operator tooling that reads Kafka directly:
+// consumer lag (for `pushlog status` and the pushlog_consumer_lag series),
+// topic verification (`pushlog topics`) and the cluster status.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/pushlog/pushlog/analytics"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/metrics"
+)
+
+// Group is one pushlog consumer group and the topics it consumes.
+type Group struct {
+	Role   string // "connectors", "channels" or "analytics"
+	Name   string // the group name in the namespace
+	Topics []string
+}
+
+// Groups returns pushlog's consumer groups in the namespace of names.
+func Groups(names schema.Names) []Group {
+	var at []string
+	for _, t := range analytics.Topics() {
+		at = append(at, names.FromDefault(t))
+	}
+	return []Group{
+		{Role: "connectors", Name: names.Group("connectors"), Topics: []string{names.Messages, names.Acks, names.Registrations}},
+		{Role: "channels", Name: names.Group("channels"), Topics: []string{names.Registrations}},
+		{Role: "analytics", Name: names.Group("analytics"), Topics: at},
+	}
+}
+
+// PartitionLag is one group's lag on one partition.
+type PartitionLag struct {
+	Group     string `json:"group"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Committed is the group's committed offset, -1 when it has none (the
+	// lag then counts every record still in the log).
+	Committed int64 `json:"committed"`
+	Start     int64 `json:"start"`
+	End       int64 `json:"end"`
+	Lag       int64 `json:"lag"`
+}
+
+// GroupLag is one group's lag over its topics.
+type GroupLag struct {
+	Role    string `json:"role"`
+	Group   string `json:"group"`
+	State   string `json:"state"` // Stable, Empty, Dead, PreparingRebalance...
+	Members int    `json:"members"`
+	// Exists: the group has members or committed offsets (a group that
+	// never ran has neither).
+	Exists     bool           `json:"exists"`
+	Total      int64          `json:"total"`
+	Partitions []PartitionLag `json:"partitions"`
+}
+
+// Lag computes end offset − committed offset for every partition of each
+// group's topics. A partition without a commit counts from its log start:
+// records nobody consumed yet (a group that never ran) are lag, which is
+// what an operator needs to see after connectors were down. For the
+// connectors group the committed offsets are the owners' low watermarks,
+// so its lag on messages also covers messages still pending for offline
+// user agents.
+func Lag(ctx context.Context, adm *kadm.Client, groups []Group) ([]GroupLag, error) {
+	var topics []string
+	for _, g := range groups {
+		topics = append(topics, g.Topics...)
+	}
+	slices.Sort(topics)
+	topics = slices.Compact(topics)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	names := make([]string, len(groups))
+	for i, g := range groups {
+		names[i] = g.Name
+	}
+	described, err := adm.DescribeGroups(ctx, names...)
+	if err != nil && !errors.Is(err, kadm.ErrEmpty) {
+		return nil, fmt.Errorf("describe groups: %w", err)
+	}
+	out := make([]GroupLag, 0, len(groups))
+	for _, g := range groups {
+		committed, err := adm.FetchOffsets(ctx, g.Name)
+		if err == nil {
+			err = committed.Error()
+		}
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			committed, err = nil, nil // never ran: nothing committed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch offsets of %s: %w", g.Name, err)
+		}
+		gl := GroupLag{Role: g.Role, Group: g.Name, State: "Dead"}
+		if d, ok := described[g.Name]; ok && d.Err == nil {
+			gl.State, gl.Members = d.State, len(d.Members)
+			gl.Exists = gl.Members > 0
+		}
+		for _, t := range g.Topics {
+			ends.Each(func(lo kadm.ListedOffset) {
+				if lo.Topic != t {
+					return
+				}
+				pl := PartitionLag{Group: g.Name, Topic: t, Partition: lo.Partition, Committed: -1, End: lo.Offset}
+				if s, ok := starts.Lookup(t, lo.Partition); ok {
+					pl.Start = s.Offset
+				}
+				from := pl.Start
+				if c, ok := committed.Lookup(t, lo.Partition); ok && c.At >= 0 {
+					pl.Committed, from = c.At, c.At
+					gl.Exists = true
+				}
+				pl.Lag = max(pl.End-from, 0)
+				gl.Total += pl.Lag
+				gl.Partitions = append(gl.Partitions, pl)
+			})
+		}
+		sort.Slice(gl.Partitions, func(i, j int) bool {
+			a, b := gl.Partitions[i], gl.Partitions[j]
+			if a.Topic != b.Topic {
+				return a.Topic < b.Topic
+			}
+			return a.Partition < b.Partition
+		})
+		out = append(out, gl)
+	}
+	return out, nil
+}
+
+// LagMonitor computes the groups' lag periodically and exports it as
+// pushlog_consumer_lag{group,topic,partition}, pushlog_consumer_group_lag{group}
+// and pushlog_projector_lag{projector} (the channels and analytics groups).
+// Scrapes read the last result; they never wait on Kafka.
+type LagMonitor struct {
+	adm      *kadm.Client
+	groups   []Group
+	interval time.Duration
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	last []GroupLag
+
+	partDesc, groupDesc, projDesc *prometheus.Desc
+	errors                        prometheus.Counter
+}
+
+// NewLagMonitor returns a monitor of groups every interval (default 15s).
+func NewLagMonitor(adm *kadm.Client, groups []Group, interval time.Duration, logger *slog.Logger) *LagMonitor {
+	if interval <= 0 {
+		interval = 15 * time.Second
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &LagMonitor{
+		adm: adm, groups: groups, interval: interval, log: logger.With("component", "lag-monitor"),
+		partDesc: prometheus.NewDesc(metrics.Name("consumer", "lag"),
+			"Records behind: end offset minus committed offset (log start when nothing is committed), per group, topic and partition.",
+			[]string{"group", "topic", "partition"}, nil),
+		groupDesc: prometheus.NewDesc(metrics.Name("consumer", "group_lag"),
+			"Sum of pushlog_consumer_lag per group.", []string{"group"}, nil),
+		projDesc: prometheus.NewDesc(metrics.Name("projector", "lag"),
+			"Records the projector has not committed yet, over its topics.", []string{"projector"}, nil),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metrics.Name("consumer", "lag_errors_total"),
+			Help: "Lag computations that failed (Kafka unreachable).",
+		}),
+	}
+}
+
+// Run refreshes the lag until ctx ends.
+func (m *LagMonitor) Run(ctx context.Context) error {
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	for {
+		m.Refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh computes the lag once.
+func (m *LagMonitor) Refresh(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, m.interval)
+	defer cancel()
+	lags, err := Lag(cctx, m.adm, m.groups)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.errors.Inc()
+			m.log.Warn("consumer lag", "err", err)
+		}
+		return
+	}
+	m.mu.Lock()
+	m.last = lags
+	m.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (m *LagMonitor) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.partDesc
+	ch <- m.groupDesc
+	ch <- m.projDesc
+	m.errors.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *LagMonitor) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	last := m.last
+	m.mu.Unlock()
+	for _, g := range last {
+		for _, p := range g.Partitions {
+			ch <- prometheus.MustNewConstMetric(m.partDesc, prometheus.GaugeValue, float64(p.Lag), g.Group, p.Topic, strconv.Itoa(int(p.Partition)))
+		}
+		ch <- prometheus.MustNewConstMetric(m.groupDesc, prometheus.GaugeValue, float64(g.Total), g.Group)
+		if g.Role == "channels" || g.Role == "analytics" {
+			ch <- prometheus.MustNewConstMetric(m.projDesc, prometheus.GaugeValue, float64(g.Total), g.Role)
+		}
+	}
+	m.errors.Collect(ch)
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/cmd/ops"
+	"github.com/pushlog/pushlog/schema"
+)
+
+// kafkaFlags connect an operator command to a deployment's Kafka.
+type kafkaFlags struct {
+	KafkaBrokers []string `required:"" env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers."`
+	Namespace    string   `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group."`
+}
+
+func (k *kafkaFlags) admin() (*kadm.Client, schema.Names, func(), error) {
+	names, err := schema.NamesFor(k.Namespace)
+	if err != nil {
+		return nil, schema.Names{}, nil, fmt.Errorf("--namespace: %w", err)
+	}
+	var brokers []string
+	for _, b := range k.KafkaBrokers {
+		for _, part := range strings.Split(b, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				brokers = append(brokers, part)
+			}
+		}
+	}
+	if len(brokers) == 0 {
+		return nil, names, nil, errors.New("--kafka-brokers: no broker given")
+	}
+	k.KafkaBrokers = brokers
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("pushlog-ops"), kgo.MetadataMinAge(100*time.Millisecond))
+	if err != nil {
+		return nil, names, nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return kadm.NewClient(cl), names, cl.Close, nil
+}
+
+type topicsCmd struct {
+	kafkaFlags  `embed:""`
+	Create      bool          `help:"Create missing topics (otherwise a missing topic is reported as a mismatch)."`
+	Partitions  int32         `env:"PUSHLOG_PARTITIONS" help:"Partitions every topic must have (default: the messages topic's count, or 12 when creating)."`
+	MaxTTL      time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"The service's --max-ttl: messages and acks must be retained at least this plus a day."`
+	Replication int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
+	JSON        bool          `help:"Print the report as JSON."`
+}
+
+// errMismatch makes the command exit non-zero after printing its report.
+var errMismatch = errors.New("topics do not match what pushlog needs (see above)")
+
+func (c *topicsCmd) Run(ctx context.Context) error {
+	if c.MaxTTL < time.Second {
+		return fmt.Errorf("--max-ttl: %s is below 1s", c.MaxTTL)
+	}
+	adm, names, closeFn, err := c.admin()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	reports, err := ops.CheckTopics(ctx, adm, ops.TopicCheck{
+		Names: names, MaxTTL: c.MaxTTL, Partitions: c.Partitions,
+		Create: c.Create, Replication: c.Replication, Bootstrap: c.KafkaBrokers[0],
+	})
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"namespace": names.Namespace, "ok": ops.OK(reports), "topics": reports}); err != nil {
+			return err
+		}
+	} else {
+		printTopics(os.Stdout, reports)
+	}
+	if !ops.OK(reports) {
+		return errMismatch
+	}
+	return nil
+}
+
+func printTopics(w io.Writer, reports []ops.TopicReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tCLEANUP\tRETENTION\tSTATE")
+	for _, r := range reports {
+		state := "ok"
+		switch {
+		case len(r.Problems) > 0:
+			state = "MISMATCH"
+		case r.Created:
+			state = "created"
+		}
+		ret := "forever"
+		if r.RetentionMS >= 0 {
+			ret = (time.Duration(r.RetentionMS) * time.Millisecond).String()
+		}
+		if r.Cleanup == "compact" {
+			ret = "-"
+		}
+		if r.Cleanup == "" { // missing
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\n", r.Topic, state)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.Topic, r.Partitions, r.Cleanup, ret, state)
+	}
+	_ = tw.Flush()
+	for _, r := range reports {
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "\n%s\n  fix: %s\n", p.Problem, p.Fix)
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package projector
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushlog/pushlog/schema/metrics"
+)
+
+// The projectors' series share names, labelled projector="channels" or
+// "analytics"; their lag is pushlog_projector_lag, computed by the lag
+// monitor from the groups' committed offsets (package ops).
+
+func projectorCounter(name, help, projector string, v func() int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        metrics.Name("projector", name),
+		Help:        help,
+		ConstLabels: prometheus.Labels{"projector": projector},
+	}, func() float64 { return float64(v()) })
+}
+
+const (
+	helpBatches = "Batches a projector completely stored (and committed)."
+	helpRecords = "Records a projector polled."
+	helpRows    = "Rows (analytics) or snapshots (channels) a projector wrote."
+)
+
+// analyticsCollectors read the analytics projector's counters at scrape time.
+func (p *AnalyticsProjector) collectors() []prometheus.Collector {
+	const name = "analytics"
+	return []prometheus.Collector{
+		projectorCounter("batches_total", helpBatches, name, p.stats.batches.Load),
+		projectorCounter("records_total", helpRecords, name, p.stats.records.Load),
+		projectorCounter("rows_total", helpRows, name, p.stats.rows.Load),
+		projectorCounter("failures_total", "ClickHouse operations that failed (and were retried).", name, p.stats.failures.Load),
+		metrics.BreakerGauge("analytics", "clickhouse", p.cb.State),
+	}
+}
+
+// channelCounters count what the channel projector did.
+type channelCounters struct {
+	batches, records, snapshots atomic.Int64
+}
+
+// ChannelStats counts what the channel projector did.
+type ChannelStats struct {
+	Batches   int64 // polls whose snapshots are durable and committed
+	Records   int64 // registrations records folded
+	Snapshots int64 // channel-state snapshots written
+}
+
+// Stats returns the channel projector's counters.
+func (p *ChannelProjector) Stats() ChannelStats {
+	return ChannelStats{Batches: p.stats.batches.Load(), Records: p.stats.records.Load(), Snapshots: p.stats.snapshots.Load()}
+}
+
+func (p *ChannelProjector) collectors() []prometheus.Collector {
+	const name = "channels"
+	return []prometheus.Collector{
+		projectorCounter("batches_total", helpBatches, name, p.stats.batches.Load),
+		projectorCounter("records_total", helpRecords, name, p.stats.records.Load),
+		projectorCounter("rows_total", helpRows, name, p.stats.snapshots.Load),
+	}
+}
+
+func (g *GoneSet) collectors() []prometheus.Collector {
+	return []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: metrics.Name("ingest", "gone_entries"),
+		Help: "UAIDs with gone facts (reset, or unregistered channels) in ingest's gone set.",
+	}, func() float64 { return float64(g.Len()) })}
+}

@@ -1,0 +1,51 @@
+package projector
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestMetricsRegistered: the channel projector and the gone set register
+// their series on the given registry and read them at scrape time.
+func TestMetricsRegistered(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	opts := []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}
+	p, err := NewChannelProjector(ChannelProjectorConfig{ClientOpts: opts, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewGoneSet(GoneSetConfig{ClientOpts: opts, Metrics: reg}); err != nil {
+		t.Fatal(err)
+	}
+	p.stats.batches.Add(2)
+	p.stats.records.Add(7)
+	p.stats.snapshots.Add(3)
+	want := `
+# HELP pushlog_ingest_gone_entries UAIDs with gone facts (reset, or unregistered channels) in ingest's gone set.
+# TYPE pushlog_ingest_gone_entries gauge
+pushlog_ingest_gone_entries 0
+# HELP pushlog_projector_batches_total Batches a projector completely stored (and committed).
+# TYPE pushlog_projector_batches_total counter
+pushlog_projector_batches_total{projector="channels"} 2
+# HELP pushlog_projector_records_total Records a projector polled.
+# TYPE pushlog_projector_records_total counter
+pushlog_projector_records_total{projector="channels"} 7
+# HELP pushlog_projector_rows_total Rows (analytics) or snapshots (channels) a projector wrote.
+# TYPE pushlog_projector_rows_total counter
+pushlog_projector_rows_total{projector="channels"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.Batches != 2 || s.Records != 7 || s.Snapshots != 3 {
+		t.Fatalf("Stats %+v", s)
+	}
+	// A second projector on the same registry is refused, not silently merged.
+	if _, err := NewChannelProjector(ChannelProjectorConfig{ClientOpts: opts, Metrics: reg}); err == nil {
+		t.Fatal("duplicate registration accepted")
+	}
+}
