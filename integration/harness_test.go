@@ -97,6 +97,9 @@ type serverOpts struct {
 	// default: a fresh one per server, so tests never see each other.
 	Namespace string
 	Args      []string // extra serve flags
+	// Roles restricts the process to these roles (default: all). Without
+	// the connector role there is no WebSocket listener to wait for.
+	Roles string
 }
 
 type server struct {
@@ -133,6 +136,9 @@ func startServer(t testing.TB, opts serverOpts) *server {
 	} else {
 		env = append(env, "KAFKA_BROKERS="+kafkaBrokers(t))
 	}
+	if opts.Roles != "" {
+		env = append(env, "PUSHLOG_ROLES="+opts.Roles)
+	}
 	env = append(env, opts.Env...)
 	s := &server{t: t, opts: opts, env: env, HTTPURL: "http://" + httpAddr, WSURL: "ws://" + wsAddr + "/"}
 	s.start()
@@ -167,16 +173,24 @@ func (s *server) waitReady(timeout time.Duration) {
 		resp, err := http.Get(s.HTTPURL + "/__lbheartbeat__")
 		if err == nil {
 			resp.Body.Close()
+			wsUp := !s.hasWS()
 			if c, err := net.Dial("tcp", wsHost); err == nil {
 				c.Close()
-				if resp.StatusCode == http.StatusOK {
-					return
-				}
+				wsUp = true
+			}
+			if wsUp && resp.StatusCode == http.StatusOK {
+				return
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.t.Fatalf("pushlog not ready after %s:\n%s", timeout, s.logs.String())
+}
+
+// hasWS reports whether the process runs the connector role (and so a
+// WebSocket listener).
+func (s *server) hasWS() bool {
+	return s.opts.Roles == "" || strings.Contains(s.opts.Roles, "connector")
 }
 
 // kill9 crashes the process without any chance to clean up.

@@ -180,7 +180,7 @@ func TestOpsReplayOffsetsValidation(t *testing.T) {
 func TestOpsConnectorOutage(t *testing.T) {
 	ctx := testContext(t, 4*time.Minute)
 	ns := freshNamespace()
-	ingest := startServer(t, serverOpts{Namespace: ns, Env: append(rpEnv, "CLICKHOUSE_ADDR=")})
+	ingest := startServer(t, serverOpts{Namespace: ns, Roles: "ingest,projector", Env: append(rpEnv, "CLICKHOUSE_ADDR=")})
 	conn := rpStartConnector(t, ingest)
 	rpWaitStable(ctx, t, ingest, ns+"-connectors")
 	uaid, sub := snOffline(ctx, t, &server{WSURL: conn.WSURL}, "")
@@ -246,6 +246,7 @@ func rpStartConnector(t *testing.T, s *server) *server {
 	c.WSURL = "ws://" + ws + "/"
 	c.env = append(append([]string(nil), s.env...), "PUSHLOG_WS_ADDR="+ws, "PUSHLOG_HTTP_ADDR="+freePort(t), "PUSHLOG_ROLES=connector", "PUSHLOG_PUBLIC_URL="+s.HTTPURL)
 	c.opts.Args = nil
+	c.opts.Roles = "connector"
 	c.start() // waits for HTTPURL (the ingest process) and the WebSocket port
 	t.Cleanup(c.stop)
 	return c

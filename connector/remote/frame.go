@@ -262,17 +262,22 @@ func (f *frame) set(num protowire.Number, typ protowire.Type, v uint64, raw []by
 		}
 		f.ref = ref
 	case fChannel:
-		note.ChannelID, *hasNote = string(raw), true
+		note.ChannelID = string(raw)
+		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
 	case fVersion:
-		note.Version, *hasNote = string(raw), true
+		note.Version = string(raw)
+		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
 	case fData:
 		note.Data, *hasNote = append([]byte{}, raw...), true
 	case fEncoding:
-		note.Encoding, *hasNote = string(raw), true
+		note.Encoding = string(raw)
+		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
 	case fEncryption:
-		note.Encryption, *hasNote = string(raw), true
+		note.Encryption = string(raw)
+		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
 	case fCryptoKey:
-		note.CryptoKey, *hasNote = string(raw), true
+		note.CryptoKey = string(raw)
+		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
 	}
 	return nil
 }
