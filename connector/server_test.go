@@ -723,7 +723,11 @@ func TestDeliverOverflowCloses(t *testing.T) {
 func TestShutdownClosesGracefully(t *testing.T) {
 	h := newHarness(t, nil)
 	c1, r1 := h.hello("")
-	c2, _ := h.hello("")
+	c2, r2 := h.hello("")
+	// The hello reply goes out before the session is attached: wait for both
+	// attaches, or a close in between rightly needs no detach.
+	h.link.session(t, r1["uaid"].(string))
+	h.link.session(t, r2["uaid"].(string))
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	done := make(chan error, 1)

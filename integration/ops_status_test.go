@@ -140,6 +140,23 @@ func TestOpsStatusLag(t *testing.T) {
 	if len(st.Nodes) != 1 || len(st.Nodes[0].Partitions) != 4 {
 		t.Fatalf("nodes %+v, want one owning 4 partitions", st.Nodes)
 	}
+	// Without --node, status scrapes the metrics address the connector
+	// announced in the group (its WebSocket listener): one client.
+	node := st.Nodes[0]
+	if wsHost := strings.TrimSuffix(strings.TrimPrefix(s.WSURL, "ws://"), "/"); node.MetricsAddr != wsHost {
+		t.Fatalf("node announced metrics address %q, want the WebSocket listener %q", node.MetricsAddr, wsHost)
+	}
+	if len(st.Metrics) != 1 {
+		t.Fatalf("node metrics %+v, want the one discovered node", st.Metrics)
+	}
+	m := st.Metrics[0]
+	if m.NodeID != node.NodeID || m.Error != "" || m.Connections == nil || *m.Connections != 1 || m.OwnedPartitions == nil || *m.OwnedPartitions != 4 {
+		t.Fatalf("discovered node metrics %+v (node %+v), want 1 connection and 4 owned partitions", m, node)
+	}
+	out, err := opsRun(t, "status", "--namespace", ns)
+	if err != nil || !strings.Contains(out, node.MetricsAddr) || strings.Contains(out, "pass --node") {
+		t.Fatalf("table output without --node: %v\n%s", err, out)
+	}
 }
 
 // opsScrape parses a /metrics page with the Prometheus text parser.
@@ -251,10 +268,20 @@ func TestOpsMetrics(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// status reads the same figures from the node.
+	// status reads the same figures from the node: from the announced
+	// WebSocket listener, and from an explicit --node (added, not
+	// replacing the discovered one).
 	st := opsStatus(t, s.opts.Namespace, s.HTTPURL)
-	if len(st.Metrics) != 1 || st.Metrics[0].Error != "" || st.Metrics[0].Connections == nil || *st.Metrics[0].Connections != 1 {
-		t.Fatalf("node metrics in status: %+v", st.Metrics)
+	if len(st.Metrics) != 2 {
+		t.Fatalf("node metrics in status: %+v, want the discovered node and --node", st.Metrics)
+	}
+	for _, m := range st.Metrics {
+		if m.Error != "" || m.Connections == nil || *m.Connections != 1 {
+			t.Fatalf("node metrics in status: %+v", st.Metrics)
+		}
+		if explicit := m.URL == s.HTTPURL+"/metrics"; explicit == (m.NodeID != "") {
+			t.Fatalf("node metrics %+v: want the --node URL without a node id, the discovered one with", m)
+		}
 	}
 }
 

@@ -32,18 +32,23 @@ type Status struct {
 	// Groups is the lag of every consumer group per topic and partition.
 	Groups []GroupLag `json:"groups"`
 	// Metrics are the figures that live in processes (connections,
-	// pending messages, breakers, projector counters), scraped from each
-	// --node URL's /metrics.
+	// pending messages, breakers, projector counters), scraped from the
+	// /metrics of every node that announced a metrics address and of each
+	// --node URL.
 	Metrics []NodeMetrics `json:"node_metrics"`
 }
 
 // Node is one member of the connectors group.
 type Node struct {
-	NodeID     string  `json:"node_id"` // from the Kafka client id "pushlog-<node id>"
-	MemberID   string  `json:"member_id"`
-	Host       string  `json:"host"`
-	LinkAddr   string  `json:"link_addr,omitempty"` // node-link address (cluster mode)
-	Partitions []int32 `json:"partitions"`
+	NodeID   string `json:"node_id"` // from the Kafka client id "pushlog-<node id>"
+	MemberID string `json:"member_id"`
+	Host     string `json:"host"`
+	LinkAddr string `json:"link_addr,omitempty"` // node-link address (cluster mode)
+	// MetricsAddr is the host:port the node announced for GET /metrics
+	// (absent from nodes of older versions, or on a wildcard listener the
+	// node could not name).
+	MetricsAddr string  `json:"metrics_addr,omitempty"`
+	Partitions  []int32 `json:"partitions"`
 }
 
 // PartitionOwner is the owner of one partition number.
@@ -55,8 +60,11 @@ type PartitionOwner struct {
 
 // NodeMetrics are one process's figures from its /metrics.
 type NodeMetrics struct {
-	URL   string `json:"url"`
-	Error string `json:"error,omitempty"`
+	URL string `json:"url"`
+	// NodeID is the connector node that announced URL ("" for a --node
+	// URL that no member announced).
+	NodeID string `json:"node_id,omitempty"`
+	Error  string `json:"error,omitempty"`
 	// Each is absent when the process does not run that role.
 	Connections     *float64 `json:"connections,omitempty"`
 	Pending         *float64 `json:"pending_messages,omitempty"`
@@ -82,7 +90,8 @@ type StatusConfig struct {
 	Names schema.Names
 	// NodeURLs are metrics URLs of pushlog processes (http://host:port/metrics
 	// of a WebSocket, ingest or --metrics-addr listener); "/metrics" is
-	// added when the URL has no path.
+	// added when the URL has no path. They are scraped in addition to the
+	// metrics addresses the connector nodes announce.
 	NodeURLs []string
 	// IncludeAnalytics lists the analytics group even when it never ran.
 	IncludeAnalytics bool
@@ -111,10 +120,39 @@ func GetStatus(ctx context.Context, adm *kadm.Client, c StatusConfig) (*Status, 
 	if hc == nil {
 		hc = &http.Client{Timeout: 5 * time.Second}
 	}
-	for _, u := range c.NodeURLs {
-		st.Metrics = append(st.Metrics, ScrapeNode(ctx, hc, u))
+	for _, t := range scrapeTargets(st.Nodes, c.NodeURLs) {
+		nm := ScrapeNode(ctx, hc, t.url)
+		nm.NodeID = t.nodeID
+		st.Metrics = append(st.Metrics, nm)
 	}
 	return st, nil
+}
+
+type scrapeTarget struct{ url, nodeID string }
+
+// scrapeTargets are the announced metrics addresses of the nodes, then the
+// explicit URLs, each URL once (a --node naming a discovered node adds
+// nothing).
+func scrapeTargets(nodes []Node, explicit []string) []scrapeTarget {
+	var out []scrapeTarget
+	seen := map[string]bool{}
+	add := func(raw, nodeID string) {
+		u := MetricsURL(raw)
+		if seen[u] {
+			return
+		}
+		seen[u] = true
+		out = append(out, scrapeTarget{url: u, nodeID: nodeID})
+	}
+	for _, n := range nodes {
+		if n.MetricsAddr != "" {
+			add(n.MetricsAddr, n.NodeID)
+		}
+	}
+	for _, u := range explicit {
+		add(u, "")
+	}
+	return out
 }
 
 // connectorNodes describes the connectors group: its members and who
@@ -134,7 +172,8 @@ func connectorNodes(ctx context.Context, adm *kadm.Client, names schema.Names) (
 	for _, m := range g.Members {
 		n := Node{NodeID: strings.TrimPrefix(m.ClientID, "pushlog-"), MemberID: m.MemberID, Host: m.ClientHost}
 		if meta, ok := m.Join.AsConsumer(); ok {
-			n.LinkAddr = owner.LinkAddrOf(meta.UserData)
+			info := owner.MemberInfoOf(meta.UserData)
+			n.LinkAddr, n.MetricsAddr = info.LinkAddr, info.MetricsAddr
 		}
 		if as, ok := m.Assigned.AsConsumer(); ok {
 			for _, t := range as.Topics {
@@ -155,15 +194,21 @@ func connectorNodes(ctx context.Context, adm *kadm.Client, names schema.Names) (
 	return nodes, owners, nil
 }
 
-// ScrapeNode reads one process's /metrics; a failure is reported in Error.
-func ScrapeNode(ctx context.Context, hc *http.Client, rawURL string) NodeMetrics {
-	u := rawURL
+// MetricsURL makes a full metrics URL of host:port or a URL without a path.
+func MetricsURL(raw string) string {
+	u := raw
 	if !strings.Contains(strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://"), "/") {
 		u = strings.TrimRight(u, "/") + "/metrics"
 	}
 	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		u = "http://" + u
 	}
+	return u
+}
+
+// ScrapeNode reads one process's /metrics; a failure is reported in Error.
+func ScrapeNode(ctx context.Context, hc *http.Client, rawURL string) NodeMetrics {
+	u := MetricsURL(rawURL)
 	nm := NodeMetrics{URL: u}
 	fams, err := scrape(ctx, hc, u)
 	if err != nil {

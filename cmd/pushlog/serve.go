@@ -76,12 +76,14 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		g.cancel()
 		return errors.Join(fmt.Errorf("metrics: %w", err), g.wait(cfg.ShutdownTimeout))
 	}
+	metricsBound := "" // the --metrics-addr listener's bound address
 	if cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			g.cancel()
 			return errors.Join(fmt.Errorf("--metrics-addr: %w", err), g.wait(cfg.ShutdownTimeout))
 		}
+		metricsBound = ln.Addr().String()
 		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, logger) })
 	}
 	if cfg.DebugAddr != "" {
@@ -98,7 +100,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 	}
 	if cfg.has(roleConnector) {
-		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, logger); err != nil {
+		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, metricsBound, logger); err != nil {
 			g.cancel()
 			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
 		}
@@ -216,10 +218,37 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	return nil
 }
 
-func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, logger *slog.Logger) error {
+// startConnector runs the connection node and the owner (and the node link
+// in a cluster). metricsBound is the bound --metrics-addr listener ("" when
+// off); it or else the WebSocket listener is announced as this node's
+// metrics address.
+func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, metricsBound string, logger *slog.Logger) (err error) {
 	cl, err := listenLink(cfg, logger) // nil: single node
 	if err != nil {
 		return err
+	}
+	// Listen before the owner joins its group: the WebSocket listener's
+	// bound address may be the metrics address it announces there.
+	ln, err := net.Listen("tcp", cfg.WSAddr)
+	if err != nil {
+		return fmt.Errorf("--ws-addr: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = ln.Close()
+		}
+	}()
+	logger.Info("websocket listener", "addr", ln.Addr().String())
+	if metricsBound == "" {
+		metricsBound = ln.Addr().String() // it serves GET /metrics too
+	}
+	linkAdvertise := ""
+	if cl != nil {
+		linkAdvertise = cl.advertise
+	}
+	metricsAdv, why := advertiseMetrics(metricsBound, linkAdvertise)
+	if why != "" {
+		logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
 	}
 	ocfg := owner.Config{
 		ClientOpts:   clientOpts,
@@ -232,6 +261,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
 		Logger:       logger.With("role", "owner"),
 		Metrics:      met.reg,
+		MetricsAddr:  metricsAdv,
 	}
 	if cl != nil {
 		ocfg.LinkAddr, ocfg.Remote = cl.advertise, cl.dialer()
@@ -269,11 +299,6 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	if err != nil {
 		return fmt.Errorf("connector: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.WSAddr)
-	if err != nil {
-		return fmt.Errorf("--ws-addr: %w", err)
-	}
-	logger.Info("websocket listener", "addr", ln.Addr().String())
 	// Shutdown order: drain (clients ack what they got), close the sockets
 	// and flush the connection node's events, and only then leave the
 	// group: the next owner of our partitions then reads every ack our
@@ -318,6 +343,30 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		cl.start(g, ownerDone)
 	}
 	return nil
+}
+
+// advertiseMetrics is the metrics address to announce for a listener bound
+// to bound: as is, or on a wildcard (every interface) the host of the
+// node-link address others already dial; without one, "" and why.
+func advertiseMetrics(bound, linkAdvertise string) (addr, why string) {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", fmt.Sprintf("listener address %q: %v", bound, err)
+	}
+	if !wildcardHost(host) {
+		return bound, ""
+	}
+	if linkAdvertise != "" {
+		if lh, _, err := net.SplitHostPort(linkAdvertise); err == nil && !wildcardHost(lh) {
+			return net.JoinHostPort(lh, port), ""
+		}
+	}
+	return "", fmt.Sprintf("metrics listener %s is on every interface and there is no --link-advertise host to name it by", bound)
+}
+
+func wildcardHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, logger *slog.Logger) error {

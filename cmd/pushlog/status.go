@@ -16,7 +16,7 @@ import (
 
 type statusCmd struct {
 	kafkaFlags `embed:""`
-	Node       []string `env:"PUSHLOG_STATUS_NODES" help:"Metrics URLs of pushlog processes to include (host:port of a WebSocket, ingest or --metrics-addr listener, or a full URL); their connections, pending messages, breakers and projector counters live in the processes."`
+	Node       []string `env:"PUSHLOG_STATUS_NODES" help:"Metrics URLs of more pushlog processes to include (host:port of a WebSocket, ingest or --metrics-addr listener, or a full URL); connector nodes announce theirs and are scraped without it. Their connections, pending messages, breakers and projector counters live in the processes."`
 	JSON       bool     `help:"Print machine-readable JSON (stable field names)."`
 	Partitions bool     `help:"Also list the lag of every partition (the table shows the totals per group and topic)."`
 	Analytics  bool     `help:"List the analytics group even if it never ran."`
@@ -46,14 +46,21 @@ func (c *statusCmd) Run(ctx context.Context) error {
 func printStatus(w io.Writer, st *ops.Status, perPartition bool) {
 	fmt.Fprintf(w, "namespace %s at %s\n\n", st.Namespace, st.Time.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tHOST\tLINK\tPARTITIONS")
+	fmt.Fprintln(tw, "NODE\tHOST\tLINK\tMETRICS\tPARTITIONS")
 	if len(st.Nodes) == 0 {
-		fmt.Fprintln(tw, "(no connector running: nobody owns the partitions)\t\t\t")
+		fmt.Fprintln(tw, "(no connector running: nobody owns the partitions)\t\t\t\t")
 	}
+	var unannounced []string
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.NodeID, n.Host, orDash(n.LinkAddr), partitionRanges(n.Partitions))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.NodeID, n.Host, orDash(n.LinkAddr), orDash(n.MetricsAddr), partitionRanges(n.Partitions))
+		if n.MetricsAddr == "" {
+			unannounced = append(unannounced, n.NodeID)
+		}
 	}
 	_ = tw.Flush()
+	if len(unannounced) > 0 {
+		fmt.Fprintf(w, "(%s announced no metrics address (an older version, or a listener on every interface without --link-advertise): pass --node HOST:PORT for it)\n", strings.Join(unannounced, ", "))
+	}
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -85,18 +92,18 @@ func printStatus(w io.Writer, st *ops.Status, perPartition bool) {
 		_ = tw.Flush()
 	}
 	if len(st.Metrics) == 0 {
-		fmt.Fprintln(w, "\n(connections, pending messages and breakers live in the processes: pass --node HOST:PORT for each)")
+		fmt.Fprintln(w, "\n(connections, pending messages and breakers live in the processes: no connector node announced a metrics address; pass --node HOST:PORT for each)")
 		return
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "METRICS URL\tCONNECTIONS\tPENDING\tOWNED\tBREAKERS\tPROJECTORS")
+	fmt.Fprintln(tw, "METRICS URL\tNODE\tCONNECTIONS\tPENDING\tOWNED\tBREAKERS\tPROJECTORS")
 	for _, m := range st.Metrics {
 		if m.Error != "" {
-			fmt.Fprintf(tw, "%s\tERROR: %s\t\t\t\t\n", m.URL, m.Error)
+			fmt.Fprintf(tw, "%s\t%s\tERROR: %s\t\t\t\t\n", m.URL, orDash(m.NodeID), m.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.URL, fmtGauge(m.Connections), fmtGauge(m.Pending), fmtGauge(m.OwnedPartitions), fmtBreakers(m.Breakers), fmtProjectors(m.Projectors))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.URL, orDash(m.NodeID), fmtGauge(m.Connections), fmtGauge(m.Pending), fmtGauge(m.OwnedPartitions), fmtBreakers(m.Breakers), fmtProjectors(m.Projectors))
 	}
 	_ = tw.Flush()
 }

@@ -25,9 +25,9 @@ const balancerProtocol = "pushlog-copartitioned-v1"
 // and rejoins), and assigned in the following round. So no two members ever
 // fold the same partition at the same time.
 //
-// userData (the member's node-link address in a cluster, see cluster.go)
+// userData (the member's node-link and metrics addresses, see members.go)
 // travels in the member metadata, so routers can map partitions to nodes
-// with a DescribeGroups.
+// and operator tools find the nodes with a DescribeGroups.
 type copartitionBalancer struct{ userData []byte }
 
 var _ kgo.GroupBalancer = copartitionBalancer{}

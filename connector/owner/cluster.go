@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
@@ -67,26 +66,6 @@ func (ps *partState) unfollowPresence(u *uaidState, connID string) {
 // Owns reports whether this owner holds partition p now.
 func (o *Owner) Owns(p int32) bool { return o.part(p) != nil }
 
-// linkDataPrefix starts the member user data of a node with a link.
-const linkDataPrefix = "pushlog-link-v1 "
-
-// memberUserData is the group member user data announcing linkAddr.
-func memberUserData(linkAddr string) []byte {
-	if linkAddr == "" {
-		return nil
-	}
-	return []byte(linkDataPrefix + linkAddr)
-}
-
-// linkAddrOf reads a link address from member user data ("" if none).
-func linkAddrOf(userData []byte) string {
-	s, ok := strings.CutPrefix(string(userData), linkDataPrefix)
-	if !ok {
-		return ""
-	}
-	return s
-}
-
 // ErrRebalancing means the owners' group is between two assignments.
 var ErrRebalancing = errors.New("owners' group is rebalancing")
 
@@ -118,7 +97,7 @@ func GroupOwners(ctx context.Context, adm *kadm.Client, group, topic string) (ma
 		if !ok {
 			continue
 		}
-		addr := linkAddrOf(meta.UserData)
+		addr := LinkAddrOf(meta.UserData)
 		assigned, ok := m.Assigned.AsConsumer()
 		if !ok {
 			continue

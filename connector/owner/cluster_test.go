@@ -129,29 +129,81 @@ func TestPresenceSessionDetachesOnlyItself(t *testing.T) {
 }
 
 func TestMemberUserData(t *testing.T) {
-	if linkAddrOf(memberUserData("10.1.2.3:7000")) != "10.1.2.3:7000" {
-		t.Fatal("link address does not round-trip")
+	tests := []struct {
+		name string
+		data []byte
+		want MemberInfo
+	}{
+		{"nil", nil, MemberInfo{}},
+		{"empty", []byte{}, MemberInfo{}},
+		{"foreign", []byte("something else"), MemberInfo{}},
+		{"binary", []byte{0, 1, 0xff, '\n', '='}, MemberInfo{}},
+		{"short v1 prefix", []byte("pushlog-link"), MemberInfo{}},
+		{"short v2 header", []byte("pushlog-member-v2"), MemberInfo{}},
+		// What nodes before metrics addresses wrote.
+		{"v1", []byte("pushlog-link-v1 10.1.2.3:7000"), MemberInfo{LinkAddr: "10.1.2.3:7000"}},
+		{"v1 empty address", []byte("pushlog-link-v1 "), MemberInfo{}},
+		{"v2", []byte("pushlog-member-v2\nlink=h:1\nmetrics=h:2\n"), MemberInfo{LinkAddr: "h:1", MetricsAddr: "h:2"}},
+		{"v2 metrics only", []byte("pushlog-member-v2\nmetrics=h:2\n"), MemberInfo{MetricsAddr: "h:2"}},
+		{"v2 no trailing newline", []byte("pushlog-member-v2\nmetrics=h:2"), MemberInfo{MetricsAddr: "h:2"}},
+		{"v2 header only", []byte("pushlog-member-v2\n"), MemberInfo{}},
+		{"v2 unknown and bad lines", []byte("pushlog-member-v2\nzone=eu\ngarbage\n\nmetrics=h:2\n=x\n"), MemberInfo{MetricsAddr: "h:2"}},
+		{"v2 repeated key: first wins", []byte("pushlog-member-v2\nlink=a:1\nlink=b:1\n"), MemberInfo{LinkAddr: "a:1"}},
 	}
-	for _, b := range [][]byte{nil, {}, []byte("something else"), memberUserData("")} {
-		if a := linkAddrOf(b); a != "" {
-			t.Fatalf("linkAddrOf(%q) = %q", b, a)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := MemberInfoOf(tt.data); got != tt.want {
+				t.Fatalf("MemberInfoOf(%q) = %+v, want %+v", tt.data, got, tt.want)
+			}
+			if got := LinkAddrOf(tt.data); got != tt.want.LinkAddr {
+				t.Fatalf("LinkAddrOf(%q) = %q, want %q", tt.data, got, tt.want.LinkAddr)
+			}
+		})
+	}
+}
+
+func TestMemberInfoEncode(t *testing.T) {
+	tests := []struct {
+		in   MemberInfo
+		want string // the exact user data
+		back MemberInfo
+	}{
+		{MemberInfo{}, "", MemberInfo{}},
+		// Only a link: the v1 bytes, which nodes before v2 read too.
+		{MemberInfo{LinkAddr: "10.1.2.3:7000"}, "pushlog-link-v1 10.1.2.3:7000", MemberInfo{LinkAddr: "10.1.2.3:7000"}},
+		{MemberInfo{MetricsAddr: "h:2"}, "pushlog-member-v2\nmetrics=h:2\n", MemberInfo{MetricsAddr: "h:2"}},
+		{MemberInfo{LinkAddr: "h:1", MetricsAddr: "h:2"}, "pushlog-member-v2\nlink=h:1\nmetrics=h:2\n", MemberInfo{LinkAddr: "h:1", MetricsAddr: "h:2"}},
+		// A line break is no address: left out, the rest still readable.
+		{MemberInfo{LinkAddr: "h:1", MetricsAddr: "h:2\nlink=evil:1"}, "pushlog-link-v1 h:1", MemberInfo{LinkAddr: "h:1"}},
+		{MemberInfo{LinkAddr: "a\rb", MetricsAddr: "h:2"}, "pushlog-member-v2\nmetrics=h:2\n", MemberInfo{MetricsAddr: "h:2"}},
+	}
+	for _, tt := range tests {
+		b := tt.in.encode()
+		if string(b) != tt.want || (tt.want == "") != (b == nil) {
+			t.Errorf("encode(%+v) = %q, want %q", tt.in, b, tt.want)
+		}
+		if got := MemberInfoOf(b); got != tt.back {
+			t.Errorf("MemberInfoOf(encode(%+v)) = %+v, want %+v", tt.in, got, tt.back)
 		}
 	}
-	meta := copartitionBalancer{userData: memberUserData("h:1")}.JoinGroupMetadata([]string{"t"}, nil, 3)
+	// It travels in the consumer member metadata the balancer writes.
+	in := MemberInfo{LinkAddr: "h:1", MetricsAddr: "h:2"}
+	meta := copartitionBalancer{userData: in.encode()}.JoinGroupMetadata([]string{"t"}, nil, 3)
 	var m kmsg.ConsumerMemberMetadata
 	if err := m.ReadFrom(meta); err != nil {
 		t.Fatal(err)
 	}
-	if linkAddrOf(m.UserData) != "h:1" || m.Generation != 3 {
+	if MemberInfoOf(m.UserData) != in || m.Generation != 3 {
 		t.Fatalf("metadata %+v", m)
 	}
 }
 
-// TestGroupOwners runs two owners with link addresses and maps every
-// partition to one of them.
+// TestGroupOwners runs two owners with link addresses (one also announcing
+// a metrics address, so in the v2 user data) and maps every partition to
+// one of them.
 func TestGroupOwners(t *testing.T) {
 	e := newTestEnv(t)
-	a := e.start(func(c *Config) { c.LinkAddr = "10.0.0.1:7000" })
+	a := e.start(func(c *Config) { c.LinkAddr, c.MetricsAddr = "10.0.0.1:7000", "10.0.0.1:8080" })
 	b := e.start(func(c *Config) { c.LinkAddr = "10.0.0.2:7000" })
 	waitFor(t, "both owners hold partitions", func() bool {
 		return len(a.Stats().Partitions) == testPartitions/2 && len(b.Stats().Partitions) == testPartitions/2

@@ -68,3 +68,21 @@ func FuzzFold(f *testing.F) {
 		ps.release()
 	})
 }
+
+// FuzzMemberInfo feeds arbitrary member user data (any group member, of
+// any version or none of ours, writes it): decoding never panics, and what
+// a node encodes always decodes to what it announced.
+func FuzzMemberInfo(f *testing.F) {
+	f.Add([]byte("pushlog-link-v1 10.0.0.1:7000"), "h:1", "h:2")
+	f.Add([]byte("pushlog-member-v2\nlink=h:1\nmetrics=h:2\n"), "", "h:2")
+	f.Add([]byte("pushlog-member-v2\nlink=a\nlink=b\nx\n=\n"), "h:1", "")
+	f.Add([]byte("pushlog-member-v2"), "a\nb", "c\rd")
+	f.Add([]byte{0xff, 0, '\n'}, "", "")
+	f.Fuzz(func(t *testing.T, data []byte, link, metrics string) {
+		_ = MemberInfoOf(data)
+		in := MemberInfo{LinkAddr: oneLine(link), MetricsAddr: oneLine(metrics)}
+		if got := MemberInfoOf(MemberInfo{LinkAddr: link, MetricsAddr: metrics}.encode()); got != in {
+			t.Fatalf("encode/decode of %q, %q = %+v, want %+v", link, metrics, got, in)
+		}
+	})
+}

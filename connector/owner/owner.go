@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +68,10 @@ type Config struct {
 	// LinkAddr is this node's node-link address; it is announced in the
 	// group member metadata so routers find the owner of a partition.
 	LinkAddr string
+	// MetricsAddr is where this node serves GET /metrics (host:port others
+	// can reach, "" if unknown); announced next to LinkAddr, also in single
+	// node, so `pushlog status` finds and scrapes every connector node.
+	MetricsAddr string
 	// Remote makes sessions for UAIDs that pushlog.presence says are
 	// connected on a node (a takeover learns where its clients are).
 	Remote SessionDialer
@@ -90,6 +96,11 @@ func (c *Config) normalize() error {
 	}
 	if c.PendingLimit < 0 || c.TTL0Grace < 0 || c.CheckTimeout < 0 || c.CommitInterval < 0 || c.SweepInterval < 0 {
 		return errors.New("owner config: limits and durations must not be negative")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil || strings.ContainsAny(c.MetricsAddr, "\r\n") {
+			return fmt.Errorf("owner config: MetricsAddr %q is not host:port", c.MetricsAddr)
+		}
 	}
 	if c.Names.Messages == "" {
 		c.Names = schema.DefaultNames()
@@ -224,7 +235,7 @@ func (o *Owner) Run(ctx context.Context) error {
 	group, err := kgo.NewClient(append(append(slices.Clone(o.cfg.ClientOpts),
 		kgo.ConsumerGroup(o.cfg.Group),
 		kgo.ConsumeTopics(o.groupTopics[:]...),
-		kgo.Balancers(copartitionBalancer{userData: memberUserData(o.cfg.LinkAddr)}),
+		kgo.Balancers(copartitionBalancer{userData: MemberInfo{LinkAddr: o.cfg.LinkAddr, MetricsAddr: o.cfg.MetricsAddr}.encode()}),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
