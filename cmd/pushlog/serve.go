@@ -73,15 +73,13 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	g := newRunGroup(ctx, logger)
 	met := newServeMetrics(logger)
 	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
-		g.cancel()
-		return errors.Join(fmt.Errorf("metrics: %w", err), g.wait(cfg.ShutdownTimeout))
+		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
 	}
 	metricsBound := "" // the --metrics-addr listener's bound address
 	if cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			g.cancel()
-			return errors.Join(fmt.Errorf("--metrics-addr: %w", err), g.wait(cfg.ShutdownTimeout))
+			return g.abort(fmt.Errorf("--metrics-addr: %w", err), cfg.ShutdownTimeout)
 		}
 		metricsBound = ln.Addr().String()
 		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, logger) })
@@ -89,26 +87,23 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
-			return fmt.Errorf("--debug-addr: %w", err)
+			return g.abort(fmt.Errorf("--debug-addr: %w", err), cfg.ShutdownTimeout)
 		}
 		g.start("debug", func(ctx context.Context) error { return serveDebug(ctx, ln, logger) })
 	}
 	if cfg.has(roleProjector) {
 		if err := startProjectors(g, cfg, names, clientOpts, producer, met, logger); err != nil {
-			g.cancel()
-			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
+			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
 	if cfg.has(roleConnector) {
 		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, metricsBound, logger); err != nil {
-			g.cancel()
-			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
+			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
 	if cfg.has(roleIngest) {
 		if err := startIngest(g, cfg, names, clientOpts, producer, sealer, met, logger); err != nil {
-			g.cancel()
-			return errors.Join(err, g.wait(cfg.ShutdownTimeout))
+			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
 	err = g.wait(cfg.ShutdownTimeout)
@@ -459,6 +454,13 @@ func (g *runGroup) start(name string, fn func(context.Context) error) {
 		}
 		g.cancel()
 	}()
+}
+
+// abort stops the roles already started after a start-up failure and
+// returns err with whatever they reported.
+func (g *runGroup) abort(err error, timeout time.Duration) error {
+	g.cancel()
+	return errors.Join(err, g.wait(timeout))
 }
 
 // wait returns once every role stopped, or once the roles had timeout to
