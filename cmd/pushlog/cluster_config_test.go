@@ -8,11 +8,7 @@ import (
 
 func TestValidateCluster(t *testing.T) {
 	secret := strings.Repeat("s", minLinkSecret)
-	tests := []struct {
-		name    string
-		mutate  func(*serveConfig)
-		wantErr string
-	}{
+	tests := []validateCase{
 		{"single node", func(*serveConfig) {}, ""},
 		{"cluster", func(c *serveConfig) { c.LinkAddr, c.LinkSecret = "10.0.0.1:7000", secret }, ""},
 		{"ephemeral port", func(c *serveConfig) { c.LinkAddr, c.LinkSecret = "127.0.0.1:0", secret }, ""},
@@ -31,22 +27,7 @@ func TestValidateCluster(t *testing.T) {
 		{"heartbeat", func(c *serveConfig) { c.GroupSessionTimeout, c.GroupHeartbeat = 6*time.Second, 6*time.Second }, "--group-heartbeat"},
 		{"negative drain", func(c *serveConfig) { c.DrainTimeout = -time.Second }, "--drain-timeout"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c := validConfig(t)
-			tc.mutate(&c)
-			err := c.validate()
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
-			}
-		})
-	}
+	runValidateCases(t, tests)
 }
 
 func TestValidateClusterDefaults(t *testing.T) {

@@ -19,26 +19,16 @@ func validConfig(t *testing.T) serveConfig {
 	}
 }
 
-func TestValidate(t *testing.T) {
-	tests := []struct {
-		name    string
-		mutate  func(*serveConfig)
-		wantErr string
-	}{
-		{"defaults", func(*serveConfig) {}, ""},
-		{"unknown role", func(c *serveConfig) { c.Roles = []string{"router"} }, `unknown role "router"`},
-		{"no role", func(c *serveConfig) { c.Roles = nil }, "at least one role"},
-		{"partitions", func(c *serveConfig) { c.Partitions = 0 }, "--partitions"},
-		{"replication", func(c *serveConfig) { c.Replication = 0 }, "--replication"},
-		{"small body", func(c *serveConfig) { c.MaxBody = 4095 }, "--max-body"},
-		{"ttl", func(c *serveConfig) { c.MaxTTL = 0 }, "--max-ttl"},
-		{"pending", func(c *serveConfig) { c.PendingLimit = 0 }, "--pending-limit"},
-		{"hello timeout", func(c *serveConfig) { c.HelloTimeout = 0 }, "--hello-timeout"},
-		{"bad addr", func(c *serveConfig) { c.HTTPAddr = "8082" }, "--http-addr"},
-		{"tls half", func(c *serveConfig) { c.TLSCert = "x.pem" }, "--tls-cert and --tls-key"},
-		{"public url path", func(c *serveConfig) { c.PublicURL = "https://push.example.com/x" }, "--public-url"},
-		{"public url scheme", func(c *serveConfig) { c.PublicURL = "ftp://push.example.com" }, "--public-url"},
-	}
+// validateCase is one mutation of a valid config and the error it must
+// cause ("" for none).
+type validateCase struct {
+	name    string
+	mutate  func(*serveConfig)
+	wantErr string
+}
+
+func runValidateCases(t *testing.T, tests []validateCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig(t)
@@ -55,6 +45,25 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []validateCase{
+		{"defaults", func(*serveConfig) {}, ""},
+		{"unknown role", func(c *serveConfig) { c.Roles = []string{"router"} }, `unknown role "router"`},
+		{"no role", func(c *serveConfig) { c.Roles = nil }, "at least one role"},
+		{"partitions", func(c *serveConfig) { c.Partitions = 0 }, "--partitions"},
+		{"replication", func(c *serveConfig) { c.Replication = 0 }, "--replication"},
+		{"small body", func(c *serveConfig) { c.MaxBody = 4095 }, "--max-body"},
+		{"ttl", func(c *serveConfig) { c.MaxTTL = 0 }, "--max-ttl"},
+		{"pending", func(c *serveConfig) { c.PendingLimit = 0 }, "--pending-limit"},
+		{"hello timeout", func(c *serveConfig) { c.HelloTimeout = 0 }, "--hello-timeout"},
+		{"bad addr", func(c *serveConfig) { c.HTTPAddr = "8082" }, "--http-addr"},
+		{"tls half", func(c *serveConfig) { c.TLSCert = "x.pem" }, "--tls-cert and --tls-key"},
+		{"public url path", func(c *serveConfig) { c.PublicURL = "https://push.example.com/x" }, "--public-url"},
+		{"public url scheme", func(c *serveConfig) { c.PublicURL = "ftp://push.example.com" }, "--public-url"},
+	}
+	runValidateCases(t, tests)
 }
 
 func TestValidateDerivesDefaults(t *testing.T) {
