@@ -94,26 +94,17 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec, part
 	return waitTopics(ctx, adm, names, partitions)
 }
 
-// waitTopics polls metadata until every topic is visible with its partitions:
-// a real broker answers CreateTopics before its metadata shows the topic.
+// waitTopics polls metadata until every topic is visible with a leader for
+// each partition: a real (KRaft) broker answers CreateTopics before its
+// metadata shows the topic, and the roles started next use it at once.
 func waitTopics(ctx context.Context, adm *kadm.Client, names []string, partitions int32) error {
 	for {
 		details, err := adm.ListTopics(ctx, names...)
 		if err == nil {
-			missing := ""
-			for _, n := range names {
-				d, ok := details[n]
-				switch {
-				case !ok || d.Err != nil || len(d.Partitions) == 0:
-					missing = n
-				case int32(len(d.Partitions)) != partitions:
-					return fmt.Errorf("%w: %s has %d partitions, configured %d", ErrPartitionMismatch, n, len(d.Partitions), partitions)
-				}
-			}
-			if missing == "" {
-				return nil
-			}
-			err = fmt.Errorf("topic %s not visible yet", missing)
+			err = topicsReady(details, names, partitions)
+		}
+		if err == nil || errors.Is(err, ErrPartitionMismatch) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -121,4 +112,28 @@ func waitTopics(ctx context.Context, adm *kadm.Client, names []string, partition
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// topicsReady reports the first topic that is not usable yet, or a
+// partition count mismatch (which waiting will not fix).
+func topicsReady(details kadm.TopicDetails, names []string, partitions int32) error {
+	for _, n := range names {
+		d, ok := details[n]
+		switch {
+		case !ok:
+			return fmt.Errorf("topic %s not visible yet", n)
+		case d.Err != nil:
+			return fmt.Errorf("topic %s: %w", n, d.Err)
+		case len(d.Partitions) == 0:
+			return fmt.Errorf("topic %s has no partitions yet", n)
+		case int32(len(d.Partitions)) != partitions:
+			return fmt.Errorf("%w: %s has %d partitions, configured %d", ErrPartitionMismatch, n, len(d.Partitions), partitions)
+		}
+		for _, p := range d.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return fmt.Errorf("topic %s/%d has no leader yet (%v)", n, p.Partition, p.Err)
+			}
+		}
+	}
+	return nil
 }

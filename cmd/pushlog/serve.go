@@ -138,7 +138,8 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	return cluster, nil
 }
 
-// ensureTopics creates the topics and waits until the brokers show them.
+// ensureTopics creates the topics; EnsureTopics waits until the brokers
+// show them with leaders.
 // It uses its own client: kadm reads topic metadata through the client's
 // cache, which a client refreshes at most every MetadataMinAge (5 s by
 // default), so polling for new topics on the shared producer made every
@@ -154,47 +155,6 @@ func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, n
 	adm := kadm.NewClient(cl)
 	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
-	}
-	return waitTopicsVisible(ctx, adm, names.All(), cfg.Partitions)
-}
-
-// waitTopicsVisible waits until every topic is in the brokers' metadata
-// with a leader for each partition. On a real (KRaft) cluster CreateTopics
-// returns before the brokers have the new topics, and the roles started
-// next check them at once (the owner refuses to run on a missing topic).
-func waitTopicsVisible(ctx context.Context, adm *kadm.Client, topics []string, partitions int32) error {
-	for {
-		details, err := adm.ListTopics(ctx, topics...)
-		if err == nil {
-			err = topicsReady(details, topics, partitions)
-		}
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topics: not visible in time: %w", err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func topicsReady(details kadm.TopicDetails, topics []string, partitions int32) error {
-	for _, t := range topics {
-		d, ok := details[t]
-		switch {
-		case !ok:
-			return fmt.Errorf("%s: not in metadata", t)
-		case d.Err != nil:
-			return fmt.Errorf("%s: %w", t, d.Err)
-		case int32(len(d.Partitions)) != partitions:
-			return fmt.Errorf("%s: %d of %d partitions", t, len(d.Partitions), partitions)
-		}
-		for _, p := range d.Partitions {
-			if p.Err != nil || p.Leader < 0 {
-				return fmt.Errorf("%s/%d: no leader yet (%v)", t, p.Partition, p.Err)
-			}
-		}
 	}
 	return nil
 }
