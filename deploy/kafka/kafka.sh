@@ -179,7 +179,7 @@ format_storage() {
 	cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 	say "formatting KRaft storage in $data (cluster id $cluster_id)"
 	if ! "$java" -Xmx256m -Dlog4j2.configurationFile="$here/tools-log4j2.properties" \
-		-cp "$libs/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" \
+		-cp "$libs/*" kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$conf" \
 		>"$logdir/format.log" 2>&1; then
 		cat "$logdir/format.log" >&2
 		die "formatting $data failed"
