@@ -32,17 +32,57 @@ type TopicSpec struct {
 	Name      string
 	Compact   bool
 	Retention time.Duration // for delete topics; 0 for compacted ones
+	// MinInsyncReplicas is the topic's min.insync.replicas (see
+	// MinInsyncReplicas); 0 leaves the broker's default.
+	MinInsyncReplicas int16
 }
 
 // Configs returns the Kafka topic configs of the spec.
 func (s TopicSpec) Configs() map[string]*string {
-	if s.Compact {
-		return map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	cfg := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	if !s.Compact {
+		cfg["cleanup.policy"] = kadm.StringPtr("delete")
+		cfg["retention.ms"] = kadm.StringPtr(strconv.FormatInt(s.Retention.Milliseconds(), 10))
 	}
-	return map[string]*string{
-		"cleanup.policy": kadm.StringPtr("delete"),
-		"retention.ms":   kadm.StringPtr(strconv.FormatInt(s.Retention.Milliseconds(), 10)),
+	if s.MinInsyncReplicas > 0 {
+		cfg["min.insync.replicas"] = kadm.StringPtr(strconv.Itoa(int(s.MinInsyncReplicas)))
 	}
+	return cfg
+}
+
+// MinInsyncAuto is the default of the --min-insync-replicas setting: 2 on
+// topics replicated 3 times or more, the broker's default otherwise.
+// MinInsyncBroker (-1) always leaves the broker's default.
+const (
+	MinInsyncAuto   int16 = 0
+	MinInsyncBroker int16 = -1
+)
+
+// MinInsyncReplicas resolves the --min-insync-replicas setting for topics
+// with replication factor replication (-1: the broker's default, unknown
+// here) to the min.insync.replicas to set, 0 meaning the broker's default.
+// Producers write with acks=all, so this is how many brokers hold a record
+// before its push is answered 201: with 3 replicas, 2 lets one broker fail
+// without stopping pushes or losing an acknowledged one.
+func MinInsyncReplicas(setting, replication int16) int16 {
+	switch {
+	case setting > 0:
+		return setting
+	case setting == MinInsyncAuto && replication >= 3:
+		return 2
+	}
+	return 0
+}
+
+// WithMinInsync returns specs with min.insync.replicas set to n (0: the
+// broker's default).
+func WithMinInsync(specs []TopicSpec, n int16) []TopicSpec {
+	out := make([]TopicSpec, len(specs))
+	for i, s := range specs {
+		s.MinInsyncReplicas = n
+		out[i] = s
+	}
+	return out
 }
 
 // Topics returns every topic pushlog uses. Message and ack retention must

@@ -55,3 +55,41 @@ func TestEnsureTopics(t *testing.T) {
 		}
 	}
 }
+
+func TestMinInsyncReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		setting, replication int16
+		want                 int16
+	}{
+		{"auto, broker default replication", MinInsyncAuto, -1, 0},
+		{"auto, one replica", MinInsyncAuto, 1, 0},
+		{"auto, two replicas", MinInsyncAuto, 2, 0},
+		{"auto, three replicas", MinInsyncAuto, 3, 2},
+		{"auto, five replicas", MinInsyncAuto, 5, 2},
+		{"broker default", MinInsyncBroker, 3, 0},
+		{"explicit", 3, 5, 3},
+		{"explicit, broker default replication", 2, -1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := MinInsyncReplicas(tc.setting, tc.replication); got != tc.want {
+				t.Errorf("MinInsyncReplicas(%d, %d) = %d, want %d", tc.setting, tc.replication, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSpecConfigsMinInsync(t *testing.T) {
+	specs := WithMinInsync(Topics(time.Hour), 2)
+	for _, s := range specs {
+		v := s.Configs()["min.insync.replicas"]
+		if v == nil || *v != "2" {
+			t.Errorf("%s: min.insync.replicas = %v, want 2", s.Name, v)
+		}
+	}
+	for _, s := range Topics(time.Hour) {
+		if _, ok := s.Configs()["min.insync.replicas"]; ok {
+			t.Errorf("%s: min.insync.replicas set without a setting", s.Name)
+		}
+	}
+}

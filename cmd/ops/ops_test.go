@@ -153,14 +153,14 @@ func TestConfigMismatches(t *testing.T) {
 		cfg     topicConfig
 		problem string
 	}{
-		{names.Messages, topicConfig{"delete", 3 * day}, ""},
-		{names.Messages, topicConfig{"delete", -1}, ""},
-		{names.Messages, topicConfig{"delete", 2 * day}, "retention.ms=259200000"},
-		{names.Acks, topicConfig{"compact", 3 * day}, "cleanup.policy=delete"},
-		{names.Registrations, topicConfig{"delete", day}, ""},
-		{names.Channels, topicConfig{"compact", 0}, ""},
-		{names.Channels, topicConfig{"compact,delete", 0}, "cleanup.policy=compact"},
-		{names.Presence, topicConfig{"delete", 0}, "cleanup.policy=compact"},
+		{names.Messages, topicConfig{"delete", 3 * day, 1}, ""},
+		{names.Messages, topicConfig{"delete", -1, 1}, ""},
+		{names.Messages, topicConfig{"delete", 2 * day, 1}, "retention.ms=259200000"},
+		{names.Acks, topicConfig{"compact", 3 * day, 1}, "cleanup.policy=delete"},
+		{names.Registrations, topicConfig{"delete", day, 1}, ""},
+		{names.Channels, topicConfig{"compact", 0, 1}, ""},
+		{names.Channels, topicConfig{"compact,delete", 0, 1}, "cleanup.policy=compact"},
+		{names.Presence, topicConfig{"delete", 0, 1}, "cleanup.policy=compact"},
 	}
 	for _, tt := range tests {
 		ms := configMismatches(specs[tt.topic], tt.cfg, c)

@@ -27,6 +27,10 @@ type TopicCheck struct {
 	// otherwise a missing topic is a mismatch.
 	Create      bool
 	Replication int16 // of created topics (-1: broker default)
+	// MinInsyncReplicas is the --min-insync-replicas setting
+	// (schema.MinInsyncReplicas): set on created topics and verified on
+	// every topic.
+	MinInsyncReplicas int16
 	// Bootstrap is put into the suggested kafka-configs commands.
 	Bootstrap string
 }
@@ -37,6 +41,8 @@ type TopicReport struct {
 	Partitions  int        `json:"partitions"`
 	Cleanup     string     `json:"cleanup_policy"`
 	RetentionMS int64      `json:"retention_ms"` // -1: forever
+	Replicas    int        `json:"replicas"`
+	MinInsync   int        `json:"min_insync_replicas"`
 	Created     bool       `json:"created,omitempty"`
 	Problems    []Mismatch `json:"problems,omitempty"`
 }
@@ -67,7 +73,7 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, c TopicCheck) ([]TopicRe
 	if c.Bootstrap == "" {
 		c.Bootstrap = "BROKER:9092"
 	}
-	specs := c.Names.Specs(c.MaxTTL)
+	specs := schema.WithMinInsync(c.Names.Specs(c.MaxTTL), schema.MinInsyncReplicas(c.MinInsyncReplicas, c.Replication))
 	details, err := adm.ListTopics(ctx, c.Names.All()...)
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)
@@ -86,7 +92,7 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, c TopicCheck) ([]TopicRe
 		r.Topic = s.Name
 		d, ok := details[s.Name]
 		if ok && d.Err == nil {
-			r.Partitions = len(d.Partitions)
+			r.Partitions, r.Replicas = len(d.Partitions), replicas(d)
 			existing = append(existing, s.Name)
 			continue
 		}
@@ -120,17 +126,21 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, c TopicCheck) ([]TopicRe
 		if !ok {
 			continue
 		}
-		r.Cleanup, r.RetentionMS = cfg.cleanup, cfg.retentionMS
+		r.Cleanup, r.RetentionMS, r.MinInsync = cfg.cleanup, cfg.retentionMS, cfg.minInsync
 		if !r.Created && int32(r.Partitions) != want {
 			r.Problems = append(r.Problems, partitionMismatch(s.Name, r.Partitions, want, c))
 		}
 		r.Problems = append(r.Problems, configMismatches(s, cfg, c)...)
+		if m, bad := insyncMismatch(s.Name, r.Replicas, cfg.minInsync, c); bad {
+			r.Problems = append(r.Problems, m)
+		}
 	}
 	return reports, nil
 }
 
 // waitVisible waits until the topics created here are in the metadata, so
-// the report (and whatever runs next) sees them.
+// the report (and whatever runs next) sees them, and fills in their
+// replica counts.
 func waitVisible(ctx context.Context, adm *kadm.Client, reports []TopicReport) error {
 	var created []string
 	for _, r := range reports {
@@ -148,6 +158,11 @@ func waitVisible(ctx context.Context, adm *kadm.Client, reports []TopicReport) e
 				}
 			}
 			if missing == 0 {
+				for i := range reports {
+					if td, ok := d[reports[i].Topic]; ok && reports[i].Created {
+						reports[i].Replicas = replicas(td)
+					}
+				}
 				return nil
 			}
 		}
@@ -180,6 +195,17 @@ func describeConfigsWait(ctx context.Context, adm *kadm.Client, topics []string)
 type topicConfig struct {
 	cleanup     string
 	retentionMS int64
+	minInsync   int
+}
+
+// replicas is a topic's replication factor: the replica count of its
+// partitions (the largest, should a reassignment be under way).
+func replicas(d kadm.TopicDetail) int {
+	n := 0
+	for _, p := range d.Partitions {
+		n = max(n, len(p.Replicas))
+	}
+	return n
 }
 
 // describeConfigs reads cleanup.policy and retention.ms (effective values:
@@ -197,7 +223,7 @@ func describeConfigs(ctx context.Context, adm *kadm.Client, topics []string) (ma
 		if rc.Err != nil {
 			return nil, fmt.Errorf("describe configs of %s: %w", rc.Name, rc.Err)
 		}
-		tc := topicConfig{cleanup: "delete", retentionMS: 7 * 24 * 3600 * 1000} // Kafka's defaults
+		tc := topicConfig{cleanup: "delete", retentionMS: 7 * 24 * 3600 * 1000, minInsync: 1} // Kafka's defaults
 		for _, kv := range rc.Configs {
 			if kv.Value == nil {
 				continue
@@ -208,6 +234,10 @@ func describeConfigs(ctx context.Context, adm *kadm.Client, topics []string) (ma
 			case "retention.ms":
 				if v, err := strconv.ParseInt(*kv.Value, 10, 64); err == nil {
 					tc.retentionMS = v
+				}
+			case "min.insync.replicas":
+				if v, err := strconv.Atoi(*kv.Value); err == nil {
+					tc.minInsync = v
 				}
 			}
 		}
@@ -271,4 +301,42 @@ func configMismatches(s schema.TopicSpec, cfg topicConfig, c TopicCheck) []Misma
 		}
 	}
 	return out
+}
+
+// insyncMismatch checks a topic's min.insync.replicas against its
+// replication factor rf and the setting. Pushes are appended with acks=all:
+// min.insync.replicas is how many brokers hold a message before it is
+// answered 201, and how many must be up for pushes to be accepted at all.
+func insyncMismatch(topic string, rf, got int, c TopicCheck) (Mismatch, bool) {
+	fix := func(n int) string {
+		return fmt.Sprintf("`kafka-configs.sh --bootstrap-server %s --alter --entity-type topics --entity-name %s --add-config min.insync.replicas=%d`", c.Bootstrap, topic, n)
+	}
+	switch want := int(c.MinInsyncReplicas); {
+	case rf > 0 && got > rf:
+		return Mismatch{
+			Problem: fmt.Sprintf("%s has min.insync.replicas=%d but only %d replicas: every append fails (NOT_ENOUGH_REPLICAS) and every push is answered 503.", topic, got, rf),
+			Fix:     fix(max(1, min(rf-1, 2))),
+		}, true
+	case want > 0 && rf > 0 && want > rf:
+		return Mismatch{
+			Problem: fmt.Sprintf("--min-insync-replicas is %d but %s has only %d replicas: with that value every append would fail.", want, topic, rf),
+			Fix:     fmt.Sprintf("Start pushlog with --min-insync-replicas %d (or -1 for the broker's default), or add replicas with kafka-reassign-partitions.sh.", max(1, min(rf-1, 2))),
+		}, true
+	case want > 0 && got != want:
+		return Mismatch{
+			Problem: fmt.Sprintf("%s has min.insync.replicas=%d but --min-insync-replicas is %d.", topic, got, want),
+			Fix:     fix(want) + " (or start pushlog with --min-insync-replicas " + strconv.Itoa(got) + ")",
+		}, true
+	case want == int(schema.MinInsyncAuto) && rf >= 3 && got < 2:
+		return Mismatch{
+			Problem: fmt.Sprintf("%s has %d replicas but min.insync.replicas=%d: a push is answered 201 once a single broker has it, and losing that broker loses the message.", topic, rf, got),
+			Fix:     fix(2) + " (or pass --min-insync-replicas -1 to accept the broker's setting)",
+		}, true
+	case want == int(schema.MinInsyncAuto) && rf >= 3 && got >= rf:
+		return Mismatch{
+			Problem: fmt.Sprintf("%s has min.insync.replicas=%d and %d replicas: one broker down stops every push.", topic, got, rf),
+			Fix:     fix(2) + " (or pass --min-insync-replicas " + strconv.Itoa(got) + " to keep it deliberately)",
+		}, true
+	}
+	return Mismatch{}, false
 }
