@@ -129,11 +129,11 @@ func (c *conn) resolveUAID(raw string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LinkTimeout)
 	defer cancel()
-	ok, err := s.cfg.Link.CheckUAID(ctx, uaid)
+	info, err := s.cfg.Link.CheckUAID(ctx, uaid)
 	if err != nil {
 		return "", fmt.Errorf("check uaid: %w", err) // never reset on an error
 	}
-	if ok {
+	if info.Valid {
 		return uaid, nil
 	}
 	ev := s.newEvent(uaid)

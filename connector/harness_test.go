@@ -43,14 +43,14 @@ func newFakeLink() *fakeLink {
 	return &fakeLink{known: map[string]bool{}, sessions: map[string]link.Session{}}
 }
 
-func (f *fakeLink) CheckUAID(_ context.Context, uaid string) (bool, error) {
+func (f *fakeLink) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.checks = append(f.checks, uaid)
 	if f.checkErr != nil {
-		return false, f.checkErr
+		return link.UAIDInfo{}, f.checkErr
 	}
-	return f.known[uaid], nil
+	return link.UAIDInfo{Valid: f.known[uaid]}, nil
 }
 
 func (f *fakeLink) Attach(_ context.Context, uaid string, s link.Session) error {

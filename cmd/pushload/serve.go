@@ -134,13 +134,15 @@ func newMemLink() *memLink {
 	return &memLink{known: map[string]bool{}, sessions: map[string]link.Session{}}
 }
 
-func (l *memLink) CheckUAID(ctx context.Context, uaid string) (bool, error) {
+func (l *memLink) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return link.UAIDInfo{}, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.known[uaid], nil
+	// Channels are not tracked here: a partial list makes the connector
+	// write every unregister, as before.
+	return link.UAIDInfo{Valid: l.known[uaid], Partial: true}, nil
 }
 
 func (l *memLink) Attach(ctx context.Context, uaid string, s link.Session) error {

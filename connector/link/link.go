@@ -45,12 +45,28 @@ type Session interface {
 	Deliver(n Notification) error
 }
 
+// UAIDInfo is what the owner knows of a UAID at hello.
+type UAIDInfo struct {
+	// Valid: a known, not reset UAID.
+	Valid bool
+	// Channels are the UAID's registered (not unregistered) channel ids,
+	// in no particular order; empty when not Valid. The connection node
+	// keeps them to bound channels per UAID and to answer the unregister
+	// of an unknown channel without writing anything.
+	Channels [][16]byte
+	// Partial: Channels may miss some (an older owner that does not list
+	// them, or more than the node link carries). The connection node then
+	// writes every unregister and counts only the channels it knows.
+	Partial bool
+}
+
 // Link is what a connection node asks of the owner of a UAID.
 type Link interface {
-	// CheckUAID reports whether uaid is a known, not reset UAID. The owner
-	// is the authority: it first catches up with every registration already
-	// durable, so a client that registered a moment ago is never reset.
-	CheckUAID(ctx context.Context, uaid string) (bool, error)
+	// CheckUAID reports whether uaid is a known, not reset UAID, and its
+	// registered channels. The owner is the authority: it first catches up
+	// with every registration already durable, so a client that registered
+	// a moment ago is never reset and its channels are all listed.
+	CheckUAID(ctx context.Context, uaid string) (UAIDInfo, error)
 	// Attach records that uaid is connected through s and delivers the
 	// stored messages to it. A newer Attach for the same UAID replaces the
 	// older session.

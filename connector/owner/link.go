@@ -44,26 +44,27 @@ func (o *Owner) partitionOf(uaid string) ([16]byte, int32, error) {
 	return id, schema.PartitionOf(hex.EncodeToString(id[:]), o.cfg.Partitions), nil
 }
 
-// CheckUAID reports whether uaid is known and not reset. It first waits
+// CheckUAID reports whether uaid is known and not reset, and its
+// registered channels. It first waits
 // until the fold has read every registration already in Kafka, so a
 // client that registered a moment ago is never reset, and every message
 // event, so a message deleted (DELETE answered 204) or replaced before
 // this hello is not delivered after it. A malformed UAID is simply not
 // valid.
-func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
+func (o *Owner) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
 	id, p, err := o.partitionOf(uaid)
 	if err != nil {
-		return false, nil
+		return link.UAIDInfo{}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.CheckTimeout)
 	defer cancel()
 	ps, err := o.ownedPartition(ctx, p)
 	if err != nil {
-		return false, err
+		return link.UAIDInfo{}, err
 	}
 	ends, err := o.checkEnds(ctx, p)
 	if err != nil {
-		return false, fmt.Errorf("owner: check uaid: %w", err)
+		return link.UAIDInfo{}, fmt.Errorf("owner: check uaid: %w", err)
 	}
 	probe := time.NewTicker(checkProbeInterval)
 	defer probe.Stop()
@@ -71,7 +72,7 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 		ps.mu.Lock()
 		if ps.closed {
 			ps.mu.Unlock()
-			return false, link.ErrNotOwner
+			return link.UAIDInfo{}, link.ErrNotOwner
 		}
 		lag, next := -1, int64(0)
 		for _, ti := range checkedTopics {
@@ -81,16 +82,15 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (bool, error) {
 			}
 		}
 		if lag < 0 {
-			u := ps.uaids[id]
-			valid := u != nil && u.chans != nil && !u.chans.GetUaidReset()
+			info := ps.channelInfo(id)
 			ps.mu.Unlock()
-			return valid, nil
+			return info, nil
 		}
 		progress := ps.progress
 		ps.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return false, fmt.Errorf("owner: check uaid: %s of partition %d not caught up: %w", o.groupTopics[lag], p, ctx.Err())
+			return link.UAIDInfo{}, fmt.Errorf("owner: check uaid: %s of partition %d not caught up: %w", o.groupTopics[lag], p, ctx.Err())
 		case <-progress:
 		case <-probe.C:
 			o.probeCaughtUp(ctx, ps, lag, next, ends[lag])

@@ -312,7 +312,7 @@ func TestPendingLimitDropsOldest(t *testing.T) {
 	// Live: one more drops the next oldest; the UAID stays valid.
 	e.accept(uaid, ch)
 	waitFor(t, "live drop", func() bool { return e.dropsOf(3)[refs[2]] == pb.DropReason_DROP_REASON_PENDING_LIMIT })
-	if ok, err := r.CheckUAID(context.Background(), uaid); err != nil || !ok {
+	if ok, err := valid(r.CheckUAID(context.Background(), uaid)); err != nil || !ok {
 		t.Fatalf("CheckUAID = %v, %v", ok, err)
 	}
 }
@@ -364,7 +364,7 @@ func TestUnregisteredAndResetDrop(t *testing.T) {
 	e.reset(uaid)
 	waitFor(t, "reset drop", func() bool { return e.dropsOf(2)[unknown.Offset] == pb.DropReason_DROP_REASON_USER_RESET })
 	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 2) == 0 })
-	if ok, err := r.CheckUAID(context.Background(), uaid); err != nil || ok {
+	if ok, err := valid(r.CheckUAID(context.Background(), uaid)); err != nil || ok {
 		t.Fatalf("reset uaid CheckUAID = %v, %v", ok, err)
 	}
 }
@@ -414,7 +414,7 @@ func TestCheckUAID(t *testing.T) {
 		{"not-a-uaid", false},
 		{"", false},
 	} {
-		ok, err := r.CheckUAID(ctx, tc.uaid)
+		ok, err := valid(r.CheckUAID(ctx, tc.uaid))
 		if err != nil || ok != tc.want {
 			t.Errorf("CheckUAID(%q) = %v, %v; want %v", tc.uaid, ok, err, tc.want)
 		}
@@ -423,13 +423,13 @@ func TestCheckUAID(t *testing.T) {
 	for p := range int32(testPartitions) {
 		fresh := uaidIn(p)
 		e.register(fresh, newChannel())
-		if ok, err := r.CheckUAID(ctx, fresh); err != nil || !ok {
+		if ok, err := valid(r.CheckUAID(ctx, fresh)); err != nil || !ok {
 			t.Fatalf("CheckUAID right after register = %v, %v", ok, err)
 		}
 	}
 	// A registration after a reset revives the UAID.
 	e.register(reset, newChannel())
-	if ok, err := r.CheckUAID(ctx, reset); err != nil || !ok {
+	if ok, err := valid(r.CheckUAID(ctx, reset)); err != nil || !ok {
 		t.Fatalf("revived CheckUAID = %v, %v", ok, err)
 	}
 }
@@ -442,7 +442,7 @@ func TestNotOwnerBeforeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.CheckUAID(context.Background(), uaidIn(0)); !errors.Is(err, link.ErrNotOwner) {
+	if _, err := valid(o.CheckUAID(context.Background(), uaidIn(0))); !errors.Is(err, link.ErrNotOwner) {
 		t.Fatalf("err = %v, want ErrNotOwner", err)
 	}
 	if err := o.Attach(context.Background(), uaidIn(0), newSession()); !errors.Is(err, link.ErrNotOwner) {
@@ -532,7 +532,7 @@ func TestCorruptRecordsSkipped(t *testing.T) {
 		t.Fatalf("delivered %v", s.offsets())
 	}
 	// CheckUAID catches up with registrations, so all three are read.
-	if ok, err := r.CheckUAID(context.Background(), uaid); err != nil || !ok {
+	if ok, err := valid(r.CheckUAID(context.Background(), uaid)); err != nil || !ok {
 		t.Fatalf("CheckUAID = %v, %v", ok, err)
 	}
 	if st := r.Stats().Partitions[3]; st.Skipped != 3 {
@@ -598,7 +598,7 @@ func TestTwoOwnersSplitPartitions(t *testing.T) {
 		uaid, ch := uaidIn(p), newChannel()
 		e.register(uaid, ch)
 		for _, r := range []*runningOwner{a, b} {
-			ok, err := r.CheckUAID(context.Background(), uaid)
+			ok, err := valid(r.CheckUAID(context.Background(), uaid))
 			if r == owned[p] && (err != nil || !ok) {
 				t.Fatalf("owner of %d: %v, %v", p, ok, err)
 			}
@@ -664,7 +664,7 @@ func TestChannelSnapshotBootstrap(t *testing.T) {
 			uaid string
 			want bool
 		}{{a, true}, {b, true}, {c, true}, {d, false}} {
-			if ok, err := r.CheckUAID(context.Background(), tc.uaid); err != nil || ok != tc.want {
+			if ok, err := valid(r.CheckUAID(context.Background(), tc.uaid)); err != nil || ok != tc.want {
 				t.Fatalf("CheckUAID = %v, %v; want %v", ok, err, tc.want)
 			}
 		}
@@ -774,7 +774,7 @@ func TestRunStopsPromptly(t *testing.T) {
 	r2 := e.start(nil)
 	e.waitReady(r2, testPartitions)
 	r2.stop()
-	if _, err := r2.CheckUAID(context.Background(), uaidIn(0)); !errors.Is(err, link.ErrNotOwner) {
+	if _, err := valid(r2.CheckUAID(context.Background(), uaidIn(0))); !errors.Is(err, link.ErrNotOwner) {
 		t.Fatalf("CheckUAID after Run = %v", err)
 	}
 }
@@ -831,7 +831,7 @@ func TestReplayTailOfMarkers(t *testing.T) {
 	if len(s.notes()) != 1 {
 		t.Fatalf("delivered %d", len(s.notes()))
 	}
-	if ok, err := r.CheckUAID(context.Background(), late); err != nil || !ok {
+	if ok, err := valid(r.CheckUAID(context.Background(), late)); err != nil || !ok {
 		t.Fatalf("CheckUAID past a marker = %v, %v", ok, err)
 	}
 }

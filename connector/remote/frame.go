@@ -26,7 +26,7 @@ const (
 	tReject     = 4  // acceptor → dialer: text
 	tPing       = 5  // either way, keeps the link alive
 	tCheck      = 10 // connection node → owner: id, uaid
-	tCheckResp  = 11 // owner → connection node: id, code, valid, text
+	tCheckResp  = 11 // owner → connection node: id, code, valid, text, channels, listed
 	tAttach     = 12 // connection node → owner: id, uaid, conn
 	tAttachResp = 13 // owner → connection node: id, code, text
 	tDetach     = 14 // connection node → owner: uaid, conn
@@ -65,7 +65,14 @@ const (
 	fEncoding   = 16
 	fEncryption = 17
 	fCryptoKey  = 18
+	fChannels   = 19 // the registered channels: 16-byte ids back to back
+	fListed     = 20 // 1: fChannels lists every registered channel (older owners never set it)
 )
+
+// maxLinkChannels bounds the channels a tCheckResp carries (512 KiB, well
+// inside maxFrame); a UAID with more is answered as a partial list. The
+// connector's channel limit keeps real UAIDs far below it.
+const maxLinkChannels = 1 << 15
 
 // frame is every message of the link; fields unused by a type stay zero.
 type frame struct {
@@ -82,6 +89,10 @@ type frame struct {
 	mac   []byte
 	ref   *pb.MessageRef
 	note  *link.Notification // tDeliver: its UAID travels as uaid, its Ref as ref
+	chans [][16]byte         // tCheckResp
+	// listed: chans is complete (tCheckResp). Absent from an older owner,
+	// whose answer is then a partial one.
+	listed bool
 }
 
 var errFrame = errors.New("malformed link frame")
@@ -104,6 +115,16 @@ func appendFrame(b []byte, f *frame) ([]byte, error) {
 	b = appendString(b, fNode, f.node)
 	b = appendString(b, fAddr, f.addr)
 	b = appendBytes(b, fMAC, f.mac)
+	if len(f.chans) > 0 {
+		b = protowire.AppendTag(b, fChannels, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(16*len(f.chans)))
+		for _, ch := range f.chans {
+			b = append(b, ch[:]...)
+		}
+	}
+	if f.listed {
+		b = appendVarint(b, fListed, 1)
+	}
 	if f.ref != nil {
 		rb, err := proto.Marshal(f.ref)
 		if err != nil {
@@ -223,9 +244,9 @@ func decodeFrame(b []byte) (*frame, error) {
 func (f *frame) set(num protowire.Number, typ protowire.Type, v uint64, raw []byte, note *link.Notification, hasNote *bool) error {
 	want := protowire.BytesType
 	switch num {
-	case fType, fID, fCode, fValid:
+	case fType, fID, fCode, fValid, fListed:
 		want = protowire.VarintType
-	case fUAID, fConn, fText, fNonce, fNode, fAddr, fMAC, fRef, fChannel, fVersion, fData, fEncoding, fEncryption, fCryptoKey:
+	case fUAID, fConn, fText, fNonce, fNode, fAddr, fMAC, fRef, fChannel, fVersion, fData, fEncoding, fEncryption, fCryptoKey, fChannels:
 	default:
 		return nil
 	}
@@ -241,6 +262,10 @@ func (f *frame) set(num protowire.Number, typ protowire.Type, v uint64, raw []by
 		f.code = v
 	case fValid:
 		f.valid = v != 0
+	case fListed:
+		f.listed = v != 0
+	case fChannels:
+		return f.addChannels(raw)
 	case fUAID:
 		f.uaid = string(raw)
 	case fConn:
@@ -278,6 +303,24 @@ func (f *frame) set(num protowire.Number, typ protowire.Type, v uint64, raw []by
 	case fCryptoKey:
 		note.CryptoKey = string(raw)
 		*hasNote = *hasNote || len(raw) > 0 // empty strings are not encoded
+	}
+	return nil
+}
+
+// addChannels appends the ids of one fChannels field (repeated fields
+// concatenate, as packed protobuf fields do).
+func (f *frame) addChannels(raw []byte) error {
+	if len(raw)%16 != 0 {
+		return fmt.Errorf("%w: channels field of %d bytes is not a multiple of 16", errFrame, len(raw))
+	}
+	if len(f.chans)+len(raw)/16 > maxLinkChannels {
+		return fmt.Errorf("%w: more than %d channels", errFrame, maxLinkChannels)
+	}
+	if f.chans == nil {
+		f.chans = make([][16]byte, 0, len(raw)/16)
+	}
+	for ; len(raw) > 0; raw = raw[16:] {
+		f.chans = append(f.chans, [16]byte(raw[:16]))
 	}
 	return nil
 }

@@ -23,6 +23,9 @@ func TestFrameRoundTrip(t *testing.T) {
 		{typ: tAuth, nonce: []byte{1}, node: "n", addr: "h:1", mac: []byte{2, 3}},
 		{typ: tCheck, id: 1 << 40, uaid: "u"},
 		{typ: tCheckResp, id: 3, valid: true},
+		{typ: tCheckResp, id: 3, valid: true, listed: true},
+		{typ: tCheckResp, id: 5, valid: true, listed: true, chans: [][16]byte{{1, 2}, {15: 0xff}}},
+		{typ: tCheckResp, id: 6, valid: true, chans: [][16]byte{{9}}},
 		{typ: tAttachResp, id: 4, code: codeFailed, text: "why"},
 		{typ: tAcked, uaid: "u", ref: &pb.MessageRef{Partition: 3, Offset: 99, ChannelId: "c", AcceptedMs: 5, VapidSub: "mailto:x"}},
 		{typ: tDeliver, uaid: "u1", conn: "c1", ref: note.Ref, note: &note},
@@ -41,7 +44,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		if got.typ != want.typ || got.id != want.id || got.uaid != want.uaid || got.conn != want.conn ||
 			got.code != want.code || got.valid != want.valid || got.text != want.text || got.node != want.node ||
 			got.addr != want.addr || !slices.Equal(got.nonce, want.nonce) || !slices.Equal(got.mac, want.mac) ||
-			!proto.Equal(got.ref, want.ref) {
+			!proto.Equal(got.ref, want.ref) || got.listed != want.listed || !slices.Equal(got.chans, want.chans) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
 		}
 		if want.note != nil {
@@ -67,6 +70,10 @@ func TestFrameErrors(t *testing.T) {
 		{"truncated bytes", append(slices.Clone(withType), protowire.AppendTag(nil, fUAID, protowire.BytesType)[0], 5, 'a')},
 		{"wrong wire type", protowire.AppendVarint(protowire.AppendTag(slices.Clone(withType), fUAID, protowire.VarintType), 1)},
 		{"bad ref", protowire.AppendBytes(protowire.AppendTag(slices.Clone(withType), fRef, protowire.BytesType), []byte{0xff, 0xff})},
+		{"channels not a multiple of 16", protowire.AppendBytes(protowire.AppendTag(slices.Clone(withType), fChannels, protowire.BytesType), make([]byte, 17))},
+		{"channels as varint", protowire.AppendVarint(protowire.AppendTag(slices.Clone(withType), fChannels, protowire.VarintType), 1)},
+		{"listed as bytes", protowire.AppendBytes(protowire.AppendTag(slices.Clone(withType), fListed, protowire.BytesType), nil)},
+		{"too many channels", protowire.AppendBytes(protowire.AppendTag(slices.Clone(withType), fChannels, protowire.BytesType), make([]byte, 16*(maxLinkChannels+1)))},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +86,14 @@ func TestFrameErrors(t *testing.T) {
 	unknown := protowire.AppendString(protowire.AppendTag(slices.Clone(withType), 99, protowire.BytesType), "future")
 	if f, err := decodeFrame(unknown); err != nil || f.typ != tPing {
 		t.Fatalf("unknown field: %+v, %v", f, err)
+	}
+	// Repeated channel fields concatenate (as packed protobuf fields do).
+	twice := slices.Clone(withType)
+	for i := range 2 {
+		twice = protowire.AppendBytes(protowire.AppendTag(twice, fChannels, protowire.BytesType), []byte{15: byte(i + 1)})
+	}
+	if f, err := decodeFrame(twice); err != nil || len(f.chans) != 2 || f.chans[1][15] != 2 {
+		t.Fatalf("repeated channels: %+v, %v", f, err)
 	}
 	// Oversized frames are refused before reading them.
 	if _, _, err := readFrame(bytes.NewReader([]byte{0x7f, 0xff, 0xff, 0xff}), nil); !errors.Is(err, errFrame) {
@@ -98,6 +113,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		{typ: tAuth, nonce: []byte{1, 2}, node: "n", addr: "a:1", mac: []byte{3}},
 		{typ: tDeliver, uaid: "u", conn: "c", ref: note.Ref, note: &note},
 		{typ: tCheckResp, id: 7, valid: true, code: 2, text: "x"},
+		{typ: tCheckResp, id: 8, valid: true, listed: true, chans: [][16]byte{{1}, {2}, {3}}},
 	} {
 		b, err := appendFrame(nil, &fr)
 		if err != nil {
@@ -120,7 +136,8 @@ func FuzzDecodeFrame(f *testing.F) {
 			t.Fatalf("re-decode: %v", err)
 		}
 		if again.typ != fr.typ || again.uaid != fr.uaid || again.conn != fr.conn || again.text != fr.text ||
-			!proto.Equal(again.ref, fr.ref) || (again.note == nil) != (fr.note == nil) {
+			!proto.Equal(again.ref, fr.ref) || (again.note == nil) != (fr.note == nil) ||
+			again.valid != fr.valid || again.listed != fr.listed || !slices.Equal(again.chans, fr.chans) {
 			t.Fatalf("not stable:\n%+v\n%+v", fr, again)
 		}
 	})

@@ -21,6 +21,7 @@ var testSecret = []byte("0123456789abcdef-test-secret")
 type fakeOwner struct {
 	mu          sync.Mutex
 	valid       map[string]bool
+	chans       map[string]link.UAIDInfo // what CheckUAID answers beyond valid
 	notOwner    bool
 	sessions    map[string]link.Session // uaid -> attached session
 	detached    []string                // conn ids
@@ -30,20 +31,22 @@ type fakeOwner struct {
 }
 
 func newFakeOwner() *fakeOwner {
-	return &fakeOwner{valid: map[string]bool{}, sessions: map[string]link.Session{},
+	return &fakeOwner{valid: map[string]bool{}, chans: map[string]link.UAIDInfo{}, sessions: map[string]link.Session{},
 		redelivered: make(chan link.Session, 16), attachedCh: make(chan link.Session, 16)}
 }
 
-func (o *fakeOwner) CheckUAID(_ context.Context, uaid string) (bool, error) {
+func (o *fakeOwner) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.notOwner {
-		return false, link.ErrNotOwner
+		return link.UAIDInfo{}, link.ErrNotOwner
 	}
 	if uaid == "boom" {
-		return false, errors.New("kafka is down")
+		return link.UAIDInfo{}, errors.New("kafka is down")
 	}
-	return o.valid[uaid], nil
+	info := o.chans[uaid]
+	info.Valid = o.valid[uaid]
+	return info, nil
 }
 
 func (o *fakeOwner) Attach(_ context.Context, uaid string, s link.Session) error {

@@ -322,8 +322,13 @@ func (n *Node) stripe(k proxyKey) *sync.Mutex {
 func (n *Node) handleCheck(c *conn, f *frame) {
 	ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
 	defer cancel()
-	valid, err := n.cfg.Owner.CheckUAID(ctx, f.uaid)
-	r := &frame{typ: tCheckResp, id: f.id, valid: valid}
+	info, err := n.cfg.Owner.CheckUAID(ctx, f.uaid)
+	r := &frame{typ: tCheckResp, id: f.id, valid: info.Valid, chans: info.Channels, listed: !info.Partial}
+	if len(r.chans) > maxLinkChannels {
+		n.log.Warn("uaid has more channels than the node link carries; answering a partial list",
+			"uaid", f.uaid, "channels", len(r.chans), "max", maxLinkChannels)
+		r.chans, r.listed = r.chans[:maxLinkChannels], false
+	}
 	setError(r, err)
 	c.sendFrame(r)
 }
@@ -449,12 +454,15 @@ func (n *Node) handleDeliver(c *conn, f *frame) {
 // --- connection node side: calls to owners ---------------------------------
 
 // CheckUAID asks the node at addr (the owner of uaid's partition).
-func (n *Node) CheckUAID(ctx context.Context, addr, uaid string) (bool, error) {
+func (n *Node) CheckUAID(ctx context.Context, addr, uaid string) (link.UAIDInfo, error) {
 	r, err := n.call(ctx, addr, &frame{typ: tCheck, uaid: uaid})
 	if err != nil {
-		return false, err
+		return link.UAIDInfo{}, err
 	}
-	return r.valid, responseError(addr, r)
+	if err := responseError(addr, r); err != nil {
+		return link.UAIDInfo{}, err
+	}
+	return link.UAIDInfo{Valid: r.valid, Channels: r.chans, Partial: !r.listed}, nil
 }
 
 // Attach attaches connection connID of uaid, a session of this node, at

@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -47,12 +48,12 @@ func TestRoundTrips(t *testing.T) {
 	cn := startNode(t, "conn", "", nil)
 	own.owner.valid[testUAID] = true
 
-	valid, err := cn.CheckUAID(ctx5(t), own.Addr(), testUAID)
-	if err != nil || !valid {
-		t.Fatalf("CheckUAID = %v, %v", valid, err)
+	info, err := cn.CheckUAID(ctx5(t), own.Addr(), testUAID)
+	if err != nil || !info.Valid || len(info.Channels) != 0 || info.Partial {
+		t.Fatalf("CheckUAID = %+v, %v", info, err)
 	}
-	if valid, err := cn.CheckUAID(ctx5(t), own.Addr(), "unknown"); err != nil || valid {
-		t.Fatalf("CheckUAID(unknown) = %v, %v", valid, err)
+	if info, err := cn.CheckUAID(ctx5(t), own.Addr(), "unknown"); err != nil || info.Valid {
+		t.Fatalf("CheckUAID(unknown) = %+v, %v", info, err)
 	}
 	if _, err := cn.CheckUAID(ctx5(t), own.Addr(), "boom"); err == nil || !strings.Contains(err.Error(), "kafka is down") {
 		t.Fatalf("owner error not carried: %v", err)
@@ -200,7 +201,7 @@ func TestBreaker(t *testing.T) {
 	own.owner.valid[testUAID] = true
 	waitFor(t, "breaker half-open and the call through", func() bool {
 		v, err := cn.CheckUAID(ctx5(t), addr, testUAID)
-		return err == nil && v
+		return err == nil && v.Valid
 	})
 }
 
@@ -352,5 +353,45 @@ func drain[T any](ch chan T) {
 		default:
 			return
 		}
+	}
+}
+
+// TestCheckChannels: the owner's channel list crosses the link, a partial
+// one stays partial, and one longer than the link carries arrives
+// truncated and marked partial.
+func TestCheckChannels(t *testing.T) {
+	own := startNode(t, "owner", "", nil)
+	cn := startNode(t, "conn", "", nil)
+	many := make([][16]byte, maxLinkChannels+5)
+	for i := range many {
+		many[i] = [16]byte{byte(i), byte(i >> 8), byte(i >> 16), 0xaa}
+	}
+	tests := []struct {
+		name        string
+		info        link.UAIDInfo
+		wantN       int
+		wantPartial bool
+	}{
+		{"none", link.UAIDInfo{}, 0, false},
+		{"three", link.UAIDInfo{Channels: many[:3]}, 3, false},
+		{"partial at the owner", link.UAIDInfo{Channels: many[:2], Partial: true}, 2, true},
+		{"more than the link carries", link.UAIDInfo{Channels: many}, maxLinkChannels, true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			uaid := fmt.Sprintf("%032x", i+1)
+			own.owner.mu.Lock()
+			own.owner.valid[uaid] = true
+			own.owner.chans[uaid] = tc.info
+			own.owner.mu.Unlock()
+			got, err := cn.CheckUAID(ctx5(t), own.Addr(), uaid)
+			if err != nil || !got.Valid || got.Partial != tc.wantPartial || len(got.Channels) != tc.wantN {
+				t.Fatalf("CheckUAID = valid %v, %d channels, partial %v, %v; want %d, partial %v",
+					got.Valid, len(got.Channels), got.Partial, err, tc.wantN, tc.wantPartial)
+			}
+			if !slices.Equal(got.Channels, many[:tc.wantN]) {
+				t.Fatal("channels differ")
+			}
+		})
 	}
 }

@@ -34,7 +34,7 @@ type Local interface {
 
 // Remote reaches owners on other nodes (remote.Node).
 type Remote interface {
-	CheckUAID(ctx context.Context, addr, uaid string) (bool, error)
+	CheckUAID(ctx context.Context, addr, uaid string) (link.UAIDInfo, error)
 	Attach(ctx context.Context, addr, uaid, connID string) error
 	Detach(addr, uaid, connID string)
 	Acked(addr, uaid string, ref *pb.MessageRef)
@@ -282,22 +282,22 @@ func (r *Router) partition(uaid string) (string, int32, error) {
 }
 
 // CheckUAID asks the owner of uaid's partition.
-func (r *Router) CheckUAID(ctx context.Context, uaid string) (bool, error) {
+func (r *Router) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
 	u, p, err := r.partition(uaid)
 	if err != nil {
-		return false, nil // malformed: simply not valid (as the owner says)
+		return link.UAIDInfo{}, nil // malformed: simply not valid (as the owner says)
 	}
-	var valid bool
+	var info link.UAIDInfo
 	err = r.route(ctx, p, func(addr string) error {
 		var err error
 		if addr == r.cfg.Self {
-			valid, err = r.cfg.Local.CheckUAID(ctx, u)
+			info, err = r.cfg.Local.CheckUAID(ctx, u)
 		} else {
-			valid, err = r.remote.CheckUAID(ctx, addr, u)
+			info, err = r.remote.CheckUAID(ctx, addr, u)
 		}
 		return err
 	})
-	return valid, err
+	return info, err
 }
 
 // Attach attaches the connection s of uaid at the owner of its partition.

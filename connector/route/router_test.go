@@ -45,12 +45,12 @@ func (l *fakeLocal) record(c string) {
 	l.calls = append(l.calls, c)
 }
 
-func (l *fakeLocal) CheckUAID(_ context.Context, uaid string) (bool, error) {
+func (l *fakeLocal) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
 	if !l.Owns(schema.PartitionOf(uaid, testParts)) {
-		return false, link.ErrNotOwner
+		return link.UAIDInfo{}, link.ErrNotOwner
 	}
 	l.record("check " + uaid)
-	return true, nil
+	return link.UAIDInfo{Valid: true, Channels: [][16]byte{{1}}}, nil
 }
 
 func (l *fakeLocal) Attach(_ context.Context, uaid string, s link.Session) error {
@@ -87,9 +87,12 @@ func (r *fakeRemote) call(c, addr string) error {
 	return r.errs[addr]
 }
 
-func (r *fakeRemote) CheckUAID(_ context.Context, addr, _ string) (bool, error) {
+func (r *fakeRemote) CheckUAID(_ context.Context, addr, _ string) (link.UAIDInfo, error) {
 	err := r.call("check", addr)
-	return err == nil, err
+	if err != nil {
+		return link.UAIDInfo{}, err
+	}
+	return link.UAIDInfo{Valid: true, Channels: [][16]byte{{2}}}, nil
 }
 func (r *fakeRemote) Attach(_ context.Context, addr, _, _ string) error {
 	return r.call("attach", addr)
@@ -204,17 +207,18 @@ func TestRoutesByPartition(t *testing.T) {
 		p          int32
 		wantLocal  bool
 		wantRemote string
+		wantChan   byte // the channels the answering owner listed come back
 	}{
-		{0, true, ""},
-		{1, false, "check " + peerB},
-		{2, false, "check " + peerC},
+		{0, true, "", 1},
+		{1, false, "check " + peerB, 2},
+		{2, false, "check " + peerC, 2},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.p), func(t *testing.T) {
 			u := uaidIn(tc.p)
-			ok, err := g.r.CheckUAID(shortCtx(t), u)
-			if err != nil || !ok {
-				t.Fatalf("CheckUAID = %v, %v", ok, err)
+			info, err := g.r.CheckUAID(shortCtx(t), u)
+			if err != nil || !info.Valid || len(info.Channels) != 1 || info.Channels[0][0] != tc.wantChan {
+				t.Fatalf("CheckUAID = %+v, %v", info, err)
 			}
 			if got := slices.Contains(g.local.callList(), "check "+u); got != tc.wantLocal {
 				t.Fatalf("local called: %v, want %v", got, tc.wantLocal)
@@ -230,8 +234,8 @@ func TestRoutesByPartition(t *testing.T) {
 		t.Fatalf("err = %v (refreshes %d), want ErrNotOwner after refreshing", err, g.owners.refreshes.Load())
 	}
 	// Malformed: not valid, no error (the connection node issues a new one).
-	if ok, err := g.r.CheckUAID(shortCtx(t), "xyz"); ok || err != nil {
-		t.Fatalf("malformed = %v, %v", ok, err)
+	if info, err := g.r.CheckUAID(shortCtx(t), "xyz"); info.Valid || err != nil {
+		t.Fatalf("malformed = %+v, %v", info, err)
 	}
 }
 
