@@ -67,7 +67,13 @@ var (
 	errNoTTL          = badRequest(errnoMissingHeader, "Missing TTL value")
 	errNegativeTTL    = badRequest(errnoInvalidTTL, "TTL must not be negative")
 	errInvalidMsgID   = badRequest(errnoInvalidToken, "Invalid message ID")
+	errTokenTooLong   = unauthorized("VAPID token too long")
 )
+
+// authHeaderSlack is what an Authorization header holds beside its JWT: the
+// scheme, "t=", ", k=" and an 88-character key, with room for spaces and a
+// few unknown parameters.
+const authHeaderSlack = 256
 
 // errorBody is the JSON body of every error response.
 type errorBody struct {

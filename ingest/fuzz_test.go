@@ -133,7 +133,7 @@ func FuzzVerifyVAPID(f *testing.F) {
 		if err != nil {
 			return
 		}
-		v := newVAPIDVerifier(rfcAud, rfcClock, 8)
+		v := newVAPIDVerifier([]string{rfcAud}, rfcClock, 1<<20, 0)
 		res, aerr := v.verify(token, k)
 		if aerr != nil {
 			if aerr.status != http.StatusUnauthorized {

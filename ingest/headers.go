@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"errors"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -16,35 +15,45 @@ const maxTopicLen = 32
 // parseTTL reads the TTL header values (net/http canonicalises the name, so
 // pywebpush's lowercase "ttl" is found too) and returns the applied TTL in
 // seconds, clamped to max.
+//
+// The value must be ASCII digits only (RFC 8030 §5.2: delta-seconds): no
+// sign, no inner spaces, no quotes, no fraction. Spaces and tabs at either
+// end are optional whitespace (RFC 9110 §5.5), not part of the value; Go's
+// HTTP/1 server already strips them, so they are stripped here too and
+// "TTL:  5 " means 5, while `TTL: " 5 "` (with the quote characters) and
+// "TTL: +5" are 400 errno 111.
 func parseTTL(values []string, max time.Duration) (int64, *apiError) {
 	if len(values) != 1 {
 		return 0, errNoTTL // missing, or repeated (ambiguous)
 	}
-	v := strings.TrimSpace(values[0])
-	if v == "" {
+	v := strings.Trim(values[0], " \t")
+	if !isDigits(v) {
+		if len(v) > 1 && v[0] == '-' && isDigits(v[1:]) {
+			return 0, errNegativeTTL
+		}
 		return 0, errNoTTL
 	}
 	maxS := int64(max / time.Second)
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		var ne *strconv.NumError
-		if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-			// A syntactically valid number beyond int64: clamp or reject
-			// like any other out-of-range value.
-			if n == math.MinInt64 {
-				return 0, errNegativeTTL
-			}
-			return maxS, nil
-		}
-		return 0, errNoTTL
-	}
-	if n < 0 {
-		return 0, errNegativeTTL
-	}
-	if n > maxS {
-		n = maxS
+	if err != nil || n > maxS {
+		// Only ErrRange is possible for digits: a number beyond int64
+		// is beyond max too.
+		return maxS, nil
 	}
 	return n, nil
+}
+
+// isDigits reports whether s is non-empty ASCII digits.
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseUrgency reads the Urgency header (RFC 8030 §5.3): one of very-low,

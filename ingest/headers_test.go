@@ -19,7 +19,21 @@ func TestParseTTL(t *testing.T) {
 		{[]string{"0"}, 0, 0},
 		{[]string{"60"}, 60, 0},
 		{[]string{" 60 "}, 60, 0},
-		{[]string{"+60"}, 60, 0},
+		{[]string{"\t60\t"}, 60, 0}, // OWS around the value, as HTTP/1 allows
+		{[]string{"0060"}, 60, 0},
+		// PROTOCOL.md: digits only (issue 10 finding 4).
+		{[]string{"+60"}, 0, 111},
+		{[]string{"+5"}, 0, 111},
+		{[]string{`" 5 "`}, 0, 111},
+		{[]string{`"5"`}, 0, 111},
+		{[]string{"5 0"}, 0, 111},
+		{[]string{"5\x00"}, 0, 111},
+		{[]string{"\v5"}, 0, 111},
+		{[]string{"0x10"}, 0, 111},
+		{[]string{"١٢"}, 0, 111}, // non-ASCII digits
+		{[]string{"-"}, 0, 111},
+		{[]string{"- 1"}, 0, 111},
+		{[]string{"+-1"}, 0, 111},
 		{[]string{"2592000"}, maxS, 0},
 		{[]string{"2592001"}, maxS, 0},
 		{[]string{"99999999999999999999"}, maxS, 0},

@@ -16,6 +16,7 @@ import (
 // Registerer configured) records nothing.
 type ingestMetrics struct {
 	requests *prometheus.CounterVec
+	refusals *prometheus.CounterVec
 	produce  prometheus.Histogram
 	// byCode caches the counter of each (status, errno): the hot path
 	// does a map read instead of hashing label values.
@@ -23,7 +24,16 @@ type ingestMetrics struct {
 	byCode map[[2]int]prometheus.Counter
 }
 
-func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State) (*ingestMetrics, error) {
+// Reasons a push is refused for its size (pushlog_ingest_oversize_refusals_total).
+const (
+	reasonBody          = "body"
+	reasonCryptoHeaders = "crypto_headers"
+	reasonVAPIDToken    = "vapid_token"
+	reasonVAPIDSub      = "vapid_sub"
+	reasonEvent         = "event"
+)
+
+func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State, extra []prometheus.Collector) (*ingestMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -32,6 +42,10 @@ func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State)
 			Name: metrics.Name("ingest", "requests_total"),
 			Help: "Push API requests (push and delete) by HTTP status and autopush errno (0 on success).",
 		}, []string{"status", "errno"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metrics.Name("ingest", "oversize_refusals_total"),
+			Help: "Pushes refused because a client-controlled size passed its limit, by reason: body, crypto_headers, vapid_token, vapid_sub, event.",
+		}, []string{"reason"}),
 		produce: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    metrics.Name("ingest", "produce_seconds"),
 			Help:    "Time from handing an event to Kafka to its acks=all acknowledgement (or failure).",
@@ -43,7 +57,11 @@ func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State)
 	for _, c := range [][2]int{{201, 0}, {204, 0}, {503, errnoUnavailable}} {
 		m.counter(c[0], c[1])
 	}
-	if err := metrics.Register(reg, m.requests, m.produce, metrics.BreakerGauge("ingest", "kafka", breaker)); err != nil {
+	for _, r := range []string{reasonBody, reasonCryptoHeaders, reasonVAPIDToken, reasonVAPIDSub, reasonEvent} {
+		m.refusals.WithLabelValues(r)
+	}
+	cs := append([]prometheus.Collector{m.requests, m.refusals, m.produce, metrics.BreakerGauge("ingest", "kafka", breaker)}, extra...)
+	if err := metrics.Register(reg, cs...); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -67,6 +85,34 @@ func (m *ingestMetrics) counter(status, errno int) prometheus.Counter {
 func (m *ingestMetrics) request(status, errno int) {
 	if m != nil {
 		m.counter(status, errno).Inc()
+	}
+}
+
+// refuse counts a size refusal and returns its error.
+func (s *Server) refuse(reason string, e *apiError) *apiError {
+	if s.met != nil {
+		s.met.refusals.WithLabelValues(reason).Inc()
+	}
+	return e
+}
+
+// gauges reports the VAPID cache and the retry index from their atomics.
+func (s *Server) gauges() []prometheus.Collector {
+	gauge := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metrics.Name("ingest", name), Help: help},
+			func() float64 { return float64(v()) })
+	}
+	counter := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: metrics.Name("ingest", name), Help: help},
+			func() float64 { return float64(v()) })
+	}
+	return []prometheus.Collector{
+		gauge("vapid_cache_bytes", "Accounted bytes of the verified-JWT cache (bounded by --vapid-cache-bytes).", s.vapid.cacheBytes.Load),
+		gauge("vapid_cache_entries", "Verified JWTs cached.", s.vapid.cacheEntries.Load),
+		counter("vapid_cache_evictions_total", "Verified JWTs evicted from the cache to stay within its byte bound.", s.vapid.evictions.Load),
+		gauge("dedup_entries", "Pushes remembered to recognise a retry (bounded by --dedup-entries).", s.dedup.entries.Load),
+		counter("dedup_hits_total", "Retried pushes answered with the original message's Location instead of a second append.", s.dedup.hits.Load),
+		counter("dedup_evictions_total", "Remembered pushes evicted (oldest first) to stay within --dedup-entries.", s.dedup.evictions.Load),
 	}
 }
 

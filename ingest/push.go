@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/sony/gobreaker/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
@@ -53,7 +52,10 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 			return errInvalidToken
 		}
 		if req.ContentLength > int64(s.cfg.MaxBody) {
-			return errTooLarge
+			return s.refuse(reasonBody, errTooLarge)
+		}
+		if aerr := s.checkCryptoSize(req.Header); aerr != nil {
+			return aerr
 		}
 		auth, aerr := s.authenticate(req.Header, ep)
 		if aerr != nil {
@@ -70,26 +72,86 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 		if auth.ok {
 			msg.VapidSub, msg.VapidKeyHash = auth.sub, auth.keyHash[:]
 		}
-		rec, aerr := s.messageRecord(req, ep.UAID, msg)
+		rec, key, aerr := s.messageRecord(req, ep, msg)
 		if aerr != nil {
 			return aerr
 		}
-		if aerr := s.produce(req.Context(), rec); aerr != nil {
-			return aerr
+		if key == nil {
+			// Bodiless pushes are not deduplicated: two of them are
+			// indistinguishable from a retry, and cost nothing twice.
+			if aerr := s.produce(req.Context(), rec, nil); aerr != nil {
+				return aerr
+			}
+			return s.created(c, ep, rec.Partition, rec.Offset, msg.TtlS)
 		}
-		return s.created(c, ep, rec, msg.TtlS)
+		return s.produceOnce(c, ep, rec, *key, msg.TtlS)
 	}
 }
 
+// produceOnce appends a push with a body unless it is a retry of one this
+// process already appended or is still appending (same UAID, channel and
+// byte-identical body, within the original's TTL): then it answers 201
+// with the original's Location, waiting up to ProduceTimeout for an append
+// still in flight. Encrypted bodies are never identical by chance.
+func (s *Server) produceOnce(c echo.Context, ep schema.Endpoint, rec *kgo.Record, key dedupKey, ttl int64) error {
+	ctx := c.Request().Context()
+	wait := time.NewTimer(s.cfg.ProduceTimeout)
+	defer wait.Stop()
+	// Twice at most: when the copy waited on turns out not written, this
+	// request appends its own, once.
+	for range 2 {
+		e, done, owner := s.dedup.claim(key, ttl)
+		if owner {
+			settle := func(r *kgo.Record, err error) { s.dedup.settle(key, e, r.Partition, r.Offset, err) }
+			if aerr := s.produce(ctx, rec, settle); aerr != nil {
+				return aerr
+			}
+			return s.created(c, ep, rec.Partition, rec.Offset, ttl)
+		}
+		if done != nil {
+			select {
+			case <-done:
+			case <-wait.C:
+				return unavailable("An identical message is still being written and may have been written: retry later", 1)
+			case <-ctx.Done():
+				return unavailable("Request cancelled while an identical message was being written", 1)
+			}
+		}
+		if ok, partition, offset, origTTL := s.dedup.result(e); ok {
+			s.dedup.hits.Add(1)
+			return s.created(c, ep, partition, offset, origTTL)
+		}
+	}
+	return unavailable("Service temporarily unavailable: the message was not written", 1)
+}
+
+// checkCryptoSize bounds the crypto headers together, before any parsing:
+// they are stored with (and delivered beside) the body, so without a bound
+// they bypass the body limit (issue 10 finding 3).
+func (s *Server) checkCryptoSize(h http.Header) *apiError {
+	n := 0
+	for _, k := range []string{hdrEncryption, hdrCryptoKey, hdrEncryptionKey} {
+		for _, v := range h[k] {
+			n += len(v)
+		}
+	}
+	if n > s.cfg.MaxCryptoHeaders {
+		return s.refuse(reasonCryptoHeaders, newError(http.StatusRequestEntityTooLarge, errnoPayloadTooLarge,
+			fmt.Sprintf("Encryption and Crypto-Key headers too large: %d bytes, limit %d", n, s.cfg.MaxCryptoHeaders)))
+	}
+	return nil
+}
+
 // messageRecord reads the body, checks its content coding and encodes the
-// MessageAccepted event. The pooled body buffer is released as soon as the
-// event is encoded, not held while Kafka is awaited.
-func (s *Server) messageRecord(req *http.Request, uaid string, msg *pb.MessageAccepted) (*kgo.Record, *apiError) {
+// MessageAccepted event; for a non-empty body it also returns the retry
+// index key. The pooled body buffer is released as soon as the event is
+// encoded, not held while Kafka is awaited.
+func (s *Server) messageRecord(req *http.Request, ep schema.Endpoint, msg *pb.MessageAccepted) (*kgo.Record, *dedupKey, *apiError) {
 	bufp := s.bodyPool.Get().(*[]byte)
 	defer s.bodyPool.Put(bufp)
 	body, aerr := s.readBody(req.Body, *bufp)
 	if aerr != nil {
-		return nil, aerr
+		return nil, nil, aerr
 	}
 	enc, aerr := checkEncoding(encodingHeaders{
 		contentEncoding: req.Header[hdrContentEncoding],
@@ -98,27 +160,47 @@ func (s *Server) messageRecord(req *http.Request, uaid string, msg *pb.MessageAc
 		encryptionKey:   firstHeader(req.Header, hdrEncryptionKey),
 	}, len(body) > 0)
 	if aerr != nil {
-		return nil, aerr
+		return nil, nil, aerr
 	}
+	var key *dedupKey
 	if len(body) > 0 {
 		msg.Payload = body // copied by proto.Marshal in schema.Record
+		k := dedupKeyOf(ep.UAID, ep.ChannelID, body)
+		key = &k
 	}
 	msg.Encoding, msg.Encryption, msg.CryptoKey = enc.name, enc.encryption, enc.cryptoKey
-	ev := schema.NewEvent(uaid, s.now())
+	ev := schema.NewEvent(ep.UAID, s.now())
 	ev.Body = &pb.Event_MessageAccepted{MessageAccepted: msg}
 	rec, err := s.cfg.Names.Record(ev)
 	msg.Payload = nil // the buffer goes back to the pool
 	if err != nil {
-		s.log.Error("encode message", "uaid", uaid, "err", err)
-		return nil, newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the message")
+		s.log.Error("encode message", "uaid", ep.UAID, "err", err)
+		return nil, nil, newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the message")
 	}
-	return rec, nil
+	if n := recordSize(rec); n > s.cfg.MaxEvent {
+		// Unreachable with validated limits; kept so that no future field
+		// can make a record the log refuses.
+		s.log.Error("message record above MaxEvent", "uaid", ep.UAID, "bytes", n, "max", s.cfg.MaxEvent)
+		return nil, nil, s.refuse(reasonEvent, newError(http.StatusRequestEntityTooLarge, errnoPayloadTooLarge,
+			fmt.Sprintf("Message too large for the log: %d bytes", n)))
+	}
+	return rec, key, nil
+}
+
+// recordSize is the bytes a record takes in a Kafka batch, give or take
+// varint framing.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // created answers 201 with the message's Location and the applied TTL.
-func (s *Server) created(c echo.Context, ep schema.Endpoint, rec *kgo.Record, ttl int64) error {
+func (s *Server) created(c echo.Context, ep schema.Endpoint, partition int32, offset int64, ttl int64) error {
 	id, err := s.cfg.Sealer.SealMessageID(schema.MessageID{
-		UAID: ep.UAID, ChannelID: ep.ChannelID, Partition: rec.Partition, Offset: rec.Offset,
+		UAID: ep.UAID, ChannelID: ep.ChannelID, Partition: partition, Offset: offset,
 	})
 	if err != nil {
 		// The event is durable; the sender just cannot delete it.
@@ -150,9 +232,15 @@ func (s *Server) authenticate(h http.Header, ep schema.Endpoint) (authResult, *a
 		}
 		return authResult{}, nil
 	}
+	if len(raw) > s.cfg.MaxVAPIDToken+authHeaderSlack {
+		return authResult{}, s.refuse(reasonVAPIDToken, errTokenTooLong)
+	}
 	a, aerr := parseAuthorization(raw)
 	if aerr != nil {
 		return authResult{}, aerr
+	}
+	if len(a.token) > s.cfg.MaxVAPIDToken {
+		return authResult{}, s.refuse(reasonVAPIDToken, errTokenTooLong)
 	}
 	keyStr := a.key
 	if keyStr == "" {
@@ -179,6 +267,9 @@ func (s *Server) authenticate(h http.Header, ep schema.Endpoint) (authResult, *a
 		}
 	}
 	res, aerr := s.vapid.verify(a.token, key)
+	if aerr == errSubTooLong {
+		return authResult{}, s.refuse(reasonVAPIDSub, aerr)
+	}
 	if aerr != nil {
 		return authResult{}, aerr
 	}
@@ -222,29 +313,37 @@ func (s *Server) readBody(r io.Reader, buf []byte) ([]byte, *apiError) {
 	n, err := io.ReadFull(r, buf)
 	switch {
 	case err == nil:
-		return nil, errTooLarge
+		return nil, s.refuse(reasonBody, errTooLarge)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return buf[:n], nil
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return nil, errTooLarge
+		return nil, s.refuse(reasonBody, errTooLarge)
 	}
 	return nil, badRequest(errnoUnknown, "Could not read the request body")
 }
 
 // produce writes rec through the circuit breaker and waits until it is
-// durable (acks=all). While the breaker is open it fails at once.
-func (s *Server) produce(ctx context.Context, rec *kgo.Record) *apiError {
+// durable (acks=all). While the breaker is open it fails at once. promise,
+// when set, learns the record's final outcome: called from kgo's promise
+// (possibly after produce returned 503 on a timeout), or at once with an
+// error when the record is never handed to Kafka.
+func (s *Server) produce(ctx context.Context, rec *kgo.Record, promise func(*kgo.Record, error)) *apiError {
 	if s.inFlight.Add(1) > int64(s.cfg.MaxInFlight) {
 		s.inFlight.Add(-1)
+		notProduced(promise, rec)
 		return unavailable("Service overloaded: too many messages waiting on Kafka", 1)
 	}
 	defer s.inFlight.Add(-1)
-	_, err := s.breaker.Execute(func() (struct{}, error) {
-		s.produceCalls.Add(1)
-		return struct{}{}, s.produceWait(ctx, rec)
-	})
+	t, ok := s.breaker.allow()
+	if !ok {
+		notProduced(promise, rec)
+		return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
+	}
+	s.produceCalls.Add(1)
+	err := s.produceWait(ctx, rec, promise)
+	s.breaker.done(t, err, errors.Is(err, errClientGone))
 	if err == nil {
 		if want := schema.Partition(rec.Key, s.cfg.Partitions); rec.Partition != want {
 			// Owners would never see this record: the producer does not
@@ -254,14 +353,22 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record) *apiError {
 		}
 		return nil
 	}
-	switch {
-	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
-		return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
-	case errors.Is(err, errClientGone):
+	if errors.Is(err, errClientGone) {
 		return unavailable("Request cancelled before the message was written", 1)
 	}
 	s.log.Warn("produce failed", "topic", rec.Topic, "err", err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return unavailable("Service temporarily unavailable: the message may have been written; a retry of the same message is recognised", s.openSecs)
+	}
 	return unavailable("Service temporarily unavailable: the message was not written", s.openSecs)
+}
+
+var errNotProduced = errors.New("record not handed to Kafka")
+
+func notProduced(promise func(*kgo.Record, error), rec *kgo.Record) {
+	if promise != nil {
+		promise(rec, errNotProduced)
+	}
 }
 
 // produceWait produces rec and waits for its acknowledgement, at most
@@ -269,9 +376,10 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record) *apiError {
 // idempotent producer keeps a record it has already sent until the broker
 // answers (failing it could break sequence numbers), so ProduceSync may
 // block for as long as Kafka is down. Here the wait ends on time; a record
-// answered 503 may still be written later, which is safe (never a 201 for an
-// unwritten message, at worst a duplicate when the sender retries).
-func (s *Server) produceWait(ctx context.Context, rec *kgo.Record) error {
+// answered 503 may still be written later. That is why promise sees the
+// final outcome: the retry index then answers the sender's retry with the
+// original's Location instead of appending a duplicate.
+func (s *Server) produceWait(ctx context.Context, rec *kgo.Record, promise func(*kgo.Record, error)) error {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
 	defer cancel()
 	if s.met != nil {
@@ -279,7 +387,12 @@ func (s *Server) produceWait(ctx context.Context, rec *kgo.Record) error {
 		defer func() { s.met.observeProduce(time.Since(start)) }()
 	}
 	done := make(chan error, 1) // buffered: a late promise never blocks
-	s.cfg.Producer.Produce(pctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	s.cfg.Producer.Produce(pctx, rec, func(r *kgo.Record, err error) {
+		if promise != nil {
+			promise(r, err)
+		}
+		done <- err
+	})
 	var err error
 	select {
 	case err = <-done:
@@ -307,7 +420,7 @@ func (s *Server) handleDelete(c echo.Context) error {
 	if err != nil {
 		return newError(http.StatusInternalServerError, errnoUnknown, "Could not encode the deletion")
 	}
-	if aerr := s.produce(c.Request().Context(), rec); aerr != nil {
+	if aerr := s.produce(c.Request().Context(), rec, nil); aerr != nil {
 		return aerr
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -35,6 +35,35 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultHealthTimeout   = 3 * time.Second
 	DefaultMaxInFlight     = 10000
+
+	// DefaultMaxCryptoHeaders bounds Encryption + Crypto-Key (+
+	// Encryption-Key) together, in bytes as received. Real aesgcm senders
+	// need about 300 (salt, rs, keyid, dh and a p256ecdsa key).
+	DefaultMaxCryptoHeaders = 1024
+	// DefaultMaxVAPIDSub bounds the VAPID sub claim, stored in every event.
+	DefaultMaxVAPIDSub = 256
+	// DefaultMaxVAPIDToken bounds the VAPID JWT; real ones are 250-500
+	// bytes. Longer tokens are refused before any parsing.
+	DefaultMaxVAPIDToken = 4096
+	// DefaultVAPIDCacheBytes bounds the verified-JWT cache.
+	DefaultVAPIDCacheBytes = 16 << 20
+	// DefaultMaxEvent bounds an encoded MessageAccepted record (key, value,
+	// headers). The worst case of the other limits must fit in it (checked
+	// by New), and every record is checked before it is produced.
+	DefaultMaxEvent = 64 << 10
+	// MaxEventLimit is the largest MaxEvent: Kafka's default
+	// max.message.bytes is 1048588 and kgo's default ProducerBatchMaxBytes
+	// 1000012; a record must fit in one batch with room to spare.
+	MaxEventLimit = 1_000_000
+	// eventOverhead bounds everything in a MessageAccepted record but the
+	// body, the crypto headers and the sub: key, ids, channel, topic, key
+	// hash, TTL, urgency, encoding name, protobuf tags and record headers.
+	eventOverhead = 1024
+	// DefaultDedupEntries bounds the retry index (about 120 bytes each).
+	DefaultDedupEntries = 100_000
+	// DefaultBreakerProbeInterval is how often an open breaker lets a
+	// produce through to probe Kafka; also the Retry-After while open.
+	DefaultBreakerProbeInterval = 500 * time.Millisecond
 )
 
 // GoneChecker answers 410 Gone from a local projection of registrations.
@@ -49,10 +78,14 @@ type BreakerConfig struct {
 	// FailureThreshold is the number of consecutive failed produces that
 	// opens the breaker (default 5).
 	FailureThreshold uint32
-	// OpenTimeout is how long the breaker stays open before letting a probe
-	// through (half-open); also the Retry-After given while open (default 10s).
+	// OpenTimeout is the probe interval: while open, one produce is let
+	// through every OpenTimeout to probe Kafka, and the first success
+	// closes the breaker. Retry-After while open is OpenTimeout rounded up
+	// to whole seconds (default 500ms: Retry-After 1).
 	OpenTimeout time.Duration
-	// HalfOpenRequests is how many probes may run while half-open (default 1).
+	// HalfOpenRequests is how many probes may be in flight at once
+	// (default 4): a probe stuck on a dead broker for the produce timeout
+	// does not hold the next ones back.
 	HalfOpenRequests uint32
 }
 
@@ -99,8 +132,27 @@ type Config struct {
 	Health        map[string]func(ctx context.Context) error
 	HealthTimeout time.Duration // per heartbeat (default 3s)
 	Version       VersionInfo
-	// VAPIDCacheSize bounds the verified-JWT cache (default 10000 entries).
-	VAPIDCacheSize  int
+	// VAPIDCacheBytes bounds the verified-JWT cache in bytes, tokens
+	// included (default 16 MiB).
+	VAPIDCacheBytes int64
+	// MaxVAPIDToken bounds the JWT in bytes (default 4096): longer is 401
+	// errno 109 before any parsing.
+	MaxVAPIDToken int
+	// MaxVAPIDSub bounds the VAPID sub claim in bytes (default 256): longer
+	// is 401 errno 109, never stored.
+	MaxVAPIDSub int
+	// MaxCryptoHeaders bounds the Encryption, Crypto-Key and
+	// Encryption-Key headers together in bytes (default 1024): larger is
+	// 413 errno 104, as autopush answers a message whose data and crypto
+	// headers exceed its limit.
+	MaxCryptoHeaders int
+	// MaxEvent bounds an encoded message record in bytes (default 64 KiB,
+	// at most MaxEventLimit); New refuses limits whose worst case does not
+	// fit, and a record beyond it is 413 errno 104, never produced.
+	MaxEvent int
+	// DedupEntries bounds the index that recognises a retried push
+	// (default 100000 entries, about 120 bytes each).
+	DedupEntries int
 	ShutdownTimeout time.Duration // graceful shutdown in Run (default 10s)
 	Logger          *slog.Logger
 	// Now is the clock (nil = time.Now); tests freeze it.
@@ -119,7 +171,8 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 	vapid    *vapidVerifier
-	breaker  *gobreaker.CircuitBreaker[struct{}]
+	breaker  *breaker
+	dedup    *dedupIndex
 	openSecs int // Retry-After while the breaker is open
 	bodyPool sync.Pool
 	echo     *echo.Echo
@@ -139,29 +192,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Names.Messages == "" {
 		cfg.Names = schema.DefaultNames()
 	}
-	u, _ := url.Parse(cfg.PublicURL) // validated
-	origin, _ := originOf(u)
 	s := &Server{
 		cfg:  cfg,
 		base: strings.TrimRight(cfg.PublicURL, "/"),
 		log:  cfg.Logger,
 		now:  cfg.Now,
 	}
-	s.vapid = newVAPIDVerifier(origin, s.now, cfg.VAPIDCacheSize)
+	s.vapid = newVAPIDVerifier(audiences(cfg.PublicURL), s.now, cfg.VAPIDCacheBytes, cfg.MaxVAPIDSub)
+	s.dedup = newDedupIndex(cfg.DedupEntries, s.now)
 	s.openSecs = int((cfg.Breaker.OpenTimeout + time.Second - 1) / time.Second)
-	s.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        "kafka-produce",
-		MaxRequests: cfg.Breaker.HalfOpenRequests,
-		Timeout:     cfg.Breaker.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= cfg.Breaker.FailureThreshold
-		},
-		IsExcluded: func(err error) bool { return errors.Is(err, errClientGone) },
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			s.log.Warn("circuit breaker state change", "breaker", name, "from", from.String(), "to", to.String())
-		},
-	})
-	met, err := newIngestMetrics(cfg.Metrics, s.breaker.State)
+	s.breaker = newBreaker(int(cfg.Breaker.FailureThreshold), cfg.Breaker.OpenTimeout, int(cfg.Breaker.HalfOpenRequests), s.now,
+		func(from, to gobreaker.State) {
+			// Probes flip open <-> half-open every interval while Kafka
+			// is down: only closing and opening are news.
+			log := s.log.Debug
+			if from == gobreaker.StateClosed || to == gobreaker.StateClosed {
+				log = s.log.Warn
+			}
+			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
+		})
+	met, err := newIngestMetrics(cfg.Metrics, s.breaker.State, s.gauges())
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -220,13 +270,16 @@ func (c *Config) validate() error {
 		c.Breaker.FailureThreshold = 5
 	}
 	if c.Breaker.OpenTimeout == 0 {
-		c.Breaker.OpenTimeout = 10 * time.Second
+		c.Breaker.OpenTimeout = DefaultBreakerProbeInterval
 	}
 	if c.Breaker.OpenTimeout < 0 {
 		return fmt.Errorf("Breaker.OpenTimeout must be positive, got %s", c.Breaker.OpenTimeout)
 	}
 	if c.Breaker.HalfOpenRequests == 0 {
-		c.Breaker.HalfOpenRequests = 1
+		c.Breaker.HalfOpenRequests = 4
+	}
+	if err := c.validateLimits(); err != nil {
+		return err
 	}
 	if c.HealthTimeout <= 0 {
 		c.HealthTimeout = DefaultHealthTimeout
@@ -246,6 +299,55 @@ func (c *Config) validate() error {
 		c.Now = time.Now
 	}
 	return nil
+}
+
+// validateLimits fills the size limits' defaults and checks that the
+// largest message they allow fits in MaxEvent (issue 10 finding 3: sizes
+// must not bypass the body limit).
+func (c *Config) validateLimits() error {
+	fill := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	fill(&c.MaxCryptoHeaders, DefaultMaxCryptoHeaders)
+	fill(&c.MaxVAPIDSub, DefaultMaxVAPIDSub)
+	fill(&c.MaxVAPIDToken, DefaultMaxVAPIDToken)
+	fill(&c.MaxEvent, DefaultMaxEvent)
+	fill(&c.DedupEntries, DefaultDedupEntries)
+	if c.VAPIDCacheBytes == 0 {
+		c.VAPIDCacheBytes = DefaultVAPIDCacheBytes
+	}
+	for name, v := range map[string]int64{"MaxCryptoHeaders": int64(c.MaxCryptoHeaders), "MaxVAPIDSub": int64(c.MaxVAPIDSub),
+		"MaxVAPIDToken": int64(c.MaxVAPIDToken), "MaxEvent": int64(c.MaxEvent), "DedupEntries": int64(c.DedupEntries),
+		"VAPIDCacheBytes": c.VAPIDCacheBytes} {
+		if v < 0 {
+			return fmt.Errorf("%s must be positive, got %d", name, v)
+		}
+	}
+	if c.MaxEvent > MaxEventLimit {
+		return fmt.Errorf("MaxEvent %d is above %d bytes (Kafka's default max.message.bytes less batch overhead)", c.MaxEvent, MaxEventLimit)
+	}
+	if worst := c.MaxBody + c.MaxCryptoHeaders + c.MaxVAPIDSub + eventOverhead; worst > c.MaxEvent {
+		return fmt.Errorf("MaxBody %d + MaxCryptoHeaders %d + MaxVAPIDSub %d + %d bytes of metadata = %d exceed MaxEvent %d",
+			c.MaxBody, c.MaxCryptoHeaders, c.MaxVAPIDSub, eventOverhead, worst, c.MaxEvent)
+	}
+	return nil
+}
+
+// audiences returns the VAPID aud values accepted for publicURL: its origin
+// as browsers and Node serialise it (lowercase, default port dropped) and,
+// when it differs, scheme://host[:port] exactly as written, which is what
+// senders that echo the endpoint's netloc (Python's urlparse) send. Never
+// with a trailing slash (PROTOCOL.md §2).
+func audiences(publicURL string) []string {
+	u, _ := url.Parse(publicURL) // validated
+	origin, _ := originOf(u)
+	out := []string{origin}
+	if literal := u.Scheme + "://" + u.Host; literal != origin {
+		out = append(out, literal)
+	}
+	return out
 }
 
 // Handler returns the HTTP handler of every route.

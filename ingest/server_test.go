@@ -268,6 +268,12 @@ func TestNewValidates(t *testing.T) {
 		{"negative MaxTTL", func(c *Config) { c.MaxTTL = -time.Second }, "MaxTTL"},
 		{"negative ProduceTimeout", func(c *Config) { c.ProduceTimeout = -1 }, "ProduceTimeout"},
 		{"nil health check", func(c *Config) { c.Health = map[string]func(context.Context) error{"kafka": nil} }, "kafka"},
+		{"negative MaxCryptoHeaders", func(c *Config) { c.MaxCryptoHeaders = -1 }, "MaxCryptoHeaders"},
+		{"negative VAPIDCacheBytes", func(c *Config) { c.VAPIDCacheBytes = -1 }, "VAPIDCacheBytes"},
+		{"negative DedupEntries", func(c *Config) { c.DedupEntries = -1 }, "DedupEntries"},
+		{"MaxEvent above Kafka's default", func(c *Config) { c.MaxEvent = 2 << 20 }, "MaxEvent"},
+		{"worst case above MaxEvent", func(c *Config) { c.MaxBody = 65000 }, "exceed MaxEvent"},
+		{"worst case above MaxEvent (sub)", func(c *Config) { c.MaxVAPIDSub = 1 << 20; c.MaxEvent = MaxEventLimit }, "exceed MaxEvent"},
 	} {
 		c := good()
 		tc.mutate(&c)
@@ -280,14 +286,14 @@ func TestNewValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.cfg.MaxBody != DefaultMaxBody || s.cfg.MaxTTL != DefaultMaxTTL || s.cfg.ProduceTimeout != DefaultProduceTimeout || s.vapid.origin != testPublicURL {
+	if s.cfg.MaxBody != DefaultMaxBody || s.cfg.MaxTTL != DefaultMaxTTL || s.cfg.ProduceTimeout != DefaultProduceTimeout || s.vapid.origins[0] != testPublicURL || len(s.vapid.origins) != 1 {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
 	c := good()
 	c.PublicURL = "HTTP://127.0.0.1:8082/"
 	s, err = New(c)
-	if err != nil || s.vapid.origin != "http://127.0.0.1:8082" || s.base != "HTTP://127.0.0.1:8082" {
-		t.Errorf("origin %q base %q err %v", s.vapid.origin, s.base, err)
+	if err != nil || s.vapid.origins[0] != "http://127.0.0.1:8082" || s.base != "HTTP://127.0.0.1:8082" {
+		t.Errorf("origin %q base %q err %v", s.vapid.origins, s.base, err)
 	}
 }
 

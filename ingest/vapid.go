@@ -1,18 +1,21 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -25,10 +28,6 @@ const (
 	vapidMaxAhead = 24 * time.Hour
 	// keyLen is an uncompressed P-256 point: 0x04 | X | Y.
 	keyLen = 65
-	// maxSubLen bounds the recorded sender identity.
-	maxSubLen = 256
-	// defaultVAPIDCacheSize bounds the verified-JWT cache.
-	defaultVAPIDCacheSize = 10000
 )
 
 // authHeader is a parsed Authorization header.
@@ -111,34 +110,64 @@ type vapidCacheKey struct {
 	key   [keyLen]byte
 }
 
+// vapidEntryOverhead estimates what a cache entry costs beyond its token
+// and sub bytes: the map slot, the entry, the key array, string headers and
+// the queue slot. The byte bound is on this estimate.
+const vapidEntryOverhead = 256
+
+// vapidEntry is one verified (token, key). ref is the CLOCK bit: set on a
+// hit without taking the write lock, it buys the entry one more round in
+// the eviction queue.
+type vapidEntry struct {
+	ck   vapidCacheKey
+	res  vapidResult
+	size int64
+	ref  atomic.Bool
+}
+
 // vapidVerifier verifies VAPID JWTs (ES256 only) for one origin and caches
 // each verified (token, key) pair until its exp, so a sender reusing one JWT
-// pays for the signature check once.
+// pays for the signature check once. The cache is bounded in bytes (tokens
+// are attacker-sized), evicting in CLOCK order: expired entries first,
+// entries hit since their last round get a second chance.
 type vapidVerifier struct {
-	origin string
-	now    func() time.Time
-	parser *jwt.Parser
-	max    int
+	origins  []string // accepted aud values: exact strings, no trailing slash
+	now      func() time.Time
+	parser   *jwt.Parser
+	maxBytes int64
+	maxSub   int
 
 	mu    sync.RWMutex
-	cache map[vapidCacheKey]vapidResult
+	cache map[vapidCacheKey]*vapidEntry
+	queue []*vapidEntry // insertion order; every cached entry once
+	bytes int64
 
+	cacheBytes   atomic.Int64 // mirrors bytes for metrics
+	cacheEntries atomic.Int64
+	evictions    atomic.Int64
 	slowVerifies atomic.Int64 // signature checks done (tests: the cache works)
 }
 
-func newVAPIDVerifier(origin string, now func() time.Time, maxEntries int) *vapidVerifier {
-	if maxEntries <= 0 {
-		maxEntries = defaultVAPIDCacheSize
+// newVAPIDVerifier accepts aud values equal to one of origins (the
+// endpoint origin as a browser serialises it, and as the operator wrote it
+// in PublicURL, which is what urlparse-based senders echo).
+func newVAPIDVerifier(origins []string, now func() time.Time, maxBytes int64, maxSub int) *vapidVerifier {
+	if maxBytes <= 0 {
+		maxBytes = DefaultVAPIDCacheBytes
+	}
+	if maxSub <= 0 {
+		maxSub = DefaultMaxVAPIDSub
 	}
 	return &vapidVerifier{
-		origin: origin,
-		now:    now,
-		// Claims are checked below with our own clock and rules; the parser
-		// only checks the signature and pins the algorithm.
+		origins: origins,
+		now:     now,
+		// Claims are checked below with our own types, clock and rules;
+		// the parser only checks the signature and pins the algorithm.
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
 			jwt.WithoutClaimsValidation(), jwt.WithPaddingAllowed()),
-		max:   maxEntries,
-		cache: make(map[vapidCacheKey]vapidResult),
+		maxBytes: maxBytes,
+		maxSub:   maxSub,
+		cache:    make(map[vapidCacheKey]*vapidEntry),
 	}
 }
 
@@ -147,16 +176,16 @@ func (v *vapidVerifier) verify(token string, key [keyLen]byte) (vapidResult, *ap
 	now := v.now()
 	ck := vapidCacheKey{token: token, key: key}
 	v.mu.RLock()
-	res, hit := v.cache[ck]
+	ent, hit := v.cache[ck]
 	v.mu.RUnlock()
 	if hit {
-		if now.After(res.exp.Add(vapidSkew)) {
-			v.mu.Lock()
-			delete(v.cache, ck)
-			v.mu.Unlock()
+		if now.After(ent.res.exp.Add(vapidSkew)) {
+			// Left in place: the eviction queue drops expired
+			// entries first, and its bytes stay counted until then.
 			return vapidResult{}, unauthorized("Invalid VAPID expiry")
 		}
-		return res, nil
+		ent.ref.Store(true)
+		return ent.res, nil
 	}
 	res, aerr := v.verifySlow(token, key, now)
 	if aerr != nil {
@@ -167,25 +196,49 @@ func (v *vapidVerifier) verify(token string, key [keyLen]byte) (vapidResult, *ap
 	return res, nil
 }
 
+// entrySize is the accounted cost of caching res under ck.
+func entrySize(ck vapidCacheKey, res vapidResult) int64 {
+	return int64(len(ck.token) + len(res.sub) + vapidEntryOverhead)
+}
+
 func (v *vapidVerifier) store(ck vapidCacheKey, res vapidResult, now time.Time) {
+	size := entrySize(ck, res)
+	if size > v.maxBytes {
+		return // larger than the whole budget: verify every time
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.cache) >= v.max {
-		for k, r := range v.cache {
-			if now.After(r.exp.Add(vapidSkew)) {
-				delete(v.cache, k)
-			}
-		}
-		// Still full of live entries: drop an arbitrary half (map order
-		// is random) rather than grow without bound.
-		for k := range v.cache {
-			if len(v.cache) < v.max/2 {
-				break
-			}
-			delete(v.cache, k)
-		}
+	if _, ok := v.cache[ck]; ok {
+		return // verified concurrently
 	}
-	v.cache[ck] = res
+	for v.bytes+size > v.maxBytes && len(v.queue) > 0 {
+		v.evictOne(now)
+	}
+	ent := &vapidEntry{ck: ck, res: res, size: size}
+	v.cache[ck] = ent
+	v.queue = append(v.queue, ent)
+	v.bytes += size
+	v.cacheBytes.Store(v.bytes)
+	v.cacheEntries.Store(int64(len(v.cache)))
+}
+
+// evictOne takes the oldest queued entry: an expired or unreferenced one
+// leaves, a referenced one loses its bit and goes to the back. Each entry
+// is requeued at most once per round, so the loop in store ends.
+func (v *vapidVerifier) evictOne(now time.Time) {
+	ent := v.queue[0]
+	v.queue[0] = nil
+	v.queue = v.queue[1:]
+	if ent.ref.Load() && !now.After(ent.res.exp.Add(vapidSkew)) {
+		ent.ref.Store(false)
+		v.queue = append(v.queue, ent)
+		return
+	}
+	delete(v.cache, ent.ck)
+	v.bytes -= ent.size
+	v.evictions.Add(1)
+	v.cacheBytes.Store(v.bytes)
+	v.cacheEntries.Store(int64(len(v.cache)))
 }
 
 func (v *vapidVerifier) cacheLen() int {
@@ -194,41 +247,123 @@ func (v *vapidVerifier) cacheLen() int {
 	return len(v.cache)
 }
 
+// vapidClaims holds the claims raw so their JSON types are checked here,
+// exactly: golang-jwt's NumericDate also accepts a number given as a JSON
+// string, and its audience a list. The getters only satisfy jwt.Claims;
+// the parser runs without claims validation.
+type vapidClaims struct {
+	Aud json.RawMessage `json:"aud"`
+	Exp json.RawMessage `json:"exp"`
+	Nbf json.RawMessage `json:"nbf"`
+	Sub json.RawMessage `json:"sub"`
+}
+
+func (vapidClaims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
+func (vapidClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
+func (vapidClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
+func (vapidClaims) GetIssuer() (string, error)                   { return "", nil }
+func (vapidClaims) GetSubject() (string, error)                  { return "", nil }
+func (vapidClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
+
+// jsonNumericDate decodes a JSON number (never a string, never null) of
+// seconds since the epoch.
+func jsonNumericDate(raw json.RawMessage) (time.Time, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return time.Time{}, false
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil || math.IsInf(f, 0) || math.Abs(f) > maxNumericDate {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// maxNumericDate keeps dates inside time.Time's comfortable range (year
+// ~33658); anything near it fails the 24 h rule anyway.
+const maxNumericDate = 1e12
+
+// jsonString decodes a JSON string (never another type).
+func jsonString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
 func (v *vapidVerifier) verifySlow(token string, key [keyLen]byte, now time.Time) (vapidResult, *apiError) {
 	v.slowVerifies.Add(1)
 	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), key[:])
 	if err != nil {
 		return vapidResult{}, unauthorized("Invalid VAPID public key")
 	}
-	var claims jwt.RegisteredClaims
+	var claims vapidClaims
 	_, err = v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return pub, nil })
 	if err != nil {
 		return vapidResult{}, unauthorized(jwtMessage(err))
 	}
-	if claims.ExpiresAt == nil {
-		return vapidResult{}, unauthorized("Missing VAPID expiry")
+	exp, aerr := v.checkTimes(claims, now)
+	if aerr != nil {
+		return vapidResult{}, aerr
 	}
-	exp := claims.ExpiresAt.Time
-	if now.After(exp.Add(vapidSkew)) {
-		return vapidResult{}, unauthorized("Invalid VAPID expiry")
-	}
-	if exp.After(now.Add(vapidMaxAhead + vapidSkew)) {
-		return vapidResult{}, unauthorized("The VAPID token expiration is too long")
-	}
-	if claims.NotBefore != nil && claims.NotBefore.After(now.Add(vapidSkew)) {
-		return vapidResult{}, unauthorized("VAPID token not yet valid")
-	}
-	if len(claims.Audience) != 1 {
-		return vapidResult{}, unauthorized("Invalid VAPID audience")
-	}
-	if aud, ok := normalizeOrigin(claims.Audience[0]); !ok || aud != v.origin {
+	if aud, ok := jsonString(claims.Aud); !ok || !slices.Contains(v.origins, aud) {
 		return vapidResult{}, unauthorized("Invalid VAPID audience")
 	}
 	res := vapidResult{exp: exp, keyHash: sha256.Sum256(key[:])}
-	if sub := claims.Subject; len(sub) <= maxSubLen && utf8.ValidString(sub) {
+	if claims.Sub != nil {
+		// Checked on the raw bytes first: the sub is stored in every
+		// event, so an oversized one is refused, never truncated.
+		if len(claims.Sub) > 6*v.maxSub+2 { // every byte \u-escaped, quoted
+			return vapidResult{}, errSubTooLong
+		}
+		sub, ok := jsonString(claims.Sub)
+		if !ok {
+			return vapidResult{}, unauthorized("Invalid VAPID sub: want a string")
+		}
+		if len(sub) > v.maxSub {
+			return vapidResult{}, errSubTooLong
+		}
 		res.sub = sub
 	}
 	return res, nil
+}
+
+// errSubTooLong is a VAPID failure like any other (401 errno 109,
+// autopush's answer to an invalid claim); the reason is counted apart.
+var errSubTooLong = unauthorized("VAPID sub too long")
+
+// checkTimes applies RFC 8292's rules to exp (required, a JSON number, not
+// past beyond the skew, at most 24 h ahead) and nbf (optional, a number).
+func (v *vapidVerifier) checkTimes(claims vapidClaims, now time.Time) (time.Time, *apiError) {
+	if claims.Exp == nil || string(bytes.TrimSpace(claims.Exp)) == "null" {
+		return time.Time{}, unauthorized("Missing VAPID expiry")
+	}
+	exp, ok := jsonNumericDate(claims.Exp)
+	if !ok {
+		return time.Time{}, unauthorized("Invalid VAPID expiry: want a JSON number")
+	}
+	if now.After(exp.Add(vapidSkew)) {
+		return time.Time{}, unauthorized("Invalid VAPID expiry")
+	}
+	if exp.After(now.Add(vapidMaxAhead + vapidSkew)) {
+		return time.Time{}, unauthorized("The VAPID token expiration is too long")
+	}
+	if claims.Nbf != nil {
+		nbf, ok := jsonNumericDate(claims.Nbf)
+		if !ok {
+			return time.Time{}, unauthorized("Invalid VAPID nbf: want a JSON number")
+		}
+		if nbf.After(now.Add(vapidSkew)) {
+			return time.Time{}, unauthorized("VAPID token not yet valid")
+		}
+	}
+	return exp, nil
 }
 
 // jwtMessage turns a golang-jwt error into a short, stable 401 message.

@@ -48,7 +48,7 @@ func TestRFC8292Vector(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v := newVAPIDVerifier(tc.origin, tc.now, 0)
+			v := newVAPIDVerifier([]string{tc.origin}, tc.now, 0, 0)
 			res, aerr := v.verify(tc.token, k)
 			if tc.ok != (aerr == nil) {
 				t.Fatalf("verify: %v, want ok=%v", aerr, tc.ok)
@@ -103,7 +103,10 @@ func TestVAPIDCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := tv.jwt(t, jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix()})
-	v := newVAPIDVerifier(testPublicURL, clock, 4)
+	// A budget of four entries of this token's size (the later tokens
+	// differ by at most a few bytes of exp).
+	budget := 4*entrySize(vapidCacheKey{token: tok}, vapidResult{}) + 8
+	v := newVAPIDVerifier([]string{testPublicURL}, clock, budget, 0)
 	for i := 0; i < 3; i++ {
 		if _, aerr := v.verify(tok, key); aerr != nil {
 			t.Fatal(aerr)

@@ -1,0 +1,136 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// dedupMinWindow is the shortest time a settled append is remembered, so
+// the retry of a TTL 0 push (or one with a TTL of a few seconds) after a 503
+// is still recognised.
+const dedupMinWindow = time.Minute
+
+// dedupEntryBytes estimates the memory of one index entry (map slot, entry,
+// queue slot); the channel of a pending entry is freed when it settles.
+const dedupEntryBytes = 120
+
+// dedupKey is a truncated SHA-256 of (uaid, channel, body): 128 bits, so a
+// collision between different pushes is not a practical concern.
+type dedupKey [16]byte
+
+func dedupKeyOf(uaid, channelID string, body []byte) dedupKey {
+	h := sha256.New()
+	h.Write([]byte(uaid))
+	h.Write([]byte{0})
+	h.Write([]byte(channelID))
+	h.Write([]byte{0})
+	h.Write(body)
+	var k dedupKey
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// dedupEntry is one push being appended (pending) or appended (settled).
+// Fields other than done are written under the index lock before done is
+// closed, and read by waiters after it is.
+type dedupEntry struct {
+	done      chan struct{} // closed when settled; nil once settled (frees it)
+	settled   bool
+	ok        bool // settled and durably written
+	partition int32
+	offset    int64
+	ttl       int64     // applied TTL of the original, echoed to a retry
+	expires   time.Time // settled: forgotten after this
+}
+
+// dedupIndex recognises a sender's retry of a push this process already
+// appended or still has in flight (issue 11 finding 6: a 503 after a
+// produce timeout may be written anyway). Entries are bounded in count and
+// evicted oldest first. It is per process: a retry that lands on another
+// ingest node is not recognised.
+type dedupIndex struct {
+	max int
+	now func() time.Time
+
+	mu    sync.Mutex
+	m     map[dedupKey]*dedupEntry
+	order []dedupSlot // insertion order; may hold replaced or dropped entries
+
+	hits      atomic.Int64
+	evictions atomic.Int64
+	entries   atomic.Int64
+}
+
+type dedupSlot struct {
+	k dedupKey
+	e *dedupEntry
+}
+
+func newDedupIndex(max int, now func() time.Time) *dedupIndex {
+	return &dedupIndex{max: max, now: now, m: make(map[dedupKey]*dedupEntry)}
+}
+
+// claim returns the live entry for k (owner false: a retry, wait on it) or
+// registers a new pending entry owned by the caller, who must settle it.
+// The returned done channel is the entry's (nil when already settled).
+func (d *dedupIndex) claim(k dedupKey, ttl int64) (e *dedupEntry, done <-chan struct{}, owner bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e := d.m[k]; e != nil {
+		if !e.settled || (e.ok && !d.now().After(e.expires)) {
+			d.hits.Add(1)
+			return e, e.done, false
+		}
+		delete(d.m, k) // failed or expired
+	}
+	e = &dedupEntry{done: make(chan struct{}), ttl: ttl}
+	d.m[k] = e
+	d.order = append(d.order, dedupSlot{k, e})
+	for len(d.order) > d.max {
+		d.evictOldest()
+	}
+	d.entries.Store(int64(len(d.m)))
+	return e, e.done, true
+}
+
+func (d *dedupIndex) evictOldest() {
+	s := d.order[0]
+	d.order[0] = dedupSlot{}
+	d.order = d.order[1:]
+	if d.m[s.k] == s.e {
+		delete(d.m, s.k)
+		d.evictions.Add(1)
+	}
+}
+
+// settle records the outcome of e's append: written at partition/offset,
+// or not written at all (err != nil: kgo fails an idempotent record only
+// when it was not written), which forgets it so a retry appends again.
+func (d *dedupIndex) settle(k dedupKey, e *dedupEntry, partition int32, offset int64, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e.settled, e.ok = true, err == nil
+	e.partition, e.offset = partition, offset
+	e.expires = d.now().Add(max(time.Duration(e.ttl)*time.Second, dedupMinWindow))
+	if !e.ok && d.m[k] == e {
+		delete(d.m, k)
+		d.entries.Store(int64(len(d.m)))
+	}
+	close(e.done)
+	e.done = nil
+}
+
+// result reads a settled entry (after its done channel closed).
+func (d *dedupIndex) result(e *dedupEntry) (ok bool, partition int32, offset int64, ttl int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return e.ok, e.partition, e.offset, e.ttl
+}
+
+func (d *dedupIndex) len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.m)
+}
