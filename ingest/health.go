@@ -14,6 +14,7 @@ type heartbeatBody struct {
 	Version        string            `json:"version"`
 	Checks         map[string]string `json:"checks"` // name -> "OK" or the error
 	CircuitBreaker string            `json:"circuit_breaker"`
+	Roles          any               `json:"roles,omitempty"`
 }
 
 // handleHeartbeat runs every configured check: 200 when all pass, else 503.
@@ -25,6 +26,9 @@ func (s *Server) handleHeartbeat(c echo.Context) error {
 		Version:        s.cfg.Version.Version,
 		Checks:         make(map[string]string, len(s.cfg.Health)),
 		CircuitBreaker: s.breaker.State().String(),
+	}
+	if s.cfg.Roles != nil {
+		body.Roles = s.cfg.Roles()
 	}
 	names := make([]string, 0, len(s.cfg.Health))
 	for name := range s.cfg.Health {

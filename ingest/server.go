@@ -131,7 +131,11 @@ type Config struct {
 	// pass, 503 otherwise.
 	Health        map[string]func(ctx context.Context) error
 	HealthTimeout time.Duration // per heartbeat (default 3s)
-	Version       VersionInfo
+	// Roles, when set, is shown as "roles" in the heartbeat: the process's
+	// other roles (restarts, last error), informational only: they do not
+	// change the heartbeat's status.
+	Roles   func() any
+	Version VersionInfo
 	// VAPIDCacheBytes bounds the verified-JWT cache in bytes, tokens
 	// included (default 16 MiB).
 	VAPIDCacheBytes int64

@@ -59,17 +59,11 @@ func (r *analyticsReportCmd) Run(ctx context.Context) error {
 	return analytics.ReportWith(ctx, conn, r.Database, analytics.ReportOptions{Since: r.Since, Sender: r.Sender, Node: r.Node, Limit: r.Limit}, os.Stdout)
 }
 
-func runAnalyticsProjector(ctx context.Context, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, reg prometheus.Registerer, logger *slog.Logger) error {
-	conn, err := analytics.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
-		ClientOpts: clientOpts, Conn: conn, Database: cfg.ClickHouseDB, Names: names, Logger: logger, Metrics: reg,
+// newAnalyticsProjector builds serve's analytics projector. It is given
+// ClickHouse's address, not a connection: Run connects, waiting with
+// back-off while ClickHouse is down, so ClickHouse is never needed to start.
+func newAnalyticsProjector(cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, reg prometheus.Registerer, logger *slog.Logger) (*projector.AnalyticsProjector, error) {
+	return projector.NewAnalyticsProjector(projector.AnalyticsConfig{
+		ClientOpts: clientOpts, Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDB, Names: names, Logger: logger, Metrics: reg,
 	})
-	if err != nil {
-		return err
-	}
-	return p.Run(ctx)
 }

@@ -28,6 +28,7 @@ type serveConfig struct {
 	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
 	Partitions     int32         `default:"12" env:"PUSHLOG_PARTITIONS" help:"Partition count of every topic (co-partitioned)."`
 	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
+	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where --replication is 3 or more and leaves the broker's default otherwise; -1 always leaves the broker's default."`
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
@@ -101,6 +102,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.Replication == 0 || c.Replication < -1 {
 		bad("--replication: %d (want -1 or a positive count)", c.Replication)
+	}
+	if c.MinInsync < -1 {
+		bad("--min-insync-replicas: %d (want -1, 0 or a positive count)", c.MinInsync)
+	}
+	if c.Replication > 0 && c.MinInsync > c.Replication {
+		bad("--min-insync-replicas: %d is more than --replication %d: every append would fail", c.MinInsync, c.Replication)
 	}
 	if c.MaxTTL < time.Second {
 		bad("--max-ttl: %s is below 1s", c.MaxTTL)

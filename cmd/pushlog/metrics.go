@@ -6,16 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/pushlog/pushlog/analytics"
 	"github.com/pushlog/pushlog/cmd/ops"
 	"github.com/pushlog/pushlog/schema"
 )
@@ -75,35 +72,4 @@ func serveMetricsAddr(ctx context.Context, ln net.Listener, h http.Handler, logg
 		return err
 	}
 	return nil
-}
-
-// clickhouseHealth is the Dockerflow check of ClickHouse: it connects on
-// first use (ClickHouse being down at start must not stop ingest) and
-// pings afterwards.
-type clickhouseHealth struct {
-	addr, db string
-	mu       sync.Mutex
-	conn     driver.Conn
-}
-
-func (h *clickhouseHealth) check(ctx context.Context) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.conn == nil {
-		conn, err := analytics.Open(ctx, h.addr, h.db)
-		if err != nil {
-			return err
-		}
-		h.conn = conn
-		return nil
-	}
-	return h.conn.Ping(ctx)
-}
-
-func (h *clickhouseHealth) Close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.conn != nil {
-		_ = h.conn.Close()
-	}
 }

@@ -70,8 +70,12 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
 		"kafka", cfg.KafkaBrokers, "public_url", cfg.PublicURL)
 
-	g := newRunGroup(ctx, logger)
 	met := newServeMetrics(logger)
+	sup, err := newSupervisor(met.reg, logger)
+	if err != nil {
+		return err
+	}
+	g := newRunGroup(ctx, logger, sup)
 	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
 		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
 	}
@@ -153,7 +157,8 @@ func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, n
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if err := schema.EnsureTopics(ctx, adm, names.Specs(cfg.MaxTTL), cfg.Partitions, cfg.Replication); err != nil {
+	specs := schema.WithMinInsync(names.Specs(cfg.MaxTTL), schema.MinInsyncReplicas(cfg.MinInsync, cfg.Replication))
+	if err := schema.EnsureTopics(ctx, adm, specs, cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil
@@ -164,11 +169,19 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	if err != nil {
 		return fmt.Errorf("channel projector: %w", err)
 	}
-	g.start("channel-projector", p.Run)
+	// Both projectors' Run may be called again after a failure (what they
+	// did not commit is projected again); ingest and the sockets do not
+	// depend on them, so a failure is restarted, not fatal.
+	g.supervise("channel-projector", p.Run)
 	if cfg.ClickHouseAddr != "" {
-		g.start("analytics-projector", func(ctx context.Context) error {
-			return runAnalyticsProjector(ctx, cfg, names, clientOpts, met.reg, logger.With("role", "analytics-projector"))
-		})
+		// ClickHouse is optional: the projector connects (and migrates)
+		// inside Run, waiting with back-off while ClickHouse is down, and
+		// catches up from its committed offsets once it answers.
+		ap, err := newAnalyticsProjector(cfg, names, clientOpts, met.reg, logger.With("role", "analytics-projector"))
+		if err != nil {
+			return fmt.Errorf("analytics projector: %w", err)
+		}
+		g.supervise("analytics-projector", ap.Run)
 	}
 	return nil
 }
@@ -330,16 +343,14 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		return fmt.Errorf("gone set: %w", err)
 	}
 	adm := kadm.NewClient(producer)
+	// Only what ingest needs decides its heartbeat: a load balancer must
+	// not take the push API out of rotation because analytics (ClickHouse)
+	// or a projector is down. Those show under "roles", for information.
 	health := map[string]func(context.Context) error{
 		"kafka": func(ctx context.Context) error {
 			_, err := adm.BrokerMetadata(ctx)
 			return err
 		},
-	}
-	if cfg.ClickHouseAddr != "" {
-		ch := &clickhouseHealth{addr: cfg.ClickHouseAddr, db: cfg.ClickHouseDB}
-		health["clickhouse"] = ch.check
-		g.start("clickhouse-health", func(ctx context.Context) error { <-ctx.Done(); ch.Close(); return nil })
 	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
@@ -352,6 +363,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		MaxBody:        cfg.MaxBody,
 		ProduceTimeout: cfg.ProduceTimeout,
 		Health:         health,
+		Roles:          func() any { return g.sup.status() },
 		Metrics:        met.reg,
 		MetricsHandler: met.handler,
 		Version:        ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
@@ -386,19 +398,28 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	return nil
 }
 
-// runGroup runs the roles; the first to fail stops the rest.
+// runGroup runs the roles. A role started with start is essential: the
+// first to fail stops the rest (and the process). One started with
+// supervise is restarted by sup after a failure instead.
 type runGroup struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	logger *slog.Logger
+	sup    *supervisor
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	errs   []error
 }
 
-func newRunGroup(parent context.Context, logger *slog.Logger) *runGroup {
+func newRunGroup(parent context.Context, logger *slog.Logger, sup *supervisor) *runGroup {
 	ctx, cancel := context.WithCancel(parent)
-	return &runGroup{ctx: ctx, cancel: cancel, logger: logger}
+	return &runGroup{ctx: ctx, cancel: cancel, logger: logger, sup: sup}
+}
+
+// supervise runs fn as a role that is restarted with back-off whenever it
+// fails; fn must be safe to call again after it returned.
+func (g *runGroup) supervise(name string, fn func(context.Context) error) {
+	g.start(name, func(ctx context.Context) error { return g.sup.run(ctx, name, fn) })
 }
 
 func (g *runGroup) start(name string, fn func(context.Context) error) {
