@@ -24,7 +24,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/pushlog/pushlog/cmd/internal/attack"
+	"github.com/pushlog/pushlog/cmd/pushattack/attack"
 )
 
 type cli struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/pushlog/pushlog/cmd/internal/attack"
+	"github.com/pushlog/pushlog/cmd/pushattack/attack"
 )
 
 func parse(t *testing.T, args ...string) *cli {
