@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -100,7 +102,7 @@ func FuzzParseCryptoHeader(f *testing.F) {
 }
 
 func FuzzTTLHeader(f *testing.F) {
-	for _, s := range []string{"0", "60", "-1", "2592001", "99999999999999999999", "-99999999999999999999", "", " 5 ", "+5", "1.5", "0x10", "1e3"} {
+	for _, s := range []string{"0", "60", "-1", "2592001", "99999999999999999999", "-99999999999999999999", "", " 5 ", "+5", "1.5", "0x10", "1e3", `" 5 "`, "5 0", "\t7\t", "-0"} {
 		f.Add(s, "normal", "topic")
 	}
 	const max = 30 * 24 * time.Hour
@@ -112,6 +114,9 @@ func FuzzTTLHeader(f *testing.F) {
 			}
 		} else if n < 0 || n > int64(max/time.Second) {
 			t.Fatalf("TTL %q: applied %d outside [0, max]", ttl, n)
+		} else if !isDigits(strings.Trim(ttl, " \t")) {
+			// PROTOCOL.md: digits only, around which HTTP's OWS may be.
+			t.Fatalf("TTL %q accepted as %d", ttl, n)
 		}
 		if _, aerr := parseUrgency([]string{urgency}); aerr != nil && aerr.status != http.StatusBadRequest {
 			t.Fatalf("Urgency %q: %v", urgency, aerr)
@@ -143,6 +148,53 @@ func FuzzVerifyVAPID(f *testing.F) {
 		}
 		if res.exp.IsZero() {
 			t.Fatal("verified without exp")
+		}
+	})
+}
+
+// FuzzVAPIDClaims: the claims of a signed JWT, checked exactly (PROTOCOL.md
+// §2): whatever the JSON, an accepted token has a numeric exp in range, an
+// aud equal to the origin and a sub within its bound.
+func FuzzVAPIDClaims(f *testing.F) {
+	for _, s := range []string{
+		`{"aud":"https://push.example.net","exp":1453523768,"sub":"mailto:push@example.com"}`,
+		`{"aud":"https://push.example.net/","exp":1453523768}`,
+		`{"aud":"https://push.example.net","exp":"1453523768"}`,
+		`{"aud":["https://push.example.net"],"exp":1453523768}`,
+		`{"aud":"https://push.example.net","exp":1453523768.25,"nbf":0}`,
+		`{"aud":"https://push.example.net","exp":1e999}`,
+		`{"aud":"https://push.example.net","exp":null,"sub":null}`,
+		`{"aud":"https://push.example.net","exp":-0,"sub":"\u00e9"}`,
+		`{"exp":1453523768,"exp":"x"}`, `[]`, `null`, `{}`, `{"aud":1}`,
+	} {
+		f.Add(s)
+	}
+	const maxSub = 16
+	v := newVAPIDVerifier([]string{rfcAud}, rfcClock, 0, maxSub)
+	now := rfcClock()
+	f.Fuzz(func(t *testing.T, payload string) {
+		var claims vapidClaims
+		if json.Unmarshal([]byte(payload), &claims) != nil {
+			return
+		}
+		res, aerr := v.checkClaims(claims, now)
+		if aerr != nil {
+			if aerr.status != http.StatusUnauthorized || aerr.errno != errnoInvalidAuth {
+				t.Fatalf("%s: error %v, want 401/109", payload, aerr)
+			}
+			return
+		}
+		if len(res.sub) > maxSub {
+			t.Fatalf("%s: sub of %d bytes accepted", payload, len(res.sub))
+		}
+		if res.exp.Before(now.Add(-vapidSkew)) || res.exp.After(now.Add(vapidMaxAhead+vapidSkew)) {
+			t.Fatalf("%s: exp %s out of range", payload, res.exp)
+		}
+		if aud, ok := jsonString(claims.Aud); !ok || aud != rfcAud {
+			t.Fatalf("%s: aud %s accepted", payload, claims.Aud)
+		}
+		if e := bytes.TrimSpace(claims.Exp); len(e) == 0 || e[0] == '"' {
+			t.Fatalf("%s: exp %s accepted", payload, claims.Exp)
 		}
 	})
 }

@@ -111,7 +111,9 @@ func (s *Server) gauges() []prometheus.Collector {
 		gauge("vapid_cache_entries", "Verified JWTs cached.", s.vapid.cacheEntries.Load),
 		counter("vapid_cache_evictions_total", "Verified JWTs evicted from the cache to stay within its byte bound.", s.vapid.evictions.Load),
 		gauge("dedup_entries", "Pushes remembered to recognise a retry (bounded by --dedup-entries).", s.dedup.entries.Load),
+		gauge("dedup_bytes", "Estimated heap of the retry index (128 bytes per entry).", func() int64 { return s.dedup.entries.Load() * dedupEntryBytes }),
 		counter("dedup_hits_total", "Retried pushes answered with the original message's Location instead of a second append.", s.dedup.hits.Load),
+		counter("dedup_waits_total", "Retried pushes that found the original still being appended and waited for it.", s.dedup.waits.Load),
 		counter("dedup_evictions_total", "Remembered pushes evicted (oldest first) to stay within --dedup-entries.", s.dedup.evictions.Load),
 	}
 }

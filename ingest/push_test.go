@@ -238,6 +238,27 @@ func TestPushRejected(t *testing.T) {
 		{"JWT aud with a path", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL + "/wpush", "exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
 		{"JWT aud http instead of https", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": "http://push.example.com", "exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
 		{"JWT without aud", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
+		// Issue 10 finding 4: parsing exactly as PROTOCOL.md.
+		{"TTL with a plus sign", v1, map[string]string{"TTL": "+5"}, 0, 400, 111},
+		{"TTL in quotes", v1, map[string]string{"TTL": `" 5 "`}, 0, 400, 111},
+		{"TTL with an inner space", v1, map[string]string{"TTL": "5 0"}, 0, 400, 111},
+		{"JWT aud with a trailing slash", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL + "/", "exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
+		{"JWT aud as a list", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": []string{testPublicURL}, "exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
+		{"JWT aud with the default port", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL + ":443", "exp": now.Add(time.Hour).Unix()})}, 0, 401, 109},
+		{"JWT exp as a string", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": strconv.FormatInt(now.Add(time.Hour).Unix(), 10)})}, 0, 401, 109},
+		{"JWT exp null", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": nil})}, 0, 401, 109},
+		{"JWT nbf as a string", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "nbf": "0"})}, 0, 401, 109},
+		{"JWT sub not a string", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "sub": 42})}, 0, 401, 109},
+		// Issue 10 finding 3: sizes that bypassed the body limit.
+		{"JWT sub of 257 bytes", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "sub": "mailto:" + strings.Repeat("a", 250)})}, 0, 401, 109},
+		{"JWT sub of 28 KB", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "sub": "mailto:" + strings.Repeat("a", 28000)})}, 0, 401, 109},
+		{"JWT of 37 KB", v1, map[string]string{"TTL": "60", "Authorization": signed(jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "pad": strings.Repeat("x", 37000)})}, 0, 401, 109},
+		{"Authorization of 5 KB before the token", v1, map[string]string{"TTL": "60", "Authorization": "vapid x=" + strings.Repeat("y", 5000) + ", t=" + jwtOnly + ", k=" + e.vapid.k}, 0, 401, 109},
+		{"aesgcm Encryption of 60 KB", v1, aesgcm("salt=abc;pad="+strings.Repeat("a", 60000), "dh="+dh), 10, 413, 104},
+		{"aesgcm Crypto-Key of 2 KB", v1, aesgcm("salt=abc", "dh="+dh+";x="+strings.Repeat("a", 2000)), 10, 413, 104},
+		{"crypto headers together above 1024", v1, aesgcm("salt=abc;x="+strings.Repeat("a", 500), "dh="+dh+";x="+strings.Repeat("a", 500)), 10, 413, 104},
+		{"aes128gcm with a large Crypto-Key", v1, map[string]string{"TTL": "60", "Content-Encoding": "aes128gcm", "Crypto-Key": "p256ecdsa=" + strings.Repeat("a", 2000)}, 10, 413, 104},
+		{"bodiless push with a large Encryption", v1, map[string]string{"TTL": "60", "Encryption": strings.Repeat("a", 2000)}, 0, 413, 104},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

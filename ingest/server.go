@@ -59,7 +59,8 @@ const (
 	// body, the crypto headers and the sub: key, ids, channel, topic, key
 	// hash, TTL, urgency, encoding name, protobuf tags and record headers.
 	eventOverhead = 1024
-	// DefaultDedupEntries bounds the retry index (about 120 bytes each).
+	// DefaultDedupEntries bounds the retry index (about 128 bytes each:
+	// 12.8 MB).
 	DefaultDedupEntries = 100_000
 	// DefaultBreakerProbeInterval is how often an open breaker lets a
 	// produce through to probe Kafka; also the Retry-After while open.
@@ -155,8 +156,8 @@ type Config struct {
 	// fit, and a record beyond it is 413 errno 104, never produced.
 	MaxEvent int
 	// DedupEntries bounds the index that recognises a retried push
-	// (default 100000 entries, about 120 bytes each).
-	DedupEntries int
+	// (default 100000 entries, about 128 bytes each).
+	DedupEntries    int
 	ShutdownTimeout time.Duration // graceful shutdown in Run (default 10s)
 	Logger          *slog.Logger
 	// Now is the clock (nil = time.Now); tests freeze it.

@@ -308,6 +308,18 @@ func (v *vapidVerifier) verifySlow(token string, key [keyLen]byte, now time.Time
 	if err != nil {
 		return vapidResult{}, unauthorized(jwtMessage(err))
 	}
+	res, aerr := v.checkClaims(claims, now)
+	if aerr != nil {
+		return vapidResult{}, aerr
+	}
+	res.keyHash = sha256.Sum256(key[:])
+	return res, nil
+}
+
+// checkClaims applies PROTOCOL.md §2 to a signed JWT's claims: exp and nbf
+// JSON numbers, aud a string equal to the origin, sub an optional string
+// of at most maxSub bytes.
+func (v *vapidVerifier) checkClaims(claims vapidClaims, now time.Time) (vapidResult, *apiError) {
 	exp, aerr := v.checkTimes(claims, now)
 	if aerr != nil {
 		return vapidResult{}, aerr
@@ -315,7 +327,7 @@ func (v *vapidVerifier) verifySlow(token string, key [keyLen]byte, now time.Time
 	if aud, ok := jsonString(claims.Aud); !ok || !slices.Contains(v.origins, aud) {
 		return vapidResult{}, unauthorized("Invalid VAPID audience")
 	}
-	res := vapidResult{exp: exp, keyHash: sha256.Sum256(key[:])}
+	res := vapidResult{exp: exp}
 	if claims.Sub != nil {
 		// Checked on the raw bytes first: the sub is stored in every
 		// event, so an oversized one is refused, never truncated.
