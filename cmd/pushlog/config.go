@@ -45,6 +45,14 @@ type serveConfig struct {
 	CryptoKeys string        `env:"PUSHLOG_CRYPTO_KEYS" help:"Comma-separated base64url 32-byte keys sealing endpoints and message ids; the first seals, all open (rotation). Default: generated once into DATA_DIR/crypto-keys."`
 	MaxTTL     time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"Largest TTL; longer ones are clamped."`
 	MaxBody    int           `default:"5630" env:"PUSHLOG_MAX_BODY" help:"Largest push body in bytes (at least 4096)."`
+	// Ingest bounds on what senders control besides the body (issue 10/11).
+	MaxCryptoHeaders     int           `name:"max-crypto-headers" default:"1024" env:"PUSHLOG_MAX_CRYPTO_HEADERS" help:"Largest Encryption + Crypto-Key (+ Encryption-Key) headers together, in bytes; larger is 413 errno 104."`
+	MaxVAPIDSub          int           `name:"max-vapid-sub" default:"256" env:"PUSHLOG_MAX_VAPID_SUB" help:"Largest VAPID sub claim in bytes (stored in every event); larger is 401 errno 109."`
+	MaxVAPIDToken        int           `name:"max-vapid-token" default:"4096" env:"PUSHLOG_MAX_VAPID_TOKEN" help:"Largest VAPID JWT in bytes, refused (401 errno 109) before any parsing."`
+	MaxEventBytes        int           `name:"max-event-bytes" default:"65536" env:"PUSHLOG_MAX_EVENT_BYTES" help:"Largest message record in bytes (at most 1000000, below Kafka's default max.message.bytes); max-body + max-crypto-headers + max-vapid-sub + 1024 must fit."`
+	VAPIDCacheBytes      int64         `name:"vapid-cache-bytes" default:"16777216" env:"PUSHLOG_VAPID_CACHE_BYTES" help:"Byte budget of the verified-VAPID-token cache, tokens included."`
+	DedupEntries         int           `name:"dedup-entries" default:"100000" env:"PUSHLOG_DEDUP_ENTRIES" help:"Pushes remembered (about 128 bytes each) so that a sender's retry of one is answered with the original's Location instead of a second append."`
+	BreakerProbeInterval time.Duration `name:"breaker-probe-interval" default:"500ms" env:"PUSHLOG_BREAKER_PROBE_INTERVAL" help:"While Kafka is failing, how often ingest lets one push through to probe it (Retry-After is this rounded up to seconds)."`
 
 	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
 	HelloTimeout  time.Duration     `default:"5s" env:"PUSHLOG_HELLO_TIMEOUT" help:"Time a new socket has to send hello."`

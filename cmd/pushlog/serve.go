@@ -368,6 +368,15 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		MetricsHandler: met.handler,
 		Version:        ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
 		Logger:         logger.With("role", "ingest"),
+
+		// Size bounds, retry index and breaker probing (issues 10, 11).
+		MaxCryptoHeaders: cfg.MaxCryptoHeaders,
+		MaxVAPIDSub:      cfg.MaxVAPIDSub,
+		MaxVAPIDToken:    cfg.MaxVAPIDToken,
+		MaxEvent:         cfg.MaxEventBytes,
+		VAPIDCacheBytes:  cfg.VAPIDCacheBytes,
+		DedupEntries:     cfg.DedupEntries,
+		Breaker:          ingest.BreakerConfig{OpenTimeout: cfg.BreakerProbeInterval},
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
