@@ -1,0 +1,364 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/pushlog/pushlog/schema/metrics"
+)
+
+// DefaultRetain is the default replay window: settled records younger
+// than this are kept for `pushlog replay` and `analytics rebuild`.
+const DefaultRetain = time.Hour
+
+// DefaultTrimInterval is how often the trimmer runs.
+const DefaultTrimInterval = time.Minute
+
+// What set a partition's trim point (the pinned metric's "by" label).
+const (
+	byWindow = "window" // the replay window
+	byGroup  = "group"  // a group's committed offset (unsettled or unconsumed records)
+	byEnd    = "end"    // the last record, which is always kept
+	byNoCmt  = "uncommitted"
+)
+
+// TrimConfig configures a Trimmer.
+type TrimConfig struct {
+	Admin *kadm.Client
+	// Dir is the broker directory: the trimmer records end offsets there
+	// (evidence for verification after a crash) and reports its size.
+	Dir string
+	// Topics are the delete-policy topics to trim; compacted ones are
+	// skipped whatever this says (compaction owns them).
+	Topics []string
+	// Required maps each group that must read a topic to those topics: a
+	// partition is not trimmed while one of them has no committed offset
+	// there (it would read from the start). Every other group's commits
+	// also hold the trim point back.
+	Required map[string][]string
+	Retain   time.Duration // replay window; 0 means DefaultRetain
+	Interval time.Duration // 0 means DefaultTrimInterval
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+	Now      func() time.Time
+}
+
+// Trimmer deletes settled prefixes of the embedded log (DeleteRecords):
+// below every group's committed offset, below the replay window, and
+// never the last record of a partition (kfake restarts an empty
+// partition's offsets at zero, and offsets name messages).
+type Trimmer struct {
+	cfg TrimConfig
+	log *slog.Logger
+
+	trimmed  sync.Map // topic -> *atomic.Int64: offsets trimmed
+	mu       sync.Mutex
+	retained map[string]int64         // topic -> offsets kept
+	pinned   map[[2]string]int64      // {topic, by} -> partitions
+	runs     map[string]*atomic.Int64 // result -> runs
+	diskSize atomic.Int64
+}
+
+// NewTrimmer checks cfg and registers the trimmer's metrics.
+func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
+	if cfg.Admin == nil {
+		return nil, errors.New("embedded trimmer: Admin is required")
+	}
+	if cfg.Retain < 0 || cfg.Interval < 0 {
+		return nil, errors.New("embedded trimmer: negative retain or interval")
+	}
+	if cfg.Retain == 0 {
+		cfg.Retain = DefaultRetain
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultTrimInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &Trimmer{
+		cfg: cfg, log: cfg.Logger,
+		retained: map[string]int64{}, pinned: map[[2]string]int64{},
+		runs: map[string]*atomic.Int64{"ok": {}, "error": {}},
+	}
+	for _, topic := range cfg.Topics {
+		t.trimmed.Store(topic, new(atomic.Int64))
+	}
+	if err := metrics.Register(cfg.Metrics, t.collectors()...); err != nil {
+		return nil, fmt.Errorf("embedded trimmer: %w", err)
+	}
+	return t, nil
+}
+
+// Run trims every Interval until ctx ends. A failed round is logged and
+// retried at the next one: trimming is an optimisation, never a reason to
+// stop serving.
+func (t *Trimmer) Run(ctx context.Context) error {
+	tick := time.NewTicker(t.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if _, err := t.TrimOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			t.log.Warn("embedded log trim failed; retrying next round", "err", err)
+		}
+	}
+}
+
+// TrimResult is what one round did: per topic, the offsets trimmed.
+type TrimResult map[string]int64
+
+// TrimOnce runs one round.
+func (t *Trimmer) TrimOnce(ctx context.Context) (TrimResult, error) {
+	res, err := t.trimOnce(ctx)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	t.runs[result].Add(1)
+	t.diskSize.Store(dirSize(t.cfg.Dir))
+	return res, err
+}
+
+func (t *Trimmer) trimOnce(ctx context.Context) (TrimResult, error) {
+	adm := t.cfg.Admin
+	topics, err := t.deleteTopics(ctx)
+	if err != nil || len(topics) == 0 {
+		return nil, err
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	t.recordEnds(ends)
+	window, err := adm.ListOffsetsAfterMilli(ctx, t.cfg.Now().Add(-t.cfg.Retain).UnixMilli(), topics...)
+	if err == nil {
+		err = window.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of the replay window: %w", err)
+	}
+	floors, err := t.groupFloors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	del := kadm.Offsets{}
+	pinned := map[[2]string]int64{}
+	retained := map[string]int64{}
+	ends.Each(func(e kadm.ListedOffset) {
+		s, _ := starts.Lookup(e.Topic, e.Partition)
+		target, by := t.target(e, window, floors)
+		pinned[[2]string{e.Topic, by}]++
+		if target > s.Offset {
+			del.Add(kadm.Offset{Topic: e.Topic, Partition: e.Partition, At: target})
+			retained[e.Topic] += e.Offset - target
+		} else {
+			retained[e.Topic] += e.Offset - s.Offset
+		}
+	})
+	t.mu.Lock()
+	t.pinned, t.retained = pinned, retained
+	t.mu.Unlock()
+	if len(del) == 0 {
+		return TrimResult{}, nil
+	}
+	resp, err := adm.DeleteRecords(ctx, del)
+	if err != nil {
+		return nil, fmt.Errorf("delete records: %w", err)
+	}
+	res := TrimResult{}
+	var errs []error
+	resp.Each(func(r kadm.DeleteRecordsResponse) {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("delete records %s/%d: %w", r.Topic, r.Partition, r.Err))
+			return
+		}
+		s, _ := starts.Lookup(r.Topic, r.Partition)
+		if n := r.LowWatermark - s.Offset; n > 0 {
+			res[r.Topic] += n
+			if c, ok := t.trimmed.Load(r.Topic); ok {
+				c.(*atomic.Int64).Add(n)
+			}
+		}
+	})
+	if len(res) > 0 {
+		t.log.Debug("embedded log trimmed", "offsets", res)
+	}
+	return res, errors.Join(errs...)
+}
+
+// target is the offset below which a partition may be deleted, and what
+// set it.
+func (t *Trimmer) target(e kadm.ListedOffset, window kadm.ListedOffsets, floors map[string]map[int32]int64) (int64, string) {
+	target, by := e.Offset-1, byEnd // the last record always stays
+	if w, ok := window.Lookup(e.Topic, e.Partition); ok && w.Offset >= 0 && w.Offset < target {
+		target, by = w.Offset, byWindow
+	}
+	if f, ok := floors[e.Topic][e.Partition]; ok {
+		if f < 0 {
+			return -1, byNoCmt
+		}
+		if f < target {
+			target, by = f, byGroup
+		}
+	} else if t.requiredOn(e.Topic) {
+		return -1, byNoCmt
+	}
+	return target, by
+}
+
+// requiredOn reports whether a required group reads topic.
+func (t *Trimmer) requiredOn(topic string) bool {
+	for _, ts := range t.cfg.Required {
+		for _, x := range ts {
+			if x == topic {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// groupFloors is, per topic and partition, the smallest committed offset
+// of any group, or -1 where a required group has none.
+func (t *Trimmer) groupFloors(ctx context.Context) (map[string]map[int32]int64, error) {
+	adm := t.cfg.Admin
+	listed, err := adm.ListGroups(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list groups: %w", err)
+	}
+	groups := listed.Groups()
+	for g := range t.cfg.Required {
+		if _, ok := listed[g]; !ok {
+			groups = append(groups, g)
+		}
+	}
+	fetched := adm.FetchManyOffsets(ctx, groups...)
+	floors := map[string]map[int32]int64{}
+	for _, g := range groups {
+		r, ok := fetched[g]
+		if !ok || r.Err != nil {
+			// An unknown commit could be below anything: no trim this round.
+			return nil, fmt.Errorf("fetch committed offsets of group %s: %v", g, r.Err)
+		}
+		r.Fetched.Each(func(o kadm.OffsetResponse) {
+			if o.Err != nil || o.At < 0 {
+				return
+			}
+			if floors[o.Topic] == nil {
+				floors[o.Topic] = map[int32]int64{}
+			}
+			if f, ok := floors[o.Topic][o.Partition]; !ok || o.At < f {
+				floors[o.Topic][o.Partition] = o.At
+			}
+		})
+	}
+	// A required group without a commit would start from the beginning.
+	for g, topics := range t.cfg.Required {
+		for _, topic := range topics {
+			t.markUncommitted(floors, fetched[g].Fetched, topic)
+		}
+	}
+	return floors, nil
+}
+
+// markUncommitted sets -1 on the partitions of topic where the group's
+// commits (fetched) have none: those partitions are listed by the ends.
+func (t *Trimmer) markUncommitted(floors map[string]map[int32]int64, fetched kadm.OffsetResponses, topic string) {
+	if floors[topic] == nil {
+		floors[topic] = map[int32]int64{}
+	}
+	for p := range floors[topic] {
+		if o, ok := fetched.Lookup(topic, p); !ok || o.Err != nil || o.At < 0 {
+			floors[topic][p] = -1
+		}
+	}
+}
+
+// deleteTopics returns the configured topics that are not compacted.
+func (t *Trimmer) deleteTopics(ctx context.Context) ([]string, error) {
+	cfgs, err := t.cfg.Admin.DescribeTopicConfigs(ctx, t.cfg.Topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topic configs: %w", err)
+	}
+	var out []string
+	for _, rc := range cfgs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %w", rc.Name, rc.Err)
+		}
+		compact := false
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil && strings.Contains(*c.Value, "compact") {
+				compact = true
+			}
+		}
+		if !compact {
+			out = append(out, rc.Name)
+		}
+	}
+	return out, nil
+}
+
+// recordEnds writes the end offsets beside the broker's files.
+func (t *Trimmer) recordEnds(ends kadm.ListedOffsets) {
+	if t.cfg.Dir == "" {
+		return
+	}
+	m := map[string]map[int32]int64{}
+	ends.Each(func(e kadm.ListedOffset) {
+		if m[e.Topic] == nil {
+			m[e.Topic] = map[int32]int64{}
+		}
+		m[e.Topic][e.Partition] = e.Offset
+	})
+	if err := writeEnds(t.cfg.Dir, m); err != nil {
+		t.log.Warn("record end offsets", "err", err)
+	}
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	if dir == "" {
+		return 0
+	}
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
