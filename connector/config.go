@@ -42,6 +42,27 @@ type Config struct {
 	// MaxMessage bounds a client message in bytes (default 16 KiB).
 	MaxMessage int64
 
+	// MaxChannels bounds the channels of a UAID (default 1000): a register
+	// of a new channel past it is answered with status 413; the socket
+	// stays open.
+	MaxChannels int
+	// MaxRegistrationsPerMinute bounds the registers and unregisters a
+	// socket writes (default 120, all of them at once at most): past it the
+	// reply has status 429 and nothing is written. An unregister of a
+	// channel the UAID does not have writes nothing and is not counted.
+	MaxRegistrationsPerMinute int
+	// MaxMessagesPerMinute bounds every client message after hello
+	// (default 1200, all at once at most); acks of notifications this
+	// socket delivered are free, pings have MinClientPing. Past it the
+	// socket is closed with 4774 (autopush's "back off": Firefox does not
+	// reconnect until the network changes).
+	MaxMessagesPerMinute int
+	// MaxConnectionsPerIPPerMinute bounds the new connections of one client
+	// address (an IPv6 /64), all at once at most (default 600); past it the
+	// upgrade is answered 429. Loopback and private addresses (a proxy in
+	// front) are exempt. Negative: no limit.
+	MaxConnectionsPerIPPerMinute int
+
 	Broadcasts map[string]string // broadcast id -> version, from configuration
 	Logger     *slog.Logger
 
@@ -64,6 +85,11 @@ const (
 	defaultWriteTimeout   = 10 * time.Second
 	defaultSendQueue      = 1024
 	defaultMaxMessage     = 16 << 10
+
+	defaultMaxChannels                  = 1000
+	defaultMaxRegistrationsPerMinute    = 120
+	defaultMaxMessagesPerMinute         = 1200
+	defaultMaxConnectionsPerIPPerMinute = 600
 )
 
 // withDefaults validates c and fills every zero field with its default.
@@ -99,6 +125,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMessage <= 0 {
 		c.MaxMessage = defaultMaxMessage
 	}
+	setInt(&c.MaxChannels, defaultMaxChannels)
+	setInt(&c.MaxRegistrationsPerMinute, defaultMaxRegistrationsPerMinute)
+	setInt(&c.MaxMessagesPerMinute, defaultMaxMessagesPerMinute)
+	if c.MaxConnectionsPerIPPerMinute == 0 {
+		c.MaxConnectionsPerIPPerMinute = defaultMaxConnectionsPerIPPerMinute
+	}
 	for id := range c.Broadcasts {
 		if id == "" || id == broadcastErrorsKey {
 			errs = append(errs, fmt.Errorf("broadcast id %q is reserved", id))
@@ -111,6 +143,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("connector config: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+func setInt(n *int, def int) {
+	if *n <= 0 {
+		*n = def
+	}
 }
 
 func setDuration(d *time.Duration, def time.Duration) {

@@ -77,6 +77,9 @@ type conn struct {
 	uaid     string
 	ua       string // User-Agent, kept until the Connected event is written
 	lastPing int64  // unix nanoseconds of the client's last `{}`
+	chans    chanSet
+	regRate  gcra // registers and unregisters written (MaxRegistrationsPerMinute)
+	msgRate  gcra // client messages (MaxMessagesPerMinute)
 
 	mu      sync.Mutex
 	out     [][]byte // encoded messages waiting for the writer; nil when idle

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -53,6 +54,10 @@ func (c *conn) handle(data []byte) {
 	default:
 		return
 	}
+	// Pings have their own bound (MinClientPing); acks pay per update.
+	if m.MessageType != typePing && m.MessageType != typeAck && !c.spend(1) {
+		return
+	}
 	switch m.MessageType {
 	case typeHello:
 		c.close(closeProtocol, "second hello")
@@ -79,7 +84,12 @@ func (c *conn) hello(m *clientMessage) {
 	if !c.state.CompareAndSwap(stateAwaitHello, stateHello) {
 		return
 	}
-	uaid, err := c.resolveUAID(m.uaid())
+	if broadcastsTooBig(m.Broadcasts) {
+		s.met.refused(limitBroadcasts)
+		c.close(closePolicy, "too many or too long broadcasts")
+		return
+	}
+	uaid, info, err := c.resolveUAID(m.uaid())
 	if err != nil {
 		s.log.Warn("hello failed; client should retry", "conn", c.ConnID(), "err", err)
 		c.close(closeTryAgain, "try again later")
@@ -98,6 +108,7 @@ func (c *conn) hello(m *clientMessage) {
 	c.mu.Lock()
 	c.bcast = subs
 	c.mu.Unlock()
+	c.chans = newChanSet(info)
 	s.produceConnected(c) // before Ready: a Disconnected can only follow it
 	c.ua = ""
 	if err := c.send(msg, true); err != nil || !c.state.CompareAndSwap(stateHello, stateReady) {
@@ -116,43 +127,77 @@ func (c *conn) hello(m *clientMessage) {
 	}
 }
 
-// resolveUAID returns the UAID the client will use.
-func (c *conn) resolveUAID(raw string) (string, error) {
+// resolveUAID returns the UAID the client will use and what the owner
+// knows of it (nothing for a new one).
+func (c *conn) resolveUAID(raw string) (string, link.UAIDInfo, error) {
 	s := c.srv
 	if raw == "" {
-		return schema.NewUAID(), nil
+		s.met.hello(helloNew)
+		return schema.NewUAID(), link.UAIDInfo{}, nil
 	}
 	uaid, err := schema.NormalizeUAID(raw)
 	if err != nil {
 		s.log.Debug("malformed uaid at hello; issuing a new one", "conn", c.ConnID())
-		return schema.NewUAID(), nil
+		s.met.hello(helloNew)
+		return schema.NewUAID(), link.UAIDInfo{}, nil
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LinkTimeout)
 	defer cancel()
 	info, err := s.cfg.Link.CheckUAID(ctx, uaid)
 	if err != nil {
-		return "", fmt.Errorf("check uaid: %w", err) // never reset on an error
+		return "", link.UAIDInfo{}, fmt.Errorf("check uaid: %w", err) // never reset on an error
 	}
 	if info.Valid {
-		return uaid, nil
+		s.met.hello(helloKnown)
+		return uaid, info, nil
 	}
 	ev := s.newEvent(uaid)
 	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: "unknown uaid at hello"}}
 	if err := s.produceSync(ev); err != nil {
-		return "", fmt.Errorf("reset uaid: %w", err)
+		return "", link.UAIDInfo{}, fmt.Errorf("reset uaid: %w", err)
 	}
 	s.log.Debug("unknown uaid reset", "uaid", uaid)
-	return schema.NewUAID(), nil
+	s.met.hello(helloReset)
+	return schema.NewUAID(), link.UAIDInfo{}, nil
+}
+
+// spend takes cost tokens of the socket's message rate; past it the
+// socket is closed with 4774 (autopush's "back off") and spend reports
+// false.
+func (c *conn) spend(cost int) bool {
+	if c.msgRate.allow(time.Now().UnixNano(), c.srv.cfg.MaxMessagesPerMinute, time.Minute, cost) {
+		return true
+	}
+	c.srv.met.refused(limitMessages)
+	c.srv.log.Info("client message rate exceeded; closing", "uaid", c.uaid, "conn", c.ConnID())
+	c.close(closeBackoff, "too many messages")
+	return false
+}
+
+// allowRegistration takes one token of the socket's registration rate.
+func (c *conn) allowRegistration() bool {
+	if c.regRate.allow(time.Now().UnixNano(), c.srv.cfg.MaxRegistrationsPerMinute, time.Minute, 1) {
+		return true
+	}
+	c.srv.met.refused(limitRegistrations)
+	return false
 }
 
 func (c *conn) register(m *clientMessage) {
 	s := c.srv
-	chid, err := schema.NormalizeChannelID(m.ChannelID)
-	if err != nil || chid != m.ChannelID {
+	id, err := schema.ParseChannelID(m.ChannelID)
+	chid := m.ChannelID
+	if err != nil || schema.FormatChannelID(id[:]) != chid {
 		// Notifications name the channel in canonical form, so a client
 		// using another form could not match them: refuse it (autopush too).
 		c.reply(registerReply{MessageType: typeRegister, ChannelID: m.ChannelID, Status: statusBadChannel,
 			Reason: "channelID must be a lowercase dashed UUID"})
+		return
+	}
+	if !c.chans.has(id) && len(c.chans.ids) >= s.cfg.MaxChannels {
+		s.met.refused(limitChannels)
+		c.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: statusTooManyChannels,
+			Reason: fmt.Sprintf("too many channels (at most %d); unregister some first", s.cfg.MaxChannels)})
 		return
 	}
 	var keyHash []byte
@@ -164,6 +209,10 @@ func (c *conn) register(m *clientMessage) {
 		}
 		sum := sha256.Sum256(raw)
 		keyHash = sum[:]
+	}
+	if !c.allowRegistration() {
+		c.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: statusTooManyRequests, Reason: "too many registrations; retry later"})
+		return
 	}
 	token, err := s.cfg.Sealer.SealEndpoint(schema.Endpoint{UAID: c.uaid, ChannelID: chid, KeyHash: keyHash})
 	if err != nil {
@@ -178,6 +227,7 @@ func (c *conn) register(m *clientMessage) {
 		c.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: statusError, Reason: "try again later"})
 		return
 	}
+	c.chans.add(id)
 	version := "/wpush/v1/"
 	if keyHash != nil {
 		version = "/wpush/v2/"
@@ -202,11 +252,23 @@ func parseAppServerKey(key string) ([]byte, error) {
 
 func (c *conn) unregister(m *clientMessage) {
 	s := c.srv
-	chid, err := schema.NormalizeChannelID(m.ChannelID)
+	id, err := schema.ParseChannelID(m.ChannelID)
 	if err != nil {
 		c.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: statusBadChannel, Reason: "invalid channelID"})
 		return
 	}
+	if !c.chans.has(id) && !c.chans.partial {
+		// Not a channel of this UAID: nothing to undo, so nothing is
+		// written (an unregister flood leaves no trace in the log).
+		s.met.unknownUnregister()
+		c.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: statusOK})
+		return
+	}
+	if !c.allowRegistration() {
+		c.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: statusTooManyRequests, Reason: "too many registrations; retry later"})
+		return
+	}
+	chid := schema.FormatChannelID(id[:])
 	ev := s.newEvent(c.uaid)
 	ev.Body = &pb.Event_ChannelUnregistered{ChannelUnregistered: &pb.ChannelUnregistered{ChannelId: chid, Code: intCode(m.Code, 0)}}
 	if err := s.produceSync(ev); err != nil {
@@ -214,15 +276,31 @@ func (c *conn) unregister(m *clientMessage) {
 		c.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: statusError, Reason: "try again later"})
 		return
 	}
+	c.chans.remove(id)
 	c.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: statusOK})
 }
 
 // ack records each acknowledged message: the Acked event (the durable fact)
 // and Link.Acked (so the owner stops redelivering at once).
+//
+// Acks of notifications this socket delivered cost nothing (they are
+// bounded by the deliveries); every other update, and an ack without
+// updates, costs one token of the message rate.
 func (c *conn) ack(m *clientMessage) {
 	s := c.srv
+	if len(m.Updates) > maxAckUpdates {
+		s.met.refused(limitAckUpdates)
+		c.close(closePolicy, "too many ack updates")
+		return
+	}
+	if len(m.Updates) == 0 && !c.spend(1) {
+		return
+	}
 	for _, u := range m.Updates {
-		ref, ok := c.messageRef(u.Version, true)
+		ref, delivered, ok := c.messageRef(u.Version, true)
+		if !delivered && !c.spend(1) {
+			return
+		}
 		if !ok {
 			continue
 		}
@@ -241,7 +319,7 @@ func (c *conn) ack(m *clientMessage) {
 // nack records a client-side delivery error; the message stays unacked.
 func (c *conn) nack(m *clientMessage) {
 	s := c.srv
-	ref, ok := c.messageRef(m.Version, false)
+	ref, _, ok := c.messageRef(m.Version, false)
 	if !ok {
 		return
 	}
@@ -255,15 +333,16 @@ func (c *conn) nack(m *clientMessage) {
 	s.met.nacked(code)
 }
 
-// messageRef finds the ref of a version delivered on this connection, or
-// decodes the version (a message delivered on an earlier connection). A
-// version of another UAID, or one that does not open, is ignored.
-func (c *conn) messageRef(version string, take bool) (*pb.MessageRef, bool) {
+// messageRef finds the ref of a version delivered on this connection
+// (delivered), or decodes the version (a message delivered on an earlier
+// connection). A version of another UAID, or one that does not open, is
+// ignored (not ok).
+func (c *conn) messageRef(version string, take bool) (ref *pb.MessageRef, delivered, ok bool) {
 	if version == "" {
-		return nil, false
+		return nil, false, false
 	}
 	c.mu.Lock()
-	ref := c.unacked[version]
+	ref = c.unacked[version]
 	if ref != nil && take {
 		delete(c.unacked, version)
 		if len(c.unacked) == 0 {
@@ -272,18 +351,18 @@ func (c *conn) messageRef(version string, take bool) (*pb.MessageRef, bool) {
 	}
 	c.mu.Unlock()
 	if ref != nil {
-		return ref, true
+		return ref, true, true
 	}
 	id, err := c.srv.cfg.Sealer.OpenMessageID(version)
 	if err != nil {
 		c.srv.log.Debug("ignoring undecodable version", "conn", c.ConnID(), "err", err)
-		return nil, false
+		return nil, false, false
 	}
 	if id.UAID != c.uaid {
 		c.srv.log.Debug("ignoring version of another uaid", "conn", c.ConnID())
-		return nil, false
+		return nil, false, false
 	}
-	return &pb.MessageRef{Partition: id.Partition, Offset: id.Offset, ChannelId: id.ChannelID}, true
+	return &pb.MessageRef{Partition: id.Partition, Offset: id.Offset, ChannelId: id.ChannelID}, false, true
 }
 
 // clientPing answers `{}`; a client pinging more often than MinClientPing
@@ -298,7 +377,15 @@ func (c *conn) clientPing() {
 	_ = c.send(pingReply, true)
 }
 
+// broadcastSubscribe adds subscriptions. Only ids the server knows are
+// kept (shared strings), so a socket's subscriptions are bounded by the
+// configured broadcasts.
 func (c *conn) broadcastSubscribe(m *clientMessage) {
+	if broadcastsTooBig(m.Broadcasts) {
+		c.srv.met.refused(limitBroadcasts)
+		c.close(closePolicy, "too many or too long broadcasts")
+		return
+	}
 	reply, subs := c.srv.bcast.delta(m.Broadcasts)
 	c.mu.Lock()
 	c.bcast = mergeSubscriptions(c.bcast, subs)

@@ -29,6 +29,8 @@ const testTimeout = 5 * time.Second
 type fakeLink struct {
 	mu        sync.Mutex
 	known     map[string]bool
+	chans     map[string][][16]byte // a known UAID's registered channels
+	partial   bool                  // CheckUAID answers a partial list
 	checkErr  error
 	attachErr error
 	checks    []string
@@ -50,7 +52,27 @@ func (f *fakeLink) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, err
 	if f.checkErr != nil {
 		return link.UAIDInfo{}, f.checkErr
 	}
-	return link.UAIDInfo{Valid: f.known[uaid]}, nil
+	if !f.known[uaid] {
+		return link.UAIDInfo{}, nil
+	}
+	return link.UAIDInfo{Valid: true, Channels: f.chans[uaid], Partial: f.partial}, nil
+}
+
+// addUAID makes uaid known with the given registered channels.
+func (f *fakeLink) addUAID(uaid string, chids ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.known[uaid] = true
+	if f.chans == nil {
+		f.chans = map[string][][16]byte{}
+	}
+	for _, ch := range chids {
+		id, err := schema.ParseChannelID(ch)
+		if err != nil {
+			panic(err)
+		}
+		f.chans[uaid] = append(f.chans[uaid], id)
+	}
 }
 
 func (f *fakeLink) Attach(_ context.Context, uaid string, s link.Session) error {

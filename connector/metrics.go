@@ -15,6 +15,9 @@ type connMetrics struct {
 	deliveries prometheus.Counter
 	acks       [ackLast - ackDelivered + 1]prometheus.Counter // by code 100..102
 	nacks      [nackLast - nackFirst + 2]prometheus.Counter   // [0] code 0, then 301..303
+	refusals   map[string]prometheus.Counter                  // by limit (allLimits); read-only after New
+	unknownUnr prometheus.Counter
+	hellos     [numHelloKinds]prometheus.Counter
 }
 
 func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) {
@@ -44,10 +47,58 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 		Name: metrics.Name("connector", "connections"),
 		Help: "Open WebSocket connections.",
 	}, func() float64 { return float64(s.Connections()) })
-	if err := metrics.Register(reg, m.deliveries, acks, nacks, conns); err != nil {
+	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metrics.Name("connector", "client_refusals_total"),
+		Help: "Client requests refused by a per-client bound, by limit (channels, registration_rate, message_rate, broadcasts, ack_updates, connection_rate_ip; ip_table_full counts connections admitted untracked).",
+	}, []string{"limit"})
+	m.refusals = make(map[string]prometheus.Counter, len(allLimits))
+	for _, l := range allLimits {
+		m.refusals[l] = refusals.WithLabelValues(l)
+	}
+	m.unknownUnr = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: metrics.Name("connector", "unknown_unregisters_total"),
+		Help: "Unregisters of channels the UAID does not have: answered 200, nothing written.",
+	})
+	hellos := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metrics.Name("connector", "hellos_total"),
+		Help: "Hellos answered, by uaid: known (kept), new (none or malformed given), reset (unknown given: reset and replaced).",
+	}, []string{"uaid"})
+	for k := range m.hellos {
+		m.hellos[k] = hellos.WithLabelValues(helloKindNames[k])
+	}
+	if err := metrics.Register(reg, m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// Hello kinds (the hellos metric's label).
+const (
+	helloKnown = iota
+	helloNew
+	helloReset
+	numHelloKinds
+)
+
+var helloKindNames = [numHelloKinds]string{"known", "new", "reset"}
+
+// refused counts a refusal by limit (one of allLimits).
+func (m *connMetrics) refused(limit string) {
+	if m != nil {
+		m.refusals[limit].Inc()
+	}
+}
+
+func (m *connMetrics) unknownUnregister() {
+	if m != nil {
+		m.unknownUnr.Inc()
+	}
+}
+
+func (m *connMetrics) hello(kind int) {
+	if m != nil {
+		m.hellos[kind].Inc()
+	}
 }
 
 func (m *connMetrics) delivered() {

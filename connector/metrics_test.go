@@ -64,7 +64,8 @@ pushlog_connector_nacks_total{code="301"} 1
 pushlog_connector_nacks_total{code="302"} 0
 pushlog_connector_nacks_total{code="303"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pushlog_connector_acks_total", "pushlog_connector_connections",
+		"pushlog_connector_deliveries_total", "pushlog_connector_nacks_total"); err != nil {
 		t.Fatal(err)
 	}
 

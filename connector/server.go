@@ -39,6 +39,7 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	bcast    *broadcasts
+	ipLimit  *ipLimiter
 	ctx      context.Context // for owner calls and produces; ends after Shutdown
 	cancel   context.CancelFunc
 
@@ -67,13 +68,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "connector"),
-		bcast:  newBroadcasts(cfg.Broadcasts),
-		ctx:    ctx,
-		cancel: cancel,
-		conns:  map[*conn]struct{}{},
-		byUAID: map[string]*conn{},
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "connector"),
+		bcast:   newBroadcasts(cfg.Broadcasts),
+		ipLimit: newIPLimiter(cfg.MaxConnectionsPerIPPerMinute),
+		ctx:     ctx,
+		cancel:  cancel,
+		conns:   map[*conn]struct{}{},
+		byUAID:  map[string]*conn{},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
@@ -229,6 +231,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if !s.admitAddr(w, r) {
+		return
+	}
 	hw := &hijackResponse{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(hw, r, nil)
 	hw.release()
@@ -250,6 +255,21 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.watch(c)
+}
+
+// admitAddr applies the per-address connection rate; a refused upgrade is
+// answered 429 before any WebSocket state exists.
+func (s *Server) admitAddr(w http.ResponseWriter, r *http.Request) bool {
+	ok, untracked := s.ipLimit.allow(r.RemoteAddr, time.Now())
+	if untracked {
+		s.met.refused(limitIPTable)
+	}
+	if !ok {
+		s.met.refused(limitConnectRate)
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+	}
+	return ok
 }
 
 // admit registers a new connection unless the server is shutting down.

@@ -368,9 +368,12 @@ func TestRegister(t *testing.T) {
 
 func TestRegisterUnregisterWhenKafkaIsDown(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.ProduceTimeout = 300 * time.Millisecond }, kgo.RecordDeliveryTimeout(time.Second))
-	c, _ := h.hello("")
+	// A known UAID holding chid, so the unregister below has something to
+	// write (an unknown channel's unregister writes nothing).
+	uaid, chid := schema.NewUAID(), newChannelID()
+	h.link.addUAID(uaid, chid)
+	c, _ := h.hello(uaid)
 	h.cluster.Close()
-	chid := newChannelID()
 	send(t, c, map[string]any{"messageType": "register", "channelID": chid})
 	if r := recv(t, c); r["status"] != 500.0 || r["pushEndpoint"] != nil {
 		t.Fatalf("register reply %v", r)
@@ -387,20 +390,27 @@ func TestUnregister(t *testing.T) {
 	uaid := reply["uaid"].(string)
 	chid := newChannelID()
 	tests := []struct {
-		name    string
-		channel string
-		code    any
-		status  float64
-		event   string // channel id in the event, "" for none
-		evCode  int32
+		name     string
+		channel  string
+		code     any
+		status   float64
+		event    string // channel id in the event, "" for none
+		evCode   int32
+		regFirst bool // register chid first (an unknown channel's unregister writes nothing)
 	}{
-		{"registered channel", chid, 200, 200, chid, 200},
-		{"unknown channel is still 200", newChannelID(), 202, 200, "", 202},
-		{"uppercase is normalized", strings.ToUpper(chid), nil, 200, chid, 0},
-		{"malformed channel", "nope", 200, 401, "", 0},
+		{"registered channel", chid, 200, 200, chid, 200, true},
+		{"unknown channel is still 200", newChannelID(), 202, 200, "", 202, false},
+		{"uppercase is normalized", strings.ToUpper(chid), nil, 200, chid, 0, true},
+		{"malformed channel", "nope", 200, 401, "", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.regFirst {
+				send(t, c, map[string]any{"messageType": "register", "channelID": chid})
+				if r := recv(t, c); r["status"] != 200.0 {
+					t.Fatalf("register reply %v", r)
+				}
+			}
 			msg := map[string]any{"messageType": "unregister", "channelID": tt.channel}
 			if tt.code != nil {
 				msg["code"] = tt.code
