@@ -60,6 +60,11 @@ type serveConfig struct {
 	PongTimeout   time.Duration     `default:"30s" env:"PUSHLOG_PONG_TIMEOUT" help:"Time to wait for a pong before closing."`
 	MinClientPing time.Duration     `default:"45s" env:"PUSHLOG_MIN_CLIENT_PING" help:"Clients pinging more often than this are closed."`
 	Broadcasts    map[string]string `env:"PUSHLOG_BROADCASTS" mapsep:"," help:"Broadcast ids and versions, e.g. remote-settings/monitor_changes=v1."`
+	// Connector bounds on what a client controls (issue 10).
+	MaxChannels                  int `name:"max-channels" default:"1000" env:"PUSHLOG_MAX_CHANNELS" help:"Channels per UAID; registering a new channel past it is answered with status 413 (the socket stays open)."`
+	MaxRegistrationsPerMinute    int `name:"max-registrations-per-minute" default:"120" env:"PUSHLOG_MAX_REGISTRATIONS_PER_MINUTE" help:"Registers and unregisters one socket may write per minute (all at once at most); past it the reply has status 429."`
+	MaxClientMessagesPerMinute   int `name:"max-client-messages-per-minute" default:"1200" env:"PUSHLOG_MAX_CLIENT_MESSAGES_PER_MINUTE" help:"Messages per socket per minute (all at once at most; acks of notifications it was sent and pings are not counted); past it the socket is closed with 4774."`
+	MaxConnectionsPerIPPerMinute int `name:"max-connections-per-ip-per-minute" default:"600" env:"PUSHLOG_MAX_CONNECTIONS_PER_IP_PER_MINUTE" help:"New WebSocket connections per client address (IPv6: per /64) per minute; past it 429. Loopback and private addresses (a proxy in front) are exempt; 0 disables."`
 
 	// Cluster: connector nodes sharing the partitions (see validateCluster).
 	LinkAddr            string        `env:"PUSHLOG_LINK_ADDR" help:"Node-link listen address of a connector node in a cluster (port 0: any free port); empty runs a single node."`
@@ -136,6 +141,12 @@ func (c *serveConfig) validate() error {
 	}
 	if c.MinClientPing < 0 {
 		bad("--min-client-ping: %s is negative", c.MinClientPing)
+	}
+	for name, n := range map[string]int{"--max-channels": c.MaxChannels, "--max-registrations-per-minute": c.MaxRegistrationsPerMinute,
+		"--max-client-messages-per-minute": c.MaxClientMessagesPerMinute, "--max-connections-per-ip-per-minute": c.MaxConnectionsPerIPPerMinute} {
+		if n < 0 {
+			bad("%s: %d is negative", name, n)
+		}
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
@@ -266,4 +277,13 @@ func (c *serveConfig) sealingKeys() ([][]byte, error) {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return [][]byte{key}, nil
+}
+
+// connectionsPerIP maps --max-connections-per-ip-per-minute to the
+// connector's setting, where 0 means the default and negative no limit.
+func (c serveConfig) connectionsPerIP() int {
+	if c.MaxConnectionsPerIPPerMinute == 0 {
+		return -1
+	}
+	return c.MaxConnectionsPerIPPerMinute
 }

@@ -57,6 +57,8 @@ func TestValidate(t *testing.T) {
 		{"small body", func(c *serveConfig) { c.MaxBody = 4095 }, "--max-body"},
 		{"ttl", func(c *serveConfig) { c.MaxTTL = 0 }, "--max-ttl"},
 		{"pending", func(c *serveConfig) { c.PendingLimit = 0 }, "--pending-limit"},
+		{"max channels", func(c *serveConfig) { c.MaxChannels = -1 }, "--max-channels"},
+		{"connections per ip", func(c *serveConfig) { c.MaxConnectionsPerIPPerMinute = -5 }, "--max-connections-per-ip-per-minute"},
 		{"hello timeout", func(c *serveConfig) { c.HelloTimeout = 0 }, "--hello-timeout"},
 		{"bad addr", func(c *serveConfig) { c.HTTPAddr = "8082" }, "--http-addr"},
 		{"tls half", func(c *serveConfig) { c.TLSCert = "x.pem" }, "--tls-cert and --tls-key"},

@@ -263,6 +263,11 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		Logger:         logger.With("role", "connector"),
 		Metrics:        met.reg,
 		MetricsHandler: met.handler,
+
+		MaxChannels:                  cfg.MaxChannels,
+		MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
+		MaxMessagesPerMinute:         cfg.MaxClientMessagesPerMinute,
+		MaxConnectionsPerIPPerMinute: cfg.connectionsPerIP(),
 	})
 	if err != nil {
 		return fmt.Errorf("connector: %w", err)

@@ -1,0 +1,315 @@
+package integration
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pushlog/pushlog/cmd/pushattack/attack"
+)
+
+// Issue 10 (hostile clients), one subtest per numbered finding, on the
+// embedded default and on real Kafka. The attacks are pushattack's (the
+// cmd/pushattack/attack package); each test also keeps its own victim user
+// agent, connected before the attack, whose pushes must still get 201 and
+// arrive after it.
+
+const (
+	hostileTimeout = 4 * time.Minute
+	// hostileMaxChannels is the small --max-channels the floods run against.
+	hostileMaxChannels = 50
+	// hostileBytesPerOp bounds what one register or unregister may add to
+	// the channels topic: O(1) per change (a record of one channel), never
+	// the whole list. The quadratic design wrote ~40 bytes × channels per
+	// change, 40 KB per change at 1,000 channels.
+	hostileBytesPerOp = 1024
+	// hostileIdleUAIDBytes is the documented in-memory cost of an offline
+	// UAID with nothing pending.
+	hostileIdleUAIDBytes = 200
+)
+
+// hostileMode is where the server runs its log.
+type hostileMode struct {
+	name     string
+	embedded bool
+}
+
+var hostileModes = []hostileMode{{"Embedded", true}, {"Kafka", false}}
+
+// hostileServer starts pushlog in mode with a debug listener (for live
+// heap figures) and the extra serve flags.
+func hostileServer(t *testing.T, m hostileMode, args ...string) (*server, string) {
+	t.Helper()
+	debug := freePort(t)
+	s := startServer(t, serverOpts{Embedded: m.embedded, Args: append([]string{"--debug-addr=" + debug}, args...)})
+	return s, debug
+}
+
+// hostileRunner is pushattack's runner pointed at s.
+func hostileRunner(t *testing.T, s *server, debug string, count int) *attack.Runner {
+	t.Helper()
+	r, err := attack.New(attack.Options{
+		PushURL:  s.HTTPURL,
+		WSURL:    s.WSURL,
+		StatsURL: "http://" + debug + "/debug/stats",
+		Count:    count,
+		Duration: 90 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// hostileRun runs one attack and requires the runner's own checks: the
+// server is up and another user's push got 201 and arrived.
+func hostileRun(ctx context.Context, t *testing.T, r *attack.Runner, name string) attack.Result {
+	t.Helper()
+	res, err := r.RunOne(ctx, name)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	heap := "n/a"
+	if res.HeapDelta != nil {
+		heap = strconv.FormatFloat(mb(*res.HeapDelta), 'f', 2, 64) + " MB"
+	}
+	t.Logf("%s: sent %d in %s, answers %s, heap Δ %s", name, res.Sent, res.Elapsed.Round(time.Millisecond), res.AnswersString(), heap)
+	if res.Error != "" {
+		t.Errorf("%s stopped early: %s", name, res.Error)
+	}
+	if !res.ServerUp || !res.OthersOK {
+		t.Errorf("%s: server up %v, other users served %v: %s", name, res.ServerUp, res.OthersOK, res.Note)
+	}
+	return res
+}
+
+// hostileVictim is another user, subscribed before an attack.
+type hostileVictim struct {
+	ua  *uaClient
+	sub *uaSubscription
+	v   snVAPID
+}
+
+func newHostileVictim(ctx context.Context, t *testing.T, s *server) *hostileVictim {
+	t.Helper()
+	ua := uaDial(ctx, t, s.WSURL, "")
+	return &hostileVictim{ua: ua, sub: ua.subscribe(ctx, ""), v: snNewVAPID(t)}
+}
+
+// check requires the process to be alive and a push to the victim to get
+// 201 and arrive.
+func (h *hostileVictim) check(ctx context.Context, t *testing.T, s *server, what string) {
+	t.Helper()
+	if !s.running() {
+		t.Fatalf("after %s the process exited:\n%s", what, s.logs.String())
+	}
+	msg := "still served after " + what
+	res := snSend(ctx, t, h.sub, []byte(msg), snPush{TTL: snLongTTL, VAPID: h.v})
+	if res.Status != http.StatusCreated {
+		t.Fatalf("after %s another user's push answered %s, want 201", what, res)
+	}
+	n := snExpect(ctx, t, h.ua, h.sub, msg)
+	h.ua.ack(n)
+}
+
+// errorStatuses counts the replies of kind ("register") whose status is
+// not 200.
+func errorStatuses(res attack.Result, kind string) int {
+	n := 0
+	for k, v := range res.Answers {
+		st, ok := strings.CutPrefix(k, kind+" ")
+		if code, err := strconv.Atoi(st); ok && err == nil && code != 200 {
+			n += v
+		}
+	}
+	return n
+}
+
+// TestHostile runs issue 10's findings against one mode at a time.
+func TestHostile(t *testing.T) {
+	for _, m := range hostileModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Run("Finding1Floods", func(t *testing.T) { hostileFloods(t, m) })
+			t.Run("Finding2AbandonedUAIDs", func(t *testing.T) { hostileAbandoned(t, m) })
+			t.Run("Finding2IdleExpiry", func(t *testing.T) { hostileExpiry(t, m) })
+			t.Run("Finding3And4Sizes", func(t *testing.T) { hostileSizes(t, m) })
+		})
+	}
+}
+
+// hostileFloods: finding 1. A channel flood past --max-channels gets
+// error statuses on an open socket; an unregister flood of unknown channels
+// costs nothing lasting; ack and broadcast_subscribe floods are harmless;
+// the channels topic grows O(1) per change; the process stays up, other
+// users are served, and it starts again on the same data.
+func hostileFloods(t *testing.T, m hostileMode) {
+	ctx := testContext(t, hostileTimeout)
+	s, debug := hostileServer(t, m, "--max-channels="+strconv.Itoa(hostileMaxChannels))
+	victim := newHostileVictim(ctx, t, s)
+	channels := s.names(t).Channels
+
+	t.Run("ChannelFlood", func(t *testing.T) {
+		const count = 4 * hostileMaxChannels
+		r := hostileRunner(t, s, debug, count)
+		before := settledTopicBytes(ctx, t, s, channels)
+		res := hostileRun(ctx, t, r, "channel-flood")
+		if ok := res.Count("register 200"); ok > hostileMaxChannels {
+			t.Errorf("%d registers got 200 on one UAID, --max-channels is %d", ok, hostileMaxChannels)
+		}
+		if errs := errorStatuses(res, "register"); errs < res.Sent-hostileMaxChannels {
+			t.Errorf("only %d of %d registers past the limit got an error status (answers %s)", errs, res.Sent-hostileMaxChannels, res.AnswersString())
+		}
+		if closed := res.CountPrefix("closed"); closed > 0 {
+			t.Errorf("the server closed the attacker's socket %d times: past the limit it must answer with a status and keep it open", closed)
+		}
+		grown := settledTopicBytes(ctx, t, s, channels) - before
+		t.Logf("channels topic grew %d bytes for %d registers (%.0f per register)", grown, res.Sent, float64(grown)/float64(max(res.Sent, 1)))
+		if limit := int64(res.Sent) * hostileBytesPerOp; grown > limit {
+			t.Errorf("channels topic grew %d bytes for %d registers, more than %d per register", grown, res.Sent, hostileBytesPerOp)
+		}
+		victim.check(ctx, t, s, "a channel flood")
+	})
+
+	t.Run("UnregisterFlood", func(t *testing.T) {
+		const count = 2000
+		r := hostileRunner(t, s, debug, count)
+		before := settledTopicBytes(ctx, t, s, channels)
+		res := hostileRun(ctx, t, r, "unregister-flood")
+		if res.Sent < count {
+			t.Errorf("only %d of %d unregisters sent in time", res.Sent, count)
+		}
+		grown := settledTopicBytes(ctx, t, s, channels) - before
+		t.Logf("channels topic grew %d bytes for %d unknown unregisters", grown, res.Sent)
+		if limit := int64(res.Sent) * hostileBytesPerOp; grown > limit {
+			t.Errorf("channels topic grew %d bytes for %d unregisters of unknown channels, more than %d per unregister", grown, res.Sent, hostileBytesPerOp)
+		}
+		// "Costs nothing lasting": no tombstone per unknown channel in
+		// memory either (2,000 of them were ~2.7 MB).
+		if res.HeapDelta != nil && *res.HeapDelta > 1<<20 {
+			t.Errorf("live heap grew %.1f MB over %d unregisters of unknown channels", mb(*res.HeapDelta), res.Sent)
+		}
+		victim.check(ctx, t, s, "an unregister flood")
+	})
+
+	t.Run("AckAndBroadcastFloods", func(t *testing.T) {
+		r := hostileRunner(t, s, debug, 1000)
+		for _, name := range []string{"ack-flood", "broadcast-flood"} {
+			res := hostileRun(ctx, t, r, name)
+			if res.Count("ping answered") != 1 && res.CountPrefix("closed") == 0 {
+				t.Errorf("%s: the socket neither answered a ping nor was closed: %s", name, res.AnswersString())
+			}
+		}
+		victim.check(ctx, t, s, "ack and broadcast floods")
+	})
+
+	t.Run("RestartAfterFloods", func(t *testing.T) {
+		s.terminate()
+		s.restart()
+		victim.ua = uaRedial(ctx, t, s.WSURL, victim.ua.UAID)
+		victim.check(ctx, t, s, "a restart on the flooded data")
+	})
+}
+
+// hostileAbandoned: finding 2. UAIDs that say hello, register and leave
+// cost at most the documented bytes each in memory.
+func hostileAbandoned(t *testing.T, m hostileMode) {
+	ctx := testContext(t, hostileTimeout)
+	s, debug := hostileServer(t, m)
+	victim := newHostileVictim(ctx, t, s)
+	const count = 10000
+	r := hostileRunner(t, s, debug, count)
+	res := hostileRun(ctx, t, r, "hello-flood")
+	if ok := res.Count("register 200"); ok < count*9/10 {
+		t.Fatalf("only %d of %d abandoned UAIDs registered (answers %s)", ok, count, res.AnswersString())
+	}
+	if res.HeapDelta == nil {
+		t.Fatal("no live-heap figure from the debug listener")
+	}
+	perUAID := float64(*res.HeapDelta) / float64(res.Count("register 200"))
+	t.Logf("live heap %+.2f MB for %d abandoned UAIDs: %.0f bytes each", mb(*res.HeapDelta), res.Count("register 200"), perUAID)
+	// 1 MiB of slack for what else moves in a live process.
+	if limit := int64(res.Count("register 200"))*hostileIdleUAIDBytes + 1<<20; *res.HeapDelta > limit {
+		t.Errorf("live heap grew %.2f MB for %d abandoned UAIDs (%.0f bytes each), over %d bytes each + 1 MB",
+			mb(*res.HeapDelta), res.Count("register 200"), perUAID, hostileIdleUAIDBytes)
+	}
+	victim.check(ctx, t, s, "a hello flood")
+}
+
+// hostileExpiry: finding 2. With a short --uaid-expiry an offline UAID is
+// reset: its endpoint answers 410 errno 103 and a hello with it gets a new
+// UAID. A user agent that stays connected is not expired.
+func hostileExpiry(t *testing.T, m hostileMode) {
+	ctx := testContext(t, hostileTimeout)
+	const expiry = 3 * time.Second
+	s, _ := hostileServer(t, m, "--uaid-expiry="+expiry.String())
+	connected := newHostileVictim(ctx, t, s)
+	uaid, sub := snOffline(ctx, t, s, "")
+	vapid := snNewVAPID(t)
+	began := time.Now()
+	res := snSendUntil(ctx, t, sub, snPush{TTL: 60, VAPID: vapid}, http.StatusGone)
+	t.Logf("offline UAID expired %s after it left (--uaid-expiry %s)", time.Since(began).Round(100*time.Millisecond), expiry)
+	snCheckError(t, "push to an expired UAID", res.Status, res.Header, res.Body, http.StatusGone, 103)
+	if cc := res.Header.Get("Cache-Control"); cc != "max-age=86400" {
+		t.Errorf("410 Cache-Control %q, want max-age=86400", cc)
+	}
+	ua := uaDial(ctx, t, s.WSURL, uaid)
+	if ua.UAID == uaid {
+		t.Errorf("hello with the expired UAID %s kept it", uaid)
+	}
+	ua.close()
+	// The connected one has been idle (no messages) for longer than the
+	// expiry too, but never without a connection.
+	connected.check(ctx, t, s, "the offline UAID's expiry")
+}
+
+// hostileSizes: findings 3 and 4. Oversized crypto headers and VAPID subs
+// are refused (4xx), never stored; many distinct valid VAPID tokens keep
+// the cache within its byte bound; lenient parses are refused.
+func hostileSizes(t *testing.T, m hostileMode) {
+	ctx := testContext(t, hostileTimeout)
+	s, debug := hostileServer(t, m)
+	victim := newHostileVictim(ctx, t, s)
+
+	t.Run("OversizedHeadersAndSub", func(t *testing.T) {
+		r := hostileRunner(t, s, debug, 5)
+		for _, name := range []string{"oversized-encryption", "oversized-crypto-key", "oversized-sub"} {
+			res := hostileRun(ctx, t, r, name)
+			if n := res.CountPrefix("4"); n != res.Sent || res.Sent == 0 {
+				t.Errorf("%s: %d of %d refused with 4xx (answers %s)", name, n, res.Sent, res.AnswersString())
+			}
+		}
+		victim.check(ctx, t, s, "oversized headers")
+	})
+
+	t.Run("VAPIDCacheBytes", func(t *testing.T) {
+		// 7,000 distinct valid 4 KB tokens: 28 MB of tokens against the
+		// documented 16 MiB cache.
+		const count, cacheBytes = 7000, 16 << 20
+		r := hostileRunner(t, s, debug, count)
+		res := hostileRun(ctx, t, r, "vapid-cache")
+		if res.HeapDelta == nil {
+			t.Fatal("no live-heap figure from the debug listener")
+		}
+		t.Logf("live heap %+.1f MB after %d distinct %d-byte tokens", mb(*res.HeapDelta), res.Sent, 4000)
+		if limit := int64(cacheBytes + 4<<20); *res.HeapDelta > limit {
+			t.Errorf("live heap grew %.1f MB for %d distinct tokens: the VAPID cache is bounded at %d MB (+4 MB slack)",
+				mb(*res.HeapDelta), res.Sent, cacheBytes>>20)
+		}
+		victim.check(ctx, t, s, "many distinct VAPID tokens")
+	})
+
+	t.Run("LenientParsing", func(t *testing.T) {
+		r := hostileRunner(t, s, debug, 1)
+		res := hostileRun(ctx, t, r, "lenient")
+		want := map[string]int{"aud-trailing-slash": 401, "exp-string": 401, "ttl-plus": 400, "ttl-spaces": 400}
+		for _, p := range attack.ProbeNames() {
+			if res.Count(p+" "+strconv.Itoa(want[p])) != 1 {
+				t.Errorf("probe %s: answers %s, want %d", p, res.AnswersString(), want[p])
+			}
+		}
+	})
+}

@@ -1,0 +1,550 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pushlog/pushlog/cmd/webpush"
+)
+
+// TestSoak is issue 11's soak test on the embedded default: a steady rate
+// of encrypted pushes to user agents that churn (connect, receive, ack,
+// disconnect, come back), while the server's memory and data directory are
+// sampled. After warm-up the growth of RSS, live heap and the data
+// directory must stay under bounds; every 201 is delivered or expired;
+// nothing acked comes back; a restart on the soaked data stays within a
+// small multiple of the live memory.
+//
+// The test command runs a short one. The 30-minute run for the README:
+//
+//	PUSHLOG_SOAK_DURATION=30m go test ./integration -run TestSoak -v -timeout 40m
+//
+// logs RSS, heap and disk every minute. Settings (environment):
+// PUSHLOG_SOAK_DURATION (default 75s), PUSHLOG_SOAK_RATE (pushes/s, default
+// 200), PUSHLOG_SOAK_UAS (user agents, default 40), PUSHLOG_SOAK_ARGS
+// (extra serve flags, space-separated), and the bounds in MB/min at the
+// default rate (scaled with the rate): PUSHLOG_SOAK_MAX_RSS_SLOPE (1.5),
+// PUSHLOG_SOAK_MAX_HEAP_SLOPE (1.0), PUSHLOG_SOAK_MAX_DISK_SLOPE (2.0).
+// The defect the bounds catch grew +4.2 MB/min RSS, +2.6 MB/min heap and
+// about +13 MB/min of data directory at 200 pushes/s.
+func TestSoak(t *testing.T) {
+	cfg := soakConfigFromEnv(t)
+	t.Logf("soak: %s at %d pushes/s, %d churning user agents, warm-up %s, bounds (MB/min) rss %.2f heap %.2f disk %.2f",
+		cfg.duration, cfg.rate, cfg.uas, cfg.warmup, cfg.maxRSSSlope, cfg.maxHeapSlope, cfg.maxDiskSlope)
+	ctx := testContext(t, cfg.duration+10*time.Minute)
+	debug := freePort(t)
+	s := startServer(t, serverOpts{Embedded: true, Args: append([]string{"--debug-addr=" + debug}, cfg.args...)})
+
+	so := newSoak(t, s, cfg)
+	so.setUp(ctx)
+	samples := so.run(ctx, debug)
+	so.drain(ctx)
+	so.report(samples)
+	so.restart(ctx, debug)
+}
+
+type soakConfig struct {
+	duration, warmup, sampleEvery, logEvery time.Duration
+	rate, uas                               int
+	maxRSSSlope, maxHeapSlope, maxDiskSlope float64 // MB per minute
+	ttl                                     int     // seconds, of every push
+	args                                    []string
+}
+
+func soakConfigFromEnv(t *testing.T) soakConfig {
+	t.Helper()
+	c := soakConfig{duration: 75 * time.Second, rate: 200, uas: 40, ttl: 300,
+		maxRSSSlope: 1.5, maxHeapSlope: 1.0, maxDiskSlope: 2.0, sampleEvery: 5 * time.Second}
+	if v := os.Getenv("PUSHLOG_SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 30*time.Second {
+			t.Fatalf("PUSHLOG_SOAK_DURATION=%q: want a duration of at least 30s", v)
+		}
+		c.duration = d
+	}
+	intEnv := func(name string, p *int) {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				t.Fatalf("%s=%q: want a positive integer", name, v)
+			}
+			*p = n
+		}
+	}
+	floatEnv := func(name string, p *float64) {
+		if v := os.Getenv(name); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f <= 0 {
+				t.Fatalf("%s=%q: want a positive number", name, v)
+			}
+			*p = f
+		}
+	}
+	intEnv("PUSHLOG_SOAK_RATE", &c.rate)
+	intEnv("PUSHLOG_SOAK_UAS", &c.uas)
+	floatEnv("PUSHLOG_SOAK_MAX_RSS_SLOPE", &c.maxRSSSlope)
+	floatEnv("PUSHLOG_SOAK_MAX_HEAP_SLOPE", &c.maxHeapSlope)
+	floatEnv("PUSHLOG_SOAK_MAX_DISK_SLOPE", &c.maxDiskSlope)
+	scale := float64(c.rate) / 200
+	c.maxRSSSlope *= scale
+	c.maxHeapSlope *= scale
+	c.maxDiskSlope *= scale
+	c.args = strings.Fields(os.Getenv("PUSHLOG_SOAK_ARGS"))
+	// Warm-up: caches, pools and the first segments fill; a third of the
+	// run, at least 25 s.
+	c.warmup = max(25*time.Second, c.duration/3)
+	c.logEvery = 15 * time.Second
+	if c.duration >= 10*time.Minute {
+		c.logEvery = time.Minute
+	}
+	return c
+}
+
+// soakUA is one churning user agent and its subscription.
+type soakUA struct {
+	uaid string
+	sub  *uaSubscription
+	auth string // a VAPID Authorization for the endpoint, reused (a cache hit)
+}
+
+// soak tracks every push and every receipt.
+type soak struct {
+	t   *testing.T
+	s   *server
+	cfg soakConfig
+	uas []*soakUA
+	hc  *http.Client
+
+	mu         sync.Mutex
+	created    map[string]soakPush // version → the 201
+	received   map[string]int      // version → times received
+	acked      map[string]bool     // versions this side acked
+	duplicates []string            // versions received again after their ack
+	unexpected int                 // received versions no 201 named (yet)
+
+	status    sync.Map // HTTP status → *atomic.Int64
+	behind    atomic.Int64
+	sessions  atomic.Int64
+	failures  atomic.Int64 // user agent connection failures (retried)
+	reset     atomic.Int64 // hellos that got a new UAID
+	sendErrs  atomic.Int64
+	lastError atomic.Value
+}
+
+type soakPush struct {
+	ua     int
+	sentAt time.Time
+	ttl    time.Duration
+}
+
+func newSoak(t *testing.T, s *server, cfg soakConfig) *soak {
+	return &soak{t: t, s: s, cfg: cfg,
+		hc:      &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		created: map[string]soakPush{}, received: map[string]int{}, acked: map[string]bool{}}
+}
+
+// setUp subscribes every user agent once.
+func (so *soak) setUp(ctx context.Context) {
+	t := so.t
+	key, err := webpush.GenerateVAPIDKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range so.cfg.uas {
+		ua := uaDial(ctx, t, so.s.WSURL, "")
+		sub := ua.subscribe(ctx, "")
+		auth, err := key.Authorization(sub.Endpoint, "mailto:soak@pushlog.example", time.Now().Add(20*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		so.uas = append(so.uas, &soakUA{uaid: ua.UAID, sub: sub, auth: auth})
+		ua.close()
+	}
+}
+
+// soakSample is one measurement.
+type soakSample struct {
+	at                 time.Duration
+	rss, heap, disk    int64
+	goroutines         int
+	created, delivered int
+}
+
+// run pushes at the configured rate while the user agents churn, sampling
+// the server; it returns the samples.
+func (so *soak) run(ctx context.Context, debug string) []soakSample {
+	runCtx, stop := context.WithTimeout(ctx, so.cfg.duration)
+	defer stop()
+	var wg sync.WaitGroup
+	for i := range so.uas {
+		wg.Add(1)
+		go func() { defer wg.Done(); so.churn(runCtx, i) }()
+	}
+	jobs := make(chan int, 256)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				so.push(ctx, i)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); defer close(jobs); so.pace(runCtx, jobs) }()
+
+	began := time.Now()
+	var samples []soakSample
+	tick := time.NewTicker(so.cfg.sampleEvery)
+	defer tick.Stop()
+	lastLog := time.Duration(-1)
+	for {
+		select {
+		case <-runCtx.Done():
+			wg.Wait()
+			return samples
+		case <-tick.C:
+		}
+		if !so.s.running() {
+			so.t.Fatalf("pushlog exited during the soak:\n%s", so.s.logs.String())
+		}
+		smp := so.sample(ctx, debug, time.Since(began))
+		samples = append(samples, smp)
+		if lastLog < 0 || smp.at-lastLog >= so.cfg.logEvery {
+			lastLog = smp.at
+			so.t.Logf("soak %6s: rss %6.1f MB, heap %6.1f MB, goroutines %4d, data dir %7.1f MB, 201s %7d, delivered %7d",
+				smp.at.Round(time.Second), mb(smp.rss), mb(smp.heap), smp.goroutines, mb(smp.disk), smp.created, smp.delivered)
+		}
+	}
+}
+
+func (so *soak) sample(ctx context.Context, debug string, at time.Duration) soakSample {
+	st := liveHeap(ctx, so.t, debug) // a GC first: RSS and heap are live memory
+	rss, _, err := procMemory(so.s.pid())
+	if err != nil {
+		so.t.Fatalf("read server memory: %v", err)
+	}
+	so.mu.Lock()
+	created, delivered := len(so.created), len(so.received)
+	so.mu.Unlock()
+	return soakSample{at: at, rss: rss, heap: st.HeapAlloc, goroutines: st.Goroutines,
+		disk: dirSize(so.t, so.s.opts.DataDir), created: created, delivered: delivered}
+}
+
+// pace hands out one push per 1/rate, to a random user agent; when every
+// sender is busy the push is counted as behind, not queued without bound.
+func (so *soak) pace(ctx context.Context, jobs chan<- int) {
+	const tick = 10 * time.Millisecond
+	perTick := float64(so.cfg.rate) * tick.Seconds()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	owed := 0.0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		owed += perTick
+		for ; owed >= 1; owed-- {
+			select {
+			case jobs <- rand.IntN(len(so.uas)):
+			default:
+				so.behind.Add(1)
+			}
+		}
+	}
+}
+
+// push sends one encrypted message and records a 201's version.
+func (so *soak) push(ctx context.Context, i int) {
+	ua := so.uas[i]
+	plain := fmt.Sprintf("soak %d %d", i, time.Now().UnixNano())
+	m, err := webpush.Encrypt(ua.sub.Keys.Subscription(ua.sub.Endpoint), []byte(plain), webpush.EncryptOptions{})
+	if err != nil {
+		so.t.Errorf("encrypt: %v", err)
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ua.sub.Endpoint, bytes.NewReader(m.Body))
+	if err != nil {
+		so.t.Errorf("request: %v", err)
+		return
+	}
+	req.Header.Set("TTL", strconv.Itoa(so.cfg.ttl))
+	req.Header.Set("Content-Encoding", m.Encoding)
+	req.Header.Set("Authorization", ua.auth)
+	sentAt := time.Now()
+	resp, err := so.hc.Do(req)
+	if err != nil {
+		so.sendErrs.Add(1)
+		so.lastError.Store(err.Error())
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	n, _ := so.status.LoadOrStore(resp.StatusCode, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	if resp.StatusCode != http.StatusCreated {
+		return
+	}
+	loc := resp.Header.Get("Location")
+	version := loc[strings.LastIndex(loc, "/")+1:]
+	so.mu.Lock()
+	so.created[version] = soakPush{ua: i, sentAt: sentAt, ttl: time.Duration(so.cfg.ttl) * time.Second}
+	so.mu.Unlock()
+}
+
+// churn connects, receives and acks for 1-4 s, leaves for 0.3-2 s, and
+// again, until ctx ends.
+func (so *soak) churn(ctx context.Context, i int) {
+	for ctx.Err() == nil {
+		so.session(ctx, i, time.Duration(1000+rand.IntN(3000))*time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(300+rand.IntN(1700)) * time.Millisecond):
+		}
+	}
+}
+
+// session is one connection of user agent i lasting about d (or until ctx
+// ends).
+func (so *soak) session(ctx context.Context, i int, d time.Duration) {
+	ua := so.uas[i]
+	c, err := uaConnect(ctx, so.t, so.s.WSURL, ua.uaid)
+	if err != nil {
+		if ctx.Err() == nil {
+			so.failures.Add(1)
+			so.lastError.Store("connect: " + err.Error())
+		}
+		return
+	}
+	so.sessions.Add(1)
+	if c.UAID != ua.uaid {
+		so.reset.Add(1)
+		so.lastError.Store(fmt.Sprintf("hello with %s got a new uaid %s", ua.uaid, c.UAID))
+	}
+	end := time.NewTimer(d)
+	defer end.Stop()
+	for {
+		select {
+		case n := <-c.notes:
+			so.receive(c, n)
+			continue
+		case <-c.done:
+			so.failures.Add(1)
+			so.lastError.Store("connection lost: " + fmt.Sprint(c.readErr()))
+			c.abort()
+			return
+		case <-end.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	so.leave(c)
+}
+
+// receive records a notification and acks it at once.
+func (so *soak) receive(c *uaClient, n uaMessage) {
+	so.mu.Lock()
+	so.received[n.Version]++
+	if so.acked[n.Version] {
+		so.duplicates = append(so.duplicates, n.Version)
+	}
+	if _, ok := so.created[n.Version]; !ok {
+		so.unexpected++ // usually its 201 is still on its way to the sender
+	}
+	so.acked[n.Version] = true
+	so.mu.Unlock()
+	if err := c.sendJSON(map[string]any{"messageType": "ack", "updates": []map[string]any{
+		{"channelID": n.ChannelID, "version": n.Version, "code": 100}}}); err != nil {
+		so.mu.Lock()
+		delete(so.acked, n.Version) // not acked after all: it may come again
+		so.mu.Unlock()
+	}
+}
+
+// leave closes cleanly; notifications read after the close frame are not
+// acked (they will come again, which is not a duplicate).
+func (so *soak) leave(c *uaClient) {
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second))
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+	}
+	c.abort()
+}
+
+// drain keeps every user agent connected until all its 201s arrived (or
+// a minute passed), so nothing pending is mistaken for lost.
+func (so *soak) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range so.uas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && so.pendingFor(i) > 0 {
+				so.session(ctx, i, 5*time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// pendingFor counts user agent i's 201s not received and not expired.
+func (so *soak) pendingFor(i int) int {
+	so.mu.Lock()
+	defer so.mu.Unlock()
+	n := 0
+	for v, p := range so.created {
+		if p.ua == i && so.received[v] == 0 && time.Since(p.sentAt) < p.ttl {
+			n++
+		}
+	}
+	return n
+}
+
+// report checks the correctness and growth figures.
+func (so *soak) report(samples []soakSample) {
+	t := so.t
+	statuses := map[int]int64{}
+	so.status.Range(func(k, v any) bool { statuses[k.(int)] = v.(*atomic.Int64).Load(); return true })
+	so.mu.Lock()
+	created, delivered := len(so.created), 0
+	var lost []string
+	expired := 0
+	for v, p := range so.created {
+		switch {
+		case so.received[v] > 0:
+			delivered++
+		case time.Since(p.sentAt) >= p.ttl:
+			expired++
+		default:
+			lost = append(lost, v)
+		}
+	}
+	unknown := 0
+	for v := range so.received {
+		if _, ok := so.created[v]; !ok {
+			unknown++
+		}
+	}
+	dups := len(so.duplicates)
+	so.mu.Unlock()
+	last, _ := so.lastError.Load().(string)
+	t.Logf("soak: statuses %v, 201s %d, delivered %d, expired %d, lost %d, duplicates %d, received without a 201 %d; "+
+		"sessions %d, connection failures %d, uaid resets %d, send errors %d, pushes the senders fell behind on %d; last error %q",
+		statuses, created, delivered, expired, len(lost), dups, unknown, so.sessions.Load(), so.failures.Load(), so.reset.Load(),
+		so.sendErrs.Load(), so.behind.Load(), last)
+	if want := int(so.cfg.duration.Seconds()) * so.cfg.rate / 2; created < want {
+		t.Errorf("only %d pushes got 201 in %s, less than half of %d/s", created, so.cfg.duration, so.cfg.rate)
+	}
+	for st, n := range statuses {
+		if st != http.StatusCreated && st != http.StatusServiceUnavailable && st != http.StatusTooManyRequests {
+			t.Errorf("%d pushes answered %d", n, st)
+		}
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d pushes got 201 and were neither delivered nor expired (e.g. %s)", len(lost), lost[0])
+	}
+	if dups > 0 {
+		t.Errorf("%d notifications came again after they were acked", dups)
+	}
+	if unknown > 0 {
+		t.Errorf("%d notifications arrived whose push never got a 201", unknown)
+	}
+	if so.reset.Load() > 0 {
+		t.Errorf("%d hellos with a known UAID got a new one", so.reset.Load())
+	}
+
+	var after []soakSample
+	for _, s := range samples {
+		if s.at >= so.cfg.warmup {
+			after = append(after, s)
+		}
+	}
+	if len(after) < 3 {
+		t.Errorf("only %d samples after the %s warm-up: run longer", len(after), so.cfg.warmup)
+		return
+	}
+	slope := func(v func(soakSample) int64) float64 {
+		return slopePerMinute(after, func(s soakSample) float64 { return mb(v(s)) })
+	}
+	rss, heap, disk := slope(func(s soakSample) int64 { return s.rss }), slope(func(s soakSample) int64 { return s.heap }),
+		slope(func(s soakSample) int64 { return s.disk })
+	first, end := after[0], after[len(after)-1]
+	t.Logf("soak after warm-up (%s → %s): rss %.1f → %.1f MB (%+.2f MB/min), heap %.1f → %.1f MB (%+.2f MB/min), data dir %.1f → %.1f MB (%+.2f MB/min)",
+		first.at.Round(time.Second), end.at.Round(time.Second), mb(first.rss), mb(end.rss), rss, mb(first.heap), mb(end.heap), heap,
+		mb(first.disk), mb(end.disk), disk)
+	if rss > so.cfg.maxRSSSlope {
+		t.Errorf("RSS grows %.2f MB/min after warm-up, bound %.2f", rss, so.cfg.maxRSSSlope)
+	}
+	if heap > so.cfg.maxHeapSlope {
+		t.Errorf("live heap grows %.2f MB/min after warm-up, bound %.2f", heap, so.cfg.maxHeapSlope)
+	}
+	if disk > so.cfg.maxDiskSlope {
+		t.Errorf("data directory grows %.2f MB/min after warm-up, bound %.2f", disk, so.cfg.maxDiskSlope)
+	}
+}
+
+// slopePerMinute is the least-squares slope of v over the samples' times.
+func slopePerMinute(samples []soakSample, v func(soakSample) float64) float64 {
+	var n, sx, sy, sxx, sxy float64
+	for _, s := range samples {
+		x, y := s.at.Minutes(), v(s)
+		n++
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return math.NaN()
+	}
+	return (n*sxy - sx*sy) / den
+}
+
+// restart stops the server and starts it on the soaked data: its peak RSS
+// while starting must stay within a small multiple of the live memory
+// before, not grow with the data directory.
+func (so *soak) restart(ctx context.Context, debug string) {
+	t := so.t
+	before := so.sample(ctx, debug, 0)
+	so.s.terminate()
+	so.s.restart()
+	time.Sleep(5 * time.Second) // projectors catch up on the log
+	rss, peak, err := procMemory(so.s.pid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := liveHeap(ctx, t, debug)
+	t.Logf("restart on %.1f MB of data: peak RSS %.1f MB, RSS %.1f MB after 5 s (live heap %.1f MB); before the restart RSS %.1f MB, heap %.1f MB",
+		mb(before.disk), mb(peak), mb(rss), mb(after.HeapAlloc), mb(before.rss), mb(before.heap))
+	if limit := 2*before.rss + 64<<20; peak > limit {
+		t.Errorf("restart peaked at %.1f MB RSS, over twice the live %.1f MB before it + 64 MB (data dir %.1f MB)",
+			mb(peak), mb(before.rss), mb(before.disk))
+	}
+	// The user agents come back to what they left.
+	ua := uaRedial(ctx, t, so.s.WSURL, so.uas[0].uaid)
+	ua.close()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("soak ran out of time")
+	}
+}
