@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushlog/pushlog/cmd/internal/embedded"
 	"github.com/pushlog/pushlog/schema"
 )
 
@@ -26,6 +27,8 @@ type serveConfig struct {
 	KafkaBrokers   []string      `env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers; empty runs the embedded broker."`
 	EmbeddedAddr   string        `default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
 	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
+	EmbRetain      time.Duration `name:"embedded-retain" default:"1h" env:"PUSHLOG_EMBEDDED_RETAIN" help:"Embedded broker: replay window; settled records older than this (and below every consumer group's commit) are deleted. Unsettled messages are kept whatever their age."`
+	EmbSegBytes    int64         `name:"embedded-segment-bytes" default:"4194304" env:"PUSHLOG_EMBEDDED_SEGMENT_BYTES" help:"Embedded broker: segment file size; trimming frees disk and index memory a whole segment at a time."`
 	Partitions     int32         `default:"12" env:"PUSHLOG_PARTITIONS" help:"Partition count of every topic (co-partitioned)."`
 	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
 	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where --replication is 3 or more and leaves the broker's default otherwise; -1 always leaves the broker's default."`
@@ -43,6 +46,7 @@ type serveConfig struct {
 	TLSKey    string `env:"PUSHLOG_TLS_KEY" type:"existingfile" help:"Ingest TLS key file (PEM)."`
 
 	CryptoKeys string        `env:"PUSHLOG_CRYPTO_KEYS" help:"Comma-separated base64url 32-byte keys sealing endpoints and message ids; the first seals, all open (rotation). Default: generated once into DATA_DIR/crypto-keys."`
+	NewKeys    bool          `env:"PUSHLOG_NEW_KEYS" help:"Generate a new DATA_DIR/crypto-keys even though the embedded log holds events sealed with a lost one (their endpoints stop working)."`
 	MaxTTL     time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"Largest TTL; longer ones are clamped."`
 	MaxBody    int           `default:"5630" env:"PUSHLOG_MAX_BODY" help:"Largest push body in bytes (at least 4096)."`
 	// Ingest bounds on what senders control besides the body (issue 10/11).
@@ -265,6 +269,11 @@ func (c *serveConfig) sealingKeys() ([][]byte, error) {
 		return keys, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if has, err := embedded.HasEvents(filepath.Join(c.DataDir, "kafka")); err != nil {
+		return nil, err
+	} else if has && !c.NewKeys {
+		return nil, embedded.MissingKeysError(path, c.DataDir)
 	}
 	key := make([]byte, schema.KeySize)
 	if _, err := rand.Read(key); err != nil {

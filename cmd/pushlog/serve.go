@@ -7,17 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pushlog/pushlog/cmd/internal/embedded"
 	"github.com/pushlog/pushlog/connector"
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/owner"
@@ -35,6 +32,14 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	if len(cfg.KafkaBrokers) == 0 {
+		// Before the key file: one process owns an embedded data directory.
+		lock, err := embedded.LockDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+	}
 	keys, err := cfg.sealingKeys()
 	if err != nil {
 		return err
@@ -44,7 +49,8 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.KafkaBrokers) == 0 {
+	embeddedBroker := len(cfg.KafkaBrokers) == 0
+	if embeddedBroker {
 		cluster, err := startEmbedded(cfg, logger)
 		if err != nil {
 			return err
@@ -78,6 +84,11 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	g := newRunGroup(ctx, logger, sup)
 	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
 		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
+	}
+	if embeddedBroker {
+		if err := startTrimmer(g, cfg, names, producer, met, logger); err != nil {
+			return g.abort(fmt.Errorf("embedded trimmer: %w", err), cfg.ShutdownTimeout)
+		}
 	}
 	metricsBound := "" // the --metrics-addr listener's bound address
 	if cfg.MetricsAddr != "" {
@@ -113,33 +124,6 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	err = g.wait(cfg.ShutdownTimeout)
 	logger.Info("pushlog stopped")
 	return err
-}
-
-func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error) {
-	_, portStr, _ := net.SplitHostPort(cfg.EmbeddedAddr)
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("--embedded-kafka-addr: %w", err)
-	}
-	dir := filepath.Join(cfg.DataDir, "kafka")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	opts := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.Ports(port),
-		kfake.DataDir(dir),
-		kfake.ClusterID("pushlog-embedded"),
-	}
-	if cfg.Fsync {
-		opts = append(opts, kfake.SyncWrites())
-	}
-	cluster, err := kfake.NewCluster(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("embedded kafka in %s: %w", dir, err)
-	}
-	logger.Info("embedded kafka running", "addr", cluster.ListenAddrs(), "data_dir", dir, "fsync", cfg.Fsync)
-	return cluster, nil
 }
 
 // ensureTopics creates the topics; EnsureTopics waits until the brokers
