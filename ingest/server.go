@@ -111,7 +111,11 @@ type Config struct {
 	// connected. Recommended: kgo.ProducerLinger(0) (concurrent requests
 	// batch anyway; the 10ms default adds latency to every push) and
 	// kgo.ProducerBatchCompression(kgo.NoCompression()) (bodies are
-	// encrypted, so incompressible).
+	// encrypted, so incompressible). kgo.RecordDeliveryTimeout at
+	// ProduceTimeout fails unsent records on time, and a short
+	// kgo.MetadataMinAge (e.g. 500ms; kgo's default is 5s) lets the
+	// producer find a partition's new leader soon after Kafka moves it, so
+	// that the breaker's probes see the recovery.
 	Producer *kgo.Client
 	// Partitions is the partition count of the topics (schema.Partition).
 	Partitions int32
