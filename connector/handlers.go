@@ -283,9 +283,10 @@ func (c *conn) unregister(m *clientMessage) {
 // ack records each acknowledged message: the Acked event (the durable fact)
 // and Link.Acked (so the owner stops redelivering at once).
 //
-// Acks of notifications this socket delivered cost nothing (they are
-// bounded by the deliveries); every other update, and an ack without
-// updates, costs one token of the message rate.
+// Cost against the message rate: acks of notifications this socket
+// delivered are free (they are bounded by the deliveries); every other
+// update that writes an Acked event costs a token, and so does an ack
+// message acking nothing delivered here.
 func (c *conn) ack(m *clientMessage) {
 	s := c.srv
 	if len(m.Updates) > maxAckUpdates {
@@ -293,16 +294,21 @@ func (c *conn) ack(m *clientMessage) {
 		c.close(closePolicy, "too many ack updates")
 		return
 	}
-	if len(m.Updates) == 0 && !c.spend(1) {
-		return
-	}
+	matched := false
+	defer func() {
+		if !matched && c.state.Load() == stateReady {
+			c.spend(1)
+		}
+	}()
 	for _, u := range m.Updates {
 		ref, delivered, ok := c.messageRef(u.Version, true)
-		if !delivered && !c.spend(1) {
-			return
-		}
 		if !ok {
 			continue
+		}
+		if delivered {
+			matched = true
+		} else if !c.spend(1) {
+			return
 		}
 		code := intCode(u.Code, ackDelivered)
 		if code < ackDelivered || code > ackLast {

@@ -217,10 +217,17 @@ func TestMessageRate(t *testing.T) {
 		{"an ack with several foreign updates pays for each", func(t *testing.T, h *harness, c *websocket.Conn, uaid string, _ int) {
 			var ups []map[string]any
 			for j := range limit + 1 {
-				ups = append(ups, map[string]any{"version": fmt.Sprint("garbage", j)})
+				ups = append(ups, map[string]any{"version": h.sealedVersion(uaid, newChannelID(), int64(j))})
 			}
 			send(t, c, map[string]any{"messageType": "ack", "updates": ups})
 		}, 1, true},
+		{"acks of garbage cost one per message", func(t *testing.T, h *harness, c *websocket.Conn, uaid string, _ int) {
+			var ups []map[string]any
+			for j := range 3 * limit {
+				ups = append(ups, map[string]any{"version": fmt.Sprint("garbage", j)})
+			}
+			send(t, c, map[string]any{"messageType": "ack", "updates": ups})
+		}, limit, false},
 		{"acks of delivered notifications are free", func(t *testing.T, h *harness, c *websocket.Conn, uaid string, i int) {
 			chid := newChannelID()
 			v := h.sealedVersion(uaid, chid, int64(i))
