@@ -2,8 +2,10 @@ package projector
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
@@ -27,30 +30,55 @@ type ChannelProjectorConfig struct {
 	// ClientOpts connect to Kafka (seed brokers, TLS, SASL, logger). The
 	// projector adds its own consumer options to them.
 	ClientOpts []kgo.Opt
-	// Producer writes the snapshots to pushlog.channels. It must use
-	// acks=all and the default (murmur2) partitioner so a snapshot lands on
-	// the partition of its UAID. Nil: Run creates one from ClientOpts.
+	// Producer is not used any more: channel records are keyed by
+	// "<uaid>:<channel>" but must land on the UAID's partition, so the
+	// projector makes its own producer with a manual partitioner. Kept so
+	// existing callers compile.
 	Producer *kgo.Client
 	// Group is the consumer group over pushlog.registrations; empty means
 	// ChannelDefaultGroup.
 	Group string
 	// Names are the topic names; zero means schema.DefaultNames().
-	Names  schema.Names
-	Logger *slog.Logger
+	Names schema.Names
+	// UAIDExpiry is how long a reset UAID's record stays in
+	// pushlog.channels (its endpoints answer 410 errno 103 meanwhile);
+	// then it is tombstoned. Zero means DefaultUAIDExpiry.
+	UAIDExpiry time.Duration
+	Logger     *slog.Logger
 	// Metrics registers the projector's series (batches, records,
-	// snapshots); nil: no metrics.
+	// records written, quarantined); nil: no metrics.
 	Metrics prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
+// DefaultUAIDExpiry is how long a UAID may stay without a connection
+// before its owner resets it, as autopush-rs does (60 days).
+const DefaultUAIDExpiry = 60 * 24 * time.Hour
+
+// MaxMigratedChannels bounds the channels taken from one format-1
+// ChannelState snapshot; a larger one (an attack's flood, see issue 10) is
+// quarantined: skipped with an error log and counted, and that UAID's state
+// is rebuilt from the registrations still in the log.
+const MaxMigratedChannels = 10000
+
 // ChannelProjector folds pushlog.registrations into per-UAID channel state
-// and writes every changed state to the compacted pushlog.channels topic,
-// the snapshot that partition owners and the ingest gone set bootstrap from.
+// and writes every change to the compacted pushlog.channels topic as one
+// small record (format 2, see schema.DecodeChannels): a register writes the
+// channel's record, an unregister tombstones it, a reset tombstones every
+// channel and writes the UAID record. A change costs O(1) bytes whatever
+// the number of channels.
 //
-// Per poll it produces all changed snapshots, waits until they are durable
+// Per poll it produces the changed records, waits until they are durable
 // and only then commits the registrations offsets, so a crash never loses a
-// registration from the snapshots. A replay after a crash is harmless: each
-// snapshot carries the next registrations offset to fold and
-// schema.ApplyRegistration skips events below it.
+// registration. A replay after a crash is harmless: every record carries
+// the next registrations offset to fold, and events of a UAID below it are
+// skipped.
+//
+// No record and no UAID's state can stop it: undecodable input is skipped,
+// oversized legacy snapshots and records Kafka refuses are quarantined
+// (logged as errors, counted in pushlog_projector_quarantined_total), and
+// Kafka outages are retried until ctx ends.
 type ChannelProjector struct {
 	cfg ChannelProjectorConfig
 	log *slog.Logger
@@ -60,14 +88,60 @@ type ChannelProjector struct {
 
 	// dirty is set while polled records have snapshots that are not yet
 	// durable; the revoke callback must not commit their offsets then.
-	dirty   atomic.Bool
-	running atomic.Bool
-	stats   channelCounters
+	dirty     atomic.Bool
+	running   atomic.Bool
+	stats     channelCounters
+	extra     channelExtraCounters
+	lastSweep time.Time
+}
+
+// channelExtraCounters count the format-2 specifics.
+type channelExtraCounters struct {
+	quarantined, bytes, migrated, expired atomic.Int64
 }
 
 // channelPartition is the in-memory channel state of one partition.
 type channelPartition struct {
-	states map[string]*pb.ChannelState // by UAID as written in the events
+	p      int32
+	states map[[16]byte]*chanUAID
+	// migrate lists UAIDs whose latest UAID-level record is a format-1
+	// snapshot: their format-2 records are written once.
+	migrate map[[16]byte]struct{}
+}
+
+// chanUAID is what the projector keeps of one UAID: enough to skip
+// replays, to know which channels exist (an unknown unregister writes
+// nothing) and to tombstone them all on a reset.
+type chanUAID struct {
+	next    int64 // registrations offset after the last event folded
+	resetMs int64
+	reset   bool
+	chans   []chanRef
+}
+
+// chanRef is a registered channel; key is a hash of its key hash, enough
+// to see that a re-registration changed it.
+type chanRef struct {
+	id  [16]byte
+	key uint64
+}
+
+func (u *chanUAID) find(id [16]byte) int {
+	for i := range u.chans {
+		if u.chans[i].id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func keyRef(b []byte) uint64 {
+	if len(b) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return h.Sum64() | 1 // never 0: 0 means "no key"
 }
 
 // NewChannelProjector validates cfg and returns a projector; Run starts it.
@@ -81,6 +155,15 @@ func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) 
 	if cfg.Group == "" {
 		cfg.Group = cfg.Names.Group("channels")
 	}
+	if cfg.UAIDExpiry < 0 {
+		return nil, errors.New("channel projector: UAIDExpiry must not be negative")
+	}
+	if cfg.UAIDExpiry == 0 {
+		cfg.UAIDExpiry = DefaultUAIDExpiry
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -90,31 +173,41 @@ func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) 
 		log:   log.With("role", "channel-projector", "group", cfg.Group),
 		parts: make(map[int32]*channelPartition),
 	}
-	if err := metrics.Register(cfg.Metrics, p.collectors()...); err != nil {
+	if err := metrics.Register(cfg.Metrics, append(p.collectors(), p.extraCollectors()...)...); err != nil {
 		return nil, fmt.Errorf("channel projector: %w", err)
 	}
 	return p, nil
 }
 
+func (p *ChannelProjector) extraCollectors() []prometheus.Collector {
+	const name = "channels"
+	return []prometheus.Collector{
+		projectorCounter("quarantined_total", "Records or states a projector skipped as poison (oversized, refused by Kafka); each is logged as an error.", name, p.extra.quarantined.Load),
+		projectorCounter("written_bytes_total", "Bytes (keys + values) the channel projector wrote to the channels topic.", name, p.extra.bytes.Load),
+		projectorCounter("migrated_total", "UAIDs whose format-1 channel snapshot was rewritten as format-2 records.", name, p.extra.migrated.Load),
+		projectorCounter("expired_total", "Reset UAIDs whose record left the channels topic after the UAID expiry.", name, p.extra.expired.Load),
+	}
+}
+
 // Run joins the consumer group and projects until ctx is canceled (then it
-// returns nil) or a snapshot cannot be loaded or written (then it returns
-// the error; the uncommitted registrations are folded again by whoever
-// owns the partition next, so Run may simply be called again).
+// returns nil). Only start-up errors (clients that cannot be made) are
+// returned: Kafka outages are retried, poison input is quarantined.
 func (p *ChannelProjector) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("channel projector: already running")
 	}
 	defer p.running.Store(false)
 	p.dirty.Store(false)
-	producer := p.cfg.Producer
-	if producer == nil {
-		var err error
-		producer, err = kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts), kgo.RequiredAcks(kgo.AllISRAcks()))...)
-		if err != nil {
-			return fmt.Errorf("channel projector: producer: %w", err)
-		}
-		defer producer.Close()
+	// Records are keyed "<uaid>:<channel>" but belong on the UAID's
+	// partition: the partition is set on each record.
+	producer, err := kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)...)
+	if err != nil {
+		return fmt.Errorf("channel projector: producer: %w", err)
 	}
+	defer producer.Close()
 	cl, err := kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(p.cfg.Names.Registrations),
@@ -134,7 +227,9 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 	adm := kadm.NewClient(cl)
 
 	for {
-		fetches := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, channelSweepPoll)
+		fetches := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			if fetches.NumRecords() > 0 {
 				p.dirty.Store(true) // polled but never folded: not committable
@@ -142,16 +237,18 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 			cl.AllowRebalance()
 			return nil
 		}
-		err := p.processBatch(ctx, cl, adm, producer, fetches)
+		p.processBatch(ctx, cl, adm, producer, fetches)
+		p.sweep(ctx, producer)
 		cl.AllowRebalance()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("channel projector: %w", err)
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
 }
+
+// channelSweepPoll bounds a poll so the expiry sweep runs on idle
+// partitions too.
+const channelSweepPoll = 5 * time.Second
 
 // channelCloseTimeout bounds how long shutdown waits for the consumer
 // group client to close.
@@ -177,96 +274,231 @@ func channelCloseBounded(cl *kgo.Client, d time.Duration, log *slog.Logger) {
 	}
 }
 
-// processBatch folds one poll, makes its snapshots durable and commits.
-func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm *kadm.Client, producer *kgo.Client, fetches kgo.Fetches) error {
+// channelRetry calls fn until it succeeds or ctx ends, with a capped
+// backoff; a failure is logged as an error (it is a heartbeat: the
+// projector is stuck on Kafka, not dead).
+func channelRetry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		log.Error(what+" failed, retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// processBatch folds one poll, makes its records durable and commits. It
+// returns only when that is done or ctx ended.
+func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm *kadm.Client, producer *kgo.Client, fetches kgo.Fetches) {
 	p.dirty.Store(true)
 	fetches.EachError(func(topic string, part int32, err error) {
 		p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
 	})
-	parts, err := p.ensureLoaded(ctx, adm, fetches)
-	if err != nil {
+	var parts map[int32]*channelPartition
+	if err := channelRetry(ctx, p.log, "load channel state", func() (err error) {
+		parts, err = p.ensureLoaded(ctx, adm, producer, fetches)
 		return err
+	}); err != nil {
+		return // ctx ended: not committed, folded again by the next owner
 	}
-	changed := make(map[int32]map[string]struct{})
+	now := p.cfg.Now()
+	var recs []*kgo.Record
 	fetches.EachRecord(func(r *kgo.Record) {
 		part := parts[r.Partition]
 		if part == nil {
 			return // not ours (revoked meanwhile)
 		}
-		if uaid, ok := p.fold(part, r); ok {
-			if changed[r.Partition] == nil {
-				changed[r.Partition] = make(map[string]struct{})
-			}
-			changed[r.Partition][uaid] = struct{}{}
-		}
+		recs = p.fold(part, r, now, recs)
 	})
-	recs, err := channelSnapshotRecords(p.cfg.Names, parts, changed, time.Now())
-	if err != nil {
-		return err
-	}
-	if len(recs) > 0 {
-		if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return fmt.Errorf("produce %d snapshots: %w", len(recs), err)
-		}
+	if err := p.produce(ctx, producer, recs); err != nil {
+		return
 	}
 	p.dirty.Store(false)
 	p.stats.batches.Add(1)
 	p.stats.records.Add(int64(fetches.NumRecords()))
-	p.stats.snapshots.Add(int64(len(recs)))
 	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 		// Harmless: the next commit covers these offsets, and a replay
-		// of them is skipped by the snapshots' registrations offsets.
+		// of them is skipped by the records' registrations offsets.
 		p.log.Warn("commit registrations offsets", "err", err)
 	}
-	return nil
 }
 
-// fold applies one registrations record and reports the UAID when its state
-// changed. Corrupt and unknown records are logged and skipped.
-func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record) (string, bool) {
+// produce writes recs until each is durable or quarantined (a record Kafka
+// refuses for itself, such as MESSAGE_TOO_LARGE, is logged and skipped:
+// one UAID's record must never stop the partition). Other failures are
+// retried until ctx ends.
+func (p *ChannelProjector) produce(ctx context.Context, producer *kgo.Client, recs []*kgo.Record) error {
+	return channelRetry(ctx, p.log, "produce channel records", func() error {
+		if len(recs) == 0 {
+			return nil
+		}
+		var retry []*kgo.Record
+		var firstErr error
+		for _, res := range producer.ProduceSync(ctx, recs...) {
+			switch {
+			case res.Err == nil:
+				p.stats.snapshots.Add(1)
+				p.extra.bytes.Add(int64(len(res.Record.Key) + len(res.Record.Value)))
+			case channelPoison(res.Err):
+				p.extra.quarantined.Add(1)
+				p.log.Error("QUARANTINED: Kafka refused a channel record; skipping it", "partition", res.Record.Partition, "key", string(res.Record.Key), "bytes", len(res.Record.Value), "err", res.Err)
+			default:
+				retry = append(retry, res.Record)
+				if firstErr == nil {
+					firstErr = res.Err
+				}
+			}
+		}
+		recs = retry
+		if firstErr != nil {
+			return fmt.Errorf("%d of the records: %w", len(retry), firstErr)
+		}
+		return nil
+	})
+}
+
+// channelPoison reports errors that are about the record itself: retrying
+// it can never succeed.
+func channelPoison(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.CorruptMessage)
+}
+
+// fold applies one registrations record and appends the channel records
+// it changes. Corrupt and unknown records are logged and skipped.
+func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.Time, recs []*kgo.Record) []*kgo.Record {
 	ev, err := schema.Decode(r)
 	if err != nil {
 		channelLogSkip(p.log, r, err)
-		return "", false
+		return recs
 	}
-	st := part.states[ev.GetUaid()]
-	if st == nil {
-		st = &pb.ChannelState{}
-		part.states[ev.GetUaid()] = st
+	id, err := schema.ParseUAID(ev.GetUaid())
+	if err != nil {
+		channelLogSkip(p.log, r, err)
+		return recs
 	}
-	return ev.GetUaid(), schema.ApplyRegistration(st, ev, r.Offset)
+	uaid := hex.EncodeToString(id[:])
+	u := part.states[id]
+	if u != nil && r.Offset < u.next {
+		return recs // already in the records the state came from
+	}
+	next := r.Offset + 1
+	add := func(rec *kgo.Record, err error) {
+		if err != nil {
+			p.extra.quarantined.Add(1)
+			p.log.Error("QUARANTINED: cannot encode a channel record; skipping it", "uaid", uaid, "offset", r.Offset, "err", err)
+			return
+		}
+		recs = append(recs, rec)
+	}
+	uaidRecord := func(u *chanUAID, reason string) {
+		add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: u.reset, ResetMs: u.resetMs, RegistrationsOffset: next, ResetReason: reason}, part.p, now))
+	}
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_ChannelRegistered:
+		ch, err := schema.ParseChannelID(b.ChannelRegistered.GetChannelId())
+		if err != nil {
+			channelLogSkip(p.log, r, err)
+			return recs
+		}
+		if u == nil {
+			u = &chanUAID{}
+			part.states[id] = u
+		}
+		if u.reset {
+			// A registration after a reset revives the UAID.
+			u.reset = false
+			uaidRecord(u, "")
+		}
+		key := keyRef(b.ChannelRegistered.GetKeyHash())
+		if i := u.find(ch); i < 0 || u.chans[i].key != key {
+			if i < 0 {
+				u.chans = append(u.chans, chanRef{id: ch, key: key})
+			} else {
+				u.chans[i].key = key
+			}
+			add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
+				ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
+				RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
+			}, part.p, now))
+		}
+	case *pb.Event_ChannelUnregistered:
+		ch, err := schema.ParseChannelID(b.ChannelUnregistered.GetChannelId())
+		if err != nil || u == nil {
+			return recs // unknown channel: nothing lasting (issue 10)
+		}
+		i := u.find(ch)
+		if i < 0 {
+			return recs
+		}
+		u.chans = slices.Delete(u.chans, i, i+1)
+		recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, ch, next, ev.GetTimeMs(), part.p))
+	case *pb.Event_UserReset:
+		if u == nil {
+			u = &chanUAID{}
+			part.states[id] = u
+		}
+		if u.reset {
+			break
+		}
+		for _, c := range u.chans {
+			recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, c.id, next, ev.GetTimeMs(), part.p))
+		}
+		u.chans, u.reset, u.resetMs = nil, true, ev.GetTimeMs()
+		uaidRecord(u, b.UserReset.GetReason())
+	default:
+		channelLogSkip(p.log, r, fmt.Errorf("%s on the registrations topic", schema.TypeName(ev)))
+		return recs
+	}
+	if u != nil {
+		u.next = next
+	}
+	return recs
 }
 
-// channelSnapshotRecords encodes the current state of every changed UAID
-// once, however often it changed within the poll.
-func channelSnapshotRecords(names schema.Names, parts map[int32]*channelPartition, changed map[int32]map[string]struct{}, now time.Time) ([]*kgo.Record, error) {
+// sweep forgets reset UAIDs past the expiry (tombstoning their record:
+// their endpoints no longer answer 410 103, and compaction removes them
+// from the log) and UAIDs with nothing left. It runs every expiry/100,
+// at most hourly.
+func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
+	now := p.cfg.Now()
+	every := min(max(p.cfg.UAIDExpiry/100, time.Second), time.Hour)
+	if now.Sub(p.lastSweep) < every {
+		return
+	}
+	p.lastSweep = now
+	cutoff := now.Add(-p.cfg.UAIDExpiry).UnixMilli()
+	p.mu.Lock()
 	var recs []*kgo.Record
-	for partition, uaids := range changed {
-		for uaid := range uaids {
-			rec, err := channelSnapshotRecord(names, uaid, parts[partition].states[uaid], now)
-			if err != nil {
-				return nil, err
+	for _, part := range p.parts {
+		for id, u := range part.states {
+			switch {
+			case u.reset && u.resetMs < cutoff:
+				recs = append(recs, p.cfg.Names.UaidTombstone(hex.EncodeToString(id[:]), u.next, part.p))
+				delete(part.states, id)
+				p.extra.expired.Add(1)
+			case !u.reset && len(u.chans) == 0:
+				delete(part.states, id) // nothing to remember
 			}
-			recs = append(recs, rec)
 		}
 	}
-	return recs, nil
-}
-
-// channelSnapshotRecord encodes st as a ChannelState event keyed by uaid.
-func channelSnapshotRecord(names schema.Names, uaid string, st *pb.ChannelState, now time.Time) (*kgo.Record, error) {
-	ev := schema.NewEvent(uaid, now)
-	ev.Body = &pb.Event_ChannelState{ChannelState: st}
-	rec, err := names.Record(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode snapshot of %s: %w", uaid, err)
+	p.mu.Unlock()
+	if err := p.produce(ctx, producer, recs); err != nil {
+		p.log.Warn("expiry tombstones not written; the next owner writes them", "err", err)
 	}
-	return rec, nil
 }
 
 // ensureLoaded returns the state of every partition in fetches, loading
-// from pushlog.channels the ones this member just started to own.
-func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, fetches kgo.Fetches) (map[int32]*channelPartition, error) {
+// from pushlog.channels the ones this member just started to own (and
+// migrating format-1 snapshots found there).
+func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, producer *kgo.Client, fetches kgo.Fetches) (map[int32]*channelPartition, error) {
 	p.mu.Lock()
 	parts := make(map[int32]*channelPartition, len(p.parts))
 	for k, v := range p.parts {
@@ -284,28 +516,66 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, f
 		return parts, nil
 	}
 	start := time.Now()
-	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, p.cfg.Names.Channels, missing, p.log)
+	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, p.cfg.Names.Channels, missing, p.log, &p.extra.quarantined)
 	if err != nil {
 		return nil, err
 	}
+	for _, part := range loaded {
+		if err := p.migrate(ctx, producer, part); err != nil {
+			return nil, err
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for partition, states := range loaded {
-		part := &channelPartition{states: states}
+	for partition, part := range loaded {
 		p.parts[partition] = part
 		parts[partition] = part
-		p.log.Info("loaded channel snapshots", "partition", partition, "uaids", len(states), "took", time.Since(start))
+		p.log.Info("loaded channel state", "partition", partition, "uaids", len(part.states), "took", time.Since(start))
 	}
 	return parts, nil
 }
 
+// migrate rewrites the format-1 snapshots of part as format-2 records:
+// the registered channels and a UAID record, which supersedes the snapshot
+// under compaction. Unregistered channels of the snapshot are not carried
+// over (the gone set keeps the ones it knows until the expiry).
+func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, part *channelPartition) error {
+	if len(part.migrate) == 0 {
+		return nil
+	}
+	now := p.cfg.Now()
+	var recs []*kgo.Record
+	for id := range part.migrate {
+		u := part.states[id]
+		if u == nil {
+			continue
+		}
+		uaid := hex.EncodeToString(id[:])
+		for _, c := range u.chans {
+			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c.id[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p, now)
+			if err == nil {
+				recs = append(recs, rec)
+			}
+		}
+		if rec, err := p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: u.reset, ResetMs: u.resetMs, RegistrationsOffset: u.next}, part.p, now); err == nil {
+			recs = append(recs, rec)
+		}
+	}
+	if err := p.produce(ctx, producer, recs); err != nil {
+		return fmt.Errorf("migrate format-1 snapshots of partition %d: %w", part.p, err)
+	}
+	p.extra.migrated.Add(int64(len(part.migrate)))
+	p.log.Info("migrated format-1 channel snapshots", "partition", part.p, "uaids", len(part.migrate), "records", len(recs))
+	part.migrate = nil
+	return nil
+}
+
 // channelLoadSnapshots reads the given pushlog.channels partitions from the
-// earliest offset to their current high watermark; the last snapshot of a
-// UAID wins.
-func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger) (map[int32]map[string]*pb.ChannelState, error) {
-	out := make(map[int32]map[string]*pb.ChannelState, len(partitions))
+// earliest offset to their current high watermark and folds both formats.
+func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger, quarantined *atomic.Int64) (map[int32]*channelPartition, error) {
+	out := make(map[int32]*channelPartition, len(partitions))
 	for _, partition := range partitions {
-		out[partition] = make(map[string]*pb.ChannelState)
+		out[partition] = &channelPartition{p: partition, states: make(map[[16]byte]*chanUAID), migrate: make(map[[16]byte]struct{})}
 	}
 	targets, err := channelTargets(ctx, adm, topic, partitions)
 	if err != nil {
@@ -333,27 +603,80 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 			log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			states := out[r.Partition]
-			if states == nil {
+			part := out[r.Partition]
+			if part == nil {
 				return
 			}
 			if next, ok := targets[r.Partition]; ok && r.Offset+1 >= next {
 				delete(targets, r.Partition)
 			}
-			ev, err := schema.Decode(r)
+			f, err := schema.DecodeChannels(r)
 			if err != nil {
 				channelLogSkip(log, r, err)
 				return
 			}
-			st := ev.GetChannelState()
-			if st == nil {
-				log.Warn("skipping non-snapshot event on channels topic", "partition", r.Partition, "offset", r.Offset, "type", schema.TypeName(ev))
+			if f.Snapshot != nil && len(f.Snapshot.GetChannels()) > MaxMigratedChannels {
+				quarantined.Add(1)
+				log.Error("QUARANTINED: oversized format-1 channel snapshot skipped; the UAID's state is rebuilt from the registrations log", "partition", r.Partition, "offset", r.Offset, "uaid", hex.EncodeToString(f.UAID[:]), "channels", len(f.Snapshot.GetChannels()), "bytes", len(r.Value))
+				delete(part.states, f.UAID)
+				delete(part.migrate, f.UAID)
 				return
 			}
-			states[ev.GetUaid()] = st
+			part.load(f)
 		})
 	}
 	return out, nil
+}
+
+// load folds one decoded channels record into the partition's state.
+func (part *channelPartition) load(f schema.ChannelsFact) {
+	u := part.states[f.UAID]
+	if u == nil {
+		if f.Kind == schema.ChannelsSeen || f.Deleted && f.Kind == schema.ChannelsUAID {
+			return
+		}
+		u = &chanUAID{}
+		part.states[f.UAID] = u
+	}
+	u.next = max(u.next, f.RegOffset)
+	switch f.Kind {
+	case schema.ChannelsUAID:
+		switch {
+		case f.Deleted:
+			delete(part.states, f.UAID)
+			delete(part.migrate, f.UAID)
+		case f.Snapshot != nil:
+			// A format-1 snapshot is the whole state as of its offset.
+			st := f.Snapshot
+			*u = chanUAID{next: st.GetRegistrationsOffset(), reset: st.GetUaidReset(), resetMs: st.GetResetMs()}
+			if !u.reset {
+				for _, c := range st.GetChannels() {
+					id, err := schema.ParseChannelID(c.GetChannelId())
+					if err != nil || c.GetUnregistered() || u.find(id) >= 0 {
+						continue
+					}
+					u.chans = append(u.chans, chanRef{id: id, key: keyRef(c.GetKeyHash())})
+				}
+			}
+			part.migrate[f.UAID] = struct{}{}
+		default:
+			u.reset, u.resetMs = f.State.GetUaidReset(), f.State.GetResetMs()
+			if u.reset {
+				u.chans = nil
+			}
+			delete(part.migrate, f.UAID)
+		}
+	case schema.ChannelsChannel:
+		i := u.find(f.Channel)
+		switch {
+		case f.Deleted && i >= 0:
+			u.chans = slices.Delete(u.chans, i, i+1)
+		case !f.Deleted && i < 0:
+			u.chans = append(u.chans, chanRef{id: f.Channel, key: keyRef(f.Entry.GetKeyHash())})
+		case !f.Deleted:
+			u.chans[i].key = keyRef(f.Entry.GetKeyHash())
+		}
+	}
 }
 
 // channelTargets returns, for each partition of topic in partitions (all

@@ -30,13 +30,30 @@ type GoneSetConfig struct {
 	Logger     *slog.Logger
 	// Metrics registers the set's size (pushlog_ingest_gone_entries); nil: none.
 	Metrics prometheus.Registerer
+	// Expiry is how long a gone fact is kept after its last change (the
+	// UAID expiry: an expired UAID's endpoints answer 410 that long);
+	// zero means DefaultUAIDExpiry.
+	Expiry time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // GoneSet answers "is this subscription gone?" for ingest (410 without
-// asking anyone). It folds every partition of pushlog.channels (snapshots)
-// and pushlog.registrations (the last week of events) with the semantics
-// of schema.ApplyRegistration, but keeps only the gone facts: reset UAIDs
-// and unregistered channels. UAIDs with only live channels cost nothing.
+// asking anyone). It folds every partition of pushlog.channels (both
+// formats) and pushlog.registrations (the last week of events) with the
+// semantics of schema.ApplyRegistration, but keeps only the gone facts:
+// reset UAIDs and unregistered channels. UAIDs with only live channels cost
+// nothing.
+//
+// Unregistered channels are learned from the channel projector's
+// tombstones only, never from ChannelUnregistered events: the projector
+// writes one only for a channel that was registered, so the unregister of
+// a channel never registered (an attacker's flood) leaves the set
+// unchanged. Registrations and resets are folded from the registrations log
+// as well (faster); a late tombstone or UAID record older than a
+// registration folded meanwhile is recognized by its registrations offset
+// (the entry's next, or the short-lived recent-registrations memory) and
+// ignored. Facts age out Expiry after their last change.
 //
 // One gap is inherent to keeping so little: a reset UAID that registers
 // again ("revived") leaves the channels it had before the reset
@@ -51,10 +68,15 @@ type GoneSet struct {
 	opts   []kgo.Opt
 	shards [goneShardCount]goneShard
 
-	started atomic.Bool
-	ready   chan struct{}
-	done    chan struct{}
-	runErr  error // written before done is closed
+	expiry time.Duration
+	now    func() time.Time
+
+	started   atomic.Bool
+	lastSweep atomic.Uint32
+	aged      atomic.Int64 // entries removed by age, for the metric
+	ready     chan struct{}
+	done      chan struct{}
+	runErr    error // written before done is closed
 }
 
 const goneShardCount = 64
@@ -63,6 +85,30 @@ type goneShard struct {
 	mu    sync.RWMutex
 	m     map[[16]byte]goneEntry
 	facts int // reset UAIDs + unregistered channels, for Len
+	// recent remembers, for a few minutes, the registrations offset of
+	// each registration folded (channel and UAID level), so a tombstone
+	// or UAID record the projector wrote before it, arriving later, is
+	// recognized as stale even when the UAID has no entry.
+	recent map[goneKey]goneRecent
+}
+
+// goneKey is a UAID and a channel (zero for the UAID itself).
+type goneKey [32]byte
+
+type goneRecent struct {
+	off   int64
+	atMin uint32
+}
+
+// goneRecentFor is how long recent registrations are remembered: far
+// longer than the projector's lag behind the registrations log.
+const goneRecentFor = 10 // minutes
+
+func goneKeyOf(uaid, ch [16]byte) goneKey {
+	var k goneKey
+	copy(k[:16], uaid[:])
+	copy(k[16:], ch[:])
+	return k
 }
 
 // goneEntry holds the gone facts of one UAID.
@@ -76,14 +122,20 @@ type goneEntry struct {
 	// revived: reset, then registered again since the last snapshot; the
 	// channels it had before the reset are unknown until the next one.
 	revived bool
+	// atMin is when the entry last changed (minutes since the epoch): it
+	// ages out Expiry later.
+	atMin uint32
 }
 
+func goneMinutes(t time.Time) uint32 { return uint32(max(t.Unix()/60, 0)) }
+
+// facts counts a reset UAID once: it covers its channels, which are kept
+// only for a revival (they stay gone after it).
 func (e *goneEntry) facts() int {
-	n := len(e.chans)
 	if e.reset {
-		n++
+		return 1
 	}
-	return n
+	return len(e.chans)
 }
 
 func (e *goneEntry) empty() bool { return !e.reset && !e.revived && len(e.chans) == 0 }
@@ -100,17 +152,30 @@ func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
 	if cfg.Names.Messages == "" {
 		cfg.Names = schema.DefaultNames()
 	}
+	if cfg.Expiry <= 0 {
+		cfg.Expiry = DefaultUAIDExpiry
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	g := &GoneSet{
-		names: cfg.Names,
-		log:   log.With("role", "gone-set"),
-		opts:  slices.Clone(cfg.ClientOpts),
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
+		expiry: cfg.Expiry,
+		now:    cfg.Now,
+		names:  cfg.Names,
+		log:    log.With("role", "gone-set"),
+		opts:   slices.Clone(cfg.ClientOpts),
+		ready:  make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	for i := range g.shards {
 		g.shards[i].m = make(map[[16]byte]goneEntry)
+		g.shards[i].recent = make(map[goneKey]goneRecent)
 	}
-	if err := metrics.Register(cfg.Metrics, g.collectors()...); err != nil {
+	aged := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: metrics.Name("ingest", "gone_aged_total"),
+		Help: "UAIDs whose gone facts aged out of ingest's gone set (unchanged for the UAID expiry).",
+	}, func() float64 { return float64(g.aged.Load()) })
+	if err := metrics.Register(cfg.Metrics, append(g.collectors(), aged)...); err != nil {
 		return nil, fmt.Errorf("gone set: %w", err)
 	}
 	return g, nil
@@ -296,8 +361,41 @@ func (g *GoneSet) consume(ctx context.Context, cl *kgo.Client, targets map[int32
 			}
 			g.applyRecord(r, bootstrap)
 		})
+		g.maybeSweep()
 	}
 	return nil
+}
+
+// maybeSweep ages facts out at most once a minute (both readers call it).
+func (g *GoneSet) maybeSweep() {
+	now := goneMinutes(g.now())
+	last := g.lastSweep.Load()
+	if now <= last || !g.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	g.sweep(now)
+}
+
+// sweep removes entries unchanged for Expiry and recent registrations
+// older than goneRecentFor.
+func (g *GoneSet) sweep(nowMin uint32) {
+	horizon := uint32(g.expiry / time.Minute)
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for id, e := range sh.m {
+			if nowMin-e.atMin >= horizon && nowMin >= e.atMin {
+				sh.store(id, e, goneEntry{})
+				g.aged.Add(1)
+			}
+		}
+		for k, r := range sh.recent {
+			if nowMin-r.atMin >= goneRecentFor && nowMin >= r.atMin {
+				delete(sh.recent, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // goneLiveTargets drops the registrations partitions whose target offsets
@@ -338,6 +436,15 @@ func goneRetry(ctx context.Context, log *slog.Logger, what string, fn func() err
 
 // applyRecord folds one record of either topic; corrupt ones are skipped.
 func (g *GoneSet) applyRecord(r *kgo.Record, bootstrap bool) {
+	if r.Topic == g.names.Channels {
+		f, err := schema.DecodeChannels(r)
+		if err != nil {
+			channelLogSkip(g.log, r, err)
+			return
+		}
+		g.applyChannels(f, bootstrap)
+		return
+	}
 	ev, err := schema.Decode(r)
 	if err != nil {
 		channelLogSkip(g.log, r, err)
@@ -348,17 +455,79 @@ func (g *GoneSet) applyRecord(r *kgo.Record, bootstrap bool) {
 		channelLogSkip(g.log, r, err)
 		return
 	}
-	switch r.Topic {
-	case g.names.Channels:
-		st := ev.GetChannelState()
-		if st == nil {
-			g.log.Warn("skipping non-snapshot event on channels topic", "partition", r.Partition, "offset", r.Offset, "type", schema.TypeName(ev))
-			return
-		}
-		g.applySnapshot(uaid, st, bootstrap)
-	case g.names.Registrations:
+	if r.Topic == g.names.Registrations {
 		g.applyRegistration(uaid, ev, r.Offset)
 	}
+}
+
+// applyChannels folds a pushlog.channels record of either format.
+func (g *GoneSet) applyChannels(f schema.ChannelsFact, bootstrap bool) {
+	switch {
+	case f.Snapshot != nil:
+		g.applySnapshot(f.UAID, f.Snapshot, bootstrap)
+	case f.Kind == schema.ChannelsChannel:
+		g.applyChannelFact(f, bootstrap)
+	case f.Kind == schema.ChannelsUAID:
+		g.applyUAIDFact(f, bootstrap)
+	}
+}
+
+// stale reports whether a channels record written for registrations
+// before regOffset is older than a registration of key already folded.
+// The caller holds the lock.
+func (sh *goneShard) stale(key goneKey, regOffset int64) bool {
+	r, ok := sh.recent[key]
+	return ok && r.off >= regOffset
+}
+
+// applyChannelFact folds a format-2 channel record: a tombstone is an
+// unregistered (or reset) channel that was registered; a value a
+// registered one.
+func (g *GoneSet) applyChannelFact(f schema.ChannelsFact, bootstrap bool) {
+	sh := g.shard(f.UAID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.m[f.UAID]
+	e := old
+	if !bootstrap && sh.stale(goneKeyOf(f.UAID, f.Channel), f.RegOffset) {
+		return // a registration of this channel folded meanwhile is newer
+	}
+	i, found := slices.BinarySearchFunc(e.chans, f.Channel, goneCompare)
+	switch {
+	case f.Deleted && !found:
+		e.chans = slices.Insert(slices.Clone(e.chans), i, f.Channel)
+	case !f.Deleted && found:
+		e.chans = slices.Delete(slices.Clone(e.chans), i, i+1)
+	default:
+		return
+	}
+	e.next = max(e.next, f.RegOffset)
+	e.atMin = goneMinutes(g.now())
+	sh.store(f.UAID, old, e)
+}
+
+// applyUAIDFact folds a format-2 UAID record: reset or revived; its
+// tombstone (the UAID expired) forgets the UAID.
+func (g *GoneSet) applyUAIDFact(f schema.ChannelsFact, bootstrap bool) {
+	sh := g.shard(f.UAID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.m[f.UAID]
+	if f.Deleted {
+		sh.store(f.UAID, old, goneEntry{})
+		return
+	}
+	if !bootstrap && sh.stale(goneKeyOf(f.UAID, [16]byte{}), f.RegOffset) {
+		return // a registration (revival) folded meanwhile is newer
+	}
+	e := old
+	e.reset = f.State.GetUaidReset()
+	if e.reset {
+		e.revived = false
+	}
+	e.next = max(e.next, f.RegOffset)
+	e.atMin = goneMinutes(g.now())
+	sh.store(f.UAID, old, e)
 }
 
 // applySnapshot folds a ChannelState. While bootstrapping (no registration
@@ -375,7 +544,7 @@ func (g *GoneSet) applySnapshot(uaid [16]byte, st *pb.ChannelState, bootstrap bo
 	if !bootstrap && (!ok || !old.revived || st.GetRegistrationsOffset() < old.next) {
 		return
 	}
-	e := goneEntry{reset: st.GetUaidReset(), next: st.GetRegistrationsOffset()}
+	e := goneEntry{reset: st.GetUaidReset(), next: st.GetRegistrationsOffset(), atMin: goneMinutes(g.now())}
 	for _, ch := range st.GetChannels() {
 		if !ch.GetUnregistered() {
 			continue
@@ -393,7 +562,9 @@ func (g *GoneSet) applySnapshot(uaid [16]byte, st *pb.ChannelState, bootstrap bo
 }
 
 // applyRegistration folds one registrations event the way
-// schema.ApplyRegistration does, restricted to gone facts.
+// schema.ApplyRegistration does, restricted to gone facts. An unregister is
+// not a fact by itself (the channel may never have been registered): the
+// projector's tombstone brings it.
 func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 	sh := g.shard(uaid)
 	sh.mu.Lock()
@@ -403,27 +574,31 @@ func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 		return // already in the snapshot this entry came from
 	}
 	e := old
+	nowMin := goneMinutes(g.now())
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
+		sh.recent[goneKeyOf(uaid, [16]byte{})] = goneRecent{off: offset, atMin: nowMin}
 		if e.reset {
 			e.reset = false
 			e.revived = true
 		}
 		if id, ok := g.channelID(b.ChannelRegistered.GetChannelId()); ok {
+			sh.recent[goneKeyOf(uaid, id)] = goneRecent{off: offset, atMin: nowMin}
 			if i, found := slices.BinarySearchFunc(e.chans, id, goneCompare); found {
-				e.chans = slices.Delete(e.chans, i, i+1)
+				e.chans = slices.Delete(slices.Clone(e.chans), i, i+1)
 			}
 		}
 	case *pb.Event_ChannelUnregistered:
-		if id, ok := g.channelID(b.ChannelUnregistered.GetChannelId()); ok {
-			if i, found := slices.BinarySearchFunc(e.chans, id, goneCompare); !found {
-				e.chans = slices.Insert(e.chans, i, id)
-			}
+		if !ok {
+			return // nothing lasting for a UAID without gone facts
 		}
 	case *pb.Event_UserReset:
 		e.reset = true
 	default:
 		return // not a registration event
+	}
+	if _, unreg := ev.GetBody().(*pb.Event_ChannelUnregistered); !unreg {
+		e.atMin = nowMin // an unregister changes nothing: no refresh
 	}
 	e.next = offset + 1
 	sh.store(uaid, old, e)

@@ -35,17 +35,45 @@ type goneTestStep struct {
 	bootstrap bool
 }
 
+// goneTestProjected is the channel state the emulated projector holds per
+// gone set and UAID (format 1, for comparison with ApplyRegistration).
+var goneTestProjected sync.Map // *GoneSet → map[string]*pb.ChannelState
+
+// goneTestApply feeds one step to the set as the running system does: a
+// snapshot as read from pushlog.channels; a registration as read from
+// pushlog.registrations, followed by the channel tombstones the channel
+// projector writes for it (format 2: only for channels that were
+// registered).
 func (g *GoneSet) goneTestApply(t *testing.T, uaid string, s goneTestStep) {
 	t.Helper()
 	u, err := schema.ParseUAID(uaid)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v, _ := goneTestProjected.LoadOrStore(g, map[string]*pb.ChannelState{})
+	refs := v.(map[string]*pb.ChannelState)
+	if refs[uaid] == nil {
+		refs[uaid] = &pb.ChannelState{}
+	}
 	if s.snap != nil {
+		if s.bootstrap { // the projector loads the same state
+			refs[uaid] = proto.Clone(s.snap).(*pb.ChannelState)
+		}
 		g.applySnapshot(u, s.snap, s.bootstrap)
 		return
 	}
+	before := proto.Clone(refs[uaid]).(*pb.ChannelState)
+	schema.ApplyRegistration(refs[uaid], s.ev, s.offset)
 	g.applyRegistration(u, s.ev, s.offset)
+	for _, ch := range before.GetChannels() {
+		if schema.ChannelActive(before, ch.GetChannelId()) && !schema.ChannelActive(refs[uaid], ch.GetChannelId()) {
+			id, err := schema.ParseChannelID(ch.GetChannelId())
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.applyChannels(schema.ChannelsFact{UAID: u, Kind: schema.ChannelsChannel, Channel: id, Deleted: true, RegOffset: s.offset + 1}, false)
+		}
+	}
 }
 
 func goneTestReg(uaid, ch string, off int64) goneTestStep {
@@ -94,10 +122,11 @@ func TestGoneFold(t *testing.T) {
 			facts: 1,
 		},
 		{
+			// Issue 10 finding 2: nothing lasting, the set is unchanged.
 			name:  "unregister of a channel never registered",
 			steps: []goneTestStep{goneTestUnreg(u, b, 0)},
-			want:  []answer{{b, true, false}},
-			facts: 1,
+			want:  []answer{{b, false, false}},
+			facts: 0,
 		},
 		{
 			name:  "reset (errno 103) covers every channel",
@@ -119,13 +148,15 @@ func TestGoneFold(t *testing.T) {
 			facts: 1,
 		},
 		{
-			// The documented gap: b was live before the reset; only the
-			// next snapshot can name it.
-			name: "revived UAID: pre-reset live channel unknown until a snapshot",
+			// Format 2 closes the former gap: the projector tombstones
+			// every channel of a reset UAID, so b stays gone after the
+			// revival without waiting for a snapshot.
+			name: "revived UAID: pre-reset live channel stays gone",
 			steps: []goneTestStep{
 				goneTestReg(u, b, 0), goneTestResetAt(u, 1), goneTestReg(u, c, 2),
 			},
-			want: []answer{{b, false, false}, {c, false, false}},
+			want:  []answer{{b, true, false}, {c, false, false}},
+			facts: 1,
 		},
 		{
 			name: "revived UAID: the snapshot covering it names the pre-reset channels",
@@ -159,8 +190,10 @@ func TestGoneFold(t *testing.T) {
 				{snap: &pb.ChannelState{RegistrationsOffset: 10, Channels: []*pb.Channel{{ChannelId: a, Unregistered: true}, {ChannelId: b}}}, bootstrap: true},
 				goneTestReg(u, a, 3), goneTestUnreg(u, b, 9), goneTestUnreg(u, c, 10),
 			},
-			want:  []answer{{a, true, false}, {b, false, false}, {c, true, false}},
-			facts: 2,
+			// c was never registered: its unregister leaves nothing
+			// (issue 10 finding 2).
+			want:  []answer{{a, true, false}, {b, false, false}, {c, false, false}},
+			facts: 1,
 		},
 		{
 			name: "bootstrap snapshot of a reset UAID, revived later",
@@ -181,7 +214,7 @@ func TestGoneFold(t *testing.T) {
 		},
 		{
 			name:  "malformed ids are never gone",
-			steps: []goneTestStep{goneTestUnreg(u, a, 0)},
+			steps: []goneTestStep{goneTestReg(u, a, 0), goneTestUnreg(u, a, 1)},
 			want:  []answer{{"not-a-channel", false, false}, {strings.ToUpper(a), true, false}},
 			facts: 1,
 		},
@@ -352,6 +385,10 @@ func TestGoneSetFromRegistrations(t *testing.T) {
 	k := channelTestCluster(t)
 	s := newChannelTestScenario()
 	k.produce(t, append(s.first(), s.second()...)...)
+	// Unregistered channels come from the projector's tombstones (format
+	// 2): it runs beside, as in serve.
+	k.startProjector(t, "g-gone-regs")
+	k.waitCommitted(t, "g-gone-regs")
 	g := k.startGoneSet(t)
 
 	u, c := s.uaids, s.chans
@@ -364,7 +401,7 @@ func TestGoneSetFromRegistrations(t *testing.T) {
 		{u["reset"], c["a"], true, true},   // 103
 		{u["reset"], c["c"], true, true},   // 103 for any channel
 		{u["rereg"], c["a"], false, false}, // registered again
-		{u["late"], c["c"], true, false},   // unregistered without a registration
+		{u["late"], c["c"], false, false},  // unregistered without a registration: nothing (issue 10)
 		{u["plain"], c["a"], false, false}, // live
 		{schema.NewUAID(), c["a"], false, false},
 	} {
@@ -436,6 +473,8 @@ func TestGoneSetLive(t *testing.T) {
 		t.Fatalf("Len = %d on empty topics", g.Len())
 	}
 	s := newChannelTestScenario()
+	// Unregistered channels come from the projector's tombstones.
+	k.startProjector(t, "g-gone-live")
 
 	var wg sync.WaitGroup
 	stopReaders := make(chan struct{})
@@ -464,8 +503,6 @@ func TestGoneSetLive(t *testing.T) {
 	channelTestEventually(t, "registrations folded", func() bool {
 		return goneTestCheckAll(g, s, ref, false) == nil
 	})
-	// The projector's snapshot of the revived UAID closes the gap.
-	k.startProjector(t, "g-gone-live")
 	channelTestEventually(t, "revived UAID consolidated", func() bool {
 		return goneTestCheckAll(g, s, ref, true) == nil
 	})
@@ -490,10 +527,12 @@ func TestGoneSetCorrupt(t *testing.T) {
 	k.produceRaw(t, rec)
 
 	g := k.startGoneSet(t)
-	for _, ch := range []string{a, b} {
-		if gone, reset := g.Gone(uaid, ch); !gone || reset {
-			t.Errorf("Gone(%s) = %v, %v; want gone", ch, gone, reset)
-		}
+	if gone, reset := g.Gone(uaid, a); !gone || reset {
+		t.Errorf("Gone(%s) = %v, %v; want gone", a, gone, reset)
+	}
+	// b was never registered: its unregister leaves nothing (issue 10).
+	if gone, reset := g.Gone(uaid, b); gone || reset {
+		t.Errorf("Gone(%s) = %v, %v; want not gone", b, gone, reset)
 	}
 }
 

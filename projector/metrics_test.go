@@ -25,18 +25,33 @@ func TestMetricsRegistered(t *testing.T) {
 	p.stats.records.Add(7)
 	p.stats.snapshots.Add(3)
 	want := `
+# HELP pushlog_ingest_gone_aged_total UAIDs whose gone facts aged out of ingest's gone set (unchanged for the UAID expiry).
+# TYPE pushlog_ingest_gone_aged_total counter
+pushlog_ingest_gone_aged_total 0
 # HELP pushlog_ingest_gone_entries UAIDs with gone facts (reset, or unregistered channels) in ingest's gone set.
 # TYPE pushlog_ingest_gone_entries gauge
 pushlog_ingest_gone_entries 0
 # HELP pushlog_projector_batches_total Batches a projector completely stored (and committed).
 # TYPE pushlog_projector_batches_total counter
 pushlog_projector_batches_total{projector="channels"} 2
+# HELP pushlog_projector_expired_total Reset UAIDs whose record left the channels topic after the UAID expiry.
+# TYPE pushlog_projector_expired_total counter
+pushlog_projector_expired_total{projector="channels"} 0
+# HELP pushlog_projector_migrated_total UAIDs whose format-1 channel snapshot was rewritten as format-2 records.
+# TYPE pushlog_projector_migrated_total counter
+pushlog_projector_migrated_total{projector="channels"} 0
+# HELP pushlog_projector_quarantined_total Records or states a projector skipped as poison (oversized, refused by Kafka); each is logged as an error.
+# TYPE pushlog_projector_quarantined_total counter
+pushlog_projector_quarantined_total{projector="channels"} 0
 # HELP pushlog_projector_records_total Records a projector polled.
 # TYPE pushlog_projector_records_total counter
 pushlog_projector_records_total{projector="channels"} 7
 # HELP pushlog_projector_rows_total Rows (analytics) or snapshots (channels) a projector wrote.
 # TYPE pushlog_projector_rows_total counter
 pushlog_projector_rows_total{projector="channels"} 3
+# HELP pushlog_projector_written_bytes_total Bytes (keys + values) the channel projector wrote to the channels topic.
+# TYPE pushlog_projector_written_bytes_total counter
+pushlog_projector_written_bytes_total{projector="channels"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Fatal(err)

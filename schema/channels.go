@@ -2,6 +2,13 @@ package schema
 
 import (
 	"bytes"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -42,15 +49,11 @@ func ApplyRegistration(st *pb.ChannelState, ev *pb.Event, offset int64) bool {
 			changed = true
 		}
 	case *pb.Event_ChannelUnregistered:
+		// Unregistering a channel never registered changes nothing: it
+		// would otherwise cost a lasting fact per request (an anonymous
+		// client could flood them), and no endpoint of it was ever given.
 		ch := findChannel(st, b.ChannelUnregistered.GetChannelId())
-		if ch == nil {
-			st.Channels = append(st.Channels, &pb.Channel{
-				ChannelId:    b.ChannelUnregistered.GetChannelId(),
-				Unregistered: true,
-				ChangedMs:    ev.GetTimeMs(),
-			})
-			changed = true
-		} else if !ch.GetUnregistered() {
+		if ch != nil && !ch.GetUnregistered() {
 			ch.Unregistered = true
 			ch.ChangedMs = ev.GetTimeMs()
 			changed = true
@@ -96,4 +99,247 @@ func ChannelGone(st *pb.ChannelState, id string) bool {
 	}
 	ch := findChannel(st, id)
 	return ch != nil && ch.GetUnregistered()
+}
+
+// Format 2 of pushlog.channels (see events.proto): one compacted record per
+// registered channel keyed "<uaid>:<channel id>", one per UAID keyed by the
+// bare UAID (UaidState; it supersedes a format-1 ChannelState snapshot of the
+// same key), and "<uaid>:seen" (UaidSeen, written by the owner). Every
+// record is produced to the partition of its UAID, PartitionOf(uaid), not of
+// its key: tools must take the UAID from the key's first 32 characters (or
+// the value) and never re-partition by the whole key.
+
+// HeaderRegOffset carries, on every format-2 channels record including
+// tombstones, the next registrations offset after the event that wrote it
+// (decimal). Owners read it to know how far the channel state covers the
+// registrations log.
+const HeaderRegOffset = "pushlog-roff"
+
+// HeaderChangedMs carries, on channel tombstones, when the channel was
+// unregistered (unix milliseconds, decimal).
+const HeaderChangedMs = "pushlog-ms"
+
+// ChannelsKind tells what a pushlog.channels record is about.
+type ChannelsKind uint8
+
+// Kinds of pushlog.channels records.
+const (
+	ChannelsUAID    ChannelsKind = iota + 1 // key = uaid: UaidState, or a format-1 ChannelState
+	ChannelsChannel                         // key = uaid:channel: ChannelEntry
+	ChannelsSeen                            // key = uaid:seen: UaidSeen
+)
+
+// seenSuffix ends the key of a UaidSeen record.
+const seenSuffix = ":seen"
+
+// ChannelKey is the key of a channel's record.
+func ChannelKey(uaid string, ch [16]byte) []byte {
+	return []byte(uaid + ":" + FormatChannelID(ch[:]))
+}
+
+// SeenKey is the key of a UAID's last-seen record.
+func SeenKey(uaid string) []byte { return []byte(uaid + seenSuffix) }
+
+// ParseChannelsKey splits a pushlog.channels key into the UAID, the kind
+// and (for ChannelsChannel) the channel id.
+func ParseChannelsKey(key []byte) (uaid [16]byte, kind ChannelsKind, ch [16]byte, err error) {
+	if len(key) < 32 {
+		return uaid, 0, ch, fmt.Errorf("%w: channels key of %d bytes", ErrCorrupt, len(key))
+	}
+	if uaid, err = ParseUAID(string(key[:32])); err != nil {
+		return uaid, 0, ch, fmt.Errorf("%w: channels key: %v", ErrCorrupt, err)
+	}
+	rest := string(key[32:])
+	switch {
+	case rest == "":
+		return uaid, ChannelsUAID, ch, nil
+	case rest == seenSuffix:
+		return uaid, ChannelsSeen, ch, nil
+	case len(rest) > 1 && rest[0] == ':':
+		if ch, err = ParseChannelID(rest[1:]); err != nil {
+			return uaid, 0, ch, fmt.Errorf("%w: channels key: %v", ErrCorrupt, err)
+		}
+		return uaid, ChannelsChannel, ch, nil
+	}
+	return uaid, 0, ch, fmt.Errorf("%w: channels key %q", ErrCorrupt, key)
+}
+
+// ChannelsFact is one decoded pushlog.channels record.
+type ChannelsFact struct {
+	UAID    [16]byte
+	Kind    ChannelsKind
+	Channel [16]byte // ChannelsChannel only
+	Deleted bool     // a tombstone
+	// RegOffset is the next registrations offset the record covers; -1
+	// when unknown (a tombstone of a format-1 key).
+	RegOffset int64
+	ChangedMs int64            // channel tombstones: when unregistered
+	Entry     *pb.ChannelEntry // ChannelsChannel value
+	State     *pb.UaidState    // ChannelsUAID value (format 2)
+	Snapshot  *pb.ChannelState // ChannelsUAID value (format 1)
+	Seen      *pb.UaidSeen     // ChannelsSeen value
+	Event     *pb.Event        // the decoded value, nil for tombstones
+}
+
+// DecodeChannels decodes a pushlog.channels record of either format. A value
+// whose body does not match its key, or that does not decode, is ErrCorrupt;
+// a body from a newer writer is ErrUnknownType.
+func DecodeChannels(r *kgo.Record) (ChannelsFact, error) {
+	uaid, kind, ch, err := ParseChannelsKey(r.Key)
+	f := ChannelsFact{UAID: uaid, Kind: kind, Channel: ch, RegOffset: -1}
+	if err != nil {
+		return f, err
+	}
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderRegOffset:
+			if n, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil && n >= 0 {
+				f.RegOffset = n
+			}
+		case HeaderChangedMs:
+			if n, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				f.ChangedMs = n
+			}
+		}
+	}
+	if r.Value == nil {
+		f.Deleted = true
+		return f, nil
+	}
+	ev, err := Decode(r)
+	if err != nil {
+		return f, err
+	}
+	if got, _ := ParseUAID(ev.GetUaid()); got != uaid {
+		return f, fmt.Errorf("%w: key and value name different UAIDs", ErrCorrupt)
+	}
+	f.Event = ev
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_ChannelState:
+		f.Snapshot = b.ChannelState
+		f.RegOffset = max(f.RegOffset, b.ChannelState.GetRegistrationsOffset())
+	case *pb.Event_UaidState:
+		f.State = b.UaidState
+		f.RegOffset = max(f.RegOffset, b.UaidState.GetRegistrationsOffset())
+	case *pb.Event_ChannelEntry:
+		f.Entry = b.ChannelEntry
+		f.RegOffset = max(f.RegOffset, b.ChannelEntry.GetRegistrationsOffset())
+		if id, err := ParseChannelID(b.ChannelEntry.GetChannelId()); err != nil || id != ch {
+			return f, fmt.Errorf("%w: channel entry does not match its key", ErrCorrupt)
+		}
+	case *pb.Event_UaidSeen:
+		f.Seen = b.UaidSeen
+	default:
+		return f, fmt.Errorf("%w: %s on the channels topic", ErrCorrupt, TypeName(ev))
+	}
+	want := map[ChannelsKind]bool{ChannelsUAID: f.Snapshot != nil || f.State != nil, ChannelsChannel: f.Entry != nil, ChannelsSeen: f.Seen != nil}
+	if !want[kind] {
+		return f, fmt.Errorf("%w: %s under a key of another kind", ErrCorrupt, TypeName(ev))
+	}
+	return f, nil
+}
+
+// channelsRecord builds a record of the channels topic on partition p.
+func channelsRecord(topic string, key []byte, ev *pb.Event, p int32, regOffset int64) (*kgo.Record, error) {
+	r := &kgo.Record{Topic: topic, Key: key, Partition: p}
+	if ev != nil {
+		enc, err := Record(ev)
+		if err != nil {
+			return nil, err
+		}
+		r.Value, r.Headers = enc.Value, enc.Headers
+	}
+	if regOffset >= 0 {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderRegOffset, Value: []byte(strconv.FormatInt(regOffset, 10))})
+	}
+	return r, nil
+}
+
+// ChannelEntryRecord is the record of a registered channel of uaid, for
+// partition p (the UAID's partition).
+func (n Names) ChannelEntryRecord(uaid string, e *pb.ChannelEntry, p int32, now time.Time) (*kgo.Record, error) {
+	id, err := ParseChannelID(e.GetChannelId())
+	if err != nil {
+		return nil, fmt.Errorf("channel entry of %s: %w", uaid, err)
+	}
+	ev := NewEvent(uaid, now)
+	ev.Body = &pb.Event_ChannelEntry{ChannelEntry: e}
+	return channelsRecord(n.Channels, ChannelKey(uaid, id), ev, p, e.GetRegistrationsOffset())
+}
+
+// ChannelTombstone removes a channel's record: it was unregistered (or its
+// UAID reset) at changedMs by the registration before regOffset.
+func (n Names) ChannelTombstone(uaid string, ch [16]byte, regOffset, changedMs int64, p int32) *kgo.Record {
+	r, _ := channelsRecord(n.Channels, ChannelKey(uaid, ch), nil, p, regOffset) // no value: cannot fail
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderChangedMs, Value: []byte(strconv.FormatInt(changedMs, 10))})
+	return r
+}
+
+// UaidStateRecord is the UAID-level record of uaid (key: the bare UAID).
+func (n Names) UaidStateRecord(uaid string, st *pb.UaidState, p int32, now time.Time) (*kgo.Record, error) {
+	ev := NewEvent(uaid, now)
+	ev.Body = &pb.Event_UaidState{UaidState: st}
+	return channelsRecord(n.Channels, []byte(uaid), ev, p, st.GetRegistrationsOffset())
+}
+
+// UaidTombstone removes the UAID-level record of uaid (and, under
+// compaction, a format-1 snapshot of it).
+func (n Names) UaidTombstone(uaid string, regOffset int64, p int32) *kgo.Record {
+	r, _ := channelsRecord(n.Channels, []byte(uaid), nil, p, regOffset)
+	return r
+}
+
+// SeenRecord is the last-seen record of uaid.
+func (n Names) SeenRecord(uaid string, lastSeen time.Time, p int32, now time.Time) (*kgo.Record, error) {
+	ev := NewEvent(uaid, now)
+	ev.Body = &pb.Event_UaidSeen{UaidSeen: &pb.UaidSeen{LastSeenMs: lastSeen.UnixMilli()}}
+	return channelsRecord(n.Channels, SeenKey(uaid), ev, p, -1)
+}
+
+// SeenTombstone removes the last-seen record of uaid.
+func (n Names) SeenTombstone(uaid string, p int32) *kgo.Record {
+	r, _ := channelsRecord(n.Channels, SeenKey(uaid), nil, p, -1)
+	return r
+}
+
+// FoldChannelsFact applies one decoded channels record of either format to
+// the format-1 view of its UAID's state (states by UAID string), the view
+// tools and tests compare with ApplyRegistration. A tombstoned channel is
+// shown unregistered; a tombstoned UAID record removes the UAID.
+func FoldChannelsFact(states map[string]*pb.ChannelState, f ChannelsFact) {
+	uaid := hex.EncodeToString(f.UAID[:])
+	st := states[uaid]
+	if f.Kind == ChannelsUAID && f.Snapshot != nil {
+		states[uaid] = proto.Clone(f.Snapshot).(*pb.ChannelState)
+		return
+	}
+	if f.Kind == ChannelsUAID && f.Deleted {
+		delete(states, uaid)
+		return
+	}
+	if f.Kind == ChannelsSeen {
+		return
+	}
+	if st == nil {
+		st = &pb.ChannelState{}
+		states[uaid] = st
+	}
+	st.RegistrationsOffset = max(st.RegistrationsOffset, f.RegOffset)
+	switch f.Kind {
+	case ChannelsUAID:
+		st.UaidReset = f.State.GetUaidReset()
+		st.ResetMs = f.State.GetResetMs()
+	case ChannelsChannel:
+		id := FormatChannelID(f.Channel[:])
+		ch := findChannel(st, id)
+		if ch == nil {
+			ch = &pb.Channel{ChannelId: id}
+			st.Channels = append(st.Channels, ch)
+		}
+		if f.Deleted {
+			ch.Unregistered, ch.ChangedMs = true, f.ChangedMs
+			return
+		}
+		ch.Unregistered, ch.KeyHash, ch.ChangedMs = false, f.Entry.GetKeyHash(), f.Entry.GetChangedMs()
+	}
 }

@@ -59,6 +59,12 @@ func TypeName(ev *pb.Event) string {
 		return "disconnected"
 	case *pb.Event_ChannelState:
 		return "channel_state"
+	case *pb.Event_ChannelEntry:
+		return "channel_entry"
+	case *pb.Event_UaidState:
+		return "uaid_state"
+	case *pb.Event_UaidSeen:
+		return "uaid_seen"
 	}
 	return ""
 }
@@ -74,7 +80,7 @@ func TopicOf(ev *pb.Event) string {
 		return TopicRegistrations
 	case *pb.Event_Connected, *pb.Event_Disconnected:
 		return TopicPresence
-	case *pb.Event_ChannelState:
+	case *pb.Event_ChannelState, *pb.Event_ChannelEntry, *pb.Event_UaidState, *pb.Event_UaidSeen:
 		return TopicChannels
 	}
 	return ""

@@ -168,6 +168,9 @@ type Event struct {
 	//	*Event_Connected
 	//	*Event_Disconnected
 	//	*Event_ChannelState
+	//	*Event_ChannelEntry
+	//	*Event_UaidState
+	//	*Event_UaidSeen
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -348,6 +351,33 @@ func (x *Event) GetChannelState() *ChannelState {
 	return nil
 }
 
+func (x *Event) GetChannelEntry() *ChannelEntry {
+	if x != nil {
+		if x, ok := x.Body.(*Event_ChannelEntry); ok {
+			return x.ChannelEntry
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetUaidState() *UaidState {
+	if x != nil {
+		if x, ok := x.Body.(*Event_UaidState); ok {
+			return x.UaidState
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetUaidSeen() *UaidSeen {
+	if x != nil {
+		if x, ok := x.Body.(*Event_UaidSeen); ok {
+			return x.UaidSeen
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -404,6 +434,18 @@ type Event_ChannelState struct {
 	ChannelState *ChannelState `protobuf:"bytes,22,opt,name=channel_state,json=channelState,proto3,oneof"`
 }
 
+type Event_ChannelEntry struct {
+	ChannelEntry *ChannelEntry `protobuf:"bytes,23,opt,name=channel_entry,json=channelEntry,proto3,oneof"`
+}
+
+type Event_UaidState struct {
+	UaidState *UaidState `protobuf:"bytes,24,opt,name=uaid_state,json=uaidState,proto3,oneof"`
+}
+
+type Event_UaidSeen struct {
+	UaidSeen *UaidSeen `protobuf:"bytes,25,opt,name=uaid_seen,json=uaidSeen,proto3,oneof"`
+}
+
 func (*Event_MessageAccepted) isEvent_Body() {}
 
 func (*Event_MessageDeleted) isEvent_Body() {}
@@ -429,6 +471,12 @@ func (*Event_Connected) isEvent_Body() {}
 func (*Event_Disconnected) isEvent_Body() {}
 
 func (*Event_ChannelState) isEvent_Body() {}
+
+func (*Event_ChannelEntry) isEvent_Body() {}
+
+func (*Event_UaidState) isEvent_Body() {}
+
+func (*Event_UaidSeen) isEvent_Body() {}
 
 // pushlog.messages: an application server's push, accepted by ingest.
 type MessageAccepted struct {
@@ -1379,12 +1427,203 @@ func (x *Channel) GetChangedMs() int64 {
 	return 0
 }
 
+// pushlog.channels (compacted), format 2: one record per registered
+// channel, keyed "<uaid>:<channel id>" and produced to the partition of the
+// UAID (schema.Partition of the UAID, not of the key), so a register or
+// unregister writes O(1) bytes. An unregister is a tombstone of that key
+// (with the registrations offset in the pushlog-roff header).
+type ChannelEntry struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId           string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	KeyHash             []byte                 `protobuf:"bytes,2,opt,name=key_hash,json=keyHash,proto3" json:"key_hash,omitempty"`
+	RegistrationsOffset int64                  `protobuf:"varint,3,opt,name=registrations_offset,json=registrationsOffset,proto3" json:"registrations_offset,omitempty"` // next registrations offset after the event that wrote it
+	ChangedMs           int64                  `protobuf:"varint,4,opt,name=changed_ms,json=changedMs,proto3" json:"changed_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ChannelEntry) Reset() {
+	*x = ChannelEntry{}
+	mi := &file_events_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelEntry) ProtoMessage() {}
+
+func (x *ChannelEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelEntry.ProtoReflect.Descriptor instead.
+func (*ChannelEntry) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChannelEntry) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelEntry) GetKeyHash() []byte {
+	if x != nil {
+		return x.KeyHash
+	}
+	return nil
+}
+
+func (x *ChannelEntry) GetRegistrationsOffset() int64 {
+	if x != nil {
+		return x.RegistrationsOffset
+	}
+	return 0
+}
+
+func (x *ChannelEntry) GetChangedMs() int64 {
+	if x != nil {
+		return x.ChangedMs
+	}
+	return 0
+}
+
+// pushlog.channels (compacted), format 2: the UAID-level facts, keyed by
+// the bare UAID (so it supersedes a format-1 ChannelState snapshot of the
+// same UAID under compaction). Written on reset and revival.
+type UaidState struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	UaidReset           bool                   `protobuf:"varint,1,opt,name=uaid_reset,json=uaidReset,proto3" json:"uaid_reset,omitempty"`
+	ResetMs             int64                  `protobuf:"varint,2,opt,name=reset_ms,json=resetMs,proto3" json:"reset_ms,omitempty"`
+	RegistrationsOffset int64                  `protobuf:"varint,3,opt,name=registrations_offset,json=registrationsOffset,proto3" json:"registrations_offset,omitempty"` // next registrations offset after the event that wrote it
+	ResetReason         string                 `protobuf:"bytes,4,opt,name=reset_reason,json=resetReason,proto3" json:"reset_reason,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *UaidState) Reset() {
+	*x = UaidState{}
+	mi := &file_events_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UaidState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UaidState) ProtoMessage() {}
+
+func (x *UaidState) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UaidState.ProtoReflect.Descriptor instead.
+func (*UaidState) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UaidState) GetUaidReset() bool {
+	if x != nil {
+		return x.UaidReset
+	}
+	return false
+}
+
+func (x *UaidState) GetResetMs() int64 {
+	if x != nil {
+		return x.ResetMs
+	}
+	return 0
+}
+
+func (x *UaidState) GetRegistrationsOffset() int64 {
+	if x != nil {
+		return x.RegistrationsOffset
+	}
+	return 0
+}
+
+func (x *UaidState) GetResetReason() string {
+	if x != nil {
+		return x.ResetReason
+	}
+	return ""
+}
+
+// pushlog.channels (compacted): when the UAID was last connected, keyed
+// "<uaid>:seen", written by the partition owner at most once a day per
+// UAID; idle UAIDs are reset after --uaid-expiry without a connection.
+type UaidSeen struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastSeenMs    int64                  `protobuf:"varint,1,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UaidSeen) Reset() {
+	*x = UaidSeen{}
+	mi := &file_events_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UaidSeen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UaidSeen) ProtoMessage() {}
+
+func (x *UaidSeen) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UaidSeen.ProtoReflect.Descriptor instead.
+func (*UaidSeen) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UaidSeen) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
 var File_events_proto protoreflect.FileDescriptor
 
 const file_events_proto_rawDesc = "" +
 	"\n" +
 	"\fevents.proto\x12\n" +
-	"pushlog.v1\"\xe5\x06\n" +
+	"pushlog.v1\"\x93\b\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
@@ -1403,7 +1642,11 @@ const file_events_proto_rawDesc = "" +
 	"user_reset\x18\x13 \x01(\v2\x15.pushlog.v1.UserResetH\x00R\tuserReset\x125\n" +
 	"\tconnected\x18\x14 \x01(\v2\x15.pushlog.v1.ConnectedH\x00R\tconnected\x12>\n" +
 	"\fdisconnected\x18\x15 \x01(\v2\x18.pushlog.v1.DisconnectedH\x00R\fdisconnected\x12?\n" +
-	"\rchannel_state\x18\x16 \x01(\v2\x18.pushlog.v1.ChannelStateH\x00R\fchannelStateB\x06\n" +
+	"\rchannel_state\x18\x16 \x01(\v2\x18.pushlog.v1.ChannelStateH\x00R\fchannelState\x12?\n" +
+	"\rchannel_entry\x18\x17 \x01(\v2\x18.pushlog.v1.ChannelEntryH\x00R\fchannelEntry\x126\n" +
+	"\n" +
+	"uaid_state\x18\x18 \x01(\v2\x15.pushlog.v1.UaidStateH\x00R\tuaidState\x123\n" +
+	"\tuaid_seen\x18\x19 \x01(\v2\x14.pushlog.v1.UaidSeenH\x00R\buaidSeenB\x06\n" +
 	"\x04body\"\xdf\x02\n" +
 	"\x0fMessageAccepted\x12\x1d\n" +
 	"\n" +
@@ -1483,7 +1726,23 @@ const file_events_proto_rawDesc = "" +
 	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\x12\"\n" +
 	"\funregistered\x18\x03 \x01(\bR\funregistered\x12\x1d\n" +
 	"\n" +
-	"changed_ms\x18\x04 \x01(\x03R\tchangedMs*V\n" +
+	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\x9a\x01\n" +
+	"\fChannelEntry\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
+	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\x121\n" +
+	"\x14registrations_offset\x18\x03 \x01(\x03R\x13registrationsOffset\x12\x1d\n" +
+	"\n" +
+	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\x9b\x01\n" +
+	"\tUaidState\x12\x1d\n" +
+	"\n" +
+	"uaid_reset\x18\x01 \x01(\bR\tuaidReset\x12\x19\n" +
+	"\breset_ms\x18\x02 \x01(\x03R\aresetMs\x121\n" +
+	"\x14registrations_offset\x18\x03 \x01(\x03R\x13registrationsOffset\x12!\n" +
+	"\freset_reason\x18\x04 \x01(\tR\vresetReason\",\n" +
+	"\bUaidSeen\x12 \n" +
+	"\flast_seen_ms\x18\x01 \x01(\x03R\n" +
+	"lastSeenMs*V\n" +
 	"\aUrgency\x12\x12\n" +
 	"\x0eURGENCY_NORMAL\x10\x00\x12\x14\n" +
 	"\x10URGENCY_VERY_LOW\x10\x01\x12\x0f\n" +
@@ -1512,7 +1771,7 @@ func file_events_proto_rawDescGZIP() []byte {
 }
 
 var file_events_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_events_proto_goTypes = []any{
 	(Urgency)(0),                // 0: pushlog.v1.Urgency
 	(DropReason)(0),             // 1: pushlog.v1.DropReason
@@ -1532,6 +1791,9 @@ var file_events_proto_goTypes = []any{
 	(*Disconnected)(nil),        // 15: pushlog.v1.Disconnected
 	(*ChannelState)(nil),        // 16: pushlog.v1.ChannelState
 	(*Channel)(nil),             // 17: pushlog.v1.Channel
+	(*ChannelEntry)(nil),        // 18: pushlog.v1.ChannelEntry
+	(*UaidState)(nil),           // 19: pushlog.v1.UaidState
+	(*UaidSeen)(nil),            // 20: pushlog.v1.UaidSeen
 }
 var file_events_proto_depIdxs = []int32{
 	3,  // 0: pushlog.v1.Event.message_accepted:type_name -> pushlog.v1.MessageAccepted
@@ -1547,20 +1809,23 @@ var file_events_proto_depIdxs = []int32{
 	14, // 10: pushlog.v1.Event.connected:type_name -> pushlog.v1.Connected
 	15, // 11: pushlog.v1.Event.disconnected:type_name -> pushlog.v1.Disconnected
 	16, // 12: pushlog.v1.Event.channel_state:type_name -> pushlog.v1.ChannelState
-	0,  // 13: pushlog.v1.MessageAccepted.urgency:type_name -> pushlog.v1.Urgency
-	5,  // 14: pushlog.v1.MessageDeleted.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 15: pushlog.v1.Delivered.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 16: pushlog.v1.Acked.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 17: pushlog.v1.Nacked.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 18: pushlog.v1.Expired.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 19: pushlog.v1.Dropped.msg:type_name -> pushlog.v1.MessageRef
-	1,  // 20: pushlog.v1.Dropped.reason:type_name -> pushlog.v1.DropReason
-	17, // 21: pushlog.v1.ChannelState.channels:type_name -> pushlog.v1.Channel
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	18, // 13: pushlog.v1.Event.channel_entry:type_name -> pushlog.v1.ChannelEntry
+	19, // 14: pushlog.v1.Event.uaid_state:type_name -> pushlog.v1.UaidState
+	20, // 15: pushlog.v1.Event.uaid_seen:type_name -> pushlog.v1.UaidSeen
+	0,  // 16: pushlog.v1.MessageAccepted.urgency:type_name -> pushlog.v1.Urgency
+	5,  // 17: pushlog.v1.MessageDeleted.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 18: pushlog.v1.Delivered.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 19: pushlog.v1.Acked.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 20: pushlog.v1.Nacked.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 21: pushlog.v1.Expired.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 22: pushlog.v1.Dropped.msg:type_name -> pushlog.v1.MessageRef
+	1,  // 23: pushlog.v1.Dropped.reason:type_name -> pushlog.v1.DropReason
+	17, // 24: pushlog.v1.ChannelState.channels:type_name -> pushlog.v1.Channel
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_events_proto_init() }
@@ -1582,6 +1847,9 @@ func file_events_proto_init() {
 		(*Event_Connected)(nil),
 		(*Event_Disconnected)(nil),
 		(*Event_ChannelState)(nil),
+		(*Event_ChannelEntry)(nil),
+		(*Event_UaidState)(nil),
+		(*Event_UaidSeen)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1589,7 +1857,7 @@ func file_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_proto_rawDesc), len(file_events_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
