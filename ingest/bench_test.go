@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
@@ -99,9 +100,12 @@ func BenchmarkIngestHTTPFloor(b *testing.B) {
 }
 
 // runPushLoad posts 4096-byte bodies from 64 keep-alive clients in parallel
-// and reports pushes/s; every answer must be 201.
+// and reports pushes/s; every answer must be 201. Every body is distinct
+// (a counter in its first bytes), as encrypted bodies are: identical ones
+// would be answered from the retry index instead of appended.
 func runPushLoad(b *testing.B, hdr http.Header, url func() string) {
-	body := randomBody(b, 4096)
+	template := randomBody(b, 4096)
+	var seq atomic.Uint64
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}}
 	defer client.CloseIdleConnections()
 	b.SetParallelism(32) // many senders in flight, as behind a real push API
@@ -109,7 +113,9 @@ func runPushLoad(b *testing.B, hdr http.Header, url func() string) {
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
+		body := bytes.Clone(template)
 		for pb.Next() {
+			binary.BigEndian.PutUint64(body, seq.Add(1))
 			req, err := http.NewRequest(http.MethodPost, url(), bytes.NewReader(body))
 			if err != nil {
 				b.Error(err)
