@@ -133,6 +133,7 @@ func (ps *partState) attach(id [16]byte, s link.Session) {
 		u.sessGen = ps.env.gen.Add(1)
 	}
 	u.session = s
+	ps.seenNow(id)
 	if ps.ready {
 		ps.deliverPending(u, true)
 	}

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,9 @@ const (
 	DefaultCommitInterval = time.Second
 	DefaultSweepInterval  = time.Second
 	DefaultPayloadBudget  = 256 << 20
+	// DefaultUAIDExpiry: a UAID without a connection for 60 days is
+	// reset, as autopush-rs does.
+	DefaultUAIDExpiry = 60 * 24 * time.Hour
 )
 
 // Config configures an Owner.
@@ -60,8 +64,13 @@ type Config struct {
 	// partitions (default 256 MiB); past it payloads are re-read from
 	// Kafka at delivery. Negative keeps none in memory.
 	PayloadBudget int64
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// UAIDExpiry: a UAID without a connection for this long is reset by
+	// its owner (a UserReset with reason "idle"; its endpoints then answer
+	// 410 errno 103) and leaves memory and, by compaction, the log.
+	// Default DefaultUAIDExpiry; negative disables expiry.
+	UAIDExpiry time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
 
 	// Cluster settings (all zero in single node; see cluster.go).
 	//
@@ -129,6 +138,9 @@ func (c *Config) normalize() error {
 	if c.PayloadBudget == 0 {
 		c.PayloadBudget = DefaultPayloadBudget
 	}
+	if c.UAIDExpiry == 0 {
+		c.UAIDExpiry = DefaultUAIDExpiry
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -164,6 +176,9 @@ type Owner struct {
 	prodCtx  context.Context
 	group    *kgo.Client
 	side     *kgo.Client // channels + presence tail, no group
+	// chanProd (manual partitioner) writes pushlog.channels records; an
+	// atomic, not under mu: it is used with a partition's lock held.
+	chanProd atomic.Pointer[kgo.Client]
 	stopped  chan struct{}
 
 	probeEvery time.Duration // stuckProbeInterval; shorter in tests
@@ -190,6 +205,7 @@ func New(cfg Config) (*Owner, error) {
 	}
 	o.env = &env{cfg: cfg, log: o.log, now: cfg.Now, limit: cfg.PayloadBudget, graceMs: cfg.TTL0Grace.Milliseconds()}
 	o.env.produce = o.produce
+	o.env.produceRecord = o.produceRecord
 	o.env.reread = o.reread
 	if err := metrics.Register(cfg.Metrics, newOwnerCollector(o)); err != nil {
 		return nil, fmt.Errorf("owner: %w", err)
@@ -214,9 +230,18 @@ func (o *Owner) Run(ctx context.Context) error {
 		return fmt.Errorf("owner: admin client: %w", err)
 	}
 	defer adm.Close()
+	// Last-seen records are keyed "<uaid>:seen" but belong on the UAID's
+	// partition: they need a producer that honors the record's partition.
+	chanProd, err := kgo.NewClient(append(slices.Clone(o.cfg.ClientOpts),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		return fmt.Errorf("owner: channels producer: %w", err)
+	}
+	defer chanProd.Close()
 	o.mu.Lock()
 	o.adm, o.kadm = adm, kadm.NewClient(adm)
 	o.mu.Unlock()
+	o.chanProd.Store(chanProd)
 
 	if err := o.checkTopics(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -761,6 +786,20 @@ func (o *Owner) produce(ev *pb.Event, onErr func(error)) {
 		ctx = context.Background()
 	}
 	o.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			onErr(err)
+		}
+	})
+}
+
+// produceRecord writes a record to the partition it names.
+func (o *Owner) produceRecord(rec *kgo.Record, onErr func(error)) {
+	cl, ctx := o.chanProd.Load(), o.prodCtx
+	if cl == nil || ctx == nil {
+		onErr(errors.New("owner not running"))
+		return
+	}
+	cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			onErr(err)
 		}

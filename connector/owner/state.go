@@ -106,10 +106,10 @@ type presence struct {
 	sinceMs  int64
 }
 
-// uaidState is everything the owner knows about one UAID.
+// uaidState is what the owner holds of a UAID while it has pending
+// messages, a session or presence; its channels are in partState.recs.
 type uaidState struct {
 	id       [16]byte
-	chans    *pb.ChannelState      // nil: no registration seen
 	pending  []*pending            // tracked messages in offset order, settled ones removed lazily
 	settled  int                   // settled entries still in pending
 	topics   map[topicKey]*pending // the newest message per (channel, topic)
@@ -164,6 +164,10 @@ type env struct {
 	log     *slog.Logger
 	now     func() time.Time
 	produce func(ev *pb.Event, onErr func(error))
+	// produceRecord writes a pushlog.channels record to the partition it
+	// names (the last-seen records); nil: not written (unit tests).
+	produceRecord func(rec *kgo.Record, onErr func(error))
+	idleResets    atomic.Int64
 	// reread fetches payloads of u's messages at offsets and delivers
 	// them; nil disables re-reads (payloads must then stay in memory).
 	reread  func(ps *partState, u *uaidState, offsets []int64)
@@ -180,7 +184,8 @@ type partState struct {
 	p   int32
 
 	uaids   map[[16]byte]*uaidState
-	msgs    deque // tracked messages in offset order
+	recs    map[[16]byte]uaidRec // every known UAID's channels (uaids.go)
+	msgs    deque                // tracked messages in offset order
 	exp     expHeap
 	orphans map[int64]orphan
 	retry   []*pending // settling messages whose event failed to produce
@@ -194,6 +199,8 @@ type partState struct {
 	committed [numGroupTopics]int64 // last watermarks committed successfully
 	closed    bool
 
+	lastExpiryScan uint32 // minute of the last idle-expiry scan
+
 	progress chan struct{} // closed and replaced whenever next advances
 
 	skipped atomic.Int64 // corrupt or misrouted records skipped
@@ -204,6 +211,7 @@ func newPartState(e *env, p int32) *partState {
 		env:      e,
 		p:        p,
 		uaids:    make(map[[16]byte]*uaidState),
+		recs:     make(map[[16]byte]uaidRec),
 		orphans:  make(map[int64]orphan),
 		progress: make(chan struct{}),
 	}
@@ -226,7 +234,7 @@ func (ps *partState) user(id [16]byte) *uaidState {
 
 // forgetIfIdle removes a UAID that carries no state any more.
 func (ps *partState) forgetIfIdle(u *uaidState) {
-	if u != nil && u.unsettled() == 0 && u.session == nil && u.chans == nil && u.presence == nil && !u.fetching {
+	if u != nil && u.unsettled() == 0 && u.session == nil && u.presence == nil && !u.fetching {
 		delete(ps.uaids, u.id)
 	}
 }
@@ -470,53 +478,6 @@ func (ps *partState) foldAck(rec *kgo.Record, ev *pb.Event, id [16]byte) {
 	}
 }
 
-func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte) {
-	switch ev.GetBody().(type) {
-	case *pb.Event_ChannelRegistered, *pb.Event_ChannelUnregistered, *pb.Event_UserReset:
-	default:
-		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
-		return
-	}
-	u := ps.user(id)
-	if u.chans == nil {
-		u.chans = &pb.ChannelState{}
-	}
-	if schema.ApplyRegistration(u.chans, ev, rec.Offset) && ps.ready {
-		ps.dropGone(u)
-	}
-}
-
-// foldSnapshot folds a pushlog.channels record. A snapshot replaces the
-// state only when it covers more registrations than the state already has
-// folded, so an old snapshot read after newer registrations changes
-// nothing, and one ahead of the registrations fold wins (the fold then
-// skips what the snapshot covers).
-func (ps *partState) foldSnapshot(rec *kgo.Record) {
-	if rec.Value == nil {
-		return // a tombstone: nothing to learn (state is kept until a reset)
-	}
-	ev, err := schema.Decode(rec)
-	if err != nil {
-		ps.skip(rec, err, "skipping undecodable channel state")
-		return
-	}
-	st := ev.GetChannelState()
-	id, err := schema.ParseUAID(ev.GetUaid())
-	if st == nil || err != nil {
-		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
-		return
-	}
-	ps.maxSnapR = max(ps.maxSnapR, st.GetRegistrationsOffset())
-	u := ps.user(id)
-	if u.chans != nil && st.GetRegistrationsOffset() <= u.chans.GetRegistrationsOffset() {
-		return
-	}
-	u.chans = st
-	if ps.ready {
-		ps.dropGone(u)
-	}
-}
-
 // foldPresence folds a pushlog.presence record: where the UAID is
 // connected. A Disconnected only clears the connection it names.
 func (ps *partState) foldPresence(rec *kgo.Record) {
@@ -541,6 +502,7 @@ func (ps *partState) foldPresence(rec *kgo.Record) {
 		c := b.Connected
 		u := ps.user(id)
 		u.presence = &presence{node: c.GetNode(), linkAddr: c.GetLinkAddr(), connID: c.GetConnId(), sinceMs: c.GetSinceMs()}
+		ps.seenNow(id)
 		ps.followPresence(u) // cluster.go: deliver to a connection on another node
 	case *pb.Event_Disconnected:
 		if u := ps.uaids[id]; u != nil && u.presence != nil && u.presence.connID == b.Disconnected.GetConnId() {
@@ -681,28 +643,16 @@ func (ps *partState) evaluate(u *uaidState) {
 // whose UAID was reset. A channel never seen is not gone: its registration
 // may not be folded yet.
 func (ps *partState) dropGone(u *uaidState) {
-	st := u.chans
-	if st == nil || u.unsettled() == 0 {
+	r, ok := ps.recs[u.id]
+	if !ok || u.unsettled() == 0 {
 		return
 	}
-	if st.GetUaidReset() {
-		for _, m := range u.pending {
+	for _, m := range u.pending {
+		switch {
+		case r.reset():
 			ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_USER_RESET))
-		}
-		return
-	}
-	for _, ch := range st.GetChannels() {
-		if !ch.GetUnregistered() {
-			continue
-		}
-		id, err := schema.ParseChannelID(ch.GetChannelId())
-		if err != nil {
-			continue
-		}
-		for _, m := range u.pending {
-			if m.channel == id {
-				ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_UNREGISTERED))
-			}
+		case r.channelGone(m.channel):
+			ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_UNREGISTERED))
 		}
 	}
 }
@@ -742,6 +692,7 @@ func (ps *partState) sweep(now time.Time) {
 	for _, m := range retry {
 		ps.produceSettlement(m)
 	}
+	ps.expireIdle(now)
 }
 
 // watermarks returns the offsets to commit: a new owner starting there
@@ -793,6 +744,7 @@ func (ps *partState) release() {
 		ps.dropBody(m)
 	}
 	ps.uaids = nil
+	ps.recs = nil
 	ps.msgs = deque{}
 	ps.exp = nil
 	ps.orphans = nil
@@ -801,15 +753,18 @@ func (ps *partState) release() {
 
 // stats counts what the partition tracks.
 func (ps *partState) stats() PartitionStats {
-	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.uaids), Orphans: len(ps.orphans), Skipped: ps.skipped.Load()}
+	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.recs), Orphans: len(ps.orphans), Skipped: ps.skipped.Load()}
 	for _, m := range ps.msgs.items() {
 		if m.state != stSettled {
 			s.Pending++
 		}
 	}
-	for _, u := range ps.uaids {
+	for id, u := range ps.uaids {
 		if u.session != nil {
 			s.Attached++
+		}
+		if _, known := ps.recs[id]; !known {
+			s.UAIDs++
 		}
 	}
 	s.Next = ps.next

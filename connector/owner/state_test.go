@@ -340,18 +340,18 @@ func TestSnapshotMerge(t *testing.T) {
 	l.add(uaid, &pb.ChannelRegistered{ChannelId: a})   // 11
 	l.add(uaid, &pb.ChannelRegistered{ChannelId: b})   // 12
 	foldAll(ps, l.recs[schema.TopicRegistrations][10:])
-	st := ps.uaids[id].chans
+	st := ps.chanState(id)
 	if !schema.ChannelActive(st, a) || !schema.ChannelActive(st, b) || st.GetRegistrationsOffset() != 13 || len(st.Channels) != 2 {
 		t.Fatalf("state %v", st)
 	}
 	// An older snapshot read late changes nothing.
 	foldAll(ps, []*kgo.Record{l.add(uaid, &pb.ChannelState{UaidReset: true, RegistrationsOffset: 12})})
-	if ps.uaids[id].chans.GetUaidReset() {
+	if ps.chanState(id).GetUaidReset() {
 		t.Fatal("stale snapshot applied")
 	}
 	// A newer one wins.
 	foldAll(ps, []*kgo.Record{l.add(uaid, &pb.ChannelState{UaidReset: true, RegistrationsOffset: 20})})
-	if !ps.uaids[id].chans.GetUaidReset() {
+	if !ps.chanState(id).GetUaidReset() {
 		t.Fatal("newer snapshot not applied")
 	}
 }
