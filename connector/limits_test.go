@@ -486,3 +486,27 @@ func TestChanSet(t *testing.T) {
 		t.Fatal("an emptied set keeps its array")
 	}
 }
+
+// TestLimitMetricNames: the series operators alert on are exported under
+// these names, every limit label present from the start.
+func TestLimitMetricNames(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	newHarness(t, func(c *Config) { c.Metrics = reg })
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, f := range fams {
+		series[f.GetName()] = len(f.GetMetric())
+	}
+	for name, n := range map[string]int{
+		"pushlog_connector_client_refusals_total":     len(allLimits),
+		"pushlog_connector_unknown_unregisters_total": 1,
+		"pushlog_connector_hellos_total":              numHelloKinds,
+	} {
+		if series[name] != n {
+			t.Errorf("%s: %d series, want %d", name, series[name], n)
+		}
+	}
+}
