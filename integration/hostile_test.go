@@ -1,14 +1,21 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/pushlog/pushlog/cmd/pushattack/attack"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
 )
 
 // Issue 10 (hostile clients), one subtest per numbered finding, on the
@@ -134,6 +141,7 @@ func TestHostile(t *testing.T) {
 	for _, m := range hostileModes {
 		t.Run(m.name, func(t *testing.T) {
 			t.Run("Finding1Floods", func(t *testing.T) { hostileFloods(t, m) })
+			t.Run("Finding1FloodedLog", func(t *testing.T) { hostileFloodedLog(t, m) })
 			t.Run("Finding2AbandonedUAIDs", func(t *testing.T) { hostileAbandoned(t, m) })
 			t.Run("Finding2IdleExpiry", func(t *testing.T) { hostileExpiry(t, m) })
 			t.Run("Finding3And4Sizes", func(t *testing.T) { hostileSizes(t, m) })
@@ -212,6 +220,121 @@ func hostileFloods(t *testing.T, m hostileMode) {
 		victim.ua = uaRedial(ctx, t, s.WSURL, victim.ua.UAID)
 		victim.check(ctx, t, s, "a restart on the flooded data")
 	})
+}
+
+// hostileFloodedLog: finding 1, the damaged data directory. What one
+// socket wrote before there were limits (~20,000 unregisters and ~12,000
+// registers grew a UAID's channel state past 1 MB, the channel projector
+// failed with MESSAGE_TOO_LARGE and the process exited, again on every
+// restart) is written straight into the registrations log, past the
+// connector's limits: the process stays up, serves others, and starts
+// again on that log.
+func hostileFloodedLog(t *testing.T, m hostileMode) {
+	ctx := testContext(t, hostileTimeout)
+	s, _ := hostileServer(t, m)
+	victim := newHostileVictim(ctx, t, s)
+	channels := s.names(t).Channels
+	const registers, unregisters = 5000, 30000
+	uaid := hostileFloodLog(ctx, t, s, registers, unregisters)
+	t.Logf("wrote %d registers and %d unknown unregisters for %s straight into %s", registers, unregisters, uaid, s.names(t).Registrations)
+	settledTopicBytes(ctx, t, s, channels)
+	hostileCaughtUp(ctx, t, s)
+	victim.check(ctx, t, s, "a flooded registrations log")
+	s.terminate()
+	s.restart() // fails the test if it exits during start-up
+	victim.ua = uaRedial(ctx, t, s.WSURL, victim.ua.UAID)
+	victim.check(ctx, t, s, "a restart on a flooded registrations log")
+	time.Sleep(5 * time.Second) // a crash loop shows within seconds
+	if !s.running() {
+		t.Fatalf("the process exited after a restart on the flooded log:\n%s", s.logs.String())
+	}
+	hostileCaughtUp(ctx, t, s)
+}
+
+// hostileCaughtUp requires the channel projector to get past the flooded
+// UAID (fold it, or quarantine it with a report) instead of failing on it
+// for ever: its group's committed offsets on the registrations topic reach
+// the end within a minute.
+func hostileCaughtUp(ctx context.Context, t *testing.T, s *server) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.brokers(), ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	names := s.names(t)
+	group := names.Group("channels")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, names.Registrations)
+		if err != nil {
+			t.Fatalf("end offsets: %v", err)
+		}
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			t.Fatalf("offsets of %s: %v", group, err)
+		}
+		var lag int64
+		ends.Each(func(o kadm.ListedOffset) {
+			c, ok := committed.Lookup(names.Registrations, o.Partition)
+			switch {
+			case !ok:
+				lag += o.Offset
+			case o.Offset > c.At:
+				lag += o.Offset - c.At
+			}
+		})
+		if lag == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the channel projector (group %s) is still %d registrations behind a minute after the flood: it fails on the flooded UAID instead of getting past it", group, lag)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// hostileFloodLog produces registration events for a fresh UAID
+// directly to the server's registrations topic and returns the UAID.
+func hostileFloodLog(ctx context.Context, t *testing.T, s *server, registers, unregisters int) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.brokers(), ",")...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	names := s.names(t)
+	uaid := schema.NewUAID()
+	var first error
+	var mu sync.Mutex
+	for i := range registers + unregisters {
+		ev := schema.NewEvent(uaid, time.Now())
+		chid := uaChannelID()
+		if i < registers {
+			ev.Body = &pb.Event_ChannelRegistered{ChannelRegistered: &pb.ChannelRegistered{ChannelId: chid}}
+		} else {
+			ev.Body = &pb.Event_ChannelUnregistered{ChannelUnregistered: &pb.ChannelUnregistered{ChannelId: chid, Code: 200}}
+		}
+		rec, err := names.Record(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if first != nil {
+		t.Fatalf("produce flood: %v", first)
+	}
+	return uaid
 }
 
 // hostileAbandoned: finding 2. UAIDs that say hello, register and leave
