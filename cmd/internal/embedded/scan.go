@@ -5,6 +5,11 @@ import (
 	"fmt"
 )
 
+// maxOffsetJump bounds the offsets a damaged range may span: more than a
+// few billion records missing between two batches is garbage that happens
+// to checksum, not a log.
+const maxOffsetJump = 1 << 32
+
 // batchInfo is one valid batch of a segment file.
 type batchInfo struct {
 	pos int64
@@ -48,6 +53,9 @@ func scanSegment(raw []byte, base int64, contiguous bool) segScan {
 		if err == nil && h.FirstOffset < s.end {
 			err = fmt.Errorf("batch offset %d is below the expected %d", h.FirstOffset, s.end)
 		}
+		if err == nil && h.FirstOffset-s.end > maxOffsetJump {
+			err = fmt.Errorf("batch offset %d jumps implausibly far past the expected %d", h.FirstOffset, s.end)
+		}
 		if err == nil {
 			if contiguous && h.FirstOffset > s.end {
 				s.bad = append(s.bad, badSpan{pos: pos, end: pos, first: s.end, next: h.FirstOffset, reason: "offsets missing between batches"})
@@ -86,7 +94,7 @@ func resync(raw []byte, from, min int64) (int64, bool) {
 			continue
 		}
 		h, ok := parseHeader(raw[q:])
-		if !ok || !h.plausible() || h.FirstOffset < min || h.FirstOffset-min > 1<<32 || q+h.size() > int64(len(raw)) {
+		if !ok || !h.plausible() || h.FirstOffset < min || h.FirstOffset-min > maxOffsetJump || q+h.size() > int64(len(raw)) {
 			continue
 		}
 		if _, err := checkBatch(raw[q:]); err == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/pushlog/pushlog/schema/metrics"
 )
@@ -267,6 +268,9 @@ func (t *Trimmer) groupFloors(ctx context.Context) (map[string]map[int32]int64, 
 	floors := map[string]map[int32]int64{}
 	for _, g := range groups {
 		r, ok := fetched[g]
+		if ok && errors.Is(r.Err, kerr.GroupIDNotFound) {
+			continue // no such group yet: no commits
+		}
 		if !ok || r.Err != nil {
 			// An unknown commit could be below anything: no trim this round.
 			return nil, fmt.Errorf("fetch committed offsets of group %s: %v", g, r.Err)

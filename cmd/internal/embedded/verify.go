@@ -291,6 +291,9 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 				p.scan.bad = append(p.scan.bad, badSpan{pos: p.scan.size, end: p.scan.size, first: p.scan.end, next: -1, reason: why})
 			}
 		}
+		if end-p.scan.end > maxOffsetJump {
+			end = p.scan.end // evidence that cannot be true is no evidence
+		}
 		var ev []string
 		if t := p.openTail(); t != nil {
 			if t.guessOK {
