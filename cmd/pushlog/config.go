@@ -59,6 +59,7 @@ type serveConfig struct {
 	BreakerProbeInterval time.Duration `name:"breaker-probe-interval" default:"500ms" env:"PUSHLOG_BREAKER_PROBE_INTERVAL" help:"While Kafka is failing, how often ingest lets one push through to probe it (Retry-After is this rounded up to seconds)."`
 
 	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
+	UAIDExpiry    time.Duration     `name:"uaid-expiry" default:"1440h" env:"PUSHLOG_UAID_EXPIRY" help:"A UAID without a connection this long is reset (its endpoints answer 410 errno 103) and leaves memory and the log; gone-set entries age out after the same time (autopush-rs: 60 days)."`
 	HelloTimeout  time.Duration     `default:"5s" env:"PUSHLOG_HELLO_TIMEOUT" help:"Time a new socket has to send hello."`
 	PingInterval  time.Duration     `default:"300s" env:"PUSHLOG_PING_INTERVAL" help:"Idle time before the server pings a socket."`
 	PongTimeout   time.Duration     `default:"30s" env:"PUSHLOG_PONG_TIMEOUT" help:"Time to wait for a pong before closing."`
@@ -134,6 +135,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.PendingLimit < 1 {
 		bad("--pending-limit: %d (want at least 1)", c.PendingLimit)
+	}
+	if c.UAIDExpiry != 0 && c.UAIDExpiry < time.Minute { // 0: the roles' default
+		bad("--uaid-expiry: %s is below 1m", c.UAIDExpiry)
 	}
 	for name, d := range map[string]time.Duration{"--hello-timeout": c.HelloTimeout, "--ping-interval": c.PingInterval, "--pong-timeout": c.PongTimeout, "--produce-timeout": c.ProduceTimeout} {
 		if d <= 0 {

@@ -149,7 +149,7 @@ func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, n
 }
 
 func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, met *serveMetrics, logger *slog.Logger) error {
-	p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Names: names, Logger: logger, Metrics: met.reg})
+	p, err := projector.NewChannelProjector(projector.ChannelProjectorConfig{ClientOpts: clientOpts, Producer: producer, Names: names, UAIDExpiry: cfg.UAIDExpiry, Logger: logger, Metrics: met.reg})
 	if err != nil {
 		return fmt.Errorf("channel projector: %w", err)
 	}
@@ -210,6 +210,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		Sealer:       sealer,
 		NodeID:       cfg.NodeID,
 		PendingLimit: cfg.PendingLimit,
+		UAIDExpiry:   cfg.UAIDExpiry,
 		GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
 		Logger:       logger.With("role", "owner"),
 		Metrics:      met.reg,
@@ -327,7 +328,7 @@ func wildcardHost(host string) bool {
 }
 
 func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, logger *slog.Logger) error {
-	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Names: names, Logger: logger, Metrics: met.reg})
+	gone, err := projector.NewGoneSet(projector.GoneSetConfig{ClientOpts: clientOpts, Names: names, Expiry: cfg.UAIDExpiry, Logger: logger, Metrics: met.reg})
 	if err != nil {
 		return fmt.Errorf("gone set: %w", err)
 	}
