@@ -95,8 +95,7 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 // still in flight. Encrypted bodies are never identical by chance.
 func (s *Server) produceOnce(c echo.Context, ep schema.Endpoint, rec *kgo.Record, key dedupKey, ttl int64) error {
 	ctx := c.Request().Context()
-	wait := time.NewTimer(s.cfg.ProduceTimeout)
-	defer wait.Stop()
+	deadline := time.Now().Add(s.cfg.ProduceTimeout)
 	// Twice at most: when the copy waited on turns out not written, this
 	// request appends its own, once.
 	for range 2 {
@@ -109,12 +108,8 @@ func (s *Server) produceOnce(c echo.Context, ep schema.Endpoint, rec *kgo.Record
 			return s.created(c, ep, rec.Partition, rec.Offset, ttl)
 		}
 		if done != nil {
-			select {
-			case <-done:
-			case <-wait.C:
-				return unavailable("An identical message is still being written and may have been written: retry later", 1)
-			case <-ctx.Done():
-				return unavailable("Request cancelled while an identical message was being written", 1)
+			if aerr := waitSettled(ctx, done, deadline); aerr != nil {
+				return aerr
 			}
 		}
 		if ok, partition, offset, origTTL := s.dedup.result(e); ok {
@@ -123,6 +118,21 @@ func (s *Server) produceOnce(c echo.Context, ep schema.Endpoint, rec *kgo.Record
 		}
 	}
 	return unavailable("Service temporarily unavailable: the message was not written", 1)
+}
+
+// waitSettled waits for an identical push's append to settle, until
+// deadline.
+func waitSettled(ctx context.Context, done <-chan struct{}, deadline time.Time) *apiError {
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-wait.C:
+		return unavailable("An identical message is still being written and may have been written: retry later", 1)
+	case <-ctx.Done():
+		return unavailable("Request cancelled while an identical message was being written", 1)
+	}
 }
 
 // checkCryptoSize bounds the crypto headers together, before any parsing:

@@ -2,6 +2,15 @@
 // VAPID): it authenticates a push, validates its headers and appends a
 // MessageAccepted event to Kafka, answering 201 only once the event is
 // durable. It also serves DELETE /m/{id} and the health endpoints.
+//
+// Everything a sender controls is bounded before it is stored: the body,
+// the crypto headers together, the VAPID token and its sub, and the encoded
+// record, whose worst case New checks against MaxEvent (below Kafka's
+// default max.message.bytes). Kafka failures open a breaker that probes
+// every OpenTimeout (breaker.go); a push whose append outlives
+// ProduceTimeout answers 503 but may be written later, so a retry of it
+// (same subscription, byte-identical body) is answered with the original's
+// Location from a bounded, per-process index (dedup.go).
 package ingest
 
 import (
