@@ -351,6 +351,12 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record, promise func(*kgo
 		notProduced(promise, rec)
 		return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
 	}
+	if t.probe {
+		// The producer may still hold the failed leader and, after a
+		// failure, waits MetadataMinAge (kgo: 5s) before asking again;
+		// an immediate refresh lets this probe find a moved leader.
+		s.cfg.Producer.ForceMetadataRefresh()
+	}
 	s.produceCalls.Add(1)
 	err := s.produceWait(ctx, rec, promise)
 	s.breaker.done(t, err, errors.Is(err, errClientGone))

@@ -121,10 +121,9 @@ type Config struct {
 	// batch anyway; the 10ms default adds latency to every push) and
 	// kgo.ProducerBatchCompression(kgo.NoCompression()) (bodies are
 	// encrypted, so incompressible). kgo.RecordDeliveryTimeout at
-	// ProduceTimeout fails unsent records on time, and a short
-	// kgo.MetadataMinAge (e.g. 500ms; kgo's default is 5s) lets the
-	// producer find a partition's new leader soon after Kafka moves it, so
-	// that the breaker's probes see the recovery.
+	// ProduceTimeout fails unsent records on time. Each breaker probe
+	// forces a metadata refresh, so the producer finds a partition's new
+	// leader without waiting out kgo's MetadataMinAge (5s by default).
 	Producer *kgo.Client
 	// Partitions is the partition count of the topics (schema.Partition).
 	Partitions int32
