@@ -28,7 +28,8 @@ type serveConfig struct {
 	EmbeddedAddr   string        `default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
 	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
 	EmbRetain      time.Duration `name:"embedded-retain" default:"1h" env:"PUSHLOG_EMBEDDED_RETAIN" help:"Embedded broker: replay window; settled records older than this (and below every consumer group's commit) are deleted. Unsettled messages are kept whatever their age."`
-	EmbSegBytes    int64         `name:"embedded-segment-bytes" default:"4194304" env:"PUSHLOG_EMBEDDED_SEGMENT_BYTES" help:"Embedded broker: segment file size; trimming frees disk and index memory a whole segment at a time."`
+	EmbSegBytes    int64         `name:"embedded-segment-bytes" default:"1048576" env:"PUSHLOG_EMBEDDED_SEGMENT_BYTES" help:"Embedded broker: segment file size; trimming frees disk and index memory a whole segment at a time."`
+	EmbTrimEvery   time.Duration `name:"embedded-trim-interval" default:"1m" env:"PUSHLOG_EMBEDDED_TRIM_INTERVAL" help:"Embedded broker: how often settled prefixes of the log are deleted."`
 	Partitions     int32         `default:"12" env:"PUSHLOG_PARTITIONS" help:"Partition count of every topic (co-partitioned)."`
 	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
 	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where --replication is 3 or more and leaves the broker's default otherwise; -1 always leaves the broker's default."`

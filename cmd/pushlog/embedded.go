@@ -24,8 +24,8 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	if err != nil {
 		return nil, fmt.Errorf("--embedded-kafka-addr: %w", err)
 	}
-	if cfg.EmbRetain <= 0 {
-		return nil, fmt.Errorf("--embedded-retain: %s must be positive", cfg.EmbRetain)
+	if cfg.EmbRetain <= 0 || cfg.EmbTrimEvery <= 0 {
+		return nil, fmt.Errorf("--embedded-retain (%s) and --embedded-trim-interval (%s) must be positive", cfg.EmbRetain, cfg.EmbTrimEvery)
 	}
 	if cfg.EmbSegBytes < 64<<10 || cfg.EmbSegBytes > 1<<30 {
 		return nil, fmt.Errorf("--embedded-segment-bytes: %d is out of range 65536..1073741824", cfg.EmbSegBytes)
@@ -60,6 +60,7 @@ func startTrimmer(g *runGroup, cfg *serveConfig, names schema.Names, producer *k
 		Topics:   logTopics,
 		Required: required,
 		Retain:   cfg.EmbRetain,
+		Interval: cfg.EmbTrimEvery,
 		Logger:   logger.With("role", "embedded-trim"),
 		Metrics:  met.reg,
 	})

@@ -328,9 +328,7 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 	return nil
 }
 
-// hasOpenTail reports whether the last damage runs to the end of the file.
-func (p *segPlan) hasOpenTail() bool { return p.openTail() != nil }
-
+// openTail is the last damage when it runs to the end of the file.
 func (p *segPlan) openTail() *badSpan {
 	if n := len(p.scan.bad); n > 0 && p.scan.bad[n-1].next < 0 {
 		return &p.scan.bad[n-1]
