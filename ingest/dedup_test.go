@@ -263,3 +263,55 @@ func (e *env) countPayload(partition int32, body []byte) int {
 		}
 	}
 }
+
+// TestRetryAcrossOutage: pushes whose appends fail while Kafka refuses
+// produces, retried by their senders until Kafka is back, are each in the
+// log exactly once, whether kgo finally wrote the first attempt or not.
+func TestRetryAcrossOutage(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.ProduceTimeout = 200 * time.Millisecond
+		c.Breaker = BreakerConfig{FailureThreshold: 2, OpenTimeout: 100 * time.Millisecond}
+	})
+	path := e.endpoint(testUAID, testChannel, nil)
+	hdr := map[string]string{"TTL": "600", "Content-Encoding": "aes128gcm"}
+	if rr := e.do(http.MethodPost, path, map[string]string{"TTL": "60"}, nil); rr.Code != http.StatusCreated {
+		t.Fatalf("warm-up: %d", rr.Code)
+	}
+	var failing atomic.Bool
+	failing.Store(true)
+	e.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		e.cluster.KeepControl()
+		if failing.Load() {
+			return nil, errors.New("injected produce failure"), true
+		}
+		return nil, nil, false
+	})
+	bodies := [][]byte{randomBody(t, 50), randomBody(t, 60), randomBody(t, 70)}
+	for _, b := range bodies {
+		if rr := e.do(http.MethodPost, path, hdr, b); rr.Code != http.StatusServiceUnavailable {
+			t.Fatalf("push while Kafka fails: %d %s", rr.Code, rr.Body)
+		}
+	}
+	failing.Store(false)
+	locs := make([]string, len(bodies))
+	deadline := time.Now().Add(20 * time.Second)
+	for i, b := range bodies {
+		for locs[i] == "" {
+			rr := e.do(http.MethodPost, path, hdr, b)
+			switch {
+			case rr.Code == http.StatusCreated:
+				locs[i] = rr.Header().Get("Location")
+			case rr.Code != http.StatusServiceUnavailable || time.Now().After(deadline):
+				t.Fatalf("retry %d: %d %s", i, rr.Code, rr.Body)
+			default:
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	for i, b := range bodies {
+		m := e.openLocation(locs[i])
+		if n := e.countPayload(m.Partition, b); n != 1 {
+			t.Errorf("push %d: %d copies in the log, want 1", i, n)
+		}
+	}
+}
