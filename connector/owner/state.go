@@ -184,8 +184,8 @@ type partState struct {
 	p   int32
 
 	uaids   map[[16]byte]*uaidState
-	recs    map[[16]byte]uaidRec // every known UAID's channels (uaids.go)
-	msgs    deque                // tracked messages in offset order
+	recs    recStore // every known UAID's channels (uaids.go)
+	msgs    deque    // tracked messages in offset order
 	exp     expHeap
 	orphans map[int64]orphan
 	retry   []*pending // settling messages whose event failed to produce
@@ -211,7 +211,7 @@ func newPartState(e *env, p int32) *partState {
 		env:      e,
 		p:        p,
 		uaids:    make(map[[16]byte]*uaidState),
-		recs:     make(map[[16]byte]uaidRec),
+		recs:     make(recStore),
 		orphans:  make(map[int64]orphan),
 		progress: make(chan struct{}),
 	}
@@ -643,7 +643,7 @@ func (ps *partState) evaluate(u *uaidState) {
 // whose UAID was reset. A channel never seen is not gone: its registration
 // may not be folded yet.
 func (ps *partState) dropGone(u *uaidState) {
-	r, ok := ps.recs[u.id]
+	r, ok := ps.recs.get(u.id)
 	if !ok || u.unsettled() == 0 {
 		return
 	}

@@ -1,8 +1,11 @@
 package owner
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,34 +39,117 @@ const resetKeepMinutes = 24 * 60
 const idleResetsPerScan = 1000
 
 // uaidRec is what the owner keeps of every known UAID of its partitions,
-// online or not. It is kept small (a map value plus one small slice): an
-// offline UAID with nothing pending costs only this; the full uaidState
-// exists only while a UAID has pending messages, a session or presence.
+// online or not. It is kept small (a map value plus one string of channel
+// ids): an offline UAID with nothing pending costs only this; the full
+// uaidState exists only while a UAID has pending messages, a session or
+// presence.
 type uaidRec struct {
-	next      int64      // registrations offset after the last event folded for it
-	chans     []chanSlot // registered channels, and up to maxGoneKept unregistered ones
-	seen      uint32     // last connection, minutes since the epoch (reset UAIDs: the reset)
-	persisted uint32     // seen as last made durable in pushlog.channels
+	next int64 // registrations offset after the last event folded for it
+	// chans holds 16-byte channel ids: the registered ones, then the
+	// ngone most recently unregistered ones (oldest first). A string: no
+	// capacity slack, and a header of 16 bytes.
+	chans     string
+	seen      uint32 // last connection, minutes since the epoch (reset UAIDs: the reset)
+	persisted uint32 // seen as last made durable in pushlog.channels
 	flags     uint8
+	ngone     uint8
 }
 
-// chanSlot is one channel of a UAID.
-type chanSlot struct {
-	id   [16]byte
-	gone bool
+// recStore holds every known UAID's record encoded as one string (see
+// encode): a 16-byte map value and a single allocation sized exactly, so
+// an idle UAID with 5 channels costs one 96-byte object plus its map slot.
+type recStore map[[16]byte]string
+
+// recHeader is the encoded size of a record without its channels: next
+// (8), seen (4), persisted day (2), flags (1), ngone (1).
+const recHeader = 16
+
+func (rs recStore) get(id [16]byte) (uaidRec, bool) {
+	s, ok := rs[id]
+	if !ok {
+		return uaidRec{}, false
+	}
+	return decodeRec(s), true
+}
+
+func (rs recStore) put(id [16]byte, r uaidRec) { rs[id] = r.encode() }
+
+func decodeRec(s string) uaidRec {
+	b := []byte(s[:recHeader]) // 16 bytes: does not escape
+	return uaidRec{
+		next:      int64(binary.LittleEndian.Uint64(b[0:8])),
+		seen:      binary.LittleEndian.Uint32(b[8:12]),
+		persisted: uint32(binary.LittleEndian.Uint16(b[12:14])) * 1440,
+		flags:     b[14],
+		ngone:     b[15],
+		chans:     s[recHeader:],
+	}
+}
+
+// encode stores persisted as a day, rounded up, so the daily last-seen
+// write happens between one and two days after the previous one.
+func (r uaidRec) encode() string {
+	var h [recHeader]byte
+	binary.LittleEndian.PutUint64(h[0:8], uint64(r.next))
+	binary.LittleEndian.PutUint32(h[8:12], r.seen)
+	binary.LittleEndian.PutUint16(h[12:14], uint16(min((uint64(r.persisted)+1439)/1440, 1<<16-1)))
+	h[14], h[15] = r.flags, r.ngone
+	var b strings.Builder
+	b.Grow(recHeader + len(r.chans))
+	b.Write(h[:])
+	b.WriteString(r.chans)
+	return b.String()
 }
 
 func minutesOf(ms int64) uint32 { return uint32(min(max(ms/60000, 0), 1<<32-1)) }
 
 func (r *uaidRec) reset() bool { return r.flags&rReset != 0 }
 
-func (r *uaidRec) find(id [16]byte) int {
-	for i := range r.chans {
-		if r.chans[i].id == id {
+func (r *uaidRec) count() int  { return len(r.chans) / 16 }
+func (r *uaidRec) active() int { return r.count() - int(r.ngone) }
+
+func (r *uaidRec) id(i int) (id [16]byte) {
+	copy(id[:], r.chans[16*i:16*i+16])
+	return id
+}
+
+// find returns the index of ch in chans, or -1.
+func (r *uaidRec) find(ch [16]byte) int {
+	key := string(ch[:])
+	for i := range r.count() {
+		if r.chans[16*i:16*i+16] == key {
 			return i
 		}
 	}
 	return -1
+}
+
+// rebuild sets chans to active ids then gone ids.
+func (r *uaidRec) rebuild(active, gone [][16]byte) {
+	if len(gone) > maxGoneKept {
+		gone = gone[len(gone)-maxGoneKept:] // forget the oldest
+	}
+	var b strings.Builder
+	b.Grow(16 * (len(active) + len(gone)))
+	for _, id := range active {
+		b.Write(id[:])
+	}
+	for _, id := range gone {
+		b.Write(id[:])
+	}
+	r.chans, r.ngone = b.String(), uint8(len(gone))
+}
+
+// split returns the active and gone ids.
+func (r *uaidRec) split() (active, gone [][16]byte) {
+	for i := range r.count() {
+		if i < r.active() {
+			active = append(active, r.id(i))
+		} else {
+			gone = append(gone, r.id(i))
+		}
+	}
+	return active, gone
 }
 
 // touch records a connection (or a registration, which needs one) at m.
@@ -81,25 +167,26 @@ func (r *uaidRec) register(ch [16]byte) bool {
 		r.seen = 0
 		changed = true
 	}
-	switch i := r.find(ch); {
-	case i < 0:
-		r.chans = append(r.chans, chanSlot{id: ch})
-		return true
-	case r.chans[i].gone:
-		r.chans[i].gone = false
-		return true
+	i := r.find(ch)
+	if i >= 0 && i < r.active() {
+		return changed
 	}
-	return changed
+	active, gone := r.split()
+	if i >= 0 {
+		gone = slices.Delete(gone, i-len(active), i-len(active)+1)
+	}
+	r.rebuild(append(active, ch), gone)
+	return true
 }
 
 // unregister marks a registered ch gone; an unknown one changes nothing.
 func (r *uaidRec) unregister(ch [16]byte) bool {
 	i := r.find(ch)
-	if i < 0 || r.chans[i].gone {
+	if i < 0 || i >= r.active() {
 		return false
 	}
-	r.chans[i].gone = true
-	r.trimGone()
+	active, gone := r.split()
+	r.rebuild(slices.Delete(active, i, i+1), append(gone, ch))
 	return true
 }
 
@@ -108,36 +195,11 @@ func (r *uaidRec) resetAt(m uint32) bool {
 	if r.reset() {
 		return false
 	}
-	for i := range r.chans {
-		r.chans[i].gone = true
-	}
-	r.trimGone()
+	active, gone := r.split()
+	r.rebuild(nil, append(gone, active...))
 	r.flags = r.flags&^rExpiring | rReset
 	r.seen = m
 	return true
-}
-
-// trimGone forgets the oldest unregistered channels past maxGoneKept.
-func (r *uaidRec) trimGone() {
-	gone := 0
-	for _, c := range r.chans {
-		if c.gone {
-			gone++
-		}
-	}
-	if gone <= maxGoneKept {
-		return
-	}
-	kept := r.chans[:0]
-	for _, c := range r.chans {
-		if c.gone && gone > maxGoneKept {
-			gone--
-			continue
-		}
-		kept = append(kept, c)
-	}
-	clear(r.chans[len(kept):])
-	r.chans = kept
 }
 
 // channelGone reports whether ch was unregistered or the UAID reset. A
@@ -147,7 +209,7 @@ func (r *uaidRec) channelGone(ch [16]byte) bool {
 		return true
 	}
 	i := r.find(ch)
-	return i >= 0 && r.chans[i].gone
+	return i >= r.active()
 }
 
 // foldRegistration folds a pushlog.registrations event into the UAID's
@@ -171,7 +233,7 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
 		return
 	}
-	r, known := ps.recs[id]
+	r, known := ps.recs.get(id)
 	if known && rec.Offset < r.next {
 		return
 	}
@@ -191,7 +253,7 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 		changed = r.resetAt(minutesOf(ev.GetTimeMs()))
 	}
 	r.next = rec.Offset + 1
-	ps.recs[id] = r
+	ps.recs.put(id, r)
 	ps.afterChannelChange(id, r, changed)
 }
 
@@ -225,7 +287,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 	if f.Kind != schema.ChannelsSeen {
 		ps.maxSnapR = max(ps.maxSnapR, f.RegOffset)
 	}
-	r, known := ps.recs[f.UAID]
+	r, known := ps.recs.get(f.UAID)
 	changed := false
 	switch {
 	case f.Snapshot != nil:
@@ -269,7 +331,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 		}
 		r.next = max(r.next, f.RegOffset)
 	}
-	ps.recs[f.UAID] = r
+	ps.recs.put(f.UAID, r)
 	ps.afterChannelChange(f.UAID, r, changed)
 }
 
@@ -278,15 +340,22 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 func recFromSnapshot(st *pb.ChannelState, old uaidRec) uaidRec {
 	r := uaidRec{next: st.GetRegistrationsOffset(), seen: old.seen, persisted: old.persisted}
 	var latest int64
+	var active, gone [][16]byte
+	seen := make(map[[16]byte]bool, len(st.GetChannels()))
 	for _, c := range st.GetChannels() {
 		id, err := schema.ParseChannelID(c.GetChannelId())
-		if err != nil || r.find(id) >= 0 {
+		if err != nil || seen[id] {
 			continue
 		}
-		r.chans = append(r.chans, chanSlot{id: id, gone: c.GetUnregistered()})
+		seen[id] = true
+		if c.GetUnregistered() {
+			gone = append(gone, id)
+		} else {
+			active = append(active, id)
+		}
 		latest = max(latest, c.GetChangedMs())
 	}
-	r.trimGone()
+	r.rebuild(active, gone)
 	r.touch(minutesOf(latest))
 	r.persisted = max(r.persisted, minutesOf(latest))
 	if st.GetUaidReset() {
@@ -298,7 +367,7 @@ func recFromSnapshot(st *pb.ChannelState, old uaidRec) uaidRec {
 // seenNow records that id is connected now (presence or an attach) and
 // makes it durable at most once a day.
 func (ps *partState) seenNow(id [16]byte) {
-	r, ok := ps.recs[id]
+	r, ok := ps.recs.get(id)
 	if !ok || r.reset() {
 		return
 	}
@@ -306,7 +375,7 @@ func (ps *partState) seenNow(id [16]byte) {
 	if ps.ready && r.seen >= r.persisted+seenPersistMinutes {
 		ps.persistSeen(id, &r)
 	}
-	ps.recs[id] = r
+	ps.recs.put(id, r)
 }
 
 // persistSeen writes r.seen as id's last-seen record.
@@ -342,7 +411,8 @@ func (ps *partState) expireIdle(now time.Time) {
 	ps.lastExpiryScan = nowMin
 	expiryMin := uint32(min(expiry/time.Minute, 1<<32-1))
 	budget := idleResetsPerScan
-	for id, r := range ps.recs {
+	for id, enc := range ps.recs {
+		r := decodeRec(enc)
 		u := ps.uaids[id]
 		if u != nil && (u.session != nil || u.presence != nil) {
 			continue // connected: not idle
@@ -359,11 +429,11 @@ func (ps *partState) expireIdle(now time.Time) {
 				budget--
 				ps.persistSeen(id, &r)
 			}
-			ps.recs[id] = r
+			ps.recs.put(id, r)
 		case r.flags&rExpiring == 0 && nowMin >= r.seen+expiryMin && budget > 0:
 			budget--
 			r.flags |= rExpiring
-			ps.recs[id] = r
+			ps.recs.put(id, r)
 			ps.produceIdleReset(id)
 		}
 	}
@@ -379,9 +449,9 @@ func (ps *partState) produceIdleReset(id [16]byte) {
 		go func() { // not under mu: the producer may call back synchronously
 			ps.mu.Lock()
 			defer ps.mu.Unlock()
-			if r, ok := ps.recs[id]; ok && !ps.closed {
+			if r, ok := ps.recs.get(id); ok && !ps.closed {
 				r.flags &^= rExpiring
-				ps.recs[id] = r
+				ps.recs.put(id, r)
 			}
 		}()
 	})
