@@ -190,6 +190,21 @@ func (r *uaidRec) unregister(ch [16]byte) bool {
 	return true
 }
 
+// markGone records ch as unregistered, known before or not: a format-2
+// tombstone is written only for a channel that was registered.
+func (r *uaidRec) markGone(ch [16]byte) bool {
+	i := r.find(ch)
+	if i >= r.active() {
+		return false
+	}
+	active, gone := r.split()
+	if i >= 0 {
+		active = slices.Delete(active, i, i+1)
+	}
+	r.rebuild(active, append(gone, ch))
+	return true
+}
+
 // resetAt makes every channel gone.
 func (r *uaidRec) resetAt(m uint32) bool {
 	if r.reset() {
@@ -309,7 +324,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 		}
 		return
 	default:
-		if known && f.RegOffset < r.next || !known && f.Deleted {
+		if known && f.RegOffset < r.next {
 			return
 		}
 		switch {
@@ -322,7 +337,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 				changed = true
 			}
 		case f.Deleted:
-			changed = r.unregister(f.Channel)
+			changed = r.markGone(f.Channel)
 		default:
 			changed = r.register(f.Channel)
 			m := minutesOf(f.Entry.GetChangedMs())

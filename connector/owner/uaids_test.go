@@ -1,6 +1,14 @@
 package owner
 
 import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -18,4 +26,304 @@ func (ps *partState) chanState(id [16]byte) *pb.ChannelState {
 		st.Channels = append(st.Channels, &pb.Channel{ChannelId: schema.FormatChannelID(id[:]), Unregistered: i >= r.active()})
 	}
 	return st
+}
+
+// chanRecord builds a format-2 pushlog.channels record of uaid on p.
+func chanRecord(t testing.TB, p int32, uaid, ch string, deleted bool, roff int64) *kgo.Record {
+	t.Helper()
+	names := schema.DefaultNames()
+	id, err := schema.ParseChannelID(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted {
+		return names.ChannelTombstone(uaid, id, roff, 1, p)
+	}
+	r, err := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: ch, RegistrationsOffset: roff, ChangedMs: 60000 * 1000}, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func uaidRecord(t testing.TB, p int32, uaid string, reset bool, roff int64) *kgo.Record {
+	t.Helper()
+	r, err := schema.DefaultNames().UaidStateRecord(uaid, &pb.UaidState{UaidReset: reset, ResetMs: 60000 * 2000, RegistrationsOffset: roff}, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestRecordFold: the compact record folds registrations and both formats
+// of pushlog.channels with ApplyRegistration's semantics, skipping what it
+// already covers; unknown unregisters leave nothing.
+func TestRecordFold(t *testing.T) {
+	const p = 1
+	uaid := uaidIn(p)
+	id, _ := schema.ParseUAID(uaid)
+	a, b, c, never := newChannel(), newChannel(), newChannel(), newChannel()
+	reg := func(ch string, off int64) *kgo.Record {
+		return regRecord(t, p, uaid, &pb.ChannelRegistered{ChannelId: ch}, off)
+	}
+	unreg := func(ch string, off int64) *kgo.Record {
+		return regRecord(t, p, uaid, &pb.ChannelUnregistered{ChannelId: ch}, off)
+	}
+	reset := func(off int64) *kgo.Record { return regRecord(t, p, uaid, &pb.UserReset{Reason: "test"}, off) }
+	snapshot := func(st *pb.ChannelState) *kgo.Record {
+		ev := schema.NewEvent(uaid, time.Now())
+		ev.Body = &pb.Event_ChannelState{ChannelState: st}
+		r, err := schema.Record(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Partition = p
+		return r
+	}
+	tests := []struct {
+		name         string
+		recs         []*kgo.Record
+		known, valid bool
+		active, gone []string // gone: channelGone (unregistered or reset)
+		next         int64
+	}{
+		{name: "register and unregister", recs: []*kgo.Record{reg(a, 0), reg(b, 1), unreg(b, 2)},
+			known: true, valid: true, active: []string{a}, gone: []string{b}, next: 3},
+		{name: "unknown unregister of an unknown UAID leaves nothing", recs: []*kgo.Record{unreg(a, 0)}},
+		{name: "unknown unregister of a known UAID changes nothing", recs: []*kgo.Record{reg(a, 0), unreg(never, 1)},
+			known: true, valid: true, active: []string{a}, next: 2},
+		{name: "reset: every channel gone", recs: []*kgo.Record{reg(a, 0), reset(1)},
+			known: true, gone: []string{a, never}, next: 2},
+		{name: "revival: new channel live, old ones stay gone", recs: []*kgo.Record{reg(a, 0), reset(1), reg(c, 2)},
+			known: true, valid: true, active: []string{c}, gone: []string{a}, next: 3},
+		{name: "format 2 bootstrap", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 3), chanRecord(t, p, uaid, b, false, 4), chanRecord(t, p, uaid, b, true, 5)},
+			known: true, valid: true, active: []string{a}, gone: []string{b}, next: 5},
+		{name: "a tombstone older than the fold is ignored", recs: []*kgo.Record{reg(b, 0), unreg(b, 5), reg(b, 10), chanRecord(t, p, uaid, b, true, 6)},
+			known: true, valid: true, active: []string{b}, next: 11},
+		{name: "registrations the records cover are skipped", recs: []*kgo.Record{chanRecord(t, p, uaid, a, true, 8), reg(a, 4), reg(b, 8)},
+			known: true, valid: true, active: []string{b}, gone: []string{a}, next: 9},
+		{name: "format 2 UAID reset and revival", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 1), uaidRecord(t, p, uaid, true, 2), chanRecord(t, p, uaid, a, true, 2), uaidRecord(t, p, uaid, false, 3), chanRecord(t, p, uaid, c, false, 3)},
+			known: true, valid: true, active: []string{c}, gone: []string{a}, next: 3},
+		{name: "an expired UAID's tombstone forgets it", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 1), uaidRecord(t, p, uaid, true, 2), {Topic: schema.TopicChannels, Partition: p, Key: []byte(uaid)}}},
+		{name: "format 1 snapshot, then the registrations after it", recs: []*kgo.Record{
+			snapshot(&pb.ChannelState{Channels: []*pb.Channel{{ChannelId: a}, {ChannelId: b, Unregistered: true}}, RegistrationsOffset: 6}),
+			unreg(a, 5), reg(c, 6)},
+			known: true, valid: true, active: []string{a, c}, gone: []string{b}, next: 7},
+		{name: "format 1 reset snapshot", recs: []*kgo.Record{snapshot(&pb.ChannelState{Channels: []*pb.Channel{{ChannelId: a}}, UaidReset: true, RegistrationsOffset: 2})},
+			known: true, gone: []string{a, never}, next: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, _ := newTestPart(t, p, newFakeClock())
+			ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+			foldAll(ps, tt.recs)
+			r, known := ps.recs.get(id)
+			if known != tt.known {
+				t.Fatalf("known = %v, want %v", known, tt.known)
+			}
+			info := ps.channelInfo(id)
+			if info.Valid != tt.valid {
+				t.Errorf("valid = %v, want %v", info.Valid, tt.valid)
+			}
+			var got []string
+			for _, ch := range info.Channels {
+				got = append(got, schema.FormatChannelID(ch[:]))
+			}
+			slices.Sort(got)
+			want := slices.Clone(tt.active)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("active %v, want %v", got, want)
+			}
+			for _, ch := range tt.gone {
+				cid, _ := schema.ParseChannelID(ch)
+				if !r.channelGone(cid) {
+					t.Errorf("%s not gone", ch)
+				}
+			}
+			if cid, _ := schema.ParseChannelID(never); !r.reset() && r.channelGone(cid) {
+				t.Error("a channel never seen is gone")
+			}
+			if known && r.next != tt.next {
+				t.Errorf("next = %d, want %d", r.next, tt.next)
+			}
+		})
+	}
+}
+
+// regRecord is a registrations record at offset off.
+func regRecord(t testing.TB, p int32, uaid string, body any, off int64) *kgo.Record {
+	t.Helper()
+	ev := schema.NewEvent(uaid, time.Now())
+	switch b := body.(type) {
+	case *pb.ChannelRegistered:
+		ev.Body = &pb.Event_ChannelRegistered{ChannelRegistered: b}
+	case *pb.ChannelUnregistered:
+		ev.Body = &pb.Event_ChannelUnregistered{ChannelUnregistered: b}
+	case *pb.UserReset:
+		ev.Body = &pb.Event_UserReset{UserReset: b}
+	}
+	r, err := schema.Record(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Partition, r.Offset = p, off
+	return r
+}
+
+// The gone list of a UAID is bounded: a register/unregister loop leaves at
+// most maxGoneKept unregistered channels in memory.
+func TestGoneChannelsBounded(t *testing.T) {
+	const p = 2
+	uaid := uaidIn(p)
+	id, _ := schema.ParseUAID(uaid)
+	ps, _ := newTestPart(t, p, newFakeClock())
+	ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+	var recs []*kgo.Record
+	var chans []string
+	for i := range 50 {
+		ch := newChannel()
+		chans = append(chans, ch)
+		recs = append(recs, regRecord(t, p, uaid, &pb.ChannelRegistered{ChannelId: ch}, int64(2*i)), regRecord(t, p, uaid, &pb.ChannelUnregistered{ChannelId: ch}, int64(2*i+1)))
+	}
+	foldAll(ps, recs)
+	r, _ := ps.recs.get(id)
+	if r.count() != maxGoneKept || r.active() != 0 {
+		t.Fatalf("%d channels kept (%d active), want %d gone", r.count(), r.active(), maxGoneKept)
+	}
+	last, _ := schema.ParseChannelID(chans[len(chans)-1])
+	if !r.channelGone(last) {
+		t.Fatal("the newest unregistered channel was forgotten")
+	}
+}
+
+// chanRecorder collects the pushlog.channels records a partition writes.
+type chanRecorder struct {
+	mu   sync.Mutex
+	recs []*kgo.Record
+}
+
+func (c *chanRecorder) produce(r *kgo.Record, _ func(error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recs = append(c.recs, r)
+}
+
+func (c *chanRecorder) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.recs)
+}
+
+// idleResets returns the UAIDs reset for idleness in the produced events.
+func idleResets(r *recorder) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, ev := range r.evs {
+		if b := ev.GetUserReset(); b != nil && b.GetReason() == "idle" {
+			out = append(out, ev.GetUaid())
+		}
+	}
+	return out
+}
+
+// TestIdleExpiry: a UAID without a connection for the expiry is reset
+// (once), its messages are dropped when the reset is read back, its state
+// leaves memory a day later; a connected UAID is never expired, and its
+// last-seen record is written at most once a day.
+func TestIdleExpiry(t *testing.T) {
+	const p = 3
+	const expiry = 60 * 24 * time.Hour
+	clock := newFakeClock()
+	ps, rec := newTestPart(t, p, clock)
+	ps.env.cfg.UAIDExpiry = expiry
+	chans := &chanRecorder{}
+	ps.env.produceRecord = chans.produce
+	ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+	ps.checkReady()
+	l := newLog(t, p, clock)
+	idle, online := uaidIn(p), uaidIn(p)
+	idleID, _ := schema.ParseUAID(idle)
+	onlineID, _ := schema.ParseUAID(online)
+	ch := newChannel()
+	foldAll(ps, []*kgo.Record{
+		l.add(idle, &pb.ChannelRegistered{ChannelId: ch}),
+		l.add(online, &pb.ChannelRegistered{ChannelId: newChannel()}),
+	})
+	pendingMsg := l.msg(idle, ch, 100*24*3600, "")
+	foldAll(ps, l.recs[schema.TopicMessages])
+	s := newSession()
+	ps.mu.Lock()
+	ps.attach(onlineID, s)
+	ps.mu.Unlock()
+
+	sweep := func(d time.Duration) {
+		clock.Advance(d)
+		ps.mu.Lock()
+		ps.sweep(clock.Now())
+		ps.mu.Unlock()
+	}
+	sweep(expiry - 24*time.Hour)
+	if got := idleResets(rec); len(got) != 0 {
+		t.Fatalf("reset before the expiry: %v", got)
+	}
+	sweep(2 * 24 * time.Hour)
+	sweep(time.Minute) // the next scan does not reset it again
+	if got := idleResets(rec); !slices.Equal(got, []string{idle}) {
+		t.Fatalf("idle resets %v, want only %s", got, idle)
+	}
+	if info := ps.channelInfo(onlineID); !info.Valid {
+		t.Fatal("connected UAID expired")
+	}
+	// Reading the reset back drops the pending message and invalidates.
+	var resetEv *pb.Event
+	for _, ev := range rec.evs {
+		if ev.GetUserReset() != nil {
+			resetEv = ev
+		}
+	}
+	foldAll(ps, []*kgo.Record{l.add(idle, resetEv.GetUserReset())})
+	if ps.channelInfo(idleID).Valid {
+		t.Fatal("expired UAID still valid")
+	}
+	if got := rec.settlements(); !slices.Contains(got, fmt.Sprintf("%d:DROP_REASON_USER_RESET", pendingMsg)) {
+		t.Fatalf("settlements %v, want the idle UAID's message dropped", got)
+	}
+	// Its drop is read back (settled), and a day after the reset it
+	// leaves memory.
+	for _, ev := range rec.evs {
+		if d := ev.GetDropped(); d != nil {
+			foldAll(ps, []*kgo.Record{l.add(ev.GetUaid(), d)})
+		}
+	}
+	sweep(25 * time.Hour)
+	if _, known := ps.recs.get(idleID); known {
+		t.Fatal("reset UAID still in memory a day later")
+	}
+	// The connected UAID's last seen is written when a day old, then not
+	// again for a day, however often it connects.
+	ps.mu.Lock()
+	ps.seenNow(onlineID)
+	ps.mu.Unlock()
+	n := chans.count()
+	if n == 0 {
+		t.Fatal("last seen never written")
+	}
+	for range 10 {
+		ps.mu.Lock()
+		ps.seenNow(onlineID)
+		ps.mu.Unlock()
+		clock.Advance(time.Minute)
+	}
+	if chans.count() != n {
+		t.Fatalf("last-seen written %d times within minutes", chans.count()-n)
+	}
+	clock.Advance(49 * time.Hour)
+	ps.mu.Lock()
+	ps.seenNow(onlineID)
+	ps.mu.Unlock()
+	if chans.count() != n+1 {
+		t.Fatalf("last-seen records %d, want one more after two days", chans.count()-n)
+	}
 }
