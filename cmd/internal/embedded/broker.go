@@ -50,6 +50,9 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	if err := fixIndexes(r); err != nil {
 		return nil, err
 	}
+	if len(r.EndFixes) > 0 {
+		cfg.Logger.Warn("embedded kafka: kept the end offsets of partitions emptied by retention (kfake would restart them at zero)", "partitions", r.EndFixes)
+	}
 	if len(r.IndexFixes) > 0 {
 		cfg.Logger.Warn("embedded kafka: rebuilt index files from their segments (no record was lost)", "files", r.IndexFixes)
 	}
@@ -76,7 +79,7 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 // disagrees with them (a crash between kfake's two writes of a batch).
 func fixIndexes(r *Report) error {
 	for i := range r.plan {
-		if p := &r.plan[i]; !p.damaged() && p.idxFix {
+		if p := &r.plan[i]; !p.damaged() && p.idxFix || p.restoresEnd() {
 			if err := repairSegment(p); err != nil {
 				return err
 			}
@@ -99,4 +102,9 @@ func (k kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
 	case kfake.LogLevelWarn:
 		k.l.Warn("embedded kafka: " + msg)
 	}
+}
+
+// restoresEnd reports whether p only keeps an emptied partition's end.
+func (p *segPlan) restoresEnd() bool {
+	return len(p.scan.batches) == 0 && len(p.scan.bad) == 1 && p.scan.bad[0].reason == "emptied by retention"
 }

@@ -46,7 +46,7 @@ func Repair(dir string) (*Report, error) {
 // repairSegment rewrites one segment (when damaged) and its index.
 func repairSegment(p *segPlan) error {
 	raw, err := os.ReadFile(p.path)
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) { // missing: an emptied partition's end
 		return fmt.Errorf("read %s: %w", p.path, err)
 	}
 	if p.damaged() {

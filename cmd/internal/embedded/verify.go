@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Bounds of a damage's record count.
@@ -48,6 +49,7 @@ type Report struct {
 	Records    int64
 	Damage     []Damage
 	IndexFixes []string // lossless: index entries that were (or will be) rewritten
+	EndFixes   []string // lossless: emptied partitions whose end offset is kept by an empty batch
 	plan       []segPlan
 	logs       []logPlan
 	snapshots  []string // partition snapshot.json files a repair removes
@@ -100,8 +102,9 @@ type logPlan struct {
 
 // partSnapshot is the part of kfake's partition snapshot.json we read.
 type partSnapshot struct {
-	HighWatermark int64 `json:"high_watermark"`
-	Segments      []struct {
+	HighWatermark  int64 `json:"high_watermark"`
+	LogStartOffset int64 `json:"log_start_offset"`
+	Segments       []struct {
 		BaseOffset int64 `json:"base_offset"`
 		Size       int64 `json:"size"`
 	} `json:"segments"`
@@ -237,6 +240,10 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 	sizes := map[int64]int64{}
 	for _, s := range snap.Segments {
 		sizes[s.BaseOffset] = s.Size
+	}
+	if len(bases) == 0 {
+		r.checkEmpty(pdir, topic, part, contiguous, snap, snapOK, recordedEnd)
+		return nil
 	}
 	current := snapOK && len(snap.Segments) == len(bases)
 	plans := make([]segPlan, 0, len(bases))
@@ -412,4 +419,41 @@ func readSnapshot(path string) (partSnapshot, bool) {
 		return s, false
 	}
 	return s, true
+}
+
+// checkEmpty handles a partition directory without segments. kfake
+// restarts such a partition's offsets at zero, and offsets name messages
+// (ids, acks) and registrations (snapshots): where the log is known to
+// have reached an end offset, an empty batch just below it keeps it. That
+// is lossless when the clean-shutdown snapshot shows every record was
+// deleted on purpose (retention); otherwise files are missing: damage.
+func (r *Report) checkEmpty(pdir, topic string, part int32, contiguous bool, snap partSnapshot, snapOK bool, recordedEnd int64) {
+	end := recordedEnd
+	if snapOK {
+		end = max(end, snap.HighWatermark)
+	}
+	if end <= 0 {
+		return
+	}
+	base := end - 1
+	p := segPlan{
+		path:    filepath.Join(pdir, strconv.FormatInt(base, 10)+".dat"),
+		idxPath: filepath.Join(pdir, strconv.FormatInt(base, 10)+".idx"),
+		topic:   topic, partition: part, contiguous: contiguous,
+		scan:    segScan{base: base, end: base, bad: []badSpan{{first: base, next: -1}}},
+		tailEnd: end, prevTS: time.Now().UnixMilli(),
+	}
+	if snapOK && len(snap.Segments) == 0 && snap.LogStartOffset >= snap.HighWatermark && snap.HighWatermark >= recordedEnd {
+		p.scan.bad[0].reason = "emptied by retention"
+		r.plan = append(r.plan, p)
+		r.EndFixes = append(r.EndFixes, fmt.Sprintf("%s/%d at offset %d", topic, part, end))
+		return
+	}
+	p.scan.bad[0].reason = fmt.Sprintf("no segment files, but the log had reached offset %d", end)
+	r.plan = append(r.plan, p)
+	r.Damage = append(r.Damage, Damage{File: p.path, Topic: topic, Partition: part, Offset: base, End: end,
+		Records: 1, Bound: AtLeast, Reason: p.scan.bad[0].reason})
+	if snapOK {
+		r.snapshots = append(r.snapshots, filepath.Join(pdir, "snapshot.json"))
+	}
 }

@@ -1,7 +1,10 @@
 package embedded
 
 import (
+	"context"
+
 	"errors"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"os"
 	"path/filepath"
 	"slices"
@@ -251,4 +254,30 @@ func frameEntry(data []byte) []byte {
 	copy(b[10:], data)
 	putLE32(b[4:8], crcOf(b[8:]))
 	return b
+}
+
+func TestEmptiedPartitionKeepsItsEndOffset(t *testing.T) {
+	dir := makeLog(t, 20, 0)
+	// Retention deleted every record (as kfake does after retention.ms
+	// on an idle partition), then a clean shutdown.
+	c := startTest(t, dir, 0)
+	adm := kadm.NewClient(client(t, c))
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: testTopic, Partition: 0, At: 20})
+	if _, err := adm.DeleteRecords(context.Background(), offs); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if m, _ := filepath.Glob(filepath.Join(partDirOf(dir), "*.dat")); len(m) != 0 {
+		t.Fatalf("segments left: %v", m)
+	}
+	r, err := Verify(dir)
+	if err != nil || r.Err() != nil || len(r.EndFixes) != 1 {
+		t.Fatalf("verify: %v %v %v", err, r.Err(), r.EndFixes)
+	}
+	c = startTest(t, dir, 0)
+	defer c.Close()
+	if got, next := consumeAll(t, c, testTopic); len(got) != 0 || next != 20 {
+		t.Fatalf("after restart: records %v, next offset %d, want none and 20 (offsets never restart)", got, next)
+	}
 }
