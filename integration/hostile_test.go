@@ -215,6 +215,7 @@ func hostileFloods(t *testing.T, m hostileMode) {
 	})
 
 	t.Run("RestartAfterFloods", func(t *testing.T) {
+		victim.ua.sync(ctx) // its last ack is handled before the stop
 		s.terminate()
 		s.restart()
 		victim.ua = uaRedial(ctx, t, s.WSURL, victim.ua.UAID)
@@ -240,6 +241,7 @@ func hostileFloodedLog(t *testing.T, m hostileMode) {
 	settledTopicBytes(ctx, t, s, channels)
 	hostileCaughtUp(ctx, t, s)
 	victim.check(ctx, t, s, "a flooded registrations log")
+	victim.ua.sync(ctx) // its ack is handled before the stop
 	s.terminate()
 	s.restart() // fails the test if it exits during start-up
 	victim.ua = uaRedial(ctx, t, s.WSURL, victim.ua.UAID)
@@ -338,54 +340,79 @@ func hostileFloodLog(ctx context.Context, t *testing.T, s *server, registers, un
 }
 
 // hostileAbandoned: finding 2. UAIDs that say hello, register and leave
-// cost at most the documented bytes each in memory.
+// cost at most the documented bytes each in memory, once the log's replay
+// window has passed (the embedded broker runs in the process, and its
+// index of recent records is not per-UAID state: a short window here).
 func hostileAbandoned(t *testing.T, m hostileMode) {
 	ctx := testContext(t, hostileTimeout)
-	s, debug := hostileServer(t, m)
+	var args []string
+	if m.embedded {
+		args = []string{"--embedded-retain=5s", "--embedded-trim-interval=2s", "--embedded-segment-bytes=65536"}
+	}
+	s, debug := hostileServer(t, m, args...)
 	victim := newHostileVictim(ctx, t, s)
 	const count = 10000
 	r := hostileRunner(t, s, debug, count)
+	before := liveHeap(ctx, t, debug).HeapAlloc
 	res := hostileRun(ctx, t, r, "hello-flood")
-	if ok := res.Count("register 200"); ok < count*9/10 {
-		t.Fatalf("only %d of %d abandoned UAIDs registered (answers %s)", ok, count, res.AnswersString())
+	made := res.Count("register 200")
+	if made < count*9/10 {
+		t.Fatalf("only %d of %d abandoned UAIDs registered (answers %s)", made, count, res.AnswersString())
 	}
-	if res.HeapDelta == nil {
-		t.Fatal("no live-heap figure from the debug listener")
-	}
-	perUAID := float64(*res.HeapDelta) / float64(res.Count("register 200"))
-	t.Logf("live heap %+.2f MB for %d abandoned UAIDs: %.0f bytes each", mb(*res.HeapDelta), res.Count("register 200"), perUAID)
 	// 1 MiB of slack for what else moves in a live process.
-	if limit := int64(res.Count("register 200"))*hostileIdleUAIDBytes + 1<<20; *res.HeapDelta > limit {
+	limit := int64(made)*hostileIdleUAIDBytes + 1<<20
+	var grown int64
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		grown = liveHeap(ctx, t, debug).HeapAlloc - before
+		if grown <= limit || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Logf("live heap %+.2f MB for %d abandoned UAIDs: %.0f bytes each", mb(grown), made, float64(grown)/float64(made))
+	if grown > limit {
 		t.Errorf("live heap grew %.2f MB for %d abandoned UAIDs (%.0f bytes each), over %d bytes each + 1 MB",
-			mb(*res.HeapDelta), res.Count("register 200"), perUAID, hostileIdleUAIDBytes)
+			mb(grown), made, float64(grown)/float64(made), hostileIdleUAIDBytes)
 	}
 	victim.check(ctx, t, s, "a hello flood")
 }
 
-// hostileExpiry: finding 2. With a short --uaid-expiry an offline UAID is
-// reset: its endpoint answers 410 errno 103 and a hello with it gets a new
-// UAID. A user agent that stays connected is not expired.
+// hostileExpiry: finding 2. With a short --uaid-expiry (its minimum, a
+// minute, checked once a minute) an offline UAID is reset: its endpoint
+// answers 410 errno 103 and a hello with it gets a new UAID. A user agent
+// that stays connected is not expired.
 func hostileExpiry(t *testing.T, m hostileMode) {
-	ctx := testContext(t, hostileTimeout)
-	const expiry = 3 * time.Second
+	const expiry = time.Minute
+	ctx := testContext(t, expiry+hostileTimeout)
 	s, _ := hostileServer(t, m, "--uaid-expiry="+expiry.String())
 	connected := newHostileVictim(ctx, t, s)
 	uaid, sub := snOffline(ctx, t, s, "")
 	vapid := snNewVAPID(t)
 	began := time.Now()
-	res := snSendUntil(ctx, t, sub, snPush{TTL: 60, VAPID: vapid}, http.StatusGone)
-	t.Logf("offline UAID expired %s after it left (--uaid-expiry %s)", time.Since(began).Round(100*time.Millisecond), expiry)
+	var res snResult
+	for {
+		res = snSend(ctx, t, sub, []byte("are you still there?"), snPush{TTL: 60, VAPID: vapid})
+		if res.Status != http.StatusCreated || time.Since(began) > expiry+3*time.Minute {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Logf("offline UAID answered %s %s after it left (--uaid-expiry %s)", res, time.Since(began).Round(time.Second), expiry)
 	snCheckError(t, "push to an expired UAID", res.Status, res.Header, res.Body, http.StatusGone, 103)
 	if cc := res.Header.Get("Cache-Control"); cc != "max-age=86400" {
 		t.Errorf("410 Cache-Control %q, want max-age=86400", cc)
 	}
+	// Last-seen times are kept in whole minutes and scanned once a
+	// minute, so the reset comes within a minute either side of the
+	// expiry; no finer check is meaningful at its one-minute minimum.
 	ua := uaDial(ctx, t, s.WSURL, uaid)
 	if ua.UAID == uaid {
 		t.Errorf("hello with the expired UAID %s kept it", uaid)
 	}
 	ua.close()
-	// The connected one has been idle (no messages) for longer than the
-	// expiry too, but never without a connection.
+	// The connected one has had no traffic for longer than the expiry
+	// too, but it never was without a connection.
 	connected.check(ctx, t, s, "the offline UAID's expiry")
 }
 

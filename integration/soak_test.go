@@ -34,18 +34,24 @@ import (
 //
 //	PUSHLOG_SOAK_DURATION=30m go test ./integration -run TestSoak -v -timeout 40m
 //
-// logs RSS, heap and disk every minute. Settings (environment):
-// PUSHLOG_SOAK_DURATION (default 75s), PUSHLOG_SOAK_RATE (pushes/s, default
+// logs RSS, heap and disk every minute. The embedded log keeps settled
+// records for a replay window (--embedded-retain, default 1h): memory and
+// disk grow until the window is full, then stay flat. So the soak runs
+// with a window shorter than its warm-up: 15 s with 64 KB segments and a
+// 5 s trim interval in the short run, 5 minutes (1 MB segments, 1 minute
+// trims) in runs of 10 minutes or more. Settings (environment):
+// PUSHLOG_SOAK_DURATION (default 90s), PUSHLOG_SOAK_RATE (pushes/s, default
 // 200), PUSHLOG_SOAK_UAS (user agents, default 40), PUSHLOG_SOAK_ARGS
-// (extra serve flags, space-separated), and the bounds in MB/min at the
-// default rate (scaled with the rate): PUSHLOG_SOAK_MAX_RSS_SLOPE (1.5),
-// PUSHLOG_SOAK_MAX_HEAP_SLOPE (1.0), PUSHLOG_SOAK_MAX_DISK_SLOPE (2.0).
-// The defect the bounds catch grew +4.2 MB/min RSS, +2.6 MB/min heap and
-// about +13 MB/min of data directory at 200 pushes/s.
+// (extra serve flags, space-separated, after the soak's own), and the
+// bounds in MB/min at the default rate (scaled with the rate):
+// PUSHLOG_SOAK_MAX_RSS_SLOPE (1.5), PUSHLOG_SOAK_MAX_HEAP_SLOPE (1.0),
+// PUSHLOG_SOAK_MAX_DISK_SLOPE (2.0). The defect the bounds catch grew
+// +4.2 MB/min RSS, +2.6 MB/min heap and about +12 MB/min of data
+// directory at 200 pushes/s.
 func TestSoak(t *testing.T) {
 	cfg := soakConfigFromEnv(t)
-	t.Logf("soak: %s at %d pushes/s, %d churning user agents, warm-up %s, bounds (MB/min) rss %.2f heap %.2f disk %.2f",
-		cfg.duration, cfg.rate, cfg.uas, cfg.warmup, cfg.maxRSSSlope, cfg.maxHeapSlope, cfg.maxDiskSlope)
+	t.Logf("soak: %s at %d pushes/s, %d churning user agents, warm-up %s, bounds (MB/min) rss %.2f heap %.2f disk %.2f, serve %s",
+		cfg.duration, cfg.rate, cfg.uas, cfg.warmup, cfg.maxRSSSlope, cfg.maxHeapSlope, cfg.maxDiskSlope, strings.Join(cfg.args, " "))
 	ctx := testContext(t, cfg.duration+10*time.Minute)
 	debug := freePort(t)
 	s := startServer(t, serverOpts{Embedded: true, Args: append([]string{"--debug-addr=" + debug}, cfg.args...)})
@@ -68,7 +74,7 @@ type soakConfig struct {
 
 func soakConfigFromEnv(t *testing.T) soakConfig {
 	t.Helper()
-	c := soakConfig{duration: 75 * time.Second, rate: 200, uas: 40, ttl: 300,
+	c := soakConfig{duration: 90 * time.Second, rate: 200, uas: 40, ttl: 300,
 		maxRSSSlope: 1.5, maxHeapSlope: 1.0, maxDiskSlope: 2.0, sampleEvery: 5 * time.Second}
 	if v := os.Getenv("PUSHLOG_SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -104,14 +110,17 @@ func soakConfigFromEnv(t *testing.T) soakConfig {
 	c.maxRSSSlope *= scale
 	c.maxHeapSlope *= scale
 	c.maxDiskSlope *= scale
-	c.args = strings.Fields(os.Getenv("PUSHLOG_SOAK_ARGS"))
-	// Warm-up: caches, pools and the first segments fill; a third of the
-	// run, at least 25 s.
-	c.warmup = max(25*time.Second, c.duration/3)
+	// The replay window and trim cadence are shorter than the warm-up, so
+	// the run after it measures the steady state, not the window filling.
+	retain, trim, segment := 15*time.Second, 5*time.Second, "65536"
 	c.logEvery = 15 * time.Second
 	if c.duration >= 10*time.Minute {
+		retain, trim, segment = 5*time.Minute, time.Minute, "1048576"
 		c.logEvery = time.Minute
 	}
+	c.args = append([]string{"--embedded-retain=" + retain.String(), "--embedded-trim-interval=" + trim.String(),
+		"--embedded-segment-bytes=" + segment}, strings.Fields(os.Getenv("PUSHLOG_SOAK_ARGS"))...)
+	c.warmup = max(c.duration/3, retain+3*trim+10*time.Second)
 	return c
 }
 
