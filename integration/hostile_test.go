@@ -403,9 +403,11 @@ func hostileExpiry(t *testing.T, m hostileMode) {
 	if cc := res.Header.Get("Cache-Control"); cc != "max-age=86400" {
 		t.Errorf("410 Cache-Control %q, want max-age=86400", cc)
 	}
-	// Last-seen times are kept in whole minutes and scanned once a
-	// minute, so the reset comes within a minute either side of the
-	// expiry; no finer check is meaningful at its one-minute minimum.
+	// "A UAID without a connection this long is reset": never sooner
+	// (the scan may come up to a minute later).
+	if elapsed := time.Since(began); elapsed < expiry {
+		t.Errorf("the UAID was reset %s after it left, sooner than --uaid-expiry %s", elapsed.Round(time.Second), expiry)
+	}
 	ua := uaDial(ctx, t, s.WSURL, uaid)
 	if ua.UAID == uaid {
 		t.Errorf("hello with the expired UAID %s kept it", uaid)
