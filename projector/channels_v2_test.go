@@ -1,0 +1,203 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// startProjectorWith runs a projector with cfg's extra settings.
+func (k *channelTestKafka) startProjectorWith(t *testing.T, cfg ChannelProjectorConfig) *ChannelProjector {
+	t.Helper()
+	cfg.ClientOpts, cfg.Logger = k.opts(), channelTestLogger()
+	p, err := NewChannelProjector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return p
+}
+
+// TestChannelBytesPerRegister measures what one register writes to the
+// channels topic as a UAID's channel count grows: constant in format 2,
+// where format 1 rewrote the whole list (issue 10 finding 1).
+func TestChannelBytesPerRegister(t *testing.T) {
+	k := channelTestCluster(t)
+	uaid := schema.NewUAID()
+	const n = 300
+	var evs []*pb.Event
+	var legacy []int // format-1 snapshot size after each register
+	st := &pb.ChannelState{}
+	for i := range n {
+		ev := channelTestReg(uaid, channelTestChannelID())
+		evs = append(evs, ev)
+		schema.ApplyRegistration(st, ev, int64(i))
+		snap := channelTestSnapshot(uaid, st)
+		legacy = append(legacy, proto.Size(snap)+len(uaid))
+	}
+	k.produce(t, evs...)
+	p := k.startProjectorWith(t, ChannelProjectorConfig{Group: "g-bytes"})
+	k.waitCommitted(t, "g-bytes")
+
+	var sizes []int
+	for _, r := range k.readRaw(t, schema.TopicChannels) {
+		sizes = append(sizes, len(r.Key)+len(r.Value))
+	}
+	if len(sizes) != n {
+		t.Fatalf("%d records for %d registers", len(sizes), n)
+	}
+	lo, hi := sizes[0], sizes[0]
+	for _, s := range sizes {
+		lo, hi = min(lo, s), max(hi, s)
+	}
+	if hi-lo > 2 { // varints of the offsets may grow by a byte or two
+		t.Errorf("bytes per register vary from %d to %d: not O(1)", lo, hi)
+	}
+	if got := p.extra.bytes.Load(); got != int64(sumInts(sizes)) {
+		t.Errorf("written_bytes_total %d, records hold %d", got, sumInts(sizes))
+	}
+	t.Logf("bytes written per register: format 2 %d-%d (constant; %d in all for %d registers); format 1 wrote %d at 1 channel, %d at 100, %d at %d (%d in all)",
+		lo, hi, sumInts(sizes), n, legacy[0], legacy[99], legacy[n-1], n, sumInts(legacy))
+}
+
+func sumInts(v []int) int {
+	s := 0
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+// Format-1 snapshots (an existing data directory) are migrated: their
+// registered channels and a UAID record are written in format 2; an
+// oversized one (the flood of issue 10 finding 1) is quarantined, counted
+// and logged, and the projector keeps serving everyone else.
+func TestChannelProjectorMigration(t *testing.T) {
+	k := channelTestCluster(t)
+	plain, reset, flood := schema.NewUAID(), schema.NewUAID(), schema.NewUAID()
+	a, b, c := channelTestChannelID(), channelTestChannelID(), channelTestChannelID()
+	huge := &pb.ChannelState{}
+	for range MaxMigratedChannels + 1 {
+		huge.Channels = append(huge.Channels, &pb.Channel{ChannelId: channelTestChannelID(), Unregistered: true})
+	}
+	k.produce(t,
+		channelTestSnapshot(plain, &pb.ChannelState{Channels: []*pb.Channel{{ChannelId: a}, {ChannelId: b, Unregistered: true}}}),
+		channelTestSnapshot(reset, &pb.ChannelState{Channels: []*pb.Channel{{ChannelId: a, Unregistered: true}}, UaidReset: true, ResetMs: 5}),
+		channelTestSnapshot(flood, huge),
+	)
+	// New registrations of every UAID after the upgrade, in every partition
+	// a snapshot lives in (so each one is loaded).
+	k.produce(t, channelTestReg(plain, c), channelTestReg(flood, c), channelTestReg(reset, b))
+	p := k.startProjectorWith(t, ChannelProjectorConfig{Group: "g-migrate"})
+	k.waitCommitted(t, "g-migrate")
+
+	if got := p.extra.quarantined.Load(); got != 1 {
+		t.Errorf("quarantined %d, want 1 (the oversized snapshot)", got)
+	}
+	if got := p.extra.migrated.Load(); got != 2 {
+		t.Errorf("migrated %d UAIDs, want 2", got)
+	}
+	// The format-2 records alone (format-1 snapshots removed, as
+	// compaction does once the UAID record supersedes them).
+	v2 := map[string]*pb.ChannelState{}
+	for _, r := range k.readRaw(t, schema.TopicChannels) {
+		f, err := schema.DecodeChannels(r)
+		if err != nil || f.Snapshot != nil {
+			continue
+		}
+		schema.FoldChannelsFact(v2, f)
+	}
+	for _, tc := range []struct {
+		name, uaid     string
+		active, gone   []string
+		reset, unknown bool
+	}{
+		{name: "plain", uaid: plain, active: []string{a, c}},
+		{name: "reset, revived", uaid: reset, active: []string{b}},
+		{name: "flood: rebuilt from the log", uaid: flood, active: []string{c}},
+	} {
+		st := v2[tc.uaid]
+		if st == nil {
+			t.Errorf("%s: no format-2 records", tc.name)
+			continue
+		}
+		for _, ch := range tc.active {
+			if !schema.ChannelActive(st, ch) {
+				t.Errorf("%s: %s not active in %v", tc.name, ch, st)
+			}
+		}
+		if st.GetUaidReset() != tc.reset {
+			t.Errorf("%s: reset %v", tc.name, st.GetUaidReset())
+		}
+	}
+	if st := v2[plain]; len(st.GetChannels()) != 2 {
+		t.Errorf("plain: %d channels migrated, want the 2 registered ones: %v", len(st.GetChannels()), st)
+	}
+}
+
+// A reset UAID's record leaves the channels topic (a tombstone) after the
+// UAID expiry; live UAIDs are untouched.
+func TestChannelProjectorExpiresResetUAIDs(t *testing.T) {
+	k := channelTestCluster(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	gone, live := schema.NewUAID(), schema.NewUAID()
+	k.produce(t, channelTestReg(gone, channelTestChannelID()), channelTestReset(gone), channelTestReg(live, channelTestChannelID()))
+	p := k.startProjectorWith(t, ChannelProjectorConfig{Group: "g-expiry", UAIDExpiry: time.Hour, Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	k.waitCommitted(t, "g-expiry")
+	now.Add((2 * time.Hour).Milliseconds())
+	channelTestEventually(t, "reset UAID tombstoned", func() bool { return p.extra.expired.Load() == 1 })
+	var tombs []string
+	states := map[string]*pb.ChannelState{}
+	for _, r := range k.readRaw(t, schema.TopicChannels) {
+		f, err := schema.DecodeChannels(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind == schema.ChannelsUAID && f.Deleted {
+			tombs = append(tombs, string(r.Key))
+		}
+		schema.FoldChannelsFact(states, f)
+	}
+	if len(tombs) != 1 || tombs[0] != gone {
+		t.Fatalf("UAID tombstones %v, want [%s]", tombs, gone)
+	}
+	if states[gone] != nil || states[live] == nil {
+		t.Fatalf("after expiry: gone %v, live %v", states[gone], states[live])
+	}
+}
+
+func TestChannelPoison(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{kerr.MessageTooLarge, true},
+		{fmt.Errorf("produce: %w", kerr.RecordListTooLarge), true},
+		{kerr.InvalidRecord, true},
+		{kerr.NotLeaderForPartition, false},
+		{kgo.ErrRecordTimeout, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := channelPoison(tc.err); got != tc.want {
+			t.Errorf("channelPoison(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
