@@ -201,3 +201,36 @@ func TestChannelPoison(t *testing.T) {
 		}
 	}
 }
+
+// The floods of issue 10 finding 1 on one UAID (thousands of registers and
+// of unregisters of channels never registered) project into small records:
+// the unregisters write nothing, nothing approaches Kafka's record limit,
+// and the projector commits everything without stopping.
+func TestChannelProjectorFlood(t *testing.T) {
+	k := channelTestCluster(t)
+	uaid, other := schema.NewUAID(), schema.NewUAID()
+	const regs, unknown = 3000, 5000
+	var evs []*pb.Event
+	for range unknown {
+		evs = append(evs, channelTestUnreg(uaid, channelTestChannelID()))
+	}
+	for range regs {
+		evs = append(evs, channelTestReg(uaid, channelTestChannelID()))
+	}
+	evs = append(evs, channelTestReg(other, channelTestChannelID()))
+	k.produce(t, evs...)
+	p := k.startProjectorWith(t, ChannelProjectorConfig{Group: "g-flood"})
+	k.waitCommitted(t, "g-flood")
+	recs := k.readRaw(t, schema.TopicChannels)
+	if len(recs) != regs+1 {
+		t.Fatalf("%d records, want %d (one per register, none per unknown unregister)", len(recs), regs+1)
+	}
+	for _, r := range recs {
+		if len(r.Value) > 1024 {
+			t.Fatalf("a %d-byte record", len(r.Value))
+		}
+	}
+	if q := p.extra.quarantined.Load(); q != 0 {
+		t.Fatalf("quarantined %d", q)
+	}
+}
