@@ -3,9 +3,10 @@
 #
 #   deploy/test.sh
 #
-# Starts real Kafka (deploy/kafka/kafka.sh) and real ClickHouse
-# (deploy/clickhouse/clickhouse.sh) with fresh data, exports KAFKA_BROKERS
-# and CLICKHOUSE_ADDR, then runs gofmt, go vet, staticcheck, go build,
+# Starts real Kafka (deploy/kafka/kafka.sh), a 3-broker Kafka cluster for the
+# failover test (deploy/kafka/cluster.sh) and real ClickHouse
+# (deploy/clickhouse/clickhouse.sh) with fresh data, exports KAFKA_BROKERS,
+# KAFKA_CLUSTER_BROKERS and CLICKHOUSE_ADDR, then runs gofmt, go vet, staticcheck, go build,
 # go test -count=1 ./... (integration tests included) and a short fuzz pass
 # over every FuzzXxx in the tree. The servers are stopped on exit, whatever
 # happened. Exits non-zero when anything failed; the summary at the end says
@@ -18,9 +19,10 @@
 #                                them running afterwards (local iteration)
 #   PUSHLOG_TEST_TIMEOUT         go test -timeout (default 10m)
 #   PUSHLOG_TEST_DIR             servers' state and test logs (default <repo>/.cache/test)
-#   KAFKA_PORT, KAFKA_CONTROLLER_PORT, CLICKHOUSE_PORT, CLICKHOUSE_HTTP_PORT
-#                                the test servers' ports (default: the first free
-#                                block from 29092, 29093, 29000, 28123 on)
+#   KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_CLUSTER_PORT, CLICKHOUSE_PORT,
+#   CLICKHOUSE_HTTP_PORT         the test servers' ports (default: the first free
+#                                block from 29092, 29093, 39092, 29000, 28123 on;
+#                                the cluster uses KAFKA_CLUSTER_PORT+0..2 and +10..12)
 set -uo pipefail # no -e: every step runs and the summary reports each one
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,9 +40,11 @@ export PUSHLOG_TEST_DIR="${PUSHLOG_TEST_DIR:-$repo/.cache/test}"
 # The test servers keep their state apart from ones started by hand.
 export CLICKHOUSE_STATE_DIR="${CLICKHOUSE_STATE_DIR:-$PUSHLOG_TEST_DIR/clickhouse}"
 export KAFKA_STATE_DIR="${KAFKA_STATE_DIR:-$PUSHLOG_TEST_DIR/kafka}"
+export KAFKA_CLUSTER_STATE_DIR="${KAFKA_CLUSTER_STATE_DIR:-$PUSHLOG_TEST_DIR/kafka-cluster}"
 mkdir -p "$PUSHLOG_TEST_DIR"
 
 kafka_sh="deploy/kafka/kafka.sh"
+cluster_sh="deploy/kafka/cluster.sh"
 clickhouse_sh="deploy/clickhouse/clickhouse.sh"
 
 results=()
@@ -81,11 +85,12 @@ stop_services() {
 	services_stopped=1
 	if [[ -n "$keep" ]]; then
 		banner "leaving Kafka and ClickHouse running (PUSHLOG_TEST_KEEP_SERVICES=1)"
-		echo "stop them with: KAFKA_STATE_DIR=$KAFKA_STATE_DIR $kafka_sh stop; CLICKHOUSE_STATE_DIR=$CLICKHOUSE_STATE_DIR $clickhouse_sh stop"
+		echo "stop them with: KAFKA_STATE_DIR=$KAFKA_STATE_DIR $kafka_sh stop; CLICKHOUSE_STATE_DIR=$CLICKHOUSE_STATE_DIR $clickhouse_sh stop; KAFKA_CLUSTER_STATE_DIR=$KAFKA_CLUSTER_STATE_DIR $cluster_sh stop"
 		return 0
 	fi
 	banner "stopping Kafka and ClickHouse"
 	if [[ -f "$kafka_sh" ]]; then bash "$kafka_sh" stop; fi
+	if [[ -f "$cluster_sh" ]]; then bash "$cluster_sh" stop; fi
 	if [[ -f "$clickhouse_sh" ]]; then bash "$clickhouse_sh" stop; fi
 	return 0
 }
@@ -144,6 +149,7 @@ service() {
 fresh_state() {
 	banner "fresh state for the test servers"
 	if [[ -f "$kafka_sh" ]]; then bash "$kafka_sh" reset; fi
+	if [[ -f "$cluster_sh" ]]; then bash "$cluster_sh" reset; fi
 	if [[ -f "$clickhouse_sh" ]] && bash "$clickhouse_sh" stop; then
 		rm -rf "$CLICKHOUSE_STATE_DIR"
 	fi
@@ -158,7 +164,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # hand (19xxx) or by another developer on the same machine.
 choose_ports() {
 	local saved="$PUSHLOG_TEST_DIR/ports.env" line var off ok
-	local -A base=([KAFKA_PORT]=29092 [KAFKA_CONTROLLER_PORT]=29093 [CLICKHOUSE_PORT]=29000 [CLICKHOUSE_HTTP_PORT]=28123)
+	local -A base=([KAFKA_PORT]=29092 [KAFKA_CONTROLLER_PORT]=29093 [KAFKA_CLUSTER_PORT]=39092 [CLICKHOUSE_PORT]=29000 [CLICKHOUSE_HTTP_PORT]=28123)
 	if [[ -n "$keep" && -f "$saved" ]]; then
 		while IFS= read -r line; do
 			if [[ "$line" =~ ^([A-Z_]+)=([0-9]+)$ && -n "${base[${BASH_REMATCH[1]}]:-}" && -z "${!BASH_REMATCH[1]:-}" ]]; then
@@ -182,7 +188,7 @@ choose_ports() {
 		fi
 	done
 	: >"$saved"
-	for var in KAFKA_PORT KAFKA_CONTROLLER_PORT CLICKHOUSE_PORT CLICKHOUSE_HTTP_PORT; do
+	for var in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_CLUSTER_PORT CLICKHOUSE_PORT CLICKHOUSE_HTTP_PORT; do
 		echo "$var=${!var}" >>"$saved"
 	done
 	echo "test server ports: $(tr '\n' ' ' <"$saved")"
@@ -338,6 +344,9 @@ if [[ -z "$keep" ]]; then
 fi
 choose_ports
 service Kafka "$kafka_sh" KAFKA_BROKERS
+# Three more JVMs for TestKafkaClusterFailover (replication 3,
+# min.insync.replicas=2, kill -9 of a leader, two brokers down).
+service "Kafka cluster (3 brokers)" "$cluster_sh" KAFKA_CLUSTER_BROKERS
 service ClickHouse "$clickhouse_sh" CLICKHOUSE_ADDR
 
 # Real clients for the end-to-end tests: Debian's Firefox ESR, npm web-push,

@@ -64,6 +64,10 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		kgo.ProducerLinger(0),                             // a push waits for its own append: no batching delay
 		kgo.ProducerBatchCompression(kgo.NoCompression()), // bodies are encrypted: incompressible
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		// After a broker dies, the producer learns the new leaders from
+		// metadata; kgo's default throttles refreshes to one per 5 s, which
+		// would add up to 5 s to every leadership move.
+		kgo.MetadataMinAge(250*time.Millisecond),
 		kgo.DisableClientMetrics(),
 	)...)
 	if err != nil {
