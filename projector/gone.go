@@ -101,8 +101,9 @@ type goneRecent struct {
 }
 
 // goneRecentFor is how long recent registrations are remembered: far
-// longer than the projector's lag behind the registrations log.
-const goneRecentFor = 10 // minutes
+// longer than the projector's usual lag behind the registrations log, short
+// enough to stay small under a registration flood.
+const goneRecentFor = 3 // minutes
 
 func goneKeyOf(uaid, ch [16]byte) goneKey {
 	var k goneKey
@@ -577,8 +578,10 @@ func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 	nowMin := goneMinutes(g.now())
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
-		sh.recent[goneKeyOf(uaid, [16]byte{})] = goneRecent{off: offset, atMin: nowMin}
 		if e.reset {
+			// A revival: a UAID record of the reset, written before it
+			// and read after it, must not reset it again.
+			sh.recent[goneKeyOf(uaid, [16]byte{})] = goneRecent{off: offset, atMin: nowMin}
 			e.reset = false
 			e.revived = true
 		}
