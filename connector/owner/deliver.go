@@ -149,6 +149,7 @@ func (ps *partState) detach(id [16]byte, s link.Session) {
 		return // cluster.go: a session made from presence detaches only itself
 	}
 	u.session = nil
+	ps.seenNow(id) // the connection ended now: idle from here
 	ps.forgetIfIdle(u)
 }
 

@@ -502,12 +502,13 @@ func (ps *partState) foldPresence(rec *kgo.Record) {
 		c := b.Connected
 		u := ps.user(id)
 		u.presence = &presence{node: c.GetNode(), linkAddr: c.GetLinkAddr(), connID: c.GetConnId(), sinceMs: c.GetSinceMs()}
-		ps.seenNow(id)
+		ps.seenAt(id, ev.GetTimeMs())
 		ps.followPresence(u) // cluster.go: deliver to a connection on another node
 	case *pb.Event_Disconnected:
 		if u := ps.uaids[id]; u != nil && u.presence != nil && u.presence.connID == b.Disconnected.GetConnId() {
 			u.presence = nil
 			ps.unfollowPresence(u, b.Disconnected.GetConnId()) // cluster.go
+			ps.seenAt(id, ev.GetTimeMs())
 			ps.forgetIfIdle(u)
 		}
 	default:

@@ -103,6 +103,10 @@ func (r uaidRec) encode() string {
 
 func minutesOf(ms int64) uint32 { return uint32(min(max(ms/60000, 0), 1<<32-1)) }
 
+// seenMinutes rounds a time a UAID was seen up to the minute, so an
+// expiry checked against whole minutes never comes early.
+func seenMinutes(ms int64) uint32 { return minutesOf(ms + 59999) }
+
 func (r *uaidRec) reset() bool { return r.flags&rReset != 0 }
 
 func (r *uaidRec) count() int  { return len(r.chans) / 16 }
@@ -256,7 +260,7 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 	switch ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
 		changed = r.register(ch)
-		m := minutesOf(ev.GetTimeMs())
+		m := seenMinutes(ev.GetTimeMs())
 		r.touch(m)
 		r.persisted = max(r.persisted, m) // the channel record carries the time
 	case *pb.Event_ChannelUnregistered:
@@ -340,7 +344,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 			changed = r.markGone(f.Channel)
 		default:
 			changed = r.register(f.Channel)
-			m := minutesOf(f.Entry.GetChangedMs())
+			m := seenMinutes(f.Entry.GetChangedMs())
 			r.touch(m)
 			r.persisted = max(r.persisted, m)
 		}
@@ -371,22 +375,31 @@ func recFromSnapshot(st *pb.ChannelState, old uaidRec) uaidRec {
 		latest = max(latest, c.GetChangedMs())
 	}
 	r.rebuild(active, gone)
-	r.touch(minutesOf(latest))
-	r.persisted = max(r.persisted, minutesOf(latest))
+	r.touch(seenMinutes(latest))
+	r.persisted = max(r.persisted, seenMinutes(latest))
 	if st.GetUaidReset() {
 		r.resetAt(minutesOf(st.GetResetMs()))
 	}
 	return r
 }
 
-// seenNow records that id is connected now (presence or an attach) and
-// makes it durable at most once a day.
-func (ps *partState) seenNow(id [16]byte) {
+// seenNow records that id is (or was until now) connected: an attach or a
+// detach.
+func (ps *partState) seenNow(id [16]byte) { ps.seenAt(id, ps.env.now().UnixMilli()) }
+
+// seenAt records that id was connected at ms (presence events carry their
+// time, so replaying old ones never makes a UAID look recent), and makes
+// it durable at most once a day.
+func (ps *partState) seenAt(id [16]byte, ms int64) {
 	r, ok := ps.recs.get(id)
 	if !ok || r.reset() {
 		return
 	}
-	r.touch(minutesOf(ps.env.now().UnixMilli()))
+	m := seenMinutes(min(ms, ps.env.now().UnixMilli()))
+	if m <= r.seen {
+		return
+	}
+	r.touch(m)
 	if ps.ready && r.seen >= r.persisted+seenPersistMinutes {
 		ps.persistSeen(id, &r)
 	}
@@ -429,8 +442,11 @@ func (ps *partState) expireIdle(now time.Time) {
 	for id, enc := range ps.recs {
 		r := decodeRec(enc)
 		u := ps.uaids[id]
-		if u != nil && (u.session != nil || u.presence != nil) {
-			continue // connected: not idle
+		if u != nil && u.session != nil {
+			// Connected (here, or elsewhere through a presence session).
+			// Presence alone does not count: a node that died leaves
+			// its Connected records behind.
+			continue
 		}
 		switch {
 		case r.reset():
