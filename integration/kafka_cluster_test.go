@@ -105,8 +105,8 @@ func TestKafkaClusterFailover(t *testing.T) {
 			affected[p] = true
 		}
 	}
-	killAt := time.Now()
 	kcScript(t, "kill", fmt.Sprint(victim))
+	killAt := time.Now() // the script returns once the process is gone
 	phase("killed broker %d (-9), leader of partitions %v (busiest: %d)", victim, kcKeys(affected), busy)
 	recovered := kcWaitRecovered(ctx, t, adm, names.Messages, victim)
 	phase("Kafka recovered %s after the kill: new leaders elected, broker %d out of every ISR",
@@ -533,14 +533,15 @@ func (l *kcLedger) violation(s string) {
 	l.errs = append(l.errs, s)
 }
 
-// firstCreated waits until a push to one of parts, started after from, is
-// answered 201; it returns when that answer came.
+// firstCreated waits until a push to one of parts, sent after from, is
+// answered 201; it returns when that answer came. (A push sent before a
+// broker died may be answered 201 just after: that is not a recovery.)
 func (l *kcLedger) firstCreated(parts map[int32]bool, from, until time.Time) (time.Time, bool) {
 	for time.Now().Before(until) {
 		l.mu.Lock()
 		var first time.Time
 		for _, a := range l.answers {
-			if a.status == http.StatusCreated && parts[a.part] && a.end.After(from) && (first.IsZero() || a.end.Before(first)) {
+			if a.status == http.StatusCreated && parts[a.part] && a.start.After(from) && (first.IsZero() || a.end.Before(first)) {
 				first = a.end
 			}
 		}
