@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,10 +40,14 @@ import (
 // disk grow until the window is full, then stay flat. So the soak runs
 // with a window shorter than its warm-up: 15 s with 64 KB segments and a
 // 5 s trim interval in the short run, 5 minutes (1 MB segments, 1 minute
-// trims) in runs of 10 minutes or more. Settings (environment):
+// trims) in runs of 10 minutes or more; the pushes' TTL, which bounds how
+// long ingest remembers a push for retries, is 30 s and 300 s. Settings
+// (environment):
 // PUSHLOG_SOAK_DURATION (default 90s), PUSHLOG_SOAK_RATE (pushes/s, default
 // 200), PUSHLOG_SOAK_UAS (user agents, default 40), PUSHLOG_SOAK_ARGS
-// (extra serve flags, space-separated, after the soak's own), and the
+// (extra serve flags, space-separated, after the soak's own),
+// PUSHLOG_SOAK_PROFILE_DIR (saves the server's heap profile at the end of
+// the warm-up and of the run), and the
 // bounds in MB/min at the default rate (scaled with the rate):
 // PUSHLOG_SOAK_MAX_RSS_SLOPE (1.5), PUSHLOG_SOAK_MAX_HEAP_SLOPE (1.0),
 // PUSHLOG_SOAK_MAX_DISK_SLOPE (2.0). The defect the bounds catch grew
@@ -74,8 +79,8 @@ type soakConfig struct {
 
 func soakConfigFromEnv(t *testing.T) soakConfig {
 	t.Helper()
-	c := soakConfig{duration: 90 * time.Second, rate: 200, uas: 40, ttl: 300,
-		maxRSSSlope: 1.5, maxHeapSlope: 1.0, maxDiskSlope: 2.0, sampleEvery: 5 * time.Second}
+	c := soakConfig{duration: 90 * time.Second, rate: 200, uas: 40,
+		maxRSSSlope: 1.5, maxHeapSlope: 1.0, maxDiskSlope: 2.0, sampleEvery: 3 * time.Second}
 	if v := os.Getenv("PUSHLOG_SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 30*time.Second {
@@ -110,17 +115,18 @@ func soakConfigFromEnv(t *testing.T) soakConfig {
 	c.maxRSSSlope *= scale
 	c.maxHeapSlope *= scale
 	c.maxDiskSlope *= scale
-	// The replay window and trim cadence are shorter than the warm-up, so
-	// the run after it measures the steady state, not the window filling.
+	// The replay window, the trim cadence and the pushes' TTL (ingest's
+	// retry index keeps a push for its TTL) are shorter than the warm-up,
+	// so the run after it measures the steady state, not windows filling.
 	retain, trim, segment := 15*time.Second, 5*time.Second, "65536"
-	c.logEvery = 15 * time.Second
+	c.ttl, c.logEvery = 30, 15*time.Second
 	if c.duration >= 10*time.Minute {
 		retain, trim, segment = 5*time.Minute, time.Minute, "1048576"
-		c.logEvery = time.Minute
+		c.ttl, c.logEvery = 300, time.Minute
 	}
 	c.args = append([]string{"--embedded-retain=" + retain.String(), "--embedded-trim-interval=" + trim.String(),
 		"--embedded-segment-bytes=" + segment}, strings.Fields(os.Getenv("PUSHLOG_SOAK_ARGS"))...)
-	c.warmup = max(c.duration/3, retain+3*trim+10*time.Second)
+	c.warmup = max(c.duration/3, retain+3*trim+10*time.Second, time.Duration(c.ttl+10)*time.Second)
 	return c
 }
 
@@ -190,7 +196,7 @@ func (so *soak) setUp(ctx context.Context) {
 type soakSample struct {
 	at                 time.Duration
 	rss, heap, disk    int64
-	goroutines         int
+	goroutines, fds    int
 	created, delivered int
 }
 
@@ -221,11 +227,12 @@ func (so *soak) run(ctx context.Context, debug string) []soakSample {
 	var samples []soakSample
 	tick := time.NewTicker(so.cfg.sampleEvery)
 	defer tick.Stop()
-	lastLog := time.Duration(-1)
+	lastLog, profiled := time.Duration(-1), false
 	for {
 		select {
 		case <-runCtx.Done():
 			wg.Wait()
+			so.saveHeapProfile(ctx, debug, "heap-end.pb.gz")
 			return samples
 		case <-tick.C:
 		}
@@ -234,12 +241,56 @@ func (so *soak) run(ctx context.Context, debug string) []soakSample {
 		}
 		smp := so.sample(ctx, debug, time.Since(began))
 		samples = append(samples, smp)
+		if !profiled && smp.at >= so.cfg.warmup {
+			profiled = true
+			so.saveHeapProfile(ctx, debug, "heap-warm.pb.gz")
+		}
 		if lastLog < 0 || smp.at-lastLog >= so.cfg.logEvery {
 			lastLog = smp.at
-			so.t.Logf("soak %6s: rss %6.1f MB, heap %6.1f MB, goroutines %4d, data dir %7.1f MB, 201s %7d, delivered %7d",
-				smp.at.Round(time.Second), mb(smp.rss), mb(smp.heap), smp.goroutines, mb(smp.disk), smp.created, smp.delivered)
+			so.t.Logf("soak %6s: rss %6.1f MB, heap %6.1f MB, goroutines %4d, fds %4d, data dir %7.1f MB, 201s %7d, delivered %7d; log bytes by topic %s",
+				smp.at.Round(time.Second), mb(smp.rss), mb(smp.heap), smp.goroutines, smp.fds, mb(smp.disk), smp.created, smp.delivered, so.topicSizes(ctx))
 		}
 	}
+}
+
+// topicSizes renders the broker's log size of each topic, in KB.
+func (so *soak) topicSizes(ctx context.Context) string {
+	names := so.s.names(so.t)
+	var parts []string
+	for _, topic := range names.All() {
+		parts = append(parts, fmt.Sprintf("%s=%dK", strings.TrimPrefix(topic, names.Namespace+"."), topicBytes(ctx, so.t, so.s, topic)>>10))
+	}
+	return strings.Join(parts, " ")
+}
+
+// saveHeapProfile writes the server's heap profile into
+// PUSHLOG_SOAK_PROFILE_DIR (when set), for
+// `go tool pprof -diff_base heap-warm.pb.gz heap-end.pb.gz`.
+func (so *soak) saveHeapProfile(ctx context.Context, debug, name string) {
+	dir := os.Getenv("PUSHLOG_SOAK_PROFILE_DIR")
+	if dir == "" {
+		return
+	}
+	liveHeap(ctx, so.t, debug) // a GC first
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+debug+"/debug/pprof/heap", nil)
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		so.t.Errorf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	if err != nil {
+		so.t.Errorf("heap profile: %v", err)
+		return
+	}
+	so.t.Logf("heap profile saved: %s", filepath.Join(dir, name))
 }
 
 func (so *soak) sample(ctx context.Context, debug string, at time.Duration) soakSample {
@@ -251,7 +302,11 @@ func (so *soak) sample(ctx context.Context, debug string, at time.Duration) soak
 	so.mu.Lock()
 	created, delivered := len(so.created), len(so.received)
 	so.mu.Unlock()
-	return soakSample{at: at, rss: rss, heap: st.HeapAlloc, goroutines: st.Goroutines,
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", so.s.pid()))
+	if err != nil {
+		so.t.Fatalf("read server fds: %v", err)
+	}
+	return soakSample{at: at, rss: rss, heap: st.HeapAlloc, goroutines: st.Goroutines, fds: len(fds),
 		disk: dirSize(so.t, so.s.opts.DataDir), created: created, delivered: delivered}
 }
 
@@ -509,6 +564,19 @@ func (so *soak) report(samples []soakSample) {
 	}
 	if disk > so.cfg.maxDiskSlope {
 		t.Errorf("data directory grows %.2f MB/min after warm-up, bound %.2f", disk, so.cfg.maxDiskSlope)
+	}
+	// The same user agents churn all along: goroutines and open files
+	// stay where they were after the warm-up (slack for the sockets that
+	// happen to be open at a sample).
+	peakG, peakF := 0, 0
+	for _, s := range after {
+		peakG, peakF = max(peakG, s.goroutines), max(peakF, s.fds)
+	}
+	if limit := first.goroutines + 3*so.cfg.uas + 20; peakG > limit {
+		t.Errorf("goroutines rose from %d to %d after warm-up: a leak", first.goroutines, peakG)
+	}
+	if limit := first.fds + so.cfg.uas + 20; peakF > limit {
+		t.Errorf("open files rose from %d to %d after warm-up: a leak", first.fds, peakF)
 	}
 }
 
