@@ -74,12 +74,18 @@ type GoneSet struct {
 	started   atomic.Bool
 	lastSweep atomic.Uint32
 	aged      atomic.Int64 // entries removed by age, for the metric
+	capped    atomic.Int64 // channel facts forgotten past goneMaxChannels
 	ready     chan struct{}
 	done      chan struct{}
 	runErr    error // written before done is closed
 }
 
 const goneShardCount = 64
+
+// goneMaxChannels bounds the unregistered channels remembered per UAID
+// (a real profile has far fewer; the connector allows --max-channels
+// registered at once).
+const goneMaxChannels = 1024
 
 type goneShard struct {
 	mu    sync.RWMutex
@@ -176,7 +182,11 @@ func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
 		Name: metrics.Name("ingest", "gone_aged_total"),
 		Help: "UAIDs whose gone facts aged out of ingest's gone set (unchanged for the UAID expiry).",
 	}, func() float64 { return float64(g.aged.Load()) })
-	if err := metrics.Register(cfg.Metrics, append(g.collectors(), aged)...); err != nil {
+	capped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: metrics.Name("ingest", "gone_capped_total"),
+		Help: "Unregistered channels forgotten by ingest's gone set past its per-UAID bound (they then get 201, the owner drops what it knows is gone).",
+	}, func() float64 { return float64(g.capped.Load()) })
+	if err := metrics.Register(cfg.Metrics, append(g.collectors(), aged, capped)...); err != nil {
 		return nil, fmt.Errorf("gone set: %w", err)
 	}
 	return g, nil
@@ -497,6 +507,16 @@ func (g *GoneSet) applyChannelFact(f schema.ChannelsFact, bootstrap bool) {
 	switch {
 	case f.Deleted && !found:
 		e.chans = slices.Insert(slices.Clone(e.chans), i, f.Channel)
+		if len(e.chans) > goneMaxChannels {
+			// A register/unregister loop must not grow the set without
+			// bound: forget one (it then answers "not gone", the safe side).
+			j := int(f.Channel[0]) % len(e.chans)
+			if j == i {
+				j = (j + 1) % len(e.chans)
+			}
+			e.chans = slices.Delete(e.chans, j, j+1)
+			g.capped.Add(1)
+		}
 	case !f.Deleted && found:
 		e.chans = slices.Delete(slices.Clone(e.chans), i, i+1)
 	default:
@@ -556,6 +576,12 @@ func (g *GoneSet) applySnapshot(uaid [16]byte, st *pb.ChannelState, bootstrap bo
 			continue
 		}
 		e.chans = append(e.chans, id)
+	}
+	if n := len(e.chans); n > goneMaxChannels {
+		// A format-1 snapshot of a flooded UAID (issue 10): keep the
+		// newest (snapshots list channels oldest first).
+		e.chans = e.chans[n-goneMaxChannels:]
+		g.capped.Add(int64(n - goneMaxChannels))
 	}
 	slices.SortFunc(e.chans, goneCompare)
 	e.chans = slices.Clip(slices.CompactFunc(e.chans, func(a, b [16]byte) bool { return a == b }))

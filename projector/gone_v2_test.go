@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
 )
 
 // Gone facts age out after the expiry (bounded memory; an expired UAID's
@@ -47,5 +48,31 @@ func TestGoneSetAging(t *testing.T) {
 	}
 	if g.Len() != 1 || g.aged.Load() != 1 {
 		t.Errorf("Len = %d, aged %d; want 1, 1", g.Len(), g.aged.Load())
+	}
+}
+
+// The unregistered channels kept per UAID are bounded (a register /
+// unregister loop, or a flooded format-1 snapshot).
+func TestGoneSetChannelsBounded(t *testing.T) {
+	g := goneTestSet(t)
+	uaid := schema.NewUAID()
+	for i := range goneMaxChannels + 50 {
+		ch := channelTestChannelID()
+		g.goneTestApply(t, uaid, goneTestReg(uaid, ch, int64(2*i)))
+		g.goneTestApply(t, uaid, goneTestUnreg(uaid, ch, int64(2*i+1)))
+	}
+	if g.Len() != goneMaxChannels || g.capped.Load() != 50 {
+		t.Fatalf("Len %d, capped %d; want %d, 50", g.Len(), g.capped.Load(), goneMaxChannels)
+	}
+	snap := &pb.ChannelState{RegistrationsOffset: 1}
+	var last string
+	for range goneMaxChannels + 10 {
+		last = channelTestChannelID()
+		snap.Channels = append(snap.Channels, &pb.Channel{ChannelId: last, Unregistered: true})
+	}
+	other := schema.NewUAID()
+	g.goneTestApply(t, other, goneTestStep{snap: snap, bootstrap: true})
+	if gone, _ := g.Gone(other, last); !gone || g.Len() != 2*goneMaxChannels {
+		t.Fatalf("snapshot: newest gone %v, Len %d", gone, g.Len())
 	}
 }

@@ -28,6 +28,9 @@ func TestMetricsRegistered(t *testing.T) {
 # HELP pushlog_ingest_gone_aged_total UAIDs whose gone facts aged out of ingest's gone set (unchanged for the UAID expiry).
 # TYPE pushlog_ingest_gone_aged_total counter
 pushlog_ingest_gone_aged_total 0
+# HELP pushlog_ingest_gone_capped_total Unregistered channels forgotten by ingest's gone set past its per-UAID bound (they then get 201, the owner drops what it knows is gone).
+# TYPE pushlog_ingest_gone_capped_total counter
+pushlog_ingest_gone_capped_total 0
 # HELP pushlog_ingest_gone_entries UAIDs with gone facts (reset, or unregistered channels) in ingest's gone set.
 # TYPE pushlog_ingest_gone_entries gauge
 pushlog_ingest_gone_entries 0
