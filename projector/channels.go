@@ -2,12 +2,14 @@ package projector
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,12 +104,25 @@ type channelExtraCounters struct {
 
 // channelPartition is the in-memory channel state of one partition.
 type channelPartition struct {
-	p      int32
-	states map[[16]byte]*chanUAID
+	p int32
+	// states holds each UAID's chanUAID encoded as one string (see
+	// encode): a 16-byte map value and one exact-size allocation, as small
+	// as the owner's records, since both live in one process.
+	states map[[16]byte]string
 	// migrate lists UAIDs whose latest UAID-level record is a format-1
 	// snapshot: their format-2 records are written once.
 	migrate map[[16]byte]struct{}
 }
+
+func (part *channelPartition) get(id [16]byte) (chanUAID, bool) {
+	s, ok := part.states[id]
+	if !ok {
+		return chanUAID{}, false
+	}
+	return decodeChanUAID(s), true
+}
+
+func (part *channelPartition) put(id [16]byte, u chanUAID) { part.states[id] = u.encode() }
 
 // chanUAID is what the projector keeps of one UAID: enough to skip
 // replays, to know which channels exist (an unknown unregister writes
@@ -116,32 +131,80 @@ type chanUAID struct {
 	next    int64 // registrations offset after the last event folded
 	resetMs int64
 	reset   bool
-	chans   []chanRef
+	// chans holds the registered channels, chanSlot bytes each: the id
+	// and a one-byte fingerprint of its key hash (0: none), enough to see
+	// that a re-registration changed the key.
+	chans string
 }
 
-// chanRef is a registered channel; key is a hash of its key hash, enough
-// to see that a re-registration changed it.
-type chanRef struct {
-	id  [16]byte
-	key uint64
+const (
+	chanHeader = 17 // next, resetMs, reset
+	chanSlot   = 17
+)
+
+func decodeChanUAID(s string) chanUAID {
+	h := []byte(s[:chanHeader]) // small: does not escape
+	return chanUAID{
+		next:    int64(binary.LittleEndian.Uint64(h[0:8])),
+		resetMs: int64(binary.LittleEndian.Uint64(h[8:16])),
+		reset:   h[16] != 0,
+		chans:   s[chanHeader:],
+	}
 }
+
+func (u chanUAID) encode() string {
+	var h [chanHeader]byte
+	binary.LittleEndian.PutUint64(h[0:8], uint64(u.next))
+	binary.LittleEndian.PutUint64(h[8:16], uint64(u.resetMs))
+	if u.reset {
+		h[16] = 1
+	}
+	var b strings.Builder
+	b.Grow(chanHeader + len(u.chans))
+	b.Write(h[:])
+	b.WriteString(u.chans)
+	return b.String()
+}
+
+func (u *chanUAID) count() int { return len(u.chans) / chanSlot }
+
+func (u *chanUAID) id(i int) (id [16]byte) {
+	copy(id[:], u.chans[chanSlot*i:chanSlot*i+16])
+	return id
+}
+
+func (u *chanUAID) key(i int) byte { return u.chans[chanSlot*i+16] }
 
 func (u *chanUAID) find(id [16]byte) int {
-	for i := range u.chans {
-		if u.chans[i].id == id {
+	want := string(id[:])
+	for i := range u.count() {
+		if u.chans[chanSlot*i:chanSlot*i+16] == want {
 			return i
 		}
 	}
 	return -1
 }
 
-func keyRef(b []byte) uint64 {
+// set adds id or changes its key fingerprint.
+func (u *chanUAID) set(id [16]byte, key byte) {
+	slot := string(id[:]) + string([]byte{key})
+	if i := u.find(id); i >= 0 {
+		u.chans = u.chans[:chanSlot*i] + slot + u.chans[chanSlot*(i+1):]
+		return
+	}
+	u.chans += slot
+}
+
+func (u *chanUAID) remove(i int) { u.chans = u.chans[:chanSlot*i] + u.chans[chanSlot*(i+1):] }
+
+// keyRef is a one-byte fingerprint of a key hash; 0 means none.
+func keyRef(b []byte) byte {
 	if len(b) == 0 {
 		return 0
 	}
-	h := fnv.New64a()
+	h := fnv.New32a()
 	_, _ = h.Write(b)
-	return h.Sum64() | 1 // never 0: 0 means "no key"
+	return byte(1 + h.Sum32()%255)
 }
 
 // NewChannelProjector validates cfg and returns a projector; Run starts it.
@@ -385,8 +448,8 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		return recs
 	}
 	uaid := hex.EncodeToString(id[:])
-	u := part.states[id]
-	if u != nil && r.Offset < u.next {
+	u, known := part.get(id)
+	if known && r.Offset < u.next {
 		return recs // already in the records the state came from
 	}
 	next := r.Offset + 1
@@ -398,7 +461,7 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		}
 		recs = append(recs, rec)
 	}
-	uaidRecord := func(u *chanUAID, reason string) {
+	uaidRecord := func(u chanUAID, reason string) {
 		add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: u.reset, ResetMs: u.resetMs, RegistrationsOffset: next, ResetReason: reason}, part.p, now))
 	}
 	switch b := ev.GetBody().(type) {
@@ -408,22 +471,15 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 			channelLogSkip(p.log, r, err)
 			return recs
 		}
-		if u == nil {
-			u = &chanUAID{}
-			part.states[id] = u
-		}
+		known = true
 		if u.reset {
 			// A registration after a reset revives the UAID.
 			u.reset = false
 			uaidRecord(u, "")
 		}
 		key := keyRef(b.ChannelRegistered.GetKeyHash())
-		if i := u.find(ch); i < 0 || u.chans[i].key != key {
-			if i < 0 {
-				u.chans = append(u.chans, chanRef{id: ch, key: key})
-			} else {
-				u.chans[i].key = key
-			}
+		if i := u.find(ch); i < 0 || u.key(i) != key {
+			u.set(ch, key)
 			add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
 				ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
 				RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
@@ -431,34 +487,32 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		}
 	case *pb.Event_ChannelUnregistered:
 		ch, err := schema.ParseChannelID(b.ChannelUnregistered.GetChannelId())
-		if err != nil || u == nil {
+		if err != nil || !known {
 			return recs // unknown channel: nothing lasting (issue 10)
 		}
 		i := u.find(ch)
 		if i < 0 {
 			return recs
 		}
-		u.chans = slices.Delete(u.chans, i, i+1)
+		u.remove(i)
 		recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, ch, next, ev.GetTimeMs(), part.p))
 	case *pb.Event_UserReset:
-		if u == nil {
-			u = &chanUAID{}
-			part.states[id] = u
-		}
+		known = true
 		if u.reset {
 			break
 		}
-		for _, c := range u.chans {
-			recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, c.id, next, ev.GetTimeMs(), part.p))
+		for i := range u.count() {
+			recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, u.id(i), next, ev.GetTimeMs(), part.p))
 		}
-		u.chans, u.reset, u.resetMs = nil, true, ev.GetTimeMs()
+		u.chans, u.reset, u.resetMs = "", true, ev.GetTimeMs()
 		uaidRecord(u, b.UserReset.GetReason())
 	default:
 		channelLogSkip(p.log, r, fmt.Errorf("%s on the registrations topic", schema.TypeName(ev)))
 		return recs
 	}
-	if u != nil {
+	if known {
 		u.next = next
+		part.put(id, u)
 	}
 	return recs
 }
@@ -478,13 +532,14 @@ func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 	p.mu.Lock()
 	var recs []*kgo.Record
 	for _, part := range p.parts {
-		for id, u := range part.states {
+		for id, enc := range part.states {
+			u := decodeChanUAID(enc)
 			switch {
 			case u.reset && u.resetMs < cutoff:
 				recs = append(recs, p.cfg.Names.UaidTombstone(hex.EncodeToString(id[:]), u.next, part.p))
 				delete(part.states, id)
 				p.extra.expired.Add(1)
-			case !u.reset && len(u.chans) == 0:
+			case !u.reset && u.count() == 0:
 				delete(part.states, id) // nothing to remember
 			}
 		}
@@ -546,13 +601,14 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 	now := p.cfg.Now()
 	var recs []*kgo.Record
 	for id := range part.migrate {
-		u := part.states[id]
-		if u == nil {
+		u, ok := part.get(id)
+		if !ok {
 			continue
 		}
 		uaid := hex.EncodeToString(id[:])
-		for _, c := range u.chans {
-			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c.id[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p, now)
+		for i := range u.count() {
+			c := u.id(i)
+			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p, now)
 			if err == nil {
 				recs = append(recs, rec)
 			}
@@ -575,7 +631,7 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger, quarantined *atomic.Int64) (map[int32]*channelPartition, error) {
 	out := make(map[int32]*channelPartition, len(partitions))
 	for _, partition := range partitions {
-		out[partition] = &channelPartition{p: partition, states: make(map[[16]byte]*chanUAID), migrate: make(map[[16]byte]struct{})}
+		out[partition] = &channelPartition{p: partition, states: make(map[[16]byte]string), migrate: make(map[[16]byte]struct{})}
 	}
 	targets, err := channelTargets(ctx, adm, topic, partitions)
 	if err != nil {
@@ -630,13 +686,9 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 
 // load folds one decoded channels record into the partition's state.
 func (part *channelPartition) load(f schema.ChannelsFact) {
-	u := part.states[f.UAID]
-	if u == nil {
-		if f.Kind == schema.ChannelsSeen || f.Deleted && f.Kind == schema.ChannelsUAID {
-			return
-		}
-		u = &chanUAID{}
-		part.states[f.UAID] = u
+	u, known := part.get(f.UAID)
+	if !known && (f.Kind == schema.ChannelsSeen || f.Deleted && f.Kind == schema.ChannelsUAID) {
+		return
 	}
 	u.next = max(u.next, f.RegOffset)
 	switch f.Kind {
@@ -645,38 +697,39 @@ func (part *channelPartition) load(f schema.ChannelsFact) {
 		case f.Deleted:
 			delete(part.states, f.UAID)
 			delete(part.migrate, f.UAID)
+			return
 		case f.Snapshot != nil:
 			// A format-1 snapshot is the whole state as of its offset.
 			st := f.Snapshot
-			*u = chanUAID{next: st.GetRegistrationsOffset(), reset: st.GetUaidReset(), resetMs: st.GetResetMs()}
+			u = chanUAID{next: st.GetRegistrationsOffset(), reset: st.GetUaidReset(), resetMs: st.GetResetMs()}
 			if !u.reset {
 				for _, c := range st.GetChannels() {
 					id, err := schema.ParseChannelID(c.GetChannelId())
 					if err != nil || c.GetUnregistered() || u.find(id) >= 0 {
 						continue
 					}
-					u.chans = append(u.chans, chanRef{id: id, key: keyRef(c.GetKeyHash())})
+					u.set(id, keyRef(c.GetKeyHash()))
 				}
 			}
 			part.migrate[f.UAID] = struct{}{}
 		default:
 			u.reset, u.resetMs = f.State.GetUaidReset(), f.State.GetResetMs()
 			if u.reset {
-				u.chans = nil
+				u.chans = ""
 			}
 			delete(part.migrate, f.UAID)
 		}
 	case schema.ChannelsChannel:
-		i := u.find(f.Channel)
-		switch {
+		switch i := u.find(f.Channel); {
 		case f.Deleted && i >= 0:
-			u.chans = slices.Delete(u.chans, i, i+1)
-		case !f.Deleted && i < 0:
-			u.chans = append(u.chans, chanRef{id: f.Channel, key: keyRef(f.Entry.GetKeyHash())})
+			u.remove(i)
 		case !f.Deleted:
-			u.chans[i].key = keyRef(f.Entry.GetKeyHash())
+			u.set(f.Channel, keyRef(f.Entry.GetKeyHash()))
 		}
+	case schema.ChannelsSeen:
+		return
 	}
+	part.put(f.UAID, u)
 }
 
 // channelTargets returns, for each partition of topic in partitions (all

@@ -2,7 +2,12 @@ package projector
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -233,4 +238,61 @@ func TestChannelProjectorFlood(t *testing.T) {
 	if q := p.extra.quarantined.Load(); q != 0 {
 		t.Fatalf("quarantined %d", q)
 	}
+}
+
+// TestChannelStateMemory measures the projector's heap per UAID with 5
+// registered channels (it runs in the same process as the owner in the
+// embedded default): PUSHLOG_MEASURE_UAIDS sets the count.
+func TestChannelStateMemory(t *testing.T) {
+	n := 100000
+	if s := os.Getenv("PUSHLOG_MEASURE_UAIDS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			t.Fatalf("PUSHLOG_MEASURE_UAIDS=%q", s)
+		}
+		n = v
+	}
+	p, err := NewChannelProjector(ChannelProjectorConfig{ClientOpts: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, Logger: channelTestLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := &channelPartition{states: map[[16]byte]string{}}
+	reg := &pb.ChannelRegistered{}
+	ev := &pb.Event{TimeMs: 1, Body: &pb.Event_ChannelRegistered{ChannelRegistered: reg}}
+	r := &kgo.Record{}
+	var id, ch [16]byte
+	before := channelHeapAfterGC()
+	for i := range n {
+		binary.BigEndian.PutUint64(id[:8], uint64(i)+1)
+		ev.Uaid = hex.EncodeToString(id[:])
+		for c := range 5 {
+			binary.BigEndian.PutUint64(ch[:8], uint64(i))
+			binary.BigEndian.PutUint64(ch[8:], uint64(c))
+			reg.ChannelId = schema.FormatChannelID(ch[:])
+			v, err := proto.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Value = v
+			p.fold(part, r, time.UnixMilli(1), nil)
+			r.Offset++
+		}
+	}
+	per := float64(channelHeapAfterGC()-before) / float64(n)
+	t.Logf("channel projector: %.1f bytes of heap per UAID with 5 channels (%d UAIDs)", per, n)
+	if len(part.states) != n {
+		t.Fatalf("%d states", len(part.states))
+	}
+	if per > 200 {
+		t.Errorf("%.1f bytes per UAID, want at most 200", per)
+	}
+	runtime.KeepAlive(part)
+}
+
+func channelHeapAfterGC() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
