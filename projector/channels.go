@@ -483,7 +483,7 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 			add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
 				ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
 				RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
-			}, part.p, now))
+			}, part.p))
 		}
 	case *pb.Event_ChannelUnregistered:
 		ch, err := schema.ParseChannelID(b.ChannelUnregistered.GetChannelId())
@@ -608,7 +608,7 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 		uaid := hex.EncodeToString(id[:])
 		for i := range u.count() {
 			c := u.id(i)
-			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p, now)
+			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p)
 			if err == nil {
 				recs = append(recs, rec)
 			}

@@ -224,8 +224,10 @@ func DecodeChannels(r *kgo.Record) (ChannelsFact, error) {
 	case *pb.Event_ChannelEntry:
 		f.Entry = b.ChannelEntry
 		f.RegOffset = max(f.RegOffset, b.ChannelEntry.GetRegistrationsOffset())
-		if id, err := ParseChannelID(b.ChannelEntry.GetChannelId()); err != nil || id != ch {
-			return f, fmt.Errorf("%w: channel entry does not match its key", ErrCorrupt)
+		if c := b.ChannelEntry.GetChannelId(); c != "" { // written empty: the key names it
+			if id, err := ParseChannelID(c); err != nil || id != ch {
+				return f, fmt.Errorf("%w: channel entry does not match its key", ErrCorrupt)
+			}
 		}
 	case *pb.Event_UaidSeen:
 		f.Seen = b.UaidSeen
@@ -257,13 +259,17 @@ func channelsRecord(topic string, key []byte, ev *pb.Event, p int32, regOffset i
 
 // ChannelEntryRecord is the record of a registered channel of uaid, for
 // partition p (the UAID's partition).
-func (n Names) ChannelEntryRecord(uaid string, e *pb.ChannelEntry, p int32, now time.Time) (*kgo.Record, error) {
+func (n Names) ChannelEntryRecord(uaid string, e *pb.ChannelEntry, p int32) (*kgo.Record, error) {
 	id, err := ParseChannelID(e.GetChannelId())
 	if err != nil {
 		return nil, fmt.Errorf("channel entry of %s: %w", uaid, err)
 	}
-	ev := NewEvent(uaid, now)
-	ev.Body = &pb.Event_ChannelEntry{ChannelEntry: e}
+	// The smallest value that decodes: no event id or time (the entry has
+	// its own), no channel id (the key names it). Bootstrap reads one
+	// record per channel, so every byte counts.
+	ev := &pb.Event{Uaid: uaid, Body: &pb.Event_ChannelEntry{ChannelEntry: &pb.ChannelEntry{
+		KeyHash: e.GetKeyHash(), RegistrationsOffset: e.GetRegistrationsOffset(), ChangedMs: e.GetChangedMs(),
+	}}}
 	return channelsRecord(n.Channels, ChannelKey(uaid, id), ev, p, e.GetRegistrationsOffset())
 }
 

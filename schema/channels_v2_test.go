@@ -16,7 +16,7 @@ func TestChannelsRecordsRoundTrip(t *testing.T) {
 	uaid := "0123456789abcdef0123456789abcdef"
 	ch, _ := schema.ParseChannelID(chTestA)
 	now := time.UnixMilli(1700000000000)
-	entry, err := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: chTestA, KeyHash: []byte{1}, RegistrationsOffset: 7, ChangedMs: 5}, 3, now)
+	entry, err := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: chTestA, KeyHash: []byte{1}, RegistrationsOffset: 7, ChangedMs: 5}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestDecodeChannelsRejects(t *testing.T) {
 func FuzzDecodeChannels(f *testing.F) {
 	names := schema.DefaultNames()
 	uaid := "0123456789abcdef0123456789abcdef"
-	e, _ := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: chTestA, RegistrationsOffset: 3}, 0, time.Now())
+	e, _ := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: chTestA, RegistrationsOffset: 3}, 0)
 	s, _ := names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: true}, 0, time.Now())
 	for _, r := range []*kgo.Record{e, s} {
 		f.Add(r.Key, r.Value, "3")

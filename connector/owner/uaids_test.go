@@ -39,7 +39,7 @@ func chanRecord(t testing.TB, p int32, uaid, ch string, deleted bool, roff int64
 	if deleted {
 		return names.ChannelTombstone(uaid, id, roff, 1, p)
 	}
-	r, err := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: ch, RegistrationsOffset: roff, ChangedMs: 60000 * 1000}, p, time.Now())
+	r, err := names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: ch, RegistrationsOffset: roff, ChangedMs: 60000 * 1000}, p)
 	if err != nil {
 		t.Fatal(err)
 	}

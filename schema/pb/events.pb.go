@@ -1434,7 +1434,7 @@ func (x *Channel) GetChangedMs() int64 {
 // (with the registrations offset in the pushlog-roff header).
 type ChannelEntry struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId           string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	ChannelId           string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"` // written empty: the key names the channel
 	KeyHash             []byte                 `protobuf:"bytes,2,opt,name=key_hash,json=keyHash,proto3" json:"key_hash,omitempty"`
 	RegistrationsOffset int64                  `protobuf:"varint,3,opt,name=registrations_offset,json=registrationsOffset,proto3" json:"registrations_offset,omitempty"` // next registrations offset after the event that wrote it
 	ChangedMs           int64                  `protobuf:"varint,4,opt,name=changed_ms,json=changedMs,proto3" json:"changed_ms,omitempty"`
