@@ -611,8 +611,14 @@ func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 			e.reset = false
 			e.revived = true
 		}
-		if id, ok := g.channelID(b.ChannelRegistered.GetChannelId()); ok {
-			sh.recent[goneKeyOf(uaid, id)] = goneRecent{off: offset, atMin: nowMin}
+		if id, valid := g.channelID(b.ChannelRegistered.GetChannelId()); valid {
+			if ok {
+				// Only UAIDs with gone facts are guarded, so a flood of
+				// new UAIDs costs nothing here. For the others a late
+				// tombstone of a re-registered channel is corrected by
+				// the entry record the projector writes right after it.
+				sh.recent[goneKeyOf(uaid, id)] = goneRecent{off: offset, atMin: nowMin}
+			}
 			if i, found := slices.BinarySearchFunc(e.chans, id, goneCompare); found {
 				e.chans = slices.Delete(slices.Clone(e.chans), i, i+1)
 			}
