@@ -139,3 +139,46 @@ func truncateBy(t *testing.T, path string, n int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestEmbeddedDataDirGuards is issue 11 findings 2 and 3 on the binary: a
+// second process on a data directory in use refuses (naming the holder),
+// and with events in the log but the key file gone, serve refuses and
+// says how to restore it or start over, instead of making a new key.
+func TestEmbeddedDataDirGuards(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	s := startServer(t, serverOpts{Embedded: true})
+	vapid := snNewVAPID(t)
+	_, sub := snOffline(ctx, t, s, "")
+	snSendMany(ctx, t, sub, 3, vapid)
+
+	// The second process gets other listen addresses: only the directory
+	// is shared.
+	env := append(append([]string{}, s.env...), "PUSHLOG_HTTP_ADDR="+freePort(t), "PUSHLOG_WS_ADDR="+freePort(t), "PUSHLOG_EMBEDDED_KAFKA_ADDR="+freePort(t))
+	out, err := runPushlog(ctx, env, "serve")
+	if err == nil || !strings.Contains(out, "in use by another process") || !strings.Contains(out, "pid") {
+		t.Fatalf("a second serve on the same data directory: %v\n%s", err, out)
+	}
+	s.terminate()
+
+	keys := filepath.Join(s.opts.DataDir, "crypto-keys")
+	saved, err := os.ReadFile(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(keys); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runPushlog(ctx, s.env, "serve")
+	if err == nil || !strings.Contains(out, "--crypto-keys") || !strings.Contains(out, "--new-keys") {
+		t.Fatalf("serve without its key file: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(keys); !os.IsNotExist(err) {
+		t.Fatalf("serve wrote a new key file: %v", err)
+	}
+	// Restored, the old endpoint works again.
+	if err := os.WriteFile(keys, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.restart()
+	snMustCreate(ctx, t, sub, []byte("after restore"), snPush{TTL: 60, VAPID: vapid})
+}
