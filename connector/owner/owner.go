@@ -207,7 +207,11 @@ func New(cfg Config) (*Owner, error) {
 	o.env.produce = o.produce
 	o.env.produceRecord = o.produceRecord
 	o.env.reread = o.reread
-	if err := metrics.Register(cfg.Metrics, newOwnerCollector(o)); err != nil {
+	idle := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: metrics.Name("owner", "idle_resets_total"),
+		Help: "UAIDs reset for having had no connection for --uaid-expiry (UserReset reason idle).",
+	}, func() float64 { return float64(o.env.idleResets.Load()) })
+	if err := metrics.Register(cfg.Metrics, newOwnerCollector(o), idle); err != nil {
 		return nil, fmt.Errorf("owner: %w", err)
 	}
 	return o, nil
