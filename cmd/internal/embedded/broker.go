@@ -50,6 +50,12 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	if err := fixIndexes(r); err != nil {
 		return nil, err
 	}
+	if err := writeSnapshots(r); err != nil {
+		return nil, err
+	}
+	if len(r.freshSnaps) > 0 {
+		cfg.Logger.Info("embedded kafka: wrote partition snapshots after an unclean stop, so the broker loads one segment at a time", "partitions", len(r.freshSnaps))
+	}
 	if len(r.EndFixes) > 0 {
 		cfg.Logger.Warn("embedded kafka: kept the end offsets of partitions emptied by retention (kfake would restart them at zero)", "partitions", r.EndFixes)
 	}

@@ -53,6 +53,7 @@ type Report struct {
 	plan       []segPlan
 	logs       []logPlan
 	snapshots  []string // partition snapshot.json files a repair removes
+	freshSnaps []snapWrite
 }
 
 // Err is nil when nothing is damaged, else an error naming every damage
@@ -334,6 +335,9 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 		if p.idxFix && !p.damaged() {
 			r.IndexFixes = append(r.IndexFixes, p.idxPath)
 		}
+	}
+	if snap := freshSnapshot(plans, snap, snapOK); snap != nil {
+		r.freshSnaps = append(r.freshSnaps, snapWrite{path: filepath.Join(pdir, "snapshot.json"), snap: *snap})
 	}
 	return nil
 }
