@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -464,4 +469,44 @@ func hostileSizes(t *testing.T, m hostileMode) {
 			}
 		}
 	})
+}
+
+// TestPushattackCLI runs the operator tool itself against the embedded
+// default: it prints one JSON result per attack and exits 0 when the
+// server stayed up and other users were served.
+func TestPushattackCLI(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "pushattack")
+	build := exec.Command("go", "build", "-o", bin, "github.com/pushlog/pushlog/cmd/pushattack")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build pushattack: %v\n%s", err, out)
+	}
+	ctx := testContext(t, hostileTimeout)
+	s := startServer(t, serverOpts{Embedded: true})
+	cmd := exec.CommandContext(ctx, bin, "--push-url", s.HTTPURL, "--ws-url", s.WSURL,
+		"--attacks", "channel-flood,oversized-sub,lenient", "--count", "20", "--duration", "30s", "--json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pushattack: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	var results []attack.Result
+	if err := json.Unmarshal(stdout.Bytes(), &results); err != nil {
+		t.Fatalf("pushattack --json printed %q: %v", stdout.String(), err)
+	}
+	if len(results) != 3 {
+		t.Fatalf("%d results, want 3: %s", len(results), stdout.String())
+	}
+	for _, r := range results {
+		t.Logf("%s: sent %d, answers %s, up %v, others served %v", r.Attack, r.Sent, r.AnswersString(), r.ServerUp, r.OthersOK)
+		if !r.ServerUp || !r.OthersOK || r.Sent == 0 {
+			t.Errorf("%s: %+v", r.Attack, r)
+		}
+	}
+
+	// Anything but loopback is refused unless --allow-remote.
+	out, err := exec.CommandContext(ctx, bin, "--push-url", "https://push.example.com", "--ws-url", "wss://push.example.com/").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "--allow-remote") {
+		t.Fatalf("remote target: err %v, output %q; want exit 2 naming --allow-remote", err, out)
+	}
 }
