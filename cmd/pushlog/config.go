@@ -25,7 +25,7 @@ type serveConfig struct {
 
 	Namespace      string        `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group (several deployments can share a cluster)."`
 	KafkaBrokers   []string      `env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers; empty runs the embedded broker."`
-	EmbeddedAddr   string        `default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
+	EmbeddedAddr   string        `name:"embedded-kafka-addr" default:"127.0.0.1:0" env:"PUSHLOG_EMBEDDED_KAFKA_ADDR" help:"Listen address of the embedded Kafka broker (port 0: any free port)."`
 	Fsync          bool          `env:"PUSHLOG_FSYNC" help:"Embedded broker: fsync every batch (survives power loss, slower). Without it a process crash still loses nothing."`
 	EmbRetain      time.Duration `name:"embedded-retain" default:"1h" env:"PUSHLOG_EMBEDDED_RETAIN" help:"Embedded broker: replay window; settled records older than this (and below every consumer group's commit) are deleted. Unsettled messages are kept whatever their age."`
 	EmbSegBytes    int64         `name:"embedded-segment-bytes" default:"1048576" env:"PUSHLOG_EMBEDDED_SEGMENT_BYTES" help:"Embedded broker: segment file size; trimming frees disk and index memory a whole segment at a time."`
@@ -81,8 +81,8 @@ type serveConfig struct {
 	GroupHeartbeat      time.Duration `default:"3s" env:"PUSHLOG_GROUP_HEARTBEAT" help:"Connector group heartbeat interval (below the session timeout)."`
 	DrainTimeout        time.Duration `default:"3s" env:"PUSHLOG_DRAIN_TIMEOUT" help:"On shutdown, how long a connector waits for its clients to ack what they were sent before closing their sockets."`
 
-	ClickHouseAddr string `env:"CLICKHOUSE_ADDR" help:"ClickHouse native address; empty disables analytics."`
-	ClickHouseDB   string `default:"pushlog" env:"PUSHLOG_CLICKHOUSE_DB" help:"ClickHouse database."`
+	ClickHouseAddr string `name:"clickhouse-addr" env:"CLICKHOUSE_ADDR" help:"ClickHouse native address; empty disables analytics."`
+	ClickHouseDB   string `name:"clickhouse-db" default:"pushlog" env:"PUSHLOG_CLICKHOUSE_DB" help:"ClickHouse database."`
 }
 
 const (
