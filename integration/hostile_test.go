@@ -147,6 +147,7 @@ func TestHostile(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Run("Finding1Floods", func(t *testing.T) { hostileFloods(t, m) })
 			t.Run("Finding1FloodedLog", func(t *testing.T) { hostileFloodedLog(t, m) })
+			t.Run("Finding1RegistrationRate", func(t *testing.T) { hostileRate(t, m) })
 			t.Run("Finding2AbandonedUAIDs", func(t *testing.T) { hostileAbandoned(t, m) })
 			t.Run("Finding2IdleExpiry", func(t *testing.T) { hostileExpiry(t, m) })
 			t.Run("Finding3And4Sizes", func(t *testing.T) { hostileSizes(t, m) })
@@ -300,6 +301,29 @@ func hostileCaughtUp(ctx context.Context, t *testing.T, s *server) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// hostileRate: registrations per socket are bounded in rate: past the
+// burst of --max-registrations-per-minute a register is answered 429 and
+// the socket stays open.
+func hostileRate(t *testing.T, m hostileMode) {
+	const perMinute, count = 30, 100
+	ctx := testContext(t, hostileTimeout)
+	s, debug := hostileServer(t, m, "--max-registrations-per-minute="+strconv.Itoa(perMinute))
+	victim := newHostileVictim(ctx, t, s)
+	r := hostileRunner(t, s, debug, count)
+	res := hostileRun(ctx, t, r, "channel-flood")
+	// The flood takes about a second: at most one more token refills.
+	if ok := res.Count("register 200"); ok > perMinute+1 || ok == 0 {
+		t.Errorf("%d of %d registers on one socket got 200 with --max-registrations-per-minute %d", ok, res.Sent, perMinute)
+	}
+	if limited := res.Count("register 429"); limited < res.Sent-perMinute-1 {
+		t.Errorf("only %d registers past the rate got 429 (answers %s)", limited, res.AnswersString())
+	}
+	if closed := res.CountPrefix("closed"); closed > 0 {
+		t.Errorf("the server closed the socket %d times: past the rate it must answer 429 and keep it open", closed)
+	}
+	victim.check(ctx, t, s, "a registration-rate flood")
 }
 
 // hostileFloodLog produces registration events for a fresh UAID
