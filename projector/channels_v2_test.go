@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -295,4 +297,32 @@ func channelHeapAfterGC() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// A record Kafka refuses for itself (MESSAGE_TOO_LARGE: the crash of issue
+// 10 finding 1) is quarantined, counted and logged; the projector commits
+// past it and keeps projecting everyone else.
+func TestChannelProjectorQuarantinesRefusedRecords(t *testing.T) {
+	k := channelTestCluster(t)
+	if _, err := k.adm.AlterTopicConfigs(channelTestCtx(t), []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("1000")}}, schema.TopicChannels); err != nil {
+		t.Fatal(err)
+	}
+	poison, other := schema.NewUAID(), schema.NewUAID()
+	big := channelTestReg(poison, channelTestChannelID())
+	huge := make([]byte, 4000) // random: compression cannot shrink it under the limit
+	_, _ = rand.Read(huge)
+	big.GetChannelRegistered().KeyHash = huge
+	k.produce(t, big)
+	p := k.startProjectorWith(t, ChannelProjectorConfig{Group: "g-poison"})
+	k.waitCommitted(t, "g-poison")
+	if got := p.extra.quarantined.Load(); got != 1 {
+		t.Fatalf("quarantined %d, want 1", got)
+	}
+	a := channelTestChannelID()
+	k.produce(t, channelTestReg(other, a), channelTestReg(poison, channelTestChannelID()))
+	k.waitCommitted(t, "g-poison")
+	got, _ := k.snapshots(t)
+	if !schema.ChannelActive(got[other], a) || len(got[poison].GetChannels()) != 1 {
+		t.Fatalf("after the poison record: other %v, poison %v", got[other], got[poison])
+	}
 }
