@@ -462,7 +462,7 @@ func (o *Owner) partitionNumbers(m map[string][]int32) []int32 {
 }
 
 // onAssigned bootstraps newly assigned partition numbers before their
-// fetches begin: channel state from the compacted snapshots, and the
+// fetches begin: channel state from the compacted channels topic, and the
 // offsets every topic will be folded from.
 func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	var fresh []int32
@@ -681,7 +681,7 @@ func (o *Owner) dropPartition(p int32, ps *partState, carry bool) {
 	}
 }
 
-// sideLoop tails pushlog.channels (snapshots newer than the fold, and the
+// sideLoop tails pushlog.channels (records newer than the fold, and the
 // registrations watermark) and pushlog.presence of owned partitions.
 func (o *Owner) sideLoop(ctx context.Context, cl *kgo.Client) {
 	for ctx.Err() == nil {

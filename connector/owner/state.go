@@ -194,7 +194,7 @@ type partState struct {
 	next      [numGroupTopics]int64 // next offset to fold
 	end0      [numGroupTopics]int64 // end offsets at assignment: replay target
 	ready     bool                  // caught up with messages and acks
-	maxSnapR  int64                 // largest registrations_offset among snapshots read
+	maxSnapR  int64                 // largest registrations offset covered by a channels record read
 	chanEnd   int64                 // channels offset the bootstrap read up to
 	committed [numGroupTopics]int64 // last watermarks committed successfully
 	closed    bool
@@ -704,14 +704,16 @@ func (ps *partState) sweep(now time.Time) {
 //     settled messages still above the messages watermark and of orphans
 //     (the new owner re-reads those messages and must re-read what settled
 //     them), else the position.
-//   - registrations: never past a registration that is not yet in a
-//     channels snapshot, because a new owner rebuilds the state below the
-//     commit from snapshots only. The projector writes snapshots to
-//     channels partition p in registrations order, each carrying
-//     registrations_offset = (last folded)+1, so the largest such value
-//     read so far bounds what is safely covered. Without snapshots we keep
-//     the offset we started from (replaying more is always safe:
-//     ApplyRegistration skips what a snapshot covers and is idempotent).
+//   - registrations: never past a registration that is not yet in
+//     pushlog.channels, because a new owner rebuilds the state below the
+//     commit from that topic only. The projector writes its records (both
+//     formats; tombstones carry it in a header) to channels partition p in
+//     registrations order, each carrying the registrations offset after
+//     the event that wrote it, so the largest such value read so far
+//     bounds what is safely covered. Events that change nothing write no
+//     record, so the commit may stay behind them: replaying more is always
+//     safe (a UAID's record skips what it covers, and folding is
+//     idempotent).
 func (ps *partState) watermarks() [numGroupTopics]int64 {
 	var w [numGroupTopics]int64
 	w[tMessages] = ps.next[tMessages]
