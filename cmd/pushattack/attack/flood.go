@@ -44,7 +44,7 @@ func (r *Runner) flood(ctx context.Context, res *Result, replyType string, ping 
 	// lost records the socket's end and comes back as the same UAID.
 	lost := func() error {
 		res.Answers[c.closeReason()]++
-		res.Answers["no reply"] += inflight
+		addNoReply(res, inflight)
 		inflight = 0
 		c.close()
 		if reconnects >= maxReconnects {
@@ -95,7 +95,7 @@ func (r *Runner) flood(ctx context.Context, res *Result, replyType string, ping 
 			}
 		case <-ctx.Done():
 		case <-time.After(replyWait):
-			res.Answers["no reply"] += inflight
+			addNoReply(res, inflight)
 			inflight = 0
 		}
 	}
@@ -110,12 +110,19 @@ func (r *Runner) flood(ctx context.Context, res *Result, replyType string, ping 
 			if c.closed() {
 				res.Answers[c.closeReason()]++
 			}
-			res.Answers["no reply"] += inflight
+			addNoReply(res, inflight)
 			break
 		}
 		count(f)
 	}
 	return nil
+}
+
+// addNoReply counts n requests whose answer did not come.
+func addNoReply(res *Result, n int) {
+	if n > 0 {
+		res.Answers["no reply"] += n
+	}
 }
 
 // drain counts the replies already read, without waiting.
