@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -102,9 +103,10 @@ func ChannelGone(st *pb.ChannelState, id string) bool {
 }
 
 // Format 2 of pushlog.channels (see events.proto): one compacted record per
-// registered channel keyed "<uaid>:<channel id>", one per UAID keyed by the
-// bare UAID (UaidState; it supersedes a format-1 ChannelState snapshot of the
-// same key), and "<uaid>:seen" (UaidSeen, written by the owner). Every
+// registered or unregistered channel keyed "<uaid>:<channel id>" (an
+// unregistered one until the UAID expiry, then a forget tombstone), one
+// per UAID keyed by the bare UAID (UaidState; it supersedes a format-1
+// ChannelState snapshot of the same key), and "<uaid>:seen" (UaidSeen, written by the owner). Every
 // record is produced to the partition of its UAID, PartitionOf(uaid), not of
 // its key: tools must take the UAID from the key's first 32 characters (or
 // the value) and never re-partition by the whole key.
@@ -118,6 +120,13 @@ const HeaderRegOffset = "pushlog-roff"
 // HeaderChangedMs carries, on channel tombstones, when the channel was
 // unregistered (unix milliseconds, decimal).
 const HeaderChangedMs = "pushlog-ms"
+
+// HeaderForget marks a channel tombstone that forgets an unregistered
+// channel (past the UAID expiry or the per-UAID bound of unregistered
+// records) instead of unregistering it: its endpoint stops answering 410.
+// A channel tombstone without it (written before unregistered channels had
+// a value record) means unregistered.
+const HeaderForget = "pushlog-forget"
 
 // ChannelsKind tells what a pushlog.channels record is about.
 type ChannelsKind uint8
@@ -170,6 +179,9 @@ type ChannelsFact struct {
 	Kind    ChannelsKind
 	Channel [16]byte // ChannelsChannel only
 	Deleted bool     // a tombstone
+	// Forget: a channel tombstone that forgets an unregistered channel
+	// (HeaderForget); a channel tombstone without it means unregistered.
+	Forget bool
 	// RegOffset is the next registrations offset the record covers; -1
 	// when unknown (a tombstone of a format-1 key).
 	RegOffset int64
@@ -200,12 +212,15 @@ func DecodeChannels(r *kgo.Record) (ChannelsFact, error) {
 			if n, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
 				f.ChangedMs = n
 			}
+		case HeaderForget:
+			f.Forget = kind == ChannelsChannel
 		}
 	}
 	if r.Value == nil {
 		f.Deleted = true
 		return f, nil
 	}
+	f.Forget = false // only tombstones forget
 	ev, err := Decode(r)
 	if err != nil {
 		return f, err
@@ -224,6 +239,7 @@ func DecodeChannels(r *kgo.Record) (ChannelsFact, error) {
 	case *pb.Event_ChannelEntry:
 		f.Entry = b.ChannelEntry
 		f.RegOffset = max(f.RegOffset, b.ChannelEntry.GetRegistrationsOffset())
+		f.ChangedMs = b.ChannelEntry.GetChangedMs()
 		if c := b.ChannelEntry.GetChannelId(); c != "" { // written empty: the key names it
 			if id, err := ParseChannelID(c); err != nil || id != ch {
 				return f, fmt.Errorf("%w: channel entry does not match its key", ErrCorrupt)
@@ -257,8 +273,21 @@ func channelsRecord(topic string, key []byte, ev *pb.Event, p int32, regOffset i
 	return r, nil
 }
 
-// ChannelEntryRecord is the record of a registered channel of uaid, for
-// partition p (the UAID's partition).
+// Unregistered reports whether the record says the channel is unregistered
+// (or its UAID reset): a value with unregistered set, or a tombstone of an
+// older writer. A forget tombstone is not: the channel is no longer known.
+func (f ChannelsFact) Unregistered() bool {
+	if f.Kind != ChannelsChannel {
+		return false
+	}
+	if f.Deleted {
+		return !f.Forget
+	}
+	return f.Entry.GetUnregistered()
+}
+
+// ChannelEntryRecord is the record of a channel of uaid (registered, or
+// unregistered when e says so), for partition p (the UAID's partition).
 func (n Names) ChannelEntryRecord(uaid string, e *pb.ChannelEntry, p int32) (*kgo.Record, error) {
 	id, err := ParseChannelID(e.GetChannelId())
 	if err != nil {
@@ -269,15 +298,38 @@ func (n Names) ChannelEntryRecord(uaid string, e *pb.ChannelEntry, p int32) (*kg
 	// record per channel, so every byte counts.
 	ev := &pb.Event{Uaid: uaid, Body: &pb.Event_ChannelEntry{ChannelEntry: &pb.ChannelEntry{
 		KeyHash: e.GetKeyHash(), RegistrationsOffset: e.GetRegistrationsOffset(), ChangedMs: e.GetChangedMs(),
+		Unregistered: e.GetUnregistered(),
 	}}}
 	return channelsRecord(n.Channels, ChannelKey(uaid, id), ev, p, e.GetRegistrationsOffset())
 }
 
-// ChannelTombstone removes a channel's record: it was unregistered (or its
-// UAID reset) at changedMs by the registration before regOffset.
+// UnregisteredRecord marks a channel of uaid unregistered (or its UAID
+// reset) at changedMs by the registration before regOffset: a small value,
+// kept until the projector forgets it (ChannelForget), so the endpoint
+// answers 410 for as long as compaction keeps the topic, unlike a
+// tombstone, which compaction removes after delete.retention.ms.
+func (n Names) UnregisteredRecord(uaid string, ch [16]byte, regOffset, changedMs int64, p int32) (*kgo.Record, error) {
+	return n.ChannelEntryRecord(uaid, &pb.ChannelEntry{
+		ChannelId: FormatChannelID(ch[:]), RegistrationsOffset: regOffset, ChangedMs: changedMs, Unregistered: true,
+	}, p)
+}
+
+// ChannelTombstone removes a channel's record the way writers before
+// UnregisteredRecord did: it was unregistered (or its UAID reset) at
+// changedMs by the registration before regOffset. Kept for tests and tools
+// that make old data; readers treat it as unregistered.
 func (n Names) ChannelTombstone(uaid string, ch [16]byte, regOffset, changedMs int64, p int32) *kgo.Record {
 	r, _ := channelsRecord(n.Channels, ChannelKey(uaid, ch), nil, p, regOffset) // no value: cannot fail
 	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderChangedMs, Value: []byte(strconv.FormatInt(changedMs, 10))})
+	return r
+}
+
+// ChannelForget tombstones the record of an unregistered channel (past the
+// UAID expiry or the per-UAID bound): the channel is no longer known.
+// regOffset is the one of its unregistered record.
+func (n Names) ChannelForget(uaid string, ch [16]byte, regOffset int64, p int32) *kgo.Record {
+	r, _ := channelsRecord(n.Channels, ChannelKey(uaid, ch), nil, p, regOffset) // no value: cannot fail
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderForget, Value: []byte("1")})
 	return r
 }
 
@@ -310,8 +362,9 @@ func (n Names) SeenTombstone(uaid string, p int32) *kgo.Record {
 
 // FoldChannelsFact applies one decoded channels record of either format to
 // the format-1 view of its UAID's state (states by UAID string), the view
-// tools and tests compare with ApplyRegistration. A tombstoned channel is
-// shown unregistered; a tombstoned UAID record removes the UAID.
+// tools and tests compare with ApplyRegistration. An unregistered channel
+// (value or older writers' tombstone) is shown unregistered, a forgotten
+// one is removed; a tombstoned UAID record removes the UAID.
 func FoldChannelsFact(states map[string]*pb.ChannelState, f ChannelsFact) {
 	uaid := hex.EncodeToString(f.UAID[:])
 	st := states[uaid]
@@ -342,10 +395,13 @@ func FoldChannelsFact(states map[string]*pb.ChannelState, f ChannelsFact) {
 			ch = &pb.Channel{ChannelId: id}
 			st.Channels = append(st.Channels, ch)
 		}
-		if f.Deleted {
+		switch {
+		case f.Deleted && f.Forget:
+			st.Channels = slices.DeleteFunc(st.Channels, func(c *pb.Channel) bool { return c == ch })
+		case f.Unregistered():
 			ch.Unregistered, ch.ChangedMs = true, f.ChangedMs
-			return
+		default:
+			ch.Unregistered, ch.KeyHash, ch.ChangedMs = false, f.Entry.GetKeyHash(), f.Entry.GetChangedMs()
 		}
-		ch.Unregistered, ch.KeyHash, ch.ChangedMs = false, f.Entry.GetKeyHash(), f.Entry.GetChangedMs()
 	}
 }

@@ -1430,16 +1430,23 @@ func (x *Channel) GetChangedMs() int64 {
 // pushlog.channels (compacted), format 2: one record per registered
 // channel, keyed "<uaid>:<channel id>" and produced to the partition of the
 // UAID (schema.Partition of the UAID, not of the key), so a register or
-// unregister writes O(1) bytes. An unregister is a tombstone of that key
-// (with the registrations offset in the pushlog-roff header).
+// unregister writes O(1) bytes. An unregister of a registered channel
+// rewrites its record with unregistered set; after the UAID expiry (or
+// past the newest 1024 unregistered channels of the UAID) it is tombstoned
+// with a pushlog-forget header. A tombstone without that header (older
+// writers) also means unregistered.
 type ChannelEntry struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	ChannelId           string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"` // written empty: the key names the channel
 	KeyHash             []byte                 `protobuf:"bytes,2,opt,name=key_hash,json=keyHash,proto3" json:"key_hash,omitempty"`
 	RegistrationsOffset int64                  `protobuf:"varint,3,opt,name=registrations_offset,json=registrationsOffset,proto3" json:"registrations_offset,omitempty"` // next registrations offset after the event that wrote it
 	ChangedMs           int64                  `protobuf:"varint,4,opt,name=changed_ms,json=changedMs,proto3" json:"changed_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The channel was unregistered (or its UAID reset) at changed_ms: kept
+	// until the UAID expiry so its endpoint answers 410 errno 106, then
+	// tombstoned with a pushlog-forget header.
+	Unregistered  bool `protobuf:"varint,5,opt,name=unregistered,proto3" json:"unregistered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChannelEntry) Reset() {
@@ -1498,6 +1505,13 @@ func (x *ChannelEntry) GetChangedMs() int64 {
 		return x.ChangedMs
 	}
 	return 0
+}
+
+func (x *ChannelEntry) GetUnregistered() bool {
+	if x != nil {
+		return x.Unregistered
+	}
+	return false
 }
 
 // pushlog.channels (compacted), format 2: the UAID-level facts, keyed by
@@ -1726,14 +1740,15 @@ const file_events_proto_rawDesc = "" +
 	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\x12\"\n" +
 	"\funregistered\x18\x03 \x01(\bR\funregistered\x12\x1d\n" +
 	"\n" +
-	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\x9a\x01\n" +
+	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\xbe\x01\n" +
 	"\fChannelEntry\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
 	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\x121\n" +
 	"\x14registrations_offset\x18\x03 \x01(\x03R\x13registrationsOffset\x12\x1d\n" +
 	"\n" +
-	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\x9b\x01\n" +
+	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\x12\"\n" +
+	"\funregistered\x18\x05 \x01(\bR\funregistered\"\x9b\x01\n" +
 	"\tUaidState\x12\x1d\n" +
 	"\n" +
 	"uaid_reset\x18\x01 \x01(\bR\tuaidReset\x12\x19\n" +
