@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -67,9 +68,17 @@ const MaxMigratedChannels = 10000
 // ChannelProjector folds pushlog.registrations into per-UAID channel state
 // and writes every change to the compacted pushlog.channels topic as one
 // small record (format 2, see schema.DecodeChannels): a register writes the
-// channel's record, an unregister tombstones it, a reset tombstones every
-// channel and writes the UAID record. A change costs O(1) bytes whatever
-// the number of channels.
+// channel's record, an unregister rewrites it as unregistered, a reset
+// rewrites every channel as unregistered and writes the UAID record. A
+// change costs O(1) bytes whatever the number of channels.
+//
+// An unregistered channel keeps a value record, not a tombstone, so that
+// its endpoint answers 410 errno 106 after compaction has removed
+// tombstones and retention the registrations: senders learn to prune for
+// as long as the UAID expiry. Then the projector forgets it (a tombstone
+// with the pushlog-forget header); it also forgets the oldest past
+// MaxUnregisteredKept per UAID, so register/unregister churn cannot grow
+// the topic without bound.
 //
 // Per poll it produces the changed records, waits until they are durable
 // and only then commits the registrations offsets, so a crash never loses a
@@ -100,7 +109,15 @@ type ChannelProjector struct {
 // channelExtraCounters count the format-2 specifics.
 type channelExtraCounters struct {
 	quarantined, bytes, migrated, expired atomic.Int64
+	// unregExpired and unregCapped count unregistered channels forgotten
+	// past the UAID expiry and past MaxUnregisteredKept.
+	unregExpired, unregCapped atomic.Int64
 }
+
+// MaxUnregisteredKept bounds the unregistered channels a UAID keeps in
+// pushlog.channels (the newest; older ones are forgotten), as the gone set
+// bounds what it remembers per UAID.
+const MaxUnregisteredKept = goneMaxChannels
 
 // channelPartition is the in-memory channel state of one partition.
 type channelPartition struct {
@@ -112,6 +129,111 @@ type channelPartition struct {
 	// migrate lists UAIDs whose latest UAID-level record is a format-1
 	// snapshot: their format-2 records are written once.
 	migrate map[[16]byte]struct{}
+	// gone holds, per UAID that has any, its unregistered channels with a
+	// value record (goneSlot bytes each, oldest first). Kept apart from
+	// states so a UAID without them costs nothing more.
+	gone map[[16]byte]string
+	// unregToWrite lists, while loading, unregistered channels that have
+	// no value record yet (an older writer's tombstone or a format-1
+	// snapshot); migrate writes them.
+	unregToWrite map[goneKey]struct{}
+	// forgetToWrite lists, while loading, channels past
+	// MaxUnregisteredKept that migrate forgets.
+	forgetToWrite []goneSlotVal
+}
+
+// goneSlot is the size of an unregistered channel in channelPartition.gone:
+// the id, when it was unregistered (unix ms) and the registrations offset
+// its record carries.
+const goneSlot = 32
+
+// goneSlotVal is one decoded slot of channelPartition.gone.
+type goneSlotVal struct {
+	uaid, ch [16]byte
+	ms, off  int64
+}
+
+func goneFind(list string, ch [16]byte) int {
+	want := string(ch[:])
+	for i := 0; i+goneSlot <= len(list); i += goneSlot {
+		if list[i:i+16] == want {
+			return i
+		}
+	}
+	return -1
+}
+
+func goneSlotAt(uaid [16]byte, list string, i int) goneSlotVal {
+	v := goneSlotVal{uaid: uaid}
+	copy(v.ch[:], list[i:i+16])
+	b := []byte(list[i+16 : i+goneSlot]) // small: does not escape
+	v.ms = int64(binary.LittleEndian.Uint64(b[0:8]))
+	v.off = int64(binary.LittleEndian.Uint64(b[8:16]))
+	return v
+}
+
+// unregister appends ch as the newest unregistered channel of uaid and
+// returns the oldest ones it pushes past MaxUnregisteredKept (to forget).
+func (part *channelPartition) unregister(uaid, ch [16]byte, ms, off int64) []goneSlotVal {
+	list := part.gone[uaid]
+	if i := goneFind(list, ch); i >= 0 {
+		list = list[:i] + list[i+goneSlot:]
+	}
+	var b [goneSlot]byte
+	copy(b[:16], ch[:])
+	binary.LittleEndian.PutUint64(b[16:24], uint64(ms))
+	binary.LittleEndian.PutUint64(b[24:32], uint64(off))
+	if part.gone == nil {
+		part.gone = make(map[[16]byte]string)
+	}
+	var evicted []goneSlotVal
+	for len(list)/goneSlot >= MaxUnregisteredKept {
+		evicted = append(evicted, goneSlotAt(uaid, list, 0))
+		list = list[goneSlot:]
+	}
+	part.gone[uaid] = list + string(b[:]) // a new string of exact size
+	return evicted
+}
+
+// reregister drops ch from uaid's unregistered channels (its record is
+// being overwritten as registered, or forgotten).
+func (part *channelPartition) reregister(uaid, ch [16]byte) {
+	list, ok := part.gone[uaid]
+	if !ok {
+		return
+	}
+	i := goneFind(list, ch)
+	if i < 0 {
+		return
+	}
+	if list = list[:i] + list[i+goneSlot:]; list == "" {
+		delete(part.gone, uaid)
+		return
+	}
+	part.gone[uaid] = list
+}
+
+// expireGone removes and returns the unregistered channels of every UAID
+// unregistered before cutoff (unix ms).
+func (part *channelPartition) expireGone(cutoff int64) []goneSlotVal {
+	var out []goneSlotVal
+	for uaid, list := range part.gone {
+		var keep strings.Builder
+		for i := 0; i+goneSlot <= len(list); i += goneSlot {
+			if v := goneSlotAt(uaid, list, i); v.ms < cutoff {
+				out = append(out, v)
+				continue
+			}
+			keep.WriteString(list[i : i+goneSlot])
+		}
+		switch {
+		case keep.Len() == 0:
+			delete(part.gone, uaid)
+		case keep.Len() != len(list):
+			part.gone[uaid] = keep.String()
+		}
+	}
+	return out
 }
 
 func (part *channelPartition) get(id [16]byte) (chanUAID, bool) {
@@ -249,6 +371,8 @@ func (p *ChannelProjector) extraCollectors() []prometheus.Collector {
 		projectorCounter("written_bytes_total", "Bytes (keys + values) the channel projector wrote to the channels topic.", name, p.extra.bytes.Load),
 		projectorCounter("migrated_total", "UAIDs whose format-1 channel snapshot was rewritten as format-2 records.", name, p.extra.migrated.Load),
 		projectorCounter("expired_total", "Reset UAIDs whose record left the channels topic after the UAID expiry.", name, p.extra.expired.Load),
+		projectorCounter("unregistered_expired_total", "Unregistered channels forgotten (tombstoned) after the UAID expiry: their endpoints stop answering 410.", name, p.extra.unregExpired.Load),
+		projectorCounter("unregistered_capped_total", "Unregistered channels forgotten (tombstoned) because their UAID has more than 1024 newer ones (register/unregister churn).", name, p.extra.unregCapped.Load),
 	}
 }
 
@@ -480,6 +604,7 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		key := keyRef(b.ChannelRegistered.GetKeyHash())
 		if i := u.find(ch); i < 0 || u.key(i) != key {
 			u.set(ch, key)
+			part.reregister(id, ch) // its unregistered record is overwritten
 			add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
 				ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
 				RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
@@ -495,14 +620,14 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 			return recs
 		}
 		u.remove(i)
-		recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, ch, next, ev.GetTimeMs(), part.p))
+		recs = p.unregister(part, id, ch, next, ev.GetTimeMs(), recs)
 	case *pb.Event_UserReset:
 		known = true
 		if u.reset {
 			break
 		}
 		for i := range u.count() {
-			recs = append(recs, p.cfg.Names.ChannelTombstone(uaid, u.id(i), next, ev.GetTimeMs(), part.p))
+			recs = p.unregister(part, id, u.id(i), next, ev.GetTimeMs(), recs)
 		}
 		u.chans, u.reset, u.resetMs = "", true, ev.GetTimeMs()
 		uaidRecord(u, b.UserReset.GetReason())
@@ -517,10 +642,30 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 	return recs
 }
 
+// unregister appends the records of a registered channel's unregister:
+// the forget tombstones of the oldest unregistered channels it pushes past
+// MaxUnregisteredKept (first, so readers never hold more), then its
+// unregistered record.
+func (p *ChannelProjector) unregister(part *channelPartition, id, ch [16]byte, next, ms int64, recs []*kgo.Record) []*kgo.Record {
+	uaid := hex.EncodeToString(id[:])
+	for _, v := range part.unregister(id, ch, ms, next) {
+		p.extra.unregCapped.Add(1)
+		recs = append(recs, p.cfg.Names.ChannelForget(uaid, v.ch, v.off, part.p))
+	}
+	rec, err := p.cfg.Names.UnregisteredRecord(uaid, ch, next, ms, part.p)
+	if err != nil { // cannot happen: the id is a parsed one
+		p.extra.quarantined.Add(1)
+		p.log.Error("QUARANTINED: cannot encode an unregistered channel record; skipping it", "uaid", uaid, "err", err)
+		return recs
+	}
+	return append(recs, rec)
+}
+
 // sweep forgets reset UAIDs past the expiry (tombstoning their record:
 // their endpoints no longer answer 410 103, and compaction removes them
-// from the log) and UAIDs with nothing left. It runs every expiry/100,
-// at most hourly.
+// from the log), unregistered channels past the expiry (a forget
+// tombstone: no more 410 106) and UAIDs with nothing left. It runs every
+// expiry/100, at most hourly.
 func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 	now := p.cfg.Now()
 	every := min(max(p.cfg.UAIDExpiry/100, time.Second), time.Hour)
@@ -542,6 +687,10 @@ func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 			case !u.reset && u.count() == 0:
 				delete(part.states, id) // nothing to remember
 			}
+		}
+		for _, v := range part.expireGone(cutoff) {
+			recs = append(recs, p.cfg.Names.ChannelForget(hex.EncodeToString(v.uaid[:]), v.ch, v.off, part.p))
+			p.extra.unregExpired.Add(1)
 		}
 	}
 	p.mu.Unlock()
@@ -571,7 +720,7 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, p
 		return parts, nil
 	}
 	start := time.Now()
-	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, p.cfg.Names.Channels, missing, p.log, &p.extra.quarantined)
+	loaded, err := channelLoadSnapshots(ctx, p.cfg.ClientOpts, adm, p.cfg.Names.Channels, missing, p.log, &p.extra.quarantined, p.cfg.Now().UnixMilli())
 	if err != nil {
 		return nil, err
 	}
@@ -592,11 +741,13 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, p
 
 // migrate rewrites the format-1 snapshots of part as format-2 records:
 // the registered channels and a UAID record, which supersedes the snapshot
-// under compaction. Unregistered channels of the snapshot are not carried
-// over (the gone set keeps the ones it knows until the expiry).
+// under compaction. Unregistered channels that have no value record (from
+// a format-1 snapshot or an older writer's tombstone) get one, unless the
+// next sweep forgets them anyway; the ones loading pushed past
+// MaxUnregisteredKept are forgotten.
 func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, part *channelPartition) error {
-	if len(part.migrate) == 0 {
-		return nil
+	if err := p.migrateUnregistered(ctx, producer, part); err != nil || len(part.migrate) == 0 {
+		return err
 	}
 	now := p.cfg.Now()
 	var recs []*kgo.Record
@@ -626,12 +777,50 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 	return nil
 }
 
+// migrateUnregistered writes the unregistered and forget records loading
+// found missing.
+func (p *ChannelProjector) migrateUnregistered(ctx context.Context, producer *kgo.Client, part *channelPartition) error {
+	cutoff := p.cfg.Now().Add(-p.cfg.UAIDExpiry).UnixMilli()
+	var recs []*kgo.Record
+	for _, v := range part.forgetToWrite {
+		recs = append(recs, p.cfg.Names.ChannelForget(hex.EncodeToString(v.uaid[:]), v.ch, v.off, part.p))
+	}
+	for key := range part.unregToWrite {
+		var uaid, ch [16]byte
+		copy(uaid[:], key[:16])
+		copy(ch[:], key[16:])
+		list := part.gone[uaid]
+		i := goneFind(list, ch)
+		if i < 0 {
+			continue
+		}
+		if v := goneSlotAt(uaid, list, i); v.ms >= cutoff { // older: the sweep forgets it
+			if rec, err := p.cfg.Names.UnregisteredRecord(hex.EncodeToString(uaid[:]), ch, v.off, v.ms, part.p); err == nil {
+				recs = append(recs, rec)
+			}
+		}
+	}
+	if len(recs) == 0 {
+		part.forgetToWrite, part.unregToWrite = nil, nil
+		return nil
+	}
+	if err := p.produce(ctx, producer, recs); err != nil {
+		return fmt.Errorf("write unregistered channel records of partition %d: %w", part.p, err)
+	}
+	p.extra.unregCapped.Add(int64(len(part.forgetToWrite)))
+	p.log.Info("wrote unregistered channel records for older data", "partition", part.p, "unregistered", len(recs)-len(part.forgetToWrite), "forgotten", len(part.forgetToWrite))
+	part.forgetToWrite, part.unregToWrite = nil, nil
+	return nil
+}
+
 // channelLoadSnapshots reads the given pushlog.channels partitions from the
 // earliest offset to their current high watermark and folds both formats.
-func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger, quarantined *atomic.Int64) (map[int32]*channelPartition, error) {
+// now (unix ms) stands for the unregister time of channels whose record
+// has none.
+func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string, partitions []int32, log *slog.Logger, quarantined *atomic.Int64, now int64) (map[int32]*channelPartition, error) {
 	out := make(map[int32]*channelPartition, len(partitions))
 	for _, partition := range partitions {
-		out[partition] = &channelPartition{p: partition, states: make(map[[16]byte]string), migrate: make(map[[16]byte]struct{})}
+		out[partition] = newChannelPartition(partition)
 	}
 	targets, err := channelTargets(ctx, adm, topic, partitions)
 	if err != nil {
@@ -678,14 +867,20 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 				delete(part.migrate, f.UAID)
 				return
 			}
-			part.load(f)
+			part.load(f, now)
 		})
 	}
 	return out, nil
 }
 
-// load folds one decoded channels record into the partition's state.
-func (part *channelPartition) load(f schema.ChannelsFact) {
+func newChannelPartition(p int32) *channelPartition {
+	return &channelPartition{p: p, states: make(map[[16]byte]string), migrate: make(map[[16]byte]struct{}),
+		gone: make(map[[16]byte]string), unregToWrite: make(map[goneKey]struct{})}
+}
+
+// load folds one decoded channels record into the partition's state; nowMs
+// stands for an unregister time a record does not carry.
+func (part *channelPartition) load(f schema.ChannelsFact, nowMs int64) {
 	u, known := part.get(f.UAID)
 	if !known && (f.Kind == schema.ChannelsSeen || f.Deleted && f.Kind == schema.ChannelsUAID) {
 		return
@@ -702,14 +897,20 @@ func (part *channelPartition) load(f schema.ChannelsFact) {
 			// A format-1 snapshot is the whole state as of its offset.
 			st := f.Snapshot
 			u = chanUAID{next: st.GetRegistrationsOffset(), reset: st.GetUaidReset(), resetMs: st.GetResetMs()}
-			if !u.reset {
-				for _, c := range st.GetChannels() {
-					id, err := schema.ParseChannelID(c.GetChannelId())
-					if err != nil || c.GetUnregistered() || u.find(id) >= 0 {
-						continue
-					}
-					u.set(id, keyRef(c.GetKeyHash()))
+			part.dropGone(f.UAID)
+			for _, c := range st.GetChannels() {
+				id, err := schema.ParseChannelID(c.GetChannelId())
+				if err != nil || u.find(id) >= 0 {
+					continue
 				}
+				if u.reset || c.GetUnregistered() {
+					// Format 1 kept unregistered channels for ever: they
+					// get a value record (newest last in the snapshot).
+					part.loadUnregistered(f.UAID, id, cmp.Or(c.GetChangedMs(), u.resetMs, nowMs), u.next)
+					part.unregToWrite[goneKeyOf(f.UAID, id)] = struct{}{}
+					continue
+				}
+				u.set(id, keyRef(c.GetKeyHash()))
 			}
 			part.migrate[f.UAID] = struct{}{}
 		default:
@@ -720,16 +921,48 @@ func (part *channelPartition) load(f schema.ChannelsFact) {
 			delete(part.migrate, f.UAID)
 		}
 	case schema.ChannelsChannel:
+		key := goneKeyOf(f.UAID, f.Channel)
+		delete(part.unregToWrite, key)
 		switch i := u.find(f.Channel); {
-		case f.Deleted && i >= 0:
-			u.remove(i)
-		case !f.Deleted:
+		case f.Unregistered():
+			if i >= 0 {
+				u.remove(i)
+			}
+			part.loadUnregistered(f.UAID, f.Channel, cmp.Or(f.ChangedMs, nowMs), f.RegOffset)
+			if f.Deleted {
+				// An older writer's tombstone: compaction will remove it,
+				// so the channel gets a value record.
+				part.unregToWrite[key] = struct{}{}
+			}
+		case f.Deleted: // forgotten
+			part.reregister(f.UAID, f.Channel)
+		default:
+			part.reregister(f.UAID, f.Channel)
 			u.set(f.Channel, keyRef(f.Entry.GetKeyHash()))
 		}
 	case schema.ChannelsSeen:
 		return
 	}
 	part.put(f.UAID, u)
+}
+
+// loadUnregistered records a loaded unregistered channel; the ones it
+// pushes past MaxUnregisteredKept are forgotten by migrate.
+func (part *channelPartition) loadUnregistered(uaid, ch [16]byte, ms, off int64) {
+	for _, v := range part.unregister(uaid, ch, ms, off) {
+		delete(part.unregToWrite, goneKeyOf(v.uaid, v.ch))
+		part.forgetToWrite = append(part.forgetToWrite, v)
+	}
+}
+
+// dropGone forgets every unregistered channel of uaid (a format-1 snapshot
+// replaces them).
+func (part *channelPartition) dropGone(uaid [16]byte) {
+	list := part.gone[uaid]
+	for i := 0; i+goneSlot <= len(list); i += goneSlot {
+		delete(part.unregToWrite, goneKeyOf(uaid, goneSlotAt(uaid, list, i).ch))
+	}
+	delete(part.gone, uaid)
 }
 
 // channelTargets returns, for each partition of topic in partitions (all

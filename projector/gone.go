@@ -46,11 +46,16 @@ type GoneSetConfig struct {
 // nothing.
 //
 // Unregistered channels are learned from the channel projector's
-// tombstones only, never from ChannelUnregistered events: the projector
-// writes one only for a channel that was registered, so the unregister of
-// a channel never registered (an attacker's flood) leaves the set
-// unchanged. Registrations and resets are folded from the registrations log
-// as well (faster); a late tombstone or UAID record older than a
+// unregistered records only (values with unregistered set; tombstones
+// without the pushlog-forget header from older writers), never from
+// ChannelUnregistered events: the projector writes one only for a channel
+// that was registered, so the unregister of a channel never registered (an
+// attacker's flood) leaves the set unchanged. Those records stay in the
+// compacted topic until the UAID expiry, so a set started after the
+// registrations left the log by retention still answers 410 for them; the
+// projector's forget tombstone (expiry, or past its per-UAID bound) removes
+// the channel. Registrations and resets are folded from the registrations log
+// as well (faster); a late unregistered record or UAID record older than a
 // registration folded meanwhile is recognized by its registrations offset
 // (the entry's next, or the short-lived recent-registrations memory) and
 // ignored. Facts age out Expiry after their last change.
@@ -92,9 +97,10 @@ type goneShard struct {
 	m     map[[16]byte]goneEntry
 	facts int // reset UAIDs + unregistered channels, for Len
 	// recent remembers, for a few minutes, the registrations offset of
-	// each registration folded (channel and UAID level), so a tombstone
-	// or UAID record the projector wrote before it, arriving later, is
-	// recognized as stale even when the UAID has no entry.
+	// each registration folded (channel and UAID level), so an
+	// unregistered record or UAID record the projector wrote before it,
+	// arriving later, is recognized as stale even when the UAID has no
+	// entry.
 	recent map[goneKey]goneRecent
 }
 
@@ -491,9 +497,10 @@ func (sh *goneShard) stale(key goneKey, regOffset int64) bool {
 	return ok && r.off >= regOffset
 }
 
-// applyChannelFact folds a format-2 channel record: a tombstone is an
-// unregistered (or reset) channel that was registered; a value a
-// registered one.
+// applyChannelFact folds a format-2 channel record: an unregistered record
+// (see schema.ChannelsFact.Unregistered) is an unregistered (or reset)
+// channel that was registered; a registered value or a forget tombstone
+// is not gone.
 func (g *GoneSet) applyChannelFact(f schema.ChannelsFact, bootstrap bool) {
 	sh := g.shard(f.UAID)
 	sh.mu.Lock()
@@ -504,8 +511,9 @@ func (g *GoneSet) applyChannelFact(f schema.ChannelsFact, bootstrap bool) {
 		return // a registration of this channel folded meanwhile is newer
 	}
 	i, found := slices.BinarySearchFunc(e.chans, f.Channel, goneCompare)
+	unregistered := f.Unregistered()
 	switch {
-	case f.Deleted && !found:
+	case unregistered && !found:
 		e.chans = slices.Insert(slices.Clone(e.chans), i, f.Channel)
 		if len(e.chans) > goneMaxChannels {
 			// A register/unregister loop must not grow the set without
@@ -517,7 +525,7 @@ func (g *GoneSet) applyChannelFact(f schema.ChannelsFact, bootstrap bool) {
 			e.chans = slices.Delete(e.chans, j, j+1)
 			g.capped.Add(1)
 		}
-	case !f.Deleted && found:
+	case !unregistered && found:
 		e.chans = slices.Delete(slices.Clone(e.chans), i, i+1)
 	default:
 		return
@@ -591,7 +599,7 @@ func (g *GoneSet) applySnapshot(uaid [16]byte, st *pb.ChannelState, bootstrap bo
 // applyRegistration folds one registrations event the way
 // schema.ApplyRegistration does, restricted to gone facts. An unregister is
 // not a fact by itself (the channel may never have been registered): the
-// projector's tombstone brings it.
+// projector's unregistered record brings it.
 func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 	sh := g.shard(uaid)
 	sh.mu.Lock()
@@ -615,7 +623,7 @@ func (g *GoneSet) applyRegistration(uaid [16]byte, ev *pb.Event, offset int64) {
 			if ok {
 				// Only UAIDs with gone facts are guarded, so a flood of
 				// new UAIDs costs nothing here. For the others a late
-				// tombstone of a re-registered channel is corrected by
+				// unregistered record of a re-registered channel is corrected by
 				// the entry record the projector writes right after it.
 				sh.recent[goneKeyOf(uaid, id)] = goneRecent{off: offset, atMin: nowMin}
 			}

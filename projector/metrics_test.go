@@ -52,6 +52,12 @@ pushlog_projector_records_total{projector="channels"} 7
 # HELP pushlog_projector_rows_total Rows (analytics) or snapshots (channels) a projector wrote.
 # TYPE pushlog_projector_rows_total counter
 pushlog_projector_rows_total{projector="channels"} 3
+# HELP pushlog_projector_unregistered_capped_total Unregistered channels forgotten (tombstoned) because their UAID has more than 1024 newer ones (register/unregister churn).
+# TYPE pushlog_projector_unregistered_capped_total counter
+pushlog_projector_unregistered_capped_total{projector="channels"} 0
+# HELP pushlog_projector_unregistered_expired_total Unregistered channels forgotten (tombstoned) after the UAID expiry: their endpoints stop answering 410.
+# TYPE pushlog_projector_unregistered_expired_total counter
+pushlog_projector_unregistered_expired_total{projector="channels"} 0
 # HELP pushlog_projector_written_bytes_total Bytes (keys + values) the channel projector wrote to the channels topic.
 # TYPE pushlog_projector_written_bytes_total counter
 pushlog_projector_written_bytes_total{projector="channels"} 0

@@ -376,7 +376,7 @@ func FoldChannelsFact(states map[string]*pb.ChannelState, f ChannelsFact) {
 		delete(states, uaid)
 		return
 	}
-	if f.Kind == ChannelsSeen {
+	if f.Kind == ChannelsSeen || f.Forget && st == nil {
 		return
 	}
 	if st == nil {

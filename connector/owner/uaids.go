@@ -327,6 +327,10 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 			delete(ps.recs, f.UAID) // expired: forgotten everywhere
 		}
 		return
+	case f.Forget:
+		// An unregistered channel leaves the topic (expiry or per-UAID
+		// bound): the owner's own gone list is bounded already.
+		return
 	default:
 		if known && f.RegOffset < r.next {
 			return
@@ -340,7 +344,7 @@ func (ps *partState) foldSnapshot(rec *kgo.Record) {
 				r.seen = 0
 				changed = true
 			}
-		case f.Deleted:
+		case f.Unregistered(): // a value, or an older writer's tombstone
 			changed = r.markGone(f.Channel)
 		default:
 			changed = r.register(f.Channel)

@@ -46,6 +46,30 @@ func chanRecord(t testing.TB, p int32, uaid, ch string, deleted bool, roff int64
 	return r
 }
 
+// unregRecord is the projector's record of an unregistered channel (a
+// value, kept until the UAID expiry); forgetRecord its later tombstone.
+func unregRecord(t testing.TB, p int32, uaid, ch string, roff int64) *kgo.Record {
+	t.Helper()
+	id, err := schema.ParseChannelID(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := schema.DefaultNames().UnregisteredRecord(uaid, id, roff, 60000*1000, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func forgetRecord(t testing.TB, p int32, uaid, ch string, roff int64) *kgo.Record {
+	t.Helper()
+	id, err := schema.ParseChannelID(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return schema.DefaultNames().ChannelForget(uaid, id, roff, p)
+}
+
 func uaidRecord(t testing.TB, p int32, uaid string, reset bool, roff int64) *kgo.Record {
 	t.Helper()
 	r, err := schema.DefaultNames().UaidStateRecord(uaid, &pb.UaidState{UaidReset: reset, ResetMs: 60000 * 2000, RegistrationsOffset: roff}, p, time.Now())
@@ -104,6 +128,16 @@ func TestRecordFold(t *testing.T) {
 			known: true, valid: true, active: []string{b}, gone: []string{a}, next: 9},
 		{name: "format 2 UAID reset and revival", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 1), uaidRecord(t, p, uaid, true, 2), chanRecord(t, p, uaid, a, true, 2), uaidRecord(t, p, uaid, false, 3), chanRecord(t, p, uaid, c, false, 3)},
 			known: true, valid: true, active: []string{c}, gone: []string{a}, next: 3},
+		{name: "format 2 bootstrap, unregistered value record", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 3), chanRecord(t, p, uaid, b, false, 4), unregRecord(t, p, uaid, b, 5)},
+			known: true, valid: true, active: []string{a}, gone: []string{b}, next: 5},
+		{name: "unregistered value only (registrations and tombstones compacted away)", recs: []*kgo.Record{unregRecord(t, p, uaid, b, 5)},
+			known: true, valid: true, gone: []string{b}, next: 5},
+		{name: "re-registered over its unregistered record", recs: []*kgo.Record{unregRecord(t, p, uaid, b, 5), chanRecord(t, p, uaid, b, false, 7)},
+			known: true, valid: true, active: []string{b}, next: 7},
+		{name: "an unregistered record older than the fold is ignored", recs: []*kgo.Record{reg(b, 0), unreg(b, 5), reg(b, 10), unregRecord(t, p, uaid, b, 6)},
+			known: true, valid: true, active: []string{b}, next: 11},
+		{name: "a forget tombstone changes nothing", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 3), unregRecord(t, p, uaid, b, 5), forgetRecord(t, p, uaid, b, 5), forgetRecord(t, p, uaid, a, 9)},
+			known: true, valid: true, active: []string{a}, gone: []string{b}, next: 5},
 		{name: "an expired UAID's tombstone forgets it", recs: []*kgo.Record{chanRecord(t, p, uaid, a, false, 1), uaidRecord(t, p, uaid, true, 2), {Topic: schema.TopicChannels, Partition: p, Key: []byte(uaid)}}},
 		{name: "format 1 snapshot, then the registrations after it", recs: []*kgo.Record{
 			snapshot(&pb.ChannelState{Channels: []*pb.Channel{{ChannelId: a}, {ChannelId: b, Unregistered: true}}, RegistrationsOffset: 6}),
@@ -325,5 +359,53 @@ func TestIdleExpiry(t *testing.T) {
 	ps.mu.Unlock()
 	if chans.count() != n+1 {
 		t.Fatalf("last-seen records %d, want one more after two days", chans.count()-n)
+	}
+}
+
+// An unregistered channel record read from pushlog.channels drops the
+// channel's pending messages (DROP_REASON_UNREGISTERED) exactly as the
+// older writers' tombstone does, and CheckUAID no longer lists it; a
+// forget tombstone afterwards changes nothing.
+func TestUnregisteredRecordDropsPending(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rec  func(uaid, ch string, roff int64) *kgo.Record
+	}{
+		{"unregistered value", func(uaid, ch string, roff int64) *kgo.Record { return unregRecord(t, 1, uaid, ch, roff) }},
+		{"older writers' tombstone", func(uaid, ch string, roff int64) *kgo.Record { return chanRecord(t, 1, uaid, ch, true, roff) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			l := newLog(t, 1, clock)
+			uaid, keep, gone := uaidIn(1), newChannel(), newChannel()
+			id, _ := schema.ParseUAID(uaid)
+			l.add(uaid, &pb.ChannelRegistered{ChannelId: keep})
+			l.add(uaid, &pb.ChannelRegistered{ChannelId: gone})
+			live := l.msg(uaid, keep, 3600, "")
+			goneMsg := l.msg(uaid, gone, 3600, "")
+			ps, rec := newTestPart(t, 1, clock)
+			ps.setPositions([numGroupTopics]int64{}, l.ends())
+			foldAll(ps, append(slices.Clone(l.recs[schema.TopicRegistrations]), l.recs[schema.TopicMessages]...))
+			if !ps.ready {
+				t.Fatal("not ready")
+			}
+			foldAll(ps, []*kgo.Record{tc.rec(uaid, gone, 3)})
+			if got, want := rec.settlements(), []string{fmt.Sprintf("%d:DROP_REASON_UNREGISTERED", goneMsg)}; !slices.Equal(got, want) {
+				t.Fatalf("decisions %v, want %v", got, want)
+			}
+			if got := liveOffsets(ps); !slices.Equal(got, []int64{live}) {
+				t.Fatalf("live %v, want [%d]", got, live)
+			}
+			keepID, _ := schema.ParseChannelID(keep)
+			if info := ps.channelInfo(id); !info.Valid || !slices.Equal(info.Channels, [][16]byte{keepID}) {
+				t.Fatalf("CheckUAID %+v, want only %s", info, keep)
+			}
+			foldAll(ps, []*kgo.Record{forgetRecord(t, 1, uaid, gone, 3)})
+			r, _ := ps.recs.get(id)
+			goneID, _ := schema.ParseChannelID(gone)
+			if !r.channelGone(goneID) || len(rec.settlements()) != 1 {
+				t.Fatalf("forget tombstone changed the owner's state")
+			}
+		})
 	}
 }
