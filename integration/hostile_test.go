@@ -399,7 +399,10 @@ func hostileAbandoned(t *testing.T, m hostileMode) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	t.Logf("live heap %+.2f MB for %d abandoned UAIDs: %.0f bytes each", mb(grown), made, float64(grown)/float64(made))
+	names := s.names(t)
+	t.Logf("live heap %+.2f MB for %d abandoned UAIDs: %.0f bytes each; log bytes: registrations %d, channels %d, presence %d",
+		mb(grown), made, float64(grown)/float64(made), topicBytes(ctx, t, s, names.Registrations), topicBytes(ctx, t, s, names.Channels),
+		topicBytes(ctx, t, s, names.Presence))
 	if grown > limit {
 		t.Errorf("live heap grew %.2f MB for %d abandoned UAIDs (%.0f bytes each), over %d bytes each + 1 MB",
 			mb(grown), made, float64(grown)/float64(made), hostileIdleUAIDBytes)
