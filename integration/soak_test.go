@@ -152,12 +152,13 @@ type soak struct {
 	uas []*soakUA
 	hc  *http.Client
 
-	mu         sync.Mutex
-	created    map[string]soakPush // version → the 201
-	received   map[string]int      // version → times received
-	acked      map[string]bool     // versions this side acked
-	duplicates []string            // versions received again after their ack
-	unexpected int                 // received versions no 201 named (yet)
+	mu sync.Mutex
+	// msgs is one entry per version, whichever came first (a 201 or the
+	// notification): the 30-minute run tracks ~360,000 of them.
+	msgs       map[string]*soakMsg
+	created    int      // versions with a 201
+	delivered  int      // versions received at least once
+	duplicates []string // versions received again after their ack
 
 	status    sync.Map // HTTP status → *atomic.Int64
 	behind    atomic.Int64
@@ -168,16 +169,18 @@ type soak struct {
 	lastError atomic.Value
 }
 
-type soakPush struct {
-	ua     int
-	sentAt time.Time
-	ttl    time.Duration
+// soakMsg is what is known of one version.
+type soakMsg struct {
+	sentAt   time.Time // zero until its 201 came
+	ua       int32
+	received int32
+	acked    bool
 }
 
 func newSoak(t *testing.T, s *server, cfg soakConfig) *soak {
 	return &soak{t: t, s: s, cfg: cfg,
-		hc:      &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-		created: map[string]soakPush{}, received: map[string]int{}, acked: map[string]bool{}}
+		hc:   &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		msgs: map[string]*soakMsg{}}
 }
 
 // setUp subscribes every user agent once.
@@ -307,7 +310,7 @@ func (so *soak) sample(ctx context.Context, debug string, at time.Duration) soak
 		so.t.Fatalf("read server memory: %v", err)
 	}
 	so.mu.Lock()
-	created, delivered := len(so.created), len(so.received)
+	created, delivered := so.created, so.delivered
 	so.mu.Unlock()
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", so.s.pid()))
 	if err != nil {
@@ -376,7 +379,9 @@ func (so *soak) push(ctx context.Context, i int) {
 	loc := resp.Header.Get("Location")
 	version := loc[strings.LastIndex(loc, "/")+1:]
 	so.mu.Lock()
-	so.created[version] = soakPush{ua: i, sentAt: sentAt, ttl: time.Duration(so.cfg.ttl) * time.Second}
+	rec := so.msg(version)
+	rec.sentAt, rec.ua = sentAt, int32(i)
+	so.created++
 	so.mu.Unlock()
 }
 
@@ -432,19 +437,20 @@ func (so *soak) session(ctx context.Context, i int, d time.Duration) {
 // receive records a notification and acks it at once.
 func (so *soak) receive(c *uaClient, n uaMessage) {
 	so.mu.Lock()
-	so.received[n.Version]++
-	if so.acked[n.Version] {
+	m := so.msg(n.Version)
+	if m.received == 0 {
+		so.delivered++
+	}
+	m.received++
+	if m.acked {
 		so.duplicates = append(so.duplicates, n.Version)
 	}
-	if _, ok := so.created[n.Version]; !ok {
-		so.unexpected++ // usually its 201 is still on its way to the sender
-	}
-	so.acked[n.Version] = true
+	m.acked = true
 	so.mu.Unlock()
 	if err := c.sendJSON(map[string]any{"messageType": "ack", "updates": []map[string]any{
 		{"channelID": n.ChannelID, "version": n.Version, "code": 100}}}); err != nil {
 		so.mu.Lock()
-		delete(so.acked, n.Version) // not acked after all: it may come again
+		m.acked = false // not acked after all: it may come again
 		so.mu.Unlock()
 	}
 }
@@ -478,13 +484,24 @@ func (so *soak) drain(ctx context.Context) {
 	wg.Wait()
 }
 
+// msg returns the entry of version, making it; so.mu is held.
+func (so *soak) msg(version string) *soakMsg {
+	m := so.msgs[version]
+	if m == nil {
+		m = &soakMsg{ua: -1}
+		so.msgs[version] = m
+	}
+	return m
+}
+
 // pendingFor counts user agent i's 201s not received and not expired.
 func (so *soak) pendingFor(i int) int {
 	so.mu.Lock()
 	defer so.mu.Unlock()
 	n := 0
-	for v, p := range so.created {
-		if p.ua == i && so.received[v] == 0 && time.Since(p.sentAt) < p.ttl {
+	ttl := time.Duration(so.cfg.ttl) * time.Second
+	for _, m := range so.msgs {
+		if !m.sentAt.IsZero() && int(m.ua) == i && m.received == 0 && time.Since(m.sentAt) < ttl {
 			n++
 		}
 	}
@@ -497,23 +514,20 @@ func (so *soak) report(samples []soakSample) {
 	statuses := map[int]int64{}
 	so.status.Range(func(k, v any) bool { statuses[k.(int)] = v.(*atomic.Int64).Load(); return true })
 	so.mu.Lock()
-	created, delivered := len(so.created), 0
+	created, delivered := so.created, 0
+	ttl := time.Duration(so.cfg.ttl) * time.Second
 	var lost []string
-	expired := 0
-	for v, p := range so.created {
+	expired, unknown := 0, 0
+	for v, m := range so.msgs {
 		switch {
-		case so.received[v] > 0:
+		case m.sentAt.IsZero():
+			unknown++ // received, but no 201 named it
+		case m.received > 0:
 			delivered++
-		case time.Since(p.sentAt) >= p.ttl:
+		case time.Since(m.sentAt) >= ttl:
 			expired++
 		default:
 			lost = append(lost, v)
-		}
-	}
-	unknown := 0
-	for v := range so.received {
-		if _, ok := so.created[v]; !ok {
-			unknown++
 		}
 	}
 	dups := len(so.duplicates)
