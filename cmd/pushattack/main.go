@@ -41,6 +41,7 @@ type cli struct {
 	JSON        bool          `help:"Print the results as JSON instead of a table."`
 	AllowRemote bool          `help:"Allow targets that are not loopback addresses (only your own deployment)."`
 	Verbose     bool          `short:"v" help:"Log each attack's progress on stderr."`
+	List        bool          `help:"List the attacks with what each does, and exit."`
 }
 
 func main() {
@@ -65,6 +66,12 @@ func main() {
 // run attacks and prints the results; healthy is false when an attack
 // left the server down or another user unserved.
 func (c *cli) run(ctx context.Context, out, logOut io.Writer) (healthy bool, err error) {
+	if c.List {
+		for _, n := range attack.Names() {
+			fmt.Fprintf(out, "%-22s %s\n", n, attack.Describe(n))
+		}
+		return true, nil
+	}
 	level := slog.LevelWarn
 	if c.Verbose {
 		level = slog.LevelInfo

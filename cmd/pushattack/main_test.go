@@ -47,3 +47,16 @@ func TestRefusesRemote(t *testing.T) {
 		t.Fatalf("printed %q", out.String())
 	}
 }
+
+func TestList(t *testing.T) {
+	c := parse(t, "--list")
+	var out bytes.Buffer
+	if ok, err := c.run(context.Background(), &out, &out); err != nil || !ok {
+		t.Fatalf("list: %v %v", ok, err)
+	}
+	for _, n := range attack.Names() {
+		if !strings.Contains(out.String(), n+" ") {
+			t.Errorf("list lacks %s:\n%s", n, out.String())
+		}
+	}
+}
