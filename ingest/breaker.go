@@ -58,6 +58,14 @@ func (b *breaker) allow() (ticket, bool) {
 	return ticket{probe: true}, true
 }
 
+// refusing reports, without taking a probe, whether allow would refuse now:
+// callers check it before work that a refusal would waste.
+func (b *breaker) refusing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open && (b.probes >= b.maxProbes || b.now().Sub(b.lastProbe) < b.interval)
+}
+
 // done records a produce's outcome. excluded outcomes (the sender went
 // away) say nothing about Kafka: they only free the probe slot.
 func (b *breaker) done(t ticket, err error, excluded bool) {

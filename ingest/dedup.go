@@ -93,21 +93,59 @@ func (d *dedupIndex) claim(k dedupKey, ttl int64) (e *dedupEntry, done <-chan st
 	e = &dedupEntry{done: make(chan struct{}), ttl: ttl}
 	d.m[k] = e
 	d.order = append(d.order, dedupSlot{k, e})
-	for len(d.order) > d.max {
+	// Bound the live entries, not the slots: slots of forgotten entries
+	// (refused, failed, expired, replaced) must not push live ones out, or
+	// a burst of refused pushes empties the index (reviewer's finding).
+	for len(d.m) > d.max {
 		d.evictOldest()
+	}
+	if len(d.order) > 2*d.max {
+		d.compact()
 	}
 	d.entries.Store(int64(len(d.m)))
 	return e, e.done, true
 }
 
+// live reports whether k has an entry a claim would wait on or answer
+// from (pending, or written and not expired).
+func (d *dedupIndex) live(k dedupKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.m[k]
+	return e != nil && (!e.settled || e.ok && !d.now().After(e.expires))
+}
+
+// evictOldest drops the oldest live entry, discarding dead slots before it.
 func (d *dedupIndex) evictOldest() {
-	s := d.order[0]
-	d.order[0] = dedupSlot{}
-	d.order = d.order[1:]
-	if d.m[s.k] == s.e {
-		delete(d.m, s.k)
-		d.evictions.Add(1)
+	for len(d.order) > 0 {
+		s := d.order[0]
+		d.order[0] = dedupSlot{}
+		d.order = d.order[1:]
+		if d.m[s.k] == s.e {
+			delete(d.m, s.k)
+			d.evictions.Add(1)
+			return
+		}
 	}
+}
+
+// compact drops the slots of forgotten entries, keeping the order: the
+// queue stays within 2*max slots however many entries were forgotten.
+func (d *dedupIndex) compact() {
+	live := make([]dedupSlot, 0, len(d.m))
+	for _, s := range d.order {
+		if d.m[s.k] == s.e {
+			live = append(live, s)
+		}
+	}
+	d.order = live
+}
+
+// slots is the length of the insertion-order queue (tests).
+func (d *dedupIndex) slots() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.order)
 }
 
 // settle records the outcome of e's append: written at partition/offset,

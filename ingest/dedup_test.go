@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,5 +314,101 @@ func TestRetryAcrossOutage(t *testing.T) {
 		if n := e.countPayload(m.Partition, b); n != 1 {
 			t.Errorf("push %d: %d copies in the log, want 1", i, n)
 		}
+	}
+}
+
+// TestDedupDeadSlotsDoNotEvictLive: entries forgotten after a failed (or
+// refused) append leave slots in the queue; they must not evict live
+// entries, and the queue stays bounded.
+func TestDedupDeadSlotsDoNotEvictLive(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	const max = 1000
+	d := newDedupIndex(max, func() time.Time { return now })
+	k := func(i int) dedupKey { return dedupKeyOf(testUAID, testChannel, []byte(strconv.Itoa(i))) }
+	e, _, _ := d.claim(k(-1), 3600)
+	d.settle(k(-1), e, 0, 7, nil)
+	for i := range 5 * max {
+		f, _, owner := d.claim(k(i), 3600)
+		if !owner {
+			t.Fatalf("claim %d not owned", i)
+		}
+		d.settle(k(i), f, -1, -1, errNotProduced)
+		if n := d.slots(); n > 2*max+1 {
+			t.Fatalf("after %d refused claims the queue holds %d slots (bound %d)", i+1, n, 2*max+1)
+		}
+	}
+	if !d.live(k(-1)) {
+		t.Fatal("the written push was evicted by refused ones")
+	}
+	if n := d.evictions.Load(); n != 0 {
+		t.Fatalf("%d evictions with one live entry", n)
+	}
+	// Live entries are still bounded and evicted oldest first.
+	for i := range max {
+		f, _, _ := d.claim(k(10*max+i), 3600)
+		d.settle(k(10*max+i), f, 0, int64(i), nil)
+	}
+	if d.len() != max || d.live(k(-1)) || !d.live(k(10*max)) {
+		t.Fatalf("len %d, oldest live %v, next live %v", d.len(), d.live(k(-1)), d.live(k(10*max)))
+	}
+}
+
+// TestRefusedPushesKeepRetryIndex is the reviewer's reproduction: with an
+// index of 1000, one written push and then 1000 pushes refused (breaker
+// open, or too many appends waiting) must not cost the written push's
+// retry its entry: the retry is answered with the original's Location.
+func TestRefusedPushesKeepRetryIndex(t *testing.T) {
+	tests := []struct {
+		name   string
+		refuse func(s *Server)
+		allow  func(s *Server)
+	}{
+		{"breaker open", func(s *Server) {
+			s.breaker.mu.Lock()
+			s.breaker.open, s.breaker.lastProbe = true, s.now()
+			s.breaker.mu.Unlock()
+		}, func(s *Server) {
+			s.breaker.mu.Lock()
+			s.breaker.open = false
+			s.breaker.mu.Unlock()
+		}},
+		{"overloaded", func(s *Server) { s.inFlight.Store(int64(s.cfg.MaxInFlight)) }, func(s *Server) { s.inFlight.Store(0) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) {
+				c.DedupEntries = 1000
+				c.Breaker = BreakerConfig{OpenTimeout: time.Hour}
+			})
+			path := e.endpoint(testUAID, testChannel, nil)
+			hdr := map[string]string{"TTL": "600", "Content-Encoding": "aes128gcm"}
+			body := randomBody(t, 100)
+			rr := e.do(http.MethodPost, path, hdr, body)
+			if rr.Code != http.StatusCreated {
+				t.Fatalf("push: %d %s", rr.Code, rr.Body)
+			}
+			loc := rr.Header().Get("Location")
+			tc.refuse(e.srv)
+			for i := range 1000 {
+				if rr := e.do(http.MethodPost, path, hdr, randomBody(t, 100)); rr.Code != http.StatusServiceUnavailable {
+					t.Fatalf("refused push %d: %d %s", i, rr.Code, rr.Body)
+				}
+			}
+			// A retry of the written push is answered even while refusing.
+			if rr := e.do(http.MethodPost, path, hdr, body); rr.Code != http.StatusCreated || rr.Header().Get("Location") != loc {
+				t.Fatalf("retry while refusing: %d Location %q, want %q", rr.Code, rr.Header().Get("Location"), loc)
+			}
+			tc.allow(e.srv)
+			calls := e.srv.produceCalls.Load()
+			if rr := e.do(http.MethodPost, path, hdr, body); rr.Code != http.StatusCreated || rr.Header().Get("Location") != loc {
+				t.Fatalf("retry: %d Location %q, want %q", rr.Code, rr.Header().Get("Location"), loc)
+			}
+			if e.srv.produceCalls.Load() != calls {
+				t.Fatal("the retry was appended a second time")
+			}
+			if n := e.srv.dedup.slots(); n > 2 {
+				t.Errorf("refused pushes left %d slots in the retry index", n)
+			}
+		})
 	}
 }

@@ -99,6 +99,11 @@ func (s *Server) produceOnce(c echo.Context, ep schema.Endpoint, rec *kgo.Record
 	// Twice at most: when the copy waited on turns out not written, this
 	// request appends its own, once.
 	for range 2 {
+		// A push that would be refused claims no entry, but a retry of one
+		// appended (or in flight) is still answered while Kafka is out.
+		if aerr := s.refusedNow(); aerr != nil && !s.dedup.live(key) {
+			return aerr
+		}
 		e, done, owner := s.dedup.claim(key, ttl)
 		if owner {
 			settle := func(r *kgo.Record, err error) { s.dedup.settle(key, e, r.Partition, r.Offset, err) }
@@ -343,13 +348,13 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record, promise func(*kgo
 	if s.inFlight.Add(1) > int64(s.cfg.MaxInFlight) {
 		s.inFlight.Add(-1)
 		notProduced(promise, rec)
-		return unavailable("Service overloaded: too many messages waiting on Kafka", 1)
+		return errOverloaded
 	}
 	defer s.inFlight.Add(-1)
 	t, ok := s.breaker.allow()
 	if !ok {
 		notProduced(promise, rec)
-		return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
+		return s.errBreakerOpen()
 	}
 	if t.probe {
 		// The producer may still hold the failed leader and, after a
@@ -380,6 +385,26 @@ func (s *Server) produce(ctx context.Context, rec *kgo.Record, promise func(*kgo
 }
 
 var errNotProduced = errors.New("record not handed to Kafka")
+
+var errOverloaded = unavailable("Service overloaded: too many messages waiting on Kafka", 1)
+
+func (s *Server) errBreakerOpen() *apiError {
+	return unavailable("Service temporarily unavailable: Kafka is unreachable", s.openSecs)
+}
+
+// refusedNow is the answer produce would give at once (breaker open, too
+// many appends waiting) or nil. Checked before the retry index is touched,
+// so a refused push claims no entry; produce checks again (this is only a
+// fast path, racing with other requests).
+func (s *Server) refusedNow() *apiError {
+	if s.inFlight.Load() >= int64(s.cfg.MaxInFlight) {
+		return errOverloaded
+	}
+	if s.breaker.refusing() {
+		return s.errBreakerOpen()
+	}
+	return nil
+}
 
 func notProduced(promise func(*kgo.Record, error), rec *kgo.Record) {
 	if promise != nil {
