@@ -15,6 +15,7 @@ type heartbeatBody struct {
 	Checks         map[string]string `json:"checks"` // name -> "OK" or the error
 	CircuitBreaker string            `json:"circuit_breaker"`
 	Roles          any               `json:"roles,omitempty"`
+	Readiness      map[string]string `json:"readiness,omitempty"` // name -> "OK" or why not yet
 }
 
 // handleHeartbeat runs every configured check: 200 when all pass, else 503.
@@ -44,6 +45,15 @@ func (s *Server) handleHeartbeat(c echo.Context) error {
 			continue
 		}
 		body.Checks[name] = "OK"
+	}
+	for name, check := range s.cfg.Readiness {
+		if body.Readiness == nil {
+			body.Readiness = make(map[string]string, len(s.cfg.Readiness))
+		}
+		body.Readiness[name] = "OK"
+		if err := check(ctx); err != nil {
+			body.Readiness[name] = "NOT READY: " + err.Error()
+		}
 	}
 	if status != http.StatusOK {
 		s.log.Warn("heartbeat failing", "checks", body.Checks)

@@ -147,8 +147,12 @@ type Config struct {
 	// Roles, when set, is shown as "roles" in the heartbeat: the process's
 	// other roles (restarts, last error), informational only: they do not
 	// change the heartbeat's status.
-	Roles   func() any
-	Version VersionInfo
+	Roles func() any
+	// Readiness checks are shown as "readiness" in the heartbeat ("OK" or
+	// the error), informational only: ingest serves while they fail (the
+	// gone set catching up: pushes are accepted meanwhile).
+	Readiness map[string]func(ctx context.Context) error
+	Version   VersionInfo
 	// VAPIDCacheBytes bounds the verified-JWT cache in bytes, tokens
 	// included (default 16 MiB).
 	VAPIDCacheBytes int64
@@ -307,6 +311,11 @@ func (c *Config) validate() error {
 	for name, check := range c.Health {
 		if check == nil {
 			return fmt.Errorf("health check %q is nil", name)
+		}
+	}
+	for name, check := range c.Readiness {
+		if check == nil {
+			return fmt.Errorf("readiness check %q is nil", name)
 		}
 	}
 	if c.Logger == nil {

@@ -67,6 +67,7 @@ func startTrimmer(g *runGroup, cfg *serveConfig, names schema.Names, producer *k
 	if err != nil {
 		return err
 	}
-	g.start("embedded-trim", t.Run)
+	// Run may be called again (each round stands alone): supervised.
+	g.supervise("embedded-trim", t.Run)
 	return nil
 }

@@ -266,7 +266,9 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	// group: the next owner of our partitions then reads every ack our
 	// clients made and redelivers nothing they acked.
 	connDone, ownerDone := make(chan struct{}), make(chan struct{})
-	g.start("connector", func(ctx context.Context) error {
+	// The connector and the owner cannot be run again in this process;
+	// their failure must not take ingest down with them.
+	g.startNonFatal("connector", func(ctx context.Context) error {
 		defer close(connDone)
 		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop()
@@ -288,7 +290,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		}()
 		return srv.Run(sctx, ln)
 	})
-	g.start("owner", func(ctx context.Context) error {
+	g.startNonFatal("owner", func(ctx context.Context) error {
 		defer close(ownerDone)
 		octx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop()
@@ -357,6 +359,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		MaxBody:        cfg.MaxBody,
 		ProduceTimeout: cfg.ProduceTimeout,
 		Health:         health,
+		Readiness:      map[string]func(context.Context) error{"gone-set": goneReadiness(gone)},
 		Roles:          func() any { return g.sup.status() },
 		Metrics:        met.reg,
 		MetricsHandler: met.handler,
@@ -388,22 +391,60 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		return fmt.Errorf("--http-addr: %w", err)
 	}
 	logger.Info("push listener", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
-	g.start("gone-set", gone.Run)
+	// Ingest serves at once, while the gone set catches up (minutes on a
+	// large registrations topic; waiting for it, or exiting after a bound,
+	// made a restart loop). Until it is ready a push to a channel that
+	// turns out gone gets 201 instead of 410: the owner drops it, and the
+	// sender learns 410 on a later push. A 503 would refuse every push for
+	// the whole catch-up. Readiness shows in the heartbeat's "readiness".
+	g.startNonFatal("gone-set", gone.Run)
 	g.start("ingest", func(ctx context.Context) error {
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := gone.WaitReady(wctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("gone set catch-up: %w", err)
-		}
+		go logGoneReady(ctx, gone, logger)
 		return srv.Run(ctx, ln, tlsCfg)
 	})
 	return nil
 }
 
+// goneReadiness is the gone set's heartbeat readiness: nil once it caught
+// up, else why pushes to gone channels may still get 201.
+func goneReadiness(gone interface {
+	WaitReady(context.Context) error
+}) func(context.Context) error {
+	return func(ctx context.Context) error {
+		done, cancel := context.WithCancel(ctx)
+		cancel() // only asks: never waits
+		if err := gone.WaitReady(done); err != nil {
+			return fmt.Errorf("catching up (pushes to unregistered channels get 201, the owner drops them): %w", err)
+		}
+		return nil
+	}
+}
+
+// logGoneReady logs, loudly when it takes long, until the gone set is
+// ready.
+func logGoneReady(ctx context.Context, gone *projector.GoneSet, logger *slog.Logger) {
+	start := time.Now()
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := gone.WaitReady(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			logger.Info("gone set ready; ingest answers 410 for unregistered channels", "after", time.Since(start).Round(time.Millisecond))
+			return
+		case ctx.Err() != nil:
+			return
+		case wctx.Err() == nil: // the gone set stopped: runOnce logged it
+			return
+		}
+		logger.Warn("gone set still catching up; ingest serves meanwhile (pushes to unregistered channels get 201)", "waited", time.Since(start).Round(time.Second))
+	}
+}
+
 // runGroup runs the roles. A role started with start is essential: the
 // first to fail stops the rest (and the process). One started with
-// supervise is restarted by sup after a failure instead.
+// supervise is restarted by sup after a failure instead; one started with
+// startNonFatal is left stopped (loudly).
 type runGroup struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -423,6 +464,14 @@ func newRunGroup(parent context.Context, logger *slog.Logger, sup *supervisor) *
 // fails; fn must be safe to call again after it returned.
 func (g *runGroup) supervise(name string, fn func(context.Context) error) {
 	g.start(name, func(ctx context.Context) error { return g.sup.run(ctx, name, fn) })
+}
+
+// startNonFatal runs fn, which may be called only once, as a role whose
+// failure after start-up is logged, counted and shown in the heartbeat but
+// does not stop the process (supervisor.runOnce): only start-up errors and
+// SIGTERM end it.
+func (g *runGroup) startNonFatal(name string, fn func(context.Context) error) {
+	g.start(name, func(ctx context.Context) error { return g.sup.runOnce(ctx, name, fn) })
 }
 
 func (g *runGroup) start(name string, fn func(context.Context) error) {

@@ -36,6 +36,7 @@ type supervisor struct {
 	// wait sleeps d unless ctx ends first (then false); tests record it.
 	wait     func(ctx context.Context, d time.Duration) bool
 	restarts *prometheus.CounterVec
+	failures *prometheus.CounterVec // roles that cannot be restarted
 	up       *prometheus.GaugeVec
 
 	mu    sync.Mutex
@@ -63,13 +64,17 @@ func newSupervisor(reg prometheus.Registerer, logger *slog.Logger) (*supervisor,
 			Name: "pushlog_role_restarts_total",
 			Help: "Times a role failed after start-up and was restarted (with back-off) instead of stopping the process.",
 		}, []string{"role"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushlog_role_failures_total",
+			Help: "Times a role that cannot be restarted failed after start-up; the process keeps serving without it (see the heartbeat's roles).",
+		}, []string{"role"}),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pushlog_role_up",
 			Help: "1 while a supervised role runs, 0 while it waits to be restarted after a failure.",
 		}, []string{"role"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.restarts, s.up} {
+		for _, c := range []prometheus.Collector{s.restarts, s.failures, s.up} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("supervisor metrics: %w", err)
 			}
@@ -105,6 +110,31 @@ func (s *supervisor) run(ctx context.Context, role string, fn func(context.Conte
 		}
 		delay = min(2*delay, s.max)
 	}
+}
+
+// runOnce runs fn, a role whose Run may be called only once, so that its
+// failure after start-up does not stop the process either: it is logged at
+// error level, counted in pushlog_role_failures_total{role}, shown in the
+// heartbeat and pushlog_role_up, and runOnce then waits for ctx to end.
+func (s *supervisor) runOnce(ctx context.Context, role string, fn func(context.Context) error) error {
+	s.setRunning(role, true)
+	err := s.once(ctx, role, fn)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("returned while the process was still running")
+	}
+	s.setRunning(role, false)
+	s.failures.WithLabelValues(role).Inc()
+	s.mu.Lock()
+	st := s.roles[role]
+	st.LastError, st.LastFailure = err.Error(), s.now()
+	s.mu.Unlock()
+	s.logger.Error("ROLE FAILED and cannot be restarted in this process; it keeps serving without it (restart the process to recover)",
+		"role", role, "err", err)
+	<-ctx.Done()
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
