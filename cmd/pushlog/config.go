@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -11,6 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/cmd/internal/embedded"
 	"github.com/pushlog/pushlog/schema"
@@ -47,7 +52,7 @@ type serveConfig struct {
 	TLSKey    string `env:"PUSHLOG_TLS_KEY" type:"existingfile" help:"Ingest TLS key file (PEM)."`
 
 	CryptoKeys string        `env:"PUSHLOG_CRYPTO_KEYS" help:"Comma-separated base64url 32-byte keys sealing endpoints and message ids; the first seals, all open (rotation). Default: generated once into DATA_DIR/crypto-keys."`
-	NewKeys    bool          `env:"PUSHLOG_NEW_KEYS" help:"Generate a new DATA_DIR/crypto-keys even though the embedded log holds events sealed with a lost one (their endpoints stop working)."`
+	NewKeys    bool          `env:"PUSHLOG_NEW_KEYS" help:"Generate a new DATA_DIR/crypto-keys even though the log (embedded, or the namespace's messages, registrations or channels topics on --kafka-brokers) holds events sealed with a lost one (their endpoints stop working)."`
 	MaxTTL     time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"Largest TTL; longer ones are clamped."`
 	MaxBody    int           `default:"5630" env:"PUSHLOG_MAX_BODY" help:"Largest push body in bytes (at least 4096)."`
 	// Ingest bounds on what senders control besides the body (issue 10/11).
@@ -257,7 +262,10 @@ func (c *serveConfig) validateCluster() []error {
 
 // sealingKeys returns the configured keys, or the ones generated once into
 // the data directory so endpoints survive a restart of the embedded service.
-func (c *serveConfig) sealingKeys() ([][]byte, error) {
+// A key is generated only when no log holds events sealed with a lost one
+// (the embedded broker's files, or with --kafka-brokers the namespace's
+// topics), unless --new-keys.
+func (c *serveConfig) sealingKeys(ctx context.Context) ([][]byte, error) {
 	if c.CryptoKeys != "" {
 		keys, err := schema.ParseKeys(c.CryptoKeys)
 		if err != nil {
@@ -275,10 +283,10 @@ func (c *serveConfig) sealingKeys() ([][]byte, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if has, err := embedded.HasEvents(filepath.Join(c.DataDir, "kafka")); err != nil {
-		return nil, err
-	} else if has && !c.NewKeys {
-		return nil, embedded.MissingKeysError(path, c.DataDir)
+	if !c.NewKeys {
+		if err := c.refuseLostKeys(ctx, path); err != nil {
+			return nil, err
+		}
 	}
 	key := make([]byte, schema.KeySize)
 	if _, err := rand.Read(key); err != nil {
@@ -291,6 +299,86 @@ func (c *serveConfig) sealingKeys() ([][]byte, error) {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return [][]byte{key}, nil
+}
+
+// refuseLostKeys fails when the key file at path is missing but a log
+// holds events sealed with it: a new key would make every existing endpoint
+// and message id answer 404.
+func (c *serveConfig) refuseLostKeys(ctx context.Context, path string) error {
+	if len(c.KafkaBrokers) == 0 {
+		if has, err := embedded.HasEvents(filepath.Join(c.DataDir, "kafka")); err != nil {
+			return err
+		} else if has {
+			return embedded.MissingKeysError(path, c.DataDir)
+		}
+		return nil
+	}
+	names, err := schema.NamesFor(c.Namespace)
+	if err != nil {
+		return fmt.Errorf("--namespace: %w", err)
+	}
+	topics := []string{names.Messages, names.Registrations, names.Channels}
+	held, err := topicsHoldRecords(ctx, c.KafkaBrokers, topics)
+	if err != nil {
+		return fmt.Errorf("%s is missing; checking whether Kafka holds events sealed with a lost key: %w", path, err)
+	}
+	if len(held) > 0 {
+		return fmt.Errorf("%s is missing but Kafka topics %s hold events sealed with a key: a new key would make every "+
+			"existing endpoint and message id answer 404. Pass the deployment's keys with --crypto-keys "+
+			"(PUSHLOG_CRYPTO_KEYS) or restore the file; to start over deliberately pass --new-keys (existing "+
+			"subscriptions stop working)", path, strings.Join(held, ", "))
+	}
+	return nil
+}
+
+// keyCheckTimeout bounds the look at the external Kafka before a key is
+// generated.
+const keyCheckTimeout = 30 * time.Second
+
+// topicsHoldRecords returns those of topics with a partition whose end
+// offset is past its start offset; missing topics hold nothing.
+func topicsHoldRecords(ctx context.Context, brokers []string, topics []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("pushlog-keycheck"), kgo.DisableClientMetrics())
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	var held []string
+	var errs []error
+	for _, t := range topics {
+		for _, end := range ends[t] {
+			if errors.Is(end.Err, kerr.UnknownTopicOrPartition) {
+				continue
+			}
+			start, ok := starts.Lookup(t, end.Partition)
+			if end.Err == nil && ok && start.Err != nil {
+				end.Err = start.Err
+			}
+			if end.Err != nil {
+				errs = append(errs, fmt.Errorf("%s/%d: %w", t, end.Partition, end.Err))
+				continue
+			}
+			if end.Offset > start.Offset {
+				held = append(held, t)
+				break
+			}
+		}
+	}
+	if len(held) == 0 && len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return held, nil
 }
 
 // connectionsPerIP maps --max-connections-per-ip-per-minute to the

@@ -87,11 +87,11 @@ func TestValidateDerivesDefaults(t *testing.T) {
 
 func TestSealingKeysPersist(t *testing.T) {
 	c := validConfig(t)
-	k1, err := c.sealingKeys()
+	k1, err := c.sealingKeys(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, err := c.sealingKeys()
+	k2, err := c.sealingKeys(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestSealingKeysPersist(t *testing.T) {
 		t.Fatalf("key file: %v %v", fi, err)
 	}
 	c.CryptoKeys = "short"
-	if _, err := c.sealingKeys(); err == nil || !strings.Contains(err.Error(), "--crypto-keys") {
+	if _, err := c.sealingKeys(t.Context()); err == nil || !strings.Contains(err.Error(), "--crypto-keys") {
 		t.Fatalf("bad key accepted: %v", err)
 	}
 }

@@ -40,7 +40,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 		defer lock.Close()
 	}
-	keys, err := cfg.sealingKeys()
+	keys, err := cfg.sealingKeys(ctx)
 	if err != nil {
 		return err
 	}
