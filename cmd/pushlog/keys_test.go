@@ -92,8 +92,15 @@ func TestSealingKeysExternalKafka(t *testing.T) {
 			produceOne(t, cl, "pushlog.messages")
 			offs := kadm.Offsets{}
 			offs.Add(kadm.Offset{Topic: "pushlog.messages", Partition: 0, At: 1})
-			if _, err := adm.DeleteRecords(t.Context(), offs); err != nil {
+			resp, err := adm.DeleteRecords(t.Context(), offs)
+			if err == nil {
+				err = resp.Error()
+			}
+			if err != nil {
 				t.Fatal(err)
+			}
+			if s, err := adm.ListStartOffsets(t.Context(), "pushlog.messages"); err != nil || s["pushlog.messages"][0].Offset != 1 {
+				t.Fatalf("start offsets %v (%v)", s, err)
 			}
 		}},
 		{name: "--new-keys starts over deliberately", setup: func(t *testing.T, adm *kadm.Client, cl *kgo.Client) {
@@ -108,7 +115,7 @@ func TestSealingKeysExternalKafka(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cluster.Close()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic("unused"))
+			cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic("unused"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 			if err != nil {
 				t.Fatal(err)
 			}
