@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -72,6 +73,65 @@ func MinInsyncReplicas(setting, replication int16) int16 {
 		return 2
 	}
 	return 0
+}
+
+// MinInsyncFor is MinInsyncReplicas for topics created with replication
+// (-1 or 0: the broker's default). With the auto setting and the broker's
+// default replication it asks the brokers what that default is: deciding
+// on -1 alone left min.insync.replicas unset on a cluster that replicates
+// 3 times, which `pushlog topics` then flagged.
+func MinInsyncFor(ctx context.Context, adm *kadm.Client, setting, replication int16) (int16, error) {
+	if setting == MinInsyncAuto && replication <= 0 {
+		rf, err := DefaultReplication(ctx, adm)
+		if err != nil {
+			return 0, err
+		}
+		replication = rf
+	}
+	return MinInsyncReplicas(setting, replication), nil
+}
+
+// DefaultReplication is the replication factor of a topic created with
+// replication -1: the brokers' default.replication.factor (Kafka's own
+// default 1), at most the number of brokers (Kafka refuses more).
+func DefaultReplication(ctx context.Context, adm *kadm.Client) (int16, error) {
+	meta, err := adm.BrokerMetadata(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("broker metadata: %w", err)
+	}
+	if len(meta.Brokers) == 0 {
+		return 0, errors.New("broker metadata: no brokers")
+	}
+	// Static broker configs are only described for a named broker.
+	rcs, err := adm.DescribeBrokerConfigs(ctx, meta.Brokers[0].NodeID)
+	if err == nil {
+		var rc kadm.ResourceConfig
+		rc, err = rcs.On(strconv.Itoa(int(meta.Brokers[0].NodeID)), nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err == nil {
+			return defaultReplicationOf(rc.Configs, len(meta.Brokers))
+		}
+	}
+	return 0, fmt.Errorf("describe broker %d configs (default.replication.factor): %w", meta.Brokers[0].NodeID, err)
+}
+
+// defaultReplicationOf reads default.replication.factor from a broker's
+// configs, capped at the broker count.
+func defaultReplicationOf(configs []kadm.Config, brokers int) (int16, error) {
+	rf := 1 // Kafka's default when the broker does not report it
+	for _, c := range configs {
+		if c.Key != "default.replication.factor" || c.Value == nil {
+			continue
+		}
+		n, err := strconv.Atoi(*c.Value)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("default.replication.factor %q: not a positive count", *c.Value)
+		}
+		rf = n
+	}
+	return int16(min(rf, brokers, math.MaxInt16)), nil
 }
 
 // WithMinInsync returns specs with min.insync.replicas set to n (0: the

@@ -93,3 +93,125 @@ func TestSpecConfigsMinInsync(t *testing.T) {
 		}
 	}
 }
+
+// TestMinInsyncFor: with the auto setting and the broker's default
+// replication (-1), the decision follows the brokers' real default, capped
+// at the broker count; explicit settings never ask the brokers.
+func TestMinInsyncFor(t *testing.T) {
+	tests := []struct {
+		name        string
+		brokers     int
+		brokerCfg   map[string]string
+		setting     int16
+		replication int16
+		want        int16
+	}{
+		{"auto, default 3 on 3 brokers", 3, nil, MinInsyncAuto, -1, 2},
+		{"auto, default 3 on 1 broker", 1, nil, MinInsyncAuto, -1, 0},
+		{"auto, default 1 on 3 brokers", 3, map[string]string{"default.replication.factor": "1"}, MinInsyncAuto, -1, 0},
+		{"auto, default 5 on 5 brokers", 5, map[string]string{"default.replication.factor": "5"}, MinInsyncAuto, -1, 2},
+		{"auto, replication 0 is the default too", 3, nil, MinInsyncAuto, 0, 2},
+		{"auto, explicit replication 3", 1, nil, MinInsyncAuto, 3, 2},
+		{"auto, explicit replication 2", 3, nil, MinInsyncAuto, 2, 0},
+		{"broker setting", 3, nil, MinInsyncBroker, -1, 0},
+		{"explicit setting", 3, nil, 3, -1, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []kfake.Opt{kfake.NumBrokers(tc.brokers)}
+			if tc.brokerCfg != nil {
+				opts = append(opts, kfake.BrokerConfigs(tc.brokerCfg))
+			}
+			c, err := kfake.NewCluster(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			got, err := MinInsyncFor(t.Context(), kadm.NewClient(cl), tc.setting, tc.replication)
+			if err != nil || got != tc.want {
+				t.Fatalf("MinInsyncFor = %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestEnsureTopicsBrokerDefaultReplication is the reviewer's case: topics
+// created with --replication -1 on a cluster that replicates 3 times get
+// min.insync.replicas 2 and really have 3 replicas.
+func TestEnsureTopicsBrokerDefaultReplication(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.MetadataMinAge(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	names, _ := NamesFor("rf")
+	n, err := MinInsyncFor(t.Context(), adm, MinInsyncAuto, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureTopics(t.Context(), adm, WithMinInsync(names.Specs(time.Hour), n), 2, -1); err != nil {
+		t.Fatal(err)
+	}
+	details, err := adm.ListTopics(t.Context(), names.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgs, err := adm.DescribeTopicConfigs(t.Context(), names.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range names.All() {
+		if r := len(details[topic].Partitions[0].Replicas); r != 3 {
+			t.Errorf("%s: %d replicas, want 3", topic, r)
+		}
+		rc, err := cfgs.On(topic, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, kv := range rc.Configs {
+			if kv.Key == "min.insync.replicas" && kv.Value != nil {
+				got = *kv.Value
+			}
+		}
+		if got != "2" {
+			t.Errorf("%s: min.insync.replicas %q, want 2", topic, got)
+		}
+	}
+}
+
+func TestDefaultReplicationOf(t *testing.T) {
+	s := func(v string) *string { return &v }
+	tests := []struct {
+		name    string
+		configs []kadm.Config
+		brokers int
+		want    int16
+		wantErr bool
+	}{
+		{"not reported: Kafka's default 1", nil, 3, 1, false},
+		{"reported 3", []kadm.Config{{Key: "default.replication.factor", Value: s("3")}}, 3, 3, false},
+		{"capped at the brokers", []kadm.Config{{Key: "default.replication.factor", Value: s("3")}}, 2, 2, false},
+		{"garbage", []kadm.Config{{Key: "default.replication.factor", Value: s("x")}}, 3, 0, true},
+		{"zero", []kadm.Config{{Key: "default.replication.factor", Value: s("0")}}, 3, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := defaultReplicationOf(tc.configs, tc.brokers)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("got %d, %v; want %d (error %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

@@ -73,7 +73,15 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, c TopicCheck) ([]TopicRe
 	if c.Bootstrap == "" {
 		c.Bootstrap = "BROKER:9092"
 	}
-	specs := schema.WithMinInsync(c.Names.Specs(c.MaxTTL), schema.MinInsyncReplicas(c.MinInsyncReplicas, c.Replication))
+	minInsync := schema.MinInsyncReplicas(c.MinInsyncReplicas, c.Replication)
+	if c.Create {
+		// Created with -1, topics get the brokers' default replication.
+		var err error
+		if minInsync, err = schema.MinInsyncFor(ctx, adm, c.MinInsyncReplicas, c.Replication); err != nil {
+			return nil, fmt.Errorf("min.insync.replicas of created topics: %w", err)
+		}
+	}
+	specs := schema.WithMinInsync(c.Names.Specs(c.MaxTTL), minInsync)
 	details, err := adm.ListTopics(ctx, c.Names.All()...)
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)

@@ -37,7 +37,7 @@ type serveConfig struct {
 	EmbTrimEvery   time.Duration `name:"embedded-trim-interval" default:"1m" env:"PUSHLOG_EMBEDDED_TRIM_INTERVAL" help:"Embedded broker: how often settled prefixes of the log are deleted."`
 	Partitions     int32         `default:"12" env:"PUSHLOG_PARTITIONS" help:"Partition count of every topic (co-partitioned)."`
 	Replication    int16         `default:"-1" env:"PUSHLOG_REPLICATION" help:"Replication factor of created topics (-1: broker default)."`
-	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where --replication is 3 or more and leaves the broker's default otherwise; -1 always leaves the broker's default."`
+	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where created topics get 3 or more replicas (--replication, or with -1 the brokers' default.replication.factor) and leaves the broker's default otherwise; -1 always leaves the broker's default."`
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`

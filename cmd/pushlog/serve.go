@@ -74,7 +74,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer producer.Close()
-	if err := ensureTopics(ctx, clientOpts, cfg, names); err != nil {
+	if err := ensureTopics(ctx, clientOpts, cfg, names, logger); err != nil {
 		return err
 	}
 	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
@@ -136,7 +136,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 // cache, which a client refreshes at most every MetadataMinAge (5 s by
 // default), so polling for new topics on the shared producer made every
 // start on fresh topics wait 5 s.
-func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, names schema.Names) error {
+func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, names schema.Names, logger *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cl, err := kgo.NewClient(append(slices.Clone(clientOpts), kgo.MetadataMinAge(50*time.Millisecond))...)
@@ -145,7 +145,13 @@ func ensureTopics(ctx context.Context, clientOpts []kgo.Opt, cfg *serveConfig, n
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	specs := schema.WithMinInsync(names.Specs(cfg.MaxTTL), schema.MinInsyncReplicas(cfg.MinInsync, cfg.Replication))
+	minInsync, err := schema.MinInsyncFor(ctx, adm, cfg.MinInsync, cfg.Replication)
+	if err != nil {
+		// Not fatal: the topics still work; `pushlog topics` names the fix.
+		logger.Warn("could not read the brokers' default.replication.factor; topics created now keep the broker's min.insync.replicas",
+			"err", err)
+	}
+	specs := schema.WithMinInsync(names.Specs(cfg.MaxTTL), minInsync)
 	if err := schema.EnsureTopics(ctx, adm, specs, cfg.Partitions, cfg.Replication); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
