@@ -27,8 +27,10 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	if cfg.EmbRetain <= 0 || cfg.EmbTrimEvery <= 0 {
 		return nil, fmt.Errorf("--embedded-retain (%s) and --embedded-trim-interval (%s) must be positive", cfg.EmbRetain, cfg.EmbTrimEvery)
 	}
-	if cfg.EmbSegBytes < 64<<10 || cfg.EmbSegBytes > 1<<30 {
-		return nil, fmt.Errorf("--embedded-segment-bytes: %d is out of range 65536..1073741824", cfg.EmbSegBytes)
+	// The cap bounds what verification holds in memory at start: it reads
+	// a segment whole.
+	if cfg.EmbSegBytes < 64<<10 || cfg.EmbSegBytes > embedded.MaxSegmentBytes {
+		return nil, fmt.Errorf("--embedded-segment-bytes: %d is out of range 65536..%d (64 KiB..64 MiB)", cfg.EmbSegBytes, embedded.MaxSegmentBytes)
 	}
 	dir := filepath.Join(cfg.DataDir, "kafka")
 	cluster, err := embedded.Start(embedded.Config{

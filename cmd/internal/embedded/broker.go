@@ -17,6 +17,11 @@ import (
 // 60 MiB, at about a thousand files for an hour of 200 pushes/s.
 const DefaultSegmentBytes = 1 << 20
 
+// MaxSegmentBytes caps SegmentBytes. Verification at start reads one
+// segment at a time, whole: the cap bounds that memory (repair streams).
+// Trimming and the per-batch index favour small segments anyway.
+const MaxSegmentBytes = 64 << 20
+
 // Config configures the embedded broker.
 type Config struct {
 	Dir          string // the broker's directory (DATA_DIR/kafka)
@@ -36,6 +41,9 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	}
 	if cfg.SegmentBytes == 0 {
 		cfg.SegmentBytes = DefaultSegmentBytes
+	}
+	if cfg.SegmentBytes < 0 || cfg.SegmentBytes > MaxSegmentBytes {
+		return nil, fmt.Errorf("embedded kafka segment size %d is out of range 1..%d (64 MiB): verification reads a segment into memory at start", cfg.SegmentBytes, MaxSegmentBytes)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", cfg.Dir, err)

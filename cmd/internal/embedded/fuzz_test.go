@@ -1,8 +1,11 @@
 package embedded
 
 import (
+	"bytes"
 	"encoding/binary"
 	"hash/crc32"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -64,9 +67,20 @@ func FuzzScanSegment(f *testing.F) {
 		if t := p.openTail(); t != nil {
 			p.tailEnd = t.first + 1
 		}
-		out, err := rebuildSegment(&p, raw, 0)
+		p.path = filepath.Join(t.TempDir(), "0.dat")
+		if err := os.WriteFile(p.path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := rebuildSegment(&p, 0)
 		if err != nil {
 			t.Fatal(err)
+		}
+		out, err := os.ReadFile(p.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := buildIndex(out); !bytes.Equal(idx, want) {
+			t.Fatalf("index of the repaired segment: %x, want %x", idx, want)
 		}
 		r := scanSegment(out, base, contiguous)
 		if len(r.bad) > 0 {
@@ -105,4 +119,19 @@ func FuzzScanEntries(f *testing.F) {
 			t.Fatalf("covered %d of %d", pos, len(raw))
 		}
 	})
+}
+
+// buildIndex is kfake's index for the (valid) batches of raw.
+func buildIndex(raw []byte) []byte {
+	var idx []byte
+	for pos := int64(0); pos < int64(len(raw)); {
+		h, err := checkBatch(raw[pos:])
+		if err != nil {
+			break
+		}
+		e := indexEntry(h)
+		idx = append(idx, e[:]...)
+		pos += h.size()
+	}
+	return idx
 }

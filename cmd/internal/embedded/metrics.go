@@ -10,8 +10,8 @@ import (
 
 // trimCollector reports the trimmer's figures at scrape time.
 type trimCollector struct {
-	t                                     *Trimmer
-	trimmed, retained, pinned, runs, disk *prometheus.Desc
+	t                                           *Trimmer
+	trimmed, retained, pinned, runs, disk, ends *prometheus.Desc
 }
 
 func (t *Trimmer) collectors() []prometheus.Collector {
@@ -22,6 +22,7 @@ func (t *Trimmer) collectors() []prometheus.Collector {
 		pinned:   prometheus.NewDesc(metrics.Name("embedded", "trim_pinned_partitions"), "Partitions by what held their trim point at the last round: window, group (an unsettled or unconsumed record), end (nothing to trim), uncommitted (a required group has no commit yet).", []string{"topic", "by"}, nil),
 		runs:     prometheus.NewDesc(metrics.Name("embedded", "trim_runs_total"), "Trim rounds by result.", []string{"result"}, nil),
 		disk:     prometheus.NewDesc(metrics.Name("embedded", "disk_bytes"), "Bytes of the embedded broker's files on disk.", nil, nil),
+		ends:     prometheus.NewDesc(metrics.Name("embedded", "end_offsets_recordings_total"), "Recordings of the embedded log's end offsets (evidence that verification uses after a crash) by result: written, unchanged (nothing moved: no write), error.", []string{"result"}, nil),
 	}}
 }
 
@@ -31,6 +32,7 @@ func (c *trimCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pinned
 	ch <- c.runs
 	ch <- c.disk
+	ch <- c.ends
 }
 
 func (c *trimCollector) Collect(ch chan<- prometheus.Metric) {
@@ -40,6 +42,9 @@ func (c *trimCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 	for result, n := range c.t.runs {
 		ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(n.Load()), result)
+	}
+	for result, n := range c.t.endsWrites {
+		ch <- prometheus.MustNewConstMetric(c.ends, prometheus.CounterValue, float64(n.Load()), result)
 	}
 	ch <- prometheus.MustNewConstMetric(c.disk, prometheus.GaugeValue, float64(c.t.diskSize.Load()))
 	c.t.mu.Lock()

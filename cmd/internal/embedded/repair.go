@@ -3,6 +3,7 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 )
@@ -43,21 +44,23 @@ func Repair(dir string) (*Report, error) {
 	return r, nil
 }
 
-// repairSegment rewrites one segment (when damaged) and its index.
+// repairSegment rewrites one segment (when damaged) and its index. It
+// streams: memory holds the index and one batch in flight, not the
+// segment, whatever the segment's size.
 func repairSegment(p *segPlan) error {
-	raw, err := os.ReadFile(p.path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) { // missing: an emptied partition's end
-		return fmt.Errorf("read %s: %w", p.path, err)
-	}
+	var idx []byte
 	if p.damaged() {
-		if raw, err = rebuildSegment(p, raw, p.fallbackTS()); err != nil {
+		var err error
+		if idx, err = rebuildSegment(p, p.fallbackTS()); err != nil {
 			return err
 		}
-		if err := writeAtomic(p.path, raw); err != nil {
-			return err
+	} else {
+		for _, b := range p.scan.batches {
+			e := indexEntry(b.h)
+			idx = append(idx, e[:]...)
 		}
 	}
-	return writeAtomic(p.idxPath, buildIndex(raw))
+	return writeAtomic(p.idxPath, idx)
 }
 
 // fallbackTS is the timestamp of a hole with no valid batch before it in
@@ -72,56 +75,63 @@ func (p *segPlan) fallbackTS() int64 {
 	return 0
 }
 
-// rebuildSegment lays out the valid batches of raw in file order with a
-// hole batch wherever offsets were lost.
-func rebuildSegment(p *segPlan, raw []byte, fallbackTS int64) ([]byte, error) {
-	out := make([]byte, 0, len(raw))
-	ts, epoch := p.prevTS, p.epoch
-	if ts < 0 {
-		ts = fallbackTS
+// rebuildSegment rewrites p's file with its valid batches in file order
+// and a hole batch wherever offsets were lost, copying batch by batch, and
+// returns the new file's index.
+func rebuildSegment(p *segPlan, fallbackTS int64) ([]byte, error) {
+	src, err := os.Open(p.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist): // an emptied partition's end: holes only
+	case err != nil:
+		return nil, fmt.Errorf("open %s: %w", p.path, err)
+	default:
+		defer src.Close()
 	}
-	bi, si := 0, 0
-	for bi < len(p.scan.batches) || si < len(p.scan.bad) {
-		// A span sorts before a batch at the same position: it covers the
-		// offsets before that batch.
-		if si < len(p.scan.bad) && (bi == len(p.scan.batches) || p.scan.bad[si].pos <= p.scan.batches[bi].pos) {
-			sp := p.scan.bad[si]
-			end := sp.next
-			if end < 0 {
-				end = p.tailEnd
-			}
-			for first := sp.first; first < end; {
-				n := min(end-first, 1<<31-1) // LastOffsetDelta is an int32
-				out = append(out, holeBatch(first, first+n, epoch, ts)...)
-				first += n
-			}
-			si++
-			continue
-		}
-		b := p.scan.batches[bi]
-		if int64(len(raw)) < b.pos+b.h.size() {
-			return nil, fmt.Errorf("%s changed while repairing", p.path)
-		}
-		out = append(out, raw[b.pos:b.pos+b.h.size()]...)
-		ts, epoch = b.h.MaxTimestamp, b.h.Epoch
-		bi++
-	}
-	return out, nil
-}
-
-// buildIndex is kfake's index for the (valid) batches of raw.
-func buildIndex(raw []byte) []byte {
 	var idx []byte
-	for pos := int64(0); pos < int64(len(raw)); {
-		h, err := checkBatch(raw[pos:])
-		if err != nil {
-			break
+	err = writeAtomicWith(p.path, func(w io.Writer) error {
+		ts, epoch := p.prevTS, p.epoch
+		if ts < 0 {
+			ts = fallbackTS
 		}
-		e := indexEntry(h)
-		idx = append(idx, e[:]...)
-		pos += h.size()
-	}
-	return idx
+		bi, si := 0, 0
+		for bi < len(p.scan.batches) || si < len(p.scan.bad) {
+			// A span sorts before a batch at the same position: it covers
+			// the offsets before that batch.
+			if si < len(p.scan.bad) && (bi == len(p.scan.batches) || p.scan.bad[si].pos <= p.scan.batches[bi].pos) {
+				sp := p.scan.bad[si]
+				end := sp.next
+				if end < 0 {
+					end = p.tailEnd
+				}
+				for first := sp.first; first < end; {
+					n := min(end-first, 1<<31-1) // LastOffsetDelta is an int32
+					hole := holeBatch(first, first+n, epoch, ts)
+					if _, err := w.Write(hole); err != nil {
+						return err
+					}
+					h, _ := parseHeader(hole)
+					e := indexEntry(h)
+					idx = append(idx, e[:]...)
+					first += n
+				}
+				si++
+				continue
+			}
+			b := p.scan.batches[bi]
+			if src == nil {
+				return fmt.Errorf("%s changed while repairing", p.path)
+			}
+			if n, err := io.Copy(w, io.NewSectionReader(src, b.pos, b.h.size())); err != nil || n != b.h.size() {
+				return fmt.Errorf("%s changed while repairing (%d of %d bytes at %d): %v", p.path, n, b.h.size(), b.pos, err)
+			}
+			e := indexEntry(b.h)
+			idx = append(idx, e[:]...)
+			ts, epoch = b.h.MaxTimestamp, b.h.Epoch
+			bi++
+		}
+		return nil
+	})
+	return idx, err
 }
 
 // repairLog keeps the valid entries of a framed log.

@@ -26,6 +26,16 @@ const DefaultRetain = time.Hour
 // DefaultTrimInterval is how often the trimmer runs.
 const DefaultTrimInterval = time.Minute
 
+// DefaultRecordInterval is how often the broker's end offsets are
+// recorded beside its files (when one moved). It is the window
+// verification cannot vouch for: records acknowledged in the last interval
+// before a crash, whose tail is then cut exactly at a batch boundary.
+const DefaultRecordInterval = time.Second
+
+// finalRecordTimeout bounds the last recording at shutdown, after the
+// run's context has ended.
+const finalRecordTimeout = 2 * time.Second
+
 // What set a partition's trim point (the pinned metric's "by" label).
 const (
 	byWindow = "window" // the replay window
@@ -50,9 +60,12 @@ type TrimConfig struct {
 	Required map[string][]string
 	Retain   time.Duration // replay window; 0 means DefaultRetain
 	Interval time.Duration // 0 means DefaultTrimInterval
-	Logger   *slog.Logger
-	Metrics  prometheus.Registerer
-	Now      func() time.Time
+	// RecordInterval is how often the end offsets of every topic are
+	// recorded in Dir; 0 means DefaultRecordInterval.
+	RecordInterval time.Duration
+	Logger         *slog.Logger
+	Metrics        prometheus.Registerer
+	Now            func() time.Time
 }
 
 // Trimmer deletes settled prefixes of the embedded log (DeleteRecords):
@@ -69,6 +82,11 @@ type Trimmer struct {
 	pinned   map[[2]string]int64      // {topic, by} -> partitions
 	runs     map[string]*atomic.Int64 // result -> runs
 	diskSize atomic.Int64
+
+	endsMu     sync.Mutex
+	ends       map[string]map[int32]int64 // as last written to Dir
+	starts     map[string]map[int32]int64
+	endsWrites map[string]*atomic.Int64 // result -> recordings
 }
 
 // NewTrimmer checks cfg and registers the trimmer's metrics.
@@ -76,7 +94,7 @@ func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
 	if cfg.Admin == nil {
 		return nil, errors.New("embedded trimmer: Admin is required")
 	}
-	if cfg.Retain < 0 || cfg.Interval < 0 {
+	if cfg.Retain < 0 || cfg.Interval < 0 || cfg.RecordInterval < 0 {
 		return nil, errors.New("embedded trimmer: negative retain or interval")
 	}
 	if cfg.Retain == 0 {
@@ -84,6 +102,9 @@ func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultTrimInterval
+	}
+	if cfg.RecordInterval == 0 {
+		cfg.RecordInterval = DefaultRecordInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -94,7 +115,11 @@ func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
 	t := &Trimmer{
 		cfg: cfg, log: cfg.Logger,
 		retained: map[string]int64{}, pinned: map[[2]string]int64{},
-		runs: map[string]*atomic.Int64{"ok": {}, "error": {}},
+		runs:       map[string]*atomic.Int64{"ok": {}, "error": {}},
+		endsWrites: map[string]*atomic.Int64{"written": {}, "unchanged": {}, "error": {}},
+	}
+	if cfg.Dir != "" {
+		t.ends, t.starts = readRecorded(cfg.Dir) // unchanged since the last run: no rewrite
 	}
 	for _, topic := range cfg.Topics {
 		t.trimmed.Store(topic, new(atomic.Int64))
@@ -105,25 +130,101 @@ func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
 	return t, nil
 }
 
-// Run trims every Interval until ctx ends. A failed round is logged and
-// retried at the next one: trimming is an optimisation, never a reason to
-// stop serving.
+// Run trims every Interval and records the end offsets every
+// RecordInterval until ctx ends, then records them once more. A failed
+// round is logged and retried at the next one: trimming is an
+// optimisation, and the end offsets are evidence, never a reason to stop
+// serving. One goroutine does both, so the ends file has one writer.
 func (t *Trimmer) Run(ctx context.Context) error {
-	tick := time.NewTicker(t.cfg.Interval)
-	defer tick.Stop()
+	trim := time.NewTicker(t.cfg.Interval)
+	defer trim.Stop()
+	rec := time.NewTicker(t.cfg.RecordInterval)
+	defer rec.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			t.recordFinal(ctx)
 			return nil
-		case <-tick.C:
-		}
-		if _, err := t.TrimOnce(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
+		case <-rec.C:
+			if err := t.RecordEnds(ctx); err != nil && ctx.Err() == nil {
+				t.log.Warn("record end offsets failed; retrying", "err", err)
 			}
-			t.log.Warn("embedded log trim failed; retrying next round", "err", err)
+		case <-trim.C:
+			if _, err := t.TrimOnce(ctx); err != nil && ctx.Err() == nil {
+				t.log.Warn("embedded log trim failed; retrying next round", "err", err)
+			}
 		}
 	}
+}
+
+// recordFinal records the end offsets at shutdown. The broker is still up
+// (it is closed after every role), so this is what a clean stop leaves
+// even if kfake's own snapshot is not written.
+func (t *Trimmer) recordFinal(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalRecordTimeout)
+	defer cancel()
+	if err := t.RecordEnds(ctx); err != nil {
+		t.log.Warn("record end offsets at shutdown failed", "err", err)
+	}
+}
+
+// RecordEnds writes the end and start offsets of every partition of
+// every topic beside the broker's files, when one moved since the last
+// write. A partition the broker could not list keeps its recorded
+// offsets; a topic the broker no longer has is dropped (a recreated topic
+// restarts at 0).
+func (t *Trimmer) RecordEnds(ctx context.Context) error {
+	if t.cfg.Dir == "" {
+		return nil
+	}
+	adm := t.cfg.Admin
+	listedEnds, err := adm.ListEndOffsets(ctx) // no topics: every topic
+	if err != nil {
+		t.endsWrites["error"].Add(1)
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	// Listed after the ends: a partition whose start reached the end
+	// listed before it held no record at that moment.
+	listedStarts, err := adm.ListStartOffsets(ctx)
+	if err != nil {
+		t.endsWrites["error"].Add(1)
+		return fmt.Errorf("list start offsets: %w", err)
+	}
+	t.endsMu.Lock()
+	defer t.endsMu.Unlock()
+	ends, starts := keepKnown(listedEnds, t.ends), keepKnown(listedStarts, t.starts)
+	if sameEnds(ends, t.ends) && sameEnds(starts, t.starts) {
+		t.endsWrites["unchanged"].Add(1)
+		return nil
+	}
+	if err := writeRecorded(t.cfg.Dir, ends, starts); err != nil {
+		t.endsWrites["error"].Add(1)
+		return err
+	}
+	t.ends, t.starts = ends, starts
+	t.endsWrites["written"].Add(1)
+	return nil
+}
+
+// keepKnown is the listed offsets, with prev's for partitions the broker
+// could not list.
+func keepKnown(listed kadm.ListedOffsets, prev map[string]map[int32]int64) map[string]map[int32]int64 {
+	out := map[string]map[int32]int64{}
+	listed.Each(func(o kadm.ListedOffset) {
+		off := o.Offset
+		if o.Err != nil || off < 0 {
+			p, ok := prev[o.Topic][o.Partition]
+			if !ok {
+				return
+			}
+			off = p
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]int64{}
+		}
+		out[o.Topic][o.Partition] = off
+	})
+	return out
 }
 
 // TrimResult is what one round did: per topic, the offsets trimmed.
@@ -161,7 +262,9 @@ func (t *Trimmer) trimOnce(ctx context.Context) (TrimResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list end offsets: %w", err)
 	}
-	t.recordEnds(ends)
+	if err := t.RecordEnds(ctx); err != nil {
+		t.log.Warn("record end offsets failed", "err", err)
+	}
 	window, err := adm.ListOffsetsAfterMilli(ctx, t.cfg.Now().Add(-t.cfg.Retain).UnixMilli(), topics...)
 	if err == nil {
 		err = window.Error()
@@ -331,23 +434,6 @@ func (t *Trimmer) deleteTopics(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// recordEnds writes the end offsets beside the broker's files.
-func (t *Trimmer) recordEnds(ends kadm.ListedOffsets) {
-	if t.cfg.Dir == "" {
-		return
-	}
-	m := map[string]map[int32]int64{}
-	ends.Each(func(e kadm.ListedOffset) {
-		if m[e.Topic] == nil {
-			m[e.Topic] = map[int32]int64{}
-		}
-		m[e.Topic][e.Partition] = e.Offset
-	})
-	if err := writeEnds(t.cfg.Dir, m); err != nil {
-		t.log.Warn("record end offsets", "err", err)
-	}
 }
 
 // dirSize is the bytes of the files under dir.

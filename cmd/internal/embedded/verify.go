@@ -101,6 +101,12 @@ type logPlan struct {
 	scan entriesScan
 }
 
+// recorded is a partition's offsets as last recorded by the trimmer.
+type recorded struct {
+	end   int64 // 0: none recorded
+	start int64 // -1: none recorded
+}
+
 // partSnapshot is the part of kfake's partition snapshot.json we read.
 type partSnapshot struct {
 	HighWatermark  int64 `json:"high_watermark"`
@@ -130,7 +136,7 @@ func Verify(dir string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	ends := readEnds(dir)
+	ends, starts := readRecorded(dir)
 	pdirs, err := os.ReadDir(filepath.Join(dir, "partitions"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, "partitions"), err)
@@ -143,7 +149,11 @@ func Verify(dir string) (*Report, error) {
 		if !ok {
 			continue
 		}
-		if err := r.verifyPartition(filepath.Join(dir, "partitions", e.Name()), topic, part, !compact[topic], ends[topic][part]); err != nil {
+		rec := recorded{end: ends[topic][part], start: -1}
+		if s, ok := starts[topic][part]; ok {
+			rec.start = s
+		}
+		if err := r.verifyPartition(filepath.Join(dir, "partitions", e.Name()), topic, part, !compact[topic], rec); err != nil {
 			return nil, err
 		}
 	}
@@ -223,7 +233,7 @@ func parsePartDir(name string) (string, int32, bool) {
 // each damaged tail reached from the evidence kept elsewhere: the next
 // segment's base offset, the clean-shutdown snapshot, the end offsets the
 // trimmer records, and the index's batch count.
-func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool, recordedEnd int64) error {
+func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool, rec recorded) error {
 	entries, err := os.ReadDir(pdir)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", pdir, err)
@@ -243,7 +253,7 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 		sizes[s.BaseOffset] = s.Size
 	}
 	if len(bases) == 0 {
-		r.checkEmpty(pdir, topic, part, contiguous, snap, snapOK, recordedEnd)
+		r.checkEmpty(pdir, topic, part, contiguous, snap, snapOK, rec)
 		return nil
 	}
 	// The snapshot describes the files exactly unless they were written
@@ -279,7 +289,7 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 			end = snap.HighWatermark
 		default:
 			exact = false
-			end = max(snap.HighWatermark, recordedEnd)
+			end = max(snap.HighWatermark, rec.end)
 		}
 		// Index entries beyond the batches: the batches were written
 		// (kfake writes the segment first) and are gone. Only countable
@@ -295,7 +305,9 @@ func (r *Report) verifyPartition(pdir, topic string, part int32, contiguous bool
 				why = fmt.Sprintf("file is %d bytes shorter than at the last clean shutdown", sizes[p.scan.base]-p.scan.size)
 			case lostBatches > 0:
 				why = "file ends before its last batches"
-			case end > p.scan.end && (contiguous || i+1 == len(plans)):
+			case end > p.scan.end && i+1 == len(plans):
+				why = fmt.Sprintf("the log had reached offset %d (recorded end offsets or clean-shutdown snapshot) but its last segment ends at %d: cut at a batch boundary, or newer segment files deleted", end, p.scan.end)
+			case end > p.scan.end && contiguous:
 				why = "offsets missing at the end of the segment"
 			}
 			if why != "" {
@@ -432,9 +444,11 @@ func readSnapshot(path string) (partSnapshot, bool) {
 // restarts such a partition's offsets at zero, and offsets name messages
 // (ids, acks) and registrations (snapshots): where the log is known to
 // have reached an end offset, an empty batch just below it keeps it. That
-// is lossless when the clean-shutdown snapshot shows every record was
-// deleted on purpose (retention); otherwise files are missing: damage.
-func (r *Report) checkEmpty(pdir, topic string, part int32, contiguous bool, snap partSnapshot, snapOK bool, recordedEnd int64) {
+// is lossless when the clean-shutdown snapshot, or the offsets recorded
+// since, show every record was deleted on purpose (retention); otherwise
+// files are missing: damage.
+func (r *Report) checkEmpty(pdir, topic string, part int32, contiguous bool, snap partSnapshot, snapOK bool, rec recorded) {
+	recordedEnd := rec.end
 	end := recordedEnd
 	if snapOK {
 		end = max(end, snap.HighWatermark)
@@ -450,7 +464,9 @@ func (r *Report) checkEmpty(pdir, topic string, part int32, contiguous bool, sna
 		scan:    segScan{base: base, end: base, bad: []badSpan{{first: base, next: -1}}},
 		tailEnd: end, prevTS: time.Now().UnixMilli(),
 	}
-	if snapOK && len(snap.Segments) == 0 && snap.LogStartOffset >= snap.HighWatermark && snap.HighWatermark >= recordedEnd {
+	emptiedAtSnap := snapOK && len(snap.Segments) == 0 && snap.LogStartOffset >= snap.HighWatermark && snap.HighWatermark >= recordedEnd
+	emptiedAtRecord := rec.start >= recordedEnd && recordedEnd >= end // end is the larger of the two
+	if emptiedAtSnap || emptiedAtRecord {
 		p.scan.bad[0].reason = "emptied by retention"
 		r.plan = append(r.plan, p)
 		r.EndFixes = append(r.EndFixes, fmt.Sprintf("%s/%d at offset %d", topic, part, end))
