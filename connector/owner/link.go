@@ -82,7 +82,7 @@ func (o *Owner) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, erro
 			}
 		}
 		if lag < 0 {
-			info := ps.channelInfo(id)
+			info := ps.helloInfo(id)
 			ps.mu.Unlock()
 			return info, nil
 		}

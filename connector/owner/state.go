@@ -199,7 +199,7 @@ type partState struct {
 	committed [numGroupTopics]int64 // last watermarks committed successfully
 	closed    bool
 
-	lastExpiryScan uint32 // minute of the last idle-expiry scan
+	idle idleScan // the idle-expiry pass in progress (uaids.go)
 
 	progress chan struct{} // closed and replaced whenever next advances
 
@@ -743,6 +743,7 @@ func (ps *partState) watermarks() [numGroupTopics]int64 {
 // release frees what the partition holds when it is given up.
 func (ps *partState) release() {
 	ps.closed = true
+	ps.idle.end()
 	for _, m := range ps.msgs.items() {
 		ps.dropBody(m)
 	}

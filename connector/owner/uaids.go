@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"iter"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -35,7 +37,7 @@ const seenPersistMinutes = 24 * 60
 const resetKeepMinutes = 24 * 60
 
 // idleResetsPerScan bounds the idle resets one partition produces per
-// expiry scan (once a minute), so a mass expiry is spread out.
+// minute, so a mass expiry is spread out.
 const idleResetsPerScan = 1000
 
 // uaidRec is what the owner keeps of every known UAID of its partitions,
@@ -257,7 +259,7 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 		return
 	}
 	changed := false
-	switch ev.GetBody().(type) {
+	switch b := ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
 		changed = r.register(ch)
 		m := seenMinutes(ev.GetTimeMs())
@@ -270,6 +272,11 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 		changed = r.unregister(ch)
 	case *pb.Event_UserReset:
 		changed = r.resetAt(minutesOf(ev.GetTimeMs()))
+		if u := ps.uaids[id]; changed && ps.ready && u != nil && u.session != nil {
+			// Should not happen for an idle reset (helloInfo, expireOne):
+			// the client keeps a UAID whose endpoints now answer 410.
+			ps.env.log.Warn("UAID reset while connected", "uaid", ev.GetUaid(), "reason", b.UserReset.GetReason())
+		}
 	}
 	r.next = rec.Offset + 1
 	ps.recs.put(id, r)
@@ -429,48 +436,104 @@ func (ps *partState) persistSeen(id [16]byte, r *uaidRec) {
 	})
 }
 
+// idleScan is the idle-expiry pass in progress over a partition's
+// records. A pass walks the records map a chunk per sweep (once a second),
+// so ps.mu is never held for a whole scan of millions of UAIDs: the map
+// iteration is suspended between chunks (iter.Pull) and the folds change
+// the map meanwhile, which a Go map range allows (a record deleted before
+// it is reached is not produced; one added may or may not be).
+type idleScan struct {
+	next    func() ([16]byte, string, bool) // the pass in progress; nil between passes
+	stop    func()
+	passMin uint32 // minute the last pass started: at most one a minute
+	// budget is what is left of this minute's idle resets (budgetMin).
+	budget    int
+	budgetMin uint32
+	chunk     int // records per sweep; expiryChunk unless a test sets it
+}
+
+// expiryChunk bounds the records one sweep examines: at 1,000,000 UAIDs a
+// pass takes 100 sweeps (under two minutes), a sliver of the expiry.
+const expiryChunk = 10000
+
+// end stops the pass in progress (its suspended iteration).
+func (sc *idleScan) end() {
+	if sc.stop != nil {
+		sc.stop()
+	}
+	sc.next, sc.stop = nil, nil
+}
+
 // expireIdle resets UAIDs without a connection for the UAID expiry (as
 // autopush-rs does): a UserReset with reason "idle" is produced, and
 // folding it drops their messages and makes their endpoints answer 410
-// errno 103. Reset UAIDs are forgotten a day after their reset. It scans
-// at most once a minute.
+// errno 103. Reset UAIDs are forgotten a day after their reset. Each call
+// examines at most one chunk of records; a pass over all of them starts at
+// most once a minute.
 func (ps *partState) expireIdle(now time.Time) {
 	expiry := ps.env.cfg.UAIDExpiry
-	nowMin := minutesOf(now.UnixMilli())
-	if !ps.ready || expiry <= 0 || nowMin == ps.lastExpiryScan {
+	if !ps.ready || expiry <= 0 {
 		return
 	}
-	ps.lastExpiryScan = nowMin
+	sc := &ps.idle
+	nowMin := minutesOf(now.UnixMilli())
+	if nowMin != sc.budgetMin {
+		sc.budgetMin, sc.budget = nowMin, idleResetsPerScan
+	}
+	if sc.next == nil {
+		if nowMin == sc.passMin {
+			return
+		}
+		sc.passMin = nowMin
+		sc.next, sc.stop = iter.Pull2(maps.All(ps.recs))
+	}
 	expiryMin := uint32(min(expiry/time.Minute, 1<<32-1))
-	budget := idleResetsPerScan
-	for id, enc := range ps.recs {
-		r := decodeRec(enc)
-		u := ps.uaids[id]
-		if u != nil && u.session != nil {
-			// Connected (here, or elsewhere through a presence session).
-			// Presence alone does not count: a node that died leaves
-			// its Connected records behind.
-			continue
+	chunk := sc.chunk
+	if chunk <= 0 {
+		chunk = expiryChunk
+	}
+	for range chunk {
+		id, _, ok := sc.next()
+		if !ok {
+			sc.end() // pass complete
+			return
 		}
-		switch {
-		case r.reset():
-			if u == nil && nowMin >= r.seen+resetKeepMinutes {
-				delete(ps.recs, id)
-			}
-		case r.seen == 0:
-			// No time known (legacy state): start the clock now.
-			r.seen = nowMin
-			if budget > 0 {
-				budget--
-				ps.persistSeen(id, &r)
-			}
-			ps.recs.put(id, r)
-		case r.flags&rExpiring == 0 && nowMin >= r.seen+expiryMin && budget > 0:
-			budget--
-			r.flags |= rExpiring
-			ps.recs.put(id, r)
-			ps.produceIdleReset(id)
+		ps.expireOne(id, nowMin, expiryMin)
+	}
+}
+
+// expireOne applies the idle expiry to one UAID at nowMin.
+func (ps *partState) expireOne(id [16]byte, nowMin, expiryMin uint32) {
+	r, ok := ps.recs.get(id) // the current record, not the one the pass began with
+	if !ok {
+		return
+	}
+	u := ps.uaids[id]
+	if u != nil && u.session != nil {
+		// Connected (here, or elsewhere through a presence session).
+		// Presence alone does not count: a node that died leaves its
+		// Connected records behind.
+		return
+	}
+	sc := &ps.idle
+	switch {
+	case r.reset():
+		if u == nil && nowMin >= r.seen+resetKeepMinutes {
+			delete(ps.recs, id)
 		}
+	case r.seen == 0:
+		// No time known (legacy state): start the clock now.
+		r.seen = nowMin
+		if sc.budget > 0 {
+			sc.budget--
+			ps.persistSeen(id, &r)
+		}
+		ps.recs.put(id, r)
+	case r.flags&rExpiring == 0 && nowMin >= r.seen+expiryMin && sc.budget > 0:
+		sc.budget--
+		r.flags |= rExpiring
+		ps.recs.put(id, r)
+		ps.produceIdleReset(id)
 	}
 }
 

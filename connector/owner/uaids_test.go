@@ -409,3 +409,168 @@ func TestUnregisteredRecordDropsPending(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleResetRace: a hello racing the idle expiry never leaves a
+// connected client on a UAID that is then reset. A hello after the reset
+// is decided (produced, not read back) is refused, so the client takes a
+// new UAID; a hello before it counts as a connection, so the scan that
+// follows does not decide it; an attached session is never expired.
+func TestIdleResetRace(t *testing.T) {
+	const p = 2
+	const expiry = 60 * 24 * time.Hour
+	tests := []struct {
+		name   string
+		steps  []string // idle: the expiry passes; sweep: a minute, then a sweep; hello, attach, detach; fold: read the resets back
+		hellos []bool   // what each hello answered
+		resets int      // idle resets produced
+		valid  bool     // CheckUAID at the end
+	}{
+		{name: "hello after the reset is produced, before it is folded",
+			steps: []string{"idle", "sweep", "hello"}, hellos: []bool{false}, resets: 1},
+		{name: "hello after the reset is folded",
+			steps: []string{"idle", "sweep", "hello", "fold", "hello"}, hellos: []bool{false, false}, resets: 1},
+		{name: "hello just before the scan: seen, not reset",
+			steps: []string{"idle", "hello", "sweep", "attach", "sweep"}, hellos: []bool{true}, valid: true},
+		{name: "hello, then the scan before the attach",
+			steps: []string{"idle", "hello", "sweep", "sweep", "attach", "idle", "sweep"}, hellos: []bool{true}, valid: true},
+		{name: "an attached session is never expired",
+			steps: []string{"hello", "attach", "idle", "sweep", "idle", "sweep"}, hellos: []bool{true}, valid: true},
+		{name: "the clock restarts at the detach",
+			steps: []string{"hello", "attach", "idle", "sweep", "detach", "sweep", "idle", "sweep"}, hellos: []bool{true}, resets: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			ps, rec := newTestPart(t, p, clock)
+			ps.env.cfg.UAIDExpiry = expiry
+			ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+			ps.checkReady()
+			l := newLog(t, p, clock)
+			uaid := uaidIn(p)
+			id, _ := schema.ParseUAID(uaid)
+			foldAll(ps, []*kgo.Record{l.add(uaid, &pb.ChannelRegistered{ChannelId: newChannel()})})
+			s := newSession()
+			var hellos []bool
+			folded := 0
+			for _, step := range tt.steps {
+				ps.mu.Lock()
+				switch step {
+				case "idle":
+					clock.Advance(expiry + time.Minute)
+				case "sweep":
+					clock.Advance(time.Minute)
+					ps.sweep(clock.Now())
+				case "hello":
+					hellos = append(hellos, ps.helloInfo(id).Valid)
+				case "attach":
+					ps.attach(id, s)
+				case "detach":
+					ps.detach(id, s)
+				case "fold":
+					ps.mu.Unlock()
+					for _, ev := range rec.evs[folded:] {
+						if b := ev.GetUserReset(); b != nil {
+							foldAll(ps, []*kgo.Record{l.add(uaid, b)})
+						}
+					}
+					folded = len(rec.evs)
+					ps.mu.Lock()
+				default:
+					t.Fatalf("unknown step %q", step)
+				}
+				ps.mu.Unlock()
+			}
+			if !slices.Equal(hellos, tt.hellos) {
+				t.Errorf("hellos answered %v, want %v", hellos, tt.hellos)
+			}
+			if got := len(idleResets(rec)); got != tt.resets {
+				t.Errorf("%d idle resets, want %d", got, tt.resets)
+			}
+			if got := ps.channelInfo(id).Valid; got != tt.valid {
+				t.Errorf("valid at the end = %v, want %v", got, tt.valid)
+			}
+		})
+	}
+}
+
+// TestExpiryScanIncremental: the idle scan examines at most a chunk of
+// records per sweep, and a pass still reaches every UAID (each idle one
+// reset once), also while folds add records in the middle of the pass.
+func TestExpiryScanIncremental(t *testing.T) {
+	const p = 3
+	const expiry = 60 * 24 * time.Hour
+	tests := []struct {
+		name     string
+		n, chunk int
+		added    int // UAIDs registered after the first chunk
+	}{
+		{name: "one UAID", n: 1, chunk: expiryChunk},
+		{name: "one chunk", n: 100, chunk: 100},
+		{name: "many chunks", n: 100, chunk: 7},
+		{name: "chunk of one", n: 30, chunk: 1},
+		{name: "records added during the pass", n: 100, chunk: 7, added: 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			ps, rec := newTestPart(t, p, clock)
+			ps.env.cfg.UAIDExpiry = expiry
+			ps.idle.chunk = tt.chunk
+			ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+			ps.checkReady()
+			l := newLog(t, p, clock)
+			var idle []string
+			for range tt.n {
+				u := uaidIn(p)
+				idle = append(idle, u)
+				foldAll(ps, []*kgo.Record{l.add(u, &pb.ChannelRegistered{ChannelId: newChannel()})})
+			}
+			clock.Advance(expiry + time.Minute)
+			sweeps := 0
+			for {
+				ps.mu.Lock()
+				before := len(idleResets(rec))
+				ps.sweep(clock.Now()) // the same minute: the pass goes on
+				done := ps.idle.next == nil
+				ps.mu.Unlock()
+				sweeps++
+				if got := len(idleResets(rec)) - before; got > tt.chunk {
+					t.Fatalf("sweep %d reset %d UAIDs, more than a chunk of %d", sweeps, got, tt.chunk)
+				}
+				if sweeps == 1 {
+					for range tt.added {
+						foldAll(ps, []*kgo.Record{l.add(uaidIn(p), &pb.ChannelRegistered{ChannelId: newChannel()})})
+					}
+				}
+				if done {
+					break
+				}
+				if sweeps > tt.n+tt.added+1 {
+					t.Fatal("the pass never ends")
+				}
+			}
+			if max := (tt.n+tt.added)/tt.chunk + 1; sweeps > max {
+				t.Errorf("pass took %d sweeps, want at most %d", sweeps, max)
+			}
+			got := idleResets(rec)
+			slices.Sort(got)
+			slices.Sort(idle)
+			if !slices.Equal(got, idle) {
+				t.Fatalf("idle resets of %d UAIDs, want each of the %d idle ones once", len(got), len(idle))
+			}
+			// No new pass within the minute; the next one resets nobody again.
+			clock.Advance(time.Minute)
+			for range sweeps + 1 {
+				ps.mu.Lock()
+				ps.sweep(clock.Now())
+				ps.mu.Unlock()
+			}
+			if n := len(idleResets(rec)); n != len(idle) {
+				t.Fatalf("%d idle resets after a second pass, want %d", n, len(idle))
+			}
+			ps.mu.Lock()
+			ps.release() // stops a pass in progress
+			ps.mu.Unlock()
+		})
+	}
+}
