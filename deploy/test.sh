@@ -17,7 +17,7 @@
 #   PUSHLOG_TEST_FUZZTIME        time per fuzz target (default 10s; 0 skips fuzzing)
 #   PUSHLOG_TEST_KEEP_SERVICES=1 reuse running servers and their data, and leave
 #                                them running afterwards (local iteration)
-#   PUSHLOG_TEST_TIMEOUT         go test -timeout (default 10m)
+#   PUSHLOG_TEST_TIMEOUT         go test -timeout (default 25m: the integration package is one binary)
 #   PUSHLOG_TEST_DIR             servers' state and test logs (default <repo>/.cache/test)
 #   KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_CLUSTER_PORT, CLICKHOUSE_PORT,
 #   CLICKHOUSE_HTTP_PORT         the test servers' ports (default: the first free
@@ -31,7 +31,7 @@ cd "$repo" || exit 1
 fuzztime="${PUSHLOG_TEST_FUZZTIME:-10s}"
 keep="${PUSHLOG_TEST_KEEP_SERVICES:-}"
 [[ "$keep" == 0 ]] && keep=""
-test_timeout="${PUSHLOG_TEST_TIMEOUT:-10m}"
+test_timeout="${PUSHLOG_TEST_TIMEOUT:-25m}"
 # Pinned (the newest the module proxy served here; it handles Go 1.26) so CI
 # is reproducible; bump deliberately.
 staticcheck_version="v0.8.2"
