@@ -533,15 +533,22 @@ func (ps *partState) expireOne(id [16]byte, nowMin, expiryMin uint32) {
 		sc.budget--
 		r.flags |= rExpiring
 		ps.recs.put(id, r)
-		ps.produceIdleReset(id)
+		ps.produceIdleReset(id, r)
 	}
 }
 
-// produceIdleReset writes the UserReset of an idle UAID.
-func (ps *partState) produceIdleReset(id [16]byte) {
+// produceIdleReset writes the UserReset of an idle UAID. It lists the
+// registered channels of r so the channel projector can mark them
+// unregistered without keeping every UAID's channels in memory.
+func (ps *partState) produceIdleReset(id [16]byte, r uaidRec) {
 	uaid := hex.EncodeToString(id[:])
 	ev := schema.NewEvent(uaid, ps.env.now())
-	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: "idle"}}
+	chans := make([][]byte, r.active())
+	for i := range chans {
+		ch := r.id(i)
+		chans[i] = ch[:]
+	}
+	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: "idle", ChannelIds: chans}}
 	ps.env.produce(ev, func(err error) {
 		ps.env.log.Warn("idle reset not written; retried at the next scan", "uaid", uaid, "err", err)
 		go func() { // not under mu: the producer may call back synchronously

@@ -1106,8 +1106,13 @@ func (x *ChannelUnregistered) GetCode() int32 {
 
 // pushlog.registrations: every channel of the UAID is gone.
 type UserReset struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The UAID's registered channels (16-byte ids) as its owner knew them,
+	// so the channel projector can mark them unregistered without keeping
+	// every UAID's channel list in memory. Empty when the owner knows none
+	// (a reset at hello) and in events of older writers.
+	ChannelIds    [][]byte `protobuf:"bytes,2,rep,name=channel_ids,json=channelIds,proto3" json:"channel_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1147,6 +1152,13 @@ func (x *UserReset) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *UserReset) GetChannelIds() [][]byte {
+	if x != nil {
+		return x.ChannelIds
+	}
+	return nil
 }
 
 // pushlog.presence (compacted): the UAID is connected at a node.
@@ -1713,9 +1725,11 @@ const file_events_proto_rawDesc = "" +
 	"\x13ChannelUnregistered\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x12\n" +
-	"\x04code\x18\x02 \x01(\x05R\x04code\"#\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\"D\n" +
 	"\tUserReset\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x8f\x01\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vchannel_ids\x18\x02 \x03(\fR\n" +
+	"channelIds\"\x8f\x01\n" +
 	"\tConnected\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1b\n" +
 	"\tlink_addr\x18\x02 \x01(\tR\blinkAddr\x12\x17\n" +
