@@ -120,15 +120,27 @@ type channelExtraCounters struct {
 const MaxUnregisteredKept = goneMaxChannels
 
 // channelPartition is the in-memory channel state of one partition.
+//
+// It keeps nothing for a UAID whose channels are all registered (issue 10:
+// an idle UAID's bytes are the owner's; the log holds the rest): a
+// register writes its record whatever the state, and a reset gets the
+// channels to unregister from its UserReset event. It keeps only what is
+// bounded and expires: reset UAIDs (to revive them, and to tombstone them
+// after the UAID expiry) and unregistered channels (capped per UAID,
+// forgotten after the expiry).
 type channelPartition struct {
 	p int32
-	// states holds each UAID's chanUAID encoded as one string (see
-	// encode): a 16-byte map value and one exact-size allocation, as small
-	// as the owner's records, since both live in one process.
-	states map[[16]byte]string
-	// migrate lists UAIDs whose latest UAID-level record is a format-1
-	// snapshot: their format-2 records are written once.
-	migrate map[[16]byte]struct{}
+	// next is the highest registrations offset (+1) carried by a channel
+	// or UAID record loaded from pushlog.channels: events below it were
+	// folded by an earlier owner, so a replay is skipped. Records are
+	// produced in order on the partition, so all earlier ones are durable.
+	next int64
+	// resets holds the reset UAIDs of the partition.
+	resets map[[16]byte]resetInfo
+	// legacy holds, while loading, the state of UAIDs whose latest
+	// UAID-level record is a format-1 snapshot: migrate writes their
+	// format-2 records once, then it is dropped.
+	legacy map[[16]byte]chanUAID
 	// gone holds, per UAID that has any, its unregistered channels with a
 	// value record (goneSlot bytes each, oldest first). Kept apart from
 	// states so a UAID without them costs nothing more.
@@ -140,6 +152,12 @@ type channelPartition struct {
 	// forgetToWrite lists, while loading, channels past
 	// MaxUnregisteredKept that migrate forgets.
 	forgetToWrite []goneSlotVal
+}
+
+// resetInfo is what the projector keeps of a reset UAID.
+type resetInfo struct {
+	ms  int64 // when it was reset (unix ms)
+	off int64 // the registrations offset its record carries
 }
 
 // goneSlot is the size of an unregistered channel in channelPartition.gone:
@@ -236,19 +254,8 @@ func (part *channelPartition) expireGone(cutoff int64) []goneSlotVal {
 	return out
 }
 
-func (part *channelPartition) get(id [16]byte) (chanUAID, bool) {
-	s, ok := part.states[id]
-	if !ok {
-		return chanUAID{}, false
-	}
-	return decodeChanUAID(s), true
-}
-
-func (part *channelPartition) put(id [16]byte, u chanUAID) { part.states[id] = u.encode() }
-
-// chanUAID is what the projector keeps of one UAID: enough to skip
-// replays, to know which channels exist (an unknown unregister writes
-// nothing) and to tombstone them all on a reset.
+// chanUAID is the state of one UAID taken from a format-1 snapshot (and
+// the records after it) until migrate rewrites it in format 2.
 type chanUAID struct {
 	next    int64 // registrations offset after the last event folded
 	resetMs int64
@@ -259,34 +266,8 @@ type chanUAID struct {
 	chans string
 }
 
-const (
-	chanHeader = 17 // next, resetMs, reset
-	chanSlot   = 17
-)
-
-func decodeChanUAID(s string) chanUAID {
-	h := []byte(s[:chanHeader]) // small: does not escape
-	return chanUAID{
-		next:    int64(binary.LittleEndian.Uint64(h[0:8])),
-		resetMs: int64(binary.LittleEndian.Uint64(h[8:16])),
-		reset:   h[16] != 0,
-		chans:   s[chanHeader:],
-	}
-}
-
-func (u chanUAID) encode() string {
-	var h [chanHeader]byte
-	binary.LittleEndian.PutUint64(h[0:8], uint64(u.next))
-	binary.LittleEndian.PutUint64(h[8:16], uint64(u.resetMs))
-	if u.reset {
-		h[16] = 1
-	}
-	var b strings.Builder
-	b.Grow(chanHeader + len(u.chans))
-	b.Write(h[:])
-	b.WriteString(u.chans)
-	return b.String()
-}
+// chanSlot is the size of a channel in chanUAID.chans.
+const chanSlot = 17
 
 func (u *chanUAID) count() int { return len(u.chans) / chanSlot }
 
@@ -561,6 +542,9 @@ func channelPoison(err error) bool {
 // fold applies one registrations record and appends the channel records
 // it changes. Corrupt and unknown records are logged and skipped.
 func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.Time, recs []*kgo.Record) []*kgo.Record {
+	if r.Offset < part.next {
+		return recs // already in the records the state was loaded from
+	}
 	ev, err := schema.Decode(r)
 	if err != nil {
 		channelLogSkip(p.log, r, err)
@@ -572,10 +556,6 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		return recs
 	}
 	uaid := hex.EncodeToString(id[:])
-	u, known := part.get(id)
-	if known && r.Offset < u.next {
-		return recs // already in the records the state came from
-	}
 	next := r.Offset + 1
 	add := func(rec *kgo.Record, err error) {
 		if err != nil {
@@ -585,9 +565,6 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		}
 		recs = append(recs, rec)
 	}
-	uaidRecord := func(u chanUAID, reason string) {
-		add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: u.reset, ResetMs: u.resetMs, RegistrationsOffset: next, ResetReason: reason}, part.p, now))
-	}
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
 		ch, err := schema.ParseChannelID(b.ChannelRegistered.GetChannelId())
@@ -595,51 +572,68 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 			channelLogSkip(p.log, r, err)
 			return recs
 		}
-		known = true
-		if u.reset {
+		if rs, ok := part.resets[id]; ok {
 			// A registration after a reset revives the UAID.
-			u.reset = false
-			uaidRecord(u, "")
+			delete(part.resets, id)
+			add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{ResetMs: rs.ms, RegistrationsOffset: next}, part.p, now))
 		}
-		key := keyRef(b.ChannelRegistered.GetKeyHash())
-		if i := u.find(ch); i < 0 || u.key(i) != key {
-			u.set(ch, key)
-			part.reregister(id, ch) // its unregistered record is overwritten
-			add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
-				ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
-				RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
-			}, part.p))
-		}
+		// Written even when unchanged: the projector does not remember
+		// registered channels, and a re-register is rare and O(1).
+		part.reregister(id, ch) // its unregistered record is overwritten
+		add(p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{
+			ChannelId: schema.FormatChannelID(ch[:]), KeyHash: b.ChannelRegistered.GetKeyHash(),
+			RegistrationsOffset: next, ChangedMs: ev.GetTimeMs(),
+		}, part.p))
 	case *pb.Event_ChannelUnregistered:
 		ch, err := schema.ParseChannelID(b.ChannelUnregistered.GetChannelId())
-		if err != nil || !known {
-			return recs // unknown channel: nothing lasting (issue 10)
+		if err != nil || goneFind(part.gone[id], ch) >= 0 {
+			return recs // already unregistered: nothing new
 		}
-		i := u.find(ch)
-		if i < 0 {
-			return recs
-		}
-		u.remove(i)
+		// The connection node drops unregisters of channels the owner
+		// does not know; any that pass (a partial channel list) cost one
+		// record, within MaxUnregisteredKept and the UAID expiry.
 		recs = p.unregister(part, id, ch, next, ev.GetTimeMs(), recs)
 	case *pb.Event_UserReset:
-		known = true
-		if u.reset {
+		if _, ok := part.resets[id]; ok {
 			break
 		}
-		for i := range u.count() {
-			recs = p.unregister(part, id, u.id(i), next, ev.GetTimeMs(), recs)
+		for _, ch := range p.resetChannels(part, id, b.UserReset) {
+			if goneFind(part.gone[id], ch) < 0 {
+				recs = p.unregister(part, id, ch, next, ev.GetTimeMs(), recs)
+			}
 		}
-		u.chans, u.reset, u.resetMs = "", true, ev.GetTimeMs()
-		uaidRecord(u, b.UserReset.GetReason())
+		if part.resets == nil {
+			part.resets = make(map[[16]byte]resetInfo)
+		}
+		part.resets[id] = resetInfo{ms: ev.GetTimeMs(), off: next}
+		add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: true, ResetMs: ev.GetTimeMs(), RegistrationsOffset: next, ResetReason: b.UserReset.GetReason()}, part.p, now))
 	default:
 		channelLogSkip(p.log, r, fmt.Errorf("%s on the registrations topic", schema.TypeName(ev)))
-		return recs
-	}
-	if known {
-		u.next = next
-		part.put(id, u)
 	}
 	return recs
+}
+
+// resetChannels returns the registered channels a UserReset unregisters:
+// the ones its owner listed; for an event of an older writer (none
+// listed), a format-1 state still loaded, if any.
+func (p *ChannelProjector) resetChannels(part *channelPartition, id [16]byte, b *pb.UserReset) [][16]byte {
+	var out [][16]byte
+	for _, c := range b.GetChannelIds() {
+		if len(c) == 16 {
+			out = append(out, [16]byte(c))
+		}
+	}
+	if len(b.GetChannelIds()) > 0 {
+		return out
+	}
+	if u, ok := part.legacy[id]; ok {
+		for i := range u.count() {
+			out = append(out, u.id(i))
+		}
+		return out
+	}
+	p.log.Debug("UserReset lists no channels (an older writer, or a UAID its owner did not know): only the UAID record is written", "uaid", hex.EncodeToString(id[:]), "reason", b.GetReason())
+	return nil
 }
 
 // unregister appends the records of a registered channel's unregister:
@@ -663,8 +657,8 @@ func (p *ChannelProjector) unregister(part *channelPartition, id, ch [16]byte, n
 
 // sweep forgets reset UAIDs past the expiry (tombstoning their record:
 // their endpoints no longer answer 410 103, and compaction removes them
-// from the log), unregistered channels past the expiry (a forget
-// tombstone: no more 410 106) and UAIDs with nothing left. It runs every
+// from the log) and unregistered channels past the expiry (a forget
+// tombstone: no more 410 106). It runs every
 // expiry/100, at most hourly.
 func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 	now := p.cfg.Now()
@@ -677,15 +671,11 @@ func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 	p.mu.Lock()
 	var recs []*kgo.Record
 	for _, part := range p.parts {
-		for id, enc := range part.states {
-			u := decodeChanUAID(enc)
-			switch {
-			case u.reset && u.resetMs < cutoff:
-				recs = append(recs, p.cfg.Names.UaidTombstone(hex.EncodeToString(id[:]), u.next, part.p))
-				delete(part.states, id)
+		for id, rs := range part.resets {
+			if rs.ms < cutoff {
+				recs = append(recs, p.cfg.Names.UaidTombstone(hex.EncodeToString(id[:]), rs.off, part.p))
+				delete(part.resets, id)
 				p.extra.expired.Add(1)
-			case !u.reset && u.count() == 0:
-				delete(part.states, id) // nothing to remember
 			}
 		}
 		for _, v := range part.expireGone(cutoff) {
@@ -734,7 +724,7 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, p
 	for partition, part := range loaded {
 		p.parts[partition] = part
 		parts[partition] = part
-		p.log.Info("loaded channel state", "partition", partition, "uaids", len(part.states), "took", time.Since(start))
+		p.log.Info("loaded channel state", "partition", partition, "reset_uaids", len(part.resets), "uaids_with_unregistered", len(part.gone), "took", time.Since(start))
 	}
 	return parts, nil
 }
@@ -746,16 +736,13 @@ func (p *ChannelProjector) ensureLoaded(ctx context.Context, adm *kadm.Client, p
 // next sweep forgets them anyway; the ones loading pushed past
 // MaxUnregisteredKept are forgotten.
 func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, part *channelPartition) error {
-	if err := p.migrateUnregistered(ctx, producer, part); err != nil || len(part.migrate) == 0 {
+	if err := p.migrateUnregistered(ctx, producer, part); err != nil || len(part.legacy) == 0 {
+		part.legacy = nil
 		return err
 	}
 	now := p.cfg.Now()
 	var recs []*kgo.Record
-	for id := range part.migrate {
-		u, ok := part.get(id)
-		if !ok {
-			continue
-		}
+	for id, u := range part.legacy {
 		uaid := hex.EncodeToString(id[:])
 		for i := range u.count() {
 			c := u.id(i)
@@ -771,9 +758,9 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 	if err := p.produce(ctx, producer, recs); err != nil {
 		return fmt.Errorf("migrate format-1 snapshots of partition %d: %w", part.p, err)
 	}
-	p.extra.migrated.Add(int64(len(part.migrate)))
-	p.log.Info("migrated format-1 channel snapshots", "partition", part.p, "uaids", len(part.migrate), "records", len(recs))
-	part.migrate = nil
+	p.extra.migrated.Add(int64(len(part.legacy)))
+	p.log.Info("migrated format-1 channel snapshots", "partition", part.p, "uaids", len(part.legacy), "records", len(recs))
+	part.legacy = nil // written: the log holds it now
 	return nil
 }
 
@@ -863,8 +850,8 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 			if f.Snapshot != nil && len(f.Snapshot.GetChannels()) > MaxMigratedChannels {
 				quarantined.Add(1)
 				log.Error("QUARANTINED: oversized format-1 channel snapshot skipped; the UAID's state is rebuilt from the registrations log", "partition", r.Partition, "offset", r.Offset, "uaid", hex.EncodeToString(f.UAID[:]), "channels", len(f.Snapshot.GetChannels()), "bytes", len(r.Value))
-				delete(part.states, f.UAID)
-				delete(part.migrate, f.UAID)
+				delete(part.legacy, f.UAID)
+				delete(part.resets, f.UAID)
 				return
 			}
 			part.load(f, now)
@@ -874,24 +861,29 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 }
 
 func newChannelPartition(p int32) *channelPartition {
-	return &channelPartition{p: p, states: make(map[[16]byte]string), migrate: make(map[[16]byte]struct{}),
+	return &channelPartition{p: p, resets: make(map[[16]byte]resetInfo), legacy: make(map[[16]byte]chanUAID),
 		gone: make(map[[16]byte]string), unregToWrite: make(map[goneKey]struct{})}
 }
 
 // load folds one decoded channels record into the partition's state; nowMs
-// stands for an unregister time a record does not carry.
+// stands for an unregister time a record does not carry. Registered
+// channels are not kept (their records stay in the log), except those of
+// a format-1 snapshot until migrate has written them.
 func (part *channelPartition) load(f schema.ChannelsFact, nowMs int64) {
-	u, known := part.get(f.UAID)
-	if !known && (f.Kind == schema.ChannelsSeen || f.Deleted && f.Kind == schema.ChannelsUAID) {
-		return
+	if f.Kind == schema.ChannelsSeen {
+		return // the owner's, not ours: its offset says nothing of ours
 	}
-	u.next = max(u.next, f.RegOffset)
+	part.next = max(part.next, f.RegOffset)
+	u, legacy := part.legacy[f.UAID]
+	if legacy {
+		u.next = max(u.next, f.RegOffset)
+	}
 	switch f.Kind {
 	case schema.ChannelsUAID:
 		switch {
 		case f.Deleted:
-			delete(part.states, f.UAID)
-			delete(part.migrate, f.UAID)
+			delete(part.resets, f.UAID)
+			delete(part.legacy, f.UAID)
 			return
 		case f.Snapshot != nil:
 			// A format-1 snapshot is the whole state as of its offset.
@@ -912,18 +904,24 @@ func (part *channelPartition) load(f schema.ChannelsFact, nowMs int64) {
 				}
 				u.set(id, keyRef(c.GetKeyHash()))
 			}
-			part.migrate[f.UAID] = struct{}{}
+			part.setReset(f.UAID, u.reset, u.resetMs, u.next)
+			part.legacy[f.UAID] = u
+			return
 		default:
-			u.reset, u.resetMs = f.State.GetUaidReset(), f.State.GetResetMs()
-			if u.reset {
-				u.chans = ""
-			}
-			delete(part.migrate, f.UAID)
+			// A format-2 UAID record supersedes any format-1 snapshot
+			// (migrate wrote the channels before it).
+			part.setReset(f.UAID, f.State.GetUaidReset(), f.State.GetResetMs(), f.RegOffset)
+			delete(part.legacy, f.UAID)
+			return
 		}
 	case schema.ChannelsChannel:
 		key := goneKeyOf(f.UAID, f.Channel)
 		delete(part.unregToWrite, key)
-		switch i := u.find(f.Channel); {
+		i := -1
+		if legacy {
+			i = u.find(f.Channel)
+		}
+		switch {
 		case f.Unregistered():
 			if i >= 0 {
 				u.remove(i)
@@ -938,12 +936,23 @@ func (part *channelPartition) load(f schema.ChannelsFact, nowMs int64) {
 			part.reregister(f.UAID, f.Channel)
 		default:
 			part.reregister(f.UAID, f.Channel)
-			u.set(f.Channel, keyRef(f.Entry.GetKeyHash()))
+			if legacy {
+				u.set(f.Channel, keyRef(f.Entry.GetKeyHash()))
+			}
 		}
-	case schema.ChannelsSeen:
+	}
+	if legacy {
+		part.legacy[f.UAID] = u
+	}
+}
+
+// setReset records whether uaid is reset, as of registrations offset off.
+func (part *channelPartition) setReset(uaid [16]byte, reset bool, ms, off int64) {
+	if !reset {
+		delete(part.resets, uaid)
 		return
 	}
-	part.put(f.UAID, u)
+	part.resets[uaid] = resetInfo{ms: ms, off: off}
 }
 
 // loadUnregistered records a loaded unregistered channel; the ones it

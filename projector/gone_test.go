@@ -401,7 +401,7 @@ func TestGoneSetFromRegistrations(t *testing.T) {
 		{u["reset"], c["a"], true, true},   // 103
 		{u["reset"], c["c"], true, true},   // 103 for any channel
 		{u["rereg"], c["a"], false, false}, // registered again
-		{u["late"], c["c"], false, false},  // unregistered without a registration: nothing (issue 10)
+		{u["late"], c["c"], true, false},   // unregistered without a registration: one record, expiring
 		{u["plain"], c["a"], false, false}, // live
 		{schema.NewUAID(), c["a"], false, false},
 	} {
@@ -459,7 +459,19 @@ func TestGoneSetSnapshotsAndRegistrations(t *testing.T) {
 	k.produce(t, s.second()...)
 
 	g := k.startGoneSet(t)
-	if err := goneTestCheckAll(g, s, k.reference(t), true); err != nil {
+	// The second batch is folded by the gone set alone (no projector ran
+	// on it), which ignores "late"'s unregister of an unknown channel as
+	// ApplyRegistration does; the projector would write it later.
+	ref := map[string]*pb.ChannelState{}
+	for _, r := range k.readAll(t, schema.TopicRegistrations) {
+		st := ref[r.ev.GetUaid()]
+		if st == nil {
+			st = &pb.ChannelState{}
+			ref[r.ev.GetUaid()] = st
+		}
+		schema.ApplyRegistration(st, r.ev, r.offset)
+	}
+	if err := goneTestCheckAll(g, s, ref, true); err != nil {
 		t.Error(err)
 	}
 }
