@@ -276,8 +276,6 @@ func (u *chanUAID) id(i int) (id [16]byte) {
 	return id
 }
 
-func (u *chanUAID) key(i int) byte { return u.chans[chanSlot*i+16] }
-
 func (u *chanUAID) find(id [16]byte) int {
 	want := string(id[:])
 	for i := range u.count() {

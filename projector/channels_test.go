@@ -193,8 +193,8 @@ func (k *channelTestKafka) reference(t *testing.T) map[string]*pb.ChannelState {
 	return channelTestFold(k.readAll(t, schema.TopicRegistrations))
 }
 
-//
-// It differs from ApplyRegistration where the projector, keeping no
+// channelTestFold folds registrations events into what the projector's
+// records must say. It differs from ApplyRegistration where the projector, keeping no
 // channel list, cannot: an unregister of a channel never registered adds
 // it as unregistered, and a re-register of an unchanged channel rewrites
 // its record (its changed_ms).
