@@ -69,8 +69,10 @@ const MaxMigratedChannels = 10000
 // and writes every change to the compacted pushlog.channels topic as one
 // small record (format 2, see schema.DecodeChannels): a register writes the
 // channel's record, an unregister rewrites it as unregistered, a reset
-// rewrites every channel as unregistered and writes the UAID record. A
-// change costs O(1) bytes whatever the number of channels.
+// rewrites the channels its UserReset lists (its owner's registered ones)
+// as unregistered and writes the UAID record. A change costs O(1) bytes
+// whatever the number of channels, and an active UAID costs no memory
+// here (see channelPartition).
 //
 // An unregistered channel keeps a value record, not a tombstone, so that
 // its endpoint answers 410 errno 106 after compaction has removed
@@ -83,8 +85,8 @@ const MaxMigratedChannels = 10000
 // Per poll it produces the changed records, waits until they are durable
 // and only then commits the registrations offsets, so a crash never loses a
 // registration. A replay after a crash is harmless: every record carries
-// the next registrations offset to fold, and events of a UAID below it are
-// skipped.
+// the next registrations offset to fold, and events below the highest one
+// loaded from the partition are skipped (records are produced in order).
 //
 // No record and no UAID's state can stop it: undecodable input is skipped,
 // oversized legacy snapshots and records Kafka refuses are quarantined

@@ -317,6 +317,11 @@ func TestIdleExpiry(t *testing.T) {
 			resetEv = ev
 		}
 	}
+	// It lists the registered channels: the channel projector keeps no
+	// channel list and marks these unregistered from the event.
+	if ids := resetEv.GetUserReset().GetChannelIds(); len(ids) != 1 || schema.FormatChannelID(ids[0]) != ch {
+		t.Fatalf("idle reset lists channels %x, want [%s]", ids, ch)
+	}
 	foldAll(ps, []*kgo.Record{l.add(idle, resetEv.GetUserReset())})
 	if ps.channelInfo(idleID).Valid {
 		t.Fatal("expired UAID still valid")
