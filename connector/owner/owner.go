@@ -308,24 +308,49 @@ func (o *Owner) Run(ctx context.Context) error {
 	return nil
 }
 
+// topicWait is how long checkTopics waits for a topic every broker does not
+// know yet: on a multi-broker cluster a topic just created reaches the
+// other brokers' metadata a moment later.
+const topicWait = 30 * time.Second
+
 // checkTopics refuses to run when a topic is missing or has another
 // partition count: co-partitioning would be broken.
 func (o *Owner) checkTopics(ctx context.Context) error {
 	names := append(o.groupTopics[:], o.cfg.Names.Channels, o.cfg.Names.Presence)
+	deadline := time.Now().Add(topicWait)
+	for {
+		missing, err := o.checkTopicsOnce(ctx, names)
+		if err != nil || missing == "" {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("owner: topic %s is missing", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("owner: topic %s is missing: %w", missing, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// checkTopicsOnce returns the first missing topic, or an error for a
+// partition count that breaks co-partitioning.
+func (o *Owner) checkTopicsOnce(ctx context.Context, names []string) (string, error) {
 	details, err := o.kadm.ListTopics(ctx, names...)
 	if err != nil {
-		return fmt.Errorf("owner: list topics: %w", err)
+		return "", fmt.Errorf("owner: list topics: %w", err)
 	}
 	for _, t := range names {
 		d, ok := details[t]
 		if !ok || d.Err != nil {
-			return fmt.Errorf("owner: topic %s is missing", t)
+			return t, nil
 		}
 		if got := int32(len(d.Partitions)); got != o.cfg.Partitions {
-			return fmt.Errorf("owner: %w: %s has %d partitions, configured %d", schema.ErrPartitionMismatch, t, got, o.cfg.Partitions)
+			return "", fmt.Errorf("owner: %w: %s has %d partitions, configured %d", schema.ErrPartitionMismatch, t, got, o.cfg.Partitions)
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // groupLoop polls the group topics and folds them, committing every
