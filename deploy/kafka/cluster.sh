@@ -46,8 +46,9 @@ start_timeout="${KAFKA_START_TIMEOUT:-180}"
 stop_timeout="${KAFKA_STOP_TIMEOUT:-30}"
 libs="$cache/$version/libs"
 
-die() { echo "cluster.sh: $*" >&2; exit 1; }
-say() { echo "cluster.sh: $*" >&2; }
+name=cluster.sh
+# shellcheck source=common.sh
+. "$here/common.sh" # die, say, java_bin, port_open, lock
 
 port() { echo $((base + $1 - 1)); }
 controller_port() { echo $((base + 10 + $1 - 1)); }
@@ -71,13 +72,12 @@ check_node() {
 	[[ "${1:-}" =~ ^[1-3]$ ]] || die "node must be 1, 2 or 3 (got '${1:-}')"
 }
 
-java_bin() {
-	# kafka.sh fetch checked the version; here only find it.
-	if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
-		echo "$JAVA_HOME/bin/java"
-	else
-		command -v java || die "java not found (Kafka needs Java 17 or newer)"
-	fi
+# need_java finds java (kafka.sh fetch checked its version).
+need_java() {
+	local java
+	java="$(java_bin)"
+	[[ -n "$java" ]] || die "java not found (Kafka needs Java 17 or newer)"
+	echo "$java"
 }
 
 # ensure_libs lets kafka.sh fetch (and version-check Java) once.
@@ -96,18 +96,6 @@ running_pid() {
 	# A recycled pid would belong to another program.
 	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $(conf "$1")" || return 1
 	echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; }
-
-lock() {
-	mkdir -p "$state"
-	# Two cluster.sh at once (a test restarting a node while another stops
-	# one) must not race on a node's pid file.
-	if command -v flock >/dev/null; then
-		exec 9>"$state/.lock"
-		flock -w "$((start_timeout + 60))" 9 || die "another cluster.sh holds $state/.lock"
-	fi
 }
 
 write_config() {
@@ -187,7 +175,7 @@ wait_node() {
 start_nodes() {
 	local java n pid started=$SECONDS deadline=$((SECONDS + start_timeout))
 	local -a pids=()
-	java="$(java_bin)"
+	java="$(need_java)" || exit 1
 	ensure_libs
 	format_storage "$java"
 	for n in "$@"; do
@@ -306,7 +294,8 @@ logs)
 	;;
 topics)
 	ensure_libs
-	timeout 120 "$(java_bin)" -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$here/tools-log4j2.properties" \
+	java="$(need_java)" || exit 1
+	timeout 120 "$java" -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$here/tools-log4j2.properties" \
 		-cp "$libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$(brokers)" "$@"
 	;;
 *)

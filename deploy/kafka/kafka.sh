@@ -58,18 +58,11 @@ logdir="$state/logs"
 conf="$state/server.properties"
 pidfile="$state/kafka.pid"
 
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-say() { echo "kafka.sh: $*" >&2; }
+name=kafka.sh
+# shellcheck source=common.sh
+. "$here/common.sh" # die, say, java_bin, port_open, lock
 
 # --- tools -----------------------------------------------------------------
-
-java_bin() {
-	if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
-		echo "$JAVA_HOME/bin/java"
-	else
-		command -v java || true
-	fi
-}
 
 need_java() {
 	local java major
@@ -145,11 +138,6 @@ running_pid() {
 	# A recycled pid would belong to another program.
 	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $conf" || return 1
 	echo "$pid"
-}
-
-port_open() {
-	# bash's /dev/tcp connects only when something listens.
-	(exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
 }
 
 # run_tool runs a Kafka command-line tool class; bounded, since a client
@@ -233,16 +221,6 @@ wait_ready() {
 		--list >"$logdir/ready.log" 2>&1; then
 		cat "$logdir/ready.log" >&2
 		fail_start "broker (pid $pid) listens but does not answer metadata requests"
-	fi
-}
-
-lock() {
-	mkdir -p "$state"
-	# Two starts at once (two terminals, a test run and a developer) must not
-	# both launch a broker.
-	if command -v flock >/dev/null; then
-		exec 9>"$state/.lock"
-		flock -w "$((start_timeout + 60))" 9 || die "another kafka.sh holds $state/.lock"
 	fi
 }
 
