@@ -443,7 +443,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) e
 		return fmt.Errorf("ingest serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
-	shCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(shCtx)
 	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && err == nil {

@@ -48,7 +48,7 @@ func serveDebug(ctx context.Context, ln net.Listener, logger *slog.Logger) error
 	srv := &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
