@@ -12,7 +12,8 @@ func Partition(key []byte, n int32) int32 {
 	return int32((murmur2(key) & 0x7fffffff) % uint32(n))
 }
 
-// PartitionOf is Partition for a UAID string.
+// PartitionOf is Partition for a UAID in its text form (the Kafka key);
+// UAID.Partition is the same for the typed value.
 func PartitionOf(uaid string, n int32) int32 { return Partition([]byte(uaid), n) }
 
 // murmur2 is the 32-bit MurmurHash2 variant Kafka uses (seed 0x9747b28c).
