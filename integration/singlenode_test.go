@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 	"github.com/pushlog/pushlog/schema"
 )
 

@@ -20,7 +20,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 )
 
 // TestSoak is issue 11's soak test on the embedded default: a steady rate

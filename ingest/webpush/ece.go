@@ -4,7 +4,10 @@
 // draft-ietf-webpush-encryption-04 that older senders still use, and VAPID
 // application server identification (RFC 8292).
 //
-// It only encrypts, decrypts and signs; it never talks to the network.
+// It only encrypts, decrypts and signs; it never talks to the network. It
+// lives under ingest/ because it is the sender's and user agent's side of
+// the wire ingest accepts; ingest itself does not import it (ingest never
+// decrypts), the tools under cmd/ and the tests do.
 package webpush
 
 import (

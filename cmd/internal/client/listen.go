@@ -15,7 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 	"github.com/pushlog/pushlog/schema"
 )
 

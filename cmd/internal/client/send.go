@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 )
 
 // DefaultSubject is the VAPID sub claim when none is given.

@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 )
 
 // pushReq is one POST to a push endpoint. Headers keep their order and

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pushlog/pushlog/cmd/webpush"
+	"github.com/pushlog/pushlog/ingest/webpush"
 )
 
 // victim is another user: a user agent connected before the attacks,
