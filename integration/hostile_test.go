@@ -18,14 +18,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/pushlog/pushlog/cmd/pushattack/attack"
+	"github.com/pushlog/pushlog/integration/attack"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
 // Issue 10 (hostile clients), one subtest per numbered finding, on the
 // embedded default and on real Kafka. The attacks are pushattack's (the
-// cmd/pushattack/attack package); each test also keeps its own victim user
+// integration/attack package); each test also keeps its own victim user
 // agent, connected before the attack, whose pushes must still get 201 and
 // arrive after it.
 

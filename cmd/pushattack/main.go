@@ -24,7 +24,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/pushlog/pushlog/cmd/pushattack/attack"
+	"github.com/pushlog/pushlog/integration/attack"
 )
 
 type cli struct {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/pushlog/pushlog/cmd/pushattack/attack"
+	"github.com/pushlog/pushlog/integration/attack"
 )
 
 func parse(t *testing.T, args ...string) *cli {

@@ -9,7 +9,9 @@
 // It is an operator tool: it refuses targets that are not on loopback
 // unless told otherwise (Options.AllowRemote), so it is not pointed at a
 // deployment by accident. cmd/pushattack wires it to flags; the
-// integration tests import it.
+// integration tests import it. It lives under integration/ because the
+// hostile tests are what defines it, and code outside cmd/ may not import
+// a binary's packages.
 package attack
 
 import (
