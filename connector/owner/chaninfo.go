@@ -2,6 +2,7 @@ package owner
 
 import (
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // channelInfo returns what CheckUAID answers for id: whether it is a known,
@@ -9,7 +10,7 @@ import (
 // produced but not read back yet is not valid either: the reset will land,
 // so the client must take a new UAID rather than connect to a doomed one.
 // ps.mu is held.
-func (ps *partState) channelInfo(id [16]byte) link.UAIDInfo {
+func (ps *partState) channelInfo(id schema.UAID) link.UAIDInfo {
 	r, ok := ps.recs.get(id)
 	if !ok || r.reset() || r.flags&rExpiring != 0 {
 		return link.UAIDInfo{}
@@ -25,7 +26,7 @@ func (ps *partState) channelInfo(id [16]byte) link.UAIDInfo {
 // idle expiry cannot decide to reset it between the hello and the Attach
 // that follows (seconds later, well within the shortest --uaid-expiry).
 // ps.mu is held.
-func (ps *partState) helloInfo(id [16]byte) link.UAIDInfo {
+func (ps *partState) helloInfo(id schema.UAID) link.UAIDInfo {
 	info := ps.channelInfo(id)
 	if info.Valid {
 		ps.seenNow(id)

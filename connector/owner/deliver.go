@@ -125,7 +125,7 @@ func (ps *partState) notification(u *uaidState, m *pending) (link.Notification, 
 }
 
 // attach makes s the session of u and delivers what is pending.
-func (ps *partState) attach(id [16]byte, s link.Session) {
+func (ps *partState) attach(id schema.UAID, s link.Session) {
 	u := ps.user(id)
 	// The same connection attaching again keeps its generation: a message
 	// is sent at most once per connection.
@@ -140,7 +140,7 @@ func (ps *partState) attach(id [16]byte, s link.Session) {
 }
 
 // detach forgets s if it is still u's session.
-func (ps *partState) detach(id [16]byte, s link.Session) {
+func (ps *partState) detach(id schema.UAID, s link.Session) {
 	u := ps.uaids[id]
 	if u == nil || u.session == nil || u.session.ConnID() != s.ConnID() {
 		return
@@ -155,7 +155,7 @@ func (ps *partState) detach(id [16]byte, s link.Session) {
 
 // ackedLocally marks the client's ack at once: the message is never sent
 // again, and it settles when the connection node's Acked event is read.
-func (ps *partState) ackedLocally(id [16]byte, ref *pb.MessageRef) {
+func (ps *partState) ackedLocally(id schema.UAID, ref *pb.MessageRef) {
 	m := ps.msgs.find(ref.GetOffset())
 	if m == nil || m.u == nil || m.u.id != id {
 		return

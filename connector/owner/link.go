@@ -2,7 +2,6 @@ package owner
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -36,12 +35,12 @@ func (o *Owner) ownedPartition(ctx context.Context, p int32) (*partState, error)
 	}
 }
 
-func (o *Owner) partitionOf(uaid string) ([16]byte, int32, error) {
+func (o *Owner) partitionOf(uaid string) (schema.UAID, int32, error) {
 	id, err := schema.ParseUAID(uaid)
 	if err != nil {
 		return id, 0, err
 	}
-	return id, schema.PartitionOf(hex.EncodeToString(id[:]), o.cfg.Partitions), nil
+	return id, id.Partition(o.cfg.Partitions), nil
 }
 
 // CheckUAID reports whether uaid is known and not reset, and its

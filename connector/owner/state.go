@@ -3,7 +3,6 @@ package owner
 import (
 	"container/heap"
 	"context"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"sort"
@@ -109,7 +108,7 @@ type presence struct {
 // uaidState is what the owner holds of a UAID while it has pending
 // messages, a session or presence; its channels are in partState.recs.
 type uaidState struct {
-	id       [16]byte
+	id       schema.UAID
 	pending  []*pending            // tracked messages in offset order, settled ones removed lazily
 	settled  int                   // settled entries still in pending
 	topics   map[topicKey]*pending // the newest message per (channel, topic)
@@ -119,7 +118,7 @@ type uaidState struct {
 	fetching bool // a payload re-read is in flight
 }
 
-func (u *uaidState) uaid() string { return hex.EncodeToString(u.id[:]) }
+func (u *uaidState) uaid() string { return u.id.String() }
 
 // unsettled counts u's messages that are not settled.
 func (u *uaidState) unsettled() int { return len(u.pending) - u.settled }
@@ -154,7 +153,7 @@ type topicKey struct {
 // ahead of messages).
 type orphan struct {
 	ackOff int64
-	uaid   [16]byte
+	uaid   schema.UAID
 }
 
 // env is what partition states share with their owner: configuration and
@@ -183,7 +182,7 @@ type partState struct {
 	env *env
 	p   int32
 
-	uaids   map[[16]byte]*uaidState
+	uaids   map[schema.UAID]*uaidState
 	recs    recStore // every known UAID's channels (uaids.go)
 	msgs    deque    // tracked messages in offset order
 	exp     expHeap
@@ -210,7 +209,7 @@ func newPartState(e *env, p int32) *partState {
 	return &partState{
 		env:      e,
 		p:        p,
-		uaids:    make(map[[16]byte]*uaidState),
+		uaids:    make(map[schema.UAID]*uaidState),
 		recs:     make(recStore),
 		orphans:  make(map[int64]orphan),
 		progress: make(chan struct{}),
@@ -223,7 +222,7 @@ func (ps *partState) setPositions(start, end [numGroupTopics]int64) {
 	ps.committed = [numGroupTopics]int64{-1, -1, -1}
 }
 
-func (ps *partState) user(id [16]byte) *uaidState {
+func (ps *partState) user(id schema.UAID) *uaidState {
 	u := ps.uaids[id]
 	if u == nil {
 		u = &uaidState{id: id}
@@ -267,7 +266,7 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 		return
 	}
 	id, err := schema.ParseUAID(ev.GetUaid())
-	if err != nil || schema.PartitionOf(hex.EncodeToString(id[:]), ps.env.cfg.Partitions) != ps.p {
+	if err != nil || id.Partition(ps.env.cfg.Partitions) != ps.p {
 		ps.skip(rec, errors.New("uaid does not belong to this partition"), "skipping misrouted event")
 		return
 	}
@@ -287,7 +286,7 @@ func (ps *partState) afterBatch() {
 	ps.signal()
 }
 
-func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_MessageAccepted:
 		ps.accept(rec, ev, b.MessageAccepted, id)
@@ -298,7 +297,7 @@ func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id [16]byte) {
 	}
 }
 
-func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepted, id [16]byte) {
+func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepted, id schema.UAID) {
 	ch, err := schema.ParseChannelID(ma.GetChannelId())
 	if err != nil {
 		ps.skip(rec, err, "skipping message with a bad channel id")
@@ -422,7 +421,7 @@ func untrackTopic(m *pending) {
 }
 
 // deleted handles DELETE /m/{id}: the message is not delivered afterwards.
-func (ps *partState) deleted(ref *pb.MessageRef, id [16]byte) {
+func (ps *partState) deleted(ref *pb.MessageRef, id schema.UAID) {
 	if ref == nil || ref.GetPartition() != ps.p {
 		return
 	}
@@ -433,7 +432,7 @@ func (ps *partState) deleted(ref *pb.MessageRef, id [16]byte) {
 	ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_DELETED))
 }
 
-func (ps *partState) foldAck(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+func (ps *partState) foldAck(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
 	var ref *pb.MessageRef
 	settles := true
 	switch b := ev.GetBody().(type) {

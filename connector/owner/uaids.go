@@ -2,7 +2,6 @@ package owner
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"iter"
 	"maps"
@@ -60,13 +59,13 @@ type uaidRec struct {
 // recStore holds every known UAID's record encoded as one string (see
 // encode): a 16-byte map value and a single allocation sized exactly, so
 // an idle UAID with 5 channels costs one 96-byte object plus its map slot.
-type recStore map[[16]byte]string
+type recStore map[schema.UAID]string
 
 // recHeader is the encoded size of a record without its channels: next
 // (8), seen (4), persisted day (2), flags (1), ngone (1).
 const recHeader = 16
 
-func (rs recStore) get(id [16]byte) (uaidRec, bool) {
+func (rs recStore) get(id schema.UAID) (uaidRec, bool) {
 	s, ok := rs[id]
 	if !ok {
 		return uaidRec{}, false
@@ -74,7 +73,7 @@ func (rs recStore) get(id [16]byte) (uaidRec, bool) {
 	return decodeRec(s), true
 }
 
-func (rs recStore) put(id [16]byte, r uaidRec) { rs[id] = r.encode() }
+func (rs recStore) put(id schema.UAID, r uaidRec) { rs[id] = r.encode() }
 
 func decodeRec(s string) uaidRec {
 	b := []byte(s[:recHeader]) // 16 bytes: does not escape
@@ -235,7 +234,7 @@ func (r *uaidRec) channelGone(ch [16]byte) bool {
 
 // foldRegistration folds a pushlog.registrations event into the UAID's
 // record. Events below the record's next offset are already in it.
-func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte) {
+func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
 	var ch [16]byte
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_ChannelRegistered:
@@ -285,7 +284,7 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id [16]byte
 
 // afterChannelChange applies a change of a UAID's channels to its pending
 // messages, and, for a reset, forgets its last-seen record.
-func (ps *partState) afterChannelChange(id [16]byte, r uaidRec, changed bool) {
+func (ps *partState) afterChannelChange(id schema.UAID, r uaidRec, changed bool) {
 	if !changed || !ps.ready {
 		return
 	}
@@ -293,7 +292,7 @@ func (ps *partState) afterChannelChange(id [16]byte, r uaidRec, changed bool) {
 		ps.dropGone(u)
 	}
 	if r.reset() && r.persisted != 0 && ps.env.produceRecord != nil {
-		uaid := hex.EncodeToString(id[:])
+		uaid := id.String()
 		ps.env.produceRecord(ps.env.cfg.Names.SeenTombstone(uaid, ps.p), func(err error) {
 			ps.env.log.Warn("last-seen tombstone not written", "uaid", uaid, "err", err)
 		})
@@ -396,12 +395,12 @@ func recFromSnapshot(st *pb.ChannelState, old uaidRec) uaidRec {
 
 // seenNow records that id is (or was until now) connected: an attach or a
 // detach.
-func (ps *partState) seenNow(id [16]byte) { ps.seenAt(id, ps.env.now().UnixMilli()) }
+func (ps *partState) seenNow(id schema.UAID) { ps.seenAt(id, ps.env.now().UnixMilli()) }
 
 // seenAt records that id was connected at ms (presence events carry their
 // time, so replaying old ones never makes a UAID look recent), and makes
 // it durable at most once a day.
-func (ps *partState) seenAt(id [16]byte, ms int64) {
+func (ps *partState) seenAt(id schema.UAID, ms int64) {
 	r, ok := ps.recs.get(id)
 	if !ok || r.reset() {
 		return
@@ -418,11 +417,11 @@ func (ps *partState) seenAt(id [16]byte, ms int64) {
 }
 
 // persistSeen writes r.seen as id's last-seen record.
-func (ps *partState) persistSeen(id [16]byte, r *uaidRec) {
+func (ps *partState) persistSeen(id schema.UAID, r *uaidRec) {
 	if ps.env.produceRecord == nil {
 		return
 	}
-	uaid := hex.EncodeToString(id[:])
+	uaid := id.String()
 	rec, err := ps.env.cfg.Names.SeenRecord(uaid, time.UnixMilli(int64(r.seen)*60000), ps.p, ps.env.now())
 	if err != nil {
 		ps.env.log.Warn("last-seen record", "uaid", uaid, "err", err)
@@ -443,7 +442,7 @@ func (ps *partState) persistSeen(id [16]byte, r *uaidRec) {
 // the map meanwhile, which a Go map range allows (a record deleted before
 // it is reached is not produced; one added may or may not be).
 type idleScan struct {
-	next    func() ([16]byte, string, bool) // the pass in progress; nil between passes
+	next    func() (schema.UAID, string, bool) // the pass in progress; nil between passes
 	stop    func()
 	passMin uint32 // minute the last pass started: at most one a minute
 	// budget is what is left of this minute's idle resets (budgetMin).
@@ -503,7 +502,7 @@ func (ps *partState) expireIdle(now time.Time) {
 }
 
 // expireOne applies the idle expiry to one UAID at nowMin.
-func (ps *partState) expireOne(id [16]byte, nowMin, expiryMin uint32) {
+func (ps *partState) expireOne(id schema.UAID, nowMin, expiryMin uint32) {
 	r, ok := ps.recs.get(id) // the current record, not the one the pass began with
 	if !ok {
 		return
@@ -540,8 +539,8 @@ func (ps *partState) expireOne(id [16]byte, nowMin, expiryMin uint32) {
 // produceIdleReset writes the UserReset of an idle UAID. It lists the
 // registered channels of r so the channel projector can mark them
 // unregistered without keeping every UAID's channels in memory.
-func (ps *partState) produceIdleReset(id [16]byte, r uaidRec) {
-	uaid := hex.EncodeToString(id[:])
+func (ps *partState) produceIdleReset(id schema.UAID, r uaidRec) {
+	uaid := id.String()
 	ev := schema.NewEvent(uaid, ps.env.now())
 	chans := make([][]byte, r.active())
 	for i := range chans {

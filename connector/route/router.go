@@ -9,7 +9,6 @@ package route
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -277,8 +276,7 @@ func (r *Router) partition(uaid string) (string, int32, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	u := hex.EncodeToString(id[:])
-	return u, schema.PartitionOf(u, r.cfg.Partitions), nil
+	return id.String(), id.Partition(r.cfg.Partitions), nil
 }
 
 // CheckUAID asks the owner of uaid's partition.
