@@ -4,14 +4,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // DefaultVAPIDExpiry is how far ahead senders usually set a VAPID token's exp
@@ -119,25 +119,18 @@ func (k *VAPIDKey) Sign(c VAPIDClaims) (string, error) {
 	if c.Expires.IsZero() {
 		return "", errors.New("vapid: expiry is required")
 	}
-	claims, err := json.Marshal(struct {
-		Aud string `json:"aud"`
-		Exp int64  `json:"exp"`
-		Sub string `json:"sub,omitempty"`
-	}{c.Audience, c.Expires.Unix(), c.Subject})
-	if err != nil {
-		return "", fmt.Errorf("vapid claims: %w", err)
+	claims := jwt.MapClaims{"aud": c.Audience, "exp": c.Expires.Unix()}
+	if c.Subject != "" {
+		claims["sub"] = c.Subject
 	}
-	input := b64([]byte(`{"typ":"JWT","alg":"ES256"}`)) + "." + b64(claims)
-	digest := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, k.priv, digest[:])
+	// golang-jwt writes the header {"alg":"ES256","typ":"JWT"} and the
+	// R || S signature JWS wants (RFC 7518 §3.4), the same library ingest
+	// verifies with.
+	t, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(k.priv)
 	if err != nil {
 		return "", fmt.Errorf("vapid sign: %w", err)
 	}
-	// JWS ES256 signatures are R || S, each 32 big-endian bytes (RFC 7518 §3.4).
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return input + "." + b64(sig), nil
+	return t, nil
 }
 
 // Token signs a JWT for a push to endpoint: aud is the endpoint's origin.

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -19,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushlog/pushlog/ingest/webpush"
 )
@@ -103,18 +103,15 @@ func dialRaw(ctx context.Context, u *url.URL) (net.Conn, error) {
 
 // signJWT signs claimsJSON (given as bytes, so a test can send claims a
 // JSON encoder of typed claims could not, such as exp as a string) with
-// ES256.
+// ES256 by golang-jwt; header and claims are written out here, so they
+// can be anything.
 func signJWT(key *ecdsa.PrivateKey, claimsJSON []byte) (string, error) {
 	enc := base64.RawURLEncoding
 	input := enc.EncodeToString([]byte(`{"typ":"JWT","alg":"ES256"}`)) + "." + enc.EncodeToString(claimsJSON)
-	digest := sha256.Sum256([]byte(input))
-	rr, ss, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	sig, err := jwt.SigningMethodES256.Sign(input, key)
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}
-	sig := make([]byte, 64)
-	rr.FillBytes(sig[:32])
-	ss.FillBytes(sig[32:])
 	return input + "." + enc.EncodeToString(sig), nil
 }
 
