@@ -27,7 +27,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/analytics"
-	"github.com/pushlog/pushlog/projector"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -180,7 +179,7 @@ func analyticsMergeOffsets(a, b map[string]map[int32]int64) map[string]map[int32
 
 // analyticsRun is one projector running in the background.
 type analyticsRun struct {
-	p      *projector.AnalyticsProjector
+	p      *analytics.Projector
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -193,7 +192,7 @@ func (e *analyticsEnv) startProjector(conn driver.Conn, group string, batchRows 
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: analyticsLogLevel()}))
 	}
-	p, err := projector.NewAnalyticsProjector(projector.AnalyticsConfig{
+	p, err := analytics.NewProjector(analytics.ProjectorConfig{
 		ClientOpts:    append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...),
 		Conn:          conn,
 		Database:      e.db,
@@ -823,7 +822,7 @@ func TestAnalyticsProjectorRestart(t *testing.T) {
 //
 //	go test ./integration -run '^$' -bench AnalyticsProjection -benchtime 300000x
 func BenchmarkAnalyticsProjection(b *testing.B) {
-	for _, rows := range []int{projector.AnalyticsDefaultBatchRows, 100_000} {
+	for _, rows := range []int{analytics.DefaultBatchRows, 100_000} {
 		b.Run(fmt.Sprintf("batch=%d", rows), func(b *testing.B) { analyticsBenchProjection(b, rows) })
 	}
 }

@@ -9,7 +9,8 @@ import (
 )
 
 // The projectors' series share names, labelled projector="channels" or
-// "analytics"; their lag is pushlog_projector_lag, computed by the lag
+// "analytics" (package analytics registers its own, with the same help
+// strings); their lag is pushlog_projector_lag, computed by the lag
 // monitor from the groups' committed offsets (package ops).
 
 func projectorCounter(name, help, projector string, v func() int64) prometheus.Collector {
@@ -25,18 +26,6 @@ const (
 	helpRecords = "Records a projector polled."
 	helpRows    = "Rows (analytics) or snapshots (channels) a projector wrote."
 )
-
-// analyticsCollectors read the analytics projector's counters at scrape time.
-func (p *AnalyticsProjector) collectors() []prometheus.Collector {
-	const name = "analytics"
-	return []prometheus.Collector{
-		projectorCounter("batches_total", helpBatches, name, p.stats.batches.Load),
-		projectorCounter("records_total", helpRecords, name, p.stats.records.Load),
-		projectorCounter("rows_total", helpRows, name, p.stats.rows.Load),
-		projectorCounter("failures_total", "ClickHouse operations that failed (and were retried).", name, p.stats.failures.Load),
-		metrics.BreakerGauge("analytics", "clickhouse", p.cb.State),
-	}
-}
 
 // channelCounters count what the channel projector did.
 type channelCounters struct {

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/analytics"
-	"github.com/pushlog/pushlog/projector"
 	"github.com/pushlog/pushlog/schema"
 )
 
@@ -62,8 +61,8 @@ func (r *analyticsReportCmd) Run(ctx context.Context) error {
 // newAnalyticsProjector builds serve's analytics projector. It is given
 // ClickHouse's address, not a connection: Run connects, waiting with
 // back-off while ClickHouse is down, so ClickHouse is never needed to start.
-func newAnalyticsProjector(cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, reg prometheus.Registerer, logger *slog.Logger) (*projector.AnalyticsProjector, error) {
-	return projector.NewAnalyticsProjector(projector.AnalyticsConfig{
+func newAnalyticsProjector(cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, reg prometheus.Registerer, logger *slog.Logger) (*analytics.Projector, error) {
+	return analytics.NewProjector(analytics.ProjectorConfig{
 		ClientOpts: clientOpts, Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDB, Names: names, Logger: logger, Metrics: reg,
 	})
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/analytics"
-	"github.com/pushlog/pushlog/projector"
 	"github.com/pushlog/pushlog/schema"
 )
 
@@ -342,7 +341,7 @@ func (b *rebuildBatch) add(ctx context.Context, rec *kgo.Record, want map[int32]
 	if err != nil {
 		return nil // the projector skips it too
 	}
-	row, ok := projector.AnalyticsRow(rec, ev)
+	row, ok := analytics.EventRow(rec, ev)
 	if !ok || !want[row.Day()] {
 		return nil
 	}

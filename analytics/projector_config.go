@@ -1,0 +1,60 @@
+package analytics
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema"
+)
+
+// DefaultGroup is the consumer group of the analytics projector.
+const DefaultGroup = "pushlog-analytics"
+
+// Defaults of ProjectorConfig.
+const (
+	DefaultBatchRows     = 10000
+	DefaultBatchInterval = time.Second
+	DefaultRetryMax      = 5 * time.Second
+	DefaultOpTimeout     = 30 * time.Second
+)
+
+// ProjectorConfig configures an Projector.
+type ProjectorConfig struct {
+	// ClientOpts connect to Kafka (seed brokers, TLS, SASL, logger). The
+	// projector adds its own consumer options to them.
+	ClientOpts []kgo.Opt
+	// Conn is the ClickHouse connection; when nil, Run opens Addr (host:port
+	// of the native protocol) and closes it when it returns.
+	Conn driver.Conn
+	Addr string
+	// Database holds the analytics tables; empty means DefaultDatabase.
+	Database string
+	// Group is the consumer group; empty means DefaultGroup.
+	Group string
+	// BatchRows and BatchInterval bound a batch: it is written when it has
+	// BatchRows rows or its first record is BatchInterval old.
+	BatchRows     int
+	BatchInterval time.Duration
+	// RetryMax caps the back-off between ClickHouse retries (default 5 s).
+	RetryMax time.Duration
+	// OpTimeout bounds one ClickHouse statement (default 30 s).
+	OpTimeout time.Duration
+	// StartAfter is where a partition starts when the database has nothing
+	// of it yet: its first record produced at or after this time. Zero
+	// means the start of the log (a new database gets the whole history
+	// Kafka still has).
+	StartAfter time.Time
+	// SkipMigrate leaves the schema alone; by default Run applies
+	// Migrate first (idempotent).
+	SkipMigrate bool
+	Logger      *slog.Logger
+	// Metrics registers the projector's series (batches, records, rows,
+	// failures, ClickHouse breaker state); nil: no metrics.
+	Metrics prometheus.Registerer
+	// Names are the topic names; zero means schema.DefaultNames().
+	Names schema.Names
+}
