@@ -19,8 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/pushlog/pushlog/analytics"
+	"github.com/pushlog/pushlog/cmd/internal/metrics"
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // Group is one pushlog consumer group and the topics it consumes.

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/pushlog/pushlog/schema/metrics"
+	"github.com/pushlog/pushlog/cmd/internal/metrics"
 )
 
 // trimCollector reports the trimmer's figures at scrape time.

@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/pushlog/pushlog/schema/metrics"
+	"github.com/pushlog/pushlog/cmd/internal/metrics"
 )
 
 // DefaultRetain is the default replay window: settled records younger
