@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pushlog/pushlog/schema"
 )
 
 const (
@@ -80,21 +82,19 @@ func parseAuthorization(h string) (authHeader, *apiError) {
 }
 
 // decodeKey decodes a VAPID public key: base64url or standard base64, padded
-// or not, 65 bytes starting with 0x04.
+// or not (schema.DecodeBase64), 65 bytes starting with 0x04. The length is
+// checked before decoding, so a client's oversized key costs nothing.
 func decodeKey(s string) ([keyLen]byte, error) {
 	var out [keyLen]byte
 	s = strings.TrimRight(strings.TrimSpace(s), "=")
 	if len(s) != base64.RawURLEncoding.EncodedLen(keyLen) {
 		return out, errors.New("key length")
 	}
-	enc := base64.RawURLEncoding
-	if strings.ContainsAny(s, "+/") {
-		enc = base64.RawStdEncoding
-	}
-	n, err := enc.Decode(out[:], []byte(s))
-	if err != nil || n != keyLen || out[0] != 4 {
+	raw, err := schema.DecodeBase64(s)
+	if err != nil || len(raw) != keyLen || raw[0] != 4 {
 		return out, errors.New("not an uncompressed P-256 point")
 	}
+	copy(out[:], raw)
 	return out, nil
 }
 

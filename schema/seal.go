@@ -98,13 +98,6 @@ func ParseKeys(list string) ([][]byte, error) {
 	return out, nil
 }
 
-// DecodeBase64 accepts base64url or standard base64, padded or not.
-func DecodeBase64(s string) ([]byte, error) {
-	s = strings.TrimRight(strings.TrimSpace(s), "=")
-	s = strings.NewReplacer("+", "-", "/", "_").Replace(s)
-	return base64.RawURLEncoding.DecodeString(s)
-}
-
 func (s *Sealer) seal(purpose string, plain []byte) string {
 	k := s.keys[0]
 	mac := hmac.New(sha256.New, k.nonceKey)

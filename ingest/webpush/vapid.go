@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pushlog/pushlog/schema"
 )
 
 // DefaultVAPIDExpiry is how far ahead senders usually set a VAPID token's exp
@@ -40,7 +42,7 @@ func ParseVAPIDPrivateKey(s string) (*VAPIDKey, error) {
 	if strings.HasPrefix(s, "-----BEGIN") {
 		return parseVAPIDPEM([]byte(s))
 	}
-	d, err := DecodeBase64(s)
+	d, err := schema.DecodeBase64(s)
 	if err != nil {
 		return nil, fmt.Errorf("vapid private key: %w", err)
 	}

@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/pushlog/pushlog/schema"
 )
 
 // AuthSecretSize is the length of a subscription's auth secret (RFC 8291 §3.2).
@@ -59,7 +61,7 @@ func (s Subscription) decodeKeys() (*ecdh.PublicKey, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscription keys.p256dh: %w", err)
 	}
-	auth, err := DecodeBase64(s.Keys.Auth)
+	auth, err := schema.DecodeBase64(s.Keys.Auth)
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscription keys.auth: %w", err)
 	}
@@ -71,7 +73,7 @@ func (s Subscription) decodeKeys() (*ecdh.PublicKey, []byte, error) {
 
 // ParsePublicKey decodes a base64url (or base64) uncompressed P-256 point.
 func ParsePublicKey(s string) (*ecdh.PublicKey, error) {
-	b, err := DecodeBase64(s)
+	b, err := schema.DecodeBase64(s)
 	if err != nil {
 		return nil, err
 	}
@@ -80,21 +82,6 @@ func ParsePublicKey(s string) (*ecdh.PublicKey, error) {
 		return nil, fmt.Errorf("not an uncompressed P-256 point (%d bytes): %w", len(b), err)
 	}
 	return pub, nil
-}
-
-// DecodeBase64 decodes base64url or standard base64, with or without
-// padding, since keys travel in all four spellings.
-func DecodeBase64(s string) ([]byte, error) {
-	s = strings.TrimRight(strings.TrimSpace(s), "=")
-	enc := base64.RawURLEncoding
-	if strings.ContainsAny(s, "+/") {
-		enc = base64.RawStdEncoding
-	}
-	b, err := enc.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("bad base64: %w", err)
-	}
-	return b, nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -121,7 +108,7 @@ func GenerateReceiverKeys() (*ReceiverKeys, error) {
 // ParseReceiverKeys decodes a base64url private scalar (32 bytes) and auth
 // secret, as PrivateKeyString and AuthString print them.
 func ParseReceiverKeys(private, auth string) (*ReceiverKeys, error) {
-	d, err := DecodeBase64(private)
+	d, err := schema.DecodeBase64(private)
 	if err != nil {
 		return nil, fmt.Errorf("receiver private key: %w", err)
 	}
@@ -129,7 +116,7 @@ func ParseReceiverKeys(private, auth string) (*ReceiverKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("receiver private key: %w", err)
 	}
-	a, err := DecodeBase64(auth)
+	a, err := schema.DecodeBase64(auth)
 	if err != nil {
 		return nil, fmt.Errorf("auth secret: %w", err)
 	}
@@ -451,7 +438,7 @@ func parseEncryption(v string) (salt []byte, rs int, keyID string, err error) {
 	if !ok {
 		return nil, 0, "", decryptErr("Encryption header %q has no salt", v)
 	}
-	if salt, err = DecodeBase64(s); err != nil || len(salt) != saltSize {
+	if salt, err = schema.DecodeBase64(s); err != nil || len(salt) != saltSize {
 		return nil, 0, "", decryptErr("Encryption salt %q is not %d bytes of base64url", s, saltSize)
 	}
 	rs = DefaultRecordSize
@@ -485,7 +472,7 @@ func findDH(v, keyID string) ([]byte, error) {
 	if dh == "" {
 		return nil, decryptErr("Crypto-Key header %q has no dh", v)
 	}
-	b, err := DecodeBase64(dh)
+	b, err := schema.DecodeBase64(dh)
 	if err != nil {
 		return nil, decryptErr("Crypto-Key dh: %v", err)
 	}

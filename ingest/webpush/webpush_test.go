@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	webpushgo "github.com/SherClockHolmes/webpush-go"
+
+	"github.com/pushlog/pushlog/schema"
 )
 
 // RFC 8291 §5 / Appendix A (also PROTOCOL.md §6).
@@ -39,7 +41,7 @@ const (
 
 func mustB64(t testing.TB, s string) []byte {
 	t.Helper()
-	b, err := DecodeBase64(s)
+	b, err := schema.DecodeBase64(s)
 	if err != nil {
 		t.Fatalf("decode %q: %v", s, err)
 	}

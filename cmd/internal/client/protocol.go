@@ -125,7 +125,7 @@ func openNotification(raw []byte, channelID string, keys *webpush.ReceiverKeys) 
 		}
 	}
 	r.Encoding = h["encoding"]
-	body, err := webpush.DecodeBase64(*n.Data)
+	body, err := schema.DecodeBase64(*n.Data)
 	if err != nil {
 		r.Error = "data: " + err.Error()
 		return r, ackDecryptionError, nil

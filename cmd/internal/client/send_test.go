@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushlog/pushlog/ingest/webpush"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // checkVAPID verifies a push request's VAPID with golang-jwt and returns
@@ -51,7 +52,7 @@ func checkVAPID(t *testing.T, r *http.Request, origin, wantKey string) (string, 
 	if wantKey != "" && key != wantKey {
 		t.Errorf("VAPID key %s, want %s", key, wantKey)
 	}
-	raw, err := webpush.DecodeBase64(key)
+	raw, err := schema.DecodeBase64(key)
 	if err != nil {
 		t.Errorf("VAPID key: %v", err)
 		return "", nil
