@@ -38,7 +38,7 @@ func (s *Server) produceAsync(ev *pb.Event) {
 	name := schema.TypeName(ev)
 	// Not s.ctx: events of connections closed by Shutdown must still go
 	// out; Shutdown flushes them.
-	s.cfg.Producer.Produce(context.Background(), rec, func(r *kgo.Record, err error) {
+	s.cfg.Producer.Produce(s.detached, rec, func(r *kgo.Record, err error) {
 		if err != nil {
 			s.log.Warn("produce failed", "type", name, "uaid", string(r.Key), "err", err)
 		}

@@ -40,8 +40,15 @@ type Server struct {
 	upgrader websocket.Upgrader
 	bcast    *broadcasts
 	ipLimit  *ipLimiter
-	ctx      context.Context // for owner calls and produces; ends after Shutdown
-	cancel   context.CancelFunc
+
+	// The server's lifetime begins with Run's ctx (or, for a Handler
+	// mounted elsewhere, the first request's) and ends after Shutdown:
+	// owner calls and produces of a connection outlive the request that
+	// opened it, and Run's ctx while Shutdown closes the sockets.
+	lifeOnce sync.Once
+	ctx      context.Context    // owner calls and synchronous produces; ends after Shutdown
+	cancel   context.CancelFunc // ends ctx
+	detached context.Context    // never ends: async produces of closed connections still go out; Shutdown flushes them
 
 	mu      sync.RWMutex
 	conns   map[*conn]struct{}
@@ -66,14 +73,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "connector"),
 		bcast:   newBroadcasts(cfg.Broadcasts),
 		ipLimit: newIPLimiter(cfg.MaxConnectionsPerIPPerMinute),
-		ctx:     ctx,
-		cancel:  cancel,
 		conns:   map[*conn]struct{}{},
 		byUAID:  map[string]*conn{},
 	}
@@ -92,7 +96,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	met, err := newConnMetrics(cfg.Metrics, s)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("connector: %w", err)
 	}
 	s.met = met
@@ -127,6 +130,7 @@ func (s *Server) SetBroadcasts(m map[string]string) {
 // Run serves ln until ctx ends, then closes every socket gracefully (close
 // frame 1001), waits for their Disconnected events and flushes the producer.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	s.begin(ctx)
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -177,8 +181,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ferr := s.cfg.Producer.Flush(ctx); ferr != nil && err == nil {
 		err = fmt.Errorf("connector shutdown: flush producer: %w", ferr)
 	}
-	s.cancel()
+	s.lifeOnce.Do(func() {}) // a server that never began has nothing to end
+	if s.cancel != nil {
+		s.cancel()
+	}
 	return err
+}
+
+// begin starts the server's lifetime from parent, once: Run's ctx, or the
+// first request's for a Handler mounted on another server. Its values are
+// kept, its cancellation is not: Shutdown ends the lifetime.
+func (s *Server) begin(parent context.Context) {
+	s.lifeOnce.Do(func() {
+		s.detached = context.WithoutCancel(parent)
+		s.ctx, s.cancel = context.WithCancel(s.detached)
+	})
 }
 
 // start creates the poller and the sweeper on first use.
@@ -219,6 +236,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	s.begin(r.Context())
 	if err := s.start(); err != nil {
 		s.log.Error("connector start", "err", err)
 		http.Error(w, "connector unavailable", http.StatusServiceUnavailable)

@@ -45,8 +45,8 @@ type conn struct {
 	proxies map[proxyKey]link.Session // owner-side sessions that deliver through this link
 }
 
-func newConn(n *Node, nc net.Conn, br *bufio.Reader, peer identity, dialed bool) *conn {
-	ctx, cancel := context.WithCancel(n.ctx)
+func newConn(life context.Context, n *Node, nc net.Conn, br *bufio.Reader, peer identity, dialed bool) *conn {
+	ctx, cancel := context.WithCancel(life)
 	return &conn{
 		n: n, nc: nc, br: br, peer: peer, dialed: dialed,
 		out:     make(chan []byte, n.cfg.QueueSize),

@@ -125,14 +125,19 @@ func setDefault(d *time.Duration, def time.Duration) {
 
 // Node is this process's end of every node link.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	self   identity
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg  Config
+	log  *slog.Logger
+	self identity
+	wg   sync.WaitGroup
+
+	// serving is closed once Serve has set life, the links' lifetime: it
+	// comes from Serve's ctx and ends with it or with Close.
+	serving chan struct{}
+	closing chan struct{} // closed by Close
 
 	mu       sync.Mutex
+	life     context.Context
+	stop     context.CancelFunc
 	peers    map[string]*peer
 	conns    map[*conn]struct{}
 	attached map[proxyKey]*attachProxy // the current attach of each remote connection
@@ -150,20 +155,18 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "link"),
 		self:     identity{node: cfg.NodeID, addr: cfg.Addr},
-		ctx:      ctx,
-		cancel:   cancel,
+		serving:  make(chan struct{}),
+		closing:  make(chan struct{}),
 		peers:    make(map[string]*peer),
 		conns:    make(map[*conn]struct{}),
 		attached: make(map[proxyKey]*attachProxy),
 		seed:     maphash.MakeSeed(),
 	}
 	if err := metrics.Register(cfg.Metrics, metrics.Breakers("link", n.Breakers)); err != nil {
-		cancel()
 		return nil, fmt.Errorf("node link: %w", err)
 	}
 	return n, nil
@@ -173,32 +176,72 @@ func New(cfg Config) (*Node, error) {
 func (n *Node) Addr() string { return n.cfg.Addr }
 
 // Serve accepts links on ln until ctx ends or Close; it then closes ln.
+// ctx is the lifetime of every link, accepted or dialed: its end cancels
+// the peers' requests in flight; Close closes the links.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
-	defer stop()
-	go func() {
-		<-n.ctx.Done()
+	life, err := n.begin(ctx)
+	if err != nil {
 		_ = ln.Close()
-	}()
+		return err
+	}
+	if life == nil { // closed before it served
+		_ = ln.Close()
+		return nil
+	}
+	stop := context.AfterFunc(life, func() { _ = ln.Close() })
+	defer stop()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil || n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if life.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			n.log.Warn("link accept", "err", err)
 			select {
 			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
+			case <-life.Done():
 				return nil
 			}
 			continue
 		}
-		n.goHandle(func() { n.accept(nc) })
+		n.goHandle(func() { n.accept(life, nc) })
 	}
 }
 
-func (n *Node) accept(nc net.Conn) {
+// begin sets the links' lifetime from Serve's ctx; nil after Close.
+func (n *Node) begin(ctx context.Context) (context.Context, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return nil, nil
+	case n.life != nil:
+		return nil, errors.New("node link: Serve called twice")
+	}
+	n.life, n.stop = context.WithCancel(ctx)
+	close(n.serving)
+	return n.life, nil
+}
+
+// lifetime is the links' lifetime for a dial. A dial may be asked for
+// while the components start (a presence session of the owner): it waits
+// for Serve up to the dial timeout.
+func (n *Node) lifetime() (context.Context, error) {
+	t := time.NewTimer(n.cfg.DialTimeout)
+	defer t.Stop()
+	select {
+	case <-n.serving:
+	case <-n.closing:
+		return nil, errLinkDown
+	case <-t.C:
+		return nil, fmt.Errorf("%w: not serving yet", errLinkDown)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.life, nil
+}
+
+func (n *Node) accept(life context.Context, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 16<<10)
 	peer, err := acceptHandshake(nc, br, n.cfg.Secret, n.self, n.cfg.DialTimeout)
 	if err != nil {
@@ -206,11 +249,11 @@ func (n *Node) accept(nc net.Conn) {
 		if errors.Is(err, ErrAuth) {
 			lvl = slog.LevelWarn
 		}
-		n.log.Log(n.ctx, lvl, "link handshake refused", "remote", nc.RemoteAddr().String(), "err", err)
+		n.log.Log(life, lvl, "link handshake refused", "remote", nc.RemoteAddr().String(), "err", err)
 		_ = nc.Close()
 		return
 	}
-	c := newConn(n, nc, br, peer, false)
+	c := newConn(life, n, nc, br, peer, false)
 	if !n.register(c) {
 		return
 	}
@@ -235,8 +278,12 @@ func (n *Node) register(c *conn) bool {
 
 // dial opens and authenticates a link to addr.
 func (n *Node) dial(addr string) (*conn, error) {
+	life, err := n.lifetime()
+	if err != nil {
+		return nil, err
+	}
 	d := net.Dialer{Timeout: n.cfg.DialTimeout, KeepAlive: 15 * time.Second}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(life, n.cfg.DialTimeout)
 	defer cancel()
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -248,7 +295,7 @@ func (n *Node) dial(addr string) (*conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("link to %s: %w", addr, err)
 	}
-	c := newConn(n, nc, br, peer, true)
+	c := newConn(life, n, nc, br, peer, true)
 	if !n.register(c) {
 		return nil, errLinkDown
 	}
@@ -282,13 +329,18 @@ func (n *Node) linkClosed(c *conn) {
 // Close stops accepting, closes every link and waits for the handlers.
 func (n *Node) Close() error {
 	n.mu.Lock()
-	n.closed = true
+	if !n.closed {
+		n.closed = true
+		close(n.closing)
+		if n.stop != nil {
+			n.stop()
+		}
+	}
 	conns := make([]*conn, 0, len(n.conns))
 	for c := range n.conns {
 		conns = append(conns, c)
 	}
 	n.mu.Unlock()
-	n.cancel()
 	for _, c := range conns {
 		c.closeWith(nil)
 	}
