@@ -21,7 +21,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -339,7 +338,7 @@ func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) 
 		log:   log.With("role", "channel-projector", "group", cfg.Group),
 		parts: make(map[int32]*channelPartition),
 	}
-	if err := metrics.Register(cfg.Metrics, append(p.collectors(), p.extraCollectors()...)...); err != nil {
+	if err := register(cfg.Metrics, append(p.collectors(), p.extraCollectors()...)...); err != nil {
 		return nil, fmt.Errorf("channel projector: %w", err)
 	}
 	return p, nil

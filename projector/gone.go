@@ -16,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -185,14 +184,14 @@ func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
 		g.shards[i].recent = make(map[goneKey]goneRecent)
 	}
 	aged := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: metrics.Name("ingest", "gone_aged_total"),
+		Name: "pushlog_ingest_gone_aged_total",
 		Help: "UAIDs whose gone facts aged out of ingest's gone set (unchanged for the UAID expiry).",
 	}, func() float64 { return float64(g.aged.Load()) })
 	capped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: metrics.Name("ingest", "gone_capped_total"),
+		Name: "pushlog_ingest_gone_capped_total",
 		Help: "Unregistered channels forgotten by ingest's gone set past its per-UAID bound (they then get 201, the owner drops what it knows is gone).",
 	}, func() float64 { return float64(g.capped.Load()) })
-	if err := metrics.Register(cfg.Metrics, append(g.collectors(), aged, capped)...); err != nil {
+	if err := register(cfg.Metrics, append(g.collectors(), aged, capped)...); err != nil {
 		return nil, fmt.Errorf("gone set: %w", err)
 	}
 	return g, nil

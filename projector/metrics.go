@@ -1,11 +1,10 @@
 package projector
 
 import (
+	"errors"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // The projectors' series share names, labelled projector="channels" or
@@ -15,7 +14,7 @@ import (
 
 func projectorCounter(name, help, projector string, v func() int64) prometheus.Collector {
 	return prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name:        metrics.Name("projector", name),
+		Name:        "pushlog_projector_" + name,
 		Help:        help,
 		ConstLabels: prometheus.Labels{"projector": projector},
 	}, func() float64 { return float64(v()) })
@@ -26,6 +25,14 @@ const (
 	helpRecords = "Records a projector polled."
 	helpRows    = "Rows (analytics) or snapshots (channels) a projector wrote."
 )
+
+// register registers cs on reg; a nil reg (no metrics configured) registers nothing.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) (err error) {
+	for _, c := range cs {
+		err = errors.Join(err, prometheus.WrapRegistererWith(nil, reg).Register(c))
+	}
+	return err
+}
 
 // channelCounters count what the channel projector did.
 type channelCounters struct {
@@ -55,7 +62,7 @@ func (p *ChannelProjector) collectors() []prometheus.Collector {
 
 func (g *GoneSet) collectors() []prometheus.Collector {
 	return []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: metrics.Name("ingest", "gone_entries"),
+		Name: "pushlog_ingest_gone_entries",
 		Help: "UAIDs with gone facts (reset, or unregistered channels) in ingest's gone set.",
 	}, func() float64 { return float64(g.Len()) })}
 }
