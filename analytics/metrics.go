@@ -1,9 +1,10 @@
 package analytics
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
+	"errors"
 
-	"github.com/pushlog/pushlog/schema/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 )
 
 // The projector's series are the projectors' shared ones (package
@@ -26,13 +27,26 @@ func (p *Projector) collectors() []prometheus.Collector {
 		{"rows_total", helpRows, p.stats.rows.Load},
 		{"failures_total", "ClickHouse operations that failed (and were retried).", p.stats.failures.Load},
 	}
-	out := make([]prometheus.Collector, 0, len(counters)+1)
+	out := make([]prometheus.Collector, 0, len(counters))
 	for _, c := range counters {
 		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        metrics.Name("projector", c.name),
+			Name:        "pushlog_projector_" + c.name,
 			Help:        c.help,
 			ConstLabels: prometheus.Labels{"projector": "analytics"},
 		}, func() float64 { return float64(c.v()) }))
 	}
-	return append(out, metrics.BreakerGauge("analytics", "clickhouse", p.cb.State))
+	return out
+}
+
+// BreakerState is the state of the ClickHouse breaker, for the process's
+// pushlog_breaker_state{component="analytics",breaker="clickhouse"}
+// (assembled where the registry is built, with every role's breakers).
+func (p *Projector) BreakerState() gobreaker.State { return p.cb.State() }
+
+// register registers cs on reg; a nil reg (no metrics configured) registers nothing.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) (err error) {
+	for _, c := range cs {
+		err = errors.Join(err, prometheus.WrapRegistererWith(nil, reg).Register(c))
+	}
+	return err
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // Projector writes one ClickHouse row per pushlog event.
@@ -198,7 +197,7 @@ func NewProjector(cfg ProjectorConfig) (*Projector, error) {
 			}
 		},
 	})
-	if err := metrics.Register(cfg.Metrics, p.collectors()...); err != nil {
+	if err := register(cfg.Metrics, p.collectors()...); err != nil {
 		return nil, fmt.Errorf("analytics projector: %w", err)
 	}
 	return p, nil

@@ -53,7 +53,8 @@ type ProjectorConfig struct {
 	SkipMigrate bool
 	Logger      *slog.Logger
 	// Metrics registers the projector's series (batches, records, rows,
-	// failures, ClickHouse breaker state); nil: no metrics.
+	// failures); nil: no metrics. The ClickHouse breaker's state is
+	// BreakerState, reported where the process's registry is built.
 	Metrics prometheus.Registerer
 	// Names are the topic names; zero means schema.DefaultNames().
 	Names schema.Names

@@ -4,8 +4,6 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // connMetrics are the connection node's series; a nil *connMetrics (no
@@ -25,15 +23,15 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 		return nil, nil
 	}
 	acks := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "acks_total"),
+		Name: "pushlog_connector_acks_total",
 		Help: "Acks received from user agents, by code (100 delivered, 101 decryption failed, 102 not delivered).",
 	}, []string{"code"})
 	nacks := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "nacks_total"),
+		Name: "pushlog_connector_nacks_total",
 		Help: "Nacks received from user agents, by code (301..303; 0 for any other).",
 	}, []string{"code"})
 	m := &connMetrics{deliveries: prometheus.NewCounter(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "deliveries_total"),
+		Name: "pushlog_connector_deliveries_total",
 		Help: "Notifications queued to a user agent's socket.",
 	})}
 	for i := range m.acks {
@@ -44,11 +42,11 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 		m.nacks[i] = nacks.WithLabelValues(strconv.Itoa(nackFirst + i - 1))
 	}
 	conns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: metrics.Name("connector", "connections"),
+		Name: "pushlog_connector_connections",
 		Help: "Open WebSocket connections.",
 	}, func() float64 { return float64(s.Connections()) })
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "client_refusals_total"),
+		Name: "pushlog_connector_client_refusals_total",
 		Help: "Client requests refused by a per-client bound, by limit (channels, registration_rate, message_rate, broadcasts, ack_updates, connection_rate_ip; ip_table_full counts connections admitted untracked).",
 	}, []string{"limit"})
 	m.refusals = make(map[string]prometheus.Counter, len(allLimits))
@@ -56,18 +54,20 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 		m.refusals[l] = refusals.WithLabelValues(l)
 	}
 	m.unknownUnr = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "unknown_unregisters_total"),
+		Name: "pushlog_connector_unknown_unregisters_total",
 		Help: "Unregisters of channels the UAID does not have: answered 200, nothing written.",
 	})
 	hellos := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: metrics.Name("connector", "hellos_total"),
+		Name: "pushlog_connector_hellos_total",
 		Help: "Hellos answered, by uaid: known (kept), new (none or malformed given), reset (unknown given: reset and replaced).",
 	}, []string{"uaid"})
 	for k := range m.hellos {
 		m.hellos[k] = hellos.WithLabelValues(helloKindNames[k])
 	}
-	if err := metrics.Register(reg, m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos); err != nil {
-		return nil, err
+	for _, c := range []prometheus.Collector{m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

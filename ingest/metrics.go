@@ -8,8 +8,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
-
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // ingestMetrics are the push API's series. A nil *ingestMetrics (no
@@ -33,21 +31,21 @@ const (
 	reasonEvent         = "event"
 )
 
-func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State, extra []prometheus.Collector) (*ingestMetrics, error) {
+func newIngestMetrics(reg prometheus.Registerer, extra []prometheus.Collector) (*ingestMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
 	m := &ingestMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metrics.Name("ingest", "requests_total"),
+			Name: "pushlog_ingest_requests_total",
 			Help: "Push API requests (push and delete) by HTTP status and autopush errno (0 on success).",
 		}, []string{"status", "errno"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: metrics.Name("ingest", "oversize_refusals_total"),
+			Name: "pushlog_ingest_oversize_refusals_total",
 			Help: "Pushes refused because a client-controlled size passed its limit, by reason: body, crypto_headers, vapid_token, vapid_sub, event.",
 		}, []string{"reason"}),
 		produce: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    metrics.Name("ingest", "produce_seconds"),
+			Name:    "pushlog_ingest_produce_seconds",
 			Help:    "Time from handing an event to Kafka to its acks=all acknowledgement (or failure).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
@@ -60,12 +58,18 @@ func newIngestMetrics(reg prometheus.Registerer, breaker func() gobreaker.State,
 	for _, r := range []string{reasonBody, reasonCryptoHeaders, reasonVAPIDToken, reasonVAPIDSub, reasonEvent} {
 		m.refusals.WithLabelValues(r)
 	}
-	cs := append([]prometheus.Collector{m.requests, m.refusals, m.produce, metrics.BreakerGauge("ingest", "kafka", breaker)}, extra...)
-	if err := metrics.Register(reg, cs...); err != nil {
-		return nil, err
+	for _, c := range append([]prometheus.Collector{m.requests, m.refusals, m.produce}, extra...) {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
+
+// BreakerState is the state of the breaker around Kafka produces, for the
+// process's pushlog_breaker_state{component="ingest",breaker="kafka"}
+// (assembled where the registry is built, with every role's breakers).
+func (s *Server) BreakerState() gobreaker.State { return s.breaker.State() }
 
 func (m *ingestMetrics) counter(status, errno int) prometheus.Counter {
 	key := [2]int{status, errno}
@@ -99,11 +103,11 @@ func (s *Server) refuse(reason string, e *apiError) *apiError {
 // gauges reports the VAPID cache and the retry index from their atomics.
 func (s *Server) gauges() []prometheus.Collector {
 	gauge := func(name, help string, v func() int64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metrics.Name("ingest", name), Help: help},
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushlog_ingest_" + name, Help: help},
 			func() float64 { return float64(v()) })
 	}
 	counter := func(name, help string, v func() int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: metrics.Name("ingest", name), Help: help},
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushlog_ingest_" + name, Help: help},
 			func() float64 { return float64(v()) })
 	}
 	return []prometheus.Collector{

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/sony/gobreaker/v2"
 )
 
 // TestMetrics: every push and delete answer is counted by status and
@@ -40,12 +41,15 @@ pushlog_ingest_requests_total{errno="0",status="204"} 0
 pushlog_ingest_requests_total{errno="102",status="404"} 1
 pushlog_ingest_requests_total{errno="111",status="400"} 1
 pushlog_ingest_requests_total{errno="201",status="503"} 0
-# HELP pushlog_breaker_state Circuit breaker state by breaker: 0 closed, 1 half-open, 2 open.
-# TYPE pushlog_breaker_state gauge
-pushlog_breaker_state{breaker="kafka",component="ingest"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pushlog_ingest_requests_total", "pushlog_breaker_state"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pushlog_ingest_requests_total"); err != nil {
 		t.Fatal(err)
+	}
+	// pushlog_breaker_state{breaker="kafka",component="ingest"} is built
+	// from BreakerState by the process (cmd/internal/metrics tests its
+	// exposition): 0, closed, here.
+	if s := e.srv.BreakerState(); s != gobreaker.StateClosed {
+		t.Fatalf("breaker state %s, want closed", s)
 	}
 
 	rr := e.do(http.MethodGet, "/metrics", nil, nil)

@@ -179,7 +179,8 @@ type Config struct {
 	// Now is the clock (nil = time.Now); tests freeze it.
 	Now func() time.Time
 	// Metrics registers the push API's series (requests by status and
-	// errno, produce latency, breaker state); nil: no metrics.
+	// errno, produce latency); nil: no metrics. The breaker's state is
+	// BreakerState, reported where the process's registry is built.
 	Metrics prometheus.Registerer
 	// MetricsHandler, when set, is served at GET /metrics (promhttp).
 	MetricsHandler http.Handler
@@ -232,7 +233,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 		})
-	met, err := newIngestMetrics(cfg.Metrics, s.breaker.State, s.gauges())
+	met, err := newIngestMetrics(cfg.Metrics, s.gauges())
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}

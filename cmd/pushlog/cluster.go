@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pushlog/pushlog/cmd/internal/metrics"
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/owner"
 	"github.com/pushlog/pushlog/connector/remote"
@@ -93,10 +94,12 @@ func (c *cluster) build(cfg *serveConfig, names schema.Names, producer *kgo.Clie
 		Owner:    own,
 		Sessions: rt,
 		Logger:   logger.With("role", "link"),
-		Metrics:  reg,
 	})
 	if err != nil {
 		return err
+	}
+	if err := reg.Register(metrics.Breakers("link", node.Breakers)); err != nil {
+		return fmt.Errorf("node link: %w", err)
 	}
 	rt.SetRemote(node)
 	c.router, c.node = rt, node

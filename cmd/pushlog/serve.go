@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/cmd/internal/embedded"
+	"github.com/pushlog/pushlog/cmd/internal/metrics"
 	"github.com/pushlog/pushlog/connector"
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/owner"
@@ -173,6 +174,9 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 		// catches up from its committed offsets once it answers.
 		ap, err := newAnalyticsProjector(cfg, names, clientOpts, met.reg, logger.With("role", "analytics-projector"))
 		if err != nil {
+			return fmt.Errorf("analytics projector: %w", err)
+		}
+		if err := met.reg.Register(metrics.BreakerGauge("analytics", "clickhouse", ap.BreakerState)); err != nil {
 			return fmt.Errorf("analytics projector: %w", err)
 		}
 		g.supervise("analytics-projector", ap.Run)
@@ -382,6 +386,9 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		Breaker:          ingest.BreakerConfig{OpenTimeout: cfg.BreakerProbeInterval},
 	})
 	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	if err := met.reg.Register(metrics.BreakerGauge("ingest", "kafka", srv.BreakerState)); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	var tlsCfg *tls.Config

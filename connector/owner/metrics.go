@@ -1,11 +1,10 @@
 package owner
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/pushlog/pushlog/schema/metrics"
 )
 
 // ownerCollector reads Stats at scrape time: the fold pays nothing for
@@ -17,7 +16,7 @@ type ownerCollector struct {
 
 func newOwnerCollector(o *Owner) *ownerCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(metrics.Name("owner", name), help, labels, nil)
+		return prometheus.NewDesc("pushlog_owner_"+name, help, labels, nil)
 	}
 	return &ownerCollector{
 		o:           o,
@@ -50,4 +49,12 @@ func (c *ownerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, float64(ready))
 	ch <- prometheus.MustNewConstMetric(c.uaids, prometheus.GaugeValue, float64(st.UAIDs))
 	ch <- prometheus.MustNewConstMetric(c.payload, prometheus.GaugeValue, float64(st.PayloadBytes))
+}
+
+// register registers cs on reg; a nil reg (no metrics configured) registers nothing.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) (err error) {
+	for _, c := range cs {
+		err = errors.Join(err, prometheus.WrapRegistererWith(nil, reg).Register(c))
+	}
+	return err
 }

@@ -28,7 +28,6 @@ import (
 
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -208,10 +207,10 @@ func New(cfg Config) (*Owner, error) {
 	o.env.produceRecord = o.produceRecord
 	o.env.reread = o.reread
 	idle := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: metrics.Name("owner", "idle_resets_total"),
+		Name: "pushlog_owner_idle_resets_total",
 		Help: "UAIDs reset for having had no connection for --uaid-expiry (UserReset reason idle).",
 	}, func() float64 { return float64(o.env.idleResets.Load()) })
-	if err := metrics.Register(cfg.Metrics, newOwnerCollector(o), idle); err != nil {
+	if err := register(cfg.Metrics, newOwnerCollector(o), idle); err != nil {
 		return nil, fmt.Errorf("owner: %w", err)
 	}
 	return o, nil

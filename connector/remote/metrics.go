@@ -1,20 +1,17 @@
 package remote
 
-import (
-	"sort"
+import "github.com/sony/gobreaker/v2"
 
-	"github.com/pushlog/pushlog/schema/metrics"
-)
-
-// Breakers returns the state of each peer's circuit breaker, by peer
-// link address (pushlog_breaker_state{component="link"}).
-func (n *Node) Breakers() []metrics.Breaker {
+// Breakers returns the state of each peer's circuit breaker, by peer link
+// address. The process reports them as
+// pushlog_breaker_state{component="link",breaker=PEER}, beside every other
+// role's breakers (the series is assembled where the registry is built).
+func (n *Node) Breakers() map[string]gobreaker.State {
 	n.mu.Lock()
-	out := make([]metrics.Breaker, 0, len(n.peers))
+	defer n.mu.Unlock()
+	out := make(map[string]gobreaker.State, len(n.peers))
 	for addr, p := range n.peers {
-		out = append(out, metrics.Breaker{Name: addr, State: p.cb.State()})
+		out[addr] = p.cb.State()
 	}
-	n.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

@@ -20,10 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pushlog/pushlog/connector/link"
-	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -79,9 +76,6 @@ type Config struct {
 	BreakerFailures uint32
 	BreakerOpen     time.Duration
 	Logger          *slog.Logger
-	// Metrics registers the per-peer breaker states
-	// (pushlog_breaker_state{component="link",breaker=PEER}); nil: none.
-	Metrics prometheus.Registerer
 }
 
 func (c *Config) normalize() error {
@@ -165,9 +159,6 @@ func New(cfg Config) (*Node, error) {
 		conns:    make(map[*conn]struct{}),
 		attached: make(map[proxyKey]*attachProxy),
 		seed:     maphash.MakeSeed(),
-	}
-	if err := metrics.Register(cfg.Metrics, metrics.Breakers("link", n.Breakers)); err != nil {
-		return nil, fmt.Errorf("node link: %w", err)
 	}
 	return n, nil
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/connector/remote"
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/metrics"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -117,7 +116,7 @@ func New(cfg Config) (*Router, error) {
 		retry:    make(map[string]struct{}),
 		redoSig:  make(chan struct{}, 1),
 	}
-	if err := metrics.Register(cfg.Metrics, r.collectors()...); err != nil {
+	if err := register(cfg.Metrics, r.collectors()...); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
 	return r, nil
