@@ -1,104 +1,14 @@
 package connector
 
-import "sync"
+import "github.com/pushlog/pushlog/connector/protocol"
 
-// Broadcasts ("megaphone") piggyback on the push socket: a client names the
-// broadcast ids it follows with the versions it has, and the server answers
-// with the ids whose version differs. Unknown ids are reported under
-// "errors", as autopush does.
+// The broadcast table ("megaphone") and the delta a client is answered
+// with are protocol: connector/protocol/broadcast.go. The server keeps the
+// one table every connection's machine reads (Env.Broadcasts).
 
-const (
-	broadcastErrorsKey = "errors"
-	broadcastNotFound  = "Broadcast not found"
-)
+type broadcasts = protocol.Broadcasts
 
-// broadcasts is the server's current id -> version table.
-type broadcasts struct {
-	mu sync.RWMutex
-	// ids maps an id to its entry; the entry's id string is shared by
-	// every subscribed connection (no per-connection copy).
-	ids map[string]*broadcastEntry
-}
+// broadcastErrorsKey is reserved: unknown ids are reported under it.
+const broadcastErrorsKey = protocol.BroadcastErrorsKey
 
-type broadcastEntry struct {
-	id      string
-	version string
-}
-
-func newBroadcasts(m map[string]string) *broadcasts {
-	b := &broadcasts{ids: make(map[string]*broadcastEntry, len(m))}
-	for id, v := range m {
-		b.ids[id] = &broadcastEntry{id: id, version: v}
-	}
-	return b
-}
-
-// delta compares a client's versions with the server's. reply holds the ids
-// whose version differs (with the server's version) and an "errors" map for
-// unknown ids; subscribed holds the known ids, as shared strings.
-func (b *broadcasts) delta(client map[string]string) (reply map[string]any, subscribed []string) {
-	reply = map[string]any{}
-	if len(client) == 0 {
-		return reply, nil
-	}
-	var missing map[string]string
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for id, v := range client {
-		e, ok := b.ids[id]
-		if !ok {
-			if missing == nil {
-				missing = map[string]string{}
-			}
-			missing[id] = broadcastNotFound
-			continue
-		}
-		subscribed = append(subscribed, e.id)
-		if e.version != v {
-			reply[id] = e.version
-		}
-	}
-	if missing != nil {
-		reply[broadcastErrorsKey] = missing
-	}
-	return reply, subscribed
-}
-
-// set replaces the table and returns the ids whose version changed or that
-// are new.
-func (b *broadcasts) set(m map[string]string) map[string]string {
-	changed := map[string]string{}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	next := make(map[string]*broadcastEntry, len(m))
-	for id, v := range m {
-		e, ok := b.ids[id]
-		if !ok || e.version != v {
-			changed[id] = v
-		}
-		if ok {
-			next[id] = &broadcastEntry{id: e.id, version: v}
-		} else {
-			next[id] = &broadcastEntry{id: id, version: v}
-		}
-	}
-	b.ids = next
-	return changed
-}
-
-// mergeSubscriptions adds ids to a subscription list without duplicates.
-func mergeSubscriptions(have, add []string) []string {
-	for _, id := range add {
-		found := false
-		for _, h := range have {
-			if h == id {
-				found = true
-				break
-			}
-		}
-		if !found {
-			have = append(have, id)
-		}
-	}
-	return have
-}
+func newBroadcasts(m map[string]string) *broadcasts { return protocol.NewBroadcasts(m) }

@@ -15,35 +15,32 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/pushlog/pushlog/connector/link"
-	"github.com/pushlog/pushlog/schema/pb"
+	"github.com/pushlog/pushlog/connector/protocol"
 )
 
-// Connection states.
+// Connection states: the protocol machine's phases.
 const (
-	stateAwaitHello int32 = iota // upgraded, no hello yet
-	stateHello                   // the hello is being answered
-	stateReady                   // identified: attached to the owner
-	stateClosed
+	stateAwaitHello = protocol.AwaitHello // upgraded, no hello yet
+	stateReady      = protocol.Ready      // identified: attached to the owner
+	stateClosed     = protocol.Closed
 )
 
-// WebSocket close codes the server sends.
+// WebSocket close codes the server sends (the machine decides most).
 const (
-	closeNormal      = websocket.CloseNormalClosure           // 1000: replaced by a newer connection
-	closeGoingAway   = websocket.CloseGoingAway               // 1001: shutdown, dead peer
-	closeProtocol    = websocket.CloseProtocolError           // 1002: bad JSON, unknown type, no/second hello
-	closeUnsupported = websocket.CloseUnsupportedData         // 1003: binary frame
-	closeInvalidData = websocket.CloseInvalidFramePayloadData // 1007: text that is not UTF-8
-	closeTryAgain    = websocket.CloseTryAgainLater           // 1013: owner or Kafka unavailable; retry
-	// closeBackoff tells Firefox not to reconnect until the network changes:
-	// autopush sends it to clients that ping far too often.
-	closeBackoff = 4774
+	closeNormal      = protocol.CloseNormal      // 1000: replaced by a newer connection
+	closeGoingAway   = protocol.CloseGoingAway   // 1001: shutdown, dead peer
+	closeProtocol    = protocol.CloseProtocol    // 1002: bad JSON, unknown type, no/second hello
+	closeUnsupported = protocol.CloseUnsupported // 1003: binary frame
+	closeInvalidData = protocol.CloseInvalidData // 1007: text that is not UTF-8
+	closePolicy      = protocol.ClosePolicy      // 1008: a message past a size bound
+	closeTryAgain    = protocol.CloseTryAgain    // 1013: owner or Kafka unavailable; retry
+	closeBackoff     = protocol.CloseBackoff     // 4774: back off (too many pings or messages)
 )
 
 const (
 	closeWriteWait       = time.Second // bound on writing the close frame
 	closeLinger          = time.Second // read (and drop) until the peer's close, at most this long
 	closeLingerAfterData = 50 * time.Millisecond
-	maxUnacked           = 1024 // delivered-but-unacked refs remembered per connection
 	opPing               = 0x9
 	opPong               = 0xA
 )
@@ -67,26 +64,20 @@ type conn struct {
 	pollGen uint32
 	polled  bool
 
-	state    atomic.Int32
 	closing  atomic.Bool
 	lastRecv atomic.Int64 // unix nanoseconds of the last byte from the client
 	pingSent atomic.Int64 // unix nanoseconds of an unanswered server Ping, 0 if none
-
-	// Used by the reading goroutine only (one at a time); uaid is written
-	// under srv.mu before the conn becomes ready and is read-only after.
-	uaid     string
-	ua       string // User-Agent, kept until the Connected event is written
-	lastPing int64  // unix nanoseconds of the client's last `{}`
-	chans    chanSet
-	regRate  gcra // registers and unregisters written (MaxRegistrationsPerMinute)
-	msgRate  gcra // client messages (MaxMessagesPerMinute)
+	ua       string       // User-Agent, kept until the Connected event is written (reader only)
 
 	mu      sync.Mutex
 	out     [][]byte // encoded messages waiting for the writer; nil when idle
 	writing bool     // a goroutine is draining out
 	closed  bool
-	unacked map[string]*pb.MessageRef // version -> ref of delivered, unacked messages
-	bcast   []string                  // subscribed broadcast ids (shared strings)
+	// proto is the client's protocol state (phase, UAID, channels, rates,
+	// unacked notifications, broadcast subscriptions). Its phase is atomic;
+	// every other call is made under mu (handlers.go). Its UAID is bound
+	// under srv.mu by claim before the conn becomes ready, read-only after.
+	proto protocol.Client
 }
 
 var _ link.Session = (*conn)(nil)
@@ -103,19 +94,11 @@ func (c *conn) ConnID() string { return fmt.Sprintf("%016x", c.id) }
 // Deliver queues a notification without blocking. A socket that cannot keep
 // up (queue full) is closed; the message stays pending at the owner.
 func (c *conn) Deliver(n link.Notification) error {
-	msg, err := encodeNotification(n)
+	msg, err := protocol.EncodeNotification(n)
 	if err != nil {
 		return err
 	}
-	err = c.enqueue(msg, false, func() {
-		if n.Ref == nil || n.Version == "" || len(c.unacked) >= maxUnacked {
-			return
-		}
-		if c.unacked == nil {
-			c.unacked = make(map[string]*pb.MessageRef, 1)
-		}
-		c.unacked[n.Version] = n.Ref
-	})
+	err = c.enqueue(msg, false, func() { c.proto.Delivered(n) })
 	if err == nil {
 		c.srv.met.delivered()
 	}
@@ -128,16 +111,6 @@ func (c *conn) send(msg []byte, inline bool) error {
 	return c.enqueue(msg, inline, nil)
 }
 
-func (c *conn) reply(v any) {
-	msg, err := marshal(v)
-	if err != nil {
-		c.srv.log.Error("encode reply", "err", err)
-		c.close(closeGoingAway, "internal error")
-		return
-	}
-	_ = c.send(msg, true)
-}
-
 func (c *conn) enqueue(msg []byte, inline bool, locked func()) error {
 	c.mu.Lock()
 	if c.closed {
@@ -146,8 +119,8 @@ func (c *conn) enqueue(msg []byte, inline bool, locked func()) error {
 	}
 	if len(c.out) >= c.srv.cfg.SendQueue {
 		c.mu.Unlock()
-		c.srv.log.Info("send queue full; closing the connection", "uaid", c.uaid, "conn", c.ConnID())
-		go c.close(closeTryAgain, "send queue full")
+		c.srv.log.Info("send queue full; closing the connection", "uaid", c.proto.UAID(), "conn", c.ConnID())
+		go c.perform(c.proto.QueueFull().Effects, false)
 		return link.ErrSessionClosed
 	}
 	if locked != nil {
@@ -216,7 +189,7 @@ func (c *conn) ping() {
 // returns with nothing left in the read buffer, reporting whether the
 // connection is still open.
 func (c *conn) serveReady(blocking bool) bool {
-	if c.state.Load() == stateClosed {
+	if c.proto.Phase() == stateClosed {
 		return false
 	}
 	deadline := time.Now().Add(c.srv.cfg.ReadTimeout)
@@ -239,7 +212,7 @@ func (c *conn) serveReady(blocking bool) bool {
 	c.lastRecv.Store(now.UnixNano())
 	c.pingSent.Store(0) // any data proves the peer alive
 	for {
-		if !c.readOne() || c.state.Load() == stateClosed {
+		if !c.readOne() || c.proto.Phase() == stateClosed {
 			return false
 		}
 		if c.br.Buffered() == 0 {
@@ -264,7 +237,7 @@ func (c *conn) readOne() bool {
 		return false
 	}
 	if typ != websocket.TextMessage {
-		c.close(closeUnsupported, "binary messages are not supported")
+		c.perform(c.proto.Binary().Effects, true)
 		return false
 	}
 	data, err := io.ReadAll(r)
@@ -272,7 +245,7 @@ func (c *conn) readOne() bool {
 		c.readFailed(err)
 		return false
 	}
-	c.handle(data)
+	c.receive(data)
 	return true
 }
 
@@ -330,18 +303,17 @@ func (c *conn) close(code int, reason string) {
 		return
 	}
 	s := c.srv
-	prev := c.state.Swap(stateClosed)
 	c.mu.Lock()
+	prev := c.proto.Close()
 	c.closed = true
 	c.out = nil
-	c.unacked = nil
 	c.mu.Unlock()
 	if s.poll != nil {
 		s.poll.remove(c) // before the socket closes: its fd number may be reused
 	}
 	s.forget(c)
 	if prev == stateReady {
-		s.cfg.Link.Detach(c.uaid, c)
+		s.cfg.Link.Detach(c.proto.UAID(), c)
 		s.produceDisconnected(c)
 	}
 	if code != 0 {

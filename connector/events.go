@@ -50,7 +50,7 @@ func (s *Server) newEvent(uaid string) *pb.Event {
 }
 
 func (s *Server) produceConnected(c *conn) {
-	ev := s.newEvent(c.uaid)
+	ev := s.newEvent(c.proto.UAID().String())
 	ev.Body = &pb.Event_Connected{Connected: &pb.Connected{
 		Node:      s.cfg.NodeID,
 		LinkAddr:  s.cfg.LinkAddr,
@@ -62,7 +62,7 @@ func (s *Server) produceConnected(c *conn) {
 }
 
 func (s *Server) produceDisconnected(c *conn) {
-	ev := s.newEvent(c.uaid)
+	ev := s.newEvent(c.proto.UAID().String())
 	ev.Body = &pb.Event_Disconnected{Disconnected: &pb.Disconnected{
 		Node:       s.cfg.NodeID,
 		ConnId:     c.ConnID(),

@@ -45,7 +45,8 @@ func newFakeLink() *fakeLink {
 	return &fakeLink{known: map[string]bool{}, sessions: map[string]link.Session{}}
 }
 
-func (f *fakeLink) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
+func (f *fakeLink) CheckUAID(_ context.Context, u schema.UAID) (link.UAIDInfo, error) {
+	uaid := u.String()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.checks = append(f.checks, uaid)
@@ -75,7 +76,8 @@ func (f *fakeLink) addUAID(uaid string, chids ...string) {
 	}
 }
 
-func (f *fakeLink) Attach(_ context.Context, uaid string, s link.Session) error {
+func (f *fakeLink) Attach(_ context.Context, u schema.UAID, s link.Session) error {
+	uaid := u.String()
 	f.mu.Lock()
 	if f.attachErr != nil {
 		f.mu.Unlock()
@@ -91,7 +93,8 @@ func (f *fakeLink) Attach(_ context.Context, uaid string, s link.Session) error 
 	return nil
 }
 
-func (f *fakeLink) Detach(uaid string, s link.Session) {
+func (f *fakeLink) Detach(u schema.UAID, s link.Session) {
+	uaid := u.String()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.detached = append(f.detached, s)
@@ -100,7 +103,7 @@ func (f *fakeLink) Detach(uaid string, s link.Session) {
 	}
 }
 
-func (f *fakeLink) Acked(_ string, ref *pb.MessageRef) {
+func (f *fakeLink) Acked(_ schema.UAID, ref *pb.MessageRef) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.acked = append(f.acked, ref)

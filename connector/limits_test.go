@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/connector/protocol"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -269,13 +270,13 @@ func nack(t *testing.T, h *harness, c *websocket.Conn, uaid string, i int) {
 // the socket with 1008.
 func TestSizeBounds(t *testing.T) {
 	many := map[string]string{}
-	for i := range maxBroadcastEntries + 1 {
+	for i := range protocol.MaxBroadcastEntries + 1 {
 		many[fmt.Sprint("id", i)] = "v"
 	}
-	long := map[string]string{strings.Repeat("i", maxBroadcastField+1): "v"}
-	longVersion := map[string]string{"id": strings.Repeat("v", maxBroadcastField+1)}
-	fits := map[string]string{strings.Repeat("i", maxBroadcastField): strings.Repeat("v", maxBroadcastField)}
-	for i := range maxBroadcastEntries - 1 {
+	long := map[string]string{strings.Repeat("i", protocol.MaxBroadcastField+1): "v"}
+	longVersion := map[string]string{"id": strings.Repeat("v", protocol.MaxBroadcastField+1)}
+	fits := map[string]string{strings.Repeat("i", protocol.MaxBroadcastField): strings.Repeat("v", protocol.MaxBroadcastField)}
+	for i := range protocol.MaxBroadcastEntries - 1 {
 		fits[fmt.Sprint("id", i)] = "v"
 	}
 	updates := func(n int) []map[string]any {
@@ -297,12 +298,12 @@ func TestSizeBounds(t *testing.T) {
 		{"hello at the bounds", fits, nil, ""},
 		{"broadcast_subscribe with too many", nil, map[string]any{"messageType": "broadcast_subscribe", "broadcasts": many}, limitBroadcasts},
 		{"broadcast_subscribe at the bounds", nil, map[string]any{"messageType": "broadcast_subscribe", "broadcasts": fits}, ""},
-		{"ack with too many updates", nil, map[string]any{"messageType": "ack", "updates": updates(maxAckUpdates + 1)}, limitAckUpdates},
-		{"ack at the bound", nil, map[string]any{"messageType": "ack", "updates": updates(maxAckUpdates)}, ""},
+		{"ack with too many updates", nil, map[string]any{"messageType": "ack", "updates": updates(protocol.MaxAckUpdates + 1)}, limitAckUpdates},
+		{"ack at the bound", nil, map[string]any{"messageType": "ack", "updates": updates(protocol.MaxAckUpdates)}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, withMetrics(func(c *Config) { c.MaxMessagesPerMinute = 10 * maxAckUpdates }))
+			h := newHarness(t, withMetrics(func(c *Config) { c.MaxMessagesPerMinute = 10 * protocol.MaxAckUpdates }))
 			ws := h.dial()
 			send(t, ws, map[string]any{"messageType": "hello", "use_webpush": true, "broadcasts": tc.hello})
 			if tc.limit == limitBroadcasts && tc.after == nil {
@@ -419,71 +420,6 @@ func TestIPLimiterTableBound(t *testing.T) {
 	}
 	if len(l.byAddr) != 1 {
 		t.Fatalf("not pruned: %d", len(l.byAddr))
-	}
-}
-
-func TestGCRA(t *testing.T) {
-	const n = 4
-	period := time.Minute
-	var g gcra
-	now := time.Unix(1000, 0).UnixNano()
-	for i := range n {
-		if !g.allow(now, n, period, 1) {
-			t.Fatalf("token %d refused", i)
-		}
-	}
-	if g.allow(now, n, period, 1) {
-		t.Fatal("burst past n allowed")
-	}
-	step := int64(period) / n
-	if !g.allow(now+step, n, period, 1) || g.allow(now+step, n, period, 1) {
-		t.Fatal("one token per period/n")
-	}
-	if !g.allow(now+100*int64(period), n, period, n) || g.allow(now+100*int64(period), n, period, 1) {
-		t.Fatal("an idle bucket holds n, not more")
-	}
-	if !g.allow(now, n, period, 0) {
-		t.Fatal("cost 0 refused")
-	}
-	if (&gcra{}).allow(now, n, period, n+1) {
-		t.Fatal("a cost above n allowed")
-	}
-}
-
-func TestChanSet(t *testing.T) {
-	id := func(b byte) [16]byte { return [16]byte{15: b} }
-	tests := []struct {
-		name string
-		info link.UAIDInfo
-		want int
-	}{
-		{"not valid: empty", link.UAIDInfo{Channels: [][16]byte{id(1)}}, 0},
-		{"deduplicated", link.UAIDInfo{Valid: true, Channels: [][16]byte{id(3), id(1), id(3)}}, 2},
-		{"none", link.UAIDInfo{Valid: true}, 0},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newChanSet(tc.info)
-			if len(s.ids) != tc.want {
-				t.Fatalf("%d ids, want %d", len(s.ids), tc.want)
-			}
-		})
-	}
-	s := newChanSet(link.UAIDInfo{Valid: true, Channels: [][16]byte{id(5), id(2)}, Partial: true})
-	if !s.partial || !s.has(id(2)) || !s.has(id(5)) || s.has(id(3)) {
-		t.Fatalf("set %+v", s)
-	}
-	s.add(id(3))
-	s.add(id(3))
-	s.remove(id(5))
-	s.remove(id(9))
-	if len(s.ids) != 2 || s.ids[0] != id(2) || s.ids[1] != id(3) {
-		t.Fatalf("after add/remove: %v", s.ids)
-	}
-	s.remove(id(2))
-	s.remove(id(3))
-	if s.ids != nil {
-		t.Fatal("an emptied set keeps its array")
 	}
 }
 

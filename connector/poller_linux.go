@@ -65,7 +65,7 @@ func (p *poller) add(c *conn) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c.state.Load() == stateClosed { // closed before it was watched
+	if c.proto.Phase() == stateClosed { // closed before it was watched
 		return errConnClosed
 	}
 	p.gen++

@@ -22,6 +22,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/pushlog/pushlog/connector/protocol"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // Subprotocol is the WebSocket subprotocol Firefox asks for.
@@ -52,7 +55,7 @@ type Server struct {
 
 	mu      sync.RWMutex
 	conns   map[*conn]struct{}
-	byUAID  map[string]*conn
+	byUAID  map[schema.UAID]*conn
 	closing bool
 	wg      sync.WaitGroup // one per open conn
 	count   atomic.Int64
@@ -64,6 +67,7 @@ type Server struct {
 	sweepDone chan struct{}
 	stopOnce  sync.Once
 	met       *connMetrics // nil without Config.Metrics
+	env       protocol.Env // what every connection's protocol machine shares
 }
 
 // New validates cfg and returns a server; nothing runs until the first
@@ -79,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 		bcast:   newBroadcasts(cfg.Broadcasts),
 		ipLimit: newIPLimiter(cfg.MaxConnectionsPerIPPerMinute),
 		conns:   map[*conn]struct{}{},
-		byUAID:  map[string]*conn{},
+		byUAID:  map[schema.UAID]*conn{},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.WriteTimeout,
@@ -99,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
 	s.met = met
+	s.env = newProtocolEnv(cfg, s.bcast, s.log)
 	return s, nil
 }
 
@@ -112,7 +117,7 @@ func (s *Server) Connections() int { return int(s.count.Load()) }
 // SetBroadcasts replaces the broadcast table and tells subscribed clients
 // about the versions that changed.
 func (s *Server) SetBroadcasts(m map[string]string) {
-	changed := s.bcast.set(m)
+	changed := s.bcast.Set(m)
 	if len(changed) == 0 {
 		return
 	}
@@ -323,13 +328,13 @@ func (s *Server) watch(c *conn) {
 
 // claim makes c the local connection of its UAID (set by the hello) and
 // closes an older one. It fails when c was closed meanwhile.
-func (s *Server) claim(c *conn, uaid string) bool {
+func (s *Server) claim(c *conn, uaid schema.UAID) bool {
 	s.mu.Lock()
-	if c.state.Load() == stateClosed {
+	if c.proto.Phase() == stateClosed {
 		s.mu.Unlock()
 		return false
 	}
-	c.uaid = uaid
+	c.proto.Bind(uaid)
 	old := s.byUAID[uaid]
 	s.byUAID[uaid] = c
 	s.mu.Unlock()
@@ -348,8 +353,8 @@ func (s *Server) forget(c *conn) {
 		return
 	}
 	delete(s.conns, c)
-	if c.uaid != "" && s.byUAID[c.uaid] == c {
-		delete(s.byUAID, c.uaid)
+	if uaid := c.proto.UAID(); uaid != (schema.UAID{}) && s.byUAID[uaid] == c {
+		delete(s.byUAID, uaid)
 	}
 	s.count.Add(-1)
 }
@@ -383,7 +388,7 @@ func (s *Server) sweepOnce(now time.Time) {
 	var noHello, idle, dead []*conn
 	s.mu.RLock()
 	for c := range s.conns {
-		switch c.state.Load() {
+		switch c.proto.Phase() {
 		case stateAwaitHello:
 			if n-c.since > hello {
 				noHello = append(noHello, c)

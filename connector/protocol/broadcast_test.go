@@ -1,4 +1,4 @@
-package connector
+package protocol
 
 import (
 	"reflect"
@@ -7,7 +7,7 @@ import (
 )
 
 func TestBroadcastDelta(t *testing.T) {
-	b := newBroadcasts(map[string]string{"a": "1", "b": "2"})
+	b := NewBroadcasts(map[string]string{"a": "1", "b": "2"})
 	tests := []struct {
 		name   string
 		client map[string]string
@@ -32,8 +32,8 @@ func TestBroadcastDelta(t *testing.T) {
 }
 
 func TestBroadcastSet(t *testing.T) {
-	b := newBroadcasts(map[string]string{"a": "1", "b": "2"})
-	changed := b.set(map[string]string{"a": "1", "b": "3", "c": "1"})
+	b := NewBroadcasts(map[string]string{"a": "1", "b": "2"})
+	changed := b.Set(map[string]string{"a": "1", "b": "3", "c": "1"})
 	if want := map[string]string{"b": "3", "c": "1"}; !reflect.DeepEqual(changed, want) {
 		t.Fatalf("changed %v, want %v", changed, want)
 	}

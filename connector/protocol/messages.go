@@ -1,7 +1,8 @@
-package connector
+package protocol
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"math"
 
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // Client message types (the "messageType" field). A bare `{}` is a ping.
@@ -26,27 +28,28 @@ const (
 // socket is closed with 1002.
 var errBadMessage = errors.New("bad client message")
 
-// clientMessage is every field any client message may carry. Unknown fields
-// are ignored, as autopush does.
-type clientMessage struct {
+// Message is a decoded client message: every field any client message may
+// carry. Unknown fields are ignored, as autopush does.
+type Message struct {
 	MessageType string            `json:"messageType"`
 	UAID        json.RawMessage   `json:"uaid"` // any JSON: a non-string is a malformed uaid, not a bad message
 	ChannelID   string            `json:"channelID"`
 	Key         *string           `json:"key"`
 	Code        *float64          `json:"code"`
 	Version     string            `json:"version"`
-	Updates     []clientAck       `json:"updates"`
+	Updates     []Ack             `json:"updates"`
 	Broadcasts  map[string]string `json:"broadcasts"`
 }
 
-type clientAck struct {
+// Ack is one update of an ack message.
+type Ack struct {
 	ChannelID string   `json:"channelID"`
 	Version   string   `json:"version"`
 	Code      *float64 `json:"code"`
 }
 
 // uaid returns the hello's uaid when it is a JSON string, else "".
-func (m *clientMessage) uaid() string {
+func (m *Message) uaid() string {
 	var s string
 	if len(m.UAID) == 0 || json.Unmarshal(m.UAID, &s) != nil {
 		return ""
@@ -63,24 +66,24 @@ func intCode(c *float64, def int32) int32 {
 	return int32(*c)
 }
 
-// parseClientMessage decodes one text frame. `{}` (any whitespace) is a
+// Parse decodes one text frame. `{}` (any whitespace) is a
 // ping; a missing or unknown messageType is errBadMessage.
-func parseClientMessage(data []byte) (clientMessage, error) {
-	var m clientMessage
+func Parse(data []byte) (Message, error) {
+	var m Message
 	if isEmptyObject(data) {
 		m.MessageType = typePing
 		return m, nil
 	}
 	if err := json.Unmarshal(data, &m); err != nil {
-		return clientMessage{}, fmt.Errorf("%w: %v", errBadMessage, err)
+		return Message{}, fmt.Errorf("%w: %v", errBadMessage, err)
 	}
 	switch m.MessageType {
 	case typeHello, typeRegister, typeUnregister, typeAck, typeNack, typePing, typeBroadcastSubscribe:
 		return m, nil
 	case "":
-		return clientMessage{}, fmt.Errorf("%w: no messageType", errBadMessage)
+		return Message{}, fmt.Errorf("%w: no messageType", errBadMessage)
 	}
-	return clientMessage{}, fmt.Errorf("%w: unknown messageType %.40q", errBadMessage, m.MessageType)
+	return Message{}, fmt.Errorf("%w: unknown messageType %.40q", errBadMessage, m.MessageType)
 }
 
 // isEmptyObject reports whether data is `{}` with optional JSON whitespace.
@@ -139,10 +142,10 @@ type notificationHeaders struct {
 // pingReply is the answer to a client's `{}`.
 var pingReply = []byte("{}")
 
-// encodeNotification renders n as the client sees it: the body base64url
+// EncodeNotification renders n as the client sees it: the body base64url
 // without padding, its content headers, and nothing else (never TTL, topic,
 // urgency or VAPID data). An empty body carries neither data nor headers.
-func encodeNotification(n link.Notification) ([]byte, error) {
+func EncodeNotification(n link.Notification) ([]byte, error) {
 	m := notificationMsg{MessageType: "notification", ChannelID: n.ChannelID, Version: n.Version}
 	if len(n.Data) > 0 {
 		m.Data = base64.RawURLEncoding.EncodeToString(n.Data)
@@ -157,4 +160,19 @@ func marshal(v any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
 	return b, nil
+}
+
+var errBadKey = errors.New("key must be an uncompressed P-256 public key (65 bytes, base64url)")
+
+// parseAppServerKey decodes a register key: base64url (or standard base64,
+// padded or not) of a valid uncompressed P-256 point.
+func parseAppServerKey(key string) ([]byte, error) {
+	raw, err := schema.DecodeBase64(key)
+	if err != nil || len(raw) != 65 || raw[0] != 0x04 {
+		return nil, errBadKey
+	}
+	if _, err := ecdh.P256().NewPublicKey(raw); err != nil {
+		return nil, errBadKey
+	}
+	return raw, nil
 }

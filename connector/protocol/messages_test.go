@@ -1,4 +1,4 @@
-package connector
+package protocol
 
 import (
 	"encoding/json"
@@ -16,38 +16,38 @@ func TestParseClientMessage(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		want clientMessage
+		want Message
 		bad  bool
 	}{
-		{"empty object is a ping", `{}`, clientMessage{MessageType: typePing}, false},
-		{"empty object with whitespace", " {\n\t } ", clientMessage{MessageType: typePing}, false},
-		{"explicit ping", `{"messageType":"ping"}`, clientMessage{MessageType: typePing}, false},
+		{"empty object is a ping", `{}`, Message{MessageType: typePing}, false},
+		{"empty object with whitespace", " {\n\t } ", Message{MessageType: typePing}, false},
+		{"explicit ping", `{"messageType":"ping"}`, Message{MessageType: typePing}, false},
 		{"hello", `{"messageType":"hello","uaid":"abc","use_webpush":true,"broadcasts":{"a":"1"}}`,
-			clientMessage{MessageType: typeHello, UAID: json.RawMessage(`"abc"`), Broadcasts: map[string]string{"a": "1"}}, false},
+			Message{MessageType: typeHello, UAID: json.RawMessage(`"abc"`), Broadcasts: map[string]string{"a": "1"}}, false},
 		{"register with key", `{"messageType":"register","channelID":"c","key":"BAAA"}`,
-			clientMessage{MessageType: typeRegister, ChannelID: "c", Key: &key}, false},
+			Message{MessageType: typeRegister, ChannelID: "c", Key: &key}, false},
 		{"unregister with code", `{"messageType":"unregister","channelID":"c","code":201}`,
-			clientMessage{MessageType: typeUnregister, ChannelID: "c", Code: code(201)}, false},
+			Message{MessageType: typeUnregister, ChannelID: "c", Code: code(201)}, false},
 		{"ack", `{"messageType":"ack","updates":[{"channelID":"c","version":"v","code":100}]}`,
-			clientMessage{MessageType: typeAck, Updates: []clientAck{{ChannelID: "c", Version: "v", Code: code(100)}}}, false},
+			Message{MessageType: typeAck, Updates: []Ack{{ChannelID: "c", Version: "v", Code: code(100)}}}, false},
 		{"nack", `{"messageType":"nack","version":"v","code":301}`,
-			clientMessage{MessageType: typeNack, Version: "v", Code: code(301)}, false},
+			Message{MessageType: typeNack, Version: "v", Code: code(301)}, false},
 		{"broadcast_subscribe", `{"messageType":"broadcast_subscribe","broadcasts":{"x":"2"}}`,
-			clientMessage{MessageType: typeBroadcastSubscribe, Broadcasts: map[string]string{"x": "2"}}, false},
-		{"unknown fields ignored", `{"messageType":"ping","extra":[1,2]}`, clientMessage{MessageType: typePing}, false},
-		{"unknown type", `{"messageType":"urgency"}`, clientMessage{}, true},
-		{"type case matters", `{"messageType":"Hello"}`, clientMessage{}, true},
-		{"no type", `{"uaid":"x"}`, clientMessage{}, true},
-		{"null", `null`, clientMessage{}, true},
-		{"array", `[{}]`, clientMessage{}, true},
-		{"truncated", `{"messageType":"hello"`, clientMessage{}, true},
-		{"empty", ``, clientMessage{}, true},
-		{"broadcast value not a string", `{"messageType":"broadcast_subscribe","broadcasts":{"x":2}}`, clientMessage{}, true},
-		{"updates not a list", `{"messageType":"ack","updates":{}}`, clientMessage{}, true},
+			Message{MessageType: typeBroadcastSubscribe, Broadcasts: map[string]string{"x": "2"}}, false},
+		{"unknown fields ignored", `{"messageType":"ping","extra":[1,2]}`, Message{MessageType: typePing}, false},
+		{"unknown type", `{"messageType":"urgency"}`, Message{}, true},
+		{"type case matters", `{"messageType":"Hello"}`, Message{}, true},
+		{"no type", `{"uaid":"x"}`, Message{}, true},
+		{"null", `null`, Message{}, true},
+		{"array", `[{}]`, Message{}, true},
+		{"truncated", `{"messageType":"hello"`, Message{}, true},
+		{"empty", ``, Message{}, true},
+		{"broadcast value not a string", `{"messageType":"broadcast_subscribe","broadcasts":{"x":2}}`, Message{}, true},
+		{"updates not a list", `{"messageType":"ack","updates":{}}`, Message{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseClientMessage([]byte(tt.in))
+			got, err := Parse([]byte(tt.in))
 			if tt.bad {
 				if !errors.Is(err, errBadMessage) {
 					t.Fatalf("want errBadMessage, got %v (%+v)", err, got)
@@ -74,7 +74,7 @@ func TestHelloUAIDField(t *testing.T) {
 		`{"messageType":"hello","uaid":"\u0041"}`: "A",
 	}
 	for in, want := range tests {
-		m, err := parseClientMessage([]byte(in))
+		m, err := Parse([]byte(in))
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}
@@ -133,7 +133,7 @@ func TestParseAppServerKey(t *testing.T) {
 }
 
 func TestEncodeNotificationNeverLeaksMetadata(t *testing.T) {
-	b, err := encodeNotification(link.Notification{UAID: "u", ChannelID: "c", Version: "v", Data: []byte{1}, Encoding: "aes128gcm"})
+	b, err := EncodeNotification(link.Notification{UAID: "u", ChannelID: "c", Version: "v", Data: []byte{1}, Encoding: "aes128gcm"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func FuzzClientMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := parseClientMessage(data)
+		m, err := Parse(data)
 		if err != nil {
 			if !errors.Is(err, errBadMessage) {
 				t.Fatalf("error not errBadMessage: %v", err)

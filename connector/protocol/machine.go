@@ -1,0 +1,745 @@
+// Package protocol is the WebSocket push protocol of Firefox's push client
+// (PROTOCOL.md section 3) as a state machine without I/O, after autopush's
+// UnidentifiedClient → WebPushClient.
+//
+// A Client is one socket's protocol state: its phase (awaiting hello,
+// identifying, ready, closed), its UAID, the channels it knows, its rate
+// buckets, the notifications it has delivered but not seen acked, and its
+// broadcast subscriptions. Its methods take what happened (a frame from the
+// client, the result of an owner call, a notification to deliver, a
+// broadcast change) and the time, and return an Output: the effects to
+// perform in order (frames to write, events to produce, owner calls, a
+// close with its code, counters) and at most one Request whose result the
+// machine needs before it can go on (the owner's answer at hello, a
+// durable write before a register reply). The socket layer (the connector
+// package) performs both and hands the Request's Result back to Resume.
+//
+// The machine has no sockets, goroutines or clocks, so every transition
+// is tested without a socket (machine_test.go).
+//
+// Concurrency: Phase, Bind and UAID may be called from any goroutine (the
+// phase is atomic); every other method must be serialized by the caller
+// (the connector holds its per-connection mutex around each call, which
+// never blocks: the machine does no I/O).
+package protocol
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Phase is where a client is in the protocol.
+type Phase int32
+
+const (
+	AwaitHello  Phase = iota // upgraded, no hello yet
+	Identifying              // the hello is being answered
+	Ready                    // identified: attached to the owner
+	Closed                   // the socket is closing or closed
+)
+
+func (p Phase) String() string {
+	switch p {
+	case AwaitHello:
+		return "await-hello"
+	case Identifying:
+		return "identifying"
+	case Ready:
+		return "ready"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("phase(%d)", int32(p))
+}
+
+// WebSocket close codes the machine decides (RFC 6455 and autopush's).
+const (
+	CloseNormal      = 1000 // replaced by a newer connection
+	CloseGoingAway   = 1001 // shutdown, dead peer, internal error
+	CloseProtocol    = 1002 // bad JSON, unknown type, no or second hello
+	CloseUnsupported = 1003 // binary frame
+	CloseInvalidData = 1007 // text that is not UTF-8
+	ClosePolicy      = 1008 // a message past a size bound
+	CloseTryAgain    = 1013 // owner or Kafka unavailable, send queue full: retry
+	// CloseBackoff tells Firefox not to reconnect until the network
+	// changes: autopush sends it to clients that ping far too often.
+	CloseBackoff = 4774
+)
+
+// Register/unregister reply statuses (autopush's, and the limits').
+const (
+	StatusOK         = 200
+	StatusBadKey     = 400 // the application server key is not a P-256 point
+	StatusBadChannel = 401 // the channelID is not a lowercase dashed UUID
+	// StatusTooManyChannels: the UAID holds MaxChannels channels. Not 409,
+	// which autopush answers when the channel id belongs to another UAID
+	// (a client may then retry with a new id, which would only loop here);
+	// 413 says "the set is at its size limit" and Firefox, like for any
+	// status but 200, fails the subscription and keeps the socket.
+	StatusTooManyChannels = 413
+	// StatusTooManyRequests: the socket's registration rate is exhausted;
+	// nothing was written, the client may retry later.
+	StatusTooManyRequests = 429
+	StatusError           = 500 // the registration could not be written; retry
+)
+
+// Ack and nack codes Firefox sends.
+const (
+	AckDelivered = 100
+	AckLast      = 102 // 101 decryption failed, 102 not delivered
+	NackFirst    = 301
+	NackLast     = 303
+)
+
+// HelloKind says what became of the UAID a hello carried.
+type HelloKind int
+
+const (
+	HelloKnown HelloKind = iota // kept: the owner knows it
+	HelloNew                    // none or malformed: a new one issued
+	HelloReset                  // unknown to the owner: reset, a new one issued
+)
+
+// Sealer seals endpoints and opens message ids (schema.Sealer).
+type Sealer interface {
+	SealEndpoint(schema.Endpoint) (string, error)
+	OpenMessageID(string) (schema.MessageID, error)
+}
+
+// Env is what every client of a node shares: the settings the machine
+// decides by and the pure helpers it calls. It is passed to each call
+// rather than kept per client (an idle client costs no pointer to it).
+type Env struct {
+	PublicURL string // endpoint base: PublicURL + "/wpush/v1/" + token (v2 with a key)
+	// MaxChannels bounds the channels of a UAID (register past it: 413).
+	MaxChannels int
+	// MaxRegistrationsPerMinute bounds the registers and unregisters a
+	// client writes (past it: 429, nothing written).
+	MaxRegistrationsPerMinute int
+	// MaxMessagesPerMinute bounds the client's messages after hello (past
+	// it: close 4774); acks of notifications it was delivered are free,
+	// pings have MinClientPing.
+	MaxMessagesPerMinute int
+	// MinClientPing: a client sending `{}` more often is closed (4774).
+	MinClientPing time.Duration
+	Sealer        Sealer
+	Broadcasts    *Broadcasts
+	NewUAID       func() schema.UAID // nil: schema.RandomUAID
+	Log           *slog.Logger       // nil: slog.Default()
+}
+
+func (e *Env) newUAID() schema.UAID {
+	if e.NewUAID != nil {
+		return e.NewUAID()
+	}
+	return schema.RandomUAID()
+}
+
+func (e *Env) log() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.Default()
+}
+
+// Client is one socket's protocol state. The zero value awaits a hello.
+//
+// Memory matters (DESIGN.md: at most 4 KB per idle connection): an idle
+// client holds its UAID by value, its channels (16 bytes each), two rate
+// buckets of one number each, and no map until a notification is in
+// flight.
+type Client struct {
+	uaid     schema.UAID
+	lastPing int64 // unix nanoseconds of the client's last `{}`
+	chans    chanSet
+	regRate  Rate // registers and unregisters written (MaxRegistrationsPerMinute)
+	msgRate  Rate // client messages (MaxMessagesPerMinute)
+	unacked  map[string]*pb.MessageRef
+	bcast    []string // subscribed broadcast ids (the table's shared strings)
+	phase    atomic.Int32
+}
+
+// Phase returns the client's phase; safe from any goroutine.
+func (c *Client) Phase() Phase { return Phase(c.phase.Load()) }
+
+// UAID is the client's UAID (zero before it was bound).
+func (c *Client) UAID() schema.UAID { return c.uaid }
+
+// Bind records the UAID the socket layer registered the client under. The
+// socket layer calls it while it performs a Claim request, under the lock
+// of its registry, so that a concurrent close finds the UAID to forget.
+func (c *Client) Bind(uaid schema.UAID) { c.uaid = uaid }
+
+// Close moves the client to Closed, drops what only a live socket needs,
+// and returns the phase it was in: a client that was Ready must be
+// detached from the owner and its Disconnected recorded.
+func (c *Client) Close() Phase {
+	c.unacked = nil
+	return Phase(c.phase.Swap(int32(Closed)))
+}
+
+// EffectKind says what an Effect asks of the socket layer.
+type EffectKind uint8
+
+const (
+	Send                   EffectKind = iota + 1 // write Frame to the client
+	Produce                                      // write Event without waiting (no reply depends on it)
+	OwnerAcked                                   // tell the owner at once that Ref was acked (Link.Acked)
+	Connected                                    // record the client's presence (the Connected event)
+	Disconnected                                 // record its end (the Disconnected event)
+	Detach                                       // forget the session at the owner (Link.Detach)
+	Close                                        // close the socket with Code and Reason
+	Refused                                      // count a refusal of Limit
+	CountHello                                   // count a hello of HelloKind(Code)
+	CountUnknownUnregister                       // count an unregister of a channel the UAID does not have
+	CountAck                                     // count an ack with Code
+	CountNack                                    // count a nack with Code
+)
+
+// Effect is one thing the socket layer does for the machine, in order.
+type Effect struct {
+	Kind   EffectKind
+	Frame  []byte         // Send
+	Event  *pb.Event      // Produce
+	Ref    *pb.MessageRef // OwnerAcked
+	Code   int            // Close: the close code; CountHello: the kind; CountAck, CountNack: the code
+	Reason string         // Close
+	Limit  string         // Refused
+}
+
+// RequestKind says which I/O a Request asks for.
+type RequestKind uint8
+
+const (
+	// CheckUAID: ask the owner about UAID (Link.CheckUAID); Result.Info
+	// or Result.Err.
+	CheckUAID RequestKind = iota + 1
+	// ProduceSync: write Event and wait until it is durable; Result.Err.
+	ProduceSync
+	// Claim: make the socket UAID's connection (closing an older one) and
+	// Bind the UAID; Result.Claimed is false when the socket closed
+	// meanwhile.
+	Claim
+	// Greet: write Frame (the hello reply); Result.Err.
+	Greet
+	// Attach: attach the socket to the owner of UAID, which then delivers
+	// the stored messages (Link.Attach); Result.Err.
+	Attach
+)
+
+// Request is I/O whose result the machine needs to go on: perform it and
+// pass it back, with its Result, to Resume. The unexported fields carry the
+// step to resume, so a client keeps nothing while it waits.
+type Request struct {
+	Kind  RequestKind
+	UAID  schema.UAID
+	Event *pb.Event // ProduceSync
+	Frame []byte    // Greet
+
+	then       step
+	chid       string
+	id         [16]byte
+	endpoint   string
+	info       link.UAIDInfo
+	subs       []string
+	broadcasts map[string]string
+}
+
+// Result is the outcome of a Request.
+type Result struct {
+	Err     error
+	Info    link.UAIDInfo // CheckUAID
+	Claimed bool          // Claim
+}
+
+type step uint8
+
+const (
+	stepChecked      step = iota + 1 // CheckUAID answered
+	stepReset                        // the unknown UAID's UserReset written
+	stepClaimed                      // the socket is the UAID's
+	stepGreeted                      // the hello reply written
+	stepAttached                     // attached to the owner
+	stepRegistered                   // ChannelRegistered written
+	stepUnregistered                 // ChannelUnregistered written
+)
+
+// Output is what one step asks of the socket layer: perform Effects in
+// order, then Await (if any) and Resume with its result.
+type Output struct {
+	Effects []Effect
+	Await   *Request
+}
+
+func (o *Output) add(e Effect) { o.Effects = append(o.Effects, e) }
+
+func (o *Output) send(frame []byte) { o.add(Effect{Kind: Send, Frame: frame}) }
+
+func (o *Output) close(code int, reason string) {
+	o.add(Effect{Kind: Close, Code: code, Reason: reason})
+}
+
+func (o *Output) refused(limit string) { o.add(Effect{Kind: Refused, Limit: limit}) }
+
+func (o *Output) reply(v any) {
+	msg, err := marshal(v)
+	if err != nil {
+		o.close(CloseGoingAway, "internal error")
+		return
+	}
+	o.send(msg)
+}
+
+func closeWith(code int, reason string) Output {
+	var o Output
+	o.close(code, reason)
+	return o
+}
+
+// Binary answers a binary frame: the protocol is JSON text only.
+func (c *Client) Binary() Output {
+	return closeWith(CloseUnsupported, "binary messages are not supported")
+}
+
+// QueueFull answers a socket that cannot keep up with what is sent to it:
+// closed, its messages stay pending at the owner and are sent again on
+// reconnect.
+func (c *Client) QueueFull() Output {
+	return closeWith(CloseTryAgain, "send queue full")
+}
+
+// Receive decodes one text frame from the client and handles it.
+func (c *Client) Receive(env *Env, now time.Time, data []byte) Output {
+	if !utf8.Valid(data) {
+		return closeWith(CloseInvalidData, "text messages must be UTF-8")
+	}
+	m, err := Parse(data)
+	if err != nil {
+		env.log().Debug("bad client message", "uaid", c.uaid, "err", err)
+		return closeWith(CloseProtocol, "invalid message")
+	}
+	return c.Handle(env, now, &m)
+}
+
+// Handle handles one decoded client message.
+func (c *Client) Handle(env *Env, now time.Time, m *Message) Output {
+	switch c.Phase() {
+	case AwaitHello:
+		if m.MessageType != typeHello {
+			return closeWith(CloseProtocol, "the first message must be a hello")
+		}
+		return c.hello(env, m)
+	case Ready:
+	default:
+		return Output{}
+	}
+	var out Output
+	// Pings have their own bound (MinClientPing); acks pay per update.
+	if m.MessageType != typePing && m.MessageType != typeAck && !c.spend(env, now, 1, &out) {
+		return out
+	}
+	switch m.MessageType {
+	case typeHello:
+		out.close(CloseProtocol, "second hello")
+	case typeRegister:
+		c.register(env, m, now, &out)
+	case typeUnregister:
+		c.unregister(env, m, now, &out)
+	case typeAck:
+		c.ack(env, m, now, &out)
+	case typeNack:
+		c.nack(env, m, now, &out)
+	case typePing:
+		c.ping(env, now, &out)
+	case typeBroadcastSubscribe:
+		c.broadcastSubscribe(env, m, &out)
+	}
+	return out
+}
+
+// Resume goes on after the socket layer performed req.
+func (c *Client) Resume(env *Env, now time.Time, req *Request, res Result) Output {
+	switch req.then {
+	case stepChecked:
+		return c.checked(env, now, req, res)
+	case stepReset:
+		if res.Err != nil {
+			return c.helloFailed(env, fmt.Errorf("reset uaid: %w", res.Err))
+		}
+		env.log().Debug("unknown uaid reset", "uaid", req.UAID)
+		var out Output
+		out.add(Effect{Kind: CountHello, Code: int(HelloReset)})
+		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, req.broadcasts)
+	case stepClaimed:
+		if !res.Claimed {
+			return Output{} // closed meanwhile
+		}
+		c.bcast = req.subs
+		c.chans = newChanSet(req.info)
+		// Connected before Ready: a Disconnected can only follow it.
+		return Output{
+			Effects: []Effect{{Kind: Connected}},
+			Await:   &Request{Kind: Greet, UAID: req.UAID, Frame: req.Frame, then: stepGreeted},
+		}
+	case stepGreeted:
+		if res.Err != nil || !c.phase.CompareAndSwap(int32(Identifying), int32(Ready)) {
+			// Closed while answering: the close saw no Ready client and
+			// recorded nothing.
+			return Output{Effects: []Effect{{Kind: Disconnected}}}
+		}
+		return Output{Await: &Request{Kind: Attach, UAID: req.UAID, then: stepAttached}}
+	case stepAttached:
+		if res.Err != nil {
+			env.log().Warn("attach failed; client should retry", "uaid", req.UAID, "err", res.Err)
+			return closeWith(CloseTryAgain, "try again later")
+		}
+		if c.Phase() == Closed {
+			// Closed during Attach: the close's Detach came first.
+			return Output{Effects: []Effect{{Kind: Detach}}}
+		}
+		return Output{}
+	case stepRegistered:
+		return c.registered(env, req, res)
+	case stepUnregistered:
+		return c.unregistered(env, req, res)
+	}
+	return Output{}
+}
+
+// hello identifies the client. A well-formed UAID is kept when the owner
+// knows it; an unknown one is reset (UserReset, so its endpoints answer
+// 410) and replaced; a missing or malformed one is replaced.
+func (c *Client) hello(env *Env, m *Message) Output {
+	if !c.phase.CompareAndSwap(int32(AwaitHello), int32(Identifying)) {
+		return Output{}
+	}
+	var out Output
+	if broadcastsTooBig(m.Broadcasts) {
+		out.refused(LimitBroadcasts)
+		out.close(ClosePolicy, "too many or too long broadcasts")
+		return out
+	}
+	raw := m.uaid()
+	if raw == "" {
+		out.add(Effect{Kind: CountHello, Code: int(HelloNew)})
+		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, m.Broadcasts)
+	}
+	uaid, err := schema.ParseUAID(raw)
+	if err != nil {
+		env.log().Debug("malformed uaid at hello; issuing a new one")
+		out.add(Effect{Kind: CountHello, Code: int(HelloNew)})
+		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, m.Broadcasts)
+	}
+	out.Await = &Request{Kind: CheckUAID, UAID: uaid, broadcasts: m.Broadcasts, then: stepChecked}
+	return out
+}
+
+// checked goes on with the owner's answer about the hello's UAID.
+func (c *Client) checked(env *Env, now time.Time, req *Request, res Result) Output {
+	if res.Err != nil {
+		return c.helloFailed(env, fmt.Errorf("check uaid: %w", res.Err)) // never reset on an error
+	}
+	if res.Info.Valid {
+		out := Output{Effects: []Effect{{Kind: CountHello, Code: int(HelloKnown)}}}
+		return c.identify(env, out, req.UAID, res.Info, req.broadcasts)
+	}
+	ev := schema.NewEvent(req.UAID.String(), now)
+	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: "unknown uaid at hello"}}
+	return Output{Await: &Request{Kind: ProduceSync, UAID: req.UAID, Event: ev, broadcasts: req.broadcasts, then: stepReset}}
+}
+
+func (c *Client) helloFailed(env *Env, err error) Output {
+	env.log().Warn("hello failed; client should retry", "err", err)
+	return closeWith(CloseTryAgain, "try again later")
+}
+
+// identify answers the hello with uaid: the socket claims the UAID, then
+// the reply is written, then the client is Ready and attaches.
+func (c *Client) identify(env *Env, out Output, uaid schema.UAID, info link.UAIDInfo, broadcasts map[string]string) Output {
+	reply, subs := env.Broadcasts.delta(broadcasts)
+	msg, err := marshal(helloReply{MessageType: typeHello, UAID: uaid.String(), Status: StatusOK, UseWebpush: true, Broadcasts: reply})
+	if err != nil {
+		env.log().Error("encode hello", "err", err)
+		out.close(CloseGoingAway, "internal error")
+		return out
+	}
+	out.Await = &Request{Kind: Claim, UAID: uaid, Frame: msg, info: info, subs: subs, then: stepClaimed}
+	return out
+}
+
+// spend takes cost tokens of the client's message rate; past it the
+// socket is closed with 4774 (autopush's "back off") and spend reports
+// false.
+func (c *Client) spend(env *Env, now time.Time, cost int, out *Output) bool {
+	if c.msgRate.Allow(now.UnixNano(), env.MaxMessagesPerMinute, time.Minute, cost) {
+		return true
+	}
+	out.refused(LimitMessages)
+	env.log().Info("client message rate exceeded; closing", "uaid", c.uaid)
+	out.close(CloseBackoff, "too many messages")
+	return false
+}
+
+// allowRegistration takes one token of the client's registration rate.
+func (c *Client) allowRegistration(env *Env, now time.Time, out *Output) bool {
+	if c.regRate.Allow(now.UnixNano(), env.MaxRegistrationsPerMinute, time.Minute, 1) {
+		return true
+	}
+	out.refused(LimitRegistrations)
+	return false
+}
+
+func (c *Client) register(env *Env, m *Message, now time.Time, out *Output) {
+	id, err := schema.ParseChannelID(m.ChannelID)
+	chid := m.ChannelID
+	if err != nil || schema.FormatChannelID(id[:]) != chid {
+		// Notifications name the channel in canonical form, so a client
+		// using another form could not match them: refuse it (autopush too).
+		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusBadChannel,
+			Reason: "channelID must be a lowercase dashed UUID"})
+		return
+	}
+	if !c.chans.has(id) && len(c.chans.ids) >= env.MaxChannels {
+		out.refused(LimitChannels)
+		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusTooManyChannels,
+			Reason: fmt.Sprintf("too many channels (at most %d); unregister some first", env.MaxChannels)})
+		return
+	}
+	var keyHash []byte
+	if m.Key != nil {
+		raw, err := parseAppServerKey(*m.Key)
+		if err != nil {
+			out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusBadKey, Reason: err.Error()})
+			return
+		}
+		sum := sha256.Sum256(raw)
+		keyHash = sum[:]
+	}
+	if !c.allowRegistration(env, now, out) {
+		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusTooManyRequests, Reason: "too many registrations; retry later"})
+		return
+	}
+	uaid := c.uaid.String()
+	token, err := env.Sealer.SealEndpoint(schema.Endpoint{UAID: uaid, ChannelID: chid, KeyHash: keyHash})
+	if err != nil {
+		env.log().Error("seal endpoint", "err", err)
+		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusError})
+		return
+	}
+	version := "/wpush/v1/"
+	if keyHash != nil {
+		version = "/wpush/v2/"
+	}
+	ev := schema.NewEvent(uaid, now)
+	ev.Body = &pb.Event_ChannelRegistered{ChannelRegistered: &pb.ChannelRegistered{ChannelId: chid, KeyHash: keyHash}}
+	// The reply waits until the registration is durable.
+	out.Await = &Request{Kind: ProduceSync, UAID: c.uaid, Event: ev, chid: chid, id: id,
+		endpoint: env.PublicURL + version + token, then: stepRegistered}
+}
+
+func (c *Client) registered(env *Env, req *Request, res Result) Output {
+	var out Output
+	if res.Err != nil {
+		env.log().Warn("register not written", "uaid", c.uaid, "err", res.Err)
+		out.reply(registerReply{MessageType: typeRegister, ChannelID: req.chid, Status: StatusError, Reason: "try again later"})
+		return out
+	}
+	c.chans.add(req.id)
+	out.reply(registerReply{MessageType: typeRegister, ChannelID: req.chid, Status: StatusOK, PushEndpoint: req.endpoint})
+	return out
+}
+
+func (c *Client) unregister(env *Env, m *Message, now time.Time, out *Output) {
+	id, err := schema.ParseChannelID(m.ChannelID)
+	if err != nil {
+		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusBadChannel, Reason: "invalid channelID"})
+		return
+	}
+	if !c.chans.has(id) && !c.chans.partial {
+		// Not a channel of this UAID: nothing to undo, so nothing is
+		// written (an unregister flood leaves no trace in the log).
+		out.add(Effect{Kind: CountUnknownUnregister})
+		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusOK})
+		return
+	}
+	if !c.allowRegistration(env, now, out) {
+		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusTooManyRequests, Reason: "too many registrations; retry later"})
+		return
+	}
+	ev := schema.NewEvent(c.uaid.String(), now)
+	ev.Body = &pb.Event_ChannelUnregistered{ChannelUnregistered: &pb.ChannelUnregistered{
+		ChannelId: schema.FormatChannelID(id[:]), Code: intCode(m.Code, 0)}}
+	out.Await = &Request{Kind: ProduceSync, UAID: c.uaid, Event: ev, chid: m.ChannelID, id: id, then: stepUnregistered}
+}
+
+func (c *Client) unregistered(env *Env, req *Request, res Result) Output {
+	var out Output
+	if res.Err != nil {
+		env.log().Warn("unregister not written", "uaid", c.uaid, "err", res.Err)
+		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: req.chid, Status: StatusError, Reason: "try again later"})
+		return out
+	}
+	c.chans.remove(req.id)
+	out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: req.chid, Status: StatusOK})
+	return out
+}
+
+// ack records each acknowledged message: the Acked event (the durable
+// fact) and OwnerAcked (so the owner stops redelivering at once).
+//
+// Cost against the message rate: acks of notifications this socket
+// delivered are free (they are bounded by the deliveries); every other
+// update that writes an Acked event costs a token, and so does an ack
+// message acking nothing delivered here.
+func (c *Client) ack(env *Env, m *Message, now time.Time, out *Output) {
+	if len(m.Updates) > MaxAckUpdates {
+		out.refused(LimitAckUpdates)
+		out.close(ClosePolicy, "too many ack updates")
+		return
+	}
+	matched := false
+	for _, u := range m.Updates {
+		ref, delivered, ok := c.messageRef(env, u.Version, true)
+		if !ok {
+			continue
+		}
+		if delivered {
+			matched = true
+		} else if !c.spend(env, now, 1, out) {
+			return
+		}
+		code := intCode(u.Code, AckDelivered)
+		if code < AckDelivered || code > AckLast {
+			code = AckDelivered // as autopush: anything else counts as delivered
+		}
+		ev := schema.NewEvent(c.uaid.String(), now)
+		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: code}}
+		out.add(Effect{Kind: Produce, Event: ev})
+		out.add(Effect{Kind: CountAck, Code: int(code)})
+		out.add(Effect{Kind: OwnerAcked, Ref: ref})
+	}
+	if !matched && c.Phase() == Ready {
+		c.spend(env, now, 1, out)
+	}
+}
+
+// nack records a client-side delivery error; the message stays unacked.
+func (c *Client) nack(env *Env, m *Message, now time.Time, out *Output) {
+	ref, _, ok := c.messageRef(env, m.Version, false)
+	if !ok {
+		return
+	}
+	code := intCode(m.Code, 0)
+	if code < NackFirst || code > NackLast {
+		code = 0 // as autopush: unexpected codes are recorded as 0
+	}
+	ev := schema.NewEvent(c.uaid.String(), now)
+	ev.Body = &pb.Event_Nacked{Nacked: &pb.Nacked{Msg: ref, Code: code}}
+	out.add(Effect{Kind: Produce, Event: ev})
+	out.add(Effect{Kind: CountNack, Code: int(code)})
+}
+
+// messageRef finds the ref of a version delivered on this connection
+// (delivered; take forgets it), or decodes the version (a message
+// delivered on an earlier connection). A version of another UAID, or one
+// that does not open, is ignored (not ok).
+func (c *Client) messageRef(env *Env, version string, take bool) (ref *pb.MessageRef, delivered, ok bool) {
+	if version == "" {
+		return nil, false, false
+	}
+	ref = c.unacked[version]
+	if ref != nil {
+		if take {
+			delete(c.unacked, version)
+			if len(c.unacked) == 0 {
+				c.unacked = nil // maps never shrink: drop it
+			}
+		}
+		return ref, true, true
+	}
+	id, err := env.Sealer.OpenMessageID(version)
+	if err != nil {
+		env.log().Debug("ignoring undecodable version", "uaid", c.uaid, "err", err)
+		return nil, false, false
+	}
+	if id.UAID != c.uaid.String() {
+		env.log().Debug("ignoring version of another uaid", "uaid", c.uaid)
+		return nil, false, false
+	}
+	return &pb.MessageRef{Partition: id.Partition, Offset: id.Offset, ChannelId: id.ChannelID}, false, true
+}
+
+// ping answers `{}`; a client pinging more often than MinClientPing is
+// told to back off (4774), as autopush does.
+func (c *Client) ping(env *Env, now time.Time, out *Output) {
+	n := now.UnixNano()
+	if c.lastPing != 0 && n-c.lastPing < int64(env.MinClientPing) {
+		out.close(CloseBackoff, "too many pings")
+		return
+	}
+	c.lastPing = n
+	out.send(pingReply)
+}
+
+// broadcastSubscribe adds subscriptions. Only ids the server knows are
+// kept (the table's shared strings), so a client's subscriptions are
+// bounded by the configured broadcasts.
+func (c *Client) broadcastSubscribe(env *Env, m *Message, out *Output) {
+	if broadcastsTooBig(m.Broadcasts) {
+		out.refused(LimitBroadcasts)
+		out.close(ClosePolicy, "too many or too long broadcasts")
+		return
+	}
+	reply, subs := env.Broadcasts.delta(m.Broadcasts)
+	c.bcast = mergeSubscriptions(c.bcast, subs)
+	if len(reply) > 0 {
+		out.reply(broadcastReply{MessageType: "broadcast", Broadcasts: reply})
+	}
+}
+
+// Delivered records a notification the socket layer queued for the client,
+// so that its ack is free and names the message without opening the
+// version. At most MaxUnacked are remembered.
+func (c *Client) Delivered(n link.Notification) {
+	if n.Ref == nil || n.Version == "" || len(c.unacked) >= MaxUnacked {
+		return
+	}
+	if c.unacked == nil {
+		c.unacked = make(map[string]*pb.MessageRef, 1)
+	}
+	c.unacked[n.Version] = n.Ref
+}
+
+// BroadcastsChanged answers a change of broadcast versions: a Ready client
+// subscribed to a changed id is sent the new versions.
+func (c *Client) BroadcastsChanged(env *Env, changed map[string]string) Output {
+	if c.Phase() != Ready {
+		return Output{}
+	}
+	var out map[string]any
+	for _, id := range c.bcast {
+		if v, ok := changed[id]; ok {
+			if out == nil {
+				out = map[string]any{}
+			}
+			out[id] = v
+		}
+	}
+	if out == nil {
+		return Output{}
+	}
+	msg, err := marshal(broadcastReply{MessageType: "broadcast", Broadcasts: out})
+	if err != nil {
+		env.log().Error("encode broadcast", "err", err)
+		return Output{}
+	}
+	return Output{Effects: []Effect{{Kind: Send, Frame: msg}}}
+}
