@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/group"
 )
 
 // Projector writes one ClickHouse row per pushlog event.
@@ -49,7 +49,8 @@ type Projector struct {
 	log *slog.Logger
 	cb  *gobreaker.CircuitBreaker[struct{}]
 
-	conn driver.Conn // set by Run
+	conn   driver.Conn // set by Run
+	member *group.Member
 
 	mu         sync.Mutex
 	parts      map[topicPartition]*partitionState
@@ -136,46 +137,13 @@ const parallelInserts = 4
 
 // NewProjector validates cfg and returns a projector; Run starts it.
 func NewProjector(cfg ProjectorConfig) (*Projector, error) {
-	if len(cfg.ClientOpts) == 0 {
-		return nil, errors.New("analytics projector: no Kafka client options (seed brokers)")
-	}
-	if cfg.Conn == nil && cfg.Addr == "" {
-		return nil, errors.New("analytics projector: no ClickHouse connection or address")
-	}
-	if cfg.Database == "" {
-		cfg.Database = DefaultDatabase
-	}
-	if err := ValidateDatabase(cfg.Database); err != nil {
-		return nil, fmt.Errorf("analytics projector: %w", err)
-	}
-	if cfg.Names.Messages == "" {
-		cfg.Names = schema.DefaultNames()
-	}
-	if cfg.Group == "" {
-		cfg.Group = cfg.Names.Group("analytics")
-	}
-	if cfg.BatchRows < 0 || cfg.BatchInterval < 0 || cfg.RetryMax < 0 || cfg.OpTimeout < 0 {
-		return nil, errors.New("analytics projector: negative batch size, interval, back-off or timeout")
-	}
-	if cfg.BatchRows == 0 {
-		cfg.BatchRows = DefaultBatchRows
-	}
-	if cfg.BatchInterval == 0 {
-		cfg.BatchInterval = DefaultBatchInterval
-	}
-	if cfg.RetryMax == 0 {
-		cfg.RetryMax = DefaultRetryMax
-	}
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = DefaultOpTimeout
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	p := &Projector{
 		cfg:     cfg,
-		log:     log.With("role", "analytics-projector", "group", cfg.Group, "db", cfg.Database),
+		log:     cfg.Logger.With("role", "analytics-projector", "group", cfg.Group, "db", cfg.Database),
 		parts:   make(map[topicPartition]*partitionState),
 		inserts: make(map[insertKey]*insert),
 	}
@@ -200,6 +168,11 @@ func NewProjector(cfg ProjectorConfig) (*Projector, error) {
 	if err := register(cfg.Metrics, p.collectors()...); err != nil {
 		return nil, fmt.Errorf("analytics projector: %w", err)
 	}
+	m, err := p.newMember()
+	if err != nil {
+		return nil, fmt.Errorf("analytics projector: %w", err)
+	}
+	p.member = m
 	return p, nil
 }
 
@@ -231,23 +204,30 @@ func (p *Projector) Run(ctx context.Context) error {
 			return fmt.Errorf("analytics projector: %w", err)
 		}
 	}
-	cl, err := kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts),
-		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(p.realTopics()...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(),
-		// Callbacks run between polls, never during a batch.
-		kgo.BlockRebalanceOnPoll(),
-		kgo.AdjustFetchOffsetsFn(p.adjustOffsets),
-		kgo.OnPartitionsRevoked(p.onRevoked),
-		kgo.OnPartitionsLost(p.onLost),
-		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { p.rebalanceWanted.Store(true) }),
-	)...)
-	if err != nil {
-		return fmt.Errorf("analytics projector: consumer: %w", err)
+	if err := p.member.Run(ctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("analytics projector: %w", err)
 	}
-	defer cl.CloseAllowingRebalance()
-	return p.loop(ctx, cl)
+	return nil
+}
+
+// newMember is the projector's consumer-group member: ClickHouse, not the
+// group's commit, says where each partition resumes (adjustOffsets), and
+// a rebalance waiting for a failing batch lets it give up (Blocked).
+func (p *Projector) newMember() (*group.Member, error) {
+	return group.New(group.Config{
+		ClientOpts: p.cfg.ClientOpts,
+		Group:      p.cfg.Group,
+		Topics:     p.realTopics(),
+		MaxRecords: p.cfg.BatchRows,
+		Wait:       p.pollWait,
+		Fold:       p.fold,
+		Stop:       func(ctx context.Context, cl *kgo.Client, _ kgo.Fetches) { p.shutdownFlush(ctx, cl) },
+		Adjust:     p.adjustOffsets,
+		Revoked:    p.onRevoked,
+		Lost:       p.onLost,
+		Blocked:    func() { p.rebalanceWanted.Store(true) },
+		Logger:     p.log,
+	})
 }
 
 // openConn dials ClickHouse, waiting (with back-off) while it is down.
@@ -264,50 +244,27 @@ func (p *Projector) openConn(ctx context.Context) (driver.Conn, error) {
 	return conn, nil
 }
 
-func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
-	for {
-		fetches := p.poll(ctx, cl)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			p.shutdownFlush(ctx, cl)
-			cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(topic string, part int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
-			}
-		})
-		err := p.process(ctx, cl, fetches)
-		if errors.Is(err, errAbandon) {
-			p.log.Warn("giving up unstored rows for a rebalance; they are read again")
-			p.abandon(cl)
-			err = nil
-		}
-		p.rebalanceWanted.Store(false)
-		cl.AllowRebalance()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("analytics projector: %w", err)
-		}
+// fold adds a poll's records to the batch; when ClickHouse fails while a
+// rebalance waits, it gives up the unstored rows so the rebalance goes on.
+func (p *Projector) fold(ctx context.Context, cl *kgo.Client, fetches kgo.Fetches) error {
+	err := p.process(ctx, cl, fetches)
+	if errors.Is(err, errAbandon) {
+		p.log.Warn("giving up unstored rows for a rebalance; they are read again")
+		p.abandon(cl)
+		err = nil
 	}
+	p.rebalanceWanted.Store(false)
+	return err
 }
 
-// poll waits for records, at most until the pending batch is due.
-func (p *Projector) poll(ctx context.Context, cl *kgo.Client) kgo.Fetches {
+// pollWait is how long a poll may wait: until the pending batch is due.
+func (p *Projector) pollWait() time.Duration {
 	p.mu.Lock()
-	wait := p.cfg.BatchInterval
-	if !p.firstDirty.IsZero() {
-		wait = time.Until(p.firstDirty.Add(p.cfg.BatchInterval))
+	defer p.mu.Unlock()
+	if p.firstDirty.IsZero() {
+		return p.cfg.BatchInterval
 	}
-	p.mu.Unlock()
-	if wait < time.Millisecond {
-		wait = time.Millisecond
-	}
-	pctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	return cl.PollRecords(pctx, p.cfg.BatchRows)
+	return time.Until(p.firstDirty.Add(p.cfg.BatchInterval))
 }
 
 // process adds a poll's records to the batch and writes the batch when it
@@ -360,7 +317,7 @@ func (p *Projector) addLocked(ctx context.Context, rec *kgo.Record) error {
 		p.stats.skipped.Add(1)
 		return nil
 	}
-	if row, ok := p.rowOf(rec); ok {
+	if row, ok := p.rowOf(ctx, rec); ok {
 		key := insertKey{row.Table, row.Day()}
 		if stored, ok := st.stored[key]; ok && rec.Offset <= stored {
 			p.stats.skipped.Add(1)
@@ -402,7 +359,7 @@ func (p *Projector) stateLocked(tp topicPartition, first int64) *partitionState 
 
 // rowOf decodes a record and maps it to its row; false for records that
 // have none (counted and logged).
-func (p *Projector) rowOf(rec *kgo.Record) (Row, bool) {
+func (p *Projector) rowOf(ctx context.Context, rec *kgo.Record) (Row, bool) {
 	if rec.Value == nil {
 		p.stats.skipped.Add(1) // a compaction tombstone: no event
 		return Row{}, false
@@ -414,7 +371,7 @@ func (p *Projector) rowOf(rec *kgo.Record) (Row, bool) {
 		if errors.Is(err, schema.ErrUnknownType) {
 			level = slog.LevelDebug // a newer writer's event: expected during upgrades
 		}
-		p.log.Log(context.Background(), level, "skipping undecodable record",
+		p.log.Log(ctx, level, "skipping undecodable record",
 			"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		return Row{}, false
 	}

@@ -3,14 +3,12 @@ package analytics
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/pushlog/pushlog/schema/group"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // flushLocked stores the batch: every (table, day) group, then the
@@ -175,23 +173,7 @@ func (p *Projector) unstored(ctx context.Context, k insertKey, rows []Row) ([]Ro
 // commit records the stored offsets in the consumer group, for lag tools;
 // resuming relies on kafka_progress, so a failed commit is only logged.
 func (p *Projector) commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) {
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err == nil {
-			err = analyticsCommitError(resp)
-		}
-		if err != nil && ctx.Err() == nil {
-			p.log.Warn("commit offsets", "err", err)
-		}
-	})
-}
-
-func analyticsCommitError(resp *kmsg.OffsetCommitResponse) error {
-	for _, t := range resp.Topics {
-		for _, part := range t.Partitions {
-			if err := kerr.ErrorForCode(part.ErrorCode); err != nil {
-				return fmt.Errorf("%s/%d: %w", t.Topic, part.Partition, err)
-			}
-		}
+	if err := group.Commit(ctx, cl, offsets); err != nil && ctx.Err() == nil {
+		p.log.Warn("commit offsets", "err", err)
 	}
-	return nil
 }

@@ -1,6 +1,9 @@
 package analytics
 
 import (
+	"cmp"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -58,4 +61,31 @@ type ProjectorConfig struct {
 	Metrics prometheus.Registerer
 	// Names are the topic names; zero means schema.DefaultNames().
 	Names schema.Names
+}
+
+// withDefaults checks c and fills in the defaults of its zero fields.
+func (c ProjectorConfig) withDefaults() (ProjectorConfig, error) {
+	if len(c.ClientOpts) == 0 {
+		return c, errors.New("analytics projector: no Kafka client options (seed brokers)")
+	}
+	if c.Conn == nil && c.Addr == "" {
+		return c, errors.New("analytics projector: no ClickHouse connection or address")
+	}
+	if c.BatchRows < 0 || c.BatchInterval < 0 || c.RetryMax < 0 || c.OpTimeout < 0 {
+		return c, errors.New("analytics projector: negative batch size, interval, back-off or timeout")
+	}
+	c.Database = cmp.Or(c.Database, DefaultDatabase)
+	if err := ValidateDatabase(c.Database); err != nil {
+		return c, fmt.Errorf("analytics projector: %w", err)
+	}
+	if c.Names.Messages == "" {
+		c.Names = schema.DefaultNames()
+	}
+	c.Group = cmp.Or(c.Group, c.Names.Group("analytics"))
+	c.BatchRows = cmp.Or(c.BatchRows, DefaultBatchRows)
+	c.BatchInterval = cmp.Or(c.BatchInterval, DefaultBatchInterval)
+	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
+	c.OpTimeout = cmp.Or(c.OpTimeout, DefaultOpTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/group"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -52,6 +53,26 @@ type ChannelProjectorConfig struct {
 	Metrics prometheus.Registerer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// withDefaults checks c and fills in the defaults of its zero fields.
+func (c ChannelProjectorConfig) withDefaults() (ChannelProjectorConfig, error) {
+	if len(c.ClientOpts) == 0 {
+		return c, errors.New("channel projector: no Kafka client options (seed brokers)")
+	}
+	if c.UAIDExpiry < 0 {
+		return c, errors.New("channel projector: UAIDExpiry must not be negative")
+	}
+	if c.Names.Messages == "" {
+		c.Names = schema.DefaultNames()
+	}
+	c.Group = cmp.Or(c.Group, c.Names.Group("channels"))
+	c.UAIDExpiry = cmp.Or(c.UAIDExpiry, DefaultUAIDExpiry)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
 }
 
 // DefaultUAIDExpiry is how long a UAID may stay without a connection
@@ -311,31 +332,13 @@ func keyRef(b []byte) byte {
 
 // NewChannelProjector validates cfg and returns a projector; Run starts it.
 func NewChannelProjector(cfg ChannelProjectorConfig) (*ChannelProjector, error) {
-	if len(cfg.ClientOpts) == 0 {
-		return nil, errors.New("channel projector: no Kafka client options (seed brokers)")
-	}
-	if cfg.Names.Messages == "" {
-		cfg.Names = schema.DefaultNames()
-	}
-	if cfg.Group == "" {
-		cfg.Group = cfg.Names.Group("channels")
-	}
-	if cfg.UAIDExpiry < 0 {
-		return nil, errors.New("channel projector: UAIDExpiry must not be negative")
-	}
-	if cfg.UAIDExpiry == 0 {
-		cfg.UAIDExpiry = DefaultUAIDExpiry
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	p := &ChannelProjector{
 		cfg:   cfg,
-		log:   log.With("role", "channel-projector", "group", cfg.Group),
+		log:   cfg.Logger.With("role", "channel-projector", "group", cfg.Group),
 		parts: make(map[int32]*channelPartition),
 	}
 	if err := register(cfg.Metrics, append(p.collectors(), p.extraCollectors()...)...); err != nil {
@@ -375,42 +378,36 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 		return fmt.Errorf("channel projector: producer: %w", err)
 	}
 	defer producer.Close()
-	cl, err := kgo.NewClient(append(slices.Clone(p.cfg.ClientOpts),
-		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(p.cfg.Names.Registrations),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(),
-		// Revocation waits until a polled batch is durable and committed,
-		// so offsets are never committed for a partition we lost.
-		kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsRevoked(p.onRevoked),
-		kgo.OnPartitionsLost(p.onLost),
-	)...)
-	if err != nil {
-		return fmt.Errorf("channel projector: consumer: %w", err)
-	}
-	defer channelCloseBounded(cl, channelCloseTimeout, p.log)
-	defer p.dropAll()
-	adm := kadm.NewClient(cl)
-
-	for {
-		pctx, cancel := context.WithTimeout(ctx, channelSweepPoll)
-		fetches := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil || fetches.IsClientClosed() {
+	m, err := group.New(group.Config{
+		ClientOpts: p.cfg.ClientOpts,
+		Group:      p.cfg.Group,
+		Topics:     []string{p.cfg.Names.Registrations},
+		Wait:       func() time.Duration { return channelSweepPoll },
+		Fold: func(ctx context.Context, cl *kgo.Client, fetches kgo.Fetches) error {
+			p.processBatch(ctx, cl, kadm.NewClient(cl), producer, fetches)
+			p.sweep(ctx, producer)
+			return nil
+		},
+		Stop: func(_ context.Context, _ *kgo.Client, fetches kgo.Fetches) {
 			if fetches.NumRecords() > 0 {
 				p.dirty.Store(true) // polled but never folded: not committable
 			}
-			cl.AllowRebalance()
-			return nil
-		}
-		p.processBatch(ctx, cl, adm, producer, fetches)
-		p.sweep(ctx, producer)
-		cl.AllowRebalance()
-		if ctx.Err() != nil {
-			return nil
-		}
+			p.dropAll()
+		},
+		// Rebalances wait until a polled batch is durable and committed,
+		// so offsets are never committed for a partition we lost.
+		Revoked:      p.onRevoked,
+		Lost:         p.onLost,
+		CloseTimeout: channelCloseTimeout,
+		Logger:       p.log,
+	})
+	if err != nil {
+		return fmt.Errorf("channel projector: %w", err)
 	}
+	if err := m.Run(ctx); err != nil {
+		return fmt.Errorf("channel projector: %w", err)
+	}
+	return nil
 }
 
 // channelSweepPoll bounds a poll so the expiry sweep runs on idle
@@ -418,28 +415,14 @@ func (p *ChannelProjector) Run(ctx context.Context) error {
 const channelSweepPoll = 5 * time.Second
 
 // channelCloseTimeout bounds how long shutdown waits for the consumer
-// group client to close.
+// group client to close. kgo sends JoinGroup with the client's own
+// context, so Close waits for a pending join, and the broker holds a join
+// until every earlier member has rejoined or expired: after a kill -9 that
+// is the dead member's session timeout (45 s by default), and SIGTERM
+// would hang as long. Not waiting loses nothing: the close goes on in the
+// background, and uncommitted registrations are folded again by the next
+// owner of the partition.
 const channelCloseTimeout = 5 * time.Second
-
-// channelCloseBounded closes a consumer group client, waiting at most d.
-// kgo sends JoinGroup with the client's own context, so Close waits for a
-// pending join, and the broker holds a join until every earlier member has
-// rejoined or expired: after a kill -9 that is the dead member's session
-// timeout (45 s by default), and SIGTERM would hang as long. Not waiting
-// loses nothing: the close goes on in the background, and uncommitted
-// registrations are folded again by the next owner of the partition.
-func channelCloseBounded(cl *kgo.Client, d time.Duration, log *slog.Logger) {
-	done := make(chan struct{})
-	go func() {
-		cl.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(d):
-		log.Warn("channel projector: consumer still closing (a group join is pending at the broker); not waiting", "waited", d)
-	}
-}
 
 // channelRetry calls fn until it succeeds or ctx ends, with a capped
 // backoff; a failure is logged as an error (it is a heartbeat: the
@@ -464,10 +447,7 @@ func channelRetry(ctx context.Context, log *slog.Logger, what string, fn func() 
 // processBatch folds one poll, makes its records durable and commits. It
 // returns only when that is done or ctx ended.
 func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm *kadm.Client, producer *kgo.Client, fetches kgo.Fetches) {
-	p.dirty.Store(true)
-	fetches.EachError(func(topic string, part int32, err error) {
-		p.log.Warn("fetch error", "topic", topic, "partition", part, "err", err)
-	})
+	p.dirty.Store(true) // fetch errors are logged by the group member
 	var parts map[int32]*channelPartition
 	if err := channelRetry(ctx, p.log, "load channel state", func() (err error) {
 		parts, err = p.ensureLoaded(ctx, adm, producer, fetches)
@@ -1017,11 +997,11 @@ func channelTargets(ctx context.Context, adm *kadm.Client, topic string, partiti
 // channelLogSkip logs a record that cannot be folded. Corrupt records stay in
 // Kafka for inspection; unknown types come from a newer writer.
 func channelLogSkip(log *slog.Logger, r *kgo.Record, err error) {
-	level := slog.LevelWarn
+	logf := log.Warn
 	if errors.Is(err, schema.ErrUnknownType) {
-		level = slog.LevelDebug
+		logf = log.Debug
 	}
-	log.Log(context.Background(), level, "skipping record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	logf("skipping record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 }
 
 // onRevoked drops the state of revoked partitions. Polled batches are

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,29 +153,34 @@ func (e *goneEntry) facts() int {
 
 func (e *goneEntry) empty() bool { return !e.reset && !e.revived && len(e.chans) == 0 }
 
+// withDefaults checks c and fills in the defaults of its zero fields; a
+// negative Expiry means the default too.
+func (c GoneSetConfig) withDefaults() (GoneSetConfig, error) {
+	if len(c.ClientOpts) == 0 {
+		return c, errors.New("gone set: no Kafka client options (seed brokers)")
+	}
+	if c.Names.Messages == "" {
+		c.Names = schema.DefaultNames()
+	}
+	c.Expiry = cmp.Or(max(c.Expiry, 0), DefaultUAIDExpiry)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
 // NewGoneSet returns an empty gone set; Run fills it.
 func NewGoneSet(cfg GoneSetConfig) (*GoneSet, error) {
-	if len(cfg.ClientOpts) == 0 {
-		return nil, errors.New("gone set: no Kafka client options (seed brokers)")
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	if cfg.Names.Messages == "" {
-		cfg.Names = schema.DefaultNames()
-	}
-	if cfg.Expiry <= 0 {
-		cfg.Expiry = DefaultUAIDExpiry
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	g := &GoneSet{
 		expiry: cfg.Expiry,
 		now:    cfg.Now,
 		names:  cfg.Names,
-		log:    log.With("role", "gone-set"),
+		log:    cfg.Logger.With("role", "gone-set"),
 		opts:   slices.Clone(cfg.ClientOpts),
 		ready:  make(chan struct{}),
 		done:   make(chan struct{}),

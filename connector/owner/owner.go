@@ -8,6 +8,7 @@
 package owner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/group"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -92,61 +94,44 @@ type Config struct {
 	Metrics prometheus.Registerer
 }
 
-func (c *Config) normalize() error {
+// withDefaults checks c and fills in the defaults of its zero fields.
+func (c Config) withDefaults() (Config, error) {
 	if c.Producer == nil {
-		return errors.New("owner config: Producer is required")
+		return c, errors.New("owner config: Producer is required")
 	}
 	if c.Sealer == nil {
-		return errors.New("owner config: Sealer is required")
+		return c, errors.New("owner config: Sealer is required")
 	}
 	if c.Partitions <= 0 {
-		return fmt.Errorf("owner config: Partitions must be positive, got %d", c.Partitions)
+		return c, fmt.Errorf("owner config: Partitions must be positive, got %d", c.Partitions)
 	}
 	if c.PendingLimit < 0 || c.TTL0Grace < 0 || c.CheckTimeout < 0 || c.CommitInterval < 0 || c.SweepInterval < 0 {
-		return errors.New("owner config: limits and durations must not be negative")
+		return c, errors.New("owner config: limits and durations must not be negative")
 	}
 	if c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil || strings.ContainsAny(c.MetricsAddr, "\r\n") {
-			return fmt.Errorf("owner config: MetricsAddr %q is not host:port", c.MetricsAddr)
+			return c, fmt.Errorf("owner config: MetricsAddr %q is not host:port", c.MetricsAddr)
 		}
 	}
 	if c.Names.Messages == "" {
 		c.Names = schema.DefaultNames()
 	}
-	if c.Group == "" {
-		c.Group = c.Names.Group("connectors")
-	}
 	if c.NodeID == "" {
 		c.NodeID, _ = os.Hostname()
 	}
-	if c.PendingLimit == 0 {
-		c.PendingLimit = DefaultPendingLimit
-	}
-	if c.TTL0Grace == 0 {
-		c.TTL0Grace = DefaultTTL0Grace
-	}
-	if c.CheckTimeout == 0 {
-		c.CheckTimeout = DefaultCheckTimeout
-	}
-	if c.CommitInterval == 0 {
-		c.CommitInterval = DefaultCommitInterval
-	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.PayloadBudget == 0 {
-		c.PayloadBudget = DefaultPayloadBudget
-	}
-	if c.UAIDExpiry == 0 {
-		c.UAIDExpiry = DefaultUAIDExpiry
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Group = cmp.Or(c.Group, c.Names.Group("connectors"))
+	c.PendingLimit = cmp.Or(c.PendingLimit, DefaultPendingLimit)
+	c.TTL0Grace = cmp.Or(c.TTL0Grace, DefaultTTL0Grace)
+	c.CheckTimeout = cmp.Or(c.CheckTimeout, DefaultCheckTimeout)
+	c.CommitInterval = cmp.Or(c.CommitInterval, DefaultCommitInterval)
+	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.PayloadBudget = cmp.Or(c.PayloadBudget, DefaultPayloadBudget)
+	c.UAIDExpiry = cmp.Or(c.UAIDExpiry, DefaultUAIDExpiry)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return nil
+	return c, nil
 }
 
 // Owner owns partitions of the pushlog topics; see the package comment.
@@ -172,9 +157,8 @@ type Owner struct {
 	started  bool // Run was called
 	assigned bool // an assignment arrived since Run started
 	changed  chan struct{}
-	prodCtx  context.Context
-	group    *kgo.Client
-	side     *kgo.Client // channels + presence tail, no group
+	prodCtx  context.Context // Run's ctx without its cancel: settlements produced while stopping still go out
+	side     *kgo.Client     // channels + presence tail, no group
 	// chanProd (manual partitioner) writes pushlog.channels records; an
 	// atomic, not under mu: it is used with a partition's lock held.
 	chanProd atomic.Pointer[kgo.Client]
@@ -188,7 +172,8 @@ var _ link.Link = (*Owner)(nil)
 // New validates cfg and builds an Owner; Run makes it work. New does no
 // I/O: until Run owns partitions, the Link methods answer ErrNotOwner.
 func New(cfg Config) (*Owner, error) {
-	if err := cfg.normalize(); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	o := &Owner{
@@ -260,24 +245,10 @@ func (o *Owner) Run(ctx context.Context) error {
 	o.mu.Lock()
 	o.side = side
 	o.mu.Unlock()
-	group, err := kgo.NewClient(append(append(slices.Clone(o.cfg.ClientOpts),
-		kgo.ConsumerGroup(o.cfg.Group),
-		kgo.ConsumeTopics(o.groupTopics[:]...),
-		kgo.Balancers(copartitionBalancer{userData: MemberInfo{LinkAddr: o.cfg.LinkAddr, MetricsAddr: o.cfg.MetricsAddr}.encode()}),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsAssigned(o.onAssigned),
-		kgo.AdjustFetchOffsetsFn(o.adjustOffsets),
-		kgo.OnPartitionsRevoked(o.onRevoked),
-		kgo.OnPartitionsLost(o.onLost),
-	), o.cfg.GroupOpts...)...)
+	member, err := o.groupMember()
 	if err != nil {
-		return fmt.Errorf("owner: group client: %w", err)
+		return fmt.Errorf("owner: %w", err)
 	}
-	o.mu.Lock()
-	o.group = group
-	o.mu.Unlock()
 
 	var wg sync.WaitGroup
 	loopCtx, stopLoops := context.WithCancel(ctx)
@@ -285,17 +256,9 @@ func (o *Owner) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); o.sideLoop(loopCtx, side) }()
 	go func() { defer wg.Done(); o.sweepLoop(loopCtx) }()
 
-	o.groupLoop(ctx, group)
-
-	// Shutdown: commit, leave (the revoke callback commits again and
-	// drops the state), stop the side loops.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	o.commitAll(fctx, group)
-	if err := group.LeaveGroupContext(fctx); err != nil {
-		o.log.Warn("leave group", "err", err)
-	}
-	group.Close()
+	// Until ctx ends; then leave commits and leaves the group (the revoke
+	// callback commits again and drops the state).
+	runErr := member.Run(ctx)
 	stopLoops()
 	wg.Wait()
 	o.mu.Lock()
@@ -304,6 +267,9 @@ func (o *Owner) Run(ctx context.Context) error {
 	}
 	clear(o.carried)
 	o.mu.Unlock()
+	if runErr != nil {
+		return fmt.Errorf("owner: %w", runErr)
+	}
 	return nil
 }
 
@@ -352,31 +318,57 @@ func (o *Owner) checkTopicsOnce(ctx context.Context, names []string) (string, er
 	return "", nil
 }
 
-// groupLoop polls the group topics and folds them, committing every
-// CommitInterval. Rebalance callbacks run only between polls
-// (BlockRebalanceOnPoll), so folding, committing and revoking never race.
-func (o *Owner) groupLoop(ctx context.Context, cl *kgo.Client) {
+// groupMember is the owner's consumer-group member over the group topics.
+// The co-partitioning balancer gives a member the same partition numbers
+// of every group topic; onAssigned bootstraps them and adjustOffsets starts
+// the fetches where the bootstrap decided. Each poll is folded, and the
+// low watermarks are committed every CommitInterval. Rebalance callbacks
+// run only between polls, so folding, committing and revoking never race.
+func (o *Owner) groupMember() (*group.Member, error) {
 	lastCommit := time.Now()
-	for ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, o.cfg.CommitInterval)
-		fs := cl.PollRecords(pctx, 10000)
-		cancel()
-		if fs.IsClientClosed() {
-			return
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				o.log.Warn("fetch", "topic", t, "partition", p, "err", err)
+	return group.New(group.Config{
+		ClientOpts: o.cfg.ClientOpts,
+		Group:      o.cfg.Group,
+		Topics:     o.groupTopics[:],
+		Opts: append([]kgo.Opt{
+			kgo.Balancers(copartitionBalancer{userData: MemberInfo{LinkAddr: o.cfg.LinkAddr, MetricsAddr: o.cfg.MetricsAddr}.encode()}),
+		}, o.cfg.GroupOpts...),
+		MaxRecords: 10000,
+		Wait:       func() time.Duration { return o.cfg.CommitInterval },
+		Fold: func(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) error {
+			fs.EachPartition(o.foldFetch)
+			if time.Since(lastCommit) >= o.cfg.CommitInterval {
+				o.commitAll(ctx, cl)
+				lastCommit = time.Now()
 			}
-		})
+			return nil
+		},
+		Stop:     o.leave,
+		Assigned: o.onAssigned,
+		Adjust:   o.adjustOffsets,
+		Revoked:  o.onRevoked,
+		Lost:     o.onLost,
+		Logger:   o.log,
+	})
+}
+
+// leave folds the poll that saw ctx end, commits the low watermarks and
+// leaves the group, within leaveTimeout.
+func (o *Owner) leave(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) {
+	if !fs.IsClientClosed() {
 		fs.EachPartition(o.foldFetch)
-		if time.Since(lastCommit) >= o.cfg.CommitInterval {
-			o.commitAll(ctx, cl)
-			lastCommit = time.Now()
-		}
-		cl.AllowRebalance()
+	}
+	cl.AllowRebalance() // leaving waits for the poll's rebalance block
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+	defer cancel()
+	o.commitAll(fctx, cl)
+	if err := cl.LeaveGroupContext(fctx); err != nil {
+		o.log.Warn("leave group", "err", err)
 	}
 }
+
+// leaveTimeout bounds the last commit and the group leave at shutdown.
+const leaveTimeout = 10 * time.Second
 
 func (o *Owner) foldFetch(fp kgo.FetchTopicPartition) {
 	if len(fp.Records) == 0 {
@@ -497,7 +489,7 @@ func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[str
 	}
 	if len(fresh) > 0 {
 		for attempt := 0; ; attempt++ {
-			err := o.bootstrap(ctx, cl, fresh)
+			err := o.bootstrap(ctx, fresh)
 			if err == nil {
 				break
 			}
@@ -526,8 +518,8 @@ func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[str
 }
 
 // bootstrap builds the state of fresh partitions and registers them.
-func (o *Owner) bootstrap(ctx context.Context, cl *kgo.Client, fresh []int32) error {
-	adm := kadm.NewClient(cl)
+func (o *Owner) bootstrap(ctx context.Context, fresh []int32) error {
+	adm := o.kadm // made by Run before any partition can be assigned
 	committed, err := adm.FetchOffsets(ctx, o.cfg.Group)
 	if err != nil {
 		return fmt.Errorf("fetch committed offsets: %w", err)
@@ -809,9 +801,10 @@ func (o *Owner) produce(ev *pb.Event, onErr func(error)) {
 		onErr(err)
 		return
 	}
-	ctx := o.prodCtx
+	ctx := o.prodCtx // set by Run before any partition is owned
 	if ctx == nil {
-		ctx = context.Background()
+		onErr(errors.New("owner not running"))
+		return
 	}
 	o.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,28 +90,29 @@ type Trimmer struct {
 	endsWrites map[string]*atomic.Int64 // result -> recordings
 }
 
+// withDefaults checks c and fills in the defaults of its zero fields.
+func (c TrimConfig) withDefaults() (TrimConfig, error) {
+	if c.Admin == nil {
+		return c, errors.New("embedded trimmer: Admin is required")
+	}
+	if c.Retain < 0 || c.Interval < 0 || c.RecordInterval < 0 {
+		return c, errors.New("embedded trimmer: negative retain or interval")
+	}
+	c.Retain = cmp.Or(c.Retain, DefaultRetain)
+	c.Interval = cmp.Or(c.Interval, DefaultTrimInterval)
+	c.RecordInterval = cmp.Or(c.RecordInterval, DefaultRecordInterval)
+	c.Logger = cmp.Or(c.Logger, slog.New(slog.DiscardHandler))
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
 // NewTrimmer checks cfg and registers the trimmer's metrics.
 func NewTrimmer(cfg TrimConfig) (*Trimmer, error) {
-	if cfg.Admin == nil {
-		return nil, errors.New("embedded trimmer: Admin is required")
-	}
-	if cfg.Retain < 0 || cfg.Interval < 0 || cfg.RecordInterval < 0 {
-		return nil, errors.New("embedded trimmer: negative retain or interval")
-	}
-	if cfg.Retain == 0 {
-		cfg.Retain = DefaultRetain
-	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultTrimInterval
-	}
-	if cfg.RecordInterval == 0 {
-		cfg.RecordInterval = DefaultRecordInterval
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	t := &Trimmer{
 		cfg: cfg, log: cfg.Logger,
