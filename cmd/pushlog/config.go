@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -108,76 +109,14 @@ func (c *serveConfig) has(role string) bool {
 // validate checks every setting and fills derived defaults, with an error
 // that names the setting.
 func (c *serveConfig) validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(c.Roles) == 0 {
-		bad("--roles: at least one role is required")
-	}
-	for _, r := range c.Roles {
-		if r != roleIngest && r != roleConnector && r != roleProjector {
-			bad("--roles: unknown role %q (want ingest, connector, projector)", r)
-		}
-	}
-	if _, err := schema.NamesFor(c.Namespace); err != nil {
-		bad("--namespace: %v", err)
-	}
-	if c.Partitions < 1 || c.Partitions > 10000 {
-		bad("--partitions: %d is out of range 1..10000", c.Partitions)
-	}
-	if c.Replication == 0 || c.Replication < -1 {
-		bad("--replication: %d (want -1 or a positive count)", c.Replication)
-	}
-	if c.MinInsync < -1 {
-		bad("--min-insync-replicas: %d (want -1, 0 or a positive count)", c.MinInsync)
-	}
-	if c.Replication > 0 && c.MinInsync > c.Replication {
-		bad("--min-insync-replicas: %d is more than --replication %d: every append would fail", c.MinInsync, c.Replication)
-	}
-	if c.MaxTTL < time.Second {
-		bad("--max-ttl: %s is below 1s", c.MaxTTL)
-	}
-	if c.MaxBody < 4096 {
-		bad("--max-body: %d is below 4096 bytes (RFC 8030 requires at least 4096)", c.MaxBody)
-	}
-	if c.PendingLimit < 1 {
-		bad("--pending-limit: %d (want at least 1)", c.PendingLimit)
-	}
-	if c.UAIDExpiry != 0 && c.UAIDExpiry < time.Minute { // 0: the roles' default
-		bad("--uaid-expiry: %s is below 1m", c.UAIDExpiry)
-	}
-	for name, d := range map[string]time.Duration{"--hello-timeout": c.HelloTimeout, "--ping-interval": c.PingInterval, "--pong-timeout": c.PongTimeout, "--produce-timeout": c.ProduceTimeout} {
-		if d <= 0 {
-			bad("%s: %s must be positive", name, d)
-		}
-	}
-	if c.ShutdownTimeout <= 0 {
-		bad("--shutdown-timeout: %s must be positive", c.ShutdownTimeout)
-	}
-	if c.MinClientPing < 0 {
-		bad("--min-client-ping: %s is negative", c.MinClientPing)
-	}
-	for name, n := range map[string]int{"--max-channels": c.MaxChannels, "--max-registrations-per-minute": c.MaxRegistrationsPerMinute,
-		"--max-client-messages-per-minute": c.MaxClientMessagesPerMinute, "--max-connections-per-ip-per-minute": c.MaxConnectionsPerIPPerMinute} {
-		if n < 0 {
-			bad("%s: %d is negative", name, n)
-		}
-	}
-	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			bad("--metrics-addr: %q: %v", c.MetricsAddr, err)
-		}
-	}
-	if c.LagInterval < 0 {
-		bad("--lag-interval: %s is negative", c.LagInterval)
-	}
-	for _, addr := range []struct{ flag, v string }{{"--http-addr", c.HTTPAddr}, {"--ws-addr", c.WSAddr}, {"--embedded-kafka-addr", c.EmbeddedAddr}} {
-		if _, _, err := net.SplitHostPort(addr.v); err != nil {
-			bad("%s: %q: %v", addr.flag, addr.v, err)
-		}
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		bad("--tls-cert and --tls-key must be given together")
-	}
+	c.derive()
+	errs := failed(c.checks())
+	errs = append(errs, c.validateCluster()...)
+	return errors.Join(errs...)
+}
+
+// derive fills the settings whose default depends on others or on the host.
+func (c *serveConfig) derive() {
 	if c.PublicURL == "" {
 		scheme := "http"
 		if c.TLSCert != "" {
@@ -186,9 +125,6 @@ func (c *serveConfig) validate() error {
 		c.PublicURL = scheme + "://" + c.HTTPAddr
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		bad("--public-url: %q must be an http(s) origin such as https://push.example.com", c.PublicURL)
-	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
 		var b [3]byte
@@ -204,8 +140,89 @@ func (c *serveConfig) validate() error {
 		}
 	}
 	c.KafkaBrokers = brokers
-	errs = append(errs, c.validateCluster()...)
-	return errors.Join(errs...)
+}
+
+// check is one rule of the settings: when bad, msg (which names the flag)
+// is the error.
+type check struct {
+	bad bool
+	msg string
+}
+
+// failed returns the errors of the checks that are bad.
+func failed(checks []check) []error {
+	var errs []error
+	for _, ch := range checks {
+		if ch.bad {
+			errs = append(errs, errors.New(ch.msg))
+		}
+	}
+	return errs
+}
+
+// unless drops the check where the setting does not apply.
+func (ch check) unless(skip bool) check {
+	ch.bad = ch.bad && !skip
+	return ch
+}
+
+// addrCheck fails when addr is not host:port.
+func addrCheck(flag, addr string) check {
+	_, _, err := net.SplitHostPort(addr)
+	return check{err != nil, fmt.Sprintf("%s: %q: %v", flag, addr, err)}
+}
+
+// checks are the rules of every setting but the cluster's, one per line.
+func (c *serveConfig) checks() []check {
+	f := fmt.Sprintf
+	_, nsErr := schema.NamesFor(c.Namespace)
+	checks := []check{
+		{len(c.Roles) == 0, "--roles: at least one role is required"},
+		{nsErr != nil, f("--namespace: %v", nsErr)},
+		{c.Partitions < 1 || c.Partitions > 10000, f("--partitions: %d is out of range 1..10000", c.Partitions)},
+		{c.Replication == 0 || c.Replication < -1, f("--replication: %d (want -1 or a positive count)", c.Replication)},
+		{c.MinInsync < -1, f("--min-insync-replicas: %d (want -1, 0 or a positive count)", c.MinInsync)},
+		{c.Replication > 0 && c.MinInsync > c.Replication, f("--min-insync-replicas: %d is more than --replication %d: every append would fail", c.MinInsync, c.Replication)},
+		{c.MaxTTL < time.Second, f("--max-ttl: %s is below 1s", c.MaxTTL)},
+		{c.MaxBody < 4096, f("--max-body: %d is below 4096 bytes (RFC 8030 requires at least 4096)", c.MaxBody)},
+		{c.PendingLimit < 1, f("--pending-limit: %d (want at least 1)", c.PendingLimit)},
+		// --uaid-expiry 0 is the roles' default; --metrics-addr "" is off.
+		{c.UAIDExpiry != 0 && c.UAIDExpiry < time.Minute, f("--uaid-expiry: %s is below 1m", c.UAIDExpiry)},
+		addrCheck("--metrics-addr", c.MetricsAddr).unless(c.MetricsAddr == ""),
+		addrCheck("--http-addr", c.HTTPAddr),
+		addrCheck("--ws-addr", c.WSAddr),
+		addrCheck("--embedded-kafka-addr", c.EmbeddedAddr),
+		{(c.TLSCert == "") != (c.TLSKey == ""), "--tls-cert and --tls-key must be given together"},
+		{!httpOrigin(c.PublicURL), f("--public-url: %q must be an http(s) origin such as https://push.example.com", c.PublicURL)},
+	}
+	for _, r := range c.Roles {
+		checks = append(checks, check{r != roleIngest && r != roleConnector && r != roleProjector, f("--roles: unknown role %q (want ingest, connector, projector)", r)})
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--hello-timeout", c.HelloTimeout}, {"--ping-interval", c.PingInterval}, {"--pong-timeout", c.PongTimeout}, {"--produce-timeout", c.ProduceTimeout}, {"--shutdown-timeout", c.ShutdownTimeout}} {
+		checks = append(checks, check{d.v <= 0, f("%s: %s must be positive", d.flag, d.v)})
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--min-client-ping", c.MinClientPing}, {"--lag-interval", c.LagInterval}} {
+		checks = append(checks, check{d.v < 0, f("%s: %s is negative", d.flag, d.v)})
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--max-channels", c.MaxChannels}, {"--max-registrations-per-minute", c.MaxRegistrationsPerMinute}, {"--max-client-messages-per-minute", c.MaxClientMessagesPerMinute}, {"--max-connections-per-ip-per-minute", c.MaxConnectionsPerIPPerMinute}} {
+		checks = append(checks, check{n.v < 0, f("%s: %d is negative", n.flag, n.v)})
+	}
+	return checks
+}
+
+// httpOrigin reports whether s is an http(s) origin: scheme and host, no path.
+func httpOrigin(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && (u.Path == "" || u.Path == "/")
 }
 
 // minLinkSecret is the shortest accepted --link-secret (remote.MinSecret).
@@ -215,49 +232,29 @@ const minLinkSecret = 16
 // link address joins a cluster: the secret is then required, and the
 // address others dial must be a concrete host.
 func (c *serveConfig) validateCluster() []error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if c.GroupSessionTimeout == 0 {
-		c.GroupSessionTimeout = 10 * time.Second
-	}
-	if c.GroupHeartbeat == 0 {
-		c.GroupHeartbeat = 3 * time.Second
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 3 * time.Second
-	}
-	if c.GroupSessionTimeout < 0 || c.GroupHeartbeat < 0 || c.DrainTimeout < 0 {
-		bad("--group-session-timeout, --group-heartbeat and --drain-timeout must not be negative")
-	}
-	if c.GroupHeartbeat >= c.GroupSessionTimeout {
-		bad("--group-heartbeat: %s must be below --group-session-timeout %s", c.GroupHeartbeat, c.GroupSessionTimeout)
+	f := fmt.Sprintf
+	c.GroupSessionTimeout = cmp.Or(c.GroupSessionTimeout, 10*time.Second)
+	c.GroupHeartbeat = cmp.Or(c.GroupHeartbeat, 3*time.Second)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, 3*time.Second)
+	checks := []check{
+		{c.GroupSessionTimeout < 0 || c.GroupHeartbeat < 0 || c.DrainTimeout < 0, "--group-session-timeout, --group-heartbeat and --drain-timeout must not be negative"},
+		{c.GroupHeartbeat >= c.GroupSessionTimeout, f("--group-heartbeat: %s must be below --group-session-timeout %s", c.GroupHeartbeat, c.GroupSessionTimeout)},
+		{c.LinkAddr == "" && c.LinkAdvertise != "", "--link-advertise needs --link-addr"},
 	}
 	if c.LinkAddr == "" {
-		if c.LinkAdvertise != "" {
-			bad("--link-advertise needs --link-addr")
-		}
-		return errs
+		return failed(checks)
 	}
-	if _, _, err := net.SplitHostPort(c.LinkAddr); err != nil {
-		bad("--link-addr: %q: %v", c.LinkAddr, err)
-	}
-	if len(c.LinkSecret) < minLinkSecret {
-		bad("--link-secret: required with --link-addr, at least %d bytes (the same on every node)", minLinkSecret)
-	}
-	adv := c.LinkAdvertise
-	if adv == "" {
-		adv = c.LinkAddr
-	}
+	adv := cmp.Or(c.LinkAdvertise, c.LinkAddr)
 	host, port, err := net.SplitHostPort(adv)
-	switch {
-	case err != nil:
-		bad("--link-advertise: %q: %v", adv, err)
-	case host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified():
-		bad("--link-advertise: required when --link-addr %q listens on every interface (other nodes need an address to dial)", c.LinkAddr)
-	case c.LinkAdvertise != "" && port == "0":
-		bad("--link-advertise: %q needs a concrete port", adv)
-	}
-	return errs
+	wildcard := err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified())
+	checks = append(checks,
+		addrCheck("--link-addr", c.LinkAddr),
+		check{len(c.LinkSecret) < minLinkSecret, f("--link-secret: required with --link-addr, at least %d bytes (the same on every node)", minLinkSecret)},
+		check{err != nil, f("--link-advertise: %q: %v", adv, err)},
+		check{wildcard, f("--link-advertise: required when --link-addr %q listens on every interface (other nodes need an address to dial)", c.LinkAddr)},
+		check{err == nil && !wildcard && c.LinkAdvertise != "" && port == "0", f("--link-advertise: %q needs a concrete port", adv)},
+	)
+	return failed(checks)
 }
 
 // sealingKeys returns the configured keys, or the ones generated once into

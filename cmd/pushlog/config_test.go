@@ -64,6 +64,15 @@ func TestValidate(t *testing.T) {
 		{"tls half", func(c *serveConfig) { c.TLSCert = "x.pem" }, "--tls-cert and --tls-key"},
 		{"public url path", func(c *serveConfig) { c.PublicURL = "https://push.example.com/x" }, "--public-url"},
 		{"public url scheme", func(c *serveConfig) { c.PublicURL = "ftp://push.example.com" }, "--public-url"},
+		{"namespace", func(c *serveConfig) { c.Namespace = "a b" }, "--namespace"},
+		{"uaid expiry", func(c *serveConfig) { c.UAIDExpiry = time.Second }, "--uaid-expiry: 1s is below 1m"},
+		{"uaid expiry default", func(c *serveConfig) { c.UAIDExpiry = 0 }, ""},
+		{"shutdown timeout", func(c *serveConfig) { c.ShutdownTimeout = 0 }, "--shutdown-timeout: 0s must be positive"},
+		{"min client ping", func(c *serveConfig) { c.MinClientPing = -time.Second }, "--min-client-ping: -1s is negative"},
+		{"lag interval", func(c *serveConfig) { c.LagInterval = -time.Second }, "--lag-interval: -1s is negative"},
+		{"metrics addr off", func(c *serveConfig) { c.MetricsAddr = "" }, ""},
+		{"metrics addr", func(c *serveConfig) { c.MetricsAddr = "9100" }, `--metrics-addr: "9100"`},
+		{"registrations per minute", func(c *serveConfig) { c.MaxRegistrationsPerMinute = -1 }, "--max-registrations-per-minute: -1 is negative"},
 	}
 	runValidateCases(t, tests)
 }
