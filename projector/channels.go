@@ -424,17 +424,17 @@ const channelSweepPoll = 5 * time.Second
 // owner of the partition.
 const channelCloseTimeout = 5 * time.Second
 
-// channelRetry calls fn until it succeeds or ctx ends, with a capped
-// backoff; a failure is logged as an error (it is a heartbeat: the
-// projector is stuck on Kafka, not dead).
-func channelRetry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+// retryKafka calls fn until it succeeds or ctx ends, with a capped
+// backoff, logging each failure with logf (the channel projector logs an
+// error: it is a heartbeat, the projector is stuck on Kafka, not dead).
+func retryKafka(ctx context.Context, logf func(msg string, args ...any), what string, fn func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := fn()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		log.Error(what+" failed, retrying", "err", err, "in", backoff)
+		logf(what+" failed, retrying", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -449,7 +449,7 @@ func channelRetry(ctx context.Context, log *slog.Logger, what string, fn func() 
 func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm *kadm.Client, producer *kgo.Client, fetches kgo.Fetches) {
 	p.dirty.Store(true) // fetch errors are logged by the group member
 	var parts map[int32]*channelPartition
-	if err := channelRetry(ctx, p.log, "load channel state", func() (err error) {
+	if err := retryKafka(ctx, p.log.Error, "load channel state", func() (err error) {
 		parts, err = p.ensureLoaded(ctx, adm, producer, fetches)
 		return err
 	}); err != nil {
@@ -482,7 +482,7 @@ func (p *ChannelProjector) processBatch(ctx context.Context, cl *kgo.Client, adm
 // one UAID's record must never stop the partition). Other failures are
 // retried until ctx ends.
 func (p *ChannelProjector) produce(ctx context.Context, producer *kgo.Client, recs []*kgo.Record) error {
-	return channelRetry(ctx, p.log, "produce channel records", func() error {
+	return retryKafka(ctx, p.log.Error, "produce channel records", func() error {
 		if len(recs) == 0 {
 			return nil
 		}

@@ -300,7 +300,7 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 	// Kafka may still be starting, or the topics not yet created: keep
 	// trying; WaitReady's caller bounds the wait.
 	var snapTargets, regTargets map[int32]int64
-	err = goneRetry(ctx, g.log, "list high watermarks", func() (err error) {
+	err = retryKafka(ctx, g.log.Warn, "list high watermarks", func() (err error) {
 		if snapTargets, err = channelTargets(ctx, adm, g.names.Channels, nil); err != nil {
 			return err
 		}
@@ -316,7 +316,7 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 	g.log.Info("snapshots loaded", "gone_facts", g.Len())
 
 	// From here on registrations are folded and snapshots are live.
-	err = goneRetry(ctx, g.log, "list registrations start offsets", func() (err error) {
+	err = retryKafka(ctx, g.log.Warn, "list registrations start offsets", func() (err error) {
 		regTargets, err = goneLiveTargets(ctx, adm, g.names.Registrations, regTargets)
 		return err
 	})
@@ -436,24 +436,6 @@ func goneLiveTargets(ctx context.Context, adm *kadm.Client, topic string, target
 		}
 	}
 	return targets, nil
-}
-
-// goneRetry calls fn until it succeeds or ctx ends, with a capped backoff.
-func goneRetry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		log.Warn(what+" failed, retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
 }
 
 // applyRecord folds one record of either topic; corrupt ones are skipped.
