@@ -126,15 +126,15 @@ func debugMux(srv *connector.Server) http.Handler {
 // memLink is a trivial in-memory owner: every UAID it attached is known.
 type memLink struct {
 	mu       sync.Mutex
-	known    map[string]bool
-	sessions map[string]link.Session
+	known    map[schema.UAID]bool
+	sessions map[schema.UAID]link.Session
 }
 
 func newMemLink() *memLink {
-	return &memLink{known: map[string]bool{}, sessions: map[string]link.Session{}}
+	return &memLink{known: map[schema.UAID]bool{}, sessions: map[schema.UAID]link.Session{}}
 }
 
-func (l *memLink) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
+func (l *memLink) CheckUAID(ctx context.Context, uaid schema.UAID) (link.UAIDInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return link.UAIDInfo{}, err
 	}
@@ -145,7 +145,7 @@ func (l *memLink) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, er
 	return link.UAIDInfo{Valid: l.known[uaid], Partial: true}, nil
 }
 
-func (l *memLink) Attach(ctx context.Context, uaid string, s link.Session) error {
+func (l *memLink) Attach(ctx context.Context, uaid schema.UAID, s link.Session) error {
 	if err := ctx.Err(); err != nil {
 		return errors.Join(link.ErrNotOwner, err)
 	}
@@ -156,7 +156,7 @@ func (l *memLink) Attach(ctx context.Context, uaid string, s link.Session) error
 	return nil
 }
 
-func (l *memLink) Detach(uaid string, s link.Session) {
+func (l *memLink) Detach(uaid schema.UAID, s link.Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.sessions[uaid] == s {
@@ -164,4 +164,4 @@ func (l *memLink) Detach(uaid string, s link.Session) {
 	}
 }
 
-func (l *memLink) Acked(string, *pb.MessageRef) {}
+func (l *memLink) Acked(schema.UAID, *pb.MessageRef) {}

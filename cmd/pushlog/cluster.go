@@ -30,9 +30,9 @@ type cluster struct {
 }
 
 // sessionDialerFunc adapts a function to owner.SessionDialer.
-type sessionDialerFunc func(addr, uaid, connID string) link.Session
+type sessionDialerFunc func(addr string, uaid schema.UAID, connID string) link.Session
 
-func (f sessionDialerFunc) Session(addr, uaid, connID string) link.Session {
+func (f sessionDialerFunc) Session(addr string, uaid schema.UAID, connID string) link.Session {
 	return f(addr, uaid, connID)
 }
 
@@ -57,7 +57,7 @@ func listenLink(cfg *serveConfig, logger *slog.Logger) (*cluster, error) {
 // dialer is the owner's SessionDialer: it exists before the node link (the
 // link needs the owner), so it looks the node up when called.
 func (c *cluster) dialer() owner.SessionDialer {
-	return sessionDialerFunc(func(addr, uaid, connID string) link.Session {
+	return sessionDialerFunc(func(addr string, uaid schema.UAID, connID string) link.Session {
 		if c.node == nil {
 			return nil
 		}

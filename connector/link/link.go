@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -60,20 +61,22 @@ type UAIDInfo struct {
 	Partial bool
 }
 
-// Link is what a connection node asks of the owner of a UAID.
+// Link is what a connection node asks of the owner of a UAID. UAIDs are
+// typed: a connection node parses the client's text once (a malformed one
+// never gets here), and the owner takes the partition from the value.
 type Link interface {
 	// CheckUAID reports whether uaid is a known, not reset UAID, and its
 	// registered channels. The owner is the authority: it first catches up
 	// with every registration already durable, so a client that registered
 	// a moment ago is never reset and its channels are all listed.
-	CheckUAID(ctx context.Context, uaid string) (UAIDInfo, error)
+	CheckUAID(ctx context.Context, uaid schema.UAID) (UAIDInfo, error)
 	// Attach records that uaid is connected through s and delivers the
 	// stored messages to it. A newer Attach for the same UAID replaces the
 	// older session.
-	Attach(ctx context.Context, uaid string, s Session) error
+	Attach(ctx context.Context, uaid schema.UAID, s Session) error
 	// Detach forgets s (only if it is still the current session of uaid).
-	Detach(uaid string, s Session)
+	Detach(uaid schema.UAID, s Session)
 	// Acked tells the owner at once that the client acked the message, so
 	// it is never delivered again even before the Acked event is folded.
-	Acked(uaid string, ref *pb.MessageRef)
+	Acked(uaid schema.UAID, ref *pb.MessageRef)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // SessionDialer makes sessions for connections on other nodes. The owner
@@ -21,7 +22,7 @@ type SessionDialer interface {
 	// uaid on the node whose link address is linkAddr, or nil when that
 	// node cannot be reached at all. The session's type has a method
 	// FromPresence() bool returning true (see presenceSession).
-	Session(linkAddr, uaid, connID string) link.Session
+	Session(linkAddr string, uaid schema.UAID, connID string) link.Session
 }
 
 // presenceSession is a session made from pushlog.presence rather than by an
@@ -50,7 +51,7 @@ func (ps *partState) followPresence(u *uaidState) {
 	if s := u.session; s != nil && (!fromPresence(s) || s.ConnID() == pr.connID) {
 		return // attached, or already following this connection
 	}
-	if s := d.Session(pr.linkAddr, u.uaid(), pr.connID); s != nil {
+	if s := d.Session(pr.linkAddr, u.id, pr.connID); s != nil {
 		ps.attach(u.id, s)
 	}
 }
@@ -116,12 +117,11 @@ func GroupOwners(ctx context.Context, adm *kadm.Client, group, topic string) (ma
 
 // Redeliver sends uaid's pending messages again if s is still its session
 // (a remote session whose node link came up after a delivery failed).
-func (o *Owner) Redeliver(uaid string, s link.Session) {
-	id, p, err := o.partitionOf(uaid)
-	if err != nil || s == nil {
+func (o *Owner) Redeliver(id schema.UAID, s link.Session) {
+	if s == nil {
 		return
 	}
-	ps := o.part(p)
+	ps := o.part(o.partitionOf(id))
 	if ps == nil {
 		return
 	}

@@ -29,7 +29,7 @@ type fakeDialer struct {
 	made []presenceSess
 }
 
-func (d *fakeDialer) Session(addr, uaid, connID string) link.Session {
+func (d *fakeDialer) Session(addr string, _ schema.UAID, connID string) link.Session {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := presenceSess{fakeSession: &fakeSession{id: connID}, addr: addr}

@@ -137,6 +137,42 @@ func (e *testEnv) start(mod func(*Config)) *runningOwner {
 	return r
 }
 
+// The tests name UAIDs by their text, as clients and events do. A
+// connection node parses that text once at its boundary, and a malformed
+// UAID is simply not valid there (never reaching the owner); these wrappers
+// of the typed Link methods do the same.
+
+func (r *runningOwner) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return link.UAIDInfo{}, nil
+	}
+	return r.Owner.CheckUAID(ctx, id)
+}
+
+func (r *runningOwner) Attach(ctx context.Context, uaid string, s link.Session) error {
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return err
+	}
+	return r.Owner.Attach(ctx, id, s)
+}
+
+func (r *runningOwner) Detach(uaid string, s link.Session) { r.Owner.Detach(mustUAID(uaid), s) }
+
+func (r *runningOwner) Acked(uaid string, ref *pb.MessageRef) { r.Owner.Acked(mustUAID(uaid), ref) }
+
+func (r *runningOwner) Redeliver(uaid string, s link.Session) { r.Owner.Redeliver(mustUAID(uaid), s) }
+
+// mustUAID parses a UAID the test made.
+func mustUAID(s string) schema.UAID {
+	id, err := schema.ParseUAID(s)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
 // stop ends Run and waits for it (idempotent).
 func (r *runningOwner) stop() {
 	r.cancel()
@@ -234,7 +270,7 @@ func (e *testEnv) accept(uaid, ch string, opts ...msgOpt) *pb.MessageRef {
 // ack does what a connection node does on a client ack.
 func (e *testEnv) ack(o *Owner, uaid string, ref *pb.MessageRef) {
 	if o != nil {
-		o.Acked(uaid, ref)
+		o.Acked(mustUAID(uaid), ref)
 	}
 	ev := e.event(uaid)
 	ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: 100}}

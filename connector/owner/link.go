@@ -35,26 +35,17 @@ func (o *Owner) ownedPartition(ctx context.Context, p int32) (*partState, error)
 	}
 }
 
-func (o *Owner) partitionOf(uaid string) (schema.UAID, int32, error) {
-	id, err := schema.ParseUAID(uaid)
-	if err != nil {
-		return id, 0, err
-	}
-	return id, id.Partition(o.cfg.Partitions), nil
-}
+// partitionOf returns the partition number of id.
+func (o *Owner) partitionOf(id schema.UAID) int32 { return id.Partition(o.cfg.Partitions) }
 
 // CheckUAID reports whether uaid is known and not reset, and its
 // registered channels. It first waits
 // until the fold has read every registration already in Kafka, so a
 // client that registered a moment ago is never reset, and every message
 // event, so a message deleted (DELETE answered 204) or replaced before
-// this hello is not delivered after it. A malformed UAID is simply not
-// valid.
-func (o *Owner) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
-	id, p, err := o.partitionOf(uaid)
-	if err != nil {
-		return link.UAIDInfo{}, nil
-	}
+// this hello is not delivered after it.
+func (o *Owner) CheckUAID(ctx context.Context, id schema.UAID) (link.UAIDInfo, error) {
+	p := o.partitionOf(id)
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.CheckTimeout)
 	defer cancel()
 	ps, err := o.ownedPartition(ctx, p)
@@ -150,14 +141,11 @@ func (o *Owner) checkEnds(ctx context.Context, p int32) ([numGroupTopics]int64, 
 // redelivery). s.Deliver is called with the partition's lock held: it must
 // not block and must not call back into the owner (Detach, Acked, ...)
 // from inside Deliver.
-func (o *Owner) Attach(ctx context.Context, uaid string, s link.Session) error {
+func (o *Owner) Attach(ctx context.Context, id schema.UAID, s link.Session) error {
 	if s == nil {
 		return errors.New("owner: attach: nil session")
 	}
-	id, p, err := o.partitionOf(uaid)
-	if err != nil {
-		return fmt.Errorf("owner: attach: %w", err)
-	}
+	p := o.partitionOf(id)
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.CheckTimeout)
 	defer cancel()
 	ps, err := o.ownedPartition(ctx, p)
@@ -174,11 +162,11 @@ func (o *Owner) Attach(ctx context.Context, uaid string, s link.Session) error {
 }
 
 // Detach forgets s if it is still the session of uaid.
-func (o *Owner) Detach(uaid string, s link.Session) {
-	id, p, err := o.partitionOf(uaid)
-	if err != nil || s == nil {
+func (o *Owner) Detach(id schema.UAID, s link.Session) {
+	if s == nil {
 		return
 	}
+	p := o.partitionOf(id)
 	if ps := o.part(p); ps != nil {
 		ps.mu.Lock()
 		if !ps.closed {
@@ -196,9 +184,9 @@ func (o *Owner) Detach(uaid string, s link.Session) {
 
 // Acked marks the message as acked by the client: it is never delivered
 // again; it settles when the Acked event is folded.
-func (o *Owner) Acked(uaid string, ref *pb.MessageRef) {
-	id, p, err := o.partitionOf(uaid)
-	if err != nil || ref == nil || ref.GetPartition() != p {
+func (o *Owner) Acked(id schema.UAID, ref *pb.MessageRef) {
+	p := o.partitionOf(id)
+	if ref == nil || ref.GetPartition() != p {
 		return
 	}
 	if ps := o.part(p); ps != nil {

@@ -442,10 +442,10 @@ func TestNotOwnerBeforeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := valid(o.CheckUAID(context.Background(), uaidIn(0))); !errors.Is(err, link.ErrNotOwner) {
+	if _, err := valid(o.CheckUAID(context.Background(), mustUAID(uaidIn(0)))); !errors.Is(err, link.ErrNotOwner) {
 		t.Fatalf("err = %v, want ErrNotOwner", err)
 	}
-	if err := o.Attach(context.Background(), uaidIn(0), newSession()); !errors.Is(err, link.ErrNotOwner) {
+	if err := o.Attach(context.Background(), mustUAID(uaidIn(0)), newSession()); !errors.Is(err, link.ErrNotOwner) {
 		t.Fatalf("err = %v, want ErrNotOwner", err)
 	}
 }

@@ -35,13 +35,17 @@ func newFakeOwner() *fakeOwner {
 		redelivered: make(chan link.Session, 16), attachedCh: make(chan link.Session, 16)}
 }
 
-func (o *fakeOwner) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
+// boomUAID is a UAID whose check fails at the owner.
+const boomUAID = "b00b00b00b00b00b00b00b00b00b00b0"
+
+func (o *fakeOwner) CheckUAID(_ context.Context, id schema.UAID) (link.UAIDInfo, error) {
+	uaid := id.String()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.notOwner {
 		return link.UAIDInfo{}, link.ErrNotOwner
 	}
-	if uaid == "boom" {
+	if uaid == boomUAID {
 		return link.UAIDInfo{}, errors.New("kafka is down")
 	}
 	info := o.chans[uaid]
@@ -49,7 +53,8 @@ func (o *fakeOwner) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, er
 	return info, nil
 }
 
-func (o *fakeOwner) Attach(_ context.Context, uaid string, s link.Session) error {
+func (o *fakeOwner) Attach(_ context.Context, id schema.UAID, s link.Session) error {
+	uaid := id.String()
 	o.mu.Lock()
 	if o.notOwner {
 		o.mu.Unlock()
@@ -63,7 +68,8 @@ func (o *fakeOwner) Attach(_ context.Context, uaid string, s link.Session) error
 
 // Detach behaves like the owner: only the current session of that
 // connection id goes (and a presence session only detaches itself).
-func (o *fakeOwner) Detach(uaid string, s link.Session) {
+func (o *fakeOwner) Detach(id schema.UAID, s link.Session) {
+	uaid := id.String()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	cur := o.sessions[uaid]
@@ -77,13 +83,13 @@ func (o *fakeOwner) Detach(uaid string, s link.Session) {
 	o.detached = append(o.detached, s.ConnID())
 }
 
-func (o *fakeOwner) Acked(_ string, ref *pb.MessageRef) {
+func (o *fakeOwner) Acked(_ schema.UAID, ref *pb.MessageRef) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.acked = append(o.acked, ref)
 }
 
-func (o *fakeOwner) Redeliver(_ string, s link.Session) { o.redelivered <- s }
+func (o *fakeOwner) Redeliver(_ schema.UAID, s link.Session) { o.redelivered <- s }
 
 func (o *fakeOwner) session(uaid string) link.Session {
 	o.mu.Lock()
@@ -242,3 +248,12 @@ func testNote(uaid string, off int64) link.Notification {
 }
 
 var testUAID = schema.NewUAID()
+
+// uaidOf parses a UAID the test made.
+func uaidOf(s string) schema.UAID {
+	id, err := schema.ParseUAID(s)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -46,7 +47,7 @@ type Owner interface {
 	link.Link
 	// Redeliver sends uaid's pending messages to s again if s is still its
 	// session (a link that was being dialed came up).
-	Redeliver(uaid string, s link.Session)
+	Redeliver(uaid schema.UAID, s link.Session)
 }
 
 // Sessions is the connection node's side: its local client sessions.
@@ -305,7 +306,7 @@ func (n *Node) linkClosed(c *conn) {
 			n.detachAttached(k, ap)
 			continue
 		}
-		n.cfg.Owner.Detach(k.uaid, s) // a presence proxy detaches only itself
+		n.detachText(k.uaid, s) // a presence proxy detaches only itself
 	}
 	if c.dialed {
 		if p := n.peerIfAny(c.peer.addr); p != nil {
@@ -348,8 +349,26 @@ func (n *Node) goHandle(fn func()) {
 	}()
 }
 
-func (n *Node) detachLater(uaid string, s link.Session) {
+func (n *Node) detachLater(uaid schema.UAID, s link.Session) {
 	n.goHandle(func() { n.cfg.Owner.Detach(uaid, s) })
+}
+
+// detachText detaches s of a UAID as the link carries it (text); a
+// malformed one was never attached.
+func (n *Node) detachText(uaid string, s link.Session) {
+	if id, err := schema.ParseUAID(uaid); err == nil {
+		n.cfg.Owner.Detach(id, s)
+	}
+}
+
+// checkUAID asks the owner about a UAID as the link carries it (text); a
+// malformed one is simply not valid.
+func (n *Node) checkUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return link.UAIDInfo{}, nil
+	}
+	return n.cfg.Owner.CheckUAID(ctx, id)
 }
 
 func (n *Node) stripe(k proxyKey) *sync.Mutex {
@@ -365,7 +384,7 @@ func (n *Node) stripe(k proxyKey) *sync.Mutex {
 func (n *Node) handleCheck(c *conn, f *frame) {
 	ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
 	defer cancel()
-	info, err := n.cfg.Owner.CheckUAID(ctx, f.uaid)
+	info, err := n.checkUAID(ctx, f.uaid)
 	r := &frame{typ: tCheckResp, id: f.id, valid: info.Valid, chans: info.Channels, listed: !info.Partial}
 	if len(r.chans) > maxLinkChannels {
 		n.log.Warn("uaid has more channels than the node link carries; answering a partial list",
@@ -381,8 +400,9 @@ func (n *Node) handleCheck(c *conn, f *frame) {
 // earlier link carried for this connection may have been lost with it, and
 // the connection node drops what its client already has.
 func (n *Node) handleAttach(c *conn, f *frame) {
+	id, err := schema.ParseUAID(f.uaid)
 	k := proxyKey{f.uaid, f.conn}
-	px := &attachProxy{c: c, uaid: f.uaid, connID: f.conn}
+	px := &attachProxy{c: c, id: id, uaid: f.uaid, connID: f.conn}
 	st := n.stripe(k)
 	st.Lock()
 	n.mu.Lock()
@@ -392,15 +412,14 @@ func (n *Node) handleAttach(c *conn, f *frame) {
 	if old != nil {
 		old.c.untrack(k, old)
 	}
-	var err error
-	if f.uaid == "" || f.conn == "" {
+	if err != nil || f.conn == "" {
 		err = errors.New("attach without uaid or connection id")
 	} else if !c.track(k, px) {
 		err = errLinkDown
 	} else {
-		n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+		n.cfg.Owner.Detach(id, connRef(f.conn))
 		ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
-		err = n.cfg.Owner.Attach(ctx, f.uaid, px)
+		err = n.cfg.Owner.Attach(ctx, id, px)
 		cancel()
 	}
 	if err != nil {
@@ -429,7 +448,7 @@ func (n *Node) detachAttached(k proxyKey, px *attachProxy) {
 	}
 	n.mu.Unlock()
 	if current {
-		n.cfg.Owner.Detach(k.uaid, px)
+		n.cfg.Owner.Detach(px.id, px)
 	}
 }
 
@@ -442,7 +461,7 @@ func (n *Node) handleDetach(c *conn, f *frame) {
 	case px == nil:
 		// Never attached here (or attached before a takeover): forget a
 		// session presence made for it.
-		n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+		n.detachText(f.uaid, connRef(f.conn))
 	case px.c == c:
 		c.untrack(k, px)
 		n.detachAttached(k, px)
@@ -450,8 +469,8 @@ func (n *Node) handleDetach(c *conn, f *frame) {
 }
 
 func (n *Node) handleAcked(f *frame) {
-	if f.uaid != "" && f.ref != nil {
-		n.cfg.Owner.Acked(f.uaid, f.ref)
+	if id, err := schema.ParseUAID(f.uaid); err == nil && f.ref != nil {
+		n.cfg.Owner.Acked(id, f.ref)
 	}
 }
 
@@ -468,7 +487,7 @@ func (n *Node) handleGone(c *conn, f *frame) {
 	if px != nil {
 		px.c.untrack(k, px)
 	}
-	n.cfg.Owner.Detach(f.uaid, connRef(f.conn))
+	n.detachText(f.uaid, connRef(f.conn))
 }
 
 func setError(r *frame, err error) {
@@ -567,13 +586,13 @@ func (n *Node) call(ctx context.Context, addr string, f *frame) (*frame, error) 
 
 // Session returns a session that delivers to connection connID of uaid on
 // the node at addr (owner.SessionDialer). It starts dialing that node.
-func (n *Node) Session(addr, uaid, connID string) link.Session {
+func (n *Node) Session(addr string, uaid schema.UAID, connID string) link.Session {
 	if addr == n.cfg.Addr {
-		return &localProxy{n: n, uaid: uaid, connID: connID}
+		return &localProxy{n: n, id: uaid, uaid: uaid.String(), connID: connID}
 	}
 	p := n.peer(addr)
 	p.ensureDial()
-	return &presenceProxy{p: p, uaid: uaid, connID: connID}
+	return &presenceProxy{p: p, id: uaid, uaid: uaid.String(), connID: connID}
 }
 
 // --- peers -----------------------------------------------------------------

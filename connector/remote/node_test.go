@@ -55,7 +55,7 @@ func TestRoundTrips(t *testing.T) {
 	if info, err := cn.CheckUAID(ctx5(t), own.Addr(), "unknown"); err != nil || info.Valid {
 		t.Fatalf("CheckUAID(unknown) = %+v, %v", info, err)
 	}
-	if _, err := cn.CheckUAID(ctx5(t), own.Addr(), "boom"); err == nil || !strings.Contains(err.Error(), "kafka is down") {
+	if _, err := cn.CheckUAID(ctx5(t), own.Addr(), boomUAID); err == nil || !strings.Contains(err.Error(), "kafka is down") {
 		t.Fatalf("owner error not carried: %v", err)
 	}
 
@@ -270,7 +270,7 @@ func TestPresenceSession(t *testing.T) {
 	own := startNode(t, "owner", "", nil)
 	cn := startNode(t, "conn", "", nil)
 	client := cn.sessions.add(testUAID, "c1")
-	s := own.Session(cn.Addr(), testUAID, "c1")
+	s := own.Session(cn.Addr(), uaidOf(testUAID), "c1")
 	if p, ok := s.(interface{ FromPresence() bool }); !ok || !p.FromPresence() {
 		t.Fatal("presence session not marked")
 	}
@@ -289,7 +289,7 @@ func TestPresenceSession(t *testing.T) {
 	}
 
 	// A presence session for this node itself uses the local registry.
-	local := cn.Session(cn.Addr(), testUAID, "c1")
+	local := cn.Session(cn.Addr(), uaidOf(testUAID), "c1")
 	if err := local.Deliver(testNote(testUAID, 2)); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestPresenceSession(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 	// One for a connection that is gone detaches itself.
-	gone := cn.Session(cn.Addr(), testUAID, "nope")
+	gone := cn.Session(cn.Addr(), uaidOf(testUAID), "nope")
 	cn.owner.set(testUAID, gone)
 	if err := gone.Deliver(testNote(testUAID, 3)); err == nil {
 		t.Fatal("delivered to a missing connection")
@@ -315,7 +315,7 @@ func TestPresenceSessionUnreachable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := own.Session(addr, testUAID, "c1")
+	s := own.Session(addr, uaidOf(testUAID), "c1")
 	own.owner.set(testUAID, s)
 	_ = s.Deliver(testNote(testUAID, 1))
 	waitFor(t, "unreachable presence session detached", func() bool { return own.owner.session(testUAID) == nil })

@@ -116,7 +116,7 @@ func (p *peer) connOrWait(px *presenceProxy) *conn {
 		return nil
 	}
 	p.mu.Unlock()
-	p.n.detachLater(px.uaid, px)
+	p.n.detachLater(px.id, px)
 	return nil
 }
 
@@ -153,13 +153,13 @@ func (p *peer) dial() {
 	if err != nil {
 		p.n.log.Debug("node link dial failed", "peer", p.addr, "err", err)
 		for px := range waiting {
-			p.n.cfg.Owner.Detach(px.uaid, px)
+			p.n.cfg.Owner.Detach(px.id, px)
 		}
 		return
 	}
 	p.n.goHandle(c.run)
 	for px := range waiting {
-		p.n.cfg.Owner.Redeliver(px.uaid, px)
+		p.n.cfg.Owner.Redeliver(px.id, px)
 	}
 }
 

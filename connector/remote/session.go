@@ -2,6 +2,7 @@ package remote
 
 import (
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 )
 
 // The owner-side stand-ins for client connections on other nodes. All
@@ -12,6 +13,7 @@ import (
 // back on the link the Attach came on.
 type attachProxy struct {
 	c            *conn
+	id           schema.UAID // uaid parsed: what the owner takes
 	uaid, connID string
 }
 
@@ -25,7 +27,8 @@ func (p *attachProxy) Deliver(n link.Notification) error {
 // (a takeover): deliveries go over a link this node dials.
 type presenceProxy struct {
 	p            *peer
-	uaid, connID string
+	id           schema.UAID
+	uaid, connID string // uaid is id's text, as deliveries carry it
 }
 
 func (p *presenceProxy) ConnID() string     { return p.connID }
@@ -46,7 +49,8 @@ func (p *presenceProxy) Deliver(n link.Notification) error {
 // it is attached to another owner (this node just took its partition over).
 type localProxy struct {
 	n            *Node
-	uaid, connID string
+	id           schema.UAID
+	uaid, connID string // uaid is id's text, as FindSession takes it
 }
 
 func (p *localProxy) ConnID() string     { return p.connID }
@@ -58,11 +62,11 @@ func (p *localProxy) Deliver(n link.Notification) error {
 		s = p.n.cfg.Sessions.FindSession(p.uaid, p.connID)
 	}
 	if s == nil {
-		p.n.detachLater(p.uaid, p)
+		p.n.detachLater(p.id, p)
 		return link.ErrSessionClosed
 	}
 	if err := s.Deliver(n); err != nil {
-		p.n.detachLater(p.uaid, p)
+		p.n.detachLater(p.id, p)
 		return err
 	}
 	return nil

@@ -30,7 +30,8 @@ type Local interface {
 	Owns(p int32) bool
 }
 
-// Remote reaches owners on other nodes (remote.Node).
+// Remote reaches owners on other nodes (remote.Node). UAIDs are in their
+// text form there: what the node link carries.
 type Remote interface {
 	CheckUAID(ctx context.Context, addr, uaid string) (link.UAIDInfo, error)
 	Attach(ctx context.Context, addr, uaid, connID string) error
@@ -72,15 +73,15 @@ type Router struct {
 	remote Remote
 
 	mu       sync.RWMutex
-	sessions map[string]*session // by UAID: this node's attached connections
+	sessions map[schema.UAID]*session // this node's attached connections
 
 	draining   atomic.Bool
 	unacked    atomic.Int64 // delivered and not acked, over all sessions
 	suppressed atomic.Int64 // deliveries a connection already had
 
 	rmu     sync.Mutex
-	redo    map[string]struct{} // UAIDs to attach again
-	retry   map[string]struct{} // UAIDs to attach again after ReattachRetry
+	redo    map[schema.UAID]struct{} // UAIDs to attach again
+	retry   map[schema.UAID]struct{} // UAIDs to attach again after ReattachRetry
 	redoSig chan struct{}
 }
 
@@ -111,9 +112,9 @@ func New(cfg Config) (*Router, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "router"),
 		remote:   cfg.Remote,
-		sessions: make(map[string]*session),
-		redo:     make(map[string]struct{}),
-		retry:    make(map[string]struct{}),
+		sessions: make(map[schema.UAID]*session),
+		redo:     make(map[schema.UAID]struct{}),
+		retry:    make(map[schema.UAID]struct{}),
 		redoSig:  make(chan struct{}, 1),
 	}
 	if err := register(cfg.Metrics, r.collectors()...); err != nil {
@@ -129,7 +130,7 @@ func (r *Router) SetRemote(rm Remote) { r.remote = rm }
 // TableChanged attaches the sessions of partitions whose owner changed to
 // their new owner (register it with Table.OnChange).
 func (r *Router) TableChanged(changed map[int32]string) {
-	var uaids []string
+	var uaids []schema.UAID
 	r.mu.RLock()
 	for u, s := range r.sessions {
 		if a, ok := changed[s.p]; ok && a != "" && a != s.routeAddr() {
@@ -163,7 +164,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		r.rmu.Lock()
 		batch := r.redo
-		r.redo = make(map[string]struct{})
+		r.redo = make(map[schema.UAID]struct{})
 		r.rmu.Unlock()
 		for uaid := range batch {
 			select {
@@ -183,7 +184,7 @@ func (r *Router) Run(ctx context.Context) error {
 // reattachWorkers bounds the attaches in flight after a partition moved.
 const reattachWorkers = 32
 
-func (r *Router) schedule(uaids ...string) {
+func (r *Router) schedule(uaids ...schema.UAID) {
 	if len(uaids) == 0 {
 		return
 	}
@@ -201,7 +202,7 @@ func (r *Router) schedule(uaids ...string) {
 // reattach makes one attempt to attach uaid's session at its partition's
 // current owner; a failure is retried every ReattachRetry (one attempt
 // each, so an unreachable owner never ties up the workers).
-func (r *Router) reattach(ctx context.Context, uaid string) {
+func (r *Router) reattach(ctx context.Context, uaid schema.UAID) {
 	s := r.session(uaid)
 	if s == nil || s.isClosed() {
 		return
@@ -269,28 +270,18 @@ func (r *Router) Stats() Stats {
 
 // --- link.Link ----------------------------------------------------------
 
-// partition returns the canonical UAID and its partition.
-func (r *Router) partition(uaid string) (string, int32, error) {
-	id, err := schema.ParseUAID(uaid)
-	if err != nil {
-		return "", 0, err
-	}
-	return id.String(), id.Partition(r.cfg.Partitions), nil
-}
+// partition returns the partition number of uaid.
+func (r *Router) partition(uaid schema.UAID) int32 { return uaid.Partition(r.cfg.Partitions) }
 
 // CheckUAID asks the owner of uaid's partition.
-func (r *Router) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
-	u, p, err := r.partition(uaid)
-	if err != nil {
-		return link.UAIDInfo{}, nil // malformed: simply not valid (as the owner says)
-	}
+func (r *Router) CheckUAID(ctx context.Context, uaid schema.UAID) (link.UAIDInfo, error) {
 	var info link.UAIDInfo
-	err = r.route(ctx, p, func(addr string) error {
+	err := r.route(ctx, r.partition(uaid), func(addr string) error {
 		var err error
 		if addr == r.cfg.Self {
-			info, err = r.cfg.Local.CheckUAID(ctx, u)
+			info, err = r.cfg.Local.CheckUAID(ctx, uaid)
 		} else {
-			info, err = r.remote.CheckUAID(ctx, addr, u)
+			info, err = r.remote.CheckUAID(ctx, addr, uaid.String())
 		}
 		return err
 	})
@@ -298,18 +289,14 @@ func (r *Router) CheckUAID(ctx context.Context, uaid string) (link.UAIDInfo, err
 }
 
 // Attach attaches the connection s of uaid at the owner of its partition.
-func (r *Router) Attach(ctx context.Context, uaid string, s link.Session) error {
+func (r *Router) Attach(ctx context.Context, uaid schema.UAID, s link.Session) error {
 	if s == nil {
 		return errors.New("route: attach: nil session")
 	}
-	u, p, err := r.partition(uaid)
-	if err != nil {
-		return fmt.Errorf("route: attach: %w", err)
-	}
-	w := &session{r: r, inner: s, uaid: u, p: p}
+	w := &session{r: r, inner: s, uaid: uaid, p: r.partition(uaid)}
 	r.mu.Lock()
-	old := r.sessions[u]
-	r.sessions[u] = w
+	old := r.sessions[uaid]
+	r.sessions[uaid] = w
 	r.mu.Unlock()
 	if old != nil && old.ConnID() != s.ConnID() {
 		old.close() // replaced by a newer connection of the same UAID
@@ -332,7 +319,7 @@ func (r *Router) attachAt(ctx context.Context, s *session, addr string) error {
 	if addr == r.cfg.Self {
 		err = r.cfg.Local.Attach(ctx, s.uaid, s)
 	} else {
-		err = r.remote.Attach(ctx, addr, s.uaid, s.ConnID())
+		err = r.remote.Attach(ctx, addr, s.uaid.String(), s.ConnID())
 	}
 	if err != nil {
 		return err
@@ -352,26 +339,25 @@ func (r *Router) detachAt(addr string, s *session) {
 	case r.cfg.Self:
 		r.cfg.Local.Detach(s.uaid, s)
 	default:
-		r.remote.Detach(addr, s.uaid, s.ConnID())
+		r.remote.Detach(addr, s.uaid.String(), s.ConnID())
 	}
 }
 
 // Detach forgets the connection s and tells the owner it attached to.
-func (r *Router) Detach(uaid string, s link.Session) {
-	u, _, err := r.partition(uaid)
-	if err != nil || s == nil {
+func (r *Router) Detach(uaid schema.UAID, s link.Session) {
+	if s == nil {
 		return
 	}
 	r.mu.Lock()
-	w := r.sessions[u]
+	w := r.sessions[uaid]
 	if w != nil && w.ConnID() == s.ConnID() {
-		delete(r.sessions, u)
+		delete(r.sessions, uaid)
 	} else {
 		w = nil
 	}
 	r.mu.Unlock()
 	if w == nil {
-		r.cfg.Local.Detach(u, s) // never attached here: harmless
+		r.cfg.Local.Detach(uaid, s) // never attached here: harmless
 		return
 	}
 	w.close()
@@ -389,20 +375,20 @@ func (r *Router) forget(s *session) {
 }
 
 // Acked tells the owner of the message's UAID at once.
-func (r *Router) Acked(uaid string, ref *pb.MessageRef) {
-	u, p, err := r.partition(uaid)
-	if err != nil || ref == nil {
+func (r *Router) Acked(uaid schema.UAID, ref *pb.MessageRef) {
+	if ref == nil {
 		return
 	}
-	if s := r.session(u); s != nil {
+	if s := r.session(uaid); s != nil {
 		s.acked(ref)
 	}
+	p := r.partition(uaid)
 	if r.cfg.Local.Owns(p) {
-		r.cfg.Local.Acked(u, ref)
+		r.cfg.Local.Acked(uaid, ref)
 		return
 	}
 	if addr, ok := r.cfg.Owners.Owner(p); ok && addr != "" && addr != r.cfg.Self {
-		r.remote.Acked(addr, u, ref)
+		r.remote.Acked(addr, uaid.String(), ref)
 	}
 }
 
@@ -449,15 +435,20 @@ func retryable(err error) bool {
 
 // --- remote.Sessions ----------------------------------------------------
 
-func (r *Router) session(uaid string) *session {
+func (r *Router) session(uaid schema.UAID) *session {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.sessions[uaid]
 }
 
-// FindSession returns the connection connID of uaid on this node.
+// FindSession returns the connection connID of uaid (as the node link
+// carries it: text) on this node.
 func (r *Router) FindSession(uaid, connID string) link.Session {
-	s := r.session(uaid)
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return nil
+	}
+	s := r.session(id)
 	if s == nil || s.ConnID() != connID {
 		return nil
 	}
@@ -468,7 +459,7 @@ func (r *Router) FindSession(uaid, connID string) link.Session {
 // broke: that owner detached them) and those whose partition addr owns
 // (it may have just taken them over).
 func (r *Router) PeerChanged(addr string) {
-	var uaids []string
+	var uaids []schema.UAID
 	r.mu.RLock()
 	for u, s := range r.sessions {
 		if s.routeAddr() == addr {

@@ -45,7 +45,8 @@ func (l *fakeLocal) record(c string) {
 	l.calls = append(l.calls, c)
 }
 
-func (l *fakeLocal) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, error) {
+func (l *fakeLocal) CheckUAID(_ context.Context, id schema.UAID) (link.UAIDInfo, error) {
+	uaid := id.String()
 	if !l.Owns(schema.PartitionOf(uaid, testParts)) {
 		return link.UAIDInfo{}, link.ErrNotOwner
 	}
@@ -53,7 +54,8 @@ func (l *fakeLocal) CheckUAID(_ context.Context, uaid string) (link.UAIDInfo, er
 	return link.UAIDInfo{Valid: true, Channels: [][16]byte{{1}}}, nil
 }
 
-func (l *fakeLocal) Attach(_ context.Context, uaid string, s link.Session) error {
+func (l *fakeLocal) Attach(_ context.Context, id schema.UAID, s link.Session) error {
+	uaid := id.String()
 	if !l.Owns(schema.PartitionOf(uaid, testParts)) {
 		return link.ErrNotOwner
 	}
@@ -64,8 +66,8 @@ func (l *fakeLocal) Attach(_ context.Context, uaid string, s link.Session) error
 	return nil
 }
 
-func (l *fakeLocal) Detach(uaid string, _ link.Session)  { l.record("detach " + uaid) }
-func (l *fakeLocal) Acked(uaid string, _ *pb.MessageRef) { l.record("acked " + uaid) }
+func (l *fakeLocal) Detach(uaid schema.UAID, _ link.Session)  { l.record("detach " + uaid.String()) }
+func (l *fakeLocal) Acked(uaid schema.UAID, _ *pb.MessageRef) { l.record("acked " + uaid.String()) }
 
 func (l *fakeLocal) callList() []string {
 	l.mu.Lock()
@@ -187,6 +189,15 @@ func newRig(t *testing.T) *rig {
 	return g
 }
 
+// uaidOf parses a UAID the test made.
+func uaidOf(s string) schema.UAID {
+	id, err := schema.ParseUAID(s)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
 func uaidIn(p int32) string {
 	for {
 		if u := schema.NewUAID(); schema.PartitionOf(u, testParts) == p {
@@ -216,7 +227,7 @@ func TestRoutesByPartition(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.p), func(t *testing.T) {
 			u := uaidIn(tc.p)
-			info, err := g.r.CheckUAID(shortCtx(t), u)
+			info, err := g.r.CheckUAID(shortCtx(t), uaidOf(u))
 			if err != nil || !info.Valid || len(info.Channels) != 1 || info.Channels[0][0] != tc.wantChan {
 				t.Fatalf("CheckUAID = %+v, %v", info, err)
 			}
@@ -229,13 +240,15 @@ func TestRoutesByPartition(t *testing.T) {
 		})
 	}
 	// Unowned: retried until the context ends, as ErrNotOwner.
-	_, err := g.r.CheckUAID(shortCtx(t), uaidIn(3))
+	_, err := g.r.CheckUAID(shortCtx(t), uaidOf(uaidIn(3)))
 	if !errors.Is(err, link.ErrNotOwner) || g.owners.refreshes.Load() == 0 {
 		t.Fatalf("err = %v (refreshes %d), want ErrNotOwner after refreshing", err, g.owners.refreshes.Load())
 	}
-	// Malformed: not valid, no error (the connection node issues a new one).
-	if info, err := g.r.CheckUAID(shortCtx(t), "xyz"); info.Valid || err != nil {
-		t.Fatalf("malformed = %+v, %v", info, err)
+	// Malformed: CheckUAID takes a parsed UAID, so the connection node
+	// issues a new one without asking; text from the node link that does
+	// not parse names no session.
+	if s := g.r.FindSession("xyz", "c"); s != nil {
+		t.Fatalf("malformed uaid found session %v", s)
 	}
 }
 
@@ -245,7 +258,7 @@ func TestNotOwnerRefreshes(t *testing.T) {
 	g := newRig(t)
 	g.remote.setErr(peerB, fmt.Errorf("%s: %w", peerB, link.ErrNotOwner))
 	g.owners.onRefresh = func(m map[int32]string) { m[1] = peerC }
-	if err := g.r.Attach(shortCtx(t), uaidIn(1), &conn{id: "c1"}); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(uaidIn(1)), &conn{id: "c1"}); err != nil {
 		t.Fatal(err)
 	}
 	if calls := g.remote.callList(); !slices.Equal(calls, []string{"attach " + peerB, "attach " + peerC}) {
@@ -255,7 +268,7 @@ func TestNotOwnerRefreshes(t *testing.T) {
 	g.owners.onRefresh = func(m map[int32]string) { m[2] = peerB }
 	g.remote.setErr(peerB, nil)
 	g.remote.setErr(peerC, fmt.Errorf("%w: down", remote.ErrUnavailable))
-	if _, err := g.r.CheckUAID(shortCtx(t), uaidIn(2)); err != nil {
+	if _, err := g.r.CheckUAID(shortCtx(t), uaidOf(uaidIn(2))); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -264,10 +277,10 @@ func TestAttachDetach(t *testing.T) {
 	g := newRig(t)
 	ul, ur := uaidIn(0), uaidIn(1)
 	cl, cr := &conn{id: "cl"}, &conn{id: "cr"}
-	if err := g.r.Attach(shortCtx(t), ul, cl); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(ul), cl); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.r.Attach(shortCtx(t), ur, cr); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(ur), cr); err != nil {
 		t.Fatal(err)
 	}
 	// The node link finds the remote one's session; its deliveries reach
@@ -282,8 +295,8 @@ func TestAttachDetach(t *testing.T) {
 	if got := cr.offsets(); !slices.Equal(got, []int64{5}) {
 		t.Fatalf("delivered %v", got)
 	}
-	g.r.Detach(ul, cl)
-	g.r.Detach(ur, cr)
+	g.r.Detach(uaidOf(ul), cl)
+	g.r.Detach(uaidOf(ur), cr)
 	if !slices.Contains(g.local.callList(), "detach "+ul) || !slices.Contains(g.remote.callList(), "detach "+peerB) {
 		t.Fatalf("detach not routed: local %v remote %v", g.local.callList(), g.remote.callList())
 	}
@@ -291,7 +304,7 @@ func TestAttachDetach(t *testing.T) {
 		t.Fatal("session still registered after Detach")
 	}
 	// A failed attach leaves nothing behind.
-	if err := g.r.Attach(shortCtx(t), uaidIn(3), &conn{id: "x"}); err == nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(uaidIn(3)), &conn{id: "x"}); err == nil {
 		t.Fatal("attach to an unowned partition succeeded")
 	}
 	if g.r.Stats().Sessions != 0 {
@@ -305,7 +318,7 @@ func TestNoDuplicatePerConnection(t *testing.T) {
 	g := newRig(t)
 	u := uaidIn(1)
 	c := &conn{id: "c"}
-	if err := g.r.Attach(shortCtx(t), u, c); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(u), c); err != nil {
 		t.Fatal(err)
 	}
 	s := g.r.FindSession(u, "c")
@@ -317,7 +330,7 @@ func TestNoDuplicatePerConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g.r.Acked(u, &pb.MessageRef{Partition: 1, Offset: 3}) // acked before it arrives
+	g.r.Acked(uaidOf(u), &pb.MessageRef{Partition: 1, Offset: 3}) // acked before it arrives
 	_ = s.Deliver(ref(3))
 	if got := c.offsets(); !slices.Equal(got, []int64{1, 2}) {
 		t.Fatalf("connection got %v, want [1 2]", got)
@@ -326,7 +339,7 @@ func TestNoDuplicatePerConnection(t *testing.T) {
 	if st.Suppressed != 3 || st.Unacked != 2 {
 		t.Fatalf("stats %+v", st)
 	}
-	g.r.Acked(u, &pb.MessageRef{Partition: 1, Offset: 1})
+	g.r.Acked(uaidOf(u), &pb.MessageRef{Partition: 1, Offset: 1})
 	if !slices.Contains(g.remote.callList(), "acked "+peerB) {
 		t.Fatalf("ack not sent to the owner: %v", g.remote.callList())
 	}
@@ -338,14 +351,14 @@ func TestNoDuplicatePerConnection(t *testing.T) {
 func TestSeenBounded(t *testing.T) {
 	g := newRig(t)
 	u := uaidIn(0)
-	if err := g.r.Attach(shortCtx(t), u, &conn{id: "c"}); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(u), &conn{id: "c"}); err != nil {
 		t.Fatal(err)
 	}
 	s := g.r.FindSession(u, "c").(*session)
 	for off := range int64(5 * maxSeen) {
 		ref := &pb.MessageRef{Partition: 0, Offset: off}
 		_ = s.Deliver(link.Notification{Ref: ref})
-		g.r.Acked(u, ref)
+		g.r.Acked(uaidOf(u), ref)
 	}
 	s.mu.Lock()
 	n := len(s.seen)
@@ -363,7 +376,7 @@ func TestSeenBounded(t *testing.T) {
 func TestDrain(t *testing.T) {
 	g := newRig(t)
 	u := uaidIn(0)
-	if err := g.r.Attach(shortCtx(t), u, &conn{id: "c"}); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(u), &conn{id: "c"}); err != nil {
 		t.Fatal(err)
 	}
 	s := g.r.FindSession(u, "c")
@@ -380,7 +393,7 @@ func TestDrain(t *testing.T) {
 		t.Fatal("drain returned with an unacked delivery")
 	default:
 	}
-	g.r.Acked(u, ref)
+	g.r.Acked(uaidOf(u), ref)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -391,7 +404,7 @@ func TestDrain(t *testing.T) {
 	defer cancel()
 	g2 := newRig(t)
 	u2 := uaidIn(0)
-	_ = g2.r.Attach(shortCtx(t), u2, &conn{id: "c"})
+	_ = g2.r.Attach(shortCtx(t), uaidOf(u2), &conn{id: "c"})
 	_ = g2.r.FindSession(u2, "c").Deliver(link.Notification{Ref: ref})
 	g2.r.Drain(ctx)
 }
@@ -404,7 +417,7 @@ func TestFollowsMovedPartitions(t *testing.T) {
 	defer cancel()
 	go func() { _ = g.r.Run(ctx) }()
 	u := uaidIn(1)
-	if err := g.r.Attach(shortCtx(t), u, &conn{id: "c"}); err != nil {
+	if err := g.r.Attach(shortCtx(t), uaidOf(u), &conn{id: "c"}); err != nil {
 		t.Fatal(err)
 	}
 	g.owners.set(1, peerC)

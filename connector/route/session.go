@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
@@ -28,7 +29,7 @@ func keyOf(ref *pb.MessageRef) msgKey { return msgKey{ref.GetPartition(), ref.Ge
 type session struct {
 	r     *Router
 	inner link.Session
-	uaid  string
+	uaid  schema.UAID
 	p     int32
 
 	mu      sync.Mutex
