@@ -1,6 +1,10 @@
 // Package analytics is pushlog's ClickHouse side: the versioned migrations
-// that create the raw event tables and per-minute rollups, the helpers the
-// analytics projector writes rows with, and the dashboard queries.
+// that create the raw event tables and per-minute rollups (analytics.go,
+// migrate.go), the event → row mapping that must agree with them
+// (rows.go), the writer helpers (writer.go), the analytics projector that
+// folds the pushlog topics into those tables exactly once (projector*.go,
+// a member of schema/group), rebuilds (rebuild.go) and the dashboard
+// queries (report.go).
 //
 // Everything here runs on Debian's ClickHouse 18.16 and on current
 // ClickHouse, through clickhouse-go v2's native protocol. Every statement
