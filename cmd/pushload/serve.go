@@ -21,6 +21,7 @@ import (
 
 	"github.com/pushlog/pushlog/connector"
 	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/connector/node"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -68,38 +69,45 @@ func (cmd *serveCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := connector.New(connector.Config{
-		NodeID:    "pushload",
-		PublicURL: cmd.PublicURL,
-		Sealer:    sealer,
-		Producer:  producer,
-		Link:      newMemLink(),
-		Logger:    log,
-	})
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", cmd.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The same connector node as pushlog's, with an in-memory owner.
+	n, err := node.New(node.Config{
+		Server: connector.Config{
+			NodeID:    "pushload",
+			PublicURL: cmd.PublicURL,
+			Sealer:    sealer,
+			Producer:  producer,
+			Logger:    log,
+		},
+		Link:     newMemLink(),
+		Listener: ln,
+		Logger:   log,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if cmd.Debug != "" {
 		dln, err := net.Listen("tcp", cmd.Debug)
 		if err != nil {
+			_ = ln.Close()
 			return fmt.Errorf("debug listen: %w", err)
 		}
-		ds := &http.Server{Handler: debugMux(srv), ReadHeaderTimeout: 5 * time.Second}
+		ds := &http.Server{Handler: debugMux(n), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ds.Serve(dln) }()
 		defer ds.Close()
 		fmt.Printf("DEBUG http://%s/debug/stats\n", dln.Addr())
 	}
 	fmt.Printf("LISTENING ws://%s/ pid=%d\n", ln.Addr(), os.Getpid())
-	return srv.Run(ctx, ln)
+	return n.Run(ctx)
 }
 
 // debugMux serves /debug/gc (a full GC that returns free memory to the OS,
 // so VmRSS reflects live memory), /debug/stats and /debug/pprof/heap.
-func debugMux(srv *connector.Server) http.Handler {
+func debugMux(srv interface{ Connections() int }) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/gc", func(w http.ResponseWriter, _ *http.Request) {
 		runtime.GC()

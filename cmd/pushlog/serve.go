@@ -17,7 +17,7 @@ import (
 	"github.com/pushlog/pushlog/cmd/internal/embedded"
 	"github.com/pushlog/pushlog/cmd/internal/metrics"
 	"github.com/pushlog/pushlog/connector"
-	"github.com/pushlog/pushlog/connector/link"
+	"github.com/pushlog/pushlog/connector/node"
 	"github.com/pushlog/pushlog/connector/owner"
 	"github.com/pushlog/pushlog/ingest"
 	"github.com/pushlog/pushlog/projector"
@@ -184,10 +184,10 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	return nil
 }
 
-// startConnector runs the connection node and the owner (and the node link
-// in a cluster). metricsBound is the bound --metrics-addr listener ("" when
-// off); it or else the WebSocket listener is announced as this node's
-// metrics address.
+// startConnector maps the flags to the connector node's config and runs
+// it (the node owns its components and their shutdown order).
+// metricsBound is the bound --metrics-addr listener ("" when off); it or
+// else the WebSocket listener is announced as this node's metrics address.
 func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, metricsBound string, logger *slog.Logger) (err error) {
 	cl, err := listenLink(cfg, logger) // nil: single node
 	if err != nil {
@@ -210,112 +210,66 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	}
 	linkAdvertise := ""
 	if cl != nil {
-		linkAdvertise = cl.advertise
+		linkAdvertise = cl.Advertise
 	}
 	metricsAdv, why := advertiseMetrics(metricsBound, linkAdvertise)
 	if why != "" {
 		logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
 	}
-	ocfg := owner.Config{
-		ClientOpts:   clientOpts,
-		Names:        names,
-		Producer:     producer,
-		Partitions:   cfg.Partitions,
-		Sealer:       sealer,
-		NodeID:       cfg.NodeID,
-		PendingLimit: cfg.PendingLimit,
-		UAIDExpiry:   cfg.UAIDExpiry,
-		GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
-		Logger:       logger.With("role", "owner"),
-		Metrics:      met.reg,
-		MetricsAddr:  metricsAdv,
-	}
-	if cl != nil {
-		ocfg.LinkAddr, ocfg.Remote = cl.advertise, cl.dialer()
-	}
-	own, err := owner.New(ocfg)
-	if err != nil {
-		return fmt.Errorf("owner: %w", err)
-	}
-	var lk link.Link = own
-	linkAddr := ""
-	if cl != nil {
-		if err := cl.build(cfg, names, producer, own, met.reg, logger); err != nil {
-			return fmt.Errorf("cluster: %w", err)
-		}
-		lk, linkAddr = cl.router, cl.advertise
-	}
-	srv, err := connector.New(connector.Config{
-		Names:          names,
-		NodeID:         cfg.NodeID,
-		LinkAddr:       linkAddr,
-		PublicURL:      cfg.PublicURL,
-		Sealer:         sealer,
-		Producer:       producer,
-		Link:           lk,
-		HelloTimeout:   cfg.HelloTimeout,
-		PingInterval:   cfg.PingInterval,
-		PongTimeout:    cfg.PongTimeout,
-		MinClientPing:  cfg.MinClientPing,
-		Broadcasts:     cfg.Broadcasts,
-		ProduceTimeout: cfg.ProduceTimeout,
-		Logger:         logger.With("role", "connector"),
-		Metrics:        met.reg,
-		MetricsHandler: met.handler,
+	n, err := node.New(node.Config{
+		Server: connector.Config{
+			Names:          names,
+			NodeID:         cfg.NodeID,
+			PublicURL:      cfg.PublicURL,
+			Sealer:         sealer,
+			Producer:       producer,
+			HelloTimeout:   cfg.HelloTimeout,
+			PingInterval:   cfg.PingInterval,
+			PongTimeout:    cfg.PongTimeout,
+			MinClientPing:  cfg.MinClientPing,
+			Broadcasts:     cfg.Broadcasts,
+			ProduceTimeout: cfg.ProduceTimeout,
+			MetricsHandler: met.handler,
 
-		MaxChannels:                  cfg.MaxChannels,
-		MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
-		MaxMessagesPerMinute:         cfg.MaxClientMessagesPerMinute,
-		MaxConnectionsPerIPPerMinute: cfg.connectionsPerIP(),
+			MaxChannels:                  cfg.MaxChannels,
+			MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
+			MaxMessagesPerMinute:         cfg.MaxClientMessagesPerMinute,
+			MaxConnectionsPerIPPerMinute: cfg.connectionsPerIP(),
+		},
+		Owner: owner.Config{
+			ClientOpts:   clientOpts,
+			Names:        names,
+			Producer:     producer,
+			Partitions:   cfg.Partitions,
+			Sealer:       sealer,
+			NodeID:       cfg.NodeID,
+			PendingLimit: cfg.PendingLimit,
+			UAIDExpiry:   cfg.UAIDExpiry,
+			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
+			MetricsAddr:  metricsAdv,
+		},
+		Listener:        ln,
+		Cluster:         cl,
+		DrainTimeout:    cfg.DrainTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          logger,
+		Metrics:         met.reg,
 	})
 	if err != nil {
-		return fmt.Errorf("connector: %w", err)
+		if cl != nil {
+			_ = cl.Listener.Close()
+		}
+		return err
 	}
-	// Shutdown order: drain (clients ack what they got), close the sockets
-	// and flush the connection node's events, and only then leave the
-	// group: the next owner of our partitions then reads every ack our
-	// clients made and redelivers nothing they acked.
-	connDone, ownerDone := make(chan struct{}), make(chan struct{})
-	// The connector and the owner cannot be run again in this process;
-	// their failure must not take ingest down with them.
-	g.startNonFatal("connector", func(ctx context.Context) error {
-		defer close(connDone)
-		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		defer stop()
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-sctx.Done():
-				return
-			}
-			dctx, cancel := context.WithTimeout(sctx, cfg.DrainTimeout)
-			cl.drain(dctx)
-			// The clients' Acked events durable before their sockets
-			// close: where they reconnect, the owner reads them first.
-			if err := producer.Flush(dctx); err != nil {
-				logger.Warn("flush before closing sockets", "err", err)
-			}
-			cancel()
-			stop()
-		}()
-		return srv.Run(sctx, ln)
-	})
-	g.startNonFatal("owner", func(ctx context.Context) error {
-		defer close(ownerDone)
-		octx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		defer stop()
-		go func() {
-			select {
-			case <-connDone:
-			case <-octx.Done():
-			}
-			stop()
-		}()
-		return own.Run(octx)
-	})
 	if cl != nil {
-		cl.start(g, ownerDone)
+		if err := met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
+			_ = cl.Listener.Close()
+			return fmt.Errorf("node link: %w", err)
+		}
 	}
+	// The node cannot be run again in this process; its failure must not
+	// take ingest down with it.
+	g.startNonFatal("connector", n.Run)
 	return nil
 }
 

@@ -50,7 +50,7 @@ type Config struct {
 	Partitions int32
 	Self       string // this node's link address
 	Local      Local
-	Remote     Remote // may be set later with SetRemote (before use)
+	Remote     Remote // the node link (connector/node passes it before the link exists)
 	Owners     Owners
 	// RetryBackoff is the first pause before routing again after
 	// ErrNotOwner or an unreachable owner (doubling up to 1s). Default 50ms.
@@ -122,10 +122,6 @@ func New(cfg Config) (*Router, error) {
 	}
 	return r, nil
 }
-
-// SetRemote sets the node link (it needs the Router as its Sessions, so it
-// is made after the Router). Call it before any other method.
-func (r *Router) SetRemote(rm Remote) { r.remote = rm }
 
 // TableChanged attaches the sessions of partitions whose owner changed to
 // their new owner (register it with Table.OnChange).
