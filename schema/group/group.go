@@ -64,7 +64,9 @@ type Config struct {
 	// closed, before rebalances are allowed again and the client is
 	// closed: the role's last commit or flush. fs is the poll that saw
 	// the end (its records were not folded; fs.IsClientClosed tells a
-	// closed client), empty when ctx ended during a Fold.
+	// closed client), empty when ctx ended during a Fold. A Stop that
+	// leaves the group itself (LeaveGroupContext) calls cl.AllowRebalance
+	// first: leaving waits for the poll's rebalance block.
 	Stop func(ctx context.Context, cl *kgo.Client, fs kgo.Fetches)
 
 	// Assigned, Revoked and Lost are kgo's OnPartitions… callbacks; nil
