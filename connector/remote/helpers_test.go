@@ -148,10 +148,10 @@ func (f *fakeSessions) add(uaid, conn string) *recSession {
 	return s
 }
 
-func (f *fakeSessions) FindSession(uaid, connID string) link.Session {
+func (f *fakeSessions) FindSession(uaid schema.UAID, connID string) link.Session {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if s := f.byKey[proxyKey{uaid, connID}]; s != nil {
+	if s := f.byKey[proxyKey{uaid.String(), connID}]; s != nil {
 		return s
 	}
 	return nil

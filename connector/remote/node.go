@@ -54,7 +54,7 @@ type Owner interface {
 type Sessions interface {
 	// FindSession returns the local session of uaid with connection id
 	// connID, or nil. Its Deliver must not block.
-	FindSession(uaid, connID string) link.Session
+	FindSession(uaid schema.UAID, connID string) link.Session
 	// PeerChanged says a link with the node at addr came up or broke: the
 	// sessions that node owns should be attached again.
 	PeerChanged(addr string)
@@ -505,7 +505,9 @@ func setError(r *frame, err error) {
 func (n *Node) handleDeliver(c *conn, f *frame) {
 	var s link.Session
 	if n.cfg.Sessions != nil && f.note != nil {
-		s = n.cfg.Sessions.FindSession(f.uaid, f.conn)
+		if id, err := schema.ParseUAID(f.uaid); err == nil { // else: no such session
+			s = n.cfg.Sessions.FindSession(id, f.conn)
+		}
 	}
 	if s != nil && s.Deliver(*f.note) == nil {
 		return
@@ -588,7 +590,7 @@ func (n *Node) call(ctx context.Context, addr string, f *frame) (*frame, error) 
 // the node at addr (owner.SessionDialer). It starts dialing that node.
 func (n *Node) Session(addr string, uaid schema.UAID, connID string) link.Session {
 	if addr == n.cfg.Addr {
-		return &localProxy{n: n, id: uaid, uaid: uaid.String(), connID: connID}
+		return &localProxy{n: n, id: uaid, connID: connID}
 	}
 	p := n.peer(addr)
 	p.ensureDial()

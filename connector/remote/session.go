@@ -48,9 +48,9 @@ func (p *presenceProxy) Deliver(n link.Notification) error {
 // localProxy is a connection on this very node that presence names while
 // it is attached to another owner (this node just took its partition over).
 type localProxy struct {
-	n            *Node
-	id           schema.UAID
-	uaid, connID string // uaid is id's text, as FindSession takes it
+	n      *Node
+	id     schema.UAID
+	connID string
 }
 
 func (p *localProxy) ConnID() string     { return p.connID }
@@ -59,7 +59,7 @@ func (p *localProxy) FromPresence() bool { return true }
 func (p *localProxy) Deliver(n link.Notification) error {
 	var s link.Session
 	if p.n.cfg.Sessions != nil {
-		s = p.n.cfg.Sessions.FindSession(p.uaid, p.connID)
+		s = p.n.cfg.Sessions.FindSession(p.id, p.connID)
 	}
 	if s == nil {
 		p.n.detachLater(p.id, p)

@@ -437,14 +437,9 @@ func (r *Router) session(uaid schema.UAID) *session {
 	return r.sessions[uaid]
 }
 
-// FindSession returns the connection connID of uaid (as the node link
-// carries it: text) on this node.
-func (r *Router) FindSession(uaid, connID string) link.Session {
-	id, err := schema.ParseUAID(uaid)
-	if err != nil {
-		return nil
-	}
-	s := r.session(id)
+// FindSession returns the connection connID of uaid on this node.
+func (r *Router) FindSession(uaid schema.UAID, connID string) link.Session {
+	s := r.session(uaid)
 	if s == nil || s.ConnID() != connID {
 		return nil
 	}
