@@ -20,7 +20,7 @@ func TestDecodeBase64(t *testing.T) {
 		{"standard padded", base64.StdEncoding.EncodeToString(key), key},
 		{"standard unpadded", base64.RawStdEncoding.EncodeToString(key), key},
 		{"surrounding whitespace", " \t" + url + "\n", key},
-		{"mixed alphabets", "BP+_vwA", []byte{0x04, 0xff, 0xbf, 0xbf, 0x00}}, // as "BP-_vwA"
+		{"mixed alphabets", "BP+_vwA", nil}, // neither spelling
 		{"empty", "", []byte{}},
 		{"bad character", "BPv*vwA", nil},
 		{"one character too many", url + "AB", nil},
