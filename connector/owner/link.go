@@ -201,9 +201,9 @@ func (o *Owner) Acked(id schema.UAID, ref *pb.MessageRef) {
 // reread fetches payloads that were over the memory budget and delivers.
 func (o *Owner) reread(ps *partState, u *uaidState, offsets []int64) {
 	go func() {
-		base := o.prodCtx
+		base := o.prodCtx // Run's, set before any partition is owned
 		if base == nil {
-			base = context.Background()
+			return
 		}
 		ctx, cancel := context.WithTimeout(base, 10*time.Second)
 		defer cancel()

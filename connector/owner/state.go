@@ -2,7 +2,6 @@ package owner
 
 import (
 	"container/heap"
-	"context"
 	"errors"
 	"log/slog"
 	"sort"
@@ -246,11 +245,11 @@ func (ps *partState) signal() {
 
 func (ps *partState) skip(rec *kgo.Record, err error, msg string) {
 	ps.skipped.Add(1)
-	lvl := slog.LevelWarn
+	logf := ps.env.log.Warn
 	if errors.Is(err, schema.ErrUnknownType) {
-		lvl = slog.LevelDebug
+		logf = ps.env.log.Debug
 	}
-	ps.env.log.Log(context.Background(), lvl, msg, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+	logf(msg, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
 }
 
 // foldGroup folds one record of a group topic. The caller holds mu and
