@@ -176,6 +176,11 @@ func (c *conn) write(msg []byte) error {
 	return nil
 }
 
+// liveness is what the sweeper's timers are checked against.
+func (c *conn) liveness() protocol.Liveness {
+	return protocol.Liveness{Since: c.since, LastRecv: c.lastRecv.Load(), PingSent: c.pingSent.Load()}
+}
+
 // ping sends a WebSocket Ping (the sweeper found the socket idle).
 func (c *conn) ping() {
 	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {

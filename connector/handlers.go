@@ -32,6 +32,9 @@ func newProtocolEnv(cfg Config, bcast *broadcasts, log *slog.Logger) protocol.En
 		MaxRegistrationsPerMinute: cfg.MaxRegistrationsPerMinute,
 		MaxMessagesPerMinute:      cfg.MaxMessagesPerMinute,
 		MinClientPing:             cfg.MinClientPing,
+		HelloTimeout:              cfg.HelloTimeout,
+		PingInterval:              cfg.PingInterval,
+		PongTimeout:               cfg.PongTimeout,
 		Sealer:                    cfg.Sealer,
 		Broadcasts:                bcast,
 		Log:                       log,
@@ -88,6 +91,8 @@ func (c *conn) perform(effects []protocol.Effect, inline bool) {
 			s.cfg.Link.Detach(c.proto.UAID(), c)
 		case protocol.Close:
 			c.close(e.Code, e.Reason)
+		case protocol.Ping:
+			c.ping()
 		case protocol.Refused:
 			s.met.refused(e.Limit)
 		case protocol.CountHello:
@@ -143,4 +148,16 @@ func (c *conn) notifyBroadcasts(changed map[string]string) {
 	out := c.proto.BroadcastsChanged(&c.srv.env, changed)
 	c.mu.Unlock()
 	c.perform(out.Effects, false)
+}
+
+// due carries out what the sweeper's Tick decided for c at now (unix
+// nanoseconds) without blocking the sweeper. A Ping is marked sent at once,
+// so the next sweep waits for its Pong instead of pinging again.
+func (c *conn) due(now int64, out protocol.Output) {
+	for _, e := range out.Effects {
+		if e.Kind == protocol.Ping {
+			c.pingSent.Store(now)
+		}
+	}
+	go c.perform(out.Effects, false)
 }

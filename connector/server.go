@@ -384,34 +384,19 @@ func (s *Server) sweep() {
 
 func (s *Server) sweepOnce(now time.Time) {
 	n := now.UnixNano()
-	hello, ping, pong := int64(s.cfg.HelloTimeout), int64(s.cfg.PingInterval), int64(s.cfg.PongTimeout)
-	var noHello, idle, dead []*conn
+	type due struct {
+		c   *conn
+		out protocol.Output
+	}
+	var dues []due
 	s.mu.RLock()
 	for c := range s.conns {
-		switch c.proto.Phase() {
-		case stateAwaitHello:
-			if n-c.since > hello {
-				noHello = append(noHello, c)
-			}
-		case stateReady:
-			if sent := c.pingSent.Load(); sent != 0 {
-				if n-sent > pong {
-					dead = append(dead, c)
-				}
-			} else if n-c.lastRecv.Load() > ping {
-				idle = append(idle, c)
-			}
+		if out := c.proto.Tick(&s.env, n, c.liveness()); len(out.Effects) > 0 {
+			dues = append(dues, due{c, out})
 		}
 	}
 	s.mu.RUnlock()
-	for _, c := range noHello {
-		go c.close(closeProtocol, "no hello")
-	}
-	for _, c := range dead {
-		go c.close(closeGoingAway, "no pong")
-	}
-	for _, c := range idle {
-		c.pingSent.Store(n)
-		go c.ping()
+	for _, d := range dues {
+		d.c.due(n, d.out)
 	}
 }

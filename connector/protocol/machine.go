@@ -130,10 +130,17 @@ type Env struct {
 	MaxMessagesPerMinute int
 	// MinClientPing: a client sending `{}` more often is closed (4774).
 	MinClientPing time.Duration
-	Sealer        Sealer
-	Broadcasts    *Broadcasts
-	NewUAID       func() schema.UAID // nil: schema.RandomUAID
-	Log           *slog.Logger       // nil: slog.Default()
+	// HelloTimeout: a client that sends no hello this long after the
+	// upgrade is closed (1002).
+	HelloTimeout time.Duration
+	// PingInterval: a Ready socket idle this long is sent a WebSocket
+	// Ping; PongTimeout: it is closed (1001) when nothing follows the Ping
+	// this long.
+	PingInterval, PongTimeout time.Duration
+	Sealer                    Sealer
+	Broadcasts                *Broadcasts
+	NewUAID                   func() schema.UAID // nil: schema.RandomUAID
+	Log                       *slog.Logger       // nil: slog.Default()
 }
 
 func (e *Env) newUAID() schema.UAID {
@@ -197,6 +204,7 @@ const (
 	Disconnected                                 // record its end (the Disconnected event)
 	Detach                                       // forget the session at the owner (Link.Detach)
 	Close                                        // close the socket with Code and Reason
+	Ping                                         // send a WebSocket Ping (the socket is idle)
 	Refused                                      // count a refusal of Limit
 	CountHello                                   // count a hello of HelloKind(Code)
 	CountUnknownUnregister                       // count an unregister of a channel the UAID does not have
@@ -314,6 +322,37 @@ func (c *Client) Binary() Output {
 // reconnect.
 func (c *Client) QueueFull() Output {
 	return closeWith(CloseTryAgain, "send queue full")
+}
+
+// Liveness is what the socket layer knows of a socket's traffic, in unix
+// nanoseconds.
+type Liveness struct {
+	Since    int64 // the upgrade
+	LastRecv int64 // the last byte from the client
+	PingSent int64 // an unanswered WebSocket Ping; 0 if none
+}
+
+// Tick checks a socket's timers at now (unix nanoseconds): a client that
+// sent no hello within HelloTimeout is closed (1002); a Ready socket idle
+// for PingInterval is pinged, and closed (1001) when nothing follows the
+// Ping within PongTimeout. It reads only the phase, so it may be called
+// from any goroutine (one sweeper checks every socket).
+func (c *Client) Tick(env *Env, now int64, l Liveness) Output {
+	switch c.Phase() {
+	case AwaitHello:
+		if now-l.Since > int64(env.HelloTimeout) {
+			return closeWith(CloseProtocol, "no hello")
+		}
+	case Ready:
+		if l.PingSent != 0 {
+			if now-l.PingSent > int64(env.PongTimeout) {
+				return closeWith(CloseGoingAway, "no pong")
+			}
+		} else if now-l.LastRecv > int64(env.PingInterval) {
+			return Output{Effects: []Effect{{Kind: Ping}}}
+		}
+	}
+	return Output{}
 }
 
 // Receive decodes one text frame from the client and handles it.

@@ -107,6 +107,9 @@ func testEnv() *Env {
 		MaxRegistrationsPerMinute: 3,
 		MaxMessagesPerMinute:      6,
 		MinClientPing:             45 * time.Second,
+		HelloTimeout:              5 * time.Second,
+		PingInterval:              300 * time.Second,
+		PongTimeout:               30 * time.Second,
 		Sealer:                    &fakeSealer{},
 		Broadcasts:                NewBroadcasts(map[string]string{"b1": "v1", "b2": "v2"}),
 		NewUAID:                   newUAIDs(),
@@ -152,6 +155,7 @@ const (
 	readyFull                   // as ready, with CH1..CH3 (MaxChannels) registered
 	closed                      // closed after hello
 	readySealFails              // as ready, but endpoints cannot be sealed
+	identifying                 // hello'd, waiting for the claim
 )
 
 func TestMachine(t *testing.T) {
@@ -457,6 +461,41 @@ func TestMachine(t *testing.T) {
 	}
 }
 
+// TestMachineTick: the socket timers, decided for the one sweeper that
+// checks every socket. §3 hello: "hello must be the first message (within
+// 5 s, configurable)"; §3 ping: "The server also sends WebSocket Ping
+// frames on idle sockets (default every 300 s, close when the Pong does not
+// come)". Any data from the client resets LastRecv and PingSent (the
+// socket layer's part).
+func TestMachineTick(t *testing.T) {
+	s := int64(time.Second)
+	since := int64(t0) * s
+	tests := []struct {
+		name string
+		from start
+		now  int64
+		l    Liveness
+		want []string
+	}{
+		{"no hello yet, in time", fresh, since + 5*s, Liveness{Since: since, LastRecv: since}, nil},
+		{"no hello in time", fresh, since + 5*s + 1, Liveness{Since: since, LastRecv: since}, []string{"close 1002 no hello"}},
+		{"identifying: the hello is being answered", identifying, since + 60*s, Liveness{Since: since, LastRecv: since}, nil},
+		{"ready, not idle", ready, since + 300*s, Liveness{Since: since, LastRecv: since}, nil},
+		{"ready, idle: ping", ready, since + 300*s + 1, Liveness{Since: since, LastRecv: since}, []string{"ping"}},
+		{"pinged, pong not yet due", ready, since + 330*s, Liveness{Since: since, LastRecv: since, PingSent: since + 300*s}, nil},
+		{"pinged, no pong", ready, since + 330*s + 1, Liveness{Since: since, LastRecv: since, PingSent: since + 300*s}, []string{"close 1001 no pong"}},
+		{"closed", closed, since + 3600*s, Liveness{Since: since, LastRecv: since, PingSent: since}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRunner(t, tt.from)
+			if got := r.render(r.c.Tick(r.env, tt.now, tt.l)); !slices.Equal(got, tt.want) {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestMachineClose: closing returns the phase it left (a Ready client is
 // detached and its Disconnected recorded by the socket layer) and drops the
 // unacked notifications.
@@ -575,6 +614,12 @@ func newRunner(t *testing.T, from start) *runner {
 	if from == fresh {
 		return r
 	}
+	if from == identifying {
+		if got := r.step(input{in: hello("")}); !slices.Equal(got, []string{"count-hello new", "await claim N1"}) {
+			t.Fatalf("hello: got %q", got)
+		}
+		return r
+	}
 	chans := []string{ch1}
 	if from == readyFull {
 		chans = []string{ch1, ch2, ch3}
@@ -653,6 +698,8 @@ func (r *runner) render(out Output) []string {
 			l = "detach"
 		case Close:
 			l = fmt.Sprintf("close %d %s", e.Code, e.Reason)
+		case Ping:
+			l = "ping"
 		case Refused:
 			l = "refused " + e.Limit
 		case CountHello:
