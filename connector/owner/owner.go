@@ -371,23 +371,30 @@ func (o *Owner) leave(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) {
 const leaveTimeout = 10 * time.Second
 
 func (o *Owner) foldFetch(fp kgo.FetchTopicPartition) {
-	if len(fp.Records) == 0 {
+	ti := slices.Index(o.groupTopics[:], fp.Topic)
+	if len(fp.Records) == 0 || ti < 0 {
 		return
 	}
-	ti := slices.Index(o.groupTopics[:], fp.Topic)
-	ps := o.part(fp.Partition)
-	if ti < 0 || ps == nil {
+	o.withPart(fp.Partition, func(ps *partState) {
+		for _, rec := range fp.Records {
+			ps.foldGroup(ti, rec)
+		}
+		ps.afterBatch()
+	})
+}
+
+// withPart calls fn with partition p's state locked, unless p is not
+// owned or its state is closed.
+func (o *Owner) withPart(p int32, fn func(*partState)) {
+	ps := o.part(p)
+	if ps == nil {
 		return
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.closed {
-		return
+	if !ps.closed {
+		fn(ps)
 	}
-	for _, rec := range fp.Records {
-		ps.foldGroup(ti, rec)
-	}
-	ps.afterBatch()
 }
 
 func (o *Owner) part(p int32) *partState {
@@ -706,25 +713,18 @@ func (o *Owner) sideLoop(ctx context.Context, cl *kgo.Client) {
 			return
 		}
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			ps := o.part(fp.Partition)
-			if ps == nil {
-				return
-			}
-			ps.mu.Lock()
-			defer ps.mu.Unlock()
-			if ps.closed {
-				return
-			}
-			for _, rec := range fp.Records {
-				switch fp.Topic {
-				case o.cfg.Names.Channels:
-					if rec.Offset >= ps.chanEnd {
-						ps.foldSnapshot(rec)
+			o.withPart(fp.Partition, func(ps *partState) {
+				for _, rec := range fp.Records {
+					switch fp.Topic {
+					case o.cfg.Names.Channels:
+						if rec.Offset >= ps.chanEnd {
+							ps.foldSnapshot(rec)
+						}
+					case o.cfg.Names.Presence:
+						ps.foldPresence(rec)
 					}
-				case o.cfg.Names.Presence:
-					ps.foldPresence(rec)
 				}
-			}
+			})
 		})
 	}
 }
