@@ -20,9 +20,8 @@ import (
 
 // Connection states: the protocol machine's phases.
 const (
-	stateAwaitHello = protocol.AwaitHello // upgraded, no hello yet
-	stateReady      = protocol.Ready      // identified: attached to the owner
-	stateClosed     = protocol.Closed
+	stateReady  = protocol.Ready // identified: attached to the owner
+	stateClosed = protocol.Closed
 )
 
 // WebSocket close codes the server sends (the machine decides most).

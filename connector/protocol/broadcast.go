@@ -103,3 +103,45 @@ func mergeSubscriptions(have, add []string) []string {
 	}
 	return have
 }
+
+// broadcastSubscribe adds subscriptions. Only ids the server knows are
+// kept (the table's shared strings), so a client's subscriptions are
+// bounded by the configured broadcasts.
+func (c *Client) broadcastSubscribe(env *Env, m *Message, out *Output) {
+	if broadcastsTooBig(m.Broadcasts) {
+		out.refused(LimitBroadcasts)
+		out.close(ClosePolicy, "too many or too long broadcasts")
+		return
+	}
+	reply, subs := env.Broadcasts.delta(m.Broadcasts)
+	c.bcast = mergeSubscriptions(c.bcast, subs)
+	if len(reply) > 0 {
+		out.reply(broadcastReply{MessageType: "broadcast", Broadcasts: reply})
+	}
+}
+
+// BroadcastsChanged answers a change of broadcast versions: a Ready client
+// subscribed to a changed id is sent the new versions.
+func (c *Client) BroadcastsChanged(env *Env, changed map[string]string) Output {
+	if c.Phase() != Ready {
+		return Output{}
+	}
+	var out map[string]any
+	for _, id := range c.bcast {
+		if v, ok := changed[id]; ok {
+			if out == nil {
+				out = map[string]any{}
+			}
+			out[id] = v
+		}
+	}
+	if out == nil {
+		return Output{}
+	}
+	msg, err := marshal(broadcastReply{MessageType: "broadcast", Broadcasts: out})
+	if err != nil {
+		env.log().Error("encode broadcast", "err", err)
+		return Output{}
+	}
+	return Output{Effects: []Effect{{Kind: Send, Frame: msg}}}
+}

@@ -7,24 +7,30 @@
 // buckets, the notifications it has delivered but not seen acked, and its
 // broadcast subscriptions. Its methods take what happened (a frame from the
 // client, the result of an owner call, a notification to deliver, a
-// broadcast change) and the time, and return an Output: the effects to
-// perform in order (frames to write, events to produce, owner calls, a
-// close with its code, counters) and at most one Request whose result the
-// machine needs before it can go on (the owner's answer at hello, a
-// durable write before a register reply). The socket layer (the connector
-// package) performs both and hands the Request's Result back to Resume.
+// broadcast change, a full send queue, a sweep of the socket timers) and
+// the time, and return an Output: the effects to perform in order (frames
+// to write, events to produce, owner calls, a close with its code,
+// counters) and at most one Request whose result the machine needs before
+// it can go on (the owner's answer at hello, a durable write before a
+// register reply). The socket layer (the connector package) performs both
+// and hands the Request's Result back to Resume.
 //
 // The machine has no sockets, goroutines or clocks, so every transition
 // is tested without a socket (machine_test.go).
 //
-// Concurrency: Phase, Bind and UAID may be called from any goroutine (the
-// phase is atomic); every other method must be serialized by the caller
-// (the connector holds its per-connection mutex around each call, which
-// never blocks: the machine does no I/O).
+// Files: machine.go (the client, its phases, effects and requests, the
+// dispatch and the timers), hello.go, channels.go (register, unregister),
+// acks.go (deliveries, ack, nack), broadcast.go, limits.go, messages.go
+// (the wire format).
+//
+// Concurrency: Phase and Tick read only the atomic phase and may be called
+// from any goroutine; Bind and UAID are ordered by the socket layer's
+// registry lock (see Bind); every other method must be serialized by the
+// caller (the connector holds its per-connection mutex around each call,
+// which never blocks: the machine does no I/O).
 package protocol
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -140,7 +146,7 @@ type Env struct {
 	Sealer                    Sealer
 	Broadcasts                *Broadcasts
 	NewUAID                   func() schema.UAID // nil: schema.RandomUAID
-	Log                       *slog.Logger       // nil: slog.Default()
+	Log                       *slog.Logger       // nil: no logs
 }
 
 func (e *Env) newUAID() schema.UAID {
@@ -154,7 +160,7 @@ func (e *Env) log() *slog.Logger {
 	if e.Log != nil {
 		return e.Log
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 // Client is one socket's protocol state. The zero value awaits a hello.
@@ -410,108 +416,19 @@ func (c *Client) Resume(env *Env, now time.Time, req *Request, res Result) Outpu
 	case stepChecked:
 		return c.checked(env, now, req, res)
 	case stepReset:
-		if res.Err != nil {
-			return c.helloFailed(env, fmt.Errorf("reset uaid: %w", res.Err))
-		}
-		env.log().Debug("unknown uaid reset", "uaid", req.UAID)
-		var out Output
-		out.add(Effect{Kind: CountHello, Code: int(HelloReset)})
-		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, req.broadcasts)
+		return c.reset(env, req, res)
 	case stepClaimed:
-		if !res.Claimed {
-			return Output{} // closed meanwhile
-		}
-		c.bcast = req.subs
-		c.chans = newChanSet(req.info)
-		// Connected before Ready: a Disconnected can only follow it.
-		return Output{
-			Effects: []Effect{{Kind: Connected}},
-			Await:   &Request{Kind: Greet, UAID: req.UAID, Frame: req.Frame, then: stepGreeted},
-		}
+		return c.claimed(req, res)
 	case stepGreeted:
-		if res.Err != nil || !c.phase.CompareAndSwap(int32(Identifying), int32(Ready)) {
-			// Closed while answering: the close saw no Ready client and
-			// recorded nothing.
-			return Output{Effects: []Effect{{Kind: Disconnected}}}
-		}
-		return Output{Await: &Request{Kind: Attach, UAID: req.UAID, then: stepAttached}}
+		return c.greeted(req, res)
 	case stepAttached:
-		if res.Err != nil {
-			env.log().Warn("attach failed; client should retry", "uaid", req.UAID, "err", res.Err)
-			return closeWith(CloseTryAgain, "try again later")
-		}
-		if c.Phase() == Closed {
-			// Closed during Attach: the close's Detach came first.
-			return Output{Effects: []Effect{{Kind: Detach}}}
-		}
-		return Output{}
+		return c.attached(env, req, res)
 	case stepRegistered:
 		return c.registered(env, req, res)
 	case stepUnregistered:
 		return c.unregistered(env, req, res)
 	}
 	return Output{}
-}
-
-// hello identifies the client. A well-formed UAID is kept when the owner
-// knows it; an unknown one is reset (UserReset, so its endpoints answer
-// 410) and replaced; a missing or malformed one is replaced.
-func (c *Client) hello(env *Env, m *Message) Output {
-	if !c.phase.CompareAndSwap(int32(AwaitHello), int32(Identifying)) {
-		return Output{}
-	}
-	var out Output
-	if broadcastsTooBig(m.Broadcasts) {
-		out.refused(LimitBroadcasts)
-		out.close(ClosePolicy, "too many or too long broadcasts")
-		return out
-	}
-	raw := m.uaid()
-	if raw == "" {
-		out.add(Effect{Kind: CountHello, Code: int(HelloNew)})
-		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, m.Broadcasts)
-	}
-	uaid, err := schema.ParseUAID(raw)
-	if err != nil {
-		env.log().Debug("malformed uaid at hello; issuing a new one")
-		out.add(Effect{Kind: CountHello, Code: int(HelloNew)})
-		return c.identify(env, out, env.newUAID(), link.UAIDInfo{}, m.Broadcasts)
-	}
-	out.Await = &Request{Kind: CheckUAID, UAID: uaid, broadcasts: m.Broadcasts, then: stepChecked}
-	return out
-}
-
-// checked goes on with the owner's answer about the hello's UAID.
-func (c *Client) checked(env *Env, now time.Time, req *Request, res Result) Output {
-	if res.Err != nil {
-		return c.helloFailed(env, fmt.Errorf("check uaid: %w", res.Err)) // never reset on an error
-	}
-	if res.Info.Valid {
-		out := Output{Effects: []Effect{{Kind: CountHello, Code: int(HelloKnown)}}}
-		return c.identify(env, out, req.UAID, res.Info, req.broadcasts)
-	}
-	ev := schema.NewEvent(req.UAID.String(), now)
-	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: "unknown uaid at hello"}}
-	return Output{Await: &Request{Kind: ProduceSync, UAID: req.UAID, Event: ev, broadcasts: req.broadcasts, then: stepReset}}
-}
-
-func (c *Client) helloFailed(env *Env, err error) Output {
-	env.log().Warn("hello failed; client should retry", "err", err)
-	return closeWith(CloseTryAgain, "try again later")
-}
-
-// identify answers the hello with uaid: the socket claims the UAID, then
-// the reply is written, then the client is Ready and attaches.
-func (c *Client) identify(env *Env, out Output, uaid schema.UAID, info link.UAIDInfo, broadcasts map[string]string) Output {
-	reply, subs := env.Broadcasts.delta(broadcasts)
-	msg, err := marshal(helloReply{MessageType: typeHello, UAID: uaid.String(), Status: StatusOK, UseWebpush: true, Broadcasts: reply})
-	if err != nil {
-		env.log().Error("encode hello", "err", err)
-		out.close(CloseGoingAway, "internal error")
-		return out
-	}
-	out.Await = &Request{Kind: Claim, UAID: uaid, Frame: msg, info: info, subs: subs, then: stepClaimed}
-	return out
 }
 
 // spend takes cost tokens of the client's message rate; past it the
@@ -527,195 +444,6 @@ func (c *Client) spend(env *Env, now time.Time, cost int, out *Output) bool {
 	return false
 }
 
-// allowRegistration takes one token of the client's registration rate.
-func (c *Client) allowRegistration(env *Env, now time.Time, out *Output) bool {
-	if c.regRate.Allow(now.UnixNano(), env.MaxRegistrationsPerMinute, time.Minute, 1) {
-		return true
-	}
-	out.refused(LimitRegistrations)
-	return false
-}
-
-func (c *Client) register(env *Env, m *Message, now time.Time, out *Output) {
-	id, err := schema.ParseChannelID(m.ChannelID)
-	chid := m.ChannelID
-	if err != nil || schema.FormatChannelID(id[:]) != chid {
-		// Notifications name the channel in canonical form, so a client
-		// using another form could not match them: refuse it (autopush too).
-		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusBadChannel,
-			Reason: "channelID must be a lowercase dashed UUID"})
-		return
-	}
-	if !c.chans.has(id) && len(c.chans.ids) >= env.MaxChannels {
-		out.refused(LimitChannels)
-		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusTooManyChannels,
-			Reason: fmt.Sprintf("too many channels (at most %d); unregister some first", env.MaxChannels)})
-		return
-	}
-	var keyHash []byte
-	if m.Key != nil {
-		raw, err := parseAppServerKey(*m.Key)
-		if err != nil {
-			out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusBadKey, Reason: err.Error()})
-			return
-		}
-		sum := sha256.Sum256(raw)
-		keyHash = sum[:]
-	}
-	if !c.allowRegistration(env, now, out) {
-		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusTooManyRequests, Reason: "too many registrations; retry later"})
-		return
-	}
-	uaid := c.uaid.String()
-	token, err := env.Sealer.SealEndpoint(schema.Endpoint{UAID: uaid, ChannelID: chid, KeyHash: keyHash})
-	if err != nil {
-		env.log().Error("seal endpoint", "err", err)
-		out.reply(registerReply{MessageType: typeRegister, ChannelID: chid, Status: StatusError})
-		return
-	}
-	version := "/wpush/v1/"
-	if keyHash != nil {
-		version = "/wpush/v2/"
-	}
-	ev := schema.NewEvent(uaid, now)
-	ev.Body = &pb.Event_ChannelRegistered{ChannelRegistered: &pb.ChannelRegistered{ChannelId: chid, KeyHash: keyHash}}
-	// The reply waits until the registration is durable.
-	out.Await = &Request{Kind: ProduceSync, UAID: c.uaid, Event: ev, chid: chid, id: id,
-		endpoint: env.PublicURL + version + token, then: stepRegistered}
-}
-
-func (c *Client) registered(env *Env, req *Request, res Result) Output {
-	var out Output
-	if res.Err != nil {
-		env.log().Warn("register not written", "uaid", c.uaid, "err", res.Err)
-		out.reply(registerReply{MessageType: typeRegister, ChannelID: req.chid, Status: StatusError, Reason: "try again later"})
-		return out
-	}
-	c.chans.add(req.id)
-	out.reply(registerReply{MessageType: typeRegister, ChannelID: req.chid, Status: StatusOK, PushEndpoint: req.endpoint})
-	return out
-}
-
-func (c *Client) unregister(env *Env, m *Message, now time.Time, out *Output) {
-	id, err := schema.ParseChannelID(m.ChannelID)
-	if err != nil {
-		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusBadChannel, Reason: "invalid channelID"})
-		return
-	}
-	if !c.chans.has(id) && !c.chans.partial {
-		// Not a channel of this UAID: nothing to undo, so nothing is
-		// written (an unregister flood leaves no trace in the log).
-		out.add(Effect{Kind: CountUnknownUnregister})
-		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusOK})
-		return
-	}
-	if !c.allowRegistration(env, now, out) {
-		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: m.ChannelID, Status: StatusTooManyRequests, Reason: "too many registrations; retry later"})
-		return
-	}
-	ev := schema.NewEvent(c.uaid.String(), now)
-	ev.Body = &pb.Event_ChannelUnregistered{ChannelUnregistered: &pb.ChannelUnregistered{
-		ChannelId: schema.FormatChannelID(id[:]), Code: intCode(m.Code, 0)}}
-	out.Await = &Request{Kind: ProduceSync, UAID: c.uaid, Event: ev, chid: m.ChannelID, id: id, then: stepUnregistered}
-}
-
-func (c *Client) unregistered(env *Env, req *Request, res Result) Output {
-	var out Output
-	if res.Err != nil {
-		env.log().Warn("unregister not written", "uaid", c.uaid, "err", res.Err)
-		out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: req.chid, Status: StatusError, Reason: "try again later"})
-		return out
-	}
-	c.chans.remove(req.id)
-	out.reply(unregisterReply{MessageType: typeUnregister, ChannelID: req.chid, Status: StatusOK})
-	return out
-}
-
-// ack records each acknowledged message: the Acked event (the durable
-// fact) and OwnerAcked (so the owner stops redelivering at once).
-//
-// Cost against the message rate: acks of notifications this socket
-// delivered are free (they are bounded by the deliveries); every other
-// update that writes an Acked event costs a token, and so does an ack
-// message acking nothing delivered here.
-func (c *Client) ack(env *Env, m *Message, now time.Time, out *Output) {
-	if len(m.Updates) > MaxAckUpdates {
-		out.refused(LimitAckUpdates)
-		out.close(ClosePolicy, "too many ack updates")
-		return
-	}
-	matched := false
-	for _, u := range m.Updates {
-		ref, delivered, ok := c.messageRef(env, u.Version, true)
-		if !ok {
-			continue
-		}
-		if delivered {
-			matched = true
-		} else if !c.spend(env, now, 1, out) {
-			return
-		}
-		code := intCode(u.Code, AckDelivered)
-		if code < AckDelivered || code > AckLast {
-			code = AckDelivered // as autopush: anything else counts as delivered
-		}
-		ev := schema.NewEvent(c.uaid.String(), now)
-		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: code}}
-		out.add(Effect{Kind: Produce, Event: ev})
-		out.add(Effect{Kind: CountAck, Code: int(code)})
-		out.add(Effect{Kind: OwnerAcked, Ref: ref})
-	}
-	if !matched && c.Phase() == Ready {
-		c.spend(env, now, 1, out)
-	}
-}
-
-// nack records a client-side delivery error; the message stays unacked.
-func (c *Client) nack(env *Env, m *Message, now time.Time, out *Output) {
-	ref, _, ok := c.messageRef(env, m.Version, false)
-	if !ok {
-		return
-	}
-	code := intCode(m.Code, 0)
-	if code < NackFirst || code > NackLast {
-		code = 0 // as autopush: unexpected codes are recorded as 0
-	}
-	ev := schema.NewEvent(c.uaid.String(), now)
-	ev.Body = &pb.Event_Nacked{Nacked: &pb.Nacked{Msg: ref, Code: code}}
-	out.add(Effect{Kind: Produce, Event: ev})
-	out.add(Effect{Kind: CountNack, Code: int(code)})
-}
-
-// messageRef finds the ref of a version delivered on this connection
-// (delivered; take forgets it), or decodes the version (a message
-// delivered on an earlier connection). A version of another UAID, or one
-// that does not open, is ignored (not ok).
-func (c *Client) messageRef(env *Env, version string, take bool) (ref *pb.MessageRef, delivered, ok bool) {
-	if version == "" {
-		return nil, false, false
-	}
-	ref = c.unacked[version]
-	if ref != nil {
-		if take {
-			delete(c.unacked, version)
-			if len(c.unacked) == 0 {
-				c.unacked = nil // maps never shrink: drop it
-			}
-		}
-		return ref, true, true
-	}
-	id, err := env.Sealer.OpenMessageID(version)
-	if err != nil {
-		env.log().Debug("ignoring undecodable version", "uaid", c.uaid, "err", err)
-		return nil, false, false
-	}
-	if id.UAID != c.uaid.String() {
-		env.log().Debug("ignoring version of another uaid", "uaid", c.uaid)
-		return nil, false, false
-	}
-	return &pb.MessageRef{Partition: id.Partition, Offset: id.Offset, ChannelId: id.ChannelID}, false, true
-}
-
 // ping answers `{}`; a client pinging more often than MinClientPing is
 // told to back off (4774), as autopush does.
 func (c *Client) ping(env *Env, now time.Time, out *Output) {
@@ -726,59 +454,4 @@ func (c *Client) ping(env *Env, now time.Time, out *Output) {
 	}
 	c.lastPing = n
 	out.send(pingReply)
-}
-
-// broadcastSubscribe adds subscriptions. Only ids the server knows are
-// kept (the table's shared strings), so a client's subscriptions are
-// bounded by the configured broadcasts.
-func (c *Client) broadcastSubscribe(env *Env, m *Message, out *Output) {
-	if broadcastsTooBig(m.Broadcasts) {
-		out.refused(LimitBroadcasts)
-		out.close(ClosePolicy, "too many or too long broadcasts")
-		return
-	}
-	reply, subs := env.Broadcasts.delta(m.Broadcasts)
-	c.bcast = mergeSubscriptions(c.bcast, subs)
-	if len(reply) > 0 {
-		out.reply(broadcastReply{MessageType: "broadcast", Broadcasts: reply})
-	}
-}
-
-// Delivered records a notification the socket layer queued for the client,
-// so that its ack is free and names the message without opening the
-// version. At most MaxUnacked are remembered.
-func (c *Client) Delivered(n link.Notification) {
-	if n.Ref == nil || n.Version == "" || len(c.unacked) >= MaxUnacked {
-		return
-	}
-	if c.unacked == nil {
-		c.unacked = make(map[string]*pb.MessageRef, 1)
-	}
-	c.unacked[n.Version] = n.Ref
-}
-
-// BroadcastsChanged answers a change of broadcast versions: a Ready client
-// subscribed to a changed id is sent the new versions.
-func (c *Client) BroadcastsChanged(env *Env, changed map[string]string) Output {
-	if c.Phase() != Ready {
-		return Output{}
-	}
-	var out map[string]any
-	for _, id := range c.bcast {
-		if v, ok := changed[id]; ok {
-			if out == nil {
-				out = map[string]any{}
-			}
-			out[id] = v
-		}
-	}
-	if out == nil {
-		return Output{}
-	}
-	msg, err := marshal(broadcastReply{MessageType: "broadcast", Broadcasts: out})
-	if err != nil {
-		env.log().Error("encode broadcast", "err", err)
-		return Output{}
-	}
-	return Output{Effects: []Effect{{Kind: Send, Frame: msg}}}
 }
