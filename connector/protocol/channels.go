@@ -18,6 +18,9 @@ func (c *Client) allowRegistration(env *Env, now time.Time, out *Output) bool {
 	return false
 }
 
+// register answers a register once its ChannelRegistered event is durable
+// (a ProduceSync request); bad ids, bad keys and limits are answered at once
+// and write nothing.
 func (c *Client) register(env *Env, m *Message, now time.Time, out *Output) {
 	id, err := schema.ParseChannelID(m.ChannelID)
 	chid := m.ChannelID
@@ -66,6 +69,7 @@ func (c *Client) register(env *Env, m *Message, now time.Time, out *Output) {
 		endpoint: env.PublicURL + version + token, then: stepRegistered}
 }
 
+// registered answers the register whose event was (or was not) written.
 func (c *Client) registered(env *Env, req *Request, res Result) Output {
 	var out Output
 	if res.Err != nil {
@@ -78,6 +82,9 @@ func (c *Client) registered(env *Env, req *Request, res Result) Output {
 	return out
 }
 
+// unregister answers an unregister once its ChannelUnregistered event is
+// durable; the unregister of a channel the UAID does not have writes
+// nothing.
 func (c *Client) unregister(env *Env, m *Message, now time.Time, out *Output) {
 	id, err := schema.ParseChannelID(m.ChannelID)
 	if err != nil {
@@ -101,6 +108,7 @@ func (c *Client) unregister(env *Env, m *Message, now time.Time, out *Output) {
 	out.Await = &Request{Kind: ProduceSync, UAID: c.uaid, Event: ev, chid: m.ChannelID, id: id, then: stepUnregistered}
 }
 
+// unregistered answers the unregister whose event was (or was not) written.
 func (c *Client) unregistered(env *Env, req *Request, res Result) Output {
 	var out Output
 	if res.Err != nil {
