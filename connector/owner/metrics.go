@@ -3,6 +3,7 @@ package owner
 import (
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +13,7 @@ import (
 type ownerCollector struct {
 	o                                                  *Owner
 	pending, partPending, parts, ready, uaids, payload *prometheus.Desc
+	oldest                                             *prometheus.Desc
 }
 
 func newOwnerCollector(o *Owner) *ownerCollector {
@@ -26,11 +28,12 @@ func newOwnerCollector(o *Owner) *ownerCollector {
 		ready:       d("partitions_ready", "Owned partitions caught up (delivering and deciding)."),
 		uaids:       d("uaids", "UAIDs with state in the owned partitions."),
 		payload:     d("payload_bytes", "Payload bytes kept in memory."),
+		oldest:      d("oldest_pending_age_seconds", "Age of the oldest unsettled message held by this node's owner (now minus its acceptance time); 0 when nothing is pending."),
 	}
 }
 
 func (c *ownerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload} {
+	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload, c.oldest} {
 		ch <- d
 	}
 }
@@ -49,6 +52,16 @@ func (c *ownerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, float64(ready))
 	ch <- prometheus.MustNewConstMetric(c.uaids, prometheus.GaugeValue, float64(st.UAIDs))
 	ch <- prometheus.MustNewConstMetric(c.payload, prometheus.GaugeValue, float64(st.PayloadBytes))
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, c.oldestAge(st.OldestPendingMs))
+}
+
+// oldestAge is the age in seconds of a message accepted at ms (0: none),
+// on the owner's clock; never negative (clocks of accepting nodes differ).
+func (c *ownerCollector) oldestAge(ms int64) float64 {
+	if ms <= 0 {
+		return 0
+	}
+	return max(c.o.cfg.Now().Sub(time.UnixMilli(ms)).Seconds(), 0)
 }
 
 // register registers cs on reg; a nil reg (no metrics configured) registers nothing.

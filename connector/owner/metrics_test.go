@@ -3,6 +3,7 @@ package owner
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -39,5 +40,57 @@ pushlog_owner_pending_messages 2
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"pushlog_owner_partition_pending_messages", "pushlog_owner_partitions", "pushlog_owner_partitions_ready", "pushlog_owner_pending_messages"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOldestPendingAge: the age of the oldest unsettled message follows
+// the owner's clock and moves to the next message as the oldest settles;
+// nothing pending is 0.
+func TestOldestPendingAge(t *testing.T) {
+	e := newTestEnv(t)
+	uaid, ch := uaidIn(1), newChannel()
+	e.register(uaid, ch)
+	first := e.accept(uaid, ch)
+	e.clock.Advance(30 * time.Second)
+	second := e.accept(uaid, ch)
+	e.clock.Advance(10 * time.Second)
+	reg := prometheus.NewPedanticRegistry()
+	r := e.start(func(c *Config) { c.Metrics = reg })
+	e.waitReady(r, testPartitions)
+	age := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "pushlog_owner_oldest_pending_age_seconds" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("pushlog_owner_oldest_pending_age_seconds not exposed")
+		return 0
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want float64
+	}{
+		{"two pending: the first's age", func() {}, 40},
+		{"the clock moves", func() { e.clock.Advance(5 * time.Second) }, 45},
+		{"the oldest settles: the second's age", func() {
+			e.deleteMsg(uaid, first)
+			waitFor(t, "first settled", func() bool { return pendingOf(r.Owner, 1) == 1 })
+		}, 15},
+		{"nothing pending", func() {
+			e.deleteMsg(uaid, second)
+			waitFor(t, "second settled", func() bool { return pendingOf(r.Owner, 1) == 0 })
+		}, 0},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := age(); got != s.want {
+			t.Fatalf("%s: age %v, want %v", s.name, got, s.want)
+		}
 	}
 }

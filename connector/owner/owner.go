@@ -833,6 +833,10 @@ type Stats struct {
 	Pending      int   // unsettled messages over all partitions
 	UAIDs        int   // UAIDs with any state
 	PayloadBytes int64 // payload bytes kept in memory
+
+	// OldestPendingMs is the acceptance time (Unix ms) of the oldest
+	// unsettled message over all partitions; 0 when nothing is pending.
+	OldestPendingMs int64
 }
 
 // PartitionStats describes one owned partition number.
@@ -845,6 +849,10 @@ type PartitionStats struct {
 	Orphans   int
 	Skipped   int64                 // corrupt, unknown or misrouted records
 	Next      [numGroupTopics]int64 // next offsets of messages, acks, registrations
+
+	// OldestPendingMs: acceptance time (Unix ms) of the oldest unsettled
+	// message; 0 when none.
+	OldestPendingMs int64
 }
 
 // Stats returns a snapshot of the owner's state.
@@ -863,6 +871,9 @@ func (o *Owner) Stats() Stats {
 			s.Partitions = append(s.Partitions, st)
 			s.Pending += st.Pending
 			s.UAIDs += st.UAIDs
+			if st.OldestPendingMs > 0 && (s.OldestPendingMs == 0 || st.OldestPendingMs < s.OldestPendingMs) {
+				s.OldestPendingMs = st.OldestPendingMs
+			}
 		}
 		ps.mu.Unlock()
 	}

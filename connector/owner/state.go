@@ -759,6 +759,10 @@ func (ps *partState) stats() PartitionStats {
 	for _, m := range ps.msgs.items() {
 		if m.state != stSettled {
 			s.Pending++
+			// Offset order is not acceptance order across producers: take the minimum.
+			if m.acceptedMs > 0 && (s.OldestPendingMs == 0 || m.acceptedMs < s.OldestPendingMs) {
+				s.OldestPendingMs = m.acceptedMs
+			}
 		}
 	}
 	for id, u := range ps.uaids {
