@@ -2,6 +2,8 @@ package analytics
 
 import (
 	"errors"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -35,8 +37,68 @@ func (p *Projector) collectors() []prometheus.Collector {
 			ConstLabels: prometheus.Labels{"projector": "analytics"},
 		}, func() float64 { return float64(c.v()) }))
 	}
+	label := prometheus.Labels{"projector": "analytics"}
+	out = append(out,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pushlog_projector_delay_seconds",
+			Help:        "Event-time delay: now minus the time of the oldest record polled but not yet stored in ClickHouse; 0 when everything polled is stored.",
+			ConstLabels: label,
+		}, func() float64 { return p.delay.delay(time.Now()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pushlog_projector_newest_stored_event_timestamp_seconds",
+			Help:        "Time (Unix seconds) of the newest record stored in ClickHouse; 0 before the first batch.",
+			ConstLabels: label,
+		}, p.delay.newestStored),
+	)
 	return out
 }
+
+// eventDelay follows the record times of the batch in progress, for
+// pushlog_projector_delay_seconds: unlike a lag in records it reads in
+// seconds, does not grow while nothing is produced, and grows while a
+// batch cannot be stored (ClickHouse down: the projector holds the batch).
+// Written under the projector's lock, read at scrape time.
+type eventDelay struct {
+	oldest, newest atomic.Int64 // record times (Unix ms) of the unstored batch; 0 none
+	stored         atomic.Int64 // newest record time stored (Unix ms); 0 none
+}
+
+// added notes a record of the batch in progress.
+func (d *eventDelay) added(ms int64) {
+	if ms <= 0 {
+		return
+	}
+	if o := d.oldest.Load(); o == 0 || ms < o {
+		d.oldest.Store(ms)
+	}
+	if ms > d.newest.Load() {
+		d.newest.Store(ms)
+	}
+}
+
+// flushed: the batch is stored.
+func (d *eventDelay) flushed() {
+	if n := d.newest.Load(); n > d.stored.Load() {
+		d.stored.Store(n)
+	}
+	d.dropped()
+}
+
+// dropped: the batch was given up (a rewind reads it again).
+func (d *eventDelay) dropped() {
+	d.oldest.Store(0)
+	d.newest.Store(0)
+}
+
+func (d *eventDelay) delay(now time.Time) float64 {
+	o := d.oldest.Load()
+	if o == 0 {
+		return 0
+	}
+	return max(now.Sub(time.UnixMilli(o)).Seconds(), 0)
+}
+
+func (d *eventDelay) newestStored() float64 { return float64(d.stored.Load()) / 1000 }
 
 // BreakerState is the state of the ClickHouse breaker, for the process's
 // pushlog_breaker_state{component="analytics",breaker="clickhouse"}

@@ -61,6 +61,7 @@ type Projector struct {
 	rebalanceWanted atomic.Bool
 	failing         atomic.Bool // the last ClickHouse operation failed
 	stats           projectorCounters
+	delay           eventDelay // pushlog_projector_delay_seconds (metrics.go)
 }
 
 type topicPartition struct {
@@ -334,6 +335,7 @@ func (p *Projector) addLocked(ctx context.Context, rec *kgo.Record) error {
 	// Even a record without a row moves the progress on.
 	st.last = kgo.EpochOffset{Epoch: rec.LeaderEpoch, Offset: rec.Offset}
 	st.dirty = true
+	p.delay.added(rec.Timestamp.UnixMilli())
 	if p.firstDirty.IsZero() {
 		p.firstDirty = time.Now()
 	}

@@ -67,6 +67,7 @@ func (p *Projector) flushLocked(ctx context.Context, cl *kgo.Client, mode retryM
 		p.log.Debug("batch stored", "rows", rows, "inserts", len(keys), "took", time.Since(began))
 	}
 	p.firstDirty = time.Time{}
+	p.delay.flushed()
 	return nil
 }
 

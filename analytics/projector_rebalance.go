@@ -157,6 +157,7 @@ func (p *Projector) dropLocked(parts map[string][]int32) {
 	}
 	if p.rows == 0 && !p.anyDirtyLocked() {
 		p.firstDirty = time.Time{}
+		p.delay.dropped()
 	}
 }
 
@@ -181,6 +182,7 @@ func (p *Projector) abandon(cl *kgo.Client) {
 	p.inserts = make(map[insertKey]*insert)
 	p.rows = 0
 	p.firstDirty = time.Time{}
+	p.delay.dropped()
 	cl.SetOffsets(rewind)
 }
 
