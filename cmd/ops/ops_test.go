@@ -175,3 +175,96 @@ func TestConfigMismatches(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadLag: the head lag counts records not read yet (end − read
+// position), apart from the committed lag; for the connectors group, whose
+// commit is its oldest unsettled message, it is known only where its
+// positions are.
+func TestHeadLag(t *testing.T) {
+	cl, adm := newAdmin(t)
+	names, _ := schema.NamesFor("h")
+	if _, err := CheckTopics(ctx(t), adm, TopicCheck{Names: names, MaxTTL: time.Hour, Partitions: 1, Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		for _, topic := range []string{names.Messages, names.Registrations} {
+			if err := cl.ProduceSync(ctx(t), &kgo.Record{Topic: topic, Partition: 0}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	off := kadm.Offsets{}
+	off.AddOffset(names.Messages, 0, 2, -1) // oldest unsettled message at 2
+	if _, err := adm.CommitOffsets(ctx(t), names.Group("connectors"), off); err != nil {
+		t.Fatal(err)
+	}
+	chans := kadm.Offsets{}
+	chans.AddOffset(names.Registrations, 0, 7, -1)
+	if _, err := adm.CommitOffsets(ctx(t), names.Group("channels"), chans); err != nil {
+		t.Fatal(err)
+	}
+	read9 := func() map[string]map[int32]int64 {
+		return map[string]map[int32]int64{names.Messages: {0: 9}, names.Acks: {0: 0}, names.Registrations: {0: 10}}
+	}
+	tests := []struct {
+		name              string
+		role, topic       string
+		positions         func() map[string]map[int32]int64
+		wantLag, wantHead int64
+		wantPos           int64
+	}{
+		{"connectors, positions unknown here", "connectors", names.Messages, nil, 8, -1, -1},
+		{"connectors, read up to 9 with 2 unsettled since", "connectors", names.Messages, read9, 8, 1, 9},
+		{"connectors, nothing on acks", "connectors", names.Acks, read9, 0, 0, 0},
+		{"connectors, registrations read to the end, never committed", "connectors", names.Registrations, read9, 10, 0, 10},
+		{"channels commit what they fold", "channels", names.Registrations, nil, 3, 3, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var groups []Group
+			for _, g := range Groups(names) {
+				if g.Role == tt.role {
+					g.Positions = tt.positions
+					groups = append(groups, g)
+				}
+			}
+			lags, err := Lag(ctx(t), adm, groups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range lags[0].Partitions {
+				if p.Topic != tt.topic {
+					continue
+				}
+				if p.Lag != tt.wantLag || p.HeadLag != tt.wantHead || p.Position != tt.wantPos {
+					t.Fatalf("lag %d, head lag %d at %d; want %d, %d at %d", p.Lag, p.HeadLag, p.Position, tt.wantLag, tt.wantHead, tt.wantPos)
+				}
+				return
+			}
+			t.Fatalf("no partition of %s", tt.topic)
+		})
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	mon := NewLagMonitor(adm, Groups(names)[:2], time.Hour, nil)
+	reg.MustRegister(mon)
+	mon.Refresh(ctx(t))
+	if n, _ := testutil.GatherAndCount(reg, "pushlog_consumer_head_lag"); n != 1 {
+		t.Fatalf("%d head lag series without the owner's positions, want 1 (channels)", n)
+	}
+	mon.WatchPositions("connectors", read9)
+	mon.Refresh(ctx(t))
+	want := `
+# HELP pushlog_consumer_group_head_lag Sum of pushlog_consumer_head_lag per group (connectors: over the partitions this process owns).
+# TYPE pushlog_consumer_group_head_lag gauge
+pushlog_consumer_group_head_lag{group="h-connectors"} 1
+pushlog_consumer_group_head_lag{group="h-channels"} 3
+# HELP pushlog_consumer_group_lag Sum of pushlog_consumer_lag per group.
+# TYPE pushlog_consumer_group_lag gauge
+pushlog_consumer_group_lag{group="h-connectors"} 18
+pushlog_consumer_group_lag{group="h-channels"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pushlog_consumer_group_head_lag", "pushlog_consumer_group_lag"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -80,6 +80,7 @@ type Node struct {
 	log    *slog.Logger
 	server *connector.Server
 	link   *remote.Node // nil on a single node
+	owner  *owner.Owner // nil for a tool's node (Config.Link)
 	parts  parts
 }
 
@@ -151,6 +152,7 @@ func (n *Node) buildOwner() error {
 	if err != nil {
 		return fmt.Errorf("owner: %w", err)
 	}
+	n.owner = own
 	n.parts.owner = own.Run
 	cfg.Server.Link = own
 	if cfg.Cluster == nil {
@@ -226,6 +228,16 @@ func (n *Node) buildCluster(own *owner.Owner, ref *linkRef, advertise string) (*
 
 // Connections is the number of open WebSocket connections.
 func (n *Node) Connections() int { return n.server.Connections() }
+
+// FoldPositions returns the owner's next offsets to fold per group topic
+// and owned partition (nil without an owner), for the connectors group's
+// head lag (pushlog_consumer_head_lag).
+func (n *Node) FoldPositions() map[string]map[int32]int64 {
+	if n.owner == nil {
+		return nil
+	}
+	return n.owner.FoldPositions()
+}
 
 // LinkBreakers returns the state of the node link's breaker of each peer
 // (none on a single node); the process reports them as

@@ -71,3 +71,20 @@ func register(reg prometheus.Registerer, cs ...prometheus.Collector) (err error)
 	}
 	return err
 }
+
+// FoldPositions returns, per group topic and owned partition, the next
+// offset this owner will fold: with the log's end offsets it gives the
+// group's head lag (records not yet read), which, unlike the committed low
+// watermark, does not count messages that are only waiting to settle.
+func (o *Owner) FoldPositions() map[string]map[int32]int64 {
+	out := make(map[string]map[int32]int64, numGroupTopics)
+	for _, p := range o.Stats().Partitions {
+		for ti, t := range o.groupTopics {
+			if out[t] == nil {
+				out[t] = make(map[int32]int64)
+			}
+			out[t][p.Partition] = p.Next[ti]
+		}
+	}
+	return out
+}

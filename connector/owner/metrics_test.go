@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pushlog/pushlog/schema"
 )
 
 // TestMetrics: pending messages and owned partitions come from Stats at
@@ -92,5 +94,32 @@ func TestOldestPendingAge(t *testing.T) {
 		if got := age(); got != s.want {
 			t.Fatalf("%s: age %v, want %v", s.name, got, s.want)
 		}
+	}
+}
+
+// TestFoldPositions: the owner reports the next offset it will fold per
+// group topic and owned partition (for the connectors' head lag), past a
+// settled message as well as a pending one.
+func TestFoldPositions(t *testing.T) {
+	e := newTestEnv(t)
+	uaid, ch := uaidIn(1), newChannel()
+	e.register(uaid, ch)
+	first := e.accept(uaid, ch)
+	e.accept(uaid, ch)
+	e.deleteMsg(uaid, first)
+	r := e.start(nil)
+	e.waitReady(r, testPartitions)
+	waitFor(t, "folded", func() bool { return r.FoldPositions()[schema.TopicMessages][1] == 3 })
+	pos := r.FoldPositions()
+	for _, topic := range []string{schema.TopicMessages, schema.TopicAcks, schema.TopicRegistrations} {
+		if len(pos[topic]) != testPartitions {
+			t.Fatalf("%s: positions of %d partitions, want %d", topic, len(pos[topic]), testPartitions)
+		}
+	}
+	if got := pos[schema.TopicRegistrations][1]; got != 1 {
+		t.Fatalf("registrations position %d, want 1", got)
+	}
+	if got := pos[schema.TopicMessages][0]; got != 0 {
+		t.Fatalf("an empty partition's position %d, want 0", got)
 	}
 }
