@@ -131,31 +131,23 @@ func (l paramList) get(key string) (string, bool) {
 	return "", false
 }
 
-// String renders the section as "k=v;k=v".
-func (l paramList) String() string {
-	var b strings.Builder
-	for i, p := range l {
-		if i > 0 {
-			b.WriteByte(';')
-		}
-		b.WriteString(p.key)
-		b.WriteByte('=')
-		b.WriteString(p.value)
-	}
-	return b.String()
-}
-
 // cryptoHeader is a parsed Encryption or Crypto-Key header
 // (draft-ietf-httpbis-encryption-encoding-02 §3/§4).
 type cryptoHeader []paramList
 
 var errBadParams = errors.New("malformed header parameters")
 
-// parseCryptoHeader parses "k=v;k=v,k=v". Keys are lowercased; values lose
-// surrounding whitespace, every double quote and trailing base64 padding,
-// which is what gets forwarded to the user agent. Empty items are skipped;
-// an item without "=" or whose key is not a plain token is an error.
+// parseCryptoHeader parses "k=v;k=v,k=v" with keys lowercased (see
+// parseParams).
 func parseCryptoHeader(h string) (cryptoHeader, error) {
+	return parseParams(h, true)
+}
+
+// parseParams parses "k=v;k=v,k=v". Keys are lowercased when fold is set,
+// else kept as written; values lose surrounding whitespace, every double
+// quote and trailing base64 padding. Empty items are skipped; an item
+// without "=" or whose key is not a plain token is an error.
+func parseParams(h string, fold bool) (cryptoHeader, error) {
 	var out cryptoHeader
 	for section := range strings.SplitSeq(h, ",") {
 		var l paramList
@@ -165,7 +157,10 @@ func parseCryptoHeader(h string) (cryptoHeader, error) {
 				continue
 			}
 			k, v, ok := strings.Cut(item, "=")
-			k = strings.ToLower(strings.TrimSpace(k))
+			k = strings.TrimSpace(k)
+			if fold {
+				k = strings.ToLower(k)
+			}
 			if !ok || k == "" || !isBase64URL(k) {
 				return nil, errBadParams // keys are tokens like dh, salt, rs
 			}
@@ -187,27 +182,6 @@ func (h cryptoHeader) get(key string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// flatten renders every parameter of every section as one "k=v;k=v" list,
-// the first occurrence of each key winning and keyid dropped. Parameters
-// may be separated by ";" or ","; Firefox reads only the first
-// comma-separated section of Encryption, so a flat list loses nothing.
-// keyid only pairs Encryption with a Crypto-Key section, a choice made
-// here (see dh), so the user agent falls back to the one dh it is given.
-func (h cryptoHeader) flatten() string {
-	var out paramList
-	for _, l := range h {
-		for _, p := range l {
-			if p.key == "keyid" {
-				continue
-			}
-			if _, dup := out.get(p.key); !dup {
-				out = append(out, p)
-			}
-		}
-	}
-	return out.String()
 }
 
 // dh returns the sender's ECDH key: from the section whose keyid matches the
@@ -233,8 +207,8 @@ func (h cryptoHeader) dh(keyid string) (string, bool) {
 // encoding is the validated content coding of a push body.
 type encoding struct {
 	name       string // "aes128gcm", "aesgcm" or "" for an empty body
-	encryption string // aesgcm: cleaned Encryption header ("salt=…;rs=…")
-	cryptoKey  string // aesgcm: "dh=…" from Crypto-Key (never p256ecdsa)
+	encryption string // aesgcm: the Encryption header as forwarded (forwardCryptoHeader)
+	cryptoKey  string // aesgcm: the Crypto-Key header as forwarded (forwardCryptoHeader)
 }
 
 // encodingHeaders carries the raw request headers checkEncoding looks at.
@@ -292,8 +266,12 @@ func checkAES128GCM(h encodingHeaders) (encoding, *apiError) {
 	return encoding{name: "aes128gcm"}, nil
 }
 
-// checkAESGCM: Encryption salt=…[;rs=N] and Crypto-Key dh=… are required;
-// both are cleaned (quotes and padding stripped) before forwarding.
+// checkAESGCM: Encryption salt=…[;rs=N] and Crypto-Key dh=… are required.
+// The user agent gets the headers themselves, cleaned only as autopush
+// cleans them (forwardCryptoHeader), so they are validated in that form
+// with keys as written, as autopush and Firefox read them: "Salt=" is no
+// salt, and a parameter left without a value ("keyid=") is refused rather
+// than forwarded bare.
 func checkAESGCM(h encodingHeaders) (encoding, *apiError) {
 	if h.encryptionKey != "" {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Encryption-Key header is not valid for webpush draft 02 or later")
@@ -301,8 +279,9 @@ func checkAESGCM(h encodingHeaders) (encoding, *apiError) {
 	if h.encryption == "" {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Missing Encryption header")
 	}
-	enc, err := parseCryptoHeader(h.encryption)
-	if err != nil || len(enc) == 0 {
+	out := encoding{name: "aesgcm", encryption: forwardCryptoHeader(h.encryption), cryptoKey: forwardCryptoHeader(h.cryptoKey)}
+	enc, err := parseParams(out.encryption, false)
+	if err != nil || len(enc) == 0 || !isHeaderText(h.encryption) {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Invalid Encryption header")
 	}
 	salt, ok := enc.get("salt")
@@ -320,8 +299,8 @@ func checkAESGCM(h encodingHeaders) (encoding, *apiError) {
 	if h.cryptoKey == "" {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Missing Crypto-Key header")
 	}
-	ck, err := parseCryptoHeader(h.cryptoKey)
-	if err != nil {
+	ck, err := parseParams(out.cryptoKey, false)
+	if err != nil || !isHeaderText(h.cryptoKey) {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Invalid Crypto-Key header")
 	}
 	keyid, _ := enc.get("keyid")
@@ -332,5 +311,50 @@ func checkAESGCM(h encodingHeaders) (encoding, *apiError) {
 	if dh == "" || !isBase64URL(dh) {
 		return encoding{}, badRequest(errnoInvalidCrypto, "Invalid dh value in Crypto-Key header")
 	}
-	return encoding{name: "aesgcm", encryption: enc.flatten(), cryptoKey: "dh=" + dh}, nil
+	return out, nil
+}
+
+// isHeaderText reports whether s is visible ASCII, spaces and tabs only:
+// what autopush can read as a header value at all (anything else it treats
+// as absent, which for aesgcm is a 400 errno 110 too), and what survives
+// the JSON notification frame unchanged.
+func isHeaderText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '\t' && (c < 0x20 || c > 0x7e) {
+			return false
+		}
+	}
+	return true
+}
+
+// forwardCryptoHeader is an aesgcm Encryption or Crypto-Key header as the
+// user agent receives it (headers.encryption, headers.crypto_key): the
+// sender's value with autopush's cleaning and nothing else. Every double
+// quote is removed, then every run of '=' that follows a base64url
+// character and ends a value (the end of the header, ',' or ';' comes
+// next): base64 padding. Every parameter (keyid, rs, p256ecdsa, ...) and
+// every section stays, in order and as written, so a user agent matching
+// dh to the Encryption keyid (Firefox) finds it. Whitespace is kept too:
+// padding followed by a space is not stripped, as in autopush.
+func forwardCryptoHeader(v string) string {
+	v = strings.ReplaceAll(strings.Trim(v, " \t"), `"`, "")
+	var b strings.Builder
+	b.Grow(len(v))
+	for i := 0; i < len(v); {
+		if v[i] != '=' {
+			b.WriteByte(v[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && v[j] == '=' {
+			j++
+		}
+		padding := i > 0 && isBase64URL(v[i-1:i]) && (j == len(v) || v[j] == ',' || v[j] == ';')
+		if !padding {
+			b.WriteString(v[i:j])
+		}
+		i = j
+	}
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -107,21 +108,20 @@ func TestParseUrgency(t *testing.T) {
 func TestParseCryptoHeader(t *testing.T) {
 	for _, tc := range []struct {
 		in      string
-		flat    string
 		dh      string
 		ecdsa   string
 		invalid bool
 	}{
-		{"dh=abc", "dh=abc", "abc", "", false},
-		{`keyid="p256dh";dh="abc=="`, "dh=abc", "abc", "", false},
-		{"dh=abc;p256ecdsa=xyz=", "dh=abc;p256ecdsa=xyz", "abc", "xyz", false},
-		{"dh=abc, p256ecdsa=xyz", "dh=abc;p256ecdsa=xyz", "abc", "xyz", false},
-		{"DH = abc ;", "dh=abc", "abc", "", false},
-		{"salt=a;salt=b", "salt=a", "", "", false},
-		{"", "", "", "", false},
-		{"dh", "", "", "", true},
-		{"=abc", "", "", "", true},
-		{"dh=abc;junk", "", "", "", true},
+		{"dh=abc", "abc", "", false},
+		{`keyid="p256dh";dh="abc=="`, "abc", "", false},
+		{"dh=abc;p256ecdsa=xyz=", "abc", "xyz", false},
+		{"dh=abc, p256ecdsa=xyz", "abc", "xyz", false},
+		{"DH = abc ;", "abc", "", false},
+		{"salt=a;salt=b", "", "", false},
+		{"", "", "", false},
+		{"dh", "", "", true},
+		{"=abc", "", "", true},
+		{"dh=abc;junk", "", "", true},
 	} {
 		h, err := parseCryptoHeader(tc.in)
 		if tc.invalid != (err != nil) {
@@ -130,9 +130,6 @@ func TestParseCryptoHeader(t *testing.T) {
 		}
 		if tc.invalid {
 			continue
-		}
-		if got := h.flatten(); got != tc.flat {
-			t.Errorf("%q: flatten %q, want %q", tc.in, got, tc.flat)
 		}
 		if got, _ := h.dh(""); got != tc.dh {
 			t.Errorf("%q: dh %q, want %q", tc.in, got, tc.dh)
@@ -147,6 +144,109 @@ func TestParseCryptoHeader(t *testing.T) {
 	}
 	if got, _ := h.dh("zzz"); got != "one" {
 		t.Errorf("dh for unknown keyid: %q", got)
+	}
+	exact, _ := parseParams("Salt=a;salt=b", false)
+	if got, _ := exact.get("salt"); got != "b" {
+		t.Errorf("unfolded salt: %q, want the lowercase key's b", got)
+	}
+}
+
+// TestForwardCryptoHeader: autopush's cleaning and nothing else: every
+// double quote goes, then each run of '=' after a base64url character that
+// ends a value (',' ';' or the end follows); everything else stays as sent.
+func TestForwardCryptoHeader(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"salt=abc", "salt=abc"},
+		{"salt=abc==", "salt=abc"},
+		{`salt="abc=="`, "salt=abc"},
+		{`"salt"="abc"`, "salt=abc"},
+		{`salt=a"b"c`, "salt=abc"}, // every quote, not only surrounding ones
+		{"salt=abc==;rs=4096", "salt=abc;rs=4096"},
+		{"salt=abc==,rs=4096", "salt=abc,rs=4096"},
+		{"keyid=p256dh; salt=abc=; rs=4096", "keyid=p256dh; salt=abc; rs=4096"},
+		{"keyid=a;dh=x=,keyid=b;dh=y==,p256ecdsa=z=", "keyid=a;dh=x,keyid=b;dh=y,p256ecdsa=z"},
+		{"dh=abc== ;rs=1", "dh=abc== ;rs=1"}, // autopush keeps padding before a space
+		{"dh=abc=x", "dh=abc=x"},             // not at the end of a value
+		{"dh=a/==", "dh=a/=="},               // not after a base64url character
+		{"a=;b=c", "a;b=c"},                  // an empty value: refused by checkAESGCM
+		{"  salt=abc==\t", "salt=abc"},       // optional whitespace around the header
+		{"", ""},
+		{"===", "==="},
+	} {
+		if got := forwardCryptoHeader(tc.in); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// clientHeaders is the notification's "headers" object for enc, as
+// connector/protocol.EncodeNotification renders the event fields ingest
+// stores (verbatim; its TestNotificationFrames checks that side).
+func clientHeaders(enc encoding) map[string]string {
+	h := map[string]string{}
+	for k, v := range map[string]string{"encoding": enc.name, "encryption": enc.encryption, "crypto_key": enc.cryptoKey} {
+		if v != "" {
+			h[k] = v
+		}
+	}
+	return h
+}
+
+// TestAESGCMHeadersForwarded (issue 13 point 1): for each header form an
+// aesgcm sender uses, the exact headers object the WebSocket client gets:
+// the sender's Encryption and Crypto-Key with only quotes and padding
+// removed, every parameter and section kept in order.
+func TestAESGCMHeadersForwarded(t *testing.T) {
+	const (
+		salt  = "c2FsdHNhbHRzYWx0c2FsdA" // 16 bytes
+		dh    = "BDw9T0eImd4ax818VcYqDK_DOhcuDswKeroYyNkdhYmygoLSDlSiWpuoWYUSSFxi25cyyNTR5k9Ny93DzZc0UI4"
+		other = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+		ecdsa = "BA1Hxzyi1RUM1b5wjxsn7nGxAszw2u61m164i3MrAIxHF6YK5h4SDYic-dRuU_RCPCfA5aq9ojSwk5Y2EmClBPs"
+	)
+	for _, tc := range []struct {
+		name           string
+		encryption, ck string
+		want           map[string]string
+	}{
+		{"one section", "salt=" + salt, "dh=" + dh,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt, "crypto_key": "dh=" + dh}},
+		{"rs", "salt=" + salt + ";rs=4096", "dh=" + dh,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt + ";rs=4096", "crypto_key": "dh=" + dh}},
+		{"quoted", `salt="` + salt + `";rs="3000"`, `dh="` + dh + `"`,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt + ";rs=3000", "crypto_key": "dh=" + dh}},
+		{"padded", "salt=" + salt + "==", "dh=" + dh + "=",
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt, "crypto_key": "dh=" + dh}},
+		{"quoted and padded", `salt="` + salt + `=="`, `dh="` + dh + `="`,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt, "crypto_key": "dh=" + dh}},
+		{"keyid on both headers", `keyid="p256dh";salt="` + salt + `"`, `keyid="p256dh";dh="` + dh + `"`,
+			map[string]string{"encoding": "aesgcm", "encryption": "keyid=p256dh;salt=" + salt, "crypto_key": "keyid=p256dh;dh=" + dh}},
+		{"p256ecdsa beside dh", "salt=" + salt, "dh=" + dh + ";p256ecdsa=" + ecdsa,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt, "crypto_key": "dh=" + dh + ";p256ecdsa=" + ecdsa}},
+		{"p256ecdsa in its own section, padded", "salt=" + salt, "dh=" + dh + "=,p256ecdsa=" + ecdsa + "=",
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt, "crypto_key": "dh=" + dh + ",p256ecdsa=" + ecdsa}},
+		{"several sections, keyid picks the second", "keyid=b;salt=" + salt + ";rs=4096",
+			"keyid=a;dh=" + other + ",keyid=b;dh=" + dh + ",p256ecdsa=" + ecdsa,
+			map[string]string{"encoding": "aesgcm", "encryption": "keyid=b;salt=" + salt + ";rs=4096",
+				"crypto_key": "keyid=a;dh=" + other + ",keyid=b;dh=" + dh + ",p256ecdsa=" + ecdsa}},
+		{"several Encryption sections", "keyid=a;salt=" + salt + ",keyid=b;salt=" + salt, "keyid=a;dh=" + dh + ",keyid=b;dh=" + other,
+			map[string]string{"encoding": "aesgcm", "encryption": "keyid=a;salt=" + salt + ",keyid=b;salt=" + salt,
+				"crypto_key": "keyid=a;dh=" + dh + ",keyid=b;dh=" + other}},
+		{"parameters separated by commas", "salt=" + salt + ",rs=3000", "dh=" + dh + ",p256ecdsa=" + ecdsa,
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt + ",rs=3000", "crypto_key": "dh=" + dh + ",p256ecdsa=" + ecdsa}},
+		{"spaces kept as sent", `keyid="p256dh"; salt="` + salt + `=="; rs=4096`, `keyid="p256dh"; dh="` + dh + `=="`,
+			map[string]string{"encoding": "aesgcm", "encryption": "keyid=p256dh; salt=" + salt + "; rs=4096", "crypto_key": "keyid=p256dh; dh=" + dh}},
+		{"unknown parameters kept", "salt=" + salt + ";foo=bar", "dh=" + dh + ";x-y=1",
+			map[string]string{"encoding": "aesgcm", "encryption": "salt=" + salt + ";foo=bar", "crypto_key": "dh=" + dh + ";x-y=1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc, aerr := checkEncoding(encodingHeaders{contentEncoding: []string{"aesgcm"}, encryption: tc.encryption, cryptoKey: tc.ck}, true)
+			if aerr != nil {
+				t.Fatalf("refused: %v", aerr)
+			}
+			if got := clientHeaders(enc); !maps.Equal(got, tc.want) {
+				t.Errorf("headers %v\nwant    %v", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -168,9 +268,17 @@ func TestCheckEncoding(t *testing.T) {
 		{"aes128gcm with dh", encodingHeaders{contentEncoding: ce("aes128gcm"), cryptoKey: "dh=x"}, true, encoding{}, false},
 		{"aes128gcm with malformed Crypto-Key", encodingHeaders{contentEncoding: ce("aes128gcm"), cryptoKey: "x"}, true, encoding{}, false},
 		{"aesgcm", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: `salt="s1=";rs=4096`, cryptoKey: `dh="k1==";p256ecdsa=v`}, true,
-			encoding{name: "aesgcm", encryption: "salt=s1;rs=4096", cryptoKey: "dh=k1"}, true},
-		{"aesgcm keyid pairs sections", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "keyid=b;salt=s", cryptoKey: "keyid=a;dh=one,keyid=b;dh=two"}, true,
-			encoding{name: "aesgcm", encryption: "salt=s", cryptoKey: "dh=two"}, true},
+			encoding{name: "aesgcm", encryption: "salt=s1;rs=4096", cryptoKey: "dh=k1;p256ecdsa=v"}, true},
+		{"aesgcm keyid kept on both", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "keyid=b;salt=s", cryptoKey: "keyid=a;dh=one,keyid=b;dh=two"}, true,
+			encoding{name: "aesgcm", encryption: "keyid=b;salt=s", cryptoKey: "keyid=a;dh=one,keyid=b;dh=two"}, true},
+		{"aesgcm keyid picks a bad dh", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "keyid=b;salt=s", cryptoKey: "keyid=a;dh=one,keyid=b;dh=t/o"}, true, encoding{}, false},
+		{"aesgcm Salt is not salt", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "Salt=s", cryptoKey: "dh=k"}, true, encoding{}, false},
+		{"aesgcm DH is not dh", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s", cryptoKey: "DH=k"}, true, encoding{}, false},
+		{"aesgcm empty keyid", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "keyid=;salt=s", cryptoKey: "dh=k"}, true, encoding{}, false},
+		{"aesgcm padding-only value", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s", cryptoKey: "dh=k;x=="}, true, encoding{}, false},
+		{"aesgcm non-ASCII Encryption", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s;x=é", cryptoKey: "dh=k"}, true, encoding{}, false},
+		{"aesgcm control byte in Crypto-Key", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s", cryptoKey: "dh=k;x=\x01"}, true, encoding{}, false},
+		{"aesgcm Encryption-Key", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s", cryptoKey: "dh=k", encryptionKey: "dh=k"}, true, encoding{}, false},
 		{"aesgcm rs too small", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s;rs=1", cryptoKey: "dh=k"}, true, encoding{}, false},
 		{"aesgcm empty salt", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=", cryptoKey: "dh=k"}, true, encoding{}, false},
 		{"aesgcm bad dh", encodingHeaders{contentEncoding: ce("aesgcm"), encryption: "salt=s", cryptoKey: "dh=a/b"}, true, encoding{}, false},

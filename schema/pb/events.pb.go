@@ -484,8 +484,8 @@ type MessageAccepted struct {
 	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"` // lowercase dashed UUID
 	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`                      // the body, byte for byte
 	Encoding      string                 `protobuf:"bytes,3,opt,name=encoding,proto3" json:"encoding,omitempty"`                    // "aes128gcm", "aesgcm" or "" for an empty body
-	Encryption    string                 `protobuf:"bytes,4,opt,name=encryption,proto3" json:"encryption,omitempty"`                // aesgcm only: cleaned Encryption header (salt=...;rs=...)
-	CryptoKey     string                 `protobuf:"bytes,5,opt,name=crypto_key,json=cryptoKey,proto3" json:"crypto_key,omitempty"` // aesgcm only: cleaned Crypto-Key dh=... (no p256ecdsa)
+	Encryption    string                 `protobuf:"bytes,4,opt,name=encryption,proto3" json:"encryption,omitempty"`                // aesgcm only: Encryption header as forwarded (quotes, padding stripped)
+	CryptoKey     string                 `protobuf:"bytes,5,opt,name=crypto_key,json=cryptoKey,proto3" json:"crypto_key,omitempty"` // aesgcm only: Crypto-Key header as forwarded (quotes, padding stripped)
 	TtlS          int64                  `protobuf:"varint,6,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"`               // applied TTL (already clamped)
 	Topic         string                 `protobuf:"bytes,7,opt,name=topic,proto3" json:"topic,omitempty"`                          // replaces an undelivered message with the same topic
 	Urgency       Urgency                `protobuf:"varint,8,opt,name=urgency,proto3,enum=pushlog.v1.Urgency" json:"urgency,omitempty"`
