@@ -13,7 +13,7 @@ import (
 type ownerCollector struct {
 	o                                                  *Owner
 	pending, partPending, parts, ready, uaids, payload *prometheus.Desc
-	oldest                                             *prometheus.Desc
+	oldest, budget                                     *prometheus.Desc
 }
 
 func newOwnerCollector(o *Owner) *ownerCollector {
@@ -28,12 +28,13 @@ func newOwnerCollector(o *Owner) *ownerCollector {
 		ready:       d("partitions_ready", "Owned partitions caught up (delivering and deciding)."),
 		uaids:       d("uaids", "UAIDs with state in the owned partitions."),
 		payload:     d("payload_bytes", "Payload bytes kept in memory."),
+		budget:      d("payload_budget_bytes", "The bound of pushlog_owner_payload_bytes (past it payloads are re-read from Kafka when delivered); negative: none kept in memory."),
 		oldest:      d("oldest_pending_age_seconds", "Age of the oldest unsettled message held by this node's owner (now minus its acceptance time); 0 when nothing is pending."),
 	}
 }
 
 func (c *ownerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload, c.oldest} {
+	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload, c.budget, c.oldest} {
 		ch <- d
 	}
 }
@@ -52,6 +53,7 @@ func (c *ownerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, float64(ready))
 	ch <- prometheus.MustNewConstMetric(c.uaids, prometheus.GaugeValue, float64(st.UAIDs))
 	ch <- prometheus.MustNewConstMetric(c.payload, prometheus.GaugeValue, float64(st.PayloadBytes))
+	ch <- prometheus.MustNewConstMetric(c.budget, prometheus.GaugeValue, float64(c.o.cfg.PayloadBudget))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, c.oldestAge(st.OldestPendingMs))
 }
 

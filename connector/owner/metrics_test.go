@@ -43,6 +43,14 @@ pushlog_owner_pending_messages 2
 		"pushlog_owner_partition_pending_messages", "pushlog_owner_partitions", "pushlog_owner_partitions_ready", "pushlog_owner_pending_messages"); err != nil {
 		t.Fatal(err)
 	}
+	budget := `
+# HELP pushlog_owner_payload_budget_bytes The bound of pushlog_owner_payload_bytes (past it payloads are re-read from Kafka when delivered); negative: none kept in memory.
+# TYPE pushlog_owner_payload_budget_bytes gauge
+pushlog_owner_payload_budget_bytes 2.68435456e+08
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(budget), "pushlog_owner_payload_budget_bytes"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestOldestPendingAge: the age of the oldest unsettled message follows
