@@ -142,12 +142,14 @@ func helloMetricKind(k protocol.HelloKind) int {
 	return helloNew
 }
 
-// notifyBroadcasts sends the changed versions this client subscribed to.
-func (c *conn) notifyBroadcasts(changed map[string]string) {
+// notifyBroadcasts sends the changed versions this client subscribed to;
+// it reports whether a frame was sent.
+func (c *conn) notifyBroadcasts(change protocol.Change) bool {
 	c.mu.Lock()
-	out := c.proto.BroadcastsChanged(&c.srv.env, changed)
+	out := c.proto.BroadcastsChangedAt(&c.srv.env, change)
 	c.mu.Unlock()
 	c.perform(out.Effects, false)
+	return len(out.Effects) > 0
 }
 
 // due carries out what the sweeper's Tick decided for c at now (unix

@@ -108,18 +108,19 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler serves the WebSocket endpoint: GET / upgrades; GET /metrics
-// serves Config.MetricsHandler when set.
+// serves Config.MetricsHandler and /__*__ Config.HealthHandler when set.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Connections is the number of open WebSocket connections.
 func (s *Server) Connections() int { return int(s.count.Load()) }
 
 // SetBroadcasts replaces the broadcast table and tells subscribed clients
-// about the versions that changed.
-func (s *Server) SetBroadcasts(m map[string]string) {
-	changed := s.bcast.Set(m)
-	if len(changed) == 0 {
-		return
+// about the versions that changed; it returns how many clients were sent
+// a broadcast frame.
+func (s *Server) SetBroadcasts(m map[string]string) int {
+	change := s.bcast.Replace(m)
+	if len(change.Versions) == 0 {
+		return 0
 	}
 	s.mu.RLock()
 	conns := make([]*conn, 0, len(s.byUAID))
@@ -127,9 +128,13 @@ func (s *Server) SetBroadcasts(m map[string]string) {
 		conns = append(conns, c)
 	}
 	s.mu.RUnlock()
+	sent := 0
 	for _, c := range conns {
-		c.notifyBroadcasts(changed)
+		if c.notifyBroadcasts(change) {
+			sent++
+		}
 	}
+	return sent
 }
 
 // Run serves ln until ctx ends, then closes every socket gracefully (close
@@ -236,6 +241,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/metrics" && s.cfg.MetricsHandler != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		s.cfg.MetricsHandler.ServeHTTP(w, r)
 		return
+	}
+	switch r.URL.Path {
+	case "/__heartbeat__", "/__lbheartbeat__", "/__version__":
+		if s.cfg.HealthHandler != nil {
+			s.cfg.HealthHandler.ServeHTTP(w, r)
+			return
+		}
 	}
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)

@@ -23,6 +23,7 @@ type Names struct {
 	Registrations string
 	Channels      string
 	Presence      string
+	Broadcasts    string // keyed by broadcast id, not UAID (broadcast.go)
 }
 
 var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,100}$`)
@@ -42,6 +43,7 @@ func NamesFor(ns string) (Names, error) {
 		Registrations: ns + ".registrations",
 		Channels:      ns + ".channels",
 		Presence:      ns + ".presence",
+		Broadcasts:    ns + ".broadcasts",
 	}, nil
 }
 
@@ -57,7 +59,7 @@ func (n Names) Group(role string) string { return n.Namespace + "-" + role }
 
 // All returns every topic name.
 func (n Names) All() []string {
-	return []string{n.Messages, n.Acks, n.Registrations, n.Channels, n.Presence}
+	return []string{n.Messages, n.Acks, n.Registrations, n.Channels, n.Presence, n.Broadcasts}
 }
 
 // Topic returns the topic of an event type in this namespace.
@@ -101,6 +103,8 @@ func (n Names) FromDefault(defaultName string) string {
 		return n.Channels
 	case TopicPresence:
 		return n.Presence
+	case TopicBroadcasts:
+		return n.Broadcasts
 	}
 	return defaultName
 }
@@ -120,6 +124,8 @@ func (n Names) ToDefault(name string) string {
 		return def.Channels
 	case n.Presence:
 		return def.Presence
+	case n.Broadcasts:
+		return def.Broadcasts
 	}
 	return name
 }

@@ -12,13 +12,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// Topic names. All are keyed by UAID and co-partitioned.
+// Topic names. All but broadcasts are keyed by UAID and co-partitioned;
+// broadcasts is keyed by broadcast id and read whole by every connector
+// (it has the same partition count so that one count fits every topic).
 const (
 	TopicMessages      = "pushlog.messages"
 	TopicAcks          = "pushlog.acks"
 	TopicRegistrations = "pushlog.registrations"
 	TopicChannels      = "pushlog.channels"
 	TopicPresence      = "pushlog.presence"
+	TopicBroadcasts    = "pushlog.broadcasts"
 )
 
 // DefaultPartitions is the partition count of every topic unless configured.
@@ -155,6 +158,7 @@ func Topics(maxTTL time.Duration) []TopicSpec {
 		{Name: TopicRegistrations, Retention: RegistrationsRetention},
 		{Name: TopicChannels, Compact: true},
 		{Name: TopicPresence, Compact: true},
+		{Name: TopicBroadcasts, Compact: true},
 	}
 }
 

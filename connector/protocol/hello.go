@@ -59,14 +59,14 @@ func (c *Client) helloFailed(env *Env, err error) Output {
 // identify answers the hello with uaid: the socket claims the UAID, then
 // the reply is written, then the client is Ready and attaches.
 func (c *Client) identify(env *Env, out Output, uaid schema.UAID, info link.UAIDInfo, broadcasts map[string]string) Output {
-	reply, subs := env.Broadcasts.delta(broadcasts)
+	reply, subs, bgen := env.Broadcasts.deltaSince(broadcasts, nil, 0)
 	msg, err := marshal(helloReply{MessageType: typeHello, UAID: uaid.String(), Status: StatusOK, UseWebpush: true, Broadcasts: reply})
 	if err != nil {
 		env.log().Error("encode hello", "err", err)
 		out.close(CloseGoingAway, "internal error")
 		return out
 	}
-	out.Await = &Request{Kind: Claim, UAID: uaid, Frame: msg, info: info, subs: subs, then: stepClaimed}
+	out.Await = &Request{Kind: Claim, UAID: uaid, Frame: msg, info: info, subs: subs, bgen: bgen, then: stepClaimed}
 	return out
 }
 
@@ -87,7 +87,7 @@ func (c *Client) claimed(req *Request, res Result) Output {
 	if !res.Claimed {
 		return Output{} // closed meanwhile
 	}
-	c.bcast = req.subs
+	c.bcast, c.bgen = req.subs, req.bgen
 	c.chans = newChanSet(req.info)
 	// Connected before Ready: a Disconnected can only follow it.
 	return Output{
@@ -97,14 +97,18 @@ func (c *Client) claimed(req *Request, res Result) Output {
 }
 
 // greeted goes on once the reply is written: the client is Ready and
-// attaches to the owner, which then sends the stored messages.
-func (c *Client) greeted(req *Request, res Result) Output {
+// attaches to the owner, which then sends the stored messages. Broadcast
+// changes since the reply's versions were read are sent first: they were
+// not announced to a client that was not Ready.
+func (c *Client) greeted(env *Env, req *Request, res Result) Output {
 	if res.Err != nil || !c.phase.CompareAndSwap(int32(Identifying), int32(Ready)) {
 		// Closed while answering: the close saw no Ready client and
 		// recorded nothing.
 		return Output{Effects: []Effect{{Kind: Disconnected}}}
 	}
-	return Output{Await: &Request{Kind: Attach, UAID: req.UAID, then: stepAttached}}
+	out := c.catchUp(env)
+	out.Await = &Request{Kind: Attach, UAID: req.UAID, then: stepAttached}
+	return out
 }
 
 func (c *Client) attached(env *Env, req *Request, res Result) Output {

@@ -177,6 +177,7 @@ type Client struct {
 	msgRate  Rate // client messages (MaxMessagesPerMinute)
 	unacked  map[string]*pb.MessageRef
 	bcast    []string // subscribed broadcast ids (the table's shared strings)
+	bgen     uint64   // the broadcast table's generation the client was told about
 	phase    atomic.Int32
 }
 
@@ -264,6 +265,7 @@ type Request struct {
 	endpoint   string
 	info       link.UAIDInfo
 	subs       []string
+	bgen       uint64
 	broadcasts map[string]string
 }
 
@@ -420,7 +422,7 @@ func (c *Client) Resume(env *Env, now time.Time, req *Request, res Result) Outpu
 	case stepClaimed:
 		return c.claimed(req, res)
 	case stepGreeted:
-		return c.greeted(req, res)
+		return c.greeted(env, req, res)
 	case stepAttached:
 		return c.attached(env, req, res)
 	case stepRegistered:
