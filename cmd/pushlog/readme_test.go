@@ -1,27 +1,50 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"io/fs"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
 )
 
+// readmePath is the README every test here keeps true.
+const readmePath = "../../README.md"
+
+func readReadme(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile(readmePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(readme)
+}
+
+// testParser builds the CLI as main does, so the README is checked against
+// the real command line (flags other work adds included).
+func testParser(t *testing.T) *kong.Kong {
+	t.Helper()
+	var c cli
+	parser, err := kong.New(&c, kong.Name("pushlog"), kong.Vars{"version": "test"}, kong.Writers(io.Discard, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parser
+}
+
 // TestReadmeConfigurationTable keeps the README's settings table true: every
 // flag and variable it names must be one serve accepts, and every serve
 // flag must be in the table (the README is what operators read).
 func TestReadmeConfigurationTable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c cli
-	parser, err := kong.New(&c, kong.Name("pushlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	readme := readReadme(t)
+	parser := testParser(t)
 	flags, envs := map[string]bool{}, map[string]bool{}
 	for _, node := range parser.Model.Children {
 		if node.Name != "serve" {
@@ -39,7 +62,7 @@ func TestReadmeConfigurationTable(t *testing.T) {
 	if len(flags) == 0 {
 		t.Fatal("serve has no flags in the kong model")
 	}
-	section := string(readme)
+	section := readme
 	start := strings.Index(section, "## Configuration")
 	if start < 0 {
 		t.Fatal("README has no Configuration section")
@@ -64,11 +87,549 @@ func TestReadmeConfigurationTable(t *testing.T) {
 		}
 	}
 	for f := range flags {
-		if f == "--help" || strings.HasPrefix(f, "--log-") && named["--log-format"] {
+		if f == "--help" || f == "--version" || strings.HasPrefix(f, "--log-") && named["--log-format"] {
 			continue
 		}
 		if !named[f] {
 			t.Errorf("serve flag %s is missing from the README's configuration table", f)
 		}
 	}
+}
+
+// TestReadmeNamesOnlyWhatExists: every `pushlog <subcommand>`, every flag
+// (spelled as users type it) and every PUSHLOG_*/KAFKA_*/CLICKHOUSE_*
+// variable the README names must exist. pushlog's commands and flags come
+// from its kong model: a flag after `pushlog <sub>` in a command must be one
+// of that subcommand (or global); a flag standing alone in prose must be one
+// of some pushlog subcommand or of pushattack/pushload (asked with --help).
+// Flags of other programs (go, curl, docker, npm, kafka scripts, …) are
+// skipped by the program that precedes them. A variable is either one the
+// CLI reads or one a script or test of the repository uses.
+func TestReadmeNamesOnlyWhatExists(t *testing.T) {
+	readme := readReadme(t)
+	idx := newCLIIndex(testParser(t))
+	ck := &readmeChecker{idx: idx, tools: map[string]map[string]bool{}, t: t}
+
+	blocks, prose := splitFences(readme)
+	for _, b := range blocks {
+		for _, l := range logicalLines(b.text) {
+			ck.checkLine(l.text, b.line+l.line, false)
+		}
+	}
+	for _, span := range inlineCode(prose) {
+		ck.checkLine(span.text, span.line, true)
+	}
+	// Flags in plain prose (outside any code) are checked as lone flags.
+	plain := stripInline(prose)
+	for _, m := range regexp.MustCompile(`(?:^|[\s(])(--[a-z][a-z0-9-]*)`).FindAllStringSubmatchIndex(plain, -1) {
+		ck.loneFlag(plain[m[2]:m[3]], lineOf(plain, m[2]))
+	}
+	if ck.checked == 0 {
+		t.Fatal("found no pushlog command or flag in the README: the extraction is broken")
+	}
+
+	env := regexp.MustCompile(`\b(?:PUSHLOG|KAFKA|CLICKHOUSE)_[A-Z0-9_]*[A-Z0-9]\b`)
+	var others []string
+	for _, name := range uniq(env.FindAllString(readme, -1)) {
+		if !idx.envs[name] {
+			others = append(others, name)
+		}
+	}
+	if len(others) > 0 {
+		used := usedElsewhere(t, others)
+		for _, name := range others {
+			if !used[name] {
+				t.Errorf("README names variable %s, which neither pushlog reads nor any script or test of the repository uses", name)
+			}
+		}
+	}
+}
+
+// TestReadmePathsExist: every file or directory of the repository the
+// README names (deploy/test.sh, analytics/queries/, integration/…_test.go)
+// exists.
+func TestReadmePathsExist(t *testing.T) {
+	readme := readReadme(t)
+	path := regexp.MustCompile("(?:^|[\\s(`=])(\\./)?((?:cmd|ingest|projector|connector|schema|analytics|deploy|integration|\\.ci)/[A-Za-z0-9_./-]*[A-Za-z0-9_/]|Dockerfile|docker-compose\\.yml)")
+	n := 0
+	for _, m := range path.FindAllStringSubmatchIndex(readme, -1) {
+		name := readme[m[4]:m[5]]
+		if strings.HasSuffix(readme[m[5]:min(m[5]+1, len(readme))], "{") {
+			continue // cmd/internal/{a,b}: a set, not a path
+		}
+		if breakerNames[name] {
+			continue
+		}
+		n++
+		if _, err := os.Stat(filepath.Join("../..", name)); err != nil {
+			t.Errorf("README line %d names %s, which does not exist", lineOf(readme, m[4]), name)
+		}
+	}
+	if n == 0 {
+		t.Fatal("found no repository path in the README: the extraction is broken")
+	}
+}
+
+// breakerNames are values of pushlog_breaker_state's breaker label that
+// look like paths.
+var breakerNames = map[string]bool{"ingest/kafka": true, "analytics/clickhouse": true}
+
+// TestReadmeStartsWithTheTwoCommands: the README's first code block holds
+// the run command and the test command, and the test command is the one CI
+// runs (.ci/run).
+func TestReadmeStartsWithTheTwoCommands(t *testing.T) {
+	blocks, _ := splitFences(readReadme(t))
+	if len(blocks) == 0 {
+		t.Fatal("README has no code block")
+	}
+	first := blocks[0].text
+	if !regexp.MustCompile(`(?m)^go run \./cmd/pushlog serve\s*$`).MatchString(first) {
+		t.Errorf("README's first code block has no `go run ./cmd/pushlog serve` line:\n%s", first)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^exec (?:bash )?(?:\./)?(\S+)\s*$`).FindStringSubmatch(string(ci))
+	if m == nil {
+		t.Fatalf(".ci/run has no `exec SCRIPT` line:\n%s", ci)
+	}
+	if !regexp.MustCompile(`(?m)^(?:bash )?\./` + regexp.QuoteMeta(m[1]) + `\s*$`).MatchString(first) {
+		t.Errorf("README's first code block does not run ./%s, which .ci/run runs:\n%s", m[1], first)
+	}
+}
+
+// cliIndex is pushlog's command line as the kong model has it.
+type cliIndex struct {
+	cmds  map[string]map[string]bool // "serve", "analytics report", "" (root) → flags it accepts, parents' included
+	all   map[string]bool            // every flag of every command
+	envs  map[string]bool            // every variable any flag reads
+	child map[string][]string        // command path → its subcommands
+}
+
+func newCLIIndex(p *kong.Kong) *cliIndex {
+	idx := &cliIndex{cmds: map[string]map[string]bool{}, all: map[string]bool{}, envs: map[string]bool{}, child: map[string][]string{}}
+	var walk func(n *kong.Node, path string)
+	walk = func(n *kong.Node, path string) {
+		flags := map[string]bool{"--help": true}
+		for _, group := range n.AllFlags(false) {
+			for _, fl := range group {
+				for _, name := range flagSpellings(fl) {
+					flags[name] = true
+					idx.all[name] = true
+				}
+				for _, e := range fl.Envs {
+					idx.envs[e] = true
+				}
+			}
+		}
+		idx.cmds[path] = flags
+		for _, ch := range n.Children {
+			if ch.Type != kong.CommandNode {
+				continue
+			}
+			for _, name := range append([]string{ch.Name}, ch.Aliases...) {
+				idx.child[path] = append(idx.child[path], name)
+				walk(ch, strings.TrimSpace(path+" "+name))
+			}
+		}
+	}
+	walk(p.Model.Node, "")
+	return idx
+}
+
+// flagSpellings are the ways a user can type a flag: its name, aliases and
+// negation.
+func flagSpellings(fl *kong.Flag) []string {
+	out := []string{"--" + fl.Name}
+	for _, a := range fl.Aliases {
+		out = append(out, "--"+a)
+	}
+	if fl.Tag != nil && fl.Tag.Negatable != "" {
+		if fl.Tag.Negatable == "_" {
+			out = append(out, "--no-"+fl.Name)
+		} else {
+			out = append(out, "--"+fl.Tag.Negatable)
+		}
+	}
+	return out
+}
+
+// subcommand resolves the longest command path at the start of args (which
+// follow "pushlog"); rest is what follows it.
+func (idx *cliIndex) subcommand(args []token) (path string, rest []token, ok bool) {
+	for len(args) > 0 && !args[0].quoted {
+		next := strings.TrimSpace(path + " " + args[0].text)
+		if _, known := idx.cmds[next]; !known {
+			break
+		}
+		path, args = next, args[1:]
+	}
+	return path, args, path != ""
+}
+
+type readmeChecker struct {
+	idx     *cliIndex
+	tools   map[string]map[string]bool // "pushattack", "pushload serve" → flags from --help
+	t       *testing.T
+	checked int
+}
+
+// programs whose flags the README may name besides pushlog's: each is ours
+// and answers --help.
+var ownTools = map[string]string{"pushattack": "../pushattack", "pushload": "../pushload"}
+
+// checkLine checks one shell command line (or an inline code span).
+func (ck *readmeChecker) checkLine(line string, at int, inline bool) {
+	for _, cmd := range splitCommands(line) {
+		toks := tokenize(cmd)
+		prog, args := program(toks)
+		if inline && len(toks) > 0 && !toks[0].quoted {
+			// A span in prose may name a pushlog subcommand without the
+			// program: `listen --server-key …`.
+			if path, rest, ok := ck.idx.subcommand(toks); ok && hasFlag(rest) {
+				ck.flagsOf(path, rest, at)
+				continue
+			}
+		}
+		switch {
+		case prog == "pushlog":
+			ck.pushlogCommand(args, at, cmd)
+		case ownTools[prog] != "":
+			ck.toolCommand(prog, args, at)
+		case prog == "" && inline:
+			// A span in prose like `--max-channels 50`: a lone flag.
+			if len(toks) > 0 && strings.HasPrefix(toks[0].text, "--") && !toks[0].quoted {
+				ck.loneFlag(toks[0].text, at)
+			}
+		}
+	}
+}
+
+func hasFlag(toks []token) bool {
+	for _, tk := range toks {
+		if !tk.quoted && strings.HasPrefix(tk.text, "--") {
+			return true
+		}
+	}
+	return false
+}
+
+func (ck *readmeChecker) pushlogCommand(args []token, at int, cmd string) {
+	ck.checked++
+	path, rest, ok := ck.idx.subcommand(args)
+	if !ok {
+		if len(args) > 0 && !args[0].quoted && !strings.HasPrefix(args[0].text, "-") && !placeholder(args[0].text) {
+			ck.t.Errorf("README line %d: `pushlog %s` is no pushlog subcommand (have %s): %q", at, args[0].text, strings.Join(ck.idx.child[""], ", "), cmd)
+			return
+		}
+	}
+	if len(rest) > 0 && !rest[0].quoted && len(ck.idx.child[path]) > 0 && !strings.HasPrefix(rest[0].text, "-") && !placeholder(rest[0].text) {
+		ck.t.Errorf("README line %d: `pushlog %s %s`: %s has no subcommand %q (have %s)", at, path, rest[0].text, path, rest[0].text, strings.Join(ck.idx.child[path], ", "))
+	}
+	ck.flagsOf(path, rest, at)
+}
+
+func (ck *readmeChecker) flagsOf(path string, args []token, at int) {
+	for _, f := range flagsIn(args) {
+		ck.checked++
+		if !ck.idx.cmds[path][f] {
+			ck.t.Errorf("README line %d: `pushlog %s` has no flag %s", at, path, f)
+		}
+	}
+}
+
+func (ck *readmeChecker) loneFlag(f string, at int) {
+	ck.checked++
+	if ck.idx.all[f] {
+		return
+	}
+	for tool := range ownTools {
+		if ck.toolFlags(tool, nil)[f] {
+			return
+		}
+	}
+	ck.t.Errorf("README line %d: flag %s is no flag of any pushlog subcommand, pushattack or pushload", at, f)
+}
+
+func (ck *readmeChecker) toolCommand(tool string, args []token, at int) {
+	var sub []string
+	if len(args) > 0 && !args[0].quoted && !strings.HasPrefix(args[0].text, "-") {
+		sub = []string{args[0].text}
+		args = args[1:]
+	}
+	flags := ck.toolFlags(tool, sub)
+	for _, f := range flagsIn(args) {
+		ck.checked++
+		if !flags[f] {
+			ck.t.Errorf("README line %d: `%s` has no flag %s", at, strings.Join(append([]string{tool}, sub...), " "), f)
+		}
+	}
+}
+
+// toolFlags asks one of our other binaries for its flags (--help).
+func (ck *readmeChecker) toolFlags(tool string, sub []string) map[string]bool {
+	key := strings.Join(append([]string{tool}, sub...), " ")
+	if flags, ok := ck.tools[key]; ok {
+		return flags
+	}
+	args := append(append([]string{"run", ownTools[tool]}, sub...), "--help")
+	out, err := exec.Command("go", args...).CombinedOutput()
+	if err != nil {
+		ck.t.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`--(\[no-\])?([a-z0-9][a-z0-9-]*)`).FindAllStringSubmatch(string(out), -1) {
+		flags["--"+m[2]] = true
+		if m[1] != "" {
+			flags["--no-"+m[2]] = true
+		}
+	}
+	ck.tools[key] = flags
+	return flags
+}
+
+// placeholder: words standing for something (… , NS, <sub>, [--until …]).
+func placeholder(s string) bool {
+	return strings.ContainsAny(s, "…<>[]") || s == "..."
+}
+
+// flagsIn lists the flags among a command's arguments (--x=v as --x).
+func flagsIn(args []token) []string {
+	var out []string
+	re := regexp.MustCompile(`^\[?(--[a-z0-9][a-z0-9-]*)`)
+	for _, a := range args {
+		if a.quoted {
+			continue
+		}
+		if m := re.FindStringSubmatch(a.text); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// program finds the program a command runs, skipping VAR=value
+// assignments and export/sudo; `go run ./cmd/X` runs X. Any other program
+// is returned by its base name, and its flags are not ours to check.
+func program(toks []token) (string, []token) {
+	for len(toks) > 0 && !toks[0].quoted && (regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`).MatchString(toks[0].text) || toks[0].text == "sudo" || toks[0].text == "export" || toks[0].text == "$") {
+		toks = toks[1:]
+	}
+	if len(toks) == 0 {
+		return "", nil
+	}
+	name := toks[0].text
+	if name == "go" && len(toks) >= 3 && toks[1].text == "run" {
+		if m := regexp.MustCompile(`^\./cmd/([a-z0-9]+)/?$`).FindStringSubmatch(toks[2].text); m != nil {
+			return m[1], toks[3:]
+		}
+	}
+	// A path runs ours only as an installed or built binary (./pushlog,
+	// /usr/local/bin/pushlog), not cmd/pushlog (a directory).
+	if m := regexp.MustCompile(`^(?:\./|.*/bin/)([a-z]+)$`).FindStringSubmatch(name); m != nil {
+		name = m[1]
+	}
+	switch name {
+	case "pushlog", "pushattack", "pushload":
+		return name, toks[1:]
+	}
+	if strings.HasPrefix(name, "--") || toks[0].quoted {
+		return "", toks
+	}
+	return "other:" + name, toks[1:]
+}
+
+type token struct {
+	text   string
+	quoted bool
+}
+
+// tokenize splits a command like a shell would, enough for the README:
+// quotes group words, and a quoted word is never a flag.
+func tokenize(s string) []token {
+	var out []token
+	var cur strings.Builder
+	quoted, in, quote := false, false, byte(0)
+	flush := func() {
+		if in {
+			out = append(out, token{cur.String(), quoted})
+		}
+		cur.Reset()
+		quoted, in = false, false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '"' || c == '\'':
+			quote, quoted, in = c, true, true
+		case c == ' ' || c == '\t':
+			flush()
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	flush()
+	return out
+}
+
+// splitCommands cuts a line at shell separators and drops a trailing
+// comment; `$(…)` and `(…)` open a new command too.
+func splitCommands(line string) []string {
+	if i := regexp.MustCompile(`(^|\s)#`).FindStringIndex(line); i != nil {
+		line = line[:i[0]]
+	}
+	if i := strings.Index(line, "//"); i >= 0 && !strings.Contains(line[:i], ":") {
+		line = line[:i]
+	}
+	parts := regexp.MustCompile(`\|\||&&|[|;&]|\$\(|\(|\)|\x60`).Split(line, -1)
+	var out []string
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// logicalLines joins lines continued with a trailing backslash; line is
+// where each starts (0-based within the block).
+func logicalLines(block string) []span {
+	var out []span
+	cur, start := "", -1
+	for i, l := range strings.Split(block, "\n") {
+		if start < 0 {
+			start = i
+		}
+		if t := strings.TrimRight(l, " "); strings.HasSuffix(t, `\`) {
+			cur += strings.TrimSuffix(t, `\`) + " "
+			continue
+		}
+		out = append(out, span{cur + l, start})
+		cur, start = "", -1
+	}
+	if cur != "" {
+		out = append(out, span{cur, start})
+	}
+	return out
+}
+
+type fenced struct {
+	text string
+	line int
+}
+
+// splitFences returns the fenced code blocks and the prose with each block
+// blanked (newlines kept, so line numbers stay right).
+func splitFences(readme string) ([]fenced, string) {
+	var blocks []fenced
+	var prose strings.Builder
+	lines := strings.Split(readme, "\n")
+	in, start := false, 0
+	var cur []string
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "```") {
+			if in {
+				blocks = append(blocks, fenced{strings.Join(cur, "\n"), start + 1})
+				cur = nil
+			} else {
+				start = i + 1
+			}
+			in = !in
+			prose.WriteString("\n")
+			continue
+		}
+		if in {
+			cur = append(cur, l)
+			prose.WriteString("\n")
+		} else {
+			prose.WriteString(l + "\n")
+		}
+	}
+	return blocks, prose.String()
+}
+
+type span struct {
+	text string
+	line int
+}
+
+var inlineRE = regexp.MustCompile("`([^`\n]+)`")
+
+func inlineCode(prose string) []span {
+	var out []span
+	for _, m := range inlineRE.FindAllStringSubmatchIndex(prose, -1) {
+		out = append(out, span{prose[m[2]:m[3]], lineOf(prose, m[0])})
+	}
+	return out
+}
+
+// stripInline blanks inline code spans (same length, so offsets hold).
+func stripInline(prose string) string {
+	return inlineRE.ReplaceAllStringFunc(prose, func(s string) string { return strings.Repeat(" ", len(s)) })
+}
+
+func lineOf(s string, off int) int { return strings.Count(s[:off], "\n") + 1 }
+
+func uniq(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// usedElsewhere reports which names occur in a file of the repository
+// other than the README and this test (a script or test using the
+// variable). Caches, VCS data and vendored assets are not looked at.
+func usedElsewhere(t *testing.T, names []string) map[string]bool {
+	t.Helper()
+	used := map[string]bool{}
+	root := "../.."
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", ".cache", "node_modules", "vendor", "testdata", "pushlog-data":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		if rel == "README.md" || rel == filepath.Join("cmd", "pushlog", "readme_test.go") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Size() > 1<<20 {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for _, n := range names {
+			if !used[n] && bytes.Contains(b, []byte(n)) {
+				used[n] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return used
 }
