@@ -53,6 +53,9 @@ type Config struct {
 	Listener net.Listener
 	// Cluster is the node link of a cluster; nil runs a single node.
 	Cluster *Cluster
+	// Broadcasts, when set, makes the broadcast table live (broadcasts.go);
+	// nil keeps Server.Broadcasts fixed.
+	Broadcasts *BroadcastsConfig
 
 	// DrainTimeout bounds the wait, on shutdown, for clients to ack what
 	// they were sent before their sockets close (default 3s).
@@ -79,8 +82,9 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	server *connector.Server
-	link   *remote.Node // nil on a single node
-	owner  *owner.Owner // nil for a tool's node (Config.Link)
+	link   *remote.Node    // nil on a single node
+	owner  *owner.Owner    // nil for a tool's node (Config.Link)
+	bcast  *liveBroadcasts // nil: a fixed broadcast table
 	parts  parts
 }
 
@@ -88,12 +92,13 @@ type Node struct {
 // part is absent (a single node has no link, router or drain; a tool's
 // Link no owner).
 type parts struct {
-	link    func(context.Context) error // serves peers until ctx ends, then closes every link
-	router  func(context.Context) error // moves sessions with their partitions
-	owner   func(context.Context) error // leaves its group when ctx ends
-	sockets func(context.Context) error // serves until ctx ends, then closes every socket
-	drain   func(context.Context)       // waits for the clients' acks
-	flush   func(context.Context) error // makes the clients' events durable
+	link       func(context.Context) error // serves peers until ctx ends, then closes every link
+	router     func(context.Context) error // moves sessions with their partitions
+	owner      func(context.Context) error // leaves its group when ctx ends
+	broadcasts func(context.Context) error // folds the broadcasts topic into the sockets' table
+	sockets    func(context.Context) error // serves until ctx ends, then closes every socket
+	drain      func(context.Context)       // waits for the clients' acks
+	flush      func(context.Context) error // makes the clients' events durable
 }
 
 // linkRef is the node link as the owner and the router see it. They are
@@ -129,6 +134,11 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
 	n.server = server
+	if cfg.Broadcasts != nil {
+		if err := n.buildBroadcasts(); err != nil {
+			return nil, err
+		}
+	}
 	n.parts.sockets = func(ctx context.Context) error { return server.Run(ctx, cfg.Listener) }
 	n.parts.flush = cfg.Server.Producer.Flush
 	return n, nil
@@ -273,6 +283,10 @@ func (n *Node) Run(ctx context.Context) error {
 	link := n.start(base, "link", n.parts.link, failed)
 	router := n.start(base, "router", n.parts.router, failed)
 	own := n.start(base, "owner", n.parts.owner, failed)
+	bcast := n.start(base, "broadcasts", n.parts.broadcasts, failed)
+	if n.bcast != nil {
+		n.bcast.waitReady(ctx) // a hello must find the ids the topic holds
+	}
 	sockets := n.start(base, "connector", n.parts.sockets, failed)
 
 	select {
@@ -284,7 +298,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 	errs := []error{router.stop(sctx)}
 	n.drainAndFlush(sctx)
-	errs = append(errs, sockets.stop(sctx), own.stop(sctx), link.stop(sctx))
+	errs = append(errs, sockets.stop(sctx), own.stop(sctx), link.stop(sctx), bcast.stop(sctx))
 	return errors.Join(errs...)
 }
 
