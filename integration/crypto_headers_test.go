@@ -3,7 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -105,6 +107,9 @@ func TestCryptoHeadersForwarded(t *testing.T) {
 					t.Fatalf("%s: decrypted %q, want %q", f.name, got, plain)
 				}
 				chCheckHeaders(t, f.name, n, want)
+				if gotSalt, gotDH, err := chFirefoxReads(n.Headers); err != nil || gotSalt != salt || gotDH != dh {
+					t.Fatalf("%s: Firefox would read salt %q dh %q (%v), want %q %q", f.name, gotSalt, gotDH, err, salt, dh)
+				}
 				ua.ack(n)
 			}
 
@@ -210,4 +215,47 @@ func chPost(ctx context.Context, t *testing.T, endpoint string, body []byte, enc
 		}
 	}
 	return resp.StatusCode, e.Errno, string(raw)
+}
+
+// chFirefoxReads applies the reading rules of Firefox's push client
+// (dom/push/PushCrypto.sys.mjs) to forwarded aesgcm headers, so that the
+// header forms are shown decryptable by Firefox without one: only the
+// first ','-section of encryption counts; items are split on ';' at the
+// first '=', trimmed, with one pair of surrounding quotes removed; a
+// crypto_key section with keyid and dh is found by that keyid, and the
+// first dh of any section is the default; the dh used is the one for
+// encryption's keyid (or the default without one); base64url with padding
+// refused.
+func chFirefoxReads(h map[string]string) (salt, dh string, err error) {
+	params := func(section string) map[string]string {
+		m := map[string]string{}
+		for item := range strings.SplitSeq(section, ";") {
+			if k, v, ok := strings.Cut(item, "="); ok {
+				v = strings.TrimSpace(v)
+				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				m[strings.TrimSpace(k)] = v
+			}
+		}
+		return m
+	}
+	enc := params(strings.Split(h["encryption"], ",")[0])
+	keys := map[string]string{}
+	for section := range strings.SplitSeq(h["crypto_key"], ",") {
+		p := params(section)
+		if p["keyid"] != "" && p["dh"] != "" {
+			keys[p["keyid"]] = p["dh"]
+		}
+		if keys[""] == "" && p["dh"] != "" {
+			keys[""] = p["dh"]
+		}
+	}
+	salt, dh = enc["salt"], keys[enc["keyid"]]
+	for _, v := range []string{salt, dh} {
+		if _, err := base64.RawURLEncoding.Strict().DecodeString(v); err != nil || v == "" {
+			return salt, dh, fmt.Errorf("not unpadded base64url: %q", v)
+		}
+	}
+	return salt, dh, nil
 }
