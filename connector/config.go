@@ -72,6 +72,10 @@ type Config struct {
 	// MetricsHandler, when set, is served at GET /metrics next to the
 	// WebSocket upgrade at /.
 	MetricsHandler http.Handler
+	// HealthHandler, when set, answers the Dockerflow endpoints
+	// (/__heartbeat__, /__lbheartbeat__, /__version__) on this listener:
+	// a connector-only process has no other HTTP listener. Built in cmd.
+	HealthHandler http.Handler
 }
 
 const (
