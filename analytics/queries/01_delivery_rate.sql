@@ -14,7 +14,8 @@ FROM (
             sum(acked) AS n_acked, sum(nacked) AS n_nacked, sum(expired) AS n_expired,
             sum(dropped) AS n_dropped, sum(deleted) AS n_deleted
         FROM {db}.sender_minute
-        WHERE date >= toDate({since_date}) AND minute >= toStartOfMinute(toDateTime({since})) {sender_filter}
+        WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+            AND minute >= toStartOfMinute(toDateTime({since})) AND minute < toDateTime({until}) {sender_filter}
         GROUP BY vapid_sub
         UNION ALL
         SELECT '(all)' AS sender,
@@ -22,7 +23,8 @@ FROM (
             sum(acked) AS n_acked, sum(nacked) AS n_nacked, sum(expired) AS n_expired,
             sum(dropped) AS n_dropped, sum(deleted) AS n_deleted
         FROM {db}.sender_minute
-        WHERE date >= toDate({since_date}) AND minute >= toStartOfMinute(toDateTime({since})) {sender_filter}
+        WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+            AND minute >= toStartOfMinute(toDateTime({since})) AND minute < toDateTime({until}) {sender_filter}
     )
 )
 ORDER BY sender = '(all)' DESC, accepted DESC, sender

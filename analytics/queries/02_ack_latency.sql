@@ -8,7 +8,8 @@ FROM (
         round(q[1], 1) AS p50_ms, round(q[2], 1) AS p95_ms, round(q[3], 1) AS p99_ms,
         round(avg(latency_ms), 1) AS avg_ms, max(latency_ms) AS max_ms
     FROM {db}.acked
-    WHERE date >= toDate({since_date}) AND time >= toDateTime({since}) AND accepted_ms > 0 {sender_filter}
+    WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+        AND time >= toDateTime({since}) AND time < toDateTime({until}) AND accepted_ms > 0 {sender_filter}
     GROUP BY vapid_sub
     UNION ALL
     SELECT '(all)' AS sender, count() AS acks,
@@ -16,7 +17,8 @@ FROM (
         round(q[1], 1) AS p50_ms, round(q[2], 1) AS p95_ms, round(q[3], 1) AS p99_ms,
         round(avg(latency_ms), 1) AS avg_ms, max(latency_ms) AS max_ms
     FROM {db}.acked
-    WHERE date >= toDate({since_date}) AND time >= toDateTime({since}) AND accepted_ms > 0 {sender_filter}
+    WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+        AND time >= toDateTime({since}) AND time < toDateTime({until}) AND accepted_ms > 0 {sender_filter}
 )
 WHERE acks > 0
 ORDER BY sender = '(all)' DESC, acks DESC, sender

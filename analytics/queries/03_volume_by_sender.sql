@@ -10,7 +10,8 @@ FROM (
     FROM (
         SELECT vapid_sub, minute, sum(accepted) AS n, sum(accepted_bytes) AS n_bytes
         FROM {db}.sender_minute
-        WHERE date >= toDate({since_date}) AND minute >= toStartOfMinute(toDateTime({since})) {sender_filter}
+        WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+            AND minute >= toStartOfMinute(toDateTime({since})) AND minute < toDateTime({until}) {sender_filter}
         GROUP BY vapid_sub, minute
     )
     GROUP BY vapid_sub

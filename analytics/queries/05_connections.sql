@@ -10,7 +10,8 @@ FROM (
         if(disconnects = 0, 0, round(avgIf(duration_ms, action = 'disconnected') / 1000, 1)) AS avg_duration_s,
         if(disconnects = 0, 0, round(quantileIf(0.95)(duration_ms, action = 'disconnected') / 1000, 1)) AS p95_duration_s
     FROM {db}.connections
-    WHERE date >= toDate({since_date}) AND time >= toDateTime({since}) {node_filter}
+    WHERE date >= toDate({since_date}) AND date <= toDate({until_date})
+        AND time >= toDateTime({since}) AND time < toDateTime({until}) {node_filter}
     GROUP BY node
 )
 ORDER BY connects DESC, node

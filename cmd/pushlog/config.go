@@ -27,7 +27,7 @@ import (
 type serveConfig struct {
 	Roles   []string `default:"ingest,connector,projector" env:"PUSHLOG_ROLES" help:"Roles to run: any of ingest, connector, projector."`
 	DataDir string   `default:"./pushlog-data" env:"PUSHLOG_DATA_DIR" help:"Data directory (embedded Kafka log, generated keys)."`
-	NodeID  string   `env:"PUSHLOG_NODE_ID" help:"Node id (default: hostname and a random suffix)."`
+	NodeID  string   `env:"PUSHLOG_NODE_ID" help:"Node id (default: kept in DATA_DIR/node-id, made from the hostname and a random suffix on the first start, so it survives restarts)."`
 
 	Namespace      string        `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group (several deployments can share a cluster)."`
 	KafkaBrokers   []string      `env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers; empty runs the embedded broker."`

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,11 +14,9 @@ import (
 	"github.com/alecthomas/kong"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 type cli struct {
-	Log logFlags `embed:"" prefix:"log-"`
+	Log         logFlags         `embed:"" prefix:"log-"`
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version and commit, and exit."`
 
 	Serve     serveCmd     `cmd:"" help:"Run the push service (embedded Kafka unless KAFKA_BROKERS is set)."`
 	Keys      keysCmd      `cmd:"" help:"Generate a VAPID key pair for an application server."`
@@ -27,25 +27,54 @@ type cli struct {
 	Status    statusCmd    `cmd:"" help:"Nodes, partition owners, consumer lag, connections, pending messages and breakers of a deployment."`
 	Topics    topicsCmd    `cmd:"" help:"Verify the topics (partitions, retention, compaction) and explain each mismatch; --create creates missing ones."`
 	Repair    repairCmd    `cmd:"" help:"Verify the embedded broker's files and drop damaged records (serve refuses to start on damage); reports what it drops."`
-	Version   versionCmd   `cmd:"" help:"Print the version."`
+	Health    healthCmd    `cmd:"" help:"Exit 0 when a pushlog listener's heartbeat answers 200, 1 otherwise (a container healthcheck: the image has no curl)."`
+	Version   versionCmd   `cmd:"" help:"Print the version and commit."`
 }
 
-type versionCmd struct{}
+// exitParse is the exit code of a command line that does not parse
+// (kong's own code for parse errors).
+const exitParse = 80
 
-func (versionCmd) Run() error {
-	fmt.Println(version)
-	return nil
+func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(c,
+		kong.Name("pushlog"),
+		kong.Description("An event-sourced WebPush service on Kafka."),
+		kong.Vars{"version": readBuildVersion().String()},
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+	)
+}
+
+// parseErrorLine is the one line a parse error prints: the error and where
+// to look, not the whole help.
+func parseErrorLine(err error) string {
+	hint := "pushlog --help"
+	var pe *kong.ParseError
+	if errors.As(err, &pe) && pe.Context != nil {
+		if n := pe.Context.Selected(); n != nil {
+			hint = n.FullPath() + " --help"
+		}
+	}
+	return fmt.Sprintf("pushlog: %v (see %s)", err, hint)
 }
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c,
-		kong.Name("pushlog"),
-		kong.Description("An event-sourced WebPush service on Kafka."),
-		kong.UsageOnError(),
-	)
+	parser, err := newParser(&c, os.Stdout, os.Stderr, os.Exit)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pushlog:", err)
+		os.Exit(1)
+	}
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, parseErrorLine(err))
+		os.Exit(exitParse)
+	}
 	logger, err := c.Log.logger(os.Stderr)
-	kctx.FatalIfErrorf(err)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pushlog:", err)
+		os.Exit(exitParse)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))

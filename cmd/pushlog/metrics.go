@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/pushlog/pushlog/cmd/internal/health"
 	"github.com/pushlog/pushlog/cmd/ops"
 	"github.com/pushlog/pushlog/schema"
 )
@@ -55,11 +56,17 @@ func (m *serveMetrics) startLagMonitor(g *runGroup, cfg *serveConfig, names sche
 	return nil
 }
 
-// serveMetricsAddr runs the --metrics-addr listener: /metrics only, for
-// processes without an HTTP listener of their own (projector-only).
-func serveMetricsAddr(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Logger) error {
+// serveMetricsAddr runs the --metrics-addr listener: /metrics and the
+// Dockerflow endpoints (healthH), for processes without an HTTP listener
+// of their own (projector-only).
+func serveMetricsAddr(ctx context.Context, ln net.Listener, h, healthH http.Handler, logger *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	if healthH != nil {
+		for _, p := range health.Paths {
+			mux.Handle(p, healthH)
+		}
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -30,7 +30,7 @@ import (
 // is left untouched.
 type analyticsRebuildCmd struct {
 	clickhouseFlags `embed:""`
-	opsKafkaFlags   `embed:""`
+	kafkaFlags      `embed:""`
 	Since           string        `required:"" help:"First day to rebuild (RFC 3339 time, date, or duration ago); widened to its UTC midnight."`
 	Until           string        `help:"End of the range (exclusive; default now); widened to the end of its UTC day."`
 	WithConnections bool          `help:"Also rebuild the connections table (its topic is compacted: Kafka keeps only the last connection per user agent, so history would be lost)."`
@@ -72,6 +72,9 @@ func (r *analyticsRebuildCmd) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
+	if err := r.clickhouseFlags.resolve(r.DataDir); err != nil {
+		return err
+	}
 	conn, err := analytics.Open(ctx, r.Addr, r.Database)
 	if err != nil {
 		return err

@@ -10,40 +10,19 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/term"
 
 	"github.com/pushlog/pushlog/connector/replay"
-	"github.com/pushlog/pushlog/schema"
 )
 
-// opsKafkaFlags connect an operator command to the deployment's Kafka.
-type opsKafkaFlags struct {
-	Namespace    string   `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group."`
-	KafkaBrokers []string `required:"" env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers."`
-}
-
-func (f opsKafkaFlags) open() (schema.Names, []kgo.Opt, *kgo.Client, error) {
-	names, err := schema.NamesFor(f.Namespace)
-	if err != nil {
-		return schema.Names{}, nil, nil, fmt.Errorf("--namespace: %w", err)
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(f.KafkaBrokers...), kgo.ClientID("pushlog-ops")}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return schema.Names{}, nil, nil, fmt.Errorf("kafka client: %w", err)
-	}
-	return names, opts, cl, nil
-}
-
 type replayCmd struct {
-	opsKafkaFlags `embed:""`
-	Since         string        `xor:"from" required:"" help:"Replay messages produced at or after this time (RFC 3339, or a duration ago such as 2h)."`
-	Offsets       string        `xor:"from" required:"" help:"Replay from explicit messages offsets: partition:offset,..."`
-	Partitions    []int32       `help:"Only these partitions (with --since); default all."`
-	DryRun        bool          `help:"Print what would be replayed, per partition, and change nothing."`
-	Force         bool          `help:"Do not ask for confirmation (required when stdin is not a terminal)."`
-	ClockSkew     time.Duration `default:"5m" help:"Largest clock difference between ingest and connector nodes; acks are rewound this much further back."`
+	kafkaFlags `embed:""`
+	Since      string        `xor:"from" required:"" help:"Replay messages produced at or after this time (RFC 3339, or a duration ago such as 2h)."`
+	Offsets    string        `xor:"from" required:"" help:"Replay from explicit messages offsets: partition:offset,..."`
+	Partitions []int32       `help:"Only these partitions (with --since); default all."`
+	DryRun     bool          `help:"Print what would be replayed, per partition, and change nothing."`
+	Force      bool          `help:"Do not ask for confirmation (required when stdin is not a terminal)."`
+	ClockSkew  time.Duration `default:"5m" help:"Largest clock difference between ingest and connector nodes; acks are rewound this much further back."`
 }
 
 func (r *replayCmd) Run(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ type serveCmd struct {
 
 func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	cfg := &s.serveConfig
+	stableID := cfg.NodeID == "" // validate fills a random one
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -40,6 +42,14 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 			return err
 		}
 		defer lock.Close()
+	}
+	if stableID {
+		id, lock, err := stableNodeID(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+		cfg.NodeID = id
 	}
 	keys, err := cfg.sealingKeys(ctx)
 	if err != nil {
@@ -78,7 +88,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := ensureTopics(ctx, clientOpts, cfg, names, logger); err != nil {
 		return err
 	}
-	logger.Info("pushlog starting", "version", version, "node", cfg.NodeID, "roles", cfg.Roles,
+	logger.Info("pushlog starting", "version", readBuildVersion().String(), "node", cfg.NodeID, "roles", cfg.Roles,
 		"kafka", cfg.KafkaBrokers, "public_url", cfg.PublicURL)
 
 	met := newServeMetrics(logger)
@@ -87,6 +97,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	g := newRunGroup(ctx, logger, sup)
+	g.ops = newServeOps(cfg, kadm.NewClient(producer), sup, logger)
 	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
 		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
 	}
@@ -102,13 +113,16 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 			return g.abort(fmt.Errorf("--metrics-addr: %w", err), cfg.ShutdownTimeout)
 		}
 		metricsBound = ln.Addr().String()
-		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, logger) })
+		g.ops.listening(listenerMetrics, metricsBound)
+		healthH := g.ops.healthHandler(g.ops.processRoles()...)
+		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, healthH, logger) })
 	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
 			return g.abort(fmt.Errorf("--debug-addr: %w", err), cfg.ShutdownTimeout)
 		}
+		g.ops.listening(listenerDebug, ln.Addr().String())
 		g.start("debug", func(ctx context.Context) error { return serveDebug(ctx, ln, logger) })
 	}
 	if cfg.has(roleProjector) {
@@ -126,6 +140,8 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
+	// After every listener is bound: the banner shows their addresses.
+	defer g.ops.announce(embeddedBroker, os.Stdout)()
 	err = g.wait(cfg.ShutdownTimeout)
 	logger.Info("pushlog stopped")
 	return err
@@ -179,6 +195,7 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 		if err := met.reg.Register(metrics.BreakerGauge("analytics", "clickhouse", ap.BreakerState)); err != nil {
 			return fmt.Errorf("analytics projector: %w", err)
 		}
+		g.ops.setClickHouse(ap.BreakerState)
 		g.supervise("analytics-projector", ap.Run)
 	}
 	return nil
@@ -205,6 +222,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		}
 	}()
 	logger.Info("websocket listener", "addr", ln.Addr().String())
+	g.ops.listening(listenerWS, ln.Addr().String())
 	if metricsBound == "" {
 		metricsBound = ln.Addr().String() // it serves GET /metrics too
 	}
@@ -230,6 +248,7 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 			Broadcasts:     cfg.Broadcasts,
 			ProduceTimeout: cfg.ProduceTimeout,
 			MetricsHandler: met.handler,
+			HealthHandler:  g.ops.healthHandler("connector"),
 
 			MaxChannels:                  cfg.MaxChannels,
 			MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
@@ -327,7 +346,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		Roles:          func() any { return g.sup.status() },
 		Metrics:        met.reg,
 		MetricsHandler: met.handler,
-		Version:        ingest.VersionInfo{Source: "https://github.com/pushlog/pushlog", Version: version},
+		Version:        g.ops.version.info(),
 		Logger:         logger.With("role", "ingest"),
 
 		// Size bounds, retry index and breaker probing (issues 10, 11).
@@ -358,6 +377,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		return fmt.Errorf("--http-addr: %w", err)
 	}
 	logger.Info("push listener", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+	g.ops.listening(listenerIngest, ln.Addr().String())
 	// Ingest serves at once, while the gone set catches up (minutes on a
 	// large registrations topic; waiting for it, or exiting after a bound,
 	// made a restart loop). Until it is ready a push to a channel that
@@ -417,6 +437,7 @@ type runGroup struct {
 	cancel context.CancelFunc
 	logger *slog.Logger
 	sup    *supervisor
+	ops    *serveOps // listeners, health and banner (nil in tests)
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	errs   []error

@@ -7,46 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/pushlog/pushlog/cmd/ops"
-	"github.com/pushlog/pushlog/schema"
 )
-
-// kafkaFlags connect an operator command to a deployment's Kafka.
-type kafkaFlags struct {
-	KafkaBrokers []string `required:"" env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers."`
-	Namespace    string   `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of every topic and consumer group."`
-}
-
-func (k *kafkaFlags) admin() (*kadm.Client, schema.Names, func(), error) {
-	names, err := schema.NamesFor(k.Namespace)
-	if err != nil {
-		return nil, schema.Names{}, nil, fmt.Errorf("--namespace: %w", err)
-	}
-	var brokers []string
-	for _, b := range k.KafkaBrokers {
-		for _, part := range strings.Split(b, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				brokers = append(brokers, part)
-			}
-		}
-	}
-	if len(brokers) == 0 {
-		return nil, names, nil, errors.New("--kafka-brokers: no broker given")
-	}
-	k.KafkaBrokers = brokers
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("pushlog-ops"), kgo.MetadataMinAge(100*time.Millisecond))
-	if err != nil {
-		return nil, names, nil, fmt.Errorf("kafka client: %w", err)
-	}
-	return kadm.NewClient(cl), names, cl.Close, nil
-}
 
 type topicsCmd struct {
 	kafkaFlags  `embed:""`

@@ -26,6 +26,7 @@ DB = "pushlog_check"
 # A fixed clock, so both engines see the same window.
 NOW = int(time.time()) // 60 * 60
 SINCE = NOW - 3600
+UNTIL = 4294967295  # no --until: the largest DateTime, as analytics.ReportOptions renders it
 
 
 def statements(path):
@@ -135,7 +136,9 @@ def check(engine):
                                                  node_filter="AND node = 'n1'"))):
             (st,) = statements(q)
             answers[name + variant] = engine.run(render(st, since=SINCE, limit=20,
-                                                        since_date=time.strftime("'%Y-%m-%d'", time.gmtime(SINCE)), **kw))
+                                                        since_date=time.strftime("'%Y-%m-%d'", time.gmtime(SINCE)),
+                                                        until=UNTIL, until_date=time.strftime("'%Y-%m-%d'", time.gmtime(UNTIL)),
+                                                        **kw))
     engine.run("DROP DATABASE %s" % DB)
     return answers
 
