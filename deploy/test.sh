@@ -41,11 +41,13 @@ export PUSHLOG_TEST_DIR="${PUSHLOG_TEST_DIR:-$repo/.cache/test}"
 export CLICKHOUSE_STATE_DIR="${CLICKHOUSE_STATE_DIR:-$PUSHLOG_TEST_DIR/clickhouse}"
 export KAFKA_STATE_DIR="${KAFKA_STATE_DIR:-$PUSHLOG_TEST_DIR/kafka}"
 export KAFKA_CLUSTER_STATE_DIR="${KAFKA_CLUSTER_STATE_DIR:-$PUSHLOG_TEST_DIR/kafka-cluster}"
+export REDIS_STATE_DIR="${REDIS_STATE_DIR:-$PUSHLOG_TEST_DIR/redis}"
 mkdir -p "$PUSHLOG_TEST_DIR"
 
 kafka_sh="deploy/kafka/kafka.sh"
 cluster_sh="deploy/kafka/cluster.sh"
 clickhouse_sh="deploy/clickhouse/clickhouse.sh"
+redis_sh="deploy/redis/redis.sh"
 
 results=()
 failures=0
@@ -92,6 +94,7 @@ stop_services() {
 	if [[ -f "$kafka_sh" ]]; then bash "$kafka_sh" stop; fi
 	if [[ -f "$cluster_sh" ]]; then bash "$cluster_sh" stop; fi
 	if [[ -f "$clickhouse_sh" ]]; then bash "$clickhouse_sh" stop; fi
+	if [[ -f "$redis_sh" ]]; then bash "$redis_sh" stop; fi
 	return 0
 }
 on_exit() {
@@ -150,6 +153,7 @@ fresh_state() {
 	banner "fresh state for the test servers"
 	if [[ -f "$kafka_sh" ]]; then bash "$kafka_sh" reset; fi
 	if [[ -f "$cluster_sh" ]]; then bash "$cluster_sh" reset; fi
+	if [[ -f "$redis_sh" ]]; then bash "$redis_sh" reset; fi
 	if [[ -f "$clickhouse_sh" ]] && bash "$clickhouse_sh" stop; then
 		rm -rf "$CLICKHOUSE_STATE_DIR"
 	fi
@@ -164,7 +168,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # hand (19xxx) or by another developer on the same machine.
 choose_ports() {
 	local saved="$PUSHLOG_TEST_DIR/ports.env" line var off ok
-	local -A base=([KAFKA_PORT]=29092 [KAFKA_CONTROLLER_PORT]=29093 [KAFKA_CLUSTER_PORT]=39092 [CLICKHOUSE_PORT]=29000 [CLICKHOUSE_HTTP_PORT]=28123)
+	local -A base=([KAFKA_PORT]=29092 [KAFKA_CONTROLLER_PORT]=29093 [KAFKA_CLUSTER_PORT]=39092 [CLICKHOUSE_PORT]=29000 [CLICKHOUSE_HTTP_PORT]=28123 [REDIS_PORT]=26379)
 	if [[ -n "$keep" && -f "$saved" ]]; then
 		while IFS= read -r line; do
 			if [[ "$line" =~ ^([A-Z_]+)=([0-9]+)$ && -n "${base[${BASH_REMATCH[1]}]:-}" && -z "${!BASH_REMATCH[1]:-}" ]]; then
@@ -188,7 +192,7 @@ choose_ports() {
 		fi
 	done
 	: >"$saved"
-	for var in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_CLUSTER_PORT CLICKHOUSE_PORT CLICKHOUSE_HTTP_PORT; do
+	for var in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_CLUSTER_PORT CLICKHOUSE_PORT CLICKHOUSE_HTTP_PORT REDIS_PORT; do
 		echo "$var=${!var}" >>"$saved"
 	done
 	echo "test server ports: $(tr '\n' ' ' <"$saved")"
@@ -348,6 +352,8 @@ service Kafka "$kafka_sh" KAFKA_BROKERS
 # min.insync.replicas=2, kill -9 of a leader, two brokers down).
 service "Kafka cluster (3 brokers)" "$cluster_sh" KAFKA_CLUSTER_BROKERS
 service ClickHouse "$clickhouse_sh" CLICKHOUSE_ADDR
+# An autopush-rs Redis backend for the migration test (REDIS_URL).
+service Redis "$redis_sh" REDIS_URL
 
 # Real clients for the end-to-end tests: Debian's Firefox ESR, npm web-push,
 # pywebpush (installed when missing; a failed install fails the run, and the
@@ -361,6 +367,9 @@ step "gofmt" check_gofmt
 step "go vet ./..." go vet ./...
 step "staticcheck $staticcheck_version ./..." run_staticcheck
 step "go build ./..." go build ./...
+# A newcomer's path on a fresh clone of HEAD, as README.md writes it: the
+# run command, the quick start, status with no flags, the console, Ctrl-C.
+step "newcomer path (deploy/newcomer.sh)" bash deploy/newcomer.sh
 step "go test -count=1 ./..." run_go_test
 run_fuzzing
 

@@ -43,13 +43,14 @@ func firstHeader(h http.Header, key string) string {
 	return ""
 }
 
-// handlePush serves POST /wpush/v{version}/{token}.
+// handlePush serves POST /wpush/v{version}/{token} (and autopush's
+// /wpush/{token}: autopushLegacyVersion).
 func (s *Server) handlePush(version int) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		ep, err := s.cfg.Sealer.OpenEndpoint(c.Param("token"))
-		if err != nil || ep.Version() != version {
-			return errInvalidToken
+		ep, err := s.openEndpoint(version, c.Param("token"))
+		if err != nil {
+			return err
 		}
 		if req.ContentLength > int64(s.cfg.MaxBody) {
 			return s.refuse(reasonBody, errTooLarge)

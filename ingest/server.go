@@ -184,6 +184,9 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// MetricsHandler, when set, is served at GET /metrics (promhttp).
 	MetricsHandler http.Handler
+	// AutopushKeys, when set, also opens endpoint tokens minted by Mozilla
+	// autopush with these keys (a migration: autopush.go).
+	AutopushKeys *AutopushKeys
 }
 
 // Server is the ingest HTTP API.
@@ -199,6 +202,7 @@ type Server struct {
 	bodyPool sync.Pool
 	echo     *echo.Echo
 	met      *ingestMetrics // nil without Config.Metrics
+	autopush autopushCounts // pushes with autopush tokens (autopush.go)
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
 	// that an open breaker does not wait on Kafka).
@@ -233,7 +237,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 		})
-	met, err := newIngestMetrics(cfg.Metrics, s.gauges())
+	met, err := newIngestMetrics(cfg.Metrics, append(s.gauges(), s.autopush.collectors()...))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -388,6 +392,7 @@ func (s *Server) routes() *echo.Echo {
 	e.Use(s.recoverMiddleware)
 	e.POST("/wpush/v1/:token", s.counted(s.handlePush(1)))
 	e.POST("/wpush/v2/:token", s.counted(s.handlePush(2)))
+	e.POST("/wpush/:token", s.counted(s.handlePush(autopushLegacyVersion)))
 	e.DELETE("/m/:id", s.counted(s.handleDelete))
 	get := []string{http.MethodGet, http.MethodHead}
 	e.Match(get, "/__heartbeat__", s.handleHeartbeat)
