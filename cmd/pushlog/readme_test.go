@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/alecthomas/kong"
 )
@@ -168,6 +170,44 @@ func TestReadmePathsExist(t *testing.T) {
 	if n == 0 {
 		t.Fatal("found no repository path in the README: the extraction is broken")
 	}
+}
+
+// TestReadmeLinksResolve: every in-page link (the table of contents,
+// "see [Runbook: topics](#runbook-topics)") names a heading, with GitHub's
+// anchors (lower case, punctuation dropped, spaces as hyphens).
+func TestReadmeLinksResolve(t *testing.T) {
+	readme := readReadme(t)
+	_, prose := splitFences(readme)
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#{1,6} (.+)$`).FindAllStringSubmatch(prose, -1) {
+		a := githubAnchor(m[1])
+		for i := 1; anchors[a]; i++ {
+			a = fmt.Sprintf("%s-%d", githubAnchor(m[1]), i)
+		}
+		anchors[a] = true
+	}
+	links := regexp.MustCompile(`\]\(#([^)]+)\)`).FindAllStringSubmatchIndex(prose, -1)
+	if len(links) == 0 {
+		t.Fatal("README has no in-page links: where did the table of contents go?")
+	}
+	for _, m := range links {
+		if a := prose[m[2]:m[3]]; !anchors[a] {
+			t.Errorf("README line %d links to #%s, which is no heading", lineOf(prose, m[0]), a)
+		}
+	}
+}
+
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // breakerNames are values of pushlog_breaker_state's breaker label that
