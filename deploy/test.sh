@@ -362,6 +362,9 @@ install_clients() {
 	bash deploy/clients/install.sh all && export_env deploy/clients/install.sh
 }
 step "install test clients (deploy/clients/install.sh)" install_clients
+# Debian's prometheus package: promtool checks and unit-tests the alert
+# rules, and a real server scrapes pushlog (integration/prometheus_test.go).
+step "install prometheus (deploy/prometheus/install.sh)" bash deploy/prometheus/install.sh
 
 step "gofmt" check_gofmt
 step "go vet ./..." go vet ./...

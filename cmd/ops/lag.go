@@ -314,14 +314,18 @@ func (m *LagMonitor) Collect(ch chan<- prometheus.Metric) {
 	last := m.last
 	m.mu.Unlock()
 	for _, g := range last {
+		headKnown := false
 		for _, p := range g.Partitions {
 			ch <- prometheus.MustNewConstMetric(m.partDesc, prometheus.GaugeValue, float64(p.Lag), g.Group, p.Topic, strconv.Itoa(int(p.Partition)))
 			if p.HeadLag >= 0 {
+				headKnown = true
 				ch <- prometheus.MustNewConstMetric(m.headDesc, prometheus.GaugeValue, float64(p.HeadLag), g.Group, p.Topic, strconv.Itoa(int(p.Partition)))
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(m.groupDesc, prometheus.GaugeValue, float64(g.Total), g.Group)
-		ch <- prometheus.MustNewConstMetric(m.groupHeadDesc, prometheus.GaugeValue, float64(g.HeadTotal), g.Group)
+		if headKnown { // a process that knows no position of the group does not claim 0
+			ch <- prometheus.MustNewConstMetric(m.groupHeadDesc, prometheus.GaugeValue, float64(g.HeadTotal), g.Group)
+		}
 		if g.Role == "channels" || g.Role == "analytics" {
 			ch <- prometheus.MustNewConstMetric(m.projDesc, prometheus.GaugeValue, float64(g.Total), g.Role)
 		}

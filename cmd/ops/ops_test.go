@@ -249,8 +249,8 @@ func TestHeadLag(t *testing.T) {
 	mon := NewLagMonitor(adm, Groups(names)[:2], time.Hour, nil)
 	reg.MustRegister(mon)
 	mon.Refresh(ctx(t))
-	if n, _ := testutil.GatherAndCount(reg, "pushlog_consumer_head_lag"); n != 1 {
-		t.Fatalf("%d head lag series without the owner's positions, want 1 (channels)", n)
+	if n, _ := testutil.GatherAndCount(reg, "pushlog_consumer_head_lag", "pushlog_consumer_group_head_lag"); n != 2 {
+		t.Fatalf("%d head lag series without the owner's positions, want 2 (channels only)", n)
 	}
 	mon.WatchPositions("connectors", read9)
 	mon.Refresh(ctx(t))
