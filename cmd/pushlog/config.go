@@ -41,6 +41,9 @@ type serveConfig struct {
 	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where created topics get 3 or more replicas (--replication, or with -1 the brokers' default.replication.factor) and leaves the broker's default otherwise; -1 always leaves the broker's default."`
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
+	// Migration from Mozilla autopush (ingest/autopush.go).
+	AutopushCryptoKeys string `name:"autopush-crypto-keys" env:"PUSHLOG_AUTOPUSH_CRYPTO_KEYS" help:"autopush's endpoint keys (its CRYPTO_KEY: Fernet keys, comma-separated or as autopush's [\"k1\",\"k2\"] list): endpoints autopush minted (/wpush/v1/, /wpush/v2/, /wpush/) keep working. Empty: off."`
+
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
 
 	MetricsAddr string        `env:"PUSHLOG_METRICS_ADDR" help:"Extra listener for Prometheus /metrics (off when empty); the ingest and WebSocket listeners serve /metrics too. Projector-only processes need it."`

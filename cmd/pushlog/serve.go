@@ -331,6 +331,12 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 			return err
 		},
 	}
+	var autopushKeys *ingest.AutopushKeys
+	if cfg.AutopushCryptoKeys != "" {
+		if autopushKeys, err = ingest.ParseAutopushKeys(cfg.AutopushCryptoKeys); err != nil {
+			return fmt.Errorf("--autopush-crypto-keys: %w", err)
+		}
+	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
 		PublicURL:      cfg.PublicURL,
@@ -357,6 +363,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		VAPIDCacheBytes:  cfg.VAPIDCacheBytes,
 		DedupEntries:     cfg.DedupEntries,
 		Breaker:          ingest.BreakerConfig{OpenTimeout: cfg.BreakerProbeInterval},
+		AutopushKeys:     autopushKeys,
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
