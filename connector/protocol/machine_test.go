@@ -539,6 +539,11 @@ func TestNotificationFrames(t *testing.T) {
 			`{"messageType":"notification","channelID":"` + ch1 + `","version":"v","data":"-_8","headers":{"encoding":"aes128gcm"}}`},
 		{"aesgcm", link.Notification{ChannelID: ch1, Version: "v", Data: []byte{1}, Encoding: "aesgcm", Encryption: "salt=x", CryptoKey: "dh=y"},
 			`{"messageType":"notification","channelID":"` + ch1 + `","version":"v","data":"AQ","headers":{"encoding":"aesgcm","encryption":"salt=x","crypto_key":"dh=y"}}`},
+		// Issue 13: the sender's headers as ingest forwarded them, verbatim:
+		// keyid on both, several sections, rs, p256ecdsa, spaces.
+		{"aesgcm as forwarded", link.Notification{ChannelID: ch1, Version: "v", Data: []byte{1}, Encoding: "aesgcm",
+			Encryption: "keyid=b; salt=x;rs=4096", CryptoKey: "keyid=a;dh=y,keyid=b;dh=z,p256ecdsa=k"},
+			`{"messageType":"notification","channelID":"` + ch1 + `","version":"v","data":"AQ","headers":{"encoding":"aesgcm","encryption":"keyid=b; salt=x;rs=4096","crypto_key":"keyid=a;dh=y,keyid=b;dh=z,p256ecdsa=k"}}`},
 		{"empty body", link.Notification{ChannelID: ch1, Version: "v", Encoding: "aes128gcm", Ref: &pb.MessageRef{Offset: 1}},
 			`{"messageType":"notification","channelID":"` + ch1 + `","version":"v"}`},
 	}
