@@ -23,6 +23,7 @@ import (
 type serveMetrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
+	lag     *ops.LagMonitor // set by startLagMonitor
 }
 
 func newServeMetrics(logger *slog.Logger) *serveMetrics {
@@ -52,6 +53,7 @@ func (m *serveMetrics) startLagMonitor(g *runGroup, cfg *serveConfig, names sche
 	if err := m.reg.Register(mon); err != nil {
 		return err
 	}
+	m.lag = mon
 	g.start("lag-monitor", mon.Run)
 	return nil
 }

@@ -286,6 +286,9 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 			return fmt.Errorf("node link: %w", err)
 		}
 	}
+	if met.lag != nil {
+		met.lag.WatchPositions("connectors", n.FoldPositions) // pushlog_consumer_head_lag
+	}
 	// The node cannot be run again in this process; its failure must not
 	// take ingest down with it.
 	g.startNonFatal("connector", n.Run)
