@@ -280,7 +280,8 @@ fi
 
 # --- 5. the console -------------------------------------------------------
 
-if (cd "$clone" && go run ./cmd/pushlog serve --help) 2>/dev/null | grep -q -- '--console-addr'; then
+serve_help="$(cd "$clone" && go run ./cmd/pushlog serve --help 2>&1)"
+if [[ "$serve_help" == *--console-addr* ]]; then
 	say "console at http://$console_addr/"
 	code="$(http_status "$console_addr" /)"
 	if [[ "$code" == 200 ]]; then
