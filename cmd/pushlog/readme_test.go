@@ -34,7 +34,7 @@ func readReadme(t *testing.T) string {
 func testParser(t *testing.T) *kong.Kong {
 	t.Helper()
 	var c cli
-	parser, err := kong.New(&c, kong.Name("pushlog"), kong.Vars{"version": "test"}, kong.Writers(io.Discard, io.Discard))
+	parser, err := newParser(&c, io.Discard, io.Discard, func(int) {})
 	if err != nil {
 		t.Fatal(err)
 	}
