@@ -184,6 +184,8 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// MetricsHandler, when set, is served at GET /metrics (promhttp).
 	MetricsHandler http.Handler
+	// Admin configures the admin API (broadcasts; admin.go).
+	Admin AdminConfig
 	// AutopushKeys, when set, also opens endpoint tokens minted by Mozilla
 	// autopush with these keys (a migration: autopush.go).
 	AutopushKeys *AutopushKeys
@@ -394,6 +396,7 @@ func (s *Server) routes() *echo.Echo {
 	e.POST("/wpush/v2/:token", s.counted(s.handlePush(2)))
 	e.POST("/wpush/:token", s.counted(s.handlePush(autopushLegacyVersion)))
 	e.DELETE("/m/:id", s.counted(s.handleDelete))
+	s.adminRoutes(e)
 	get := []string{http.MethodGet, http.MethodHead}
 	e.Match(get, "/__heartbeat__", s.handleHeartbeat)
 	e.Match(get, "/health", s.handleHeartbeat)
