@@ -362,6 +362,15 @@ install_clients() {
 	bash deploy/clients/install.sh all && export_env deploy/clients/install.sh
 }
 step "install test clients (deploy/clients/install.sh)" install_clients
+
+# Debian's chromium, headless, for the console's browser test
+# (integration/console_test.go; it fails in CI without it).
+install_chromium() {
+	command -v chromium >/dev/null && return 0
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium
+}
+step "install chromium (console browser test)" install_chromium
 # Debian's prometheus package: promtool checks and unit-tests the alert
 # rules, and a real server scrapes pushlog (integration/prometheus_test.go).
 step "install prometheus (deploy/prometheus/install.sh)" bash deploy/prometheus/install.sh

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pushlog/pushlog/cmd/internal/console"
 	"github.com/pushlog/pushlog/cmd/internal/embedded"
 	"github.com/pushlog/pushlog/schema"
 )
@@ -43,6 +44,9 @@ type serveConfig struct {
 
 	// Migration from Mozilla autopush (ingest/autopush.go).
 	AutopushCryptoKeys string `name:"autopush-crypto-keys" env:"PUSHLOG_AUTOPUSH_CRYPTO_KEYS" help:"autopush's endpoint keys (its CRYPTO_KEY: Fernet keys, comma-separated or as autopush's [\"k1\",\"k2\"] list): endpoints autopush minted (/wpush/v1/, /wpush/v2/, /wpush/) keep working. Empty: off."`
+
+	ConsoleAddr  string `name:"console-addr" default:"127.0.0.1:8084" env:"PUSHLOG_CONSOLE_ADDR" help:"Listen address of the read-only web console (overview, live charts, analytics); empty or off disables it. Anywhere but loopback it requires --console-token."`
+	ConsoleToken string `name:"console-token" env:"PUSHLOG_CONSOLE_TOKEN" help:"Token the console requires (at least 16 bytes): Authorization: Bearer TOKEN, or HTTP basic auth with the token as password. Required when --console-addr is not a loopback address."`
 
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
 
@@ -192,6 +196,9 @@ func (c *serveConfig) checks() []check {
 		// --uaid-expiry 0 is the roles' default; --metrics-addr "" is off.
 		{c.UAIDExpiry != 0 && c.UAIDExpiry < time.Minute, f("--uaid-expiry: %s is below 1m", c.UAIDExpiry)},
 		addrCheck("--metrics-addr", c.MetricsAddr).unless(c.MetricsAddr == ""),
+		addrCheck("--console-addr", c.ConsoleAddr).unless(c.consoleOff()),
+		{!c.consoleOff() && console.NeedsToken(c.ConsoleAddr) && c.ConsoleToken == "", f("--console-token: required when --console-addr %q is not a loopback address (anyone reaching it would see the cluster)", c.ConsoleAddr)},
+		{c.ConsoleToken != "" && len(c.ConsoleToken) < console.MinTokenBytes, f("--console-token: at least %d bytes", console.MinTokenBytes)},
 		addrCheck("--http-addr", c.HTTPAddr),
 		addrCheck("--ws-addr", c.WSAddr),
 		addrCheck("--embedded-kafka-addr", c.EmbeddedAddr),

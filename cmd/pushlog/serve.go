@@ -117,6 +117,9 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		healthH := g.ops.healthHandler(g.ops.processRoles()...)
 		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, healthH, logger) })
 	}
+	if err := startConsole(g, cfg, names, kadm.NewClient(producer), met, logger); err != nil {
+		return g.abort(err, cfg.ShutdownTimeout)
+	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
