@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -672,4 +673,44 @@ func usedElsewhere(t *testing.T, names []string) map[string]bool {
 		t.Fatal(err)
 	}
 	return used
+}
+
+// TestReadmeCommandExtraction: how README lines are read as commands (the
+// program, pushlog's subcommand, the flags checked).
+func TestReadmeCommandExtraction(t *testing.T) {
+	idx := newCLIIndex(testParser(t))
+	describe := func(line string) []string {
+		var out []string
+		for _, cmd := range splitCommands(line) {
+			prog, args := program(tokenize(cmd))
+			if prog == "pushlog" {
+				path, rest, _ := idx.subcommand(args)
+				prog = strings.TrimSpace("pushlog " + path)
+				args = rest
+			}
+			out = append(out, strings.TrimSpace(prog+" "+strings.Join(flagsIn(args), " ")))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"go run ./cmd/pushlog serve --roles ingest", []string{"pushlog serve --roles"}},
+		{"KAFKA_BROKERS=k1:9092 pushlog topics --create --partitions 12", []string{"pushlog topics --create --partitions"}},
+		{"export A=1 B=2", []string{""}},
+		{"curl --fail http://x | pushlog listen --url=ws://y/", []string{"other:curl --fail", "pushlog listen --url"}},
+		{"go test ./integration -run TestSoak -v", []string{"other:go"}},
+		{"pushlog repair --dry-run   # comment --not-checked", []string{"pushlog repair --dry-run"}},
+		{"pushlog analytics rebuild --since 2026-05-01 [--until 2026-05-03]", []string{"pushlog analytics rebuild --since --until"}},
+		{`go run ./cmd/pushlog send @/tmp/sub.json "hello --not-a-flag"`, []string{"pushlog send"}},
+		{"go run ./cmd/pushattack --list", []string{"pushattack --list"}},
+		{"/usr/local/bin/pushlog health -q http://x", []string{"pushlog health"}},
+		{"cmd/pushlog ─┬─ ingest", []string{"other:cmd/pushlog"}},
+		{"deploy/kafka/kafka-configs.sh … --add-config retention.ms=1", []string{"other:deploy/kafka/kafka-configs.sh --add-config"}},
+	} {
+		if got := describe(tc.line); !slices.Equal(got, tc.want) {
+			t.Errorf("%q read as %q, want %q", tc.line, got, tc.want)
+		}
+	}
 }
