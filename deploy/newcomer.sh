@@ -27,13 +27,13 @@
 #
 # Environment:
 #   PUSHLOG_NEWCOMER_KEEP=1   keep the clone and logs (path printed at the end)
-#   PUSHLOG_NEWCOMER_WAIT     seconds to wait for serve / a message (default 90)
+#   PUSHLOG_NEWCOMER_WAIT     seconds to wait for serve / a message (default 120)
 #   PUSHLOG_NEWCOMER_REV      commit to check out instead of HEAD
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 keep="${PUSHLOG_NEWCOMER_KEEP:-}"
-wait_s="${PUSHLOG_NEWCOMER_WAIT:-90}"
+wait_s="${PUSHLOG_NEWCOMER_WAIT:-120}"
 rev="${PUSHLOG_NEWCOMER_REV:-HEAD}"
 
 for v in $(compgen -e); do
