@@ -131,12 +131,20 @@ func apStoredMessage(t testing.TB, channel string, keys *webpush.ReceiverKeys, p
 	}
 }
 
-// runImport runs `pushlog import autopush` and returns its summary line.
-func runImport(ctx context.Context, t testing.TB, brokers, namespace, redisURL string, extra ...string) string {
+// runImport runs `pushlog import autopush` against s and returns its
+// summary line. On the embedded broker it gives no broker or namespace:
+// the import finds the running serve through its --data-dir.
+func runImport(ctx context.Context, t testing.TB, s *server, redisURL string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"import", "autopush", "--redis", redisURL, "--kafka-brokers", brokers, "--namespace", namespace}, extra...)
+	args := append([]string{"import", "autopush", "--redis", redisURL}, extra...)
+	env := append(os.Environ(), "KAFKA_BROKERS=", "PUSHLOG_NAMESPACE=")
+	if s.opts.Embedded {
+		args = append(args, "--data-dir", s.opts.DataDir)
+	} else {
+		args = append(args, "--kafka-brokers", kafkaBrokers(t), "--namespace", s.opts.Namespace)
+	}
 	cmd := exec.CommandContext(ctx, pushlogBin, args...)
-	cmd.Env = os.Environ()
+	cmd.Env = env
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -268,13 +276,13 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 
 	// Dry run: the plan, nothing written.
 	before := logEnds(ctx, t, brokers, s.opts.Namespace)
-	line := runImport(ctx, t, brokers, s.opts.Namespace, dbURL, "--dry-run")
+	line := runImport(ctx, t, s, dbURL, "--dry-run")
 	wantSummary(t, line, "3 users read", "1 imported", "2 channels registered", "1 messages stored", "dry run")
 	if after := logEnds(ctx, t, brokers, s.opts.Namespace); after != before {
 		t.Fatalf("dry run appended %d records", after-before)
 	}
 
-	line = runImport(ctx, t, brokers, s.opts.Namespace, dbURL)
+	line = runImport(ctx, t, s, dbURL)
 	wantSummary(t, line, "3 users read", "1 imported", "2 channels registered", "1 messages stored",
 		"1 users without channels", "1 users of other routers", "1 expired", "1 for channels not registered")
 	imported := logEnds(ctx, t, brokers, s.opts.Namespace)
@@ -283,7 +291,7 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 	}
 
 	// Import twice: the same state.
-	line = runImport(ctx, t, brokers, s.opts.Namespace, dbURL)
+	line = runImport(ctx, t, s, dbURL)
 	wantSummary(t, line, "0 imported", "0 channels registered", "0 messages stored", "2 channels already in pushlog", "1 messages already imported")
 	if again := logEnds(ctx, t, brokers, s.opts.Namespace); again != imported {
 		t.Fatalf("second import appended %d records, want none", again-imported)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -44,12 +45,11 @@ type importCmd struct {
 // message already there is not written again. A channel pushlog knows as
 // unregistered, or a UAID it reset, is left alone: the browser has moved on.
 type importAutopushCmd struct {
-	Redis        string        `required:"" env:"AUTOPUSH_REDIS_URL" help:"autopush's Redis (its db_dsn): redis://[user:password@]host:port[/db] or rediss://."`
-	KafkaBrokers []string      `required:"" env:"KAFKA_BROKERS" help:"Kafka bootstrap brokers of the pushlog deployment (an embedded serve: its --embedded-kafka-addr)."`
-	Namespace    string        `default:"pushlog" env:"PUSHLOG_NAMESPACE" help:"Prefix of the deployment's topics."`
-	MaxTTL       time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"The deployment's --max-ttl: longer remaining TTLs are clamped."`
-	Batch        int           `default:"500" help:"Users read from Redis per round trip."`
-	DryRun       bool          `help:"Read everything and print what would be imported; write nothing."`
+	kafkaFlags `embed:""`
+	Redis      string        `required:"" env:"AUTOPUSH_REDIS_URL" help:"autopush's Redis (its db_dsn): redis://[user:password@]host:port[/db] or rediss://."`
+	MaxTTL     time.Duration `default:"720h" env:"PUSHLOG_MAX_TTL" help:"The deployment's --max-ttl: longer remaining TTLs are clamped."`
+	Batch      int           `default:"500" help:"Users read from Redis per round trip."`
+	DryRun     bool          `help:"Read everything and print what would be imported; write nothing."`
 }
 
 // Bounds on what a Redis record may hold (it came from senders through
@@ -95,9 +95,9 @@ func (c *importAutopushCmd) Run(ctx context.Context) error {
 	if c.MaxTTL < time.Second {
 		return fmt.Errorf("--max-ttl: %s is below 1s", c.MaxTTL)
 	}
-	names, err := schema.NamesFor(c.Namespace)
+	names, err := c.resolve() // the brokers given, else the embedded serve's on --data-dir
 	if err != nil {
-		return fmt.Errorf("--namespace: %w", err)
+		return err
 	}
 	ropts, err := redis.ParseURL(c.Redis)
 	if err != nil {
@@ -244,7 +244,7 @@ func eventID(b []byte) (id [16]byte, ok bool) {
 }
 
 // readTopicIdle ends a topic read that receives nothing for this long.
-const readTopicIdle = 10 * time.Second
+const readTopicIdle = 30 * time.Second
 
 // readTopic calls fn for every record of topic, from each partition's
 // start up to its end when called.
@@ -279,8 +279,10 @@ func readTopic(ctx context.Context, cl *kgo.Client, topic string, fn func(*kgo.R
 	}
 	defer rd.Close()
 	for len(want) > 0 {
-		// The end's last offsets may hold no record (compacted away, a
-		// transaction marker): a partition silent this long is done.
+		// Reading stops at each partition's last record before the end;
+		// were that record missing (a transaction marker), the read
+		// fails rather than let a partial state make the import write
+		// twice.
 		pctx, cancel := context.WithTimeout(ctx, readTopicIdle)
 		fs := rd.PollFetches(pctx)
 		idle := pctx.Err() != nil
@@ -289,7 +291,7 @@ func readTopic(ctx context.Context, cl *kgo.Client, topic string, fn func(*kgo.R
 			return fmt.Errorf("read %s: %w", topic, err)
 		}
 		if idle {
-			return nil
+			return fmt.Errorf("read %s: nothing received for %s before the end of partitions %v (run the import again)", topic, readTopicIdle, slices.Sorted(maps.Keys(want)))
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("read %s/%d: %w", t, p, err) })

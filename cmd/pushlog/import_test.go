@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -145,4 +148,85 @@ func FuzzParseAutopushMessage(f *testing.F) {
 			t.Fatalf("out of bounds: %v expiry %d", m, exp)
 		}
 	})
+}
+
+func strCmd(ctx context.Context, v string, err error) *redis.StringCmd {
+	c := redis.NewStringCmd(ctx)
+	if err != nil {
+		c.SetErr(err)
+	} else {
+		c.SetVal(v)
+	}
+	return c
+}
+
+// TestImportUserEvents: what one autopush user becomes, given what pushlog
+// already holds. Nothing pushlog knows is written twice, and a channel it
+// knows as unregistered (or a UAID it reset) is not revived.
+func TestImportUserEvents(t *testing.T) {
+	uaid, _ := schema.ParseUAID(itUAID)
+	ch2 := "decafbad-0000-4000-8000-0000000000b2"
+	now := time.Unix(1_800_000_000, 0)
+	stored := func(ch string, age, ttl int64) string {
+		return `{"channelID":"` + ch + `","version":"v","timestamp":` + strconv.FormatInt(now.Unix()-age, 10) + `,"ttl":` + strconv.FormatInt(ttl, 10) + `,"data":"AAAA","headers":{"encoding":"aes128gcm"}}`
+	}
+	presentMsg := stored(itChannel, 10, 60)
+	for _, tc := range []struct {
+		name       string
+		user       string
+		channels   []string
+		msgs       []string
+		state      *pb.ChannelState
+		regs, sent int
+		want       importStats
+	}{
+		{name: "fresh", user: `{"uaid":"` + itUAID + `","router_type":"webpush"}`, channels: []string{strings.ToUpper(itChannel), itChannel, ch2},
+			msgs: []string{stored(itChannel, 10, 60), stored(itChannel, 100, 60), stored("decafbad-0000-4000-8000-00000000dead", 1, 60), "{bad"},
+			regs: 2, sent: 1, want: importStats{UsersImported: 1, Channels: 2, Messages: 1, MessagesExpired: 1, MessagesNoChannel: 1, BadMessages: 1}},
+		{name: "one channel known, one unregistered", user: `{"router_type":"webpush"}`, channels: []string{itChannel, ch2},
+			msgs:  []string{stored(ch2, 1, 60), presentMsg},
+			state: &pb.ChannelState{Channels: []*pb.Channel{{ChannelId: itChannel}, {ChannelId: ch2, Unregistered: true}}},
+			want:  importStats{ChannelsPresent: 1, ChannelsGone: 1, MessagesNoChannel: 1, MessagesPresent: 1}},
+		{name: "reset in pushlog", user: `{}`, channels: []string{itChannel}, state: &pb.ChannelState{UaidReset: true}, want: importStats{UAIDReset: 1}},
+		{name: "fcm", user: `{"router_type":"fcm"}`, channels: []string{itChannel}, want: importStats{NotWebpush: 1}},
+		{name: "no channels", user: `{"router_type":"webpush"}`, want: importStats{NoChannels: 1}},
+		{name: "unreadable", user: `{`, channels: []string{itChannel}, want: importStats{BadRecords: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			existing := &pushlogState{channels: map[string]*pb.ChannelState{}, imported: map[[16]byte]bool{}}
+			if tc.state != nil {
+				existing.channels[itUAID] = tc.state
+			}
+			existing.imported[[16]byte(importEventID("message", itUAID, "id1", presentMsg))] = true
+			im := &autopushImport{names: schema.DefaultNames(), partitions: 4, existing: existing, maxTTL: 3600, now: now}
+			u := &autopushUser{key: schema.FormatChannelID(uaid[:]), uaid: uaid, record: strCmd(t.Context(), tc.user, nil),
+				channels: redis.NewStringSliceCmd(t.Context()), msgIDs: redis.NewStringSliceCmd(t.Context())}
+			u.channels.SetVal(tc.channels)
+			var ids []string
+			for i, m := range tc.msgs {
+				ids = append(ids, "id"+strconv.Itoa(i))
+				u.msgValues = append(u.msgValues, strCmd(t.Context(), m, nil))
+			}
+			if tc.name == "one channel known, one unregistered" {
+				ids[1] = "id1"
+			}
+			u.msgIDs.SetVal(ids)
+			regs, msgs, err := im.userEvents(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(regs) != tc.regs || len(msgs) != tc.sent || im.stats != tc.want {
+				t.Fatalf("%d registrations, %d messages, stats %+v; want %d, %d, %+v", len(regs), len(msgs), im.stats, tc.regs, tc.sent, tc.want)
+			}
+			for _, r := range append(regs, msgs...) {
+				ev, err := schema.Decode(r)
+				if err != nil || r.Partition != schema.PartitionOf(itUAID, 4) || ev.GetUaid() != itUAID || !strings.HasPrefix(string(ev.GetId()), importIDMarker) {
+					t.Fatalf("record %v (partition %d): %v", ev, r.Partition, err)
+				}
+				if ma := ev.GetMessageAccepted(); ma != nil && ma.GetTtlS() != 50 {
+					t.Fatalf("message TTL %d, want the remaining 50s", ma.GetTtlS())
+				}
+			}
+		})
+	}
 }
