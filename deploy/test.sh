@@ -5,8 +5,9 @@
 #
 # Starts real Kafka (deploy/kafka/kafka.sh), a 3-broker Kafka cluster for the
 # failover test (deploy/kafka/cluster.sh) and real ClickHouse
-# (deploy/clickhouse/clickhouse.sh) with fresh data, exports KAFKA_BROKERS,
-# KAFKA_CLUSTER_BROKERS and CLICKHOUSE_ADDR, then runs gofmt, go vet, staticcheck, go build,
+# (deploy/clickhouse/clickhouse.sh) with fresh data, and Redis for the
+# autopush-migration test (deploy/redis/redis.sh), exports KAFKA_BROKERS,
+# KAFKA_CLUSTER_BROKERS, CLICKHOUSE_ADDR and REDIS_URL, then runs gofmt, go vet, staticcheck, go build,
 # go test -count=1 ./... (integration tests included) and a short fuzz pass
 # over every FuzzXxx in the tree. The servers are stopped on exit, whatever
 # happened. Exits non-zero when anything failed; the summary at the end says
@@ -20,8 +21,8 @@
 #   PUSHLOG_TEST_TIMEOUT         go test -timeout (default 25m: the integration package is one binary)
 #   PUSHLOG_TEST_DIR             servers' state and test logs (default <repo>/.cache/test)
 #   KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_CLUSTER_PORT, CLICKHOUSE_PORT,
-#   CLICKHOUSE_HTTP_PORT         the test servers' ports (default: the first free
-#                                block from 29092, 29093, 39092, 29000, 28123 on;
+#   CLICKHOUSE_HTTP_PORT, REDIS_PORT the test servers' ports (default: the first free
+#                                block from 29092, 29093, 39092, 29000, 28123, 26379 on;
 #                                the cluster uses KAFKA_CLUSTER_PORT+0..2 and +10..12)
 set -uo pipefail # no -e: every step runs and the summary reports each one
 

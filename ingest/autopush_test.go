@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/fernet/fernet-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
@@ -167,7 +170,8 @@ func TestAutopushMintRoundTrip(t *testing.T) {
 // errno 102 like pushlog's, and nothing opens them without the keys.
 func TestAutopushTokensOverHTTP(t *testing.T) {
 	keys := mustAutopushKeys(t, apKey)
-	e := newEnv(t, func(c *Config) { c.AutopushKeys = keys })
+	reg := prometheus.NewPedanticRegistry()
+	e := newEnv(t, func(c *Config) { c.AutopushKeys = keys; c.Metrics = reg })
 	ttl := map[string]string{"TTL": "60"}
 	accepted := func(path string, hdr map[string]string) *pb.MessageAccepted {
 		t.Helper()
@@ -220,6 +224,15 @@ func TestAutopushTokensOverHTTP(t *testing.T) {
 	}
 	if v1, v2n, refused := e.srv.autopush.v1.Load(), e.srv.autopush.v2.Load(), e.srv.autopush.refused.Load(); v1 != 2 || v2n != 3 || refused != int64(len(bad)) {
 		t.Fatalf("counted v1 %d, v2 %d, refused %d; want 2, 3, %d", v1, v2n, refused, len(bad))
+	}
+	want := fmt.Sprintf(`# HELP pushlog_ingest_autopush_tokens_total Pushes to endpoints minted by autopush (--autopush-crypto-keys), by version; result=refused counts tokens that matched neither pushlog's nor autopush's keys while autopush keys are configured.
+# TYPE pushlog_ingest_autopush_tokens_total counter
+pushlog_ingest_autopush_tokens_total{result="opened",version="1"} 2
+pushlog_ingest_autopush_tokens_total{result="opened",version="2"} 3
+pushlog_ingest_autopush_tokens_total{result="refused",version=""} %d
+`, len(bad))
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pushlog_ingest_autopush_tokens_total"); err != nil {
+		t.Fatal(err)
 	}
 
 	plain := newEnv(t)
