@@ -167,12 +167,25 @@ code_lines() {
 
 # --- 1. clone -------------------------------------------------------------
 
-say "fresh clone of $(git -C "$repo" rev-parse --short "$rev") into $clone"
-if git clone --quiet "$repo" "$clone" && git -C "$clone" checkout --quiet "$(git -C "$repo" rev-parse "$rev")"; then
-	pass "git clone"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+	say "fresh clone of $(git -C "$repo" rev-parse --short "$rev") into $clone"
+	if git clone --quiet "$repo" "$clone" && git -C "$clone" checkout --quiet "$(git -C "$repo" rev-parse "$rev")"; then
+		pass "git clone"
+	else
+		fail "git clone" "git clone $repo failed"
+		exit 1
+	fi
 else
-	fail "git clone" "git clone $repo failed"
-	exit 1
+	# A source tree without git (an unpacked archive): its files stand in
+	# for the clone; the caches and a data directory are left behind.
+	say "no git repository at $repo: copying its files into $clone"
+	mkdir -p "$clone"
+	if tar -C "$repo" --exclude=./.cache --exclude=./pushlog-data -cf - . | tar -C "$clone" -xf -; then
+		pass "copy of the source tree (no git)"
+	else
+		fail "copy of the source tree" "tar failed"
+		exit 1
+	fi
 fi
 
 # --- 2. the run command ---------------------------------------------------
