@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -534,7 +533,7 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		channelLogSkip(p.log, r, err)
 		return recs
 	}
-	uaid := hex.EncodeToString(id[:])
+	uaid := id.String()
 	next := r.Offset + 1
 	add := func(rec *kgo.Record, err error) {
 		if err != nil {
@@ -611,7 +610,7 @@ func (p *ChannelProjector) resetChannels(part *channelPartition, id [16]byte, b 
 		}
 		return out
 	}
-	p.log.Debug("UserReset lists no channels (an older writer, or a UAID its owner did not know): only the UAID record is written", "uaid", hex.EncodeToString(id[:]), "reason", b.GetReason())
+	p.log.Debug("UserReset lists no channels (an older writer, or a UAID its owner did not know): only the UAID record is written", "uaid", schema.UAID(id).String(), "reason", b.GetReason())
 	return nil
 }
 
@@ -620,7 +619,7 @@ func (p *ChannelProjector) resetChannels(part *channelPartition, id [16]byte, b 
 // MaxUnregisteredKept (first, so readers never hold more), then its
 // unregistered record.
 func (p *ChannelProjector) unregister(part *channelPartition, id, ch [16]byte, next, ms int64, recs []*kgo.Record) []*kgo.Record {
-	uaid := hex.EncodeToString(id[:])
+	uaid := schema.UAID(id).String()
 	for _, v := range part.unregister(id, ch, ms, next) {
 		p.extra.unregCapped.Add(1)
 		recs = append(recs, p.cfg.Names.ChannelForget(uaid, v.ch, v.off, part.p))
@@ -652,13 +651,13 @@ func (p *ChannelProjector) sweep(ctx context.Context, producer *kgo.Client) {
 	for _, part := range p.parts {
 		for id, rs := range part.resets {
 			if rs.ms < cutoff {
-				recs = append(recs, p.cfg.Names.UaidTombstone(hex.EncodeToString(id[:]), rs.off, part.p))
+				recs = append(recs, p.cfg.Names.UaidTombstone(schema.UAID(id).String(), rs.off, part.p))
 				delete(part.resets, id)
 				p.extra.expired.Add(1)
 			}
 		}
 		for _, v := range part.expireGone(cutoff) {
-			recs = append(recs, p.cfg.Names.ChannelForget(hex.EncodeToString(v.uaid[:]), v.ch, v.off, part.p))
+			recs = append(recs, p.cfg.Names.ChannelForget(schema.UAID(v.uaid).String(), v.ch, v.off, part.p))
 			p.extra.unregExpired.Add(1)
 		}
 	}
@@ -722,7 +721,7 @@ func (p *ChannelProjector) migrate(ctx context.Context, producer *kgo.Client, pa
 	now := p.cfg.Now()
 	var recs []*kgo.Record
 	for id, u := range part.legacy {
-		uaid := hex.EncodeToString(id[:])
+		uaid := schema.UAID(id).String()
 		for i := range u.count() {
 			c := u.id(i)
 			rec, err := p.cfg.Names.ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(c[:]), RegistrationsOffset: u.next, ChangedMs: now.UnixMilli()}, part.p)
@@ -749,7 +748,7 @@ func (p *ChannelProjector) migrateUnregistered(ctx context.Context, producer *kg
 	cutoff := p.cfg.Now().Add(-p.cfg.UAIDExpiry).UnixMilli()
 	var recs []*kgo.Record
 	for _, v := range part.forgetToWrite {
-		recs = append(recs, p.cfg.Names.ChannelForget(hex.EncodeToString(v.uaid[:]), v.ch, v.off, part.p))
+		recs = append(recs, p.cfg.Names.ChannelForget(schema.UAID(v.uaid).String(), v.ch, v.off, part.p))
 	}
 	for key := range part.unregToWrite {
 		var uaid, ch [16]byte
@@ -761,7 +760,7 @@ func (p *ChannelProjector) migrateUnregistered(ctx context.Context, producer *kg
 			continue
 		}
 		if v := goneSlotAt(uaid, list, i); v.ms >= cutoff { // older: the sweep forgets it
-			if rec, err := p.cfg.Names.UnregisteredRecord(hex.EncodeToString(uaid[:]), ch, v.off, v.ms, part.p); err == nil {
+			if rec, err := p.cfg.Names.UnregisteredRecord(schema.UAID(uaid).String(), ch, v.off, v.ms, part.p); err == nil {
 				recs = append(recs, rec)
 			}
 		}
@@ -828,7 +827,7 @@ func channelLoadSnapshots(ctx context.Context, opts []kgo.Opt, adm *kadm.Client,
 			}
 			if f.Snapshot != nil && len(f.Snapshot.GetChannels()) > MaxMigratedChannels {
 				quarantined.Add(1)
-				log.Error("QUARANTINED: oversized format-1 channel snapshot skipped; the UAID's state is rebuilt from the registrations log", "partition", r.Partition, "offset", r.Offset, "uaid", hex.EncodeToString(f.UAID[:]), "channels", len(f.Snapshot.GetChannels()), "bytes", len(r.Value))
+				log.Error("QUARANTINED: oversized format-1 channel snapshot skipped; the UAID's state is rebuilt from the registrations log", "partition", r.Partition, "offset", r.Offset, "uaid", schema.UAID(f.UAID).String(), "channels", len(f.Snapshot.GetChannels()), "bytes", len(r.Value))
 				delete(part.legacy, f.UAID)
 				delete(part.resets, f.UAID)
 				return

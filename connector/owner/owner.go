@@ -23,9 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
@@ -442,29 +440,15 @@ func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force 
 	if len(offsets) == 0 {
 		return
 	}
-	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			o.log.Warn("commit", "err", err)
-			return
-		}
-		failed := false
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-					failed = true
-					o.log.Warn("commit", "topic", t.Topic, "partition", p.Partition, "err", err)
-				}
-			}
-		}
-		if failed {
-			return // retried at the next interval
-		}
-		for ps, w := range marks {
-			ps.mu.Lock()
-			ps.committed = w
-			ps.mu.Unlock()
-		}
-	})
+	if err := group.Commit(ctx, cl, offsets); err != nil {
+		o.log.Warn("commit", "err", err)
+		return // retried at the next interval
+	}
+	for ps, w := range marks {
+		ps.mu.Lock()
+		ps.committed = w
+		ps.mu.Unlock()
+	}
 }
 
 // partitionNumbers returns the partition numbers of an assignment map.
