@@ -11,6 +11,7 @@ package remote
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,26 +97,15 @@ func (c *Config) normalize() error {
 	if len(errs) > 0 {
 		return fmt.Errorf("node link config: %w", errors.Join(errs...))
 	}
-	setDefault(&c.DialTimeout, DefaultDialTimeout)
-	setDefault(&c.CallTimeout, DefaultCallTimeout)
-	setDefault(&c.Heartbeat, DefaultHeartbeat)
-	setDefault(&c.BreakerOpen, DefaultBreakerOpen)
-	if c.QueueSize <= 0 {
-		c.QueueSize = DefaultQueueSize
-	}
-	if c.BreakerFailures == 0 {
-		c.BreakerFailures = DefaultBreakerFailures
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	// A zero or negative setting means its default.
+	c.DialTimeout = cmp.Or(max(c.DialTimeout, 0), DefaultDialTimeout)
+	c.CallTimeout = cmp.Or(max(c.CallTimeout, 0), DefaultCallTimeout)
+	c.Heartbeat = cmp.Or(max(c.Heartbeat, 0), DefaultHeartbeat)
+	c.BreakerOpen = cmp.Or(max(c.BreakerOpen, 0), DefaultBreakerOpen)
+	c.QueueSize = cmp.Or(max(c.QueueSize, 0), DefaultQueueSize)
+	c.BreakerFailures = cmp.Or(c.BreakerFailures, DefaultBreakerFailures)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return nil
-}
-
-func setDefault(d *time.Duration, def time.Duration) {
-	if *d <= 0 {
-		*d = def
-	}
 }
 
 // Node is this process's end of every node link.

@@ -360,8 +360,11 @@ func drain[T any](ch chan T) {
 // one stays partial, and one longer than the link carries arrives
 // truncated and marked partial.
 func TestCheckChannels(t *testing.T) {
-	own := startNode(t, "owner", "", nil)
-	cn := startNode(t, "conn", "", nil)
+	// A 512 KiB answer must be written within 3 heartbeats: the tests'
+	// 50ms heartbeat is too short for that on a loaded machine.
+	slow := func(c *Config) { c.Heartbeat = time.Second }
+	own := startNode(t, "owner", "", slow)
+	cn := startNode(t, "conn", "", slow)
 	many := make([][16]byte, maxLinkChannels+5)
 	for i := range many {
 		many[i] = [16]byte{byte(i), byte(i >> 8), byte(i >> 16), 0xaa}
