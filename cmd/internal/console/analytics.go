@@ -217,7 +217,10 @@ func (s *analyticsService) store(key string, ans analyticsAnswer) {
 func (s *analyticsService) query(ctx context.Context, since time.Duration, sender string) analyticsAnswer {
 	now := time.Now().UTC()
 	ans := analyticsAnswer{Configured: true, Sender: sender, From: now.Add(-since), To: now, Tables: []resultTable{}}
-	opts := analytics.ReportOptions{Since: since, Sender: sender, Limit: tableRows, Now: func() time.Time { return now }}
+	// An explicit end: without one the queries compare with the largest
+	// DateTime, whose date ClickHouse 18.16 cannot represent (2106 reads
+	// as 0000-00-00, so every row fell outside the window).
+	opts := analytics.ReportOptions{Since: since, Until: now, Sender: sender, Limit: tableRows, Now: func() time.Time { return now }}
 	failed := false
 	results := map[string]*analytics.Result{}
 	for _, name := range analyticsQueries {
