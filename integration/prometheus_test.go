@@ -412,7 +412,8 @@ func TestPrometheusScrapesPushlog(t *testing.T) {
 	env := analyticsNewEnv(t)
 	ns := freshNamespace()
 	metricsAddr := freePort(t)
-	common := []string{"PUSHLOG_LAG_INTERVAL=1s", "CLICKHOUSE_ADDR=" + env.chAddr, "PUSHLOG_CLICKHOUSE_DB=" + env.db}
+	// Two processes on one machine: no console (its default port is fixed).
+	common := []string{"PUSHLOG_LAG_INTERVAL=1s", "CLICKHOUSE_ADDR=" + env.chAddr, "PUSHLOG_CLICKHOUSE_DB=" + env.db, "PUSHLOG_CONSOLE_ADDR=off"}
 	proj := startServer(t, serverOpts{Namespace: ns, Roles: "ingest,projector",
 		Env: append([]string{"PUSHLOG_METRICS_ADDR=" + metricsAddr}, common...)})
 	node := startServer(t, serverOpts{Namespace: ns, Roles: "ingest,connector", Env: common})
