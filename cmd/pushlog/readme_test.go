@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/alecthomas/kong"
@@ -97,6 +98,71 @@ func TestReadmeConfigurationTable(t *testing.T) {
 			t.Errorf("serve flag %s is missing from the README's configuration table", f)
 		}
 	}
+}
+
+// TestReadmeConfigurationDefaults: a default the Configuration table gives
+// as a value (`15s`, `127.0.0.1:8082`) is serve's default; a row of several
+// flags gives one value per flag. Words ("none", "(empty: …)") are not
+// compared.
+func TestReadmeConfigurationDefaults(t *testing.T) {
+	readme := readReadme(t)
+	defaults := map[string]string{}
+	for _, node := range testParser(t).Model.Children {
+		if node.Name != "serve" {
+			continue
+		}
+		for _, group := range node.AllFlags(true) {
+			for _, fl := range group {
+				if fl.HasDefault && fl.Default != "" {
+					defaults["--"+fl.Name] = fl.Default
+				}
+			}
+		}
+	}
+	start := strings.Index(readme, "## Configuration")
+	if start < 0 {
+		t.Fatal("README has no Configuration section")
+	}
+	section := readme[start:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	code := regexp.MustCompile("`([^`]+)`")
+	compared := 0
+	for _, m := range regexp.MustCompile("(?m)^\\| (`--[^|]+) \\| [^|]+ \\| ([^|]+) \\|").FindAllStringSubmatch(section, -1) {
+		var flags []string
+		for _, f := range code.FindAllStringSubmatch(m[1], -1) {
+			flags = append(flags, f[1])
+		}
+		cell := strings.TrimSpace(m[2])
+		if !strings.HasPrefix(cell, "`") {
+			continue
+		}
+		values := code.FindAllStringSubmatch(cell, -1)
+		for i, f := range flags {
+			want, ok := defaults[f]
+			if !ok || i >= len(values) {
+				continue
+			}
+			compared++
+			if got := values[i][1]; !sameDefault(got, want) {
+				t.Errorf("README's Configuration table gives %s the default %q; serve's is %q", f, got, want)
+			}
+		}
+	}
+	if compared == 0 {
+		t.Fatal("compared no default: the table's format changed?")
+	}
+}
+
+// sameDefault: equal as written, or as durations (300s = 5m).
+func sameDefault(readme, kong string) bool {
+	if readme == kong {
+		return true
+	}
+	a, errA := time.ParseDuration(readme)
+	b, errB := time.ParseDuration(kong)
+	return errA == nil && errB == nil && a == b
 }
 
 // TestReadmeNamesOnlyWhatExists: every `pushlog <subcommand>`, every flag
