@@ -78,7 +78,12 @@ type serveConfig struct {
 	PingInterval  time.Duration     `default:"300s" env:"PUSHLOG_PING_INTERVAL" help:"Idle time before the server pings a socket."`
 	PongTimeout   time.Duration     `default:"30s" env:"PUSHLOG_PONG_TIMEOUT" help:"Time to wait for a pong before closing."`
 	MinClientPing time.Duration     `default:"45s" env:"PUSHLOG_MIN_CLIENT_PING" help:"Clients pinging more often than this are closed."`
-	Broadcasts    map[string]string `env:"PUSHLOG_BROADCASTS" mapsep:"," help:"Broadcast ids and versions, e.g. remote-settings/monitor_changes=v1."`
+	Broadcasts    map[string]string `env:"PUSHLOG_BROADCASTS" mapsep:"," help:"Broadcast ids and versions to seed, e.g. remote-settings/monitor_changes=v1: written to the broadcasts topic for ids it does not hold yet (the topic's version wins); change them live with 'pushlog broadcast set', the admin API or --megaphone-url."`
+	// Live broadcasts (connector/node/broadcasts.go, ingest/admin.go).
+	AdminToken        string        `name:"admin-token" env:"PUSHLOG_ADMIN_TOKEN" help:"Bearer token of the admin API on the ingest listener (PUT /v1/broadcasts/ID, POST /v1/broadcasts; at least 16 bytes). Empty: the admin API answers 403."`
+	MegaphoneURL      string        `name:"megaphone-url" env:"PUSHLOG_MEGAPHONE_URL" help:"Megaphone-compatible API polled by every connector node (GET, answered {\"broadcasts\":{...}}); versions that differ are written to the broadcasts topic. Empty: off."`
+	MegaphoneToken    string        `name:"megaphone-token" env:"PUSHLOG_MEGAPHONE_TOKEN" help:"Bearer token sent to --megaphone-url."`
+	MegaphoneInterval time.Duration `name:"megaphone-interval" default:"30s" env:"PUSHLOG_MEGAPHONE_INTERVAL" help:"How often --megaphone-url is polled (autopush-rs: 30s)."`
 	// Connector bounds on what a client controls (issue 10).
 	MaxChannels                  int `name:"max-channels" default:"1000" env:"PUSHLOG_MAX_CHANNELS" help:"Channels per UAID; registering a new channel past it is answered with status 413 (the socket stays open)."`
 	MaxRegistrationsPerMinute    int `name:"max-registrations-per-minute" default:"120" env:"PUSHLOG_MAX_REGISTRATIONS_PER_MINUTE" help:"Registers and unregisters one socket may write per minute (all at once at most); past it the reply has status 429."`
@@ -205,6 +210,7 @@ func (c *serveConfig) checks() []check {
 		{(c.TLSCert == "") != (c.TLSKey == ""), "--tls-cert and --tls-key must be given together"},
 		{!httpOrigin(c.PublicURL), f("--public-url: %q must be an http(s) origin such as https://push.example.com", c.PublicURL)},
 	}
+	checks = append(checks, c.broadcastChecks()...)
 	for _, r := range c.Roles {
 		checks = append(checks, check{r != roleIngest && r != roleConnector && r != roleProjector, f("--roles: unknown role %q (want ingest, connector, projector)", r)})
 	}

@@ -26,6 +26,7 @@ type cli struct {
 	Replay    replayCmd    `cmd:"" help:"Re-drive delivery from a time or offsets: rewind the stopped connectors group (messages and acks)."`
 	Status    statusCmd    `cmd:"" help:"Nodes, partition owners, consumer lag, connections, pending messages and breakers of a deployment."`
 	Topics    topicsCmd    `cmd:"" help:"Verify the topics (partitions, retention, compaction) and explain each mismatch; --create creates missing ones."`
+	Broadcast broadcastCmd `cmd:"" help:"Set or list the broadcasts (megaphone) every connector node serves: 'broadcast set ID=VERSION...', 'broadcast list'."`
 	Import    importCmd    `cmd:"" help:"Import users from another push service (autopush: Redis) so browsers keep their subscriptions."`
 	Repair    repairCmd    `cmd:"" help:"Verify the embedded broker's files and drop damaged records (serve refuses to start on damage); reports what it drops."`
 	Health    healthCmd    `cmd:"" help:"Exit 0 when a pushlog listener's heartbeat answers 200, 1 otherwise (a container healthcheck: the image has no curl)."`
