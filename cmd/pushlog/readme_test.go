@@ -404,6 +404,8 @@ func (ck *readmeChecker) checkLine(line string, at int, inline bool) {
 			ck.pushlogCommand(args, at, cmd)
 		case ownTools[prog] != "":
 			ck.toolCommand(prog, args, at)
+		case prog == "other:go" && len(args) > 0 && args[0].text == "test":
+			ck.goTest(args[1:], at)
 		case prog == "" && inline:
 			// A span in prose like `--max-channels 50`: a lone flag.
 			if len(toks) > 0 && strings.HasPrefix(toks[0].text, "--") && !toks[0].quoted {
@@ -472,6 +474,71 @@ func (ck *readmeChecker) toolCommand(tool string, args []token, at int) {
 			ck.t.Errorf("README line %d: `%s` has no flag %s", at, strings.Join(append([]string{tool}, sub...), " "), f)
 		}
 	}
+}
+
+// goTest checks that a `go test ./pkg -run X -bench Y` the README gives
+// (for a figure or a test) still names tests of that package: the first
+// element of each pattern must match a Test/Benchmark function of the
+// package's test files. Patterns that deliberately match nothing (x, ^$)
+// and ./... are skipped.
+func (ck *readmeChecker) goTest(args []token, at int) {
+	var pkgs []string
+	patterns := map[string]string{} // "Test" or "Benchmark" → pattern
+	for i := 0; i < len(args); i++ {
+		a := args[i].text
+		switch {
+		case strings.HasPrefix(a, "./") && !strings.HasSuffix(a, "..."):
+			pkgs = append(pkgs, strings.TrimSuffix(a, "/"))
+		case a == "-run" || a == "-bench":
+			if i+1 < len(args) {
+				patterns[map[string]string{"-run": "Test", "-bench": "Benchmark"}[a]] = args[i+1].text
+				i++
+			}
+		case strings.HasPrefix(a, "-run=") || strings.HasPrefix(a, "-bench="):
+			kind, value, _ := strings.Cut(a, "=")
+			patterns[map[string]string{"-run": "Test", "-bench": "Benchmark"}[kind]] = value
+		}
+	}
+	if len(pkgs) != 1 {
+		return
+	}
+	for kind, pattern := range patterns {
+		first, _, _ := strings.Cut(pattern, "/")
+		if first == "x" || first == "^$" || first == "" || first == "." {
+			continue
+		}
+		re, err := regexp.Compile(first)
+		if err != nil {
+			ck.t.Errorf("README line %d: go test pattern %q: %v", at, pattern, err)
+			continue
+		}
+		ck.checked++
+		if !ck.packageHasTest(pkgs[0], kind, re) {
+			ck.t.Errorf("README line %d: no %s function of %s matches %q", at, kind, pkgs[0], pattern)
+		}
+	}
+}
+
+// packageHasTest: a func KindXxx( in the package's _test.go files matches re.
+func (ck *readmeChecker) packageHasTest(pkg, kind string, re *regexp.Regexp) bool {
+	files, err := filepath.Glob(filepath.Join("../..", pkg, "*_test.go"))
+	if err != nil || len(files) == 0 {
+		ck.t.Errorf("README names go test %s, which has no test files", pkg)
+		return true
+	}
+	fn := regexp.MustCompile(`(?m)^func (` + kind + `[A-Za-z0-9_]*)\(`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			ck.t.Fatal(err)
+		}
+		for _, m := range fn.FindAllSubmatch(b, -1) {
+			if re.Match(m[1]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // toolFlags asks one of our other binaries for its flags (--help).
