@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -175,36 +176,104 @@ func importPartitions(ctx context.Context, adm *kadm.Client, names schema.Names)
 // pushlogState is what the deployment already holds: every UAID's channel
 // state, and the ids of the messages earlier imports wrote.
 type pushlogState struct {
-	channels map[string]*pb.ChannelState // by UAID
-	imported map[[16]byte]bool           // event ids starting with importIDMarker
+	channels map[schema.UAID]string // packed channel states (packState)
+	imported map[[16]byte]bool      // event ids starting with importIDMarker
+}
+
+// A UAID's channel state is kept packed, since a migration may read
+// millions: the registrations offset folded (8 bytes), the reset flag (1),
+// then per channel its id (16) and an unregistered flag (1); key hashes
+// and times are not needed to decide what to import. Every fold goes
+// through schema's functions on the UAID's state unpacked and packed
+// again, so the semantics stay schema's.
+func packState(st *pb.ChannelState) string {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 9+17*len(st.GetChannels())), uint64(st.GetRegistrationsOffset()))
+	b = append(b, boolByte(st.GetUaidReset()))
+	for _, ch := range st.GetChannels() {
+		id, err := schema.ParseChannelID(ch.GetChannelId())
+		if err != nil {
+			continue
+		}
+		b = append(append(b, id[:]...), boolByte(ch.GetUnregistered()))
+	}
+	return string(b)
+}
+
+func unpackState(s string) *pb.ChannelState {
+	if len(s) < 9 {
+		return &pb.ChannelState{}
+	}
+	st := &pb.ChannelState{RegistrationsOffset: int64(binary.BigEndian.Uint64([]byte(s[:8]))), UaidReset: s[8] == 1}
+	for i := 9; i+17 <= len(s); i += 17 {
+		st.Channels = append(st.Channels, &pb.Channel{ChannelId: schema.FormatChannelID([]byte(s[i : i+16])), Unregistered: s[i+16] == 1})
+	}
+	return st
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// state returns the UAID's channel state (nil: pushlog does not know it).
+func (p *pushlogState) state(id schema.UAID) *pb.ChannelState {
+	s, ok := p.channels[id]
+	if !ok {
+		return nil
+	}
+	return unpackState(s)
+}
+
+// foldChannels applies a channels-topic record of the UAID.
+func (p *pushlogState) foldChannels(f schema.ChannelsFact) {
+	one := map[string]*pb.ChannelState{}
+	key := schema.UAID(f.UAID).String()
+	if st := p.state(schema.UAID(f.UAID)); st != nil {
+		one[key] = st
+	}
+	schema.FoldChannelsFact(one, f)
+	if st, ok := one[key]; ok {
+		p.channels[schema.UAID(f.UAID)] = packState(st)
+	} else {
+		delete(p.channels, schema.UAID(f.UAID))
+	}
+}
+
+// applyRegistration applies a registrations-topic event at offset.
+func (p *pushlogState) applyRegistration(ev *pb.Event, offset int64) {
+	id, err := schema.ParseUAID(ev.GetUaid())
+	if err != nil {
+		return
+	}
+	st := p.state(id)
+	if st == nil {
+		st = &pb.ChannelState{}
+	}
+	// Offsets of the registrations topic are what the channels records
+	// count, so an event already folded there is skipped.
+	schema.ApplyRegistration(st, ev, offset)
+	p.channels[id] = packState(st)
 }
 
 // readPushlogState reads the channels topic, then the registrations topic
 // (events the channel projector may not have folded yet), then the ids of
 // the messages topic, each up to its end when the import starts.
 func readPushlogState(ctx context.Context, cl *kgo.Client, names schema.Names) (*pushlogState, error) {
-	st := &pushlogState{channels: map[string]*pb.ChannelState{}, imported: map[[16]byte]bool{}}
+	st := &pushlogState{channels: map[schema.UAID]string{}, imported: map[[16]byte]bool{}}
 	err := readTopic(ctx, cl, names.Channels, func(r *kgo.Record) {
 		if f, err := schema.DecodeChannels(r); err == nil {
-			schema.FoldChannelsFact(st.channels, f)
+			st.foldChannels(f)
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
 	err = readTopic(ctx, cl, names.Registrations, func(r *kgo.Record) {
-		ev, err := schema.Decode(r)
-		if err != nil {
-			return
+		if ev, err := schema.Decode(r); err == nil {
+			st.applyRegistration(ev, r.Offset)
 		}
-		s := st.channels[ev.GetUaid()]
-		if s == nil {
-			s = &pb.ChannelState{}
-			st.channels[ev.GetUaid()] = s
-		}
-		// Offsets of the registrations topic are what the channels
-		// records count, so an event already folded there is skipped.
-		schema.ApplyRegistration(s, ev, r.Offset)
 	})
 	if err != nil {
 		return nil, err
@@ -273,7 +342,10 @@ func readTopic(ctx context.Context, cl *kgo.Client, topic string, fn func(*kgo.R
 	if len(want) == 0 {
 		return nil
 	}
-	rd, err := kgo.NewClient(append(cl.Opts(), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))...)
+	// Modest fetches: the import's memory is the state it keeps, not
+	// buffered batches of a log it only skims.
+	rd, err := kgo.NewClient(append(cl.Opts(), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(1<<20))...)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
@@ -451,7 +523,7 @@ func (im *autopushImport) userEvents(u *autopushUser) (regs, msgs []*kgo.Record,
 		return nil, nil, nil
 	}
 	uaid := u.uaid.String()
-	st := im.existing.channels[uaid]
+	st := im.existing.state(u.uaid)
 	if st.GetUaidReset() {
 		im.stats.UAIDReset++
 		return nil, nil, nil

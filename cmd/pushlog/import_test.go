@@ -53,6 +53,18 @@ func TestReadPushlogState(t *testing.T) {
 		r.Partition = p
 		recs = append(recs, r)
 	}
+	// The channel projector's records: one channel registered, one gone.
+	chA, _ := schema.ParseChannelID("decafbad-0000-4000-8000-0000000000aa")
+	chB, _ := schema.ParseChannelID("decafbad-0000-4000-8000-0000000000bb")
+	entry, err := names.ChannelEntryRecord(itUAID, &pb.ChannelEntry{ChannelId: schema.FormatChannelID(chA[:]), ChangedMs: 1}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneRec, err := names.UnregisteredRecord(itUAID, chB, 0, 1, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, entry, goneRec)
 	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +72,12 @@ func TestReadPushlogState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !schema.ChannelActive(st.channels[itUAID], itChannel) {
+	uaid, _ := schema.ParseUAID(itUAID)
+	if !schema.ChannelActive(st.state(uaid), itChannel) {
 		t.Fatalf("registration not seen: %v", st.channels)
+	}
+	if !schema.ChannelActive(st.state(uaid), schema.FormatChannelID(chA[:])) || !schema.ChannelGone(st.state(uaid), schema.FormatChannelID(chB[:])) {
+		t.Fatalf("channels topic not folded: %v", st.state(uaid))
 	}
 	if len(st.imported) != 1 || !st.imported[[16]byte(msgID)] {
 		t.Fatalf("imported ids %v, want only %x", st.imported, msgID)
@@ -193,9 +209,9 @@ func TestImportUserEvents(t *testing.T) {
 		{name: "unreadable", user: `{`, channels: []string{itChannel}, want: importStats{BadRecords: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			existing := &pushlogState{channels: map[string]*pb.ChannelState{}, imported: map[[16]byte]bool{}}
+			existing := &pushlogState{channels: map[schema.UAID]string{}, imported: map[[16]byte]bool{}}
 			if tc.state != nil {
-				existing.channels[itUAID] = tc.state
+				existing.channels[uaid] = packState(tc.state)
 			}
 			existing.imported[[16]byte(importEventID("message", itUAID, "id1", presentMsg))] = true
 			im := &autopushImport{names: schema.DefaultNames(), partitions: 4, existing: existing, maxTTL: 3600, now: now}
@@ -228,5 +244,19 @@ func TestImportUserEvents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPackState: the packed form keeps what the import decides on.
+func TestPackState(t *testing.T) {
+	st := &pb.ChannelState{RegistrationsOffset: 42, UaidReset: true, Channels: []*pb.Channel{
+		{ChannelId: itChannel, KeyHash: []byte("h"), ChangedMs: 5}, {ChannelId: "decafbad-0000-4000-8000-0000000000b2", Unregistered: true}}}
+	got := unpackState(packState(st))
+	if got.GetRegistrationsOffset() != 42 || !got.GetUaidReset() || len(got.GetChannels()) != 2 ||
+		got.GetChannels()[0].GetChannelId() != itChannel || got.GetChannels()[0].GetUnregistered() || !got.GetChannels()[1].GetUnregistered() {
+		t.Fatalf("round trip: %v", got)
+	}
+	if st := unpackState(""); st.GetUaidReset() || len(st.GetChannels()) != 0 {
+		t.Fatalf("empty: %v", st)
 	}
 }
