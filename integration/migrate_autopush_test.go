@@ -321,5 +321,16 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 	bad := &uaSubscription{ChannelID: sub1.ChannelID, Endpoint: s.HTTPURL + "/wpush/v1/" + toks[0][:len(toks[0])-4] + "AAAA", Keys: k1}
 	res = snSend(ctx, t, bad, []byte("forged"), snPush{TTL: snLongTTL, VAPID: vapid})
 	snCheckError(t, "damaged autopush token", res.Status, res.Header, res.Body, http.StatusNotFound, 102)
+
+	// The user unsubscribes from an imported channel: its old endpoint is
+	// gone (410), and importing again does not revive it.
+	ua.unregister(ctx, sub2.ChannelID)
+	snSendUntil(ctx, t, sub2, snPush{TTL: snLongTTL, VAPID: vapid}, http.StatusGone)
 	ua.close()
+	settled := logEnds(ctx, t, brokers, s.opts.Namespace)
+	line = runImport(ctx, t, s, dbURL)
+	wantSummary(t, line, "0 imported", "0 channels registered", "1 channels already in pushlog", "1 unregistered in pushlog")
+	if again := logEnds(ctx, t, brokers, s.opts.Namespace); again != settled {
+		t.Fatalf("import after an unsubscribe appended %d records, want none", again-settled)
+	}
 }
