@@ -71,6 +71,8 @@ type liveBroadcasts struct {
 	server *connector.Server
 	log    *slog.Logger
 	met    *broadcastMetrics
+	// megaSeen is Megaphone's last answer (the poller's goroutine only).
+	megaSeen map[string]string
 }
 
 func (n *Node) buildBroadcasts() error {

@@ -58,17 +58,37 @@ func (b *liveBroadcasts) pollOnce(ctx context.Context) (string, error) {
 		}
 		valid[id] = v
 	}
-	diff := broadcasts.Diff(b.table.Snapshot(), valid)
-	if len(diff) == 0 {
-		return "ok", nil
+	diff := megaphoneChanges(b.megaSeen, b.table.Snapshot(), valid)
+	if len(diff) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, b.cfg.Megaphone.Timeout)
+		defer cancel()
+		if err := broadcasts.Write(wctx, b.cfg.Producer, b.names, diff, "megaphone"); err != nil {
+			return "write", err // megaSeen unchanged: the next poll writes them again
+		}
+		b.log.Info("megaphone: broadcasts changed", "ids", len(diff))
 	}
-	wctx, cancel := context.WithTimeout(ctx, b.cfg.Megaphone.Timeout)
-	defer cancel()
-	if err := broadcasts.Write(wctx, b.cfg.Producer, b.names, diff, "megaphone"); err != nil {
-		return "write", err
-	}
-	b.log.Info("megaphone: broadcasts changed", "ids", len(diff))
+	b.megaSeen = valid
 	return "ok", nil
+}
+
+// megaphoneChanges is what a poll writes: the ids whose version Megaphone
+// changed since this poller's last answer (seen) and that differ from the
+// table. Comparing with the table alone would let a poller whose answer
+// is a moment old write an older version over a newer one another node's
+// poller wrote (every connector node polls); a change made meanwhile by
+// the CLI or the admin API also stands until Megaphone's version of that
+// id changes. The first poll (seen nil) writes whatever differs.
+func megaphoneChanges(seen, table, fetched map[string]string) map[string]string {
+	out := map[string]string{}
+	for id, v := range fetched {
+		if old, ok := seen[id]; ok && old == v {
+			continue
+		}
+		if table[id] != v {
+			out[id] = v
+		}
+	}
+	return out
 }
 
 // megaphoneAnswer is Megaphone's GET /v1/broadcasts answer (it also has

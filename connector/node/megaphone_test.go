@@ -97,3 +97,27 @@ func FuzzParseMegaphone(f *testing.F) {
 		}
 	})
 }
+
+func TestMegaphoneChanges(t *testing.T) {
+	tests := []struct {
+		name                 string
+		seen, table, fetched map[string]string
+		want                 map[string]string
+	}{
+		{"first poll writes what differs", nil, map[string]string{"a": "1", "b": "1"}, map[string]string{"a": "1", "b": "2", "c": "1"}, map[string]string{"b": "2", "c": "1"}},
+		{"a Megaphone change", map[string]string{"a": "1"}, map[string]string{"a": "1"}, map[string]string{"a": "2"}, map[string]string{"a": "2"}},
+		{"already written by another node", map[string]string{"a": "1"}, map[string]string{"a": "2"}, map[string]string{"a": "2"}, map[string]string{}},
+		// This poller's answer is older than another node's write: it
+		// must not write the older version back.
+		{"a stale answer writes nothing", map[string]string{"a": "1"}, map[string]string{"a": "2"}, map[string]string{"a": "1"}, map[string]string{}},
+		{"a CLI change stands until Megaphone changes", map[string]string{"a": "1"}, map[string]string{"a": "cli"}, map[string]string{"a": "1"}, map[string]string{}},
+		{"a new id", map[string]string{"a": "1"}, map[string]string{"a": "1"}, map[string]string{"a": "1", "n": "1"}, map[string]string{"n": "1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := megaphoneChanges(tc.seen, tc.table, tc.fetched); !maps.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
