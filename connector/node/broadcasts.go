@@ -49,10 +49,11 @@ type BroadcastsConfig struct {
 
 // MegaphoneConfig polls a Megaphone-compatible API, as autopush-rs does:
 // GET URL with "Authorization: Bearer Token", answered
-// {"broadcasts":{"id":"version",...}}. Versions that differ from the
-// table are written to the topic (source megaphone). Every node that has
-// a URL polls (one poller per process); the writes are idempotent, so
-// several pollers only repeat each other.
+// {"broadcasts":{"id":"version",...}}. A version Megaphone changed since
+// the poller's last answer is written to the topic (source megaphone)
+// unless the table holds it already (megaphoneChanges). Every node that
+// has a URL polls (one poller per process, no election); the writes are
+// idempotent, so several pollers only repeat each other.
 type MegaphoneConfig struct {
 	URL        string        // "" = off
 	Token      string        // sent as a bearer token when set
