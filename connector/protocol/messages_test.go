@@ -114,6 +114,9 @@ func TestParseAppServerKey(t *testing.T) {
 		{"unpadded", g, true},
 		{"padded", g + "=", true},
 		{"standard alphabet", strings.NewReplacer("-", "+", "_", "/").Replace(g), true},
+		// Neither spelling: refused, as ingest refuses it for VAPID keys
+		// (schema.DecodeBase64 is the one decoder of both).
+		{"mixed alphabets", strings.Replace(g, "-", "+", 1), false},
 		{"empty", "", false},
 		{"one byte short", g[:len(g)-2], false},
 		{"garbage", "%%%", false},
