@@ -91,7 +91,7 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	switch e.status {
 	case http.StatusGone:
 		h.Set(headerCacheControl, goneCacheControl)
-	case http.StatusServiceUnavailable:
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 		ra := e.retryAfter
 		if ra <= 0 {
 			ra = 1

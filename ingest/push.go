@@ -65,6 +65,9 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 		if aerr := s.checkGone(ep); aerr != nil {
 			return aerr
 		}
+		if aerr := s.checkQuota(req, ep, auth); aerr != nil { // quota.go: 429, never written
+			return aerr
+		}
 		msg, aerr := s.parseNotification(req.Header)
 		if aerr != nil {
 			return aerr

@@ -14,6 +14,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -189,6 +190,8 @@ type Config struct {
 	// AutopushKeys, when set, also opens endpoint tokens minted by Mozilla
 	// autopush with these keys (a migration: autopush.go).
 	AutopushKeys *AutopushKeys
+	// Quota configures the per-sender token buckets (quota.go).
+	Quota QuotaConfig
 }
 
 // Server is the ingest HTTP API.
@@ -205,6 +208,7 @@ type Server struct {
 	echo     *echo.Echo
 	met      *ingestMetrics // nil without Config.Metrics
 	autopush autopushCounts // pushes with autopush tokens (autopush.go)
+	quota    *quotas        // per-sender token buckets (quota.go)
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
 	// that an open breaker does not wait on Kafka).
@@ -239,7 +243,8 @@ func New(cfg Config) (*Server, error) {
 			}
 			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 		})
-	met, err := newIngestMetrics(cfg.Metrics, append(s.gauges(), s.autopush.collectors()...))
+	s.quota = newQuotas(cfg.Quota)
+	met, err := newIngestMetrics(cfg.Metrics, append(append(s.gauges(), s.autopush.collectors()...), s.quota.collectors()...))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -270,50 +275,27 @@ func (c *Config) validate() error {
 	if c.Partitions <= 0 {
 		return fmt.Errorf("partition count (Partitions) must be positive, got %d", c.Partitions)
 	}
-	if c.MaxTTL == 0 {
-		c.MaxTTL = DefaultMaxTTL
-	}
+	c.withDefaults()
 	if c.MaxTTL < time.Second {
 		return fmt.Errorf("MaxTTL must be at least 1s, got %s", c.MaxTTL)
-	}
-	if c.MaxBody == 0 {
-		c.MaxBody = DefaultMaxBody
 	}
 	if c.MaxBody < MinMaxBody {
 		return fmt.Errorf("MaxBody must be at least %d bytes (RFC 8030), got %d", MinMaxBody, c.MaxBody)
 	}
-	if c.ProduceTimeout == 0 {
-		c.ProduceTimeout = DefaultProduceTimeout
-	}
 	if c.ProduceTimeout < 0 {
 		return fmt.Errorf("ProduceTimeout must be positive, got %s", c.ProduceTimeout)
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.MaxInFlight < 0 {
 		return fmt.Errorf("MaxInFlight must be positive, got %d", c.MaxInFlight)
 	}
-	if c.Breaker.FailureThreshold == 0 {
-		c.Breaker.FailureThreshold = 5
-	}
-	if c.Breaker.OpenTimeout == 0 {
-		c.Breaker.OpenTimeout = DefaultBreakerProbeInterval
-	}
 	if c.Breaker.OpenTimeout < 0 {
 		return fmt.Errorf("Breaker.OpenTimeout must be positive, got %s", c.Breaker.OpenTimeout)
-	}
-	if c.Breaker.HalfOpenRequests == 0 {
-		c.Breaker.HalfOpenRequests = 4
 	}
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
-	if c.HealthTimeout <= 0 {
-		c.HealthTimeout = DefaultHealthTimeout
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
+	if err := c.Quota.validate(); err != nil {
+		return err
 	}
 	for name, check := range c.Health {
 		if check == nil {
@@ -325,32 +307,39 @@ func (c *Config) validate() error {
 			return fmt.Errorf("readiness check %q is nil", name)
 		}
 	}
+	return nil
+}
+
+// withDefaults fills every unset setting (zero; a non-positive health or
+// shutdown timeout) with its default.
+func (c *Config) withDefaults() {
+	c.MaxTTL = cmp.Or(c.MaxTTL, DefaultMaxTTL)
+	c.MaxBody = cmp.Or(c.MaxBody, DefaultMaxBody)
+	c.ProduceTimeout = cmp.Or(c.ProduceTimeout, DefaultProduceTimeout)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.Breaker.FailureThreshold = cmp.Or(c.Breaker.FailureThreshold, 5)
+	c.Breaker.OpenTimeout = cmp.Or(c.Breaker.OpenTimeout, DefaultBreakerProbeInterval)
+	c.Breaker.HalfOpenRequests = cmp.Or(c.Breaker.HalfOpenRequests, 4)
+	c.MaxCryptoHeaders = cmp.Or(c.MaxCryptoHeaders, DefaultMaxCryptoHeaders)
+	c.MaxVAPIDSub = cmp.Or(c.MaxVAPIDSub, DefaultMaxVAPIDSub)
+	c.MaxVAPIDToken = cmp.Or(c.MaxVAPIDToken, DefaultMaxVAPIDToken)
+	c.MaxEvent = cmp.Or(c.MaxEvent, DefaultMaxEvent)
+	c.DedupEntries = cmp.Or(c.DedupEntries, DefaultDedupEntries)
+	c.VAPIDCacheBytes = cmp.Or(c.VAPIDCacheBytes, DefaultVAPIDCacheBytes)
+	c.HealthTimeout = cmp.Or(max(c.HealthTimeout, 0), DefaultHealthTimeout)
+	c.ShutdownTimeout = cmp.Or(max(c.ShutdownTimeout, 0), DefaultShutdownTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return nil
 }
 
 // validateLimits fills the size limits' defaults and checks that the
 // largest message they allow fits in MaxEvent (issue 10 finding 3: sizes
 // must not bypass the body limit).
 func (c *Config) validateLimits() error {
-	fill := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	fill(&c.MaxCryptoHeaders, DefaultMaxCryptoHeaders)
-	fill(&c.MaxVAPIDSub, DefaultMaxVAPIDSub)
-	fill(&c.MaxVAPIDToken, DefaultMaxVAPIDToken)
-	fill(&c.MaxEvent, DefaultMaxEvent)
-	fill(&c.DedupEntries, DefaultDedupEntries)
-	if c.VAPIDCacheBytes == 0 {
-		c.VAPIDCacheBytes = DefaultVAPIDCacheBytes
-	}
 	for name, v := range map[string]int64{"MaxCryptoHeaders": int64(c.MaxCryptoHeaders), "MaxVAPIDSub": int64(c.MaxVAPIDSub),
 		"MaxVAPIDToken": int64(c.MaxVAPIDToken), "MaxEvent": int64(c.MaxEvent), "DedupEntries": int64(c.DedupEntries),
 		"VAPIDCacheBytes": c.VAPIDCacheBytes} {
