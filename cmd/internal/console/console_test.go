@@ -219,6 +219,9 @@ func TestOverview(t *testing.T) {
 	if len(ov.Groups) != 1 || ov.Groups[0].Lag != 7 || ov.Groups[0].State != "Stable" {
 		t.Fatalf("groups %+v", ov.Groups)
 	}
+	if ov.Process.OldestPendingAge != nil || len(ov.Process.HeadLag) != 0 {
+		t.Fatalf("process figures without series: %+v", ov.Process)
+	}
 	if ov.ClickHouse.Configured || ov.ClickHouse.Hint == "" {
 		t.Fatalf("clickhouse without an address: %+v", ov.ClickHouse)
 	}
@@ -264,6 +267,32 @@ func (f *fakeAnalytics) Run(_ context.Context, q analytics.Query, o analytics.Re
 }
 func (f *fakeAnalytics) Ping(context.Context) error { return nil }
 func (f *fakeAnalytics) Close() error               { return nil }
+
+func TestOverviewProcessFigures(t *testing.T) {
+	c, reg := newTestConsole(t, func(cfg *Config) {
+		cfg.Status = func(context.Context) (*ops.Status, error) {
+			return &ops.Status{Groups: []ops.GroupLag{{Role: "channels", Group: "ns-channels", Total: 9}, {Role: "analytics", Group: "ns-analytics"}}}, nil
+		}
+	})
+	head := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pushlog_consumer_group_head_lag"}, []string{"group"})
+	head.WithLabelValues("ns-channels").Set(4)
+	oldest := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pushlog_owner_oldest_pending_age_seconds"})
+	oldest.Set(12)
+	delay := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pushlog_projector_delay_seconds", ConstLabels: prometheus.Labels{"projector": "analytics"}})
+	delay.Set(1.5)
+	reg.MustRegister(head, oldest, delay)
+	c.sampler.sampleOnce(time.Now())
+	ov := decode[overview](t, get(t, c.Handler(), "/api/overview", nil))
+	if ov.Process.OldestPendingAge == nil || *ov.Process.OldestPendingAge != 12 || ov.Process.ProjectorDelay["analytics"] != 1.5 {
+		t.Fatalf("process %+v", ov.Process)
+	}
+	if g := ov.Groups[0]; g.HeadLag == nil || *g.HeadLag != 4 || g.Lag != 9 {
+		t.Fatalf("channels group %+v", g)
+	}
+	if ov.Groups[1].HeadLag != nil {
+		t.Fatalf("analytics head lag without a series: %v", *ov.Groups[1].HeadLag)
+	}
+}
 
 func TestAnalyticsNotConfigured(t *testing.T) {
 	c, _ := newTestConsole(t, nil)

@@ -34,7 +34,16 @@ var (
 		{label: "push→socket", metrics: []string{"pushlog_connector_push_to_socket_seconds", "pushlog_connector_delivery_seconds"}},
 	}
 	liveQuantiles = []float64{0.5, 0.95, 0.99}
+	// processGauges are figures of this process the overview shows (how
+	// far behind it is), by the value of one label ("" for none).
+	processGauges = []labeledGauge{
+		{name: "head_lag", metric: "pushlog_consumer_group_head_lag", label: "group"},
+		{name: "projector_delay", metric: "pushlog_projector_delay_seconds", label: "projector"},
+		{name: "oldest_pending_age", metric: "pushlog_owner_oldest_pending_age_seconds"},
+	}
 )
+
+type labeledGauge struct{ name, metric, label string }
 
 type liveCounter struct {
 	chart, label, metric string
@@ -54,6 +63,7 @@ type sample struct {
 	counters map[string]map[string]float64 // chart -> series -> total
 	gauges   map[string]float64
 	hists    map[string]histSnap
+	process  map[string]map[string]float64 // processGauges: name -> label value -> value
 }
 
 // histSnap is a histogram's cumulative bucket counts.
@@ -100,6 +110,16 @@ func (s *sampler) sampleOnce(now time.Time) {
 	}
 }
 
+// last is the newest sample (zero before the first).
+func (s *sampler) last() sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return sample{}
+	}
+	return s.samples[len(s.samples)-1]
+}
+
 func (s *sampler) snapshot() []sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,7 +131,24 @@ func readSample(now time.Time, fams []*dto.MetricFamily) sample {
 	for _, f := range fams {
 		byName[f.GetName()] = f
 	}
-	sm := sample{t: now, counters: map[string]map[string]float64{}, gauges: map[string]float64{}, hists: map[string]histSnap{}}
+	sm := sample{t: now, counters: map[string]map[string]float64{}, gauges: map[string]float64{}, hists: map[string]histSnap{}, process: map[string]map[string]float64{}}
+	for _, g := range processGauges {
+		f := byName[g.metric]
+		if f == nil {
+			continue
+		}
+		vals := map[string]float64{}
+		for _, m := range f.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == g.label {
+					key = l.GetValue()
+				}
+			}
+			vals[key] = max(vals[key], metricValue(m))
+		}
+		sm.process[g.name] = vals
+	}
 	for _, c := range liveCounters {
 		f := byName[c.metric]
 		if f == nil {

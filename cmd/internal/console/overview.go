@@ -24,6 +24,17 @@ type overview struct {
 	// Breakers maps "component/breaker" to the worst state any process
 	// reports (open > half-open > closed).
 	Breakers map[string]string `json:"breakers"`
+	// Process is how far behind this process is, from its own series.
+	Process processFigures `json:"process"`
+}
+
+// processFigures are this process's pushlog_consumer_group_head_lag,
+// pushlog_owner_oldest_pending_age_seconds and
+// pushlog_projector_delay_seconds (absent where the role does not run).
+type processFigures struct {
+	HeadLag          map[string]float64 `json:"head_lag"`
+	OldestPendingAge *float64           `json:"oldest_pending_age_seconds"`
+	ProjectorDelay   map[string]float64 `json:"projector_delay_seconds"`
 }
 
 type health struct {
@@ -40,6 +51,9 @@ type groupSummary struct {
 	State   string `json:"state"`
 	Members int    `json:"members"`
 	Lag     int64  `json:"lag"`
+	// HeadLag is the records the group has not read yet, as this process
+	// measures it (connectors: over the partitions this process owns).
+	HeadLag *float64 `json:"head_lag,omitempty"`
 }
 
 func (c *Console) serveOverview(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +64,12 @@ func (c *Console) serveOverview(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ov.Kafka.OK = true
 		fillOverview(&ov, st)
+	}
+	ov.Process = processOf(c.sampler.last())
+	for i, g := range ov.Groups {
+		if v, ok := ov.Process.HeadLag[g.Group]; ok {
+			ov.Groups[i].HeadLag = &v
+		}
 	}
 	ov.ClickHouse = c.analytics.health(r.Context())
 	writeJSON(w, http.StatusOK, ov)
@@ -74,4 +94,18 @@ func fillOverview(ov *overview, st *ops.Status) {
 			}
 		}
 	}
+}
+
+func processOf(sm sample) processFigures {
+	pf := processFigures{HeadLag: map[string]float64{}, ProjectorDelay: map[string]float64{}}
+	for k, v := range sm.process["head_lag"] {
+		pf.HeadLag[k] = v
+	}
+	for k, v := range sm.process["projector_delay"] {
+		pf.ProjectorDelay[k] = v
+	}
+	if v, ok := sm.process["oldest_pending_age"][""]; ok {
+		pf.OldestPendingAge = &v
+	}
+	return pf
 }

@@ -95,7 +95,11 @@ async function overview() {
   setText("connections", ov.connections);
   setText("pending", ov.pending_messages);
   fillTable("nodes", nodes.map(n => [n.node_id, n.host, n.link_addr || "-", n.metrics_addr || "-", ranges(n.partitions)]));
-  fillTable("groups", (ov.groups || []).map(g => [g.role, g.group, g.state, g.members, g.lag]));
+  fillTable("groups", (ov.groups || []).map(g => [g.role, g.group, g.state, g.members, g.lag, g.head_lag ?? "-"]));
+  const pr = ov.process || {};
+  setText("oldest-pending", pr.oldest_pending_age_seconds == null ? "–" : pr.oldest_pending_age_seconds.toFixed(0));
+  const delay = (pr.projector_delay_seconds || {}).analytics;
+  setText("analytics-delay", delay == null ? "–" : delay.toFixed(1));
   const br = Object.keys(ov.breakers || {}).sort();
   fillTable("breakers", br.map(k => [k, { text: ov.breakers[k], cls: ov.breakers[k] === "closed" ? "ok" : "bad" }]));
   fillTable("processes", (ov.node_metrics || []).map(m => [m.url, m.node_id || "-",
