@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,26 +116,21 @@ func (c Config) withDefaults() (Config, error) {
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("PublicURL %q: want an absolute http(s) URL", c.PublicURL))
 	}
-	setDuration(&c.HelloTimeout, defaultHelloTimeout)
-	setDuration(&c.PingInterval, defaultPingInterval)
-	setDuration(&c.PongTimeout, defaultPongTimeout)
-	setDuration(&c.MinClientPing, defaultMinClientPing)
-	setDuration(&c.ProduceTimeout, defaultProduceTimeout)
-	setDuration(&c.LinkTimeout, defaultLinkTimeout)
-	setDuration(&c.ReadTimeout, defaultReadTimeout)
-	setDuration(&c.WriteTimeout, defaultWriteTimeout)
-	if c.SendQueue <= 0 {
-		c.SendQueue = defaultSendQueue
-	}
-	if c.MaxMessage <= 0 {
-		c.MaxMessage = defaultMaxMessage
-	}
-	setInt(&c.MaxChannels, defaultMaxChannels)
-	setInt(&c.MaxRegistrationsPerMinute, defaultMaxRegistrationsPerMinute)
-	setInt(&c.MaxMessagesPerMinute, defaultMaxMessagesPerMinute)
-	if c.MaxConnectionsPerIPPerMinute == 0 {
-		c.MaxConnectionsPerIPPerMinute = defaultMaxConnectionsPerIPPerMinute
-	}
+	c.HelloTimeout = orDefault(c.HelloTimeout, defaultHelloTimeout)
+	c.PingInterval = orDefault(c.PingInterval, defaultPingInterval)
+	c.PongTimeout = orDefault(c.PongTimeout, defaultPongTimeout)
+	c.MinClientPing = orDefault(c.MinClientPing, defaultMinClientPing)
+	c.ProduceTimeout = orDefault(c.ProduceTimeout, defaultProduceTimeout)
+	c.LinkTimeout = orDefault(c.LinkTimeout, defaultLinkTimeout)
+	c.ReadTimeout = orDefault(c.ReadTimeout, defaultReadTimeout)
+	c.WriteTimeout = orDefault(c.WriteTimeout, defaultWriteTimeout)
+	c.SendQueue = orDefault(c.SendQueue, defaultSendQueue)
+	c.MaxMessage = orDefault(c.MaxMessage, defaultMaxMessage)
+	c.MaxChannels = orDefault(c.MaxChannels, defaultMaxChannels)
+	c.MaxRegistrationsPerMinute = orDefault(c.MaxRegistrationsPerMinute, defaultMaxRegistrationsPerMinute)
+	c.MaxMessagesPerMinute = orDefault(c.MaxMessagesPerMinute, defaultMaxMessagesPerMinute)
+	// Negative means no per-address limit, so only zero takes the default.
+	c.MaxConnectionsPerIPPerMinute = cmp.Or(c.MaxConnectionsPerIPPerMinute, defaultMaxConnectionsPerIPPerMinute)
 	for id := range c.Broadcasts {
 		if id == "" || id == broadcastErrorsKey {
 			errs = append(errs, fmt.Errorf("broadcast id %q is reserved", id))
@@ -149,14 +145,8 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-func setInt(n *int, def int) {
-	if *n <= 0 {
-		*n = def
-	}
-}
-
-func setDuration(d *time.Duration, def time.Duration) {
-	if *d <= 0 {
-		*d = def
-	}
+// orDefault is v, or def when v is not positive (zero or negative both
+// mean "unset" for these settings).
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	return cmp.Or(max(v, 0), def)
 }
