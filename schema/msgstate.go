@@ -1,0 +1,157 @@
+package schema
+
+import (
+	"crypto/sha256"
+	"strings"
+
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// MessageKey names an accepted message by its place in the messages topic
+// (what a sealed MessageID and every MessageRef carry).
+type MessageKey struct {
+	Partition int32
+	Offset    int64
+}
+
+// MessageState is where an accepted message is in its life.
+type MessageState uint8
+
+// The states of a message. Every state from StateAcked on is settled: the
+// owner will not deliver the message again.
+const (
+	StatePending   MessageState = iota // accepted, not sent to the user agent yet
+	StateDelivered                     // sent to the user agent or bridge, not acknowledged
+	StateAcked
+	StateExpired
+	StateDropped
+	StateDeleted
+)
+
+var stateNames = [...]string{"pending", "delivered", "acked", "expired", "dropped", "deleted"}
+
+func (s MessageState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Settled reports whether the message reached a final state.
+func (s MessageState) Settled() bool { return s >= StateAcked }
+
+// MessageStatus is the fold of one message's events (MessageAccepted,
+// MessageDeleted from the messages topic; Delivered, Acked, Expired,
+// Dropped from the acks topic) in any order: the two topics are read
+// independently, so the settlement is the settling event with the earliest
+// time (ties: the first folded), which is also what analytics counts.
+// Fixed size (no pointers), so a table of them costs a known amount.
+type MessageStatus struct {
+	AcceptedMs  int64 // 0 until the MessageAccepted is folded
+	DeliveredMs int64 // first delivery
+	SettledMs   int64 // when it reached State (0: not settled)
+	TTLSeconds  int64
+	Deliveries  int32
+	State       MessageState // never StateDelivered while settled
+	Reason      pb.DropReason
+	Urgency     pb.Urgency
+	KeyBound    bool
+	KeyHash     [sha256.Size]byte // the sender's VAPID key hash (zero without VAPID)
+}
+
+// MessageKeyOf returns the message an event of the messages or acks topic
+// is about: for a MessageAccepted its own place (partition, offset of the
+// record), else its MessageRef. False for other events.
+func MessageKeyOf(partition int32, offset int64, ev *pb.Event) (MessageKey, bool) {
+	var ref *pb.MessageRef
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_MessageAccepted:
+		return MessageKey{Partition: partition, Offset: offset}, true
+	case *pb.Event_MessageDeleted:
+		ref = b.MessageDeleted.GetMsg()
+	case *pb.Event_Delivered:
+		ref = b.Delivered.GetMsg()
+	case *pb.Event_Acked:
+		ref = b.Acked.GetMsg()
+	case *pb.Event_Nacked:
+		ref = b.Nacked.GetMsg()
+	case *pb.Event_Expired:
+		ref = b.Expired.GetMsg()
+	case *pb.Event_Dropped:
+		ref = b.Dropped.GetMsg()
+	default:
+		return MessageKey{}, false
+	}
+	if ref == nil || ref.GetPartition() < 0 || ref.GetOffset() < 0 {
+		return MessageKey{}, false
+	}
+	return MessageKey{Partition: ref.GetPartition(), Offset: ref.GetOffset()}, true
+}
+
+// Apply folds ev (about this message: see MessageKeyOf) into m. Applying an
+// event twice is the same as once. A Nacked changes nothing (the owner
+// redelivers or drops later).
+func (m *MessageStatus) Apply(ev *pb.Event) {
+	t := ev.GetTimeMs()
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_MessageAccepted:
+		a := b.MessageAccepted
+		m.AcceptedMs = t
+		m.TTLSeconds = a.GetTtlS()
+		m.Urgency = a.GetUrgency()
+		m.KeyBound = a.GetKeyBound()
+		copy(m.KeyHash[:], a.GetVapidKeyHash())
+	case *pb.Event_Delivered:
+		if m.DeliveredMs == 0 || t < m.DeliveredMs {
+			m.DeliveredMs = t
+		}
+		m.Deliveries = max(m.Deliveries, b.Delivered.GetAttempt())
+		if !m.State.Settled() {
+			m.State = StateDelivered
+		}
+	case *pb.Event_Acked:
+		m.settle(StateAcked, 0, t)
+	case *pb.Event_Expired:
+		m.settle(StateExpired, 0, t)
+	case *pb.Event_Dropped:
+		if r := b.Dropped.GetReason(); r == pb.DropReason_DROP_REASON_DELETED {
+			m.settle(StateDeleted, 0, t)
+		} else {
+			m.settle(StateDropped, r, t)
+		}
+	case *pb.Event_MessageDeleted:
+		// The owner answers an unsettled message's deletion with a
+		// Dropped(deleted) and ignores it for a settled one: both fold
+		// to the same state by the earliest-time rule.
+		m.settle(StateDeleted, 0, t)
+	}
+}
+
+func (m *MessageStatus) settle(s MessageState, r pb.DropReason, t int64) {
+	if m.State.Settled() && m.SettledMs <= t {
+		return
+	}
+	m.State, m.Reason, m.SettledMs = s, r, t
+	if s != StateDropped {
+		m.Reason = 0
+	}
+}
+
+// DropReasonName names a drop reason as the APIs spell it ("pending_limit",
+// "topic_replaced", ...; the number for one this build does not know).
+func DropReasonName(r pb.DropReason) string {
+	name := r.String()
+	if s, ok := strings.CutPrefix(name, "DROP_REASON_"); ok {
+		return strings.ToLower(s)
+	}
+	return name
+}
+
+// UrgencyName names an urgency as the Urgency header spells it.
+func UrgencyName(u pb.Urgency) string {
+	name := u.String()
+	if s, ok := strings.CutPrefix(name, "URGENCY_"); ok {
+		return strings.ReplaceAll(strings.ToLower(s), "_", "-")
+	}
+	return name
+}
