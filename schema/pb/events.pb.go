@@ -480,18 +480,22 @@ func (*Event_UaidSeen) isEvent_Body() {}
 
 // pushlog.messages: an application server's push, accepted by ingest.
 type MessageAccepted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"` // lowercase dashed UUID
-	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`                      // the body, byte for byte
-	Encoding      string                 `protobuf:"bytes,3,opt,name=encoding,proto3" json:"encoding,omitempty"`                    // "aes128gcm", "aesgcm" or "" for an empty body
-	Encryption    string                 `protobuf:"bytes,4,opt,name=encryption,proto3" json:"encryption,omitempty"`                // aesgcm only: Encryption header as forwarded (quotes, padding stripped)
-	CryptoKey     string                 `protobuf:"bytes,5,opt,name=crypto_key,json=cryptoKey,proto3" json:"crypto_key,omitempty"` // aesgcm only: Crypto-Key header as forwarded (quotes, padding stripped)
-	TtlS          int64                  `protobuf:"varint,6,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"`               // applied TTL (already clamped)
-	Topic         string                 `protobuf:"bytes,7,opt,name=topic,proto3" json:"topic,omitempty"`                          // replaces an undelivered message with the same topic
-	Urgency       Urgency                `protobuf:"varint,8,opt,name=urgency,proto3,enum=pushlog.v1.Urgency" json:"urgency,omitempty"`
-	VapidSub      string                 `protobuf:"bytes,9,opt,name=vapid_sub,json=vapidSub,proto3" json:"vapid_sub,omitempty"`                // sender identity for analytics ("" when none)
-	VapidKeyHash  []byte                 `protobuf:"bytes,10,opt,name=vapid_key_hash,json=vapidKeyHash,proto3" json:"vapid_key_hash,omitempty"` // SHA-256 of the sender's VAPID public key
-	KeyBound      bool                   `protobuf:"varint,11,opt,name=key_bound,json=keyBound,proto3" json:"key_bound,omitempty"`              // sent to a v2 (key-bound) endpoint
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId    string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"` // lowercase dashed UUID
+	Payload      []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`                      // the body, byte for byte
+	Encoding     string                 `protobuf:"bytes,3,opt,name=encoding,proto3" json:"encoding,omitempty"`                    // "aes128gcm", "aesgcm" or "" for an empty body
+	Encryption   string                 `protobuf:"bytes,4,opt,name=encryption,proto3" json:"encryption,omitempty"`                // aesgcm only: Encryption header as forwarded (quotes, padding stripped)
+	CryptoKey    string                 `protobuf:"bytes,5,opt,name=crypto_key,json=cryptoKey,proto3" json:"crypto_key,omitempty"` // aesgcm only: Crypto-Key header as forwarded (quotes, padding stripped)
+	TtlS         int64                  `protobuf:"varint,6,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"`               // applied TTL (already clamped)
+	Topic        string                 `protobuf:"bytes,7,opt,name=topic,proto3" json:"topic,omitempty"`                          // replaces an undelivered message with the same topic
+	Urgency      Urgency                `protobuf:"varint,8,opt,name=urgency,proto3,enum=pushlog.v1.Urgency" json:"urgency,omitempty"`
+	VapidSub     string                 `protobuf:"bytes,9,opt,name=vapid_sub,json=vapidSub,proto3" json:"vapid_sub,omitempty"`                // sender identity for analytics ("" when none)
+	VapidKeyHash []byte                 `protobuf:"bytes,10,opt,name=vapid_key_hash,json=vapidKeyHash,proto3" json:"vapid_key_hash,omitempty"` // SHA-256 of the sender's VAPID public key
+	KeyBound     bool                   `protobuf:"varint,11,opt,name=key_bound,json=keyBound,proto3" json:"key_bound,omitempty"`              // sent to a v2 (key-bound) endpoint
+	// RFC 8030 §5.1: the receipt subscription (16 random bytes, the id inside
+	// the sealed receipt URI) that gets this message's receipt when it is
+	// acknowledged, expires or is dropped; empty: no receipt requested.
+	ReceiptSub    []byte `protobuf:"bytes,12,opt,name=receipt_sub,json=receiptSub,proto3" json:"receipt_sub,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +605,13 @@ func (x *MessageAccepted) GetKeyBound() bool {
 		return x.KeyBound
 	}
 	return false
+}
+
+func (x *MessageAccepted) GetReceiptSub() []byte {
+	if x != nil {
+		return x.ReceiptSub
+	}
+	return nil
 }
 
 // pushlog.messages: DELETE /m/{id}; the message is not delivered afterwards.
@@ -1673,7 +1684,7 @@ const file_events_proto_rawDesc = "" +
 	"\n" +
 	"uaid_state\x18\x18 \x01(\v2\x15.pushlog.v1.UaidStateH\x00R\tuaidState\x123\n" +
 	"\tuaid_seen\x18\x19 \x01(\v2\x14.pushlog.v1.UaidSeenH\x00R\buaidSeenB\x06\n" +
-	"\x04body\"\xdf\x02\n" +
+	"\x04body\"\x80\x03\n" +
 	"\x0fMessageAccepted\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x18\n" +
@@ -1690,7 +1701,9 @@ const file_events_proto_rawDesc = "" +
 	"\tvapid_sub\x18\t \x01(\tR\bvapidSub\x12$\n" +
 	"\x0evapid_key_hash\x18\n" +
 	" \x01(\fR\fvapidKeyHash\x12\x1b\n" +
-	"\tkey_bound\x18\v \x01(\bR\bkeyBound\":\n" +
+	"\tkey_bound\x18\v \x01(\bR\bkeyBound\x12\x1f\n" +
+	"\vreceipt_sub\x18\f \x01(\fR\n" +
+	"receiptSub\":\n" +
 	"\x0eMessageDeleted\x12(\n" +
 	"\x03msg\x18\x01 \x01(\v2\x16.pushlog.v1.MessageRefR\x03msg\"\x9f\x01\n" +
 	"\n" +
