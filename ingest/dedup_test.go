@@ -379,7 +379,7 @@ func TestRefusedPushesKeepRetryIndex(t *testing.T) {
 			e := newEnv(t, func(c *Config) {
 				c.DedupEntries = 1000
 				c.Breaker = BreakerConfig{OpenTimeout: time.Hour}
-				c.Quota.SubscriptionRate = -1 // not about quotas: 1000 pushes to one endpoint
+				c.Quota.SubscriptionRate, c.Quota.AddressRate = -1, -1 // not about quotas: 1000 pushes to one endpoint from one address
 			})
 			path := e.endpoint(testUAID, testChannel, nil)
 			hdr := map[string]string{"TTL": "600", "Content-Encoding": "aes128gcm"}
