@@ -105,6 +105,10 @@ func (d *eventDelay) newestStored() float64 { return float64(d.stored.Load()) / 
 // (assembled where the registry is built, with every role's breakers).
 func (p *Projector) BreakerState() gobreaker.State { return p.cb.State() }
 
+// Failing reports whether the last ClickHouse operation failed (the
+// projector is waiting for ClickHouse); for the process's heartbeat.
+func (p *Projector) Failing() bool { return p.failing.Load() }
+
 // register registers cs on reg; a nil reg (no metrics configured) registers nothing.
 func register(reg prometheus.Registerer, cs ...prometheus.Collector) (err error) {
 	for _, c := range cs {

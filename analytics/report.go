@@ -114,14 +114,19 @@ func (o ReportOptions) window() (since, until int64) {
 	case o.Since > 0:
 		since = now().Add(-o.Since).Unix()
 	}
-	until = maxDateTime // no end: the largest DateTime
+	until = windowEnd // no end
 	if !o.Until.IsZero() {
 		// Rounded up: the rollup is per minute and the raw filters compare
 		// whole seconds, so a sub-second end keeps its last second.
 		until = o.Until.Add(time.Second - 1).Unix()
 	}
-	return max(since, 0), min(max(until, 0), maxDateTime)
+	return max(since, 0), min(max(until, 0), windowEnd)
 }
+
+// windowEnd (2100-01-01 UTC) ends a window without --until: ClickHouse
+// 18.16 parses no Date past 2105 (toDate('2106-02-07') is 0000-00-00,
+// which would filter out everything), so the largest DateTime is no use.
+const windowEnd = 4102444800
 
 // describe names the window for a report's titles.
 func (o ReportOptions) describe() string {
@@ -423,7 +428,7 @@ func writeJSONReport(w io.Writer, o ReportOptions, qs []Query, results []*Result
 		t := time.Unix(since, 0).UTC()
 		doc.Since = &t
 	}
-	if until < maxDateTime {
+	if until < windowEnd {
 		t := time.Unix(until, 0).UTC()
 		doc.Until = &t
 	}

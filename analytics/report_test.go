@@ -19,9 +19,9 @@ func TestReportWindow(t *testing.T) {
 		want     string
 		describe string
 	}{
-		{"everything", ReportOptions{Now: now}, "0 4294967295 '1970-01-01' '2106-02-07'", "all time"},
-		{"last hour", ReportOptions{Now: now, Since: time.Hour}, "1700000000 4294967295 '2023-11-14' '2106-02-07'", "last 1h0m0s"},
-		{"from a time", ReportOptions{Now: now, From: time.Unix(1_699_990_000, 0)}, "1699990000 4294967295 '2023-11-14' '2106-02-07'", "since 2023-11-14T19:26:40Z"},
+		{"everything", ReportOptions{Now: now}, "0 4102444800 '1970-01-01' '2100-01-01'", "all time"},
+		{"last hour", ReportOptions{Now: now, Since: time.Hour}, "1700000000 4102444800 '2023-11-14' '2100-01-01'", "last 1h0m0s"},
+		{"from a time", ReportOptions{Now: now, From: time.Unix(1_699_990_000, 0)}, "1699990000 4102444800 '2023-11-14' '2100-01-01'", "since 2023-11-14T19:26:40Z"},
 		{"from and until", ReportOptions{Now: now, From: time.Unix(1_699_990_000, 0), Until: time.Unix(1_700_000_000, 0)},
 			"1699990000 1700000000 '2023-11-14' '2023-11-14'", "2023-11-14T19:26:40Z to 2023-11-14T22:13:20Z"},
 		{"a sub-second end keeps its second", ReportOptions{Now: now, Since: time.Hour, Until: time.Unix(1_700_000_000, 1)},

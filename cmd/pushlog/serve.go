@@ -198,7 +198,7 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 		if err := met.reg.Register(metrics.BreakerGauge("analytics", "clickhouse", ap.BreakerState)); err != nil {
 			return fmt.Errorf("analytics projector: %w", err)
 		}
-		g.ops.setClickHouse(ap.BreakerState)
+		g.ops.setClickHouse(ap)
 		g.supervise("analytics-projector", ap.Run)
 	}
 	return nil

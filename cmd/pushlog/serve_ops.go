@@ -31,7 +31,7 @@ type serveOps struct {
 
 	mu         sync.Mutex
 	bound      map[string]string      // listener name -> bound address
-	clickhouse func() gobreaker.State // the analytics projector's breaker; nil when off
+	clickhouse clickhouseState // the analytics projector; nil when off or not started
 }
 
 func newServeOps(cfg *serveConfig, adm *kadm.Client, sup *supervisor, logger *slog.Logger) *serveOps {
@@ -54,9 +54,15 @@ func (o *serveOps) addr(name string) string {
 	return o.bound[name]
 }
 
+// clickhouseState is what the heartbeat reads of the analytics projector.
+type clickhouseState interface {
+	BreakerState() gobreaker.State
+	Failing() bool // the last ClickHouse operation failed
+}
+
 // setClickHouse makes ClickHouse's reachability part of the metrics
 // listener's readiness.
-func (o *serveOps) setClickHouse(state func() gobreaker.State) {
+func (o *serveOps) setClickHouse(state clickhouseState) {
 	if o == nil {
 		return
 	}
@@ -94,8 +100,8 @@ func (o *serveOps) healthHandlerWith(kafka health.Check, roles ...string) http.H
 			if state == nil {
 				return errors.New("the analytics projector has not started")
 			}
-			if s := state(); s != gobreaker.StateClosed {
-				return fmt.Errorf("circuit breaker %s: ClickHouse %s does not answer; analytics catches up once it does", s, o.cfg.ClickHouseAddr)
+			if s := state.BreakerState(); s != gobreaker.StateClosed || state.Failing() {
+				return fmt.Errorf("ClickHouse %s does not answer (circuit breaker %s); analytics catches up once it does", o.cfg.ClickHouseAddr, s)
 			}
 			return nil
 		}

@@ -105,8 +105,16 @@ func TestServeHealthHandler(t *testing.T) {
 	if code, body := get(handler("connector")); code != 200 || !strings.Contains(body, `"roles":"OK"`) || !strings.Contains(body, "analytics projector has not started") {
 		t.Errorf("healthy: %d %s", code, body)
 	}
-	state := gobreaker.StateOpen
-	o.setClickHouse(func() gobreaker.State { return state })
+	ch := &fakeClickHouse{state: gobreaker.StateClosed}
+	o.setClickHouse(ch)
+	if code, body := get(handler("connector")); code != 200 || !strings.Contains(body, `"clickhouse":"OK"`) {
+		t.Errorf("ClickHouse up: %d %s", code, body)
+	}
+	ch.failing = true // failing before the breaker opens
+	if code, body := get(handler("connector")); code != 200 || !strings.Contains(body, "ClickHouse ch:9000 does not answer (circuit breaker closed)") {
+		t.Errorf("ClickHouse failing must not fail the heartbeat: %d %s", code, body)
+	}
+	ch.state = gobreaker.StateOpen
 	if code, body := get(handler("connector")); code != 200 || !strings.Contains(body, "circuit breaker open") {
 		t.Errorf("ClickHouse down must not fail the heartbeat: %d %s", code, body)
 	}
@@ -128,3 +136,11 @@ func TestServeHealthHandler(t *testing.T) {
 		t.Errorf("version: %s", rec.Body.String())
 	}
 }
+
+type fakeClickHouse struct {
+	state   gobreaker.State
+	failing bool
+}
+
+func (f *fakeClickHouse) BreakerState() gobreaker.State { return f.state }
+func (f *fakeClickHouse) Failing() bool                 { return f.failing }

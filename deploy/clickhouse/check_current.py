@@ -26,7 +26,7 @@ DB = "pushlog_check"
 # A fixed clock, so both engines see the same window.
 NOW = int(time.time()) // 60 * 60
 SINCE = NOW - 3600
-UNTIL = 4294967295  # no --until: the largest DateTime, as analytics.ReportOptions renders it
+UNTIL = 4102444800  # no --until: 2100-01-01, as analytics.ReportOptions renders it (18.16 parses no later Date)
 
 
 def statements(path):
