@@ -1,0 +1,242 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema"
+)
+
+// DefaultStatusEntries bounds the status table: about 170 bytes a message
+// (TestStatusTableMemory: 165), so 1,000,000 messages are about 170 MB.
+const DefaultStatusEntries = 1_000_000
+
+// StatusTableConfig configures a StatusTable.
+type StatusTableConfig struct {
+	// Names are the topic names; zero means schema.DefaultNames().
+	Names schema.Names
+	// ClientOpts connect to Kafka. The table consumes directly, without
+	// a consumer group: every ingest node folds every partition.
+	ClientOpts []kgo.Opt
+	// MaxTTL is ingest's TTL clamp: an unsettled message is kept at most
+	// that long after acceptance (plus Keep) when no settlement comes.
+	MaxTTL time.Duration
+	// Keep is how long a settled message's status is kept (default
+	// MaxTTL); after it GET /m/{id} answers 404.
+	Keep time.Duration
+	// MaxEntries bounds the table (default DefaultStatusEntries); past it
+	// the oldest folded message is forgotten first.
+	MaxEntries int
+	Logger     *slog.Logger
+	// Metrics registers pushlog_ingest_status_entries and
+	// pushlog_ingest_status_evictions_total; nil: none.
+	Metrics prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// StatusTable is ingest's answer to GET /m/{id}: it folds the messages and
+// acks topics with schema.MessageStatus into a bounded in-memory table
+// keyed by the message's place in the messages topic. It starts reading at
+// now - (MaxTTL + Keep), the oldest event whose message can still be
+// answered, so a restarted node answers for every message it should (as far
+// as retention keeps the topics); requests never read the log.
+type StatusTable struct {
+	cfg StatusTableConfig
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	msgs  map[schema.MessageKey]schema.MessageStatus
+	order []schema.MessageKey // fold order of first sight; order[head:] live
+	head  int
+
+	entries   prometheus.GaugeFunc
+	evictions *prometheus.CounterVec
+}
+
+// NewStatusTable validates cfg and builds the table; Run fills it.
+func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
+	if cfg.Names.Messages == "" {
+		cfg.Names = schema.DefaultNames()
+	}
+	if cfg.MaxTTL <= 0 {
+		return nil, errors.New("status table: MaxTTL must be positive")
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = cfg.MaxTTL
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultStatusEntries
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus)}
+	t.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushlog_ingest_status_entries",
+		Help: "Messages in the status table of GET /m/{id} (bounded by --status-entries).",
+	}, func() float64 { return float64(t.Len()) })
+	t.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushlog_ingest_status_evictions_total",
+		Help: "Messages forgotten by the status table, by reason: expired (settled longer ago than --status-keep) or bound (the table was full; raise --status-entries).",
+	}, []string{"reason"})
+	for _, r := range []string{"expired", "bound"} {
+		t.evictions.WithLabelValues(r)
+	}
+	if cfg.Metrics != nil {
+		for _, c := range []prometheus.Collector{t.entries, t.evictions} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("status table metrics: %w", err)
+			}
+		}
+	}
+	return t, nil
+}
+
+// Len is the number of messages held.
+func (t *StatusTable) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.msgs)
+}
+
+// Status returns the fold of the message at key (ingest.StatusSource);
+// false when unknown or kept past its time.
+func (t *StatusTable) Status(key schema.MessageKey) (schema.MessageStatus, bool) {
+	t.mu.RLock()
+	st, ok := t.msgs[key]
+	t.mu.RUnlock()
+	if !ok || t.expired(st, t.cfg.Now().UnixMilli()) {
+		return schema.MessageStatus{}, false
+	}
+	return st, true
+}
+
+// expired reports whether st is past its keep time at nowMs: settled ones
+// Keep after settling, unsettled ones Keep after their TTL (or MaxTTL when
+// the acceptance was not folded) ran out.
+func (t *StatusTable) expired(st schema.MessageStatus, nowMs int64) bool {
+	keep := t.cfg.Keep.Milliseconds()
+	if st.State.Settled() {
+		return st.SettledMs+keep < nowMs
+	}
+	last := max(st.AcceptedMs, st.DeliveredMs)
+	ttl := t.cfg.MaxTTL.Milliseconds()
+	if st.AcceptedMs > 0 {
+		ttl = min(ttl, st.TTLSeconds*1000)
+	}
+	return last+ttl+keep < nowMs
+}
+
+// Run folds both topics until ctx ends.
+func (t *StatusTable) Run(ctx context.Context) error {
+	start := t.cfg.Now().Add(-(t.cfg.MaxTTL + t.cfg.Keep))
+	cl, err := kgo.NewClient(append(slices.Clone(t.cfg.ClientOpts),
+		kgo.ConsumeTopics(t.cfg.Names.Messages, t.cfg.Names.Acks),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.UnixMilli())),
+	)...)
+	if err != nil {
+		return fmt.Errorf("status table: reader: %w", err)
+	}
+	defer cl.Close()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			t.log.Warn("status table: fetch", "topic", topic, "partition", p, "err", err)
+		})
+		t.mu.Lock()
+		fetches.EachRecord(t.applyLocked)
+		t.mu.Unlock()
+		select {
+		case <-sweep.C:
+			t.Sweep()
+		default:
+		}
+	}
+}
+
+// Apply folds one record of the messages or acks topic.
+func (t *StatusTable) Apply(r *kgo.Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.applyLocked(r)
+}
+
+func (t *StatusTable) applyLocked(r *kgo.Record) {
+	ev, err := schema.Decode(r)
+	if err != nil {
+		return // other events and unknown bodies: nothing about a message
+	}
+	key, ok := schema.MessageKeyOf(r.Partition, r.Offset, ev)
+	if !ok {
+		return
+	}
+	st, seen := t.msgs[key]
+	if !seen {
+		if len(t.msgs) >= t.cfg.MaxEntries {
+			t.evictOldestLocked()
+		}
+		t.order = append(t.order, key)
+	}
+	st.Apply(ev)
+	t.msgs[key] = st
+}
+
+// evictOldestLocked forgets the message first seen longest ago.
+func (t *StatusTable) evictOldestLocked() {
+	for t.head < len(t.order) {
+		k := t.order[t.head]
+		t.head++
+		if _, ok := t.msgs[k]; ok {
+			delete(t.msgs, k)
+			t.evictions.WithLabelValues("bound").Inc()
+			break
+		}
+	}
+	t.compactLocked()
+}
+
+// Sweep forgets expired messages from the oldest on, stopping at the first
+// one still kept: fold order is about acceptance order, and Status checks
+// expiry itself, so what a sweep leaves costs memory only until the bound.
+func (t *StatusTable) Sweep() {
+	now := t.cfg.Now().UnixMilli()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.head < len(t.order) {
+		k := t.order[t.head]
+		if st, ok := t.msgs[k]; ok {
+			if !t.expired(st, now) {
+				break
+			}
+			delete(t.msgs, k)
+			t.evictions.WithLabelValues("expired").Inc()
+		}
+		t.head++
+	}
+	t.compactLocked()
+}
+
+// compactLocked drops the consumed front of order once it is half of it.
+func (t *StatusTable) compactLocked() {
+	if t.head > 1024 && t.head*2 > len(t.order) {
+		t.order = append(t.order[:0], t.order[t.head:]...)
+		t.head = 0
+	}
+}

@@ -1,0 +1,138 @@
+package projector
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+const statusUAID = "0123456789abcdef0123456789abcdef"
+
+func statusRecord(t testing.TB, partition int32, offset int64, timeMs int64, body any) *kgo.Record {
+	ev := &pb.Event{TimeMs: timeMs, Uaid: statusUAID, Id: make([]byte, 16)}
+	ref := &pb.MessageRef{Partition: 0, Offset: 5}
+	switch b := body.(type) {
+	case *pb.MessageAccepted:
+		ev.Body = &pb.Event_MessageAccepted{MessageAccepted: b}
+	case *pb.MessageRef:
+		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: b, Code: 100}}
+	case string:
+		switch b {
+		case "delivered":
+			ev.Body = &pb.Event_Delivered{Delivered: &pb.Delivered{Msg: ref, Attempt: 1}}
+		case "dropped":
+			ev.Body = &pb.Event_Dropped{Dropped: &pb.Dropped{Msg: ref, Reason: pb.DropReason_DROP_REASON_PENDING_LIMIT}}
+		case "seen":
+			ev.Body = &pb.Event_UaidSeen{UaidSeen: &pb.UaidSeen{}}
+		}
+	}
+	r, err := schema.Record(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Partition, r.Offset = partition, offset
+	return r
+}
+
+func TestStatusTable(t *testing.T) {
+	now := time.UnixMilli(1_000_000_000)
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute, Keep: time.Hour, MaxEntries: 3, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := now.UnixMilli()
+	acc := &pb.MessageAccepted{TtlS: 60}
+	tbl.Apply(statusRecord(t, 0, 5, ms, acc))
+	tbl.Apply(statusRecord(t, 3, 0, ms+1, "seen")) // not about a message
+	tbl.Apply(statusRecord(t, 2, 9, ms+2, "delivered"))
+	if st, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 5}); !ok || st.State != schema.StateDelivered || st.AcceptedMs != ms {
+		t.Fatalf("delivered: %+v %v", st, ok)
+	}
+	tbl.Apply(statusRecord(t, 2, 10, ms+3, "dropped"))
+	if st, _ := tbl.Status(schema.MessageKey{Partition: 0, Offset: 5}); st.State != schema.StateDropped || st.SettledMs != ms+3 {
+		t.Fatalf("dropped: %+v", st)
+	}
+	if tbl.Len() != 1 {
+		t.Fatalf("len %d", tbl.Len())
+	}
+	// Kept an hour after settling, then 404 (and swept).
+	now = now.Add(time.Hour)
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 5}); !ok {
+		t.Fatal("forgotten before its keep time")
+	}
+	now = now.Add(time.Second)
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 5}); ok {
+		t.Fatal("kept past its keep time")
+	}
+	tbl.Sweep()
+	if tbl.Len() != 0 {
+		t.Fatalf("sweep left %d", tbl.Len())
+	}
+	// An unsettled message is kept its TTL plus Keep.
+	ms = now.UnixMilli()
+	tbl.Apply(statusRecord(t, 0, 6, ms, acc))
+	now = now.Add(time.Hour + 59*time.Second)
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 6}); !ok {
+		t.Fatal("unsettled forgotten early")
+	}
+	now = now.Add(2 * time.Second)
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 6}); ok {
+		t.Fatal("unsettled kept past TTL+keep")
+	}
+	// The bound forgets the oldest first.
+	for off := int64(10); off < 14; off++ {
+		tbl.Apply(statusRecord(t, 1, off, now.UnixMilli(), acc))
+	}
+	if tbl.Len() != 3 {
+		t.Fatalf("bound 3, len %d", tbl.Len())
+	}
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 1, Offset: 13}); !ok {
+		t.Fatal("newest evicted")
+	}
+	// (0,6), expired but not swept, went first, then (1,10).
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 1, Offset: 10}); ok {
+		t.Fatal("oldest kept past the bound")
+	}
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 1, Offset: 11}); !ok {
+		t.Fatal("the bound evicted more than the oldest")
+	}
+	// An ack of a message whose acceptance is not folded is held, and
+	// completed by the acceptance later.
+	tbl.Apply(statusRecord(t, 2, 50, now.UnixMilli(), &pb.MessageRef{Partition: 1, Offset: 99}))
+	tbl.Apply(statusRecord(t, 1, 99, now.UnixMilli()-5, acc))
+	if st, ok := tbl.Status(schema.MessageKey{Partition: 1, Offset: 99}); !ok || st.State != schema.StateAcked || st.AcceptedMs == 0 {
+		t.Fatalf("ack then accept: %+v %v", st, ok)
+	}
+}
+
+// TestStatusTableMemory measures the heap a message costs in the table
+// (DefaultStatusEntries' doc).
+func TestStatusTableMemory(t *testing.T) {
+	const n = 200_000
+	now := time.Now()
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Hour, MaxEntries: n, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := statusRecord(t, 0, 0, now.UnixMilli(), &pb.MessageAccepted{TtlS: 60, VapidKeyHash: make([]byte, 32), KeyBound: true})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range int64(n) {
+		acc.Partition, acc.Offset = int32(i%12), i
+		tbl.Apply(acc)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes a message (%d messages)", per, tbl.Len())
+	if per > 250 {
+		t.Fatalf("%.0f bytes a message; DefaultStatusEntries' doc says about 170", per)
+	}
+	runtime.KeepAlive(tbl)
+}
