@@ -71,6 +71,16 @@ type serveConfig struct {
 	VAPIDCacheBytes      int64         `name:"vapid-cache-bytes" default:"16777216" env:"PUSHLOG_VAPID_CACHE_BYTES" help:"Byte budget of the verified-VAPID-token cache, tokens included."`
 	DedupEntries         int           `name:"dedup-entries" default:"100000" env:"PUSHLOG_DEDUP_ENTRIES" help:"Pushes remembered (about 128 bytes each) so that a sender's retry of one is answered with the original's Location instead of a second append."`
 	BreakerProbeInterval time.Duration `name:"breaker-probe-interval" default:"500ms" env:"PUSHLOG_BREAKER_PROBE_INTERVAL" help:"While Kafka is failing, how often ingest lets one push through to probe it (Retry-After is this rounded up to seconds)."`
+	// Push quotas per ingest node (ingest/quota.go, issue 15): past one, 429 errno 129 with Retry-After.
+	PushQuotaVAPIDRate         float64 `name:"push-quota-vapid-rate" default:"1000" env:"PUSHLOG_PUSH_QUOTA_VAPID_RATE" help:"Pushes per second per verified VAPID key, per ingest node (a sender spread over N nodes gets up to N times this); negative: off."`
+	PushQuotaVAPIDBurst        int     `name:"push-quota-vapid-burst" default:"10000" env:"PUSHLOG_PUSH_QUOTA_VAPID_BURST" help:"Pushes a VAPID key may send at once before --push-quota-vapid-rate applies."`
+	PushQuotaSubscriptionRate  float64 `name:"push-quota-subscription-rate" default:"10" env:"PUSHLOG_PUSH_QUOTA_SUBSCRIPTION_RATE" help:"Pushes per second per endpoint (UAID and channel), whoever sends; negative: off."`
+	PushQuotaSubscriptionBurst int     `name:"push-quota-subscription-burst" default:"500" env:"PUSHLOG_PUSH_QUOTA_SUBSCRIPTION_BURST" help:"Pushes an endpoint may receive at once before --push-quota-subscription-rate applies."`
+	PushQuotaAddressRate       float64 `name:"push-quota-address-rate" default:"100" env:"PUSHLOG_PUSH_QUOTA_ADDRESS_RATE" help:"Pushes per second per source address (IPv6: per /64) of pushes without VAPID; negative: off."`
+	PushQuotaAddressBurst      int     `name:"push-quota-address-burst" default:"1000" env:"PUSHLOG_PUSH_QUOTA_ADDRESS_BURST" help:"Pushes without VAPID an address may send at once before --push-quota-address-rate applies."`
+	PushQuotaPrivate           bool    `name:"push-quota-private" env:"PUSHLOG_PUSH_QUOTA_PRIVATE" help:"Also meter loopback, private and link-local source addresses (exempt by default: a proxy in front connects from them)."`
+	PushQuotaEntries           int     `name:"push-quota-entries" default:"50000" env:"PUSHLOG_PUSH_QUOTA_ENTRIES" help:"Buckets kept per quota kind (about 256 bytes each); keys past a full table share one overflow bucket."`
+	TrustedProxies             string  `name:"trusted-proxies" env:"PUSHLOG_TRUSTED_PROXIES" help:"Comma-separated CIDR prefixes of proxies in front of ingest: from them, the source address is the rightmost X-Forwarded-For address outside these prefixes. Empty: X-Forwarded-For is ignored."`
 
 	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
 	UAIDExpiry    time.Duration     `name:"uaid-expiry" default:"1440h" env:"PUSHLOG_UAID_EXPIRY" help:"A UAID without a connection this long is reset (its endpoints answer 410 errno 103) and leaves memory and the log; gone-set entries age out after the same time (autopush-rs: 60 days)."`

@@ -344,6 +344,10 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 			return fmt.Errorf("--autopush-crypto-keys: %w", err)
 		}
 	}
+	proxies, err := ingest.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
 		PublicURL:      cfg.PublicURL,
@@ -372,6 +376,12 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		DedupEntries:     cfg.DedupEntries,
 		Breaker:          ingest.BreakerConfig{OpenTimeout: cfg.BreakerProbeInterval},
 		AutopushKeys:     autopushKeys,
+		Quota: ingest.QuotaConfig{ // issue 15: per-sender quotas
+			VAPIDRate: cfg.PushQuotaVAPIDRate, VAPIDBurst: cfg.PushQuotaVAPIDBurst,
+			SubscriptionRate: cfg.PushQuotaSubscriptionRate, SubscriptionBurst: cfg.PushQuotaSubscriptionBurst,
+			AddressRate: cfg.PushQuotaAddressRate, AddressBurst: cfg.PushQuotaAddressBurst,
+			LimitPrivateAddresses: cfg.PushQuotaPrivate, TrustedProxies: proxies, Entries: cfg.PushQuotaEntries,
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)

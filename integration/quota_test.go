@@ -1,0 +1,144 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Quota settings of TestQuota: a VAPID key may send 5 pushes at once, then
+// one every 5 s, so a refusal's Retry-After is 4 or 5 (the time until the
+// next token, rounded up).
+const (
+	quotaRate  = 0.2
+	quotaBurst = 5
+)
+
+// TestQuota (issue 15 point 3), on real Kafka and embedded: a sender over
+// its VAPID key's quota gets 429 errno 129 with a correct Retry-After in
+// autopush's JSON shape; another sender keeps getting 201; after
+// Retry-After the first sender gets 201 again; nothing refused reaches the
+// log (its user agent receives exactly the accepted pushes, in order); the
+// refusals are counted by kind and by sender bucket.
+func TestQuota(t *testing.T) {
+	modes := []struct {
+		name string
+		opts serverOpts
+	}{
+		{"Kafka", serverOpts{}},
+		{"Embedded", serverOpts{Embedded: true}},
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			m.opts.Args = append(m.opts.Args, "--push-quota-vapid-rate="+strconv.FormatFloat(quotaRate, 'g', -1, 64),
+				"--push-quota-vapid-burst="+strconv.Itoa(quotaBurst))
+			quotaScenario(t, startServer(t, m.opts))
+		})
+	}
+}
+
+func quotaScenario(t *testing.T, s *server) {
+	ctx := testContext(t, 2*time.Minute)
+	senderA, senderB := snNewVAPID(t), snNewVAPID(t)
+	uaA, uaB := uaDial(ctx, t, s.WSURL, ""), uaDial(ctx, t, s.WSURL, "")
+	defer uaA.close()
+	defer uaB.close()
+	subA, subB := uaA.subscribe(ctx, ""), uaB.subscribe(ctx, "")
+	push := func(sub *uaSubscription, v snVAPID, text string) snResult {
+		return snSend(ctx, t, sub, []byte(text), snPush{TTL: snLongTTL, VAPID: v})
+	}
+
+	var accepted []string
+	for i := range quotaBurst {
+		text := fmt.Sprintf("a-%d", i)
+		if res := push(subA, senderA, text); res.Status != http.StatusCreated {
+			t.Fatalf("push %d within the burst: %s", i, res)
+		}
+		accepted = append(accepted, text)
+	}
+	refused := 0
+	var retryAfter int
+	for i := range 3 {
+		res := push(subA, senderA, fmt.Sprintf("refused-%d", i))
+		snCheckError(t, "push over the quota", res.Status, res.Header, res.Body, http.StatusTooManyRequests, 129)
+		if res.Status != http.StatusTooManyRequests {
+			t.FailNow()
+		}
+		refused++
+		ra, err := strconv.Atoi(res.Header.Get("Retry-After"))
+		// The next token is at most 1/rate away, and more than 1/rate
+		// minus the time these pushes took (well under a second).
+		if maxRA := int(1 / quotaRate); err != nil || ra < maxRA-1 || ra > maxRA {
+			t.Fatalf("refusal %d: Retry-After %q, want %d or %d", i, res.Header.Get("Retry-After"), maxRA-1, maxRA)
+		}
+		if i > 0 && ra > retryAfter {
+			t.Errorf("refusal %d: Retry-After grew from %d to %d: a refusal must cost nothing", i, retryAfter, ra)
+		}
+		retryAfter = ra
+	}
+
+	// Another sender is never blocked by A's quota.
+	for i := range quotaBurst {
+		if res := push(subB, senderB, fmt.Sprintf("b-%d", i)); res.Status != http.StatusCreated {
+			t.Fatalf("another sender's push %d while A is over its quota: %s", i, res)
+		}
+	}
+
+	time.Sleep(time.Duration(retryAfter) * time.Second)
+	after := "a-after-retry"
+	if res := push(subA, senderA, after); res.Status != http.StatusCreated {
+		t.Fatalf("push after Retry-After %ds: %s", retryAfter, res)
+	}
+	accepted = append(accepted, after)
+
+	// A's user agent receives exactly the accepted pushes, in log order:
+	// a refused push written to the log would have come before the last.
+	for _, want := range accepted {
+		n, plain := uaA.nextFor(ctx, subA)
+		if string(plain) != want {
+			t.Fatalf("A's user agent received %q, want %q (a 429 must never be written)", plain, want)
+		}
+		uaA.ack(n)
+	}
+	for i := range quotaBurst {
+		if _, plain := uaB.nextFor(ctx, subB); string(plain) != fmt.Sprintf("b-%d", i) {
+			t.Fatalf("B's user agent received %q, want b-%d", plain, i)
+		}
+	}
+
+	fams := opsScrape(t, s.HTTPURL+"/metrics")
+	if v, ok := opsValue(fams, "pushlog_ingest_quota_refusals_total", map[string]string{"kind": "vapid"}); !ok || int(v) != refused {
+		t.Errorf("pushlog_ingest_quota_refusals_total{kind=vapid} = %v (%v), want %d", v, ok, refused)
+	}
+	if v, ok := opsValue(fams, "pushlog_ingest_quota_refusals_total", map[string]string{"kind": "subscription"}); !ok || v != 0 {
+		t.Errorf("pushlog_ingest_quota_refusals_total{kind=subscription} = %v (%v), want 0", v, ok)
+	}
+	if v, ok := opsValue(fams, "pushlog_ingest_requests_total", map[string]string{"status": "429", "errno": "129"}); !ok || int(v) != refused {
+		t.Errorf("pushlog_ingest_requests_total{status=429,errno=129} = %v (%v), want %d", v, ok, refused)
+	}
+	bucket := quotaSenderBucket(t, senderA.Public)
+	if v, ok := opsValue(fams, "pushlog_ingest_quota_sender_refusals_total", map[string]string{"kind": "vapid", "sender": bucket}); !ok || int(v) != refused {
+		t.Errorf("pushlog_ingest_quota_sender_refusals_total{kind=vapid,sender=%q} = %v (%v), want %d", bucket, v, ok, refused)
+	}
+	if v, ok := opsValue(fams, "pushlog_ingest_quota_entries", map[string]string{"kind": "vapid"}); !ok || v < 2 {
+		t.Errorf("pushlog_ingest_quota_entries{kind=vapid} = %v (%v), want at least the 2 senders", v, ok)
+	}
+}
+
+// quotaSenderBucket is the sender label of a VAPID key: the first two hex
+// digits of the SHA-256 of the raw public key (the events' vapid_key_hash).
+func quotaSenderBucket(t *testing.T, public string) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(public, "="))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:1])
+}
