@@ -192,6 +192,10 @@ type Config struct {
 	AutopushKeys *AutopushKeys
 	// Quota configures the per-sender token buckets (quota.go).
 	Quota QuotaConfig
+	// Status answers GET /m/{id} (status.go); nil: 503.
+	Status StatusSource
+	// Report configures GET /v1/report (report.go).
+	Report ReportConfig
 }
 
 // Server is the ingest HTTP API.
@@ -209,6 +213,7 @@ type Server struct {
 	met      *ingestMetrics // nil without Config.Metrics
 	autopush autopushCounts // pushes with autopush tokens (autopush.go)
 	quota    *quotas        // per-sender token buckets (quota.go)
+	senders  *senderMetrics // status and report series (status.go)
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
 	// that an open breaker does not wait on Kafka).
@@ -244,7 +249,8 @@ func New(cfg Config) (*Server, error) {
 			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 		})
 	s.quota = newQuotas(cfg.Quota)
-	met, err := newIngestMetrics(cfg.Metrics, append(append(s.gauges(), s.autopush.collectors()...), s.quota.collectors()...))
+	s.senders = newSenderMetrics()
+	met, err := newIngestMetrics(cfg.Metrics, append(append(append(s.gauges(), s.autopush.collectors()...), s.quota.collectors()...), s.senders.collectors()...))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -386,6 +392,7 @@ func (s *Server) routes() *echo.Echo {
 	e.POST("/wpush/:token", s.counted(s.handlePush(autopushLegacyVersion)))
 	e.DELETE("/m/:id", s.counted(s.handleDelete))
 	s.adminRoutes(e)
+	s.senderRoutes(e)
 	get := []string{http.MethodGet, http.MethodHead}
 	e.Match(get, "/__heartbeat__", s.handleHeartbeat)
 	e.Match(get, "/health", s.handleHeartbeat)
