@@ -61,6 +61,8 @@ func TestKafkaClusterFailover(t *testing.T) {
 		"PUSHLOG_REPLICATION=3",
 		"PUSHLOG_GROUP_SESSION_TIMEOUT=6s",
 		"PUSHLOG_GROUP_HEARTBEAT=1s",
+		// Not about quotas: 8 senders of one VAPID key push back to back.
+		"PUSHLOG_PUSH_QUOTA_VAPID_RATE=-1", "PUSHLOG_PUSH_QUOTA_SUBSCRIPTION_RATE=-1",
 	}})
 	adm := kcAdmin(t, brokers)
 	names, _ := schema.NamesFor(s.opts.Namespace)
