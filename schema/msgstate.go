@@ -40,9 +40,9 @@ func (s MessageState) String() string {
 // Settled reports whether the message reached a final state.
 func (s MessageState) Settled() bool { return s >= StateAcked }
 
-// MessageStatus is the fold of one message's events (MessageAccepted,
-// MessageDeleted from the messages topic; Delivered, Acked, Expired,
-// Dropped from the acks topic) in any order: the two topics are read
+// MessageStatus is the fold of one message's events (MessageAccepted from
+// the messages topic; Delivered, Acked, Expired, Dropped from the acks
+// topic) in any order: the two topics are read
 // independently, so the settlement is the settling event with the earliest
 // time (ties: the first folded), which is also what analytics counts.
 // Fixed size (no pointers), so a table of them costs a known amount.
@@ -89,8 +89,8 @@ func MessageKeyOf(partition int32, offset int64, ev *pb.Event) (MessageKey, bool
 }
 
 // Apply folds ev (about this message: see MessageKeyOf) into m. Applying an
-// event twice is the same as once. A Nacked changes nothing (the owner
-// redelivers or drops later).
+// event twice is the same as once. A Nacked or a MessageDeleted changes
+// nothing (the owner redelivers, drops or settles the deletion later).
 func (m *MessageStatus) Apply(ev *pb.Event) {
 	t := ev.GetTimeMs()
 	switch b := ev.GetBody().(type) {
@@ -119,12 +119,11 @@ func (m *MessageStatus) Apply(ev *pb.Event) {
 		} else {
 			m.settle(StateDropped, r, t)
 		}
-	case *pb.Event_MessageDeleted:
-		// The owner answers an unsettled message's deletion with a
-		// Dropped(deleted) and ignores it for a settled one: both fold
-		// to the same state by the earliest-time rule.
-		m.settle(StateDeleted, 0, t)
 	}
+	// A MessageDeleted (the DELETE request) settles nothing by itself:
+	// the owner settles an unsettled message with a Dropped(deleted) and
+	// ignores the request for a settled one, so the owner's answer is the
+	// state (as analytics counts it: issue 16's deleted-once rule).
 }
 
 func (m *MessageStatus) settle(s MessageState, r pb.DropReason, t int64) {

@@ -53,9 +53,10 @@ func TestMessageStatusFold(t *testing.T) {
 		{"ack before accept folded", []step{{30, "acked"}, {20, "delivered"}, {10, acc}}, StateAcked, 30, 0},
 		{"expired", []step{{10, acc}, {70, "expired"}}, StateExpired, 70, 0},
 		{"dropped", []step{{10, acc}, {15, "drop-topic"}}, StateDropped, 15, pb.DropReason_DROP_REASON_TOPIC_REPLACED},
-		{"deleted", []step{{10, acc}, {15, "deleted"}, {16, "drop-deleted"}}, StateDeleted, 15, 0},
+		{"delete requested", []step{{10, acc}, {15, "deleted"}}, StatePending, 0, 0},
+		{"deleted", []step{{10, acc}, {15, "deleted"}, {16, "drop-deleted"}}, StateDeleted, 16, 0},
 		{"delete after ack", []step{{10, acc}, {30, "acked"}, {40, "deleted"}}, StateAcked, 30, 0},
-		{"earliest settlement wins in any order", []step{{10, acc}, {40, "deleted"}, {30, "acked"}}, StateAcked, 30, 0},
+		{"earliest settlement wins in any order", []step{{10, acc}, {40, "drop-topic"}, {30, "acked"}}, StateAcked, 30, 0},
 		{"twice is once", []step{{10, acc}, {30, "acked"}, {30, "acked"}}, StateAcked, 30, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
