@@ -341,6 +341,23 @@ func TestConsole(t *testing.T) {
 		})
 	})
 
+	// The README's picture (after the checks of the known traffic):
+	// PUSHLOG_CONSOLE_SHOT=deploy/console.png draws a minute of mixed
+	// traffic on the live charts and saves the page there.
+	if shot := os.Getenv("PUSHLOG_CONSOLE_SHOT"); shot != "" {
+		t.Run("ReadmeShot", func(t *testing.T) {
+			cnReadmeTraffic(t, ctx, s, ua, sub, offline, vapid, time.Minute)
+			cnPage(t, bctx, base+"/live", "console-live-traffic.png", map[string]func(string) bool{"total-acks": func(v string) bool { return v != fmt.Sprint(acked) }})
+			png, err := os.ReadFile(filepath.Join(cnOutput(t), "console-live-traffic.png"))
+			if err == nil {
+				err = os.WriteFile(filepath.Join(senderRepoRoot(t), shot), png, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
 	t.Run("WithoutClickHouse", func(t *testing.T) {
 		addr := freePort(t)
 		startServer(t, serverOpts{Env: []string{"CLICKHOUSE_ADDR=", "PUSHLOG_CONSOLE_ADDR=" + addr}})
@@ -378,4 +395,28 @@ func TestConsole(t *testing.T) {
 		u := "http://ops:" + token + "@" + addr + "/"
 		cnPage(t, bctx, u, "console-token.png", map[string]func(string) bool{"kafka-health": is("ok")})
 	})
+}
+
+// cnReadmeTraffic sends for d: acked deliveries in bursts, pushes that
+// replace each other on the offline user agent, and refused pushes.
+func cnReadmeTraffic(t *testing.T, ctx context.Context, s *server, ua *uaClient, sub, offline *uaSubscription, vapid snVAPID, d time.Duration) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		burst := 1 + i%4
+		for j := range burst {
+			msg := fmt.Sprintf("readme %d/%d", i, j)
+			snMustCreate(ctx, t, sub, []byte(msg), snPush{TTL: snLongTTL, VAPID: vapid})
+			ua.ack(snExpect(ctx, t, ua, sub, msg))
+		}
+		if i%3 == 0 {
+			snMustCreate(ctx, t, offline, []byte("later"), snPush{TTL: snLongTTL, VAPID: vapid, Topic: "console"})
+		}
+		if i%5 == 0 {
+			if resp, err := http.Post(s.HTTPURL+"/wpush/v1/not-an-endpoint", "application/octet-stream", strings.NewReader("x")); err == nil {
+				resp.Body.Close()
+			}
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
 }
