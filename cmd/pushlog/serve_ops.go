@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-		"strings"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,8 +30,8 @@ type serveOps struct {
 	logger  *slog.Logger
 
 	mu         sync.Mutex
-	bound      map[string]string      // listener name -> bound address
-	clickhouse clickhouseState // the analytics projector; nil when off or not started
+	bound      map[string]string // listener name -> bound address
+	clickhouse clickhouseState   // the analytics projector; nil when off or not started
 }
 
 func newServeOps(cfg *serveConfig, adm *kadm.Client, sup *supervisor, logger *slog.Logger) *serveOps {
