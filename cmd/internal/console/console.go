@@ -12,6 +12,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -20,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -213,6 +215,8 @@ func (c *Console) page(name, file string) http.Handler {
 	if err != nil {
 		panic(fmt.Sprintf("console: embedded page %s: %v", file, err)) // a build error, not input
 	}
+	body = bytes.Replace(body, []byte(`<span id="version"></span>`),
+		[]byte(`<span id="version">`+html.EscapeString(c.cfg.Version)+`</span>`), 1)
 	return c.count("page"+strings.ReplaceAll(name, "/", "_"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(body)

@@ -129,13 +129,13 @@ func TestNeedsToken(t *testing.T) {
 }
 
 func TestPagesAndHeaders(t *testing.T) {
-	c, reg := newTestConsole(t, nil)
+	c, reg := newTestConsole(t, func(cfg *Config) { cfg.Version = "test <b>" })
 	for _, tc := range []struct {
 		path, wantType, wantBody string
 		want                     int
 	}{
 		{"/", "text/html", `data-page="overview"`, 200},
-		{"/live", "text/html", `data-page="live"`, 200},
+		{"/live", "text/html", `<span id="version">test &lt;b&gt;</span>`, 200},
 		{"/analytics", "text/html", `data-page="analytics"`, 200},
 		{"/sender?sender=x", "text/html", `data-page="sender"`, 200},
 		{"/assets/app.js", "javascript", "textContent", 200},
