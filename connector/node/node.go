@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,12 +100,6 @@ type parts struct {
 	flush      func(context.Context) error // makes the clients' events durable
 }
 
-// linkRef is the node link as the owner and the router see it. They are
-// built before it (it serves them), so New fills it in once the link
-// exists, before anything runs; the components get the interface at
-// construction and none has a setter.
-type linkRef struct{ *remote.Node }
-
 // New builds every component from cfg. Nothing runs before Run. On error
 // the listeners are the caller's to close.
 func New(cfg Config) (*Node, error) {
@@ -144,19 +137,31 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// buildOwner makes the owner and, in a cluster, the router and the node
-// link, and sets the socket server's Link to what it must ask.
+// buildOwner makes the owner and, in a cluster, the node link and the
+// router, and sets the socket server's Link to what it must ask.
+//
+// In a cluster the owner and the router reach other nodes through the
+// link's client side (they are built with it), and the link serves them
+// to its peers: it gets them when it starts serving.
 func (n *Node) buildOwner() error {
 	cfg := &n.cfg
 	ocfg := cfg.Owner
 	ocfg.Logger = cmp.Or(ocfg.Logger, cfg.Logger.With("role", "owner"))
 	ocfg.Metrics = cmp.Or(ocfg.Metrics, cfg.Metrics)
-	var ref *linkRef
 	advertise := ""
 	if cfg.Cluster != nil {
 		advertise = cmp.Or(cfg.Cluster.Advertise, cfg.Cluster.Listener.Addr().String())
-		ref = &linkRef{}
-		ocfg.LinkAddr, ocfg.Remote = advertise, ref
+		ln, err := remote.New(remote.Config{
+			NodeID: cfg.Server.NodeID,
+			Addr:   advertise,
+			Secret: cfg.Cluster.Secret,
+			Logger: cfg.Logger.With("role", "link"),
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		n.link = ln
+		ocfg.LinkAddr, ocfg.Remote = advertise, ln
 	}
 	own, err := owner.New(ocfg)
 	if err != nil {
@@ -168,7 +173,7 @@ func (n *Node) buildOwner() error {
 	if cfg.Cluster == nil {
 		return nil
 	}
-	rt, err := n.buildCluster(own, ref, advertise)
+	rt, err := n.buildRouter(own, advertise)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
@@ -176,56 +181,36 @@ func (n *Node) buildOwner() error {
 	return nil
 }
 
-// buildCluster makes the router, its ownership table and the node link
-// around the local owner; it fills ref.
-func (n *Node) buildCluster(own *owner.Owner, ref *linkRef, advertise string) (*route.Router, error) {
-	cfg := n.cfg
+// buildRouter makes the router, with its ownership table, around the
+// local owner and the node link, and the parts that run them.
+func (n *Node) buildRouter(own *owner.Owner, advertise string) (*route.Router, error) {
+	cfg, ln := n.cfg, n.link
 	names := cfg.Owner.Names
 	if names.Messages == "" {
 		names = schema.DefaultNames()
 	}
 	group := cmp.Or(cfg.Owner.Group, names.Group("connectors"))
 	adm := kadm.NewClient(cfg.Owner.Producer)
-	rlog := cfg.Logger.With("role", "router")
-	table := route.NewTable(route.TableConfig{
-		Fetch: func(ctx context.Context) (map[int32]string, error) {
-			return owner.GroupOwners(ctx, adm, group, names.Messages)
-		},
-		Logger: rlog,
-	})
 	rt, err := route.New(route.Config{
 		Partitions: cfg.Owner.Partitions,
 		Self:       advertise,
 		Local:      own,
-		Remote:     ref,
-		Owners:     table,
-		Logger:     rlog,
-		Metrics:    cfg.Metrics,
+		Remote:     ln,
+		Table: route.TableConfig{
+			Fetch: func(ctx context.Context) (map[int32]string, error) {
+				return owner.GroupOwners(ctx, adm, group, names.Messages)
+			},
+		},
+		Logger:  cfg.Logger.With("role", "router"),
+		Metrics: cfg.Metrics,
 	})
 	if err != nil {
 		return nil, err
 	}
-	table.OnChange(rt.TableChanged)
-	ln, err := remote.New(remote.Config{
-		NodeID:   cfg.Server.NodeID,
-		Addr:     advertise,
-		Secret:   cfg.Cluster.Secret,
-		Owner:    own,
-		Sessions: rt,
-		Logger:   cfg.Logger.With("role", "link"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	ref.Node, n.link = ln, ln
-	n.parts.router = func(ctx context.Context) error {
-		var wg sync.WaitGroup
-		wg.Go(func() { table.Run(ctx) })
-		defer wg.Wait()
-		return rt.Run(ctx)
-	}
+	n.parts.router = rt.Run
+	handlers := remote.Handlers{Owner: own, Sessions: rt}
 	n.parts.link = func(ctx context.Context) error {
-		err := ln.Serve(ctx, cfg.Cluster.Listener)
+		err := ln.Serve(ctx, cfg.Cluster.Listener, handlers)
 		if err == nil {
 			<-ctx.Done() // the link serves until its step of the shutdown
 		}

@@ -28,6 +28,7 @@ type proxyKey struct{ uaid, conn string }
 // and the owner's deliveries back to the sessions attached through it.
 type conn struct {
 	n      *Node
+	h      Handlers // of the life the link lives in
 	nc     net.Conn
 	br     *bufio.Reader
 	peer   identity
@@ -45,10 +46,10 @@ type conn struct {
 	proxies map[proxyKey]link.Session // owner-side sessions that deliver through this link
 }
 
-func newConn(life context.Context, n *Node, nc net.Conn, br *bufio.Reader, peer identity, dialed bool) *conn {
-	ctx, cancel := context.WithCancel(life)
+func newConn(l *life, n *Node, nc net.Conn, br *bufio.Reader, peer identity, dialed bool) *conn {
+	ctx, cancel := context.WithCancel(l.ctx)
 	return &conn{
-		n: n, nc: nc, br: br, peer: peer, dialed: dialed,
+		n: n, h: l.Handlers, nc: nc, br: br, peer: peer, dialed: dialed,
 		out:     make(chan []byte, n.cfg.QueueSize),
 		done:    make(chan struct{}),
 		ctx:     ctx,
@@ -123,7 +124,7 @@ func (c *conn) dispatch(f *frame) {
 	case tDetach:
 		n.handleDetach(c, f)
 	case tAcked:
-		n.handleAcked(f)
+		n.handleAcked(c, f)
 	case tDeliver:
 		n.handleDeliver(c, f)
 	case tGone:

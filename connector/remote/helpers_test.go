@@ -188,7 +188,6 @@ func startNode(t testing.TB, name, addr string, mod func(*Config)) *testNode {
 	tn := &testNode{owner: newFakeOwner(), sessions: newFakeSessions(), ln: ln, done: make(chan struct{})}
 	cfg := Config{
 		NodeID: name, Addr: ln.Addr().String(), Secret: testSecret,
-		Owner: tn.owner, Sessions: tn.sessions,
 		Heartbeat: 50 * time.Millisecond, DialTimeout: time.Second,
 		BreakerOpen: 100 * time.Millisecond, Logger: quietLogger(),
 	}
@@ -200,7 +199,8 @@ func startNode(t testing.TB, name, addr string, mod func(*Config)) *testNode {
 		t.Fatal(err)
 	}
 	tn.Node = n
-	go func() { _ = n.Serve(context.Background(), ln); close(tn.done) }()
+	h := Handlers{Owner: tn.owner, Sessions: tn.sessions}
+	go func() { _ = n.Serve(context.Background(), ln, h); close(tn.done) }()
 	t.Cleanup(tn.stop)
 	return tn
 }

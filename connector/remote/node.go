@@ -61,13 +61,19 @@ type Sessions interface {
 	PeerChanged(addr string)
 }
 
+// Handlers are the local components the node link serves and tells,
+// given to Serve: the owner and the router are built with the Node (they
+// dial through it), so they reach it only once it serves.
+type Handlers struct {
+	Owner    Owner    // answers the peers' calls; required
+	Sessions Sessions // this node's client sessions; nil: none
+}
+
 // Config configures a Node.
 type Config struct {
-	NodeID   string // this node's id
-	Addr     string // this node's link address as peers dial it
-	Secret   []byte // shared by every node; at least MinSecret bytes
-	Owner    Owner
-	Sessions Sessions
+	NodeID string // this node's id
+	Addr   string // this node's link address as peers dial it
+	Secret []byte // shared by every node; at least MinSecret bytes
 
 	DialTimeout time.Duration // default 2s, handshake included
 	CallTimeout time.Duration // bound on answering a peer's CheckUAID/Attach; default 5s
@@ -91,9 +97,6 @@ func (c *Config) normalize() error {
 	if len(c.NodeID) > maxIdentity || len(c.Addr) > maxIdentity {
 		errs = append(errs, fmt.Errorf("NodeID and Addr must be at most %d bytes", maxIdentity))
 	}
-	if c.Owner == nil {
-		errs = append(errs, errors.New("Owner is required"))
-	}
 	if len(errs) > 0 {
 		return fmt.Errorf("node link config: %w", errors.Join(errs...))
 	}
@@ -115,13 +118,12 @@ type Node struct {
 	self identity
 	wg   sync.WaitGroup
 
-	// serving is closed once Serve has set life, the links' lifetime: it
-	// comes from Serve's ctx and ends with it or with Close.
+	// serving is closed once Serve has set life.
 	serving chan struct{}
 	closing chan struct{} // closed by Close
 
 	mu       sync.Mutex
-	life     context.Context
+	life     *life // nil before Serve
 	stop     context.CancelFunc
 	peers    map[string]*peer
 	conns    map[*conn]struct{}
@@ -133,6 +135,14 @@ type Node struct {
 	// session a newer link attached.
 	seed    maphash.Seed
 	stripes [64]sync.Mutex
+}
+
+// life is what Serve begins: the links' lifetime, which comes from
+// Serve's ctx and ends with it or with Close, and the handlers every link
+// serves. A link exists only within a life, so none sees a handler unset.
+type life struct {
+	ctx context.Context
+	Handlers
 }
 
 // New validates cfg and returns a Node; Serve accepts links, calls dial.
@@ -159,39 +169,44 @@ func (n *Node) Addr() string { return n.cfg.Addr }
 
 // Serve accepts links on ln until ctx ends or Close; it then closes ln.
 // ctx is the lifetime of every link, accepted or dialed: its end cancels
-// the peers' requests in flight; Close closes the links.
-func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	life, err := n.begin(ctx)
+// the peers' requests in flight; Close closes the links. h serves the
+// peers' calls on every link.
+func (n *Node) Serve(ctx context.Context, ln net.Listener, h Handlers) error {
+	l, err := n.begin(ctx, h)
 	if err != nil {
 		_ = ln.Close()
 		return err
 	}
-	if life == nil { // closed before it served
+	if l == nil { // closed before it served
 		_ = ln.Close()
 		return nil
 	}
-	stop := context.AfterFunc(life, func() { _ = ln.Close() })
+	stop := context.AfterFunc(l.ctx, func() { _ = ln.Close() })
 	defer stop()
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if life.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			n.log.Warn("link accept", "err", err)
 			select {
 			case <-time.After(50 * time.Millisecond):
-			case <-life.Done():
+			case <-l.ctx.Done():
 				return nil
 			}
 			continue
 		}
-		n.goHandle(func() { n.accept(life, nc) })
+		n.goHandle(func() { n.accept(l, nc) })
 	}
 }
 
-// begin sets the links' lifetime from Serve's ctx; nil after Close.
-func (n *Node) begin(ctx context.Context) (context.Context, error) {
+// begin sets the links' life from Serve's ctx and handlers; nil after
+// Close.
+func (n *Node) begin(ctx context.Context, h Handlers) (*life, error) {
+	if h.Owner == nil {
+		return nil, errors.New("node link: Serve: Owner is required")
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
@@ -200,15 +215,37 @@ func (n *Node) begin(ctx context.Context) (context.Context, error) {
 	case n.life != nil:
 		return nil, errors.New("node link: Serve called twice")
 	}
-	n.life, n.stop = context.WithCancel(ctx)
+	lctx, stop := context.WithCancel(ctx)
+	n.life, n.stop = &life{ctx: lctx, Handlers: h}, stop
 	close(n.serving)
 	return n.life, nil
 }
 
-// lifetime is the links' lifetime for a dial. A dial may be asked for
-// while the components start (a presence session of the owner): it waits
-// for Serve up to the dial timeout.
-func (n *Node) lifetime() (context.Context, error) {
+// handlers returns what Serve was given; false before Serve.
+func (n *Node) handlers() (Handlers, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.life == nil {
+		return Handlers{}, false
+	}
+	return n.life.Handlers, true
+}
+
+// servedHandlers waits for Serve to begin and returns what it was given;
+// false if the node closed without serving (there is no owner to tell).
+// Only goroutines Close waits for may call it: Close ends the wait.
+func (n *Node) servedHandlers() (Handlers, bool) {
+	select {
+	case <-n.serving:
+	case <-n.closing:
+	}
+	return n.handlers()
+}
+
+// lifetime is the links' life for a dial. A dial may be asked for while
+// the components start (a presence session of the owner): it waits for
+// Serve up to the dial timeout.
+func (n *Node) lifetime() (*life, error) {
 	t := time.NewTimer(n.cfg.DialTimeout)
 	defer t.Stop()
 	select {
@@ -223,7 +260,7 @@ func (n *Node) lifetime() (context.Context, error) {
 	return n.life, nil
 }
 
-func (n *Node) accept(life context.Context, nc net.Conn) {
+func (n *Node) accept(l *life, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 16<<10)
 	peer, err := acceptHandshake(nc, br, n.cfg.Secret, n.self, n.cfg.DialTimeout)
 	if err != nil {
@@ -231,17 +268,17 @@ func (n *Node) accept(life context.Context, nc net.Conn) {
 		if errors.Is(err, ErrAuth) {
 			lvl = slog.LevelWarn
 		}
-		n.log.Log(life, lvl, "link handshake refused", "remote", nc.RemoteAddr().String(), "err", err)
+		n.log.Log(l.ctx, lvl, "link handshake refused", "remote", nc.RemoteAddr().String(), "err", err)
 		_ = nc.Close()
 		return
 	}
-	c := newConn(life, n, nc, br, peer, false)
+	c := newConn(l, n, nc, br, peer, false)
 	if !n.register(c) {
 		return
 	}
 	n.log.Debug("node link accepted", "peer", peer.addr, "node", peer.node)
-	if n.cfg.Sessions != nil {
-		n.cfg.Sessions.PeerChanged(peer.addr)
+	if l.Sessions != nil {
+		l.Sessions.PeerChanged(peer.addr)
 	}
 	c.run()
 }
@@ -260,12 +297,12 @@ func (n *Node) register(c *conn) bool {
 
 // dial opens and authenticates a link to addr.
 func (n *Node) dial(addr string) (*conn, error) {
-	life, err := n.lifetime()
+	l, err := n.lifetime()
 	if err != nil {
 		return nil, err
 	}
 	d := net.Dialer{Timeout: n.cfg.DialTimeout, KeepAlive: 15 * time.Second}
-	ctx, cancel := context.WithTimeout(life, n.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.DialTimeout)
 	defer cancel()
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -277,7 +314,7 @@ func (n *Node) dial(addr string) (*conn, error) {
 		_ = nc.Close()
 		return nil, fmt.Errorf("link to %s: %w", addr, err)
 	}
-	c := newConn(life, n, nc, br, peer, true)
+	c := newConn(l, n, nc, br, peer, true)
 	if !n.register(c) {
 		return nil, errLinkDown
 	}
@@ -293,18 +330,18 @@ func (n *Node) linkClosed(c *conn) {
 	n.mu.Unlock()
 	for k, s := range c.takeProxies() {
 		if ap, ok := s.(*attachProxy); ok {
-			n.detachAttached(k, ap)
+			n.detachAttached(c.h.Owner, k, ap)
 			continue
 		}
-		n.detachText(k.uaid, s) // a presence proxy detaches only itself
+		detachText(c.h.Owner, k.uaid, s) // a presence proxy detaches only itself
 	}
 	if c.dialed {
 		if p := n.peerIfAny(c.peer.addr); p != nil {
 			p.dropConn(c)
 		}
 	}
-	if n.cfg.Sessions != nil {
-		n.cfg.Sessions.PeerChanged(c.peer.addr)
+	if c.h.Sessions != nil {
+		c.h.Sessions.PeerChanged(c.peer.addr)
 	}
 }
 
@@ -339,26 +376,32 @@ func (n *Node) goHandle(fn func()) {
 	}()
 }
 
+// detachLater detaches s from the owner in a goroutine, once Serve gave
+// the owner (a presence session may fail while the components start).
 func (n *Node) detachLater(uaid schema.UAID, s link.Session) {
-	n.goHandle(func() { n.cfg.Owner.Detach(uaid, s) })
+	n.goHandle(func() {
+		if h, ok := n.servedHandlers(); ok {
+			h.Owner.Detach(uaid, s)
+		}
+	})
 }
 
 // detachText detaches s of a UAID as the link carries it (text); a
 // malformed one was never attached.
-func (n *Node) detachText(uaid string, s link.Session) {
+func detachText(own Owner, uaid string, s link.Session) {
 	if id, err := schema.ParseUAID(uaid); err == nil {
-		n.cfg.Owner.Detach(id, s)
+		own.Detach(id, s)
 	}
 }
 
 // checkUAID asks the owner about a UAID as the link carries it (text); a
 // malformed one is simply not valid.
-func (n *Node) checkUAID(ctx context.Context, uaid string) (link.UAIDInfo, error) {
+func checkUAID(ctx context.Context, own Owner, uaid string) (link.UAIDInfo, error) {
 	id, err := schema.ParseUAID(uaid)
 	if err != nil {
 		return link.UAIDInfo{}, nil
 	}
-	return n.cfg.Owner.CheckUAID(ctx, id)
+	return own.CheckUAID(ctx, id)
 }
 
 func (n *Node) stripe(k proxyKey) *sync.Mutex {
@@ -374,7 +417,7 @@ func (n *Node) stripe(k proxyKey) *sync.Mutex {
 func (n *Node) handleCheck(c *conn, f *frame) {
 	ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
 	defer cancel()
-	info, err := n.checkUAID(ctx, f.uaid)
+	info, err := checkUAID(ctx, c.h.Owner, f.uaid)
 	r := &frame{typ: tCheckResp, id: f.id, valid: info.Valid, chans: info.Channels, listed: !info.Partial}
 	if len(r.chans) > maxLinkChannels {
 		n.log.Warn("uaid has more channels than the node link carries; answering a partial list",
@@ -407,9 +450,9 @@ func (n *Node) handleAttach(c *conn, f *frame) {
 	} else if !c.track(k, px) {
 		err = errLinkDown
 	} else {
-		n.cfg.Owner.Detach(id, connRef(f.conn))
+		c.h.Owner.Detach(id, connRef(f.conn))
 		ctx, cancel := context.WithTimeout(c.ctx, n.cfg.CallTimeout)
-		err = n.cfg.Owner.Attach(ctx, id, px)
+		err = c.h.Owner.Attach(ctx, id, px)
 		cancel()
 	}
 	if err != nil {
@@ -426,8 +469,8 @@ func (n *Node) handleAttach(c *conn, f *frame) {
 	c.sendFrame(r)
 }
 
-// detachAttached detaches px unless a newer attach replaced it.
-func (n *Node) detachAttached(k proxyKey, px *attachProxy) {
+// detachAttached detaches px from own unless a newer attach replaced it.
+func (n *Node) detachAttached(own Owner, k proxyKey, px *attachProxy) {
 	st := n.stripe(k)
 	st.Lock()
 	defer st.Unlock()
@@ -438,7 +481,7 @@ func (n *Node) detachAttached(k proxyKey, px *attachProxy) {
 	}
 	n.mu.Unlock()
 	if current {
-		n.cfg.Owner.Detach(px.id, px)
+		own.Detach(px.id, px)
 	}
 }
 
@@ -451,16 +494,16 @@ func (n *Node) handleDetach(c *conn, f *frame) {
 	case px == nil:
 		// Never attached here (or attached before a takeover): forget a
 		// session presence made for it.
-		n.detachText(f.uaid, connRef(f.conn))
+		detachText(c.h.Owner, f.uaid, connRef(f.conn))
 	case px.c == c:
 		c.untrack(k, px)
-		n.detachAttached(k, px)
+		n.detachAttached(c.h.Owner, k, px)
 	}
 }
 
-func (n *Node) handleAcked(f *frame) {
+func (n *Node) handleAcked(c *conn, f *frame) {
 	if id, err := schema.ParseUAID(f.uaid); err == nil && f.ref != nil {
-		n.cfg.Owner.Acked(id, f.ref)
+		c.h.Owner.Acked(id, f.ref)
 	}
 }
 
@@ -477,7 +520,7 @@ func (n *Node) handleGone(c *conn, f *frame) {
 	if px != nil {
 		px.c.untrack(k, px)
 	}
-	n.detachText(f.uaid, connRef(f.conn))
+	detachText(c.h.Owner, f.uaid, connRef(f.conn))
 }
 
 func setError(r *frame, err error) {
@@ -494,9 +537,9 @@ func setError(r *frame, err error) {
 
 func (n *Node) handleDeliver(c *conn, f *frame) {
 	var s link.Session
-	if n.cfg.Sessions != nil && f.note != nil {
+	if c.h.Sessions != nil && f.note != nil {
 		if id, err := schema.ParseUAID(f.uaid); err == nil { // else: no such session
-			s = n.cfg.Sessions.FindSession(id, f.conn)
+			s = c.h.Sessions.FindSession(id, f.conn)
 		}
 	}
 	if s != nil && s.Deliver(*f.note) == nil {
@@ -521,7 +564,7 @@ func (n *Node) CheckUAID(ctx context.Context, addr, uaid string) (link.UAIDInfo,
 
 // Attach attaches connection connID of uaid, a session of this node, at
 // the owner at addr; deliveries come back over the same link, to the
-// session Sessions.FindSession returns.
+// session Handlers.Sessions.FindSession returns.
 func (n *Node) Attach(ctx context.Context, addr, uaid, connID string) error {
 	r, err := n.call(ctx, addr, &frame{typ: tAttach, uaid: uaid, conn: connID})
 	if err != nil {

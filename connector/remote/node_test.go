@@ -16,7 +16,7 @@ import (
 )
 
 func TestNewValidates(t *testing.T) {
-	ok := Config{NodeID: "n", Addr: "127.0.0.1:1", Secret: testSecret, Owner: newFakeOwner()}
+	ok := Config{NodeID: "n", Addr: "127.0.0.1:1", Secret: testSecret}
 	tests := []struct {
 		name string
 		mod  func(*Config)
@@ -24,7 +24,6 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"short secret", func(c *Config) { c.Secret = []byte("short") }, "secret"},
 		{"no addr", func(c *Config) { c.Addr = "" }, "Addr"},
-		{"no owner", func(c *Config) { c.Owner = nil }, "Owner"},
 		{"long id", func(c *Config) { c.NodeID = strings.Repeat("x", maxIdentity+1) }, "at most"},
 	}
 	for _, tc := range tests {
@@ -36,8 +35,21 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(ok); err != nil {
+	n, err := New(ok)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The owner comes with Serve.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = n.Close() }()
+	if err := n.Serve(t.Context(), ln, Handlers{}); err == nil || !strings.Contains(err.Error(), "Owner") {
+		t.Fatalf("Serve without an owner: err = %v, want it to mention %q", err, "Owner")
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Serve that failed left its listener open: %v", err)
 	}
 }
 

@@ -152,14 +152,20 @@ func (p *peer) dial() {
 	close(ch)
 	if err != nil {
 		p.n.log.Debug("node link dial failed", "peer", p.addr, "err", err)
-		for px := range waiting {
-			p.n.cfg.Owner.Detach(px.id, px)
+		if len(waiting) == 0 {
+			return
+		}
+		// A dial may fail before Serve: the owner comes with Serve.
+		if h, ok := p.n.servedHandlers(); ok {
+			for px := range waiting {
+				h.Owner.Detach(px.id, px)
+			}
 		}
 		return
 	}
 	p.n.goHandle(c.run)
 	for px := range waiting {
-		p.n.cfg.Owner.Redeliver(px.id, px)
+		c.h.Owner.Redeliver(px.id, px)
 	}
 }
 

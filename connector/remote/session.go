@@ -58,8 +58,10 @@ func (p *localProxy) FromPresence() bool { return true }
 
 func (p *localProxy) Deliver(n link.Notification) error {
 	var s link.Session
-	if p.n.cfg.Sessions != nil {
-		s = p.n.cfg.Sessions.FindSession(p.id, p.connID)
+	// Before Serve no connection of this node can have attached to
+	// another owner (that takes the link): there is none to find.
+	if h, ok := p.n.handlers(); ok && h.Sessions != nil {
+		s = h.Sessions.FindSession(p.id, p.connID)
 	}
 	if s == nil {
 		p.n.detachLater(p.id, p)

@@ -8,6 +8,7 @@
 package route
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,8 +51,12 @@ type Config struct {
 	Partitions int32
 	Self       string // this node's link address
 	Local      Local
-	Remote     Remote // the node link (connector/node passes it before the link exists)
-	Owners     Owners
+	Remote     Remote // the node link
+	// Owners says which node owns each partition; nil: New builds a Table
+	// from Table (Fetch required), which Run keeps fresh and which tells
+	// the router when partitions move.
+	Owners Owners
+	Table  TableConfig // used when Owners is nil; its OnChange is the router's
 	// RetryBackoff is the first pause before routing again after
 	// ErrNotOwner or an unreachable owner (doubling up to 1s). Default 50ms.
 	RetryBackoff time.Duration
@@ -71,6 +76,7 @@ type Router struct {
 	cfg    Config
 	log    *slog.Logger
 	remote Remote
+	table  *Table // the table New built (nil: Config.Owners), run by Run
 
 	mu       sync.RWMutex
 	sessions map[schema.UAID]*session // this node's attached connections
@@ -93,8 +99,8 @@ var (
 // New validates cfg and returns a Router. Run must run for sessions to
 // follow their partitions when they move.
 func New(cfg Config) (*Router, error) {
-	if cfg.Partitions <= 0 || cfg.Local == nil || cfg.Owners == nil || cfg.Self == "" {
-		return nil, errors.New("route config: Partitions, Self, Local and Owners are required")
+	if cfg.Partitions <= 0 || cfg.Local == nil || (cfg.Owners == nil && cfg.Table.Fetch == nil) || cfg.Self == "" {
+		return nil, errors.New("route config: Partitions, Self, Local and Owners or Table.Fetch are required")
 	}
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 50 * time.Millisecond
@@ -117,6 +123,13 @@ func New(cfg Config) (*Router, error) {
 		retry:    make(map[schema.UAID]struct{}),
 		redoSig:  make(chan struct{}, 1),
 	}
+	if cfg.Owners == nil {
+		tcfg := cfg.Table
+		tcfg.Logger = cmp.Or(tcfg.Logger, cfg.Logger)
+		tcfg.OnChange = r.TableChanged
+		r.table = NewTable(tcfg)
+		r.cfg.Owners = r.table
+	}
 	if err := register(cfg.Metrics, r.collectors()...); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
@@ -124,7 +137,7 @@ func New(cfg Config) (*Router, error) {
 }
 
 // TableChanged attaches the sessions of partitions whose owner changed to
-// their new owner (register it with Table.OnChange).
+// their new owner (the Table New builds calls it).
 func (r *Router) TableChanged(changed map[int32]string) {
 	var uaids []schema.UAID
 	r.mu.RLock()
@@ -137,12 +150,15 @@ func (r *Router) TableChanged(changed map[int32]string) {
 	r.schedule(uaids...)
 }
 
-// Run attaches sessions again whenever they need a new owner, until ctx
-// ends.
+// Run attaches sessions again whenever they need a new owner, and keeps
+// the Table New built fresh, until ctx ends.
 func (r *Router) Run(ctx context.Context) error {
 	sem := make(chan struct{}, reattachWorkers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if r.table != nil {
+		wg.Go(func() { r.table.Run(ctx) })
+	}
 	tick := time.NewTicker(r.cfg.ReattachRetry)
 	defer tick.Stop()
 	for {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -456,4 +457,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// TestOwnTable: without Config.Owners the router builds its table from
+// Config.Table, Run refreshes it, and a partition that moved takes its
+// sessions to the new owner.
+func TestOwnTable(t *testing.T) {
+	var mu sync.Mutex
+	owners := map[int32]string{0: self, 1: peerB}
+	local := &fakeLocal{owns: map[int32]bool{0: true}, sessions: map[string]link.Session{}}
+	rem := &fakeRemote{errs: map[string]error{}}
+	r, err := New(Config{Partitions: testParts, Self: self, Local: local, Remote: rem,
+		Table: TableConfig{Every: 5 * time.Millisecond, MinGap: time.Millisecond,
+			Fetch: func(context.Context) (map[int32]string, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return maps.Clone(owners), nil
+			}},
+		RetryBackoff: time.Millisecond, ReattachRetry: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Partitions: testParts, Self: self, Local: local}); err == nil {
+		t.Fatal("New without Owners or Table.Fetch: no error")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	u := uaidIn(1)
+	if err := r.Attach(shortCtx(t), uaidOf(u), &conn{id: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rem.callList(), "attach "+peerB) {
+		t.Fatalf("not attached at the table's owner: %v", rem.callList())
+	}
+	mu.Lock()
+	owners = map[int32]string{0: self, 1: peerC}
+	mu.Unlock()
+	waitFor(t, "re-attach at the new owner", func() bool { return slices.Contains(rem.callList(), "attach "+peerC) })
 }

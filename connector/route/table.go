@@ -3,7 +3,6 @@ package route
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 )
@@ -21,7 +20,7 @@ type Table struct {
 	owners   map[int32]string
 	last     time.Time
 	inflight chan struct{}
-	onChange []func(changed map[int32]string)
+	onChange func(changed map[int32]string) // nil: nobody listens
 }
 
 // TableConfig configures a Table.
@@ -31,7 +30,11 @@ type TableConfig struct {
 	Fetch  func(context.Context) (map[int32]string, error)
 	Every  time.Duration // periodic refresh, default 1s
 	MinGap time.Duration // least time between two fetches, default 100ms
-	Logger *slog.Logger
+	// OnChange, if set, is called after a refresh with the partitions
+	// whose owner changed (to a known owner); the Router passes its
+	// TableChanged.
+	OnChange func(changed map[int32]string)
+	Logger   *slog.Logger
 }
 
 // NewTable returns a Table; Run keeps it fresh.
@@ -45,7 +48,8 @@ func NewTable(cfg TableConfig) *Table {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Table{fetch: cfg.Fetch, every: cfg.Every, minGap: cfg.MinGap, log: cfg.Logger, owners: map[int32]string{}}
+	return &Table{fetch: cfg.Fetch, every: cfg.Every, minGap: cfg.MinGap, log: cfg.Logger,
+		onChange: cfg.OnChange, owners: map[int32]string{}}
 }
 
 // Owner returns the link address of p's owner, if one is known.
@@ -54,14 +58,6 @@ func (t *Table) Owner(p int32) (string, bool) {
 	defer t.mu.Unlock()
 	a, ok := t.owners[p]
 	return a, ok
-}
-
-// OnChange registers fn, called after a refresh with the partitions whose
-// owner changed (to a known owner).
-func (t *Table) OnChange(fn func(changed map[int32]string)) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.onChange = append(t.onChange, fn)
 }
 
 // Refresh fetches the assignment unless a fetch runs (then it waits for
@@ -97,7 +93,6 @@ func (t *Table) Refresh(ctx context.Context) error {
 	}
 	t.last = time.Now()
 	t.inflight = nil
-	fns := append([]func(map[int32]string){}, t.onChange...)
 	t.mu.Unlock()
 	close(ch)
 	if err != nil {
@@ -106,8 +101,8 @@ func (t *Table) Refresh(ctx context.Context) error {
 	}
 	if len(changed) > 0 {
 		t.log.Debug("partition owners changed", "changed", changed)
-		for _, fn := range fns {
-			fn(maps.Clone(changed))
+		if t.onChange != nil {
+			t.onChange(changed)
 		}
 	}
 	return nil

@@ -15,8 +15,10 @@ func TestTable(t *testing.T) {
 	var mu sync.Mutex
 	current := map[int32]string{0: "a", 1: "b"}
 	var failing atomic.Bool
+	var changes []map[int32]string
 	tbl := NewTable(TableConfig{
-		MinGap: 50 * time.Millisecond,
+		MinGap:   50 * time.Millisecond,
+		OnChange: func(c map[int32]string) { changes = append(changes, c) },
 		Fetch: func(context.Context) (map[int32]string, error) {
 			fetches.Add(1)
 			if failing.Load() {
@@ -27,8 +29,6 @@ func TestTable(t *testing.T) {
 			return maps.Clone(current), nil
 		},
 	})
-	var changes []map[int32]string
-	tbl.OnChange(func(c map[int32]string) { changes = append(changes, c) })
 	ctx := context.Background()
 
 	if err := tbl.Refresh(ctx); err != nil {
