@@ -439,3 +439,18 @@ func (e *env) doFrom(remote, path string, hdr map[string]string) *httptest.Respo
 	e.srv.Handler().ServeHTTP(rr, req)
 	return rr
 }
+
+// BenchmarkQuotaCheck is the quotas' cost per push (three buckets).
+//
+//	go test ./ingest -run x -bench QuotaCheck
+func BenchmarkQuotaCheck(b *testing.B) {
+	q := newQuotas(QuotaConfig{VAPIDRate: 1e9, VAPIDBurst: 1e9, SubscriptionRate: 1e9, SubscriptionBurst: 1e9, Entries: DefaultQuotaEntries})
+	vk := key(1)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			q.check(pushQuota{vapid: &vk, sub: quotaKey{byte(i), byte(i >> 8), 3}}, quotaEpoch)
+		}
+	})
+}
