@@ -82,6 +82,11 @@ type serveConfig struct {
 	PushQuotaEntries           int     `name:"push-quota-entries" default:"50000" env:"PUSHLOG_PUSH_QUOTA_ENTRIES" help:"Buckets kept per quota kind (about 256 bytes each); keys past a full table share one overflow bucket."`
 	TrustedProxies             string  `name:"trusted-proxies" env:"PUSHLOG_TRUSTED_PROXIES" help:"Comma-separated CIDR prefixes of proxies in front of ingest: from them, the source address is the rightmost X-Forwarded-For address outside these prefixes. Empty: X-Forwarded-For is ignored."`
 
+	// Sender APIs (issue 15): GET /m/{id} and GET /v1/report.
+	StatusKeep      time.Duration `name:"status-keep" env:"PUSHLOG_STATUS_KEEP" help:"How long GET /m/{id} answers a settled message's status (then 404); 0: --max-ttl."`
+	StatusEntries   int           `name:"status-entries" default:"1000000" env:"PUSHLOG_STATUS_ENTRIES" help:"Messages the status table of GET /m/{id} holds per ingest node (about 170 bytes each); past it the oldest are forgotten first."`
+	ReportMaxWindow time.Duration `name:"report-max-window" default:"744h" env:"PUSHLOG_REPORT_MAX_WINDOW" help:"Longest until-since of GET /v1/report (longer: 400 errno 130)."`
+
 	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
 	UAIDExpiry    time.Duration     `name:"uaid-expiry" default:"1440h" env:"PUSHLOG_UAID_EXPIRY" help:"A UAID without a connection this long is reset (its endpoints answer 410 errno 103) and leaves memory and the log; gone-set entries age out after the same time (autopush-rs: 60 days)."`
 	HelloTimeout  time.Duration     `default:"5s" env:"PUSHLOG_HELLO_TIMEOUT" help:"Time a new socket has to send hello."`

@@ -134,9 +134,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 	}
 	if cfg.has(roleConnector) {
-		in := connectorInputs{g: g, cfg: cfg, names: names, clientOpts: clientOpts, producer: producer, sealer: sealer,
-			met: met, metricsBound: metricsBound, logger: logger}
-		if err := startConnector(in); err != nil {
+		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, metricsBound, logger); err != nil {
 			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
@@ -206,33 +204,18 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	return nil
 }
 
-// connectorInputs is what the connector node is built from: the flags and
-// what serve made for every role.
-type connectorInputs struct {
-	g          *runGroup
-	cfg        *serveConfig
-	names      schema.Names
-	clientOpts []kgo.Opt
-	producer   *kgo.Client
-	sealer     *schema.Sealer
-	met        *serveMetrics
-	// metricsBound is the bound --metrics-addr listener ("" when off); it
-	// or else the WebSocket listener is announced as this node's metrics
-	// address.
-	metricsBound string
-	logger       *slog.Logger
-}
-
 // startConnector maps the flags to the connector node's config and runs
 // it (the node owns its components and their shutdown order).
-func startConnector(in connectorInputs) (err error) {
-	cl, err := listenLink(in.cfg, in.logger) // nil: single node
+// metricsBound is the bound --metrics-addr listener ("" when off); it or
+// else the WebSocket listener is announced as this node's metrics address.
+func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, metricsBound string, logger *slog.Logger) (err error) {
+	cl, err := listenLink(cfg, logger) // nil: single node
 	if err != nil {
 		return err
 	}
 	// Listen before the owner joins its group: the WebSocket listener's
 	// bound address may be the metrics address it announces there.
-	ln, err := net.Listen("tcp", in.cfg.WSAddr)
+	ln, err := net.Listen("tcp", cfg.WSAddr)
 	if err != nil {
 		return fmt.Errorf("--ws-addr: %w", err)
 	}
@@ -241,9 +224,8 @@ func startConnector(in connectorInputs) (err error) {
 			_ = ln.Close()
 		}
 	}()
-	in.logger.Info("websocket listener", "addr", ln.Addr().String())
-	in.g.ops.listening(listenerWS, ln.Addr().String())
-	metricsBound := in.metricsBound
+	logger.Info("websocket listener", "addr", ln.Addr().String())
+	g.ops.listening(listenerWS, ln.Addr().String())
 	if metricsBound == "" {
 		metricsBound = ln.Addr().String() // it serves GET /metrics too
 	}
@@ -253,48 +235,48 @@ func startConnector(in connectorInputs) (err error) {
 	}
 	metricsAdv, why := advertiseMetrics(metricsBound, linkAdvertise)
 	if why != "" {
-		in.logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
+		logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
 	}
 	n, err := node.New(node.Config{
 		Server: connector.Config{
-			Names:          in.names,
-			NodeID:         in.cfg.NodeID,
-			PublicURL:      in.cfg.PublicURL,
-			Sealer:         in.sealer,
-			Producer:       in.producer,
-			HelloTimeout:   in.cfg.HelloTimeout,
-			PingInterval:   in.cfg.PingInterval,
-			PongTimeout:    in.cfg.PongTimeout,
-			MinClientPing:  in.cfg.MinClientPing,
-			Broadcasts:     in.cfg.Broadcasts,
-			ProduceTimeout: in.cfg.ProduceTimeout,
-			MetricsHandler: in.met.handler,
-			HealthHandler:  in.g.ops.healthHandler("connector"),
+			Names:          names,
+			NodeID:         cfg.NodeID,
+			PublicURL:      cfg.PublicURL,
+			Sealer:         sealer,
+			Producer:       producer,
+			HelloTimeout:   cfg.HelloTimeout,
+			PingInterval:   cfg.PingInterval,
+			PongTimeout:    cfg.PongTimeout,
+			MinClientPing:  cfg.MinClientPing,
+			Broadcasts:     cfg.Broadcasts,
+			ProduceTimeout: cfg.ProduceTimeout,
+			MetricsHandler: met.handler,
+			HealthHandler:  g.ops.healthHandler("connector"),
 
-			MaxChannels:                  in.cfg.MaxChannels,
-			MaxRegistrationsPerMinute:    in.cfg.MaxRegistrationsPerMinute,
-			MaxMessagesPerMinute:         in.cfg.MaxClientMessagesPerMinute,
-			MaxConnectionsPerIPPerMinute: in.cfg.connectionsPerIP(),
+			MaxChannels:                  cfg.MaxChannels,
+			MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
+			MaxMessagesPerMinute:         cfg.MaxClientMessagesPerMinute,
+			MaxConnectionsPerIPPerMinute: cfg.connectionsPerIP(),
 		},
 		Owner: owner.Config{
-			ClientOpts:   in.clientOpts,
-			Names:        in.names,
-			Producer:     in.producer,
-			Partitions:   in.cfg.Partitions,
-			Sealer:       in.sealer,
-			NodeID:       in.cfg.NodeID,
-			PendingLimit: in.cfg.PendingLimit,
-			UAIDExpiry:   in.cfg.UAIDExpiry,
-			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(in.cfg.GroupSessionTimeout), kgo.HeartbeatInterval(in.cfg.GroupHeartbeat)},
+			ClientOpts:   clientOpts,
+			Names:        names,
+			Producer:     producer,
+			Partitions:   cfg.Partitions,
+			Sealer:       sealer,
+			NodeID:       cfg.NodeID,
+			PendingLimit: cfg.PendingLimit,
+			UAIDExpiry:   cfg.UAIDExpiry,
+			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
 			MetricsAddr:  metricsAdv,
 		},
 		Listener:        ln,
 		Cluster:         cl,
-		Broadcasts:      &node.BroadcastsConfig{Megaphone: node.MegaphoneConfig{URL: in.cfg.MegaphoneURL, Token: in.cfg.MegaphoneToken, Interval: in.cfg.MegaphoneInterval}},
-		DrainTimeout:    in.cfg.DrainTimeout,
-		ShutdownTimeout: in.cfg.ShutdownTimeout,
-		Logger:          in.logger,
-		Metrics:         in.met.reg,
+		Broadcasts:      &node.BroadcastsConfig{Megaphone: node.MegaphoneConfig{URL: cfg.MegaphoneURL, Token: cfg.MegaphoneToken, Interval: cfg.MegaphoneInterval}},
+		DrainTimeout:    cfg.DrainTimeout,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          logger,
+		Metrics:         met.reg,
 	})
 	if err != nil {
 		if cl != nil {
@@ -303,17 +285,17 @@ func startConnector(in connectorInputs) (err error) {
 		return err
 	}
 	if cl != nil {
-		if err := in.met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
+		if err := met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
 			_ = cl.Listener.Close()
 			return fmt.Errorf("node link: %w", err)
 		}
 	}
-	if in.met.lag != nil {
-		in.met.lag.WatchPositions("connectors", n.FoldPositions) // pushlog_consumer_head_lag
+	if met.lag != nil {
+		met.lag.WatchPositions("connectors", n.FoldPositions) // pushlog_consumer_head_lag
 	}
 	// The node cannot be run again in this process; its failure must not
 	// take ingest down with it.
-	in.g.startNonFatal("connector", n.Run)
+	g.startNonFatal("connector", n.Run)
 	return nil
 }
 
@@ -366,6 +348,10 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
+	status, report, err := senderSources(g, cfg, names, clientOpts, met, logger) // sender_api.go
+	if err != nil {
+		return err
+	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
 		PublicURL:      cfg.PublicURL,
@@ -400,6 +386,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 			AddressRate: cfg.PushQuotaAddressRate, AddressBurst: cfg.PushQuotaAddressBurst,
 			LimitPrivateAddresses: cfg.PushQuotaPrivate, TrustedProxies: proxies, Entries: cfg.PushQuotaEntries,
 		},
+		Status: status, Report: report, // issue 15: message status, sender reports
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
