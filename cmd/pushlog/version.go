@@ -8,9 +8,14 @@ import (
 	"github.com/pushlog/pushlog/ingest"
 )
 
-// version is set at build time with -ldflags "-X main.version=…"; when it
-// is not, the module version and VCS stamp of the build info are used.
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=… -X main.commit=…" (the Docker build, whose context has no
+// .git); when they are not, the module version and VCS stamp of the build
+// info are used.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // sourceURL is the repository /__version__ names.
 const sourceURL = "https://github.com/pushlog/pushlog"
@@ -27,7 +32,11 @@ type buildVersion struct {
 // runtime/debug.ReadBuildInfo (go build stamps vcs.* from git).
 func readBuildVersion() buildVersion {
 	info, ok := debug.ReadBuildInfo()
-	return buildVersionFrom(version, info, ok)
+	v := buildVersionFrom(version, info, ok)
+	if v.Commit == "" {
+		v.Commit = commit
+	}
+	return v
 }
 
 func buildVersionFrom(ldflag string, info *debug.BuildInfo, ok bool) buildVersion {
