@@ -134,7 +134,9 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 	}
 	if cfg.has(roleConnector) {
-		if err := startConnector(g, cfg, names, clientOpts, producer, sealer, met, metricsBound, logger); err != nil {
+		in := connectorInputs{g: g, cfg: cfg, names: names, clientOpts: clientOpts, producer: producer, sealer: sealer,
+			met: met, metricsBound: metricsBound, logger: logger}
+		if err := startConnector(in); err != nil {
 			return g.abort(err, cfg.ShutdownTimeout)
 		}
 	}
@@ -204,18 +206,33 @@ func startProjectors(g *runGroup, cfg *serveConfig, names schema.Names, clientOp
 	return nil
 }
 
+// connectorInputs is what the connector node is built from: the flags and
+// what serve made for every role.
+type connectorInputs struct {
+	g          *runGroup
+	cfg        *serveConfig
+	names      schema.Names
+	clientOpts []kgo.Opt
+	producer   *kgo.Client
+	sealer     *schema.Sealer
+	met        *serveMetrics
+	// metricsBound is the bound --metrics-addr listener ("" when off); it
+	// or else the WebSocket listener is announced as this node's metrics
+	// address.
+	metricsBound string
+	logger       *slog.Logger
+}
+
 // startConnector maps the flags to the connector node's config and runs
 // it (the node owns its components and their shutdown order).
-// metricsBound is the bound --metrics-addr listener ("" when off); it or
-// else the WebSocket listener is announced as this node's metrics address.
-func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, producer *kgo.Client, sealer *schema.Sealer, met *serveMetrics, metricsBound string, logger *slog.Logger) (err error) {
-	cl, err := listenLink(cfg, logger) // nil: single node
+func startConnector(in connectorInputs) (err error) {
+	cl, err := listenLink(in.cfg, in.logger) // nil: single node
 	if err != nil {
 		return err
 	}
 	// Listen before the owner joins its group: the WebSocket listener's
 	// bound address may be the metrics address it announces there.
-	ln, err := net.Listen("tcp", cfg.WSAddr)
+	ln, err := net.Listen("tcp", in.cfg.WSAddr)
 	if err != nil {
 		return fmt.Errorf("--ws-addr: %w", err)
 	}
@@ -224,8 +241,9 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 			_ = ln.Close()
 		}
 	}()
-	logger.Info("websocket listener", "addr", ln.Addr().String())
-	g.ops.listening(listenerWS, ln.Addr().String())
+	in.logger.Info("websocket listener", "addr", ln.Addr().String())
+	in.g.ops.listening(listenerWS, ln.Addr().String())
+	metricsBound := in.metricsBound
 	if metricsBound == "" {
 		metricsBound = ln.Addr().String() // it serves GET /metrics too
 	}
@@ -235,48 +253,48 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 	}
 	metricsAdv, why := advertiseMetrics(metricsBound, linkAdvertise)
 	if why != "" {
-		logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
+		in.logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
 	}
 	n, err := node.New(node.Config{
 		Server: connector.Config{
-			Names:          names,
-			NodeID:         cfg.NodeID,
-			PublicURL:      cfg.PublicURL,
-			Sealer:         sealer,
-			Producer:       producer,
-			HelloTimeout:   cfg.HelloTimeout,
-			PingInterval:   cfg.PingInterval,
-			PongTimeout:    cfg.PongTimeout,
-			MinClientPing:  cfg.MinClientPing,
-			Broadcasts:     cfg.Broadcasts,
-			ProduceTimeout: cfg.ProduceTimeout,
-			MetricsHandler: met.handler,
-			HealthHandler:  g.ops.healthHandler("connector"),
+			Names:          in.names,
+			NodeID:         in.cfg.NodeID,
+			PublicURL:      in.cfg.PublicURL,
+			Sealer:         in.sealer,
+			Producer:       in.producer,
+			HelloTimeout:   in.cfg.HelloTimeout,
+			PingInterval:   in.cfg.PingInterval,
+			PongTimeout:    in.cfg.PongTimeout,
+			MinClientPing:  in.cfg.MinClientPing,
+			Broadcasts:     in.cfg.Broadcasts,
+			ProduceTimeout: in.cfg.ProduceTimeout,
+			MetricsHandler: in.met.handler,
+			HealthHandler:  in.g.ops.healthHandler("connector"),
 
-			MaxChannels:                  cfg.MaxChannels,
-			MaxRegistrationsPerMinute:    cfg.MaxRegistrationsPerMinute,
-			MaxMessagesPerMinute:         cfg.MaxClientMessagesPerMinute,
-			MaxConnectionsPerIPPerMinute: cfg.connectionsPerIP(),
+			MaxChannels:                  in.cfg.MaxChannels,
+			MaxRegistrationsPerMinute:    in.cfg.MaxRegistrationsPerMinute,
+			MaxMessagesPerMinute:         in.cfg.MaxClientMessagesPerMinute,
+			MaxConnectionsPerIPPerMinute: in.cfg.connectionsPerIP(),
 		},
 		Owner: owner.Config{
-			ClientOpts:   clientOpts,
-			Names:        names,
-			Producer:     producer,
-			Partitions:   cfg.Partitions,
-			Sealer:       sealer,
-			NodeID:       cfg.NodeID,
-			PendingLimit: cfg.PendingLimit,
-			UAIDExpiry:   cfg.UAIDExpiry,
-			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(cfg.GroupSessionTimeout), kgo.HeartbeatInterval(cfg.GroupHeartbeat)},
+			ClientOpts:   in.clientOpts,
+			Names:        in.names,
+			Producer:     in.producer,
+			Partitions:   in.cfg.Partitions,
+			Sealer:       in.sealer,
+			NodeID:       in.cfg.NodeID,
+			PendingLimit: in.cfg.PendingLimit,
+			UAIDExpiry:   in.cfg.UAIDExpiry,
+			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(in.cfg.GroupSessionTimeout), kgo.HeartbeatInterval(in.cfg.GroupHeartbeat)},
 			MetricsAddr:  metricsAdv,
 		},
 		Listener:        ln,
 		Cluster:         cl,
-		Broadcasts:      &node.BroadcastsConfig{Megaphone: node.MegaphoneConfig{URL: cfg.MegaphoneURL, Token: cfg.MegaphoneToken, Interval: cfg.MegaphoneInterval}},
-		DrainTimeout:    cfg.DrainTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          logger,
-		Metrics:         met.reg,
+		Broadcasts:      &node.BroadcastsConfig{Megaphone: node.MegaphoneConfig{URL: in.cfg.MegaphoneURL, Token: in.cfg.MegaphoneToken, Interval: in.cfg.MegaphoneInterval}},
+		DrainTimeout:    in.cfg.DrainTimeout,
+		ShutdownTimeout: in.cfg.ShutdownTimeout,
+		Logger:          in.logger,
+		Metrics:         in.met.reg,
 	})
 	if err != nil {
 		if cl != nil {
@@ -285,17 +303,17 @@ func startConnector(g *runGroup, cfg *serveConfig, names schema.Names, clientOpt
 		return err
 	}
 	if cl != nil {
-		if err := met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
+		if err := in.met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
 			_ = cl.Listener.Close()
 			return fmt.Errorf("node link: %w", err)
 		}
 	}
-	if met.lag != nil {
-		met.lag.WatchPositions("connectors", n.FoldPositions) // pushlog_consumer_head_lag
+	if in.met.lag != nil {
+		in.met.lag.WatchPositions("connectors", n.FoldPositions) // pushlog_consumer_head_lag
 	}
 	// The node cannot be run again in this process; its failure must not
 	// take ingest down with it.
-	g.startNonFatal("connector", n.Run)
+	in.g.startNonFatal("connector", n.Run)
 	return nil
 }
 
