@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,10 +14,10 @@ import (
 )
 
 // Quota settings of TestQuota: a VAPID key may send 5 pushes at once, then
-// one every 5 s, so a refusal's Retry-After is 4 or 5 (the time until the
-// next token, rounded up).
+// one every 10 s. A bucket refills from its first push on, so a refusal e
+// seconds after the first push has Retry-After ceil(10 - e).
 const (
-	quotaRate  = 0.2
+	quotaRate  = 0.1
 	quotaBurst = 5
 )
 
@@ -55,6 +56,7 @@ func quotaScenario(t *testing.T, s *server) {
 	}
 
 	var accepted []string
+	first := time.Now()
 	for i := range quotaBurst {
 		text := fmt.Sprintf("a-%d", i)
 		if res := push(subA, senderA, text); res.Status != http.StatusCreated {
@@ -65,18 +67,22 @@ func quotaScenario(t *testing.T, s *server) {
 	refused := 0
 	var retryAfter int
 	for i := range 3 {
+		sent := time.Now()
 		res := push(subA, senderA, fmt.Sprintf("refused-%d", i))
+		answered := time.Now()
 		snCheckError(t, "push over the quota", res.Status, res.Header, res.Body, http.StatusTooManyRequests, 129)
 		if res.Status != http.StatusTooManyRequests {
 			t.FailNow()
 		}
 		refused++
 		ra, err := strconv.Atoi(res.Header.Get("Retry-After"))
-		// The next token is at most 1/rate away, and more than 1/rate
-		// minus the time these pushes took (well under a second).
-		if maxRA := int(1 / quotaRate); err != nil || ra < maxRA-1 || ra > maxRA {
-			t.Fatalf("refusal %d: Retry-After %q, want %d or %d", i, res.Header.Get("Retry-After"), maxRA-1, maxRA)
+		// The server saw the refusal between sent and answered, and the
+		// first push between first and sent.
+		lo, hi := quotaRetryAfter(answered.Sub(first)), quotaRetryAfter(sent.Sub(first))
+		if err != nil || ra < lo || ra > hi {
+			t.Fatalf("refusal %d, %s after the first push: Retry-After %q, want %d..%d", i, sent.Sub(first).Round(time.Millisecond), res.Header.Get("Retry-After"), lo, hi)
 		}
+		t.Logf("refusal %d, %s after the first push: Retry-After %d", i, sent.Sub(first).Round(time.Millisecond), ra)
 		if i > 0 && ra > retryAfter {
 			t.Errorf("refusal %d: Retry-After grew from %d to %d: a refusal must cost nothing", i, retryAfter, ra)
 		}
@@ -90,7 +96,22 @@ func quotaScenario(t *testing.T, s *server) {
 		}
 	}
 
-	time.Sleep(time.Duration(retryAfter) * time.Second)
+	// Half a second before the first token can be back (the bucket
+	// started at or after first), A is still refused; once Retry-After
+	// has passed since that refusal, A is accepted.
+	time.Sleep(time.Until(first.Add(time.Duration(float64(time.Second)/quotaRate) - 500*time.Millisecond)))
+	res := push(subA, senderA, "refused-early")
+	answered := time.Now()
+	snCheckError(t, "push half a second before the next token", res.Status, res.Header, res.Body, http.StatusTooManyRequests, 129)
+	if res.Status == http.StatusTooManyRequests {
+		refused++
+		ra, err := strconv.Atoi(res.Header.Get("Retry-After"))
+		if err != nil || ra < 1 || ra > retryAfter {
+			t.Fatalf("Retry-After %q half a second before the next token, want 1..%d", res.Header.Get("Retry-After"), retryAfter)
+		}
+		retryAfter = ra
+	}
+	time.Sleep(time.Until(answered.Add(time.Duration(retryAfter) * time.Second)))
 	after := "a-after-retry"
 	if res := push(subA, senderA, after); res.Status != http.StatusCreated {
 		t.Fatalf("push after Retry-After %ds: %s", retryAfter, res)
@@ -129,6 +150,13 @@ func quotaScenario(t *testing.T, s *server) {
 	if v, ok := opsValue(fams, "pushlog_ingest_quota_entries", map[string]string{"kind": "vapid"}); !ok || v < 2 {
 		t.Errorf("pushlog_ingest_quota_entries{kind=vapid} = %v (%v), want at least the 2 senders", v, ok)
 	}
+}
+
+// quotaRetryAfter is the Retry-After of a refusal e after the bucket's
+// first push: the seconds until its next token, rounded up, at least 1.
+func quotaRetryAfter(e time.Duration) int {
+	wait := time.Duration(float64(time.Second)/quotaRate) - e
+	return max(1, int(math.Ceil(wait.Seconds())))
 }
 
 // quotaSenderBucket is the sender label of a VAPID key: the first two hex
