@@ -372,6 +372,15 @@ install_chromium() {
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium
 }
 step "install chromium (console browser test)" install_chromium
+# Debian's nghttp (nghttp2-client): an HTTP/2 client that accepts server
+# push, for RFC 8030 receipts (integration/receipts_test.go fails in CI
+# without it).
+install_nghttp() {
+	command -v nghttp >/dev/null && return 0
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nghttp2-client
+}
+step "install nghttp (receipts over HTTP/2 server push)" install_nghttp
 # Debian's prometheus package: promtool checks and unit-tests the alert
 # rules, and a real server scrapes pushlog (integration/prometheus_test.go).
 step "install prometheus (deploy/prometheus/install.sh)" bash deploy/prometheus/install.sh

@@ -76,6 +76,12 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 		if auth.ok {
 			msg.VapidSub, msg.VapidKeyHash = auth.sub, auth.keyHash[:]
 		}
+		receiptSub, receiptLink, aerr := s.receiptRequest(req, auth) // receipts.go: RFC 8030 §5.1
+		if aerr != nil {
+			return aerr
+		}
+		msg.ReceiptSub = receiptSub
+		c.Set(ctxReceiptLink, receiptLink)
 		rec, key, aerr := s.messageRecord(req, ep, msg)
 		if aerr != nil {
 			return aerr
@@ -229,7 +235,7 @@ func (s *Server) created(c echo.Context, ep schema.Endpoint, partition int32, of
 	h := c.Response().Header()
 	h[hdrLocation] = []string{s.base + "/m/" + id}
 	h[hdrTTL] = []string{strconv.FormatInt(ttl, 10)}
-	c.Response().WriteHeader(http.StatusCreated)
+	c.Response().WriteHeader(receiptAccepted(c)) // 202 with a receipt (receipts.go)
 	return nil
 }
 

@@ -192,6 +192,8 @@ type Config struct {
 	AutopushKeys *AutopushKeys
 	// Quota configures the per-sender token buckets (quota.go).
 	Quota QuotaConfig
+	// Receipts configures RFC 8030 push receipts (receipts.go).
+	Receipts ReceiptsConfig
 	// Status answers GET /m/{id} (status.go); nil: 503.
 	Status StatusSource
 	// Report configures GET /v1/report (report.go).
@@ -213,6 +215,7 @@ type Server struct {
 	met      *ingestMetrics // nil without Config.Metrics
 	autopush autopushCounts // pushes with autopush tokens (autopush.go)
 	quota    *quotas        // per-sender token buckets (quota.go)
+	receipts *receipts      // RFC 8030 push receipts (receipts.go)
 	senders  *senderMetrics // status and report series (status.go)
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
@@ -249,6 +252,11 @@ func New(cfg Config) (*Server, error) {
 			log("circuit breaker state change", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 		})
 	s.quota = newQuotas(cfg.Quota)
+	rcpt, err := newReceipts(cfg.Receipts, cfg.Metrics, s.now)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	s.receipts = rcpt
 	s.senders = newSenderMetrics()
 	met, err := newIngestMetrics(cfg.Metrics, append(append(append(s.gauges(), s.autopush.collectors()...), s.quota.collectors()...), s.senders.collectors()...))
 	if err != nil {
@@ -379,7 +387,7 @@ func audiences(publicURL string) []string {
 }
 
 // Handler returns the HTTP handler of every route.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.receiptPushes(s.echo) }
 
 func (s *Server) routes() *echo.Echo {
 	e := echo.New()
@@ -391,6 +399,8 @@ func (s *Server) routes() *echo.Echo {
 	e.POST("/wpush/v2/:token", s.counted(s.handlePush(2)))
 	e.POST("/wpush/:token", s.counted(s.handlePush(autopushLegacyVersion)))
 	e.DELETE("/m/:id", s.counted(s.handleDelete))
+	e.POST("/receipts", s.counted(s.handleCreateReceipts)) // receipts.go
+	e.GET("/r/:token", s.handleReceipts)
 	s.adminRoutes(e)
 	s.senderRoutes(e)
 	get := []string{http.MethodGet, http.MethodHead}
@@ -433,10 +443,28 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) e
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	// HTTP/2 on TLS (ALPN h2) and, without TLS, cleartext with prior
+	// knowledge (h2c): RFC 8030 receipts use its server push
+	// (receipts_stream.go), which net/http's HTTP/2 server implements
+	// (http.Pusher).
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetHTTP2(true)
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg.Clone()
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	if s.receipts.enabled {
+		go func() {
+			if err := s.receipts.fold.run(ctx, s.cfg.Names, s.log); err != nil {
+				s.log.Error("receipts fold stopped", "err", err)
+			}
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if tlsCfg != nil {
-			srv.TLSConfig = tlsCfg.Clone()
 			errc <- srv.ServeTLS(ln, "", "") // certificates come from TLSConfig; enables h2
 			return
 		}

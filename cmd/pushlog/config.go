@@ -82,6 +82,14 @@ type serveConfig struct {
 	PushQuotaEntries           int     `name:"push-quota-entries" default:"50000" env:"PUSHLOG_PUSH_QUOTA_ENTRIES" help:"Buckets kept per quota kind (about 256 bytes each); keys past a full table share one overflow bucket."`
 	TrustedProxies             string  `name:"trusted-proxies" env:"PUSHLOG_TRUSTED_PROXIES" help:"Comma-separated CIDR prefixes of proxies in front of ingest: from them, the source address is the rightmost X-Forwarded-For address outside these prefixes. Empty: X-Forwarded-For is ignored."`
 
+	// RFC 8030 push receipts (ingest/receipts.go, issue 15).
+	Receipts             bool          `name:"receipts" default:"true" negatable:"" env:"PUSHLOG_RECEIPTS" help:"RFC 8030 push receipts (POST /receipts, Push-Receipt, Prefer: respond-async); each ingest node then also reads the messages and acks topics."`
+	ReceiptRetention     time.Duration `name:"receipt-retention" default:"24h" env:"PUSHLOG_RECEIPT_RETENTION" help:"How long receipts are kept for a sender that reconnects, and how far back a starting node reads."`
+	ReceiptBuffer        int           `name:"receipt-buffer" default:"1000" env:"PUSHLOG_RECEIPT_BUFFER" help:"Receipts kept per receipt subscription; past it the oldest are forgotten."`
+	ReceiptSubsPerSender int           `name:"receipt-subscriptions-per-sender" default:"100" env:"PUSHLOG_RECEIPT_SUBSCRIPTIONS_PER_SENDER" help:"Receipt subscriptions one sender (VAPID key, else address) may create per --receipt-retention, per node; past it 429 errno 131."`
+	ReceiptStreams       int           `name:"receipt-streams" default:"1000" env:"PUSHLOG_RECEIPT_STREAMS" help:"Concurrent GETs of receipt subscriptions per node; past it 503."`
+	ReceiptIdle          time.Duration `name:"receipt-idle" default:"5m" env:"PUSHLOG_RECEIPT_IDLE" help:"A receipt GET ends after this long without a receipt."`
+
 	// Sender APIs (issue 15): GET /m/{id} and GET /v1/report.
 	StatusKeep      time.Duration `name:"status-keep" env:"PUSHLOG_STATUS_KEEP" help:"How long GET /m/{id} answers a settled message's status (then 404); 0: --max-ttl."`
 	StatusEntries   int           `name:"status-entries" default:"1000000" env:"PUSHLOG_STATUS_ENTRIES" help:"Messages the status table of GET /m/{id} holds per ingest node (about 170 bytes each); past it the oldest are forgotten first."`

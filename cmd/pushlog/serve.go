@@ -405,6 +405,8 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 			LimitPrivateAddresses: cfg.PushQuotaPrivate, TrustedProxies: proxies, Entries: cfg.PushQuotaEntries,
 		},
 		Status: status, Report: report, // issue 15: message status, sender reports
+
+		Receipts: receiptsConfig(cfg, clientOpts), // issue 15: RFC 8030 push receipts (ingest/receipts.go)
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -553,4 +555,15 @@ func (g *runGroup) wait(timeout time.Duration) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return errors.Join(g.errs...)
+}
+
+// receiptsConfig maps the --receipt* flags; --no-receipts leaves the fold
+// without Kafka options, which turns receipts off.
+func receiptsConfig(cfg *serveConfig, clientOpts []kgo.Opt) ingest.ReceiptsConfig {
+	rc := ingest.ReceiptsConfig{Retention: cfg.ReceiptRetention, Buffer: cfg.ReceiptBuffer,
+		SubsPerSender: cfg.ReceiptSubsPerSender, MaxStreams: cfg.ReceiptStreams, Idle: cfg.ReceiptIdle}
+	if cfg.Receipts {
+		rc.ClientOpts = append(append([]kgo.Opt(nil), clientOpts...), kgo.ClientID("pushlog-receipts-"+cfg.NodeID))
+	}
+	return rc
 }
