@@ -218,10 +218,13 @@ type quotas struct {
 	refusals *prometheus.CounterVec // by kind
 	senders  *prometheus.CounterVec // by kind and key-hash bucket
 	byKind   map[string]prometheus.Counter
+	// logs bounds the refusal log lines (which name the sender exactly,
+	// where the metric only has a bucket) to one a second, a few at once.
+	logs *rate.Limiter
 }
 
 func newQuotas(cfg QuotaConfig) *quotas {
-	q := &quotas{cfg: cfg, tables: map[string]*quotaTable{
+	q := &quotas{cfg: cfg, logs: rate.NewLimiter(1, 5), tables: map[string]*quotaTable{
 		quotaVAPID:        newQuotaTable(quotaVAPID, cfg.VAPIDRate, cfg.VAPIDBurst, cfg.Entries),
 		quotaSubscription: newQuotaTable(quotaSubscription, cfg.SubscriptionRate, cfg.SubscriptionBurst, cfg.Entries),
 		quotaAddress:      newQuotaTable(quotaAddress, cfg.AddressRate, cfg.AddressBurst, cfg.Entries),
@@ -457,9 +460,25 @@ func (s *Server) checkQuota(req *http.Request, ep schema.Endpoint, auth authResu
 		(s.cfg.Quota.LimitPrivateAddresses || !privateAddr(a)) {
 		p.address, p.hasAddr = a, true
 	}
-	r := s.quota.check(p, s.now())
+	now := s.now()
+	r := s.quota.check(p, now)
 	if r == nil {
 		return nil
 	}
-	return s.quota.refused(r)
+	e := s.quota.refused(r)
+	if s.quota.logs.AllowN(now, 1) {
+		// Who is refused: the VAPID key hash as in the events'
+		// vapid_key_hash (and its sub), the endpoint or the address.
+		args := []any{"kind", r.kind, "retry_after", e.retryAfter}
+		switch r.kind {
+		case quotaVAPID:
+			args = append(args, "vapid_key_hash", hex.EncodeToString(auth.keyHash[:]), "sub", auth.sub)
+		case quotaSubscription:
+			args = append(args, "uaid", ep.UAID, "channel", ep.ChannelID)
+		case quotaAddress:
+			args = append(args, "addr", p.address.String())
+		}
+		s.log.Info("push over its quota: 429 (at most one such line a second)", args...)
+	}
+	return e
 }

@@ -143,7 +143,11 @@ func quotaScenario(t *testing.T, s *server) {
 	if v, ok := opsValue(fams, "pushlog_ingest_requests_total", map[string]string{"status": "429", "errno": "129"}); !ok || int(v) != refused {
 		t.Errorf("pushlog_ingest_requests_total{status=429,errno=129} = %v (%v), want %d", v, ok, refused)
 	}
-	bucket := quotaSenderBucket(t, senderA.Public)
+	keyHash := quotaKeyHash(t, senderA.Public)
+	bucket := keyHash[:2]
+	if logs := s.logs.String(); !strings.Contains(logs, "push over its quota") || !strings.Contains(logs, keyHash) {
+		t.Errorf("no log line names the refused sender's vapid_key_hash %s", keyHash)
+	}
 	if v, ok := opsValue(fams, "pushlog_ingest_quota_sender_refusals_total", map[string]string{"kind": "vapid", "sender": bucket}); !ok || int(v) != refused {
 		t.Errorf("pushlog_ingest_quota_sender_refusals_total{kind=vapid,sender=%q} = %v (%v), want %d", bucket, v, ok, refused)
 	}
@@ -159,14 +163,14 @@ func quotaRetryAfter(e time.Duration) int {
 	return max(1, int(math.Ceil(wait.Seconds())))
 }
 
-// quotaSenderBucket is the sender label of a VAPID key: the first two hex
-// digits of the SHA-256 of the raw public key (the events' vapid_key_hash).
-func quotaSenderBucket(t *testing.T, public string) string {
+// quotaKeyHash is the hex SHA-256 of a raw VAPID public key (the events'
+// vapid_key_hash); its first two digits are the key's sender label.
+func quotaKeyHash(t *testing.T, public string) string {
 	t.Helper()
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(public, "="))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(raw)
-	return hex.EncodeToString(sum[:1])
+	return hex.EncodeToString(sum[:])
 }
