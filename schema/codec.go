@@ -65,6 +65,8 @@ func TypeName(ev *pb.Event) string {
 		return "uaid_state"
 	case *pb.Event_UaidSeen:
 		return "uaid_seen"
+	case *pb.Event_BridgeRegistered:
+		return "bridge_registered"
 	}
 	return ""
 }
@@ -76,7 +78,7 @@ func TopicOf(ev *pb.Event) string {
 		return TopicMessages
 	case *pb.Event_Delivered, *pb.Event_Acked, *pb.Event_Nacked, *pb.Event_Expired, *pb.Event_Dropped:
 		return TopicAcks
-	case *pb.Event_ChannelRegistered, *pb.Event_ChannelUnregistered, *pb.Event_UserReset:
+	case *pb.Event_ChannelRegistered, *pb.Event_ChannelUnregistered, *pb.Event_UserReset, *pb.Event_BridgeRegistered:
 		return TopicRegistrations
 	case *pb.Event_Connected, *pb.Event_Disconnected:
 		return TopicPresence

@@ -71,6 +71,8 @@ func TestEndpointSealing(t *testing.T) {
 	}{
 		{"v1", Endpoint{UAID: uaid, ChannelID: ch}, 1},
 		{"v2", Endpoint{UAID: uaid, ChannelID: ch, KeyHash: hash}, 2},
+		{"v1 fcm", Endpoint{UAID: uaid, ChannelID: ch, Bridge: BridgeFCM}, 1},
+		{"v2 apns", Endpoint{UAID: uaid, ChannelID: ch, KeyHash: hash, Bridge: BridgeAPNs}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,7 +88,7 @@ func TestEndpointSealing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.UAID != uaid || got.ChannelID != ch || got.Version() != tc.ver || !bytes.Equal(got.KeyHash, tc.ep.KeyHash) {
+			if got.UAID != uaid || got.ChannelID != ch || got.Version() != tc.ver || !bytes.Equal(got.KeyHash, tc.ep.KeyHash) || got.Bridge != tc.ep.Bridge {
 				t.Fatalf("round trip: %+v", got)
 			}
 			if _, err := s.OpenMessageID(tok); !errors.Is(err, ErrBadToken) {

@@ -133,6 +133,43 @@ type Endpoint struct {
 	UAID      string // 32 lowercase hex
 	ChannelID string // lowercase dashed UUID
 	KeyHash   []byte // SHA-256 of the application server key; nil for v1
+	// Bridge is set on endpoints issued by the mobile registration API
+	// (issue 14): ingest checks the bridge's payload limit from the token
+	// alone, without a lookup. Zero for WebSocket endpoints, whose tokens
+	// keep their old format.
+	Bridge Bridge
+}
+
+// Bridge names the push service a bridged endpoint's messages go through.
+type Bridge uint8
+
+// Bridges, as sealed in endpoint tokens (never renumber).
+const (
+	BridgeNone Bridge = 0
+	BridgeFCM  Bridge = 1
+	BridgeAPNs Bridge = 2
+)
+
+// ParseBridge maps an autopush router_type ("fcm", "apns") to its Bridge.
+func ParseBridge(routerType string) (Bridge, bool) {
+	switch routerType {
+	case "fcm":
+		return BridgeFCM, true
+	case "apns":
+		return BridgeAPNs, true
+	}
+	return BridgeNone, false
+}
+
+// String is the router_type of autopush's registration API.
+func (b Bridge) String() string {
+	switch b {
+	case BridgeFCM:
+		return "fcm"
+	case BridgeAPNs:
+		return "apns"
+	}
+	return ""
 }
 
 // Version is 2 for a key-bound endpoint, else 1.
@@ -160,6 +197,12 @@ func (s *Sealer) SealEndpoint(e Endpoint) (string, error) {
 	plain = append(plain, u[:]...)
 	plain = append(plain, c[:]...)
 	plain = append(plain, e.KeyHash...)
+	if e.Bridge != BridgeNone {
+		if e.Bridge.String() == "" {
+			return "", fmt.Errorf("unknown bridge %d", e.Bridge)
+		}
+		plain = append(plain, byte(e.Bridge)) // one byte more: 33 or 65
+	}
 	return s.seal(purposeEndpoint, plain), nil
 }
 
@@ -169,10 +212,17 @@ func (s *Sealer) OpenEndpoint(token string) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, err
 	}
+	var bridge Bridge
+	if len(plain) == 33 || len(plain) == 33+sha256.Size {
+		bridge, plain = Bridge(plain[len(plain)-1]), plain[:len(plain)-1]
+		if bridge.String() == "" {
+			return Endpoint{}, ErrBadToken
+		}
+	}
 	if len(plain) != 32 && len(plain) != 32+sha256.Size {
 		return Endpoint{}, ErrBadToken
 	}
-	e := Endpoint{UAID: hex.EncodeToString(plain[:16]), ChannelID: FormatChannelID(plain[16:32])}
+	e := Endpoint{UAID: hex.EncodeToString(plain[:16]), ChannelID: FormatChannelID(plain[16:32]), Bridge: bridge}
 	if len(plain) > 32 {
 		e.KeyHash = append([]byte(nil), plain[32:]...)
 	}

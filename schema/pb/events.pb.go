@@ -171,6 +171,7 @@ type Event struct {
 	//	*Event_ChannelEntry
 	//	*Event_UaidState
 	//	*Event_UaidSeen
+	//	*Event_BridgeRegistered
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -378,6 +379,15 @@ func (x *Event) GetUaidSeen() *UaidSeen {
 	return nil
 }
 
+func (x *Event) GetBridgeRegistered() *BridgeRegistered {
+	if x != nil {
+		if x, ok := x.Body.(*Event_BridgeRegistered); ok {
+			return x.BridgeRegistered
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -446,6 +456,10 @@ type Event_UaidSeen struct {
 	UaidSeen *UaidSeen `protobuf:"bytes,25,opt,name=uaid_seen,json=uaidSeen,proto3,oneof"`
 }
 
+type Event_BridgeRegistered struct {
+	BridgeRegistered *BridgeRegistered `protobuf:"bytes,26,opt,name=bridge_registered,json=bridgeRegistered,proto3,oneof"`
+}
+
 func (*Event_MessageAccepted) isEvent_Body() {}
 
 func (*Event_MessageDeleted) isEvent_Body() {}
@@ -477,6 +491,8 @@ func (*Event_ChannelEntry) isEvent_Body() {}
 func (*Event_UaidState) isEvent_Body() {}
 
 func (*Event_UaidSeen) isEvent_Body() {}
+
+func (*Event_BridgeRegistered) isEvent_Body() {}
 
 // pushlog.messages: an application server's push, accepted by ingest.
 type MessageAccepted struct {
@@ -1062,6 +1078,79 @@ func (x *ChannelRegistered) GetKeyHash() []byte {
 	return nil
 }
 
+// pushlog.registrations: the UAID is a mobile one served through a bridge
+// (autopush's registration API, issue 14): its messages go to the app's
+// push service (FCM or APNs) with this device token instead of a socket.
+// Written on registration and on every token update; the newest wins. A
+// bridge's "token gone" answer is a UserReset with reason "bridge_gone".
+type BridgeRegistered struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RouterType    string                 `protobuf:"bytes,1,opt,name=router_type,json=routerType,proto3" json:"router_type,omitempty"` // "fcm" or "apns"
+	AppId         string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`                // one of the configured apps of router_type
+	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`                             // the device token (FCM registration token, APNs device token)
+	Aps           string                 `protobuf:"bytes,4,opt,name=aps,proto3" json:"aps,omitempty"`                                 // apns only: the optional "aps" JSON of the registration, as given
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BridgeRegistered) Reset() {
+	*x = BridgeRegistered{}
+	mi := &file_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BridgeRegistered) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BridgeRegistered) ProtoMessage() {}
+
+func (x *BridgeRegistered) ProtoReflect() protoreflect.Message {
+	mi := &file_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BridgeRegistered.ProtoReflect.Descriptor instead.
+func (*BridgeRegistered) Descriptor() ([]byte, []int) {
+	return file_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BridgeRegistered) GetRouterType() string {
+	if x != nil {
+		return x.RouterType
+	}
+	return ""
+}
+
+func (x *BridgeRegistered) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *BridgeRegistered) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *BridgeRegistered) GetAps() string {
+	if x != nil {
+		return x.Aps
+	}
+	return ""
+}
+
 // pushlog.registrations
 type ChannelUnregistered struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1073,7 +1162,7 @@ type ChannelUnregistered struct {
 
 func (x *ChannelUnregistered) Reset() {
 	*x = ChannelUnregistered{}
-	mi := &file_events_proto_msgTypes[10]
+	mi := &file_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1174,7 @@ func (x *ChannelUnregistered) String() string {
 func (*ChannelUnregistered) ProtoMessage() {}
 
 func (x *ChannelUnregistered) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[10]
+	mi := &file_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1187,7 @@ func (x *ChannelUnregistered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelUnregistered.ProtoReflect.Descriptor instead.
 func (*ChannelUnregistered) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{10}
+	return file_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChannelUnregistered) GetChannelId() string {
@@ -1130,7 +1219,7 @@ type UserReset struct {
 
 func (x *UserReset) Reset() {
 	*x = UserReset{}
-	mi := &file_events_proto_msgTypes[11]
+	mi := &file_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1231,7 @@ func (x *UserReset) String() string {
 func (*UserReset) ProtoMessage() {}
 
 func (x *UserReset) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[11]
+	mi := &file_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1244,7 @@ func (x *UserReset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserReset.ProtoReflect.Descriptor instead.
 func (*UserReset) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{11}
+	return file_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UserReset) GetReason() string {
@@ -1186,7 +1275,7 @@ type Connected struct {
 
 func (x *Connected) Reset() {
 	*x = Connected{}
-	mi := &file_events_proto_msgTypes[12]
+	mi := &file_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1287,7 @@ func (x *Connected) String() string {
 func (*Connected) ProtoMessage() {}
 
 func (x *Connected) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[12]
+	mi := &file_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1300,7 @@ func (x *Connected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connected.ProtoReflect.Descriptor instead.
 func (*Connected) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{12}
+	return file_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Connected) GetNode() string {
@@ -1263,7 +1352,7 @@ type Disconnected struct {
 
 func (x *Disconnected) Reset() {
 	*x = Disconnected{}
-	mi := &file_events_proto_msgTypes[13]
+	mi := &file_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1364,7 @@ func (x *Disconnected) String() string {
 func (*Disconnected) ProtoMessage() {}
 
 func (x *Disconnected) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[13]
+	mi := &file_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1377,7 @@ func (x *Disconnected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disconnected.ProtoReflect.Descriptor instead.
 func (*Disconnected) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{13}
+	return file_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Disconnected) GetNode() string {
@@ -1326,7 +1415,7 @@ type ChannelState struct {
 
 func (x *ChannelState) Reset() {
 	*x = ChannelState{}
-	mi := &file_events_proto_msgTypes[14]
+	mi := &file_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1427,7 @@ func (x *ChannelState) String() string {
 func (*ChannelState) ProtoMessage() {}
 
 func (x *ChannelState) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[14]
+	mi := &file_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1440,7 @@ func (x *ChannelState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelState.ProtoReflect.Descriptor instead.
 func (*ChannelState) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{14}
+	return file_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChannelState) GetChannels() []*Channel {
@@ -1394,7 +1483,7 @@ type Channel struct {
 
 func (x *Channel) Reset() {
 	*x = Channel{}
-	mi := &file_events_proto_msgTypes[15]
+	mi := &file_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1495,7 @@ func (x *Channel) String() string {
 func (*Channel) ProtoMessage() {}
 
 func (x *Channel) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[15]
+	mi := &file_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1508,7 @@ func (x *Channel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Channel.ProtoReflect.Descriptor instead.
 func (*Channel) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{15}
+	return file_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Channel) GetChannelId() string {
@@ -1474,7 +1563,7 @@ type ChannelEntry struct {
 
 func (x *ChannelEntry) Reset() {
 	*x = ChannelEntry{}
-	mi := &file_events_proto_msgTypes[16]
+	mi := &file_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1575,7 @@ func (x *ChannelEntry) String() string {
 func (*ChannelEntry) ProtoMessage() {}
 
 func (x *ChannelEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[16]
+	mi := &file_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1588,7 @@ func (x *ChannelEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelEntry.ProtoReflect.Descriptor instead.
 func (*ChannelEntry) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{16}
+	return file_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChannelEntry) GetChannelId() string {
@@ -1552,7 +1641,7 @@ type UaidState struct {
 
 func (x *UaidState) Reset() {
 	*x = UaidState{}
-	mi := &file_events_proto_msgTypes[17]
+	mi := &file_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1653,7 @@ func (x *UaidState) String() string {
 func (*UaidState) ProtoMessage() {}
 
 func (x *UaidState) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[17]
+	mi := &file_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1666,7 @@ func (x *UaidState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UaidState.ProtoReflect.Descriptor instead.
 func (*UaidState) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{17}
+	return file_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UaidState) GetUaidReset() bool {
@@ -1620,7 +1709,7 @@ type UaidSeen struct {
 
 func (x *UaidSeen) Reset() {
 	*x = UaidSeen{}
-	mi := &file_events_proto_msgTypes[18]
+	mi := &file_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1721,7 @@ func (x *UaidSeen) String() string {
 func (*UaidSeen) ProtoMessage() {}
 
 func (x *UaidSeen) ProtoReflect() protoreflect.Message {
-	mi := &file_events_proto_msgTypes[18]
+	mi := &file_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1734,7 @@ func (x *UaidSeen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UaidSeen.ProtoReflect.Descriptor instead.
 func (*UaidSeen) Descriptor() ([]byte, []int) {
-	return file_events_proto_rawDescGZIP(), []int{18}
+	return file_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UaidSeen) GetLastSeenMs() int64 {
@@ -1660,7 +1749,7 @@ var File_events_proto protoreflect.FileDescriptor
 const file_events_proto_rawDesc = "" +
 	"\n" +
 	"\fevents.proto\x12\n" +
-	"pushlog.v1\"\x93\b\n" +
+	"pushlog.v1\"\xe0\b\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12\x12\n" +
@@ -1683,7 +1772,8 @@ const file_events_proto_rawDesc = "" +
 	"\rchannel_entry\x18\x17 \x01(\v2\x18.pushlog.v1.ChannelEntryH\x00R\fchannelEntry\x126\n" +
 	"\n" +
 	"uaid_state\x18\x18 \x01(\v2\x15.pushlog.v1.UaidStateH\x00R\tuaidState\x123\n" +
-	"\tuaid_seen\x18\x19 \x01(\v2\x14.pushlog.v1.UaidSeenH\x00R\buaidSeenB\x06\n" +
+	"\tuaid_seen\x18\x19 \x01(\v2\x14.pushlog.v1.UaidSeenH\x00R\buaidSeen\x12K\n" +
+	"\x11bridge_registered\x18\x1a \x01(\v2\x1c.pushlog.v1.BridgeRegisteredH\x00R\x10bridgeRegisteredB\x06\n" +
 	"\x04body\"\x80\x03\n" +
 	"\x0fMessageAccepted\x12\x1d\n" +
 	"\n" +
@@ -1734,7 +1824,13 @@ const file_events_proto_rawDesc = "" +
 	"\x11ChannelRegistered\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
-	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\"H\n" +
+	"\bkey_hash\x18\x02 \x01(\fR\akeyHash\"r\n" +
+	"\x10BridgeRegistered\x12\x1f\n" +
+	"\vrouter_type\x18\x01 \x01(\tR\n" +
+	"routerType\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x10\n" +
+	"\x03aps\x18\x04 \x01(\tR\x03aps\"H\n" +
 	"\x13ChannelUnregistered\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x12\n" +
@@ -1813,7 +1909,7 @@ func file_events_proto_rawDescGZIP() []byte {
 }
 
 var file_events_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_events_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_events_proto_goTypes = []any{
 	(Urgency)(0),                // 0: pushlog.v1.Urgency
 	(DropReason)(0),             // 1: pushlog.v1.DropReason
@@ -1827,15 +1923,16 @@ var file_events_proto_goTypes = []any{
 	(*Expired)(nil),             // 9: pushlog.v1.Expired
 	(*Dropped)(nil),             // 10: pushlog.v1.Dropped
 	(*ChannelRegistered)(nil),   // 11: pushlog.v1.ChannelRegistered
-	(*ChannelUnregistered)(nil), // 12: pushlog.v1.ChannelUnregistered
-	(*UserReset)(nil),           // 13: pushlog.v1.UserReset
-	(*Connected)(nil),           // 14: pushlog.v1.Connected
-	(*Disconnected)(nil),        // 15: pushlog.v1.Disconnected
-	(*ChannelState)(nil),        // 16: pushlog.v1.ChannelState
-	(*Channel)(nil),             // 17: pushlog.v1.Channel
-	(*ChannelEntry)(nil),        // 18: pushlog.v1.ChannelEntry
-	(*UaidState)(nil),           // 19: pushlog.v1.UaidState
-	(*UaidSeen)(nil),            // 20: pushlog.v1.UaidSeen
+	(*BridgeRegistered)(nil),    // 12: pushlog.v1.BridgeRegistered
+	(*ChannelUnregistered)(nil), // 13: pushlog.v1.ChannelUnregistered
+	(*UserReset)(nil),           // 14: pushlog.v1.UserReset
+	(*Connected)(nil),           // 15: pushlog.v1.Connected
+	(*Disconnected)(nil),        // 16: pushlog.v1.Disconnected
+	(*ChannelState)(nil),        // 17: pushlog.v1.ChannelState
+	(*Channel)(nil),             // 18: pushlog.v1.Channel
+	(*ChannelEntry)(nil),        // 19: pushlog.v1.ChannelEntry
+	(*UaidState)(nil),           // 20: pushlog.v1.UaidState
+	(*UaidSeen)(nil),            // 21: pushlog.v1.UaidSeen
 }
 var file_events_proto_depIdxs = []int32{
 	3,  // 0: pushlog.v1.Event.message_accepted:type_name -> pushlog.v1.MessageAccepted
@@ -1846,28 +1943,29 @@ var file_events_proto_depIdxs = []int32{
 	9,  // 5: pushlog.v1.Event.expired:type_name -> pushlog.v1.Expired
 	10, // 6: pushlog.v1.Event.dropped:type_name -> pushlog.v1.Dropped
 	11, // 7: pushlog.v1.Event.channel_registered:type_name -> pushlog.v1.ChannelRegistered
-	12, // 8: pushlog.v1.Event.channel_unregistered:type_name -> pushlog.v1.ChannelUnregistered
-	13, // 9: pushlog.v1.Event.user_reset:type_name -> pushlog.v1.UserReset
-	14, // 10: pushlog.v1.Event.connected:type_name -> pushlog.v1.Connected
-	15, // 11: pushlog.v1.Event.disconnected:type_name -> pushlog.v1.Disconnected
-	16, // 12: pushlog.v1.Event.channel_state:type_name -> pushlog.v1.ChannelState
-	18, // 13: pushlog.v1.Event.channel_entry:type_name -> pushlog.v1.ChannelEntry
-	19, // 14: pushlog.v1.Event.uaid_state:type_name -> pushlog.v1.UaidState
-	20, // 15: pushlog.v1.Event.uaid_seen:type_name -> pushlog.v1.UaidSeen
-	0,  // 16: pushlog.v1.MessageAccepted.urgency:type_name -> pushlog.v1.Urgency
-	5,  // 17: pushlog.v1.MessageDeleted.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 18: pushlog.v1.Delivered.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 19: pushlog.v1.Acked.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 20: pushlog.v1.Nacked.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 21: pushlog.v1.Expired.msg:type_name -> pushlog.v1.MessageRef
-	5,  // 22: pushlog.v1.Dropped.msg:type_name -> pushlog.v1.MessageRef
-	1,  // 23: pushlog.v1.Dropped.reason:type_name -> pushlog.v1.DropReason
-	17, // 24: pushlog.v1.ChannelState.channels:type_name -> pushlog.v1.Channel
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	13, // 8: pushlog.v1.Event.channel_unregistered:type_name -> pushlog.v1.ChannelUnregistered
+	14, // 9: pushlog.v1.Event.user_reset:type_name -> pushlog.v1.UserReset
+	15, // 10: pushlog.v1.Event.connected:type_name -> pushlog.v1.Connected
+	16, // 11: pushlog.v1.Event.disconnected:type_name -> pushlog.v1.Disconnected
+	17, // 12: pushlog.v1.Event.channel_state:type_name -> pushlog.v1.ChannelState
+	19, // 13: pushlog.v1.Event.channel_entry:type_name -> pushlog.v1.ChannelEntry
+	20, // 14: pushlog.v1.Event.uaid_state:type_name -> pushlog.v1.UaidState
+	21, // 15: pushlog.v1.Event.uaid_seen:type_name -> pushlog.v1.UaidSeen
+	12, // 16: pushlog.v1.Event.bridge_registered:type_name -> pushlog.v1.BridgeRegistered
+	0,  // 17: pushlog.v1.MessageAccepted.urgency:type_name -> pushlog.v1.Urgency
+	5,  // 18: pushlog.v1.MessageDeleted.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 19: pushlog.v1.Delivered.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 20: pushlog.v1.Acked.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 21: pushlog.v1.Nacked.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 22: pushlog.v1.Expired.msg:type_name -> pushlog.v1.MessageRef
+	5,  // 23: pushlog.v1.Dropped.msg:type_name -> pushlog.v1.MessageRef
+	1,  // 24: pushlog.v1.Dropped.reason:type_name -> pushlog.v1.DropReason
+	18, // 25: pushlog.v1.ChannelState.channels:type_name -> pushlog.v1.Channel
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_events_proto_init() }
@@ -1892,6 +1990,7 @@ func file_events_proto_init() {
 		(*Event_ChannelEntry)(nil),
 		(*Event_UaidState)(nil),
 		(*Event_UaidSeen)(nil),
+		(*Event_BridgeRegistered)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1899,7 +1998,7 @@ func file_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_events_proto_rawDesc), len(file_events_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
