@@ -55,7 +55,7 @@ type analyticsReportCmd struct {
 	Until            string   `help:"End of the report window (exclusive; default now): a duration ago, an RFC 3339 time or a date (UTC)."`
 	Format           string   `default:"table" enum:"table,json,csv" help:"Output: table (aligned columns), json (one document) or csv (per query a header row and its rows, the query's name first)."`
 	Query            []string `help:"Only these queries (delivery_rate, ack_latency, volume_by_sender, expiry_and_drops, connections); default all."`
-	Sender           string   `help:"Only this sender (VAPID sub)."`
+	Sender           string   `help:"Only this sender (VAPID sub); or a VAPID public key (or the hex SHA-256 of one): that key's delivery report, as GET /v1/report answers it."`
 	Node             string   `help:"Only this connection node (connections report)."`
 	Limit            int      `default:"20" help:"Rows per table."`
 }
@@ -73,6 +73,9 @@ func (r *analyticsReportCmd) Run(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
+	if key, ok := senderKeyHash(r.Sender); ok { // a VAPID key: GET /v1/report's numbers (sender_api.go)
+		return writeSenderReport(ctx, conn, r.Database, key, o, r.Format, os.Stdout)
+	}
 	return analytics.WriteReport(ctx, conn, r.Database, o, r.Format, r.Query, os.Stdout)
 }
 
