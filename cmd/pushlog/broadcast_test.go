@@ -11,8 +11,10 @@ func TestValidateBroadcasts(t *testing.T) {
 	runValidateCases(t, []validateCase{
 		{"admin token", func(c *serveConfig) { c.AdminToken = "0123456789abcdef" }, ""},
 		{"short admin token", func(c *serveConfig) { c.AdminToken = "short" }, "--admin-token: at least 16 bytes"},
-		{"megaphone", func(c *serveConfig) { c.MegaphoneURL, c.MegaphoneInterval = "https://megaphone.example/v1/broadcasts", 30 * time.Second }, ""},
-		{"megaphone url", func(c *serveConfig) { c.MegaphoneURL, c.MegaphoneInterval = "megaphone:8080", 30 * time.Second }, "--megaphone-url"},
+		{"megaphone", func(c *serveConfig) {
+			c.MegaphoneURL, c.MegaphoneInterval = "https://megaphone.example/v1/broadcasts", 30*time.Second
+		}, ""},
+		{"megaphone url", func(c *serveConfig) { c.MegaphoneURL, c.MegaphoneInterval = "megaphone:8080", 30*time.Second }, "--megaphone-url"},
 		{"megaphone interval", func(c *serveConfig) { c.MegaphoneURL = "http://127.0.0.1:1/" }, "--megaphone-interval: 0s is below 100ms"},
 		{"seed", func(c *serveConfig) { c.Broadcasts = map[string]string{"remote-settings/monitor_changes": `"1"`} }, ""},
 		{"seed reserved id", func(c *serveConfig) { c.Broadcasts = map[string]string{"errors": "1"} }, `--broadcasts: invalid broadcast: id "errors" is reserved`},

@@ -15,7 +15,9 @@ func TestBreakersShareOneSeries(t *testing.T) {
 	err := Register(reg,
 		BreakerGauge("ingest", "kafka", func() gobreaker.State { return state }),
 		BreakerGauge("analytics", "clickhouse", func() gobreaker.State { return gobreaker.StateOpen }),
-		Breakers("link", func() map[string]gobreaker.State { return map[string]gobreaker.State{"10.0.0.1:7000": gobreaker.StateHalfOpen} }),
+		Breakers("link", func() map[string]gobreaker.State {
+			return map[string]gobreaker.State{"10.0.0.1:7000": gobreaker.StateHalfOpen}
+		}),
 	)
 	if err != nil {
 		t.Fatal(err)
