@@ -35,7 +35,12 @@ const (
 	reportOK       = "ok"
 	reportBadRange = "bad_range"
 	reportFailed   = "failed"
+	reportBusy     = "busy"
 )
+
+// DefaultReportConcurrency bounds the reports one node runs at once: each
+// is four ClickHouse queries over up to a month of a sender's rows.
+const DefaultReportConcurrency = 4
 
 // ReportSource computes a sender's delivery report; analytics implements
 // it over ClickHouse (wired in cmd/pushlog: ingest does not import
@@ -89,6 +94,9 @@ type ReportConfig struct {
 	MaxWindow time.Duration
 	// Timeout bounds one report's query (default 10s).
 	Timeout time.Duration
+	// Concurrency bounds the reports running at once on this node
+	// (default 4); past it a report answers 503 with Retry-After.
+	Concurrency int
 }
 
 func (c *ReportConfig) withDefaults() {
@@ -97,6 +105,9 @@ func (c *ReportConfig) withDefaults() {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultReportConcurrency
 	}
 }
 
@@ -128,6 +139,11 @@ func (s *Server) report(c echo.Context) (string, error) {
 	if cfg.Source == nil {
 		return statusOff, unavailable("Analytics is off on this service: reports need ClickHouse (--clickhouse-addr)", 0)
 	}
+	if n := s.senders.running.Add(1); n > int64(cfg.Concurrency) {
+		s.senders.running.Add(-1)
+		return reportBusy, unavailable("Too many reports running; retry later", 1)
+	}
+	defer s.senders.running.Add(-1)
 	ctx, cancel := context.WithTimeout(req.Context(), cfg.Timeout)
 	defer cancel()
 	rep, err := cfg.Source.SenderReport(ctx, hex.EncodeToString(auth.keyHash[:]), since, until)

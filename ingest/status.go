@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/subtle"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -29,32 +30,34 @@ const (
 	statusUnauthorized = "unauthorized"
 	statusForbidden    = "forbidden"
 	statusOff          = "off"
+	statusLimited      = "limited" // over a quota: 429
 )
 
 // senderMetrics are the series of the sender APIs (status and report).
 type senderMetrics struct {
 	lookups *prometheus.CounterVec
 	reports *prometheus.CounterVec
+	running atomic.Int64 // reports in flight (ReportConfig.Concurrency)
 }
 
 func newSenderMetrics() *senderMetrics {
 	m := &senderMetrics{
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_status_lookups_total",
-			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off.",
+			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off, limited (429: a lookup costs a push's quota tokens).",
 		}, []string{"result"}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_report_requests_total",
-			Help: "GET /v1/report delivery reports by result: ok, bad_range, unauthorized, forbidden, off, failed.",
+			Help: "GET /v1/report delivery reports by result: ok, bad_range, unauthorized, forbidden, off, failed, busy (--report-concurrency reports already running).",
 		}, []string{"result"}),
 	}
 	for s := schema.StatePending; s <= schema.StateDeleted; s++ {
 		m.lookups.WithLabelValues(s.String())
 	}
-	for _, r := range []string{statusInvalidID, statusNotFound, statusUnauthorized, statusForbidden, statusOff} {
+	for _, r := range []string{statusInvalidID, statusNotFound, statusUnauthorized, statusForbidden, statusOff, statusLimited} {
 		m.lookups.WithLabelValues(r)
 	}
-	for _, r := range []string{reportOK, reportBadRange, statusUnauthorized, statusForbidden, statusOff, reportFailed} {
+	for _, r := range []string{reportOK, reportBadRange, statusUnauthorized, statusForbidden, statusOff, reportFailed, reportBusy} {
 		m.reports.WithLabelValues(r)
 	}
 	return m
@@ -121,10 +124,18 @@ func (s *Server) status(c echo.Context) (string, error) {
 		// key binding nor the accept time: not known yet.
 		return statusNotFound, errUnknownMessage
 	}
+	auth := authResult{}
 	if st.KeyBound {
-		if result, aerr := s.checkSenderKey(c.Request().Header, st.KeyHash); aerr != nil {
+		var result string
+		var aerr *apiError
+		if auth, result, aerr = s.checkSenderKey(c.Request().Header, st.KeyHash); aerr != nil {
 			return result, aerr
 		}
+	}
+	// A lookup costs what a push to the message's endpoint costs, from
+	// the same buckets (quota.go): polling cannot outrun the push quotas.
+	if aerr := s.checkQuota(c.Request(), schema.Endpoint{UAID: m.UAID, ChannelID: m.ChannelID}, auth); aerr != nil {
+		return statusLimited, aerr
 	}
 	body := statusBody{
 		ID: id, State: st.State.String(), TTL: st.TTLSeconds, Urgency: schema.UrgencyName(st.Urgency),
@@ -149,16 +160,16 @@ var errUnknownMessage = newError(http.StatusNotFound, errnoInvalidToken, "Unknow
 // checkSenderKey requires a valid VAPID header (aud = this service's
 // origin) whose key hashes to want: 401 without a valid one, 403 for
 // another key.
-func (s *Server) checkSenderKey(h http.Header, want [32]byte) (string, *apiError) {
+func (s *Server) checkSenderKey(h http.Header, want [32]byte) (authResult, string, *apiError) {
 	auth, aerr := s.authenticate(h, schema.Endpoint{})
 	if aerr != nil {
-		return statusUnauthorized, aerr
+		return auth, statusUnauthorized, aerr
 	}
 	if !auth.ok {
-		return statusUnauthorized, unauthorized("Missing VAPID header: this message was sent to a key-bound endpoint")
+		return auth, statusUnauthorized, unauthorized("Missing VAPID header: this message was sent to a key-bound endpoint")
 	}
 	if subtle.ConstantTimeCompare(auth.keyHash[:], want[:]) != 1 {
-		return statusForbidden, newError(http.StatusForbidden, errnoInvalidAuth, "VAPID key is not the message's sender key")
+		return auth, statusForbidden, newError(http.StatusForbidden, errnoInvalidAuth, "VAPID key is not the message's sender key")
 	}
-	return "", nil
+	return auth, "", nil
 }

@@ -204,3 +204,57 @@ func FuzzReportWindow(f *testing.F) {
 		}
 	})
 }
+
+// TestStatusQuota: a lookup takes a token from the message's endpoint
+// bucket, as a push does: polling cannot outrun the push quotas.
+func TestStatusQuota(t *testing.T) {
+	p := schema.PartitionOf(testUAID, testPartitions)
+	table := fakeStatus{{Partition: p, Offset: 1}: {AcceptedMs: 1}}
+	e := newEnv(t, func(c *Config) {
+		c.Status = table
+		c.Quota.SubscriptionRate, c.Quota.SubscriptionBurst = 0.001, 2
+	})
+	for i, want := range []int{200, 200, http.StatusTooManyRequests} {
+		rr := e.do(http.MethodGet, "/m/"+e.messageID(1), nil, nil)
+		if rr.Code != want {
+			t.Fatalf("lookup %d: %d, want %d", i+1, rr.Code, want)
+		}
+		if want == http.StatusTooManyRequests && (rr.Header().Get("Retry-After") == "" || errBody(t, rr).Errno != errnoTooManyRequests) {
+			t.Fatalf("429 without Retry-After or errno: %v %s", rr.Header(), rr.Body)
+		}
+	}
+}
+
+type blockingReports struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingReports) SenderReport(ctx context.Context, key string, since, until time.Time) (SenderReport, error) {
+	b.started <- struct{}{}
+	<-b.release
+	return SenderReport{Sender: key}, nil
+}
+
+// TestReportConcurrency: past ReportConfig.Concurrency running reports, a
+// report answers 503 at once (ClickHouse is not asked).
+func TestReportConcurrency(t *testing.T) {
+	src := &blockingReports{started: make(chan struct{}, 1), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) { c.Report = ReportConfig{Source: src, Concurrency: 1} })
+	auth := map[string]string{"Authorization": e.vapid.header(t, testPublicURL)}
+	done := make(chan int)
+	go func() { done <- e.do(http.MethodGet, "/v1/report", auth, nil).Code }()
+	<-src.started
+	rr := e.do(http.MethodGet, "/v1/report", auth, nil)
+	if rr.Code != http.StatusServiceUnavailable || rr.Header().Get("Retry-After") == "" {
+		t.Fatalf("second report: %d %v", rr.Code, rr.Header())
+	}
+	close(src.release)
+	if code := <-done; code != 200 {
+		t.Fatalf("first report: %d", code)
+	}
+	go func() { <-src.started }()
+	if rr := e.do(http.MethodGet, "/v1/report", auth, nil); rr.Code != 200 {
+		t.Fatalf("after the first ended: %d", rr.Code)
+	}
+}

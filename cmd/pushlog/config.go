@@ -91,9 +91,10 @@ type serveConfig struct {
 	ReceiptIdle          time.Duration `name:"receipt-idle" default:"5m" env:"PUSHLOG_RECEIPT_IDLE" help:"A receipt GET ends after this long without a receipt."`
 
 	// Sender APIs (issue 15): GET /m/{id} and GET /v1/report.
-	StatusKeep      time.Duration `name:"status-keep" env:"PUSHLOG_STATUS_KEEP" help:"How long GET /m/{id} answers a settled message's status (then 404); 0: --max-ttl."`
-	StatusEntries   int           `name:"status-entries" default:"1000000" env:"PUSHLOG_STATUS_ENTRIES" help:"Messages the status table of GET /m/{id} holds per ingest node (about 170 bytes each); past it the oldest are forgotten first."`
-	ReportMaxWindow time.Duration `name:"report-max-window" default:"744h" env:"PUSHLOG_REPORT_MAX_WINDOW" help:"Longest until-since of GET /v1/report (longer: 400 errno 130)."`
+	StatusKeep        time.Duration `name:"status-keep" env:"PUSHLOG_STATUS_KEEP" help:"How long GET /m/{id} answers a settled message's status (then 404); 0: --max-ttl."`
+	StatusEntries     int           `name:"status-entries" default:"1000000" env:"PUSHLOG_STATUS_ENTRIES" help:"Messages the status table of GET /m/{id} holds per ingest node (about 170 bytes each); past it the oldest are forgotten first."`
+	ReportMaxWindow   time.Duration `name:"report-max-window" default:"744h" env:"PUSHLOG_REPORT_MAX_WINDOW" help:"Longest until-since of GET /v1/report (longer: 400 errno 130)."`
+	ReportConcurrency int           `name:"report-concurrency" default:"4" env:"PUSHLOG_REPORT_CONCURRENCY" help:"GET /v1/report queries one ingest node runs at once; past it a report answers 503 with Retry-After."`
 
 	PendingLimit  int               `default:"200" env:"PUSHLOG_PENDING_LIMIT" help:"Pending messages kept per UAID; past it the oldest is dropped."`
 	UAIDExpiry    time.Duration     `name:"uaid-expiry" default:"1440h" env:"PUSHLOG_UAID_EXPIRY" help:"A UAID without a connection this long is reset (its endpoints answer 410 errno 103) and leaves memory and the log; gone-set entries age out after the same time (autopush-rs: 60 days)."`

@@ -28,7 +28,7 @@ import (
 // table), and the ClickHouse reports of GET /v1/report when analytics is
 // configured (otherwise the report answers 503: analytics is off).
 func senderSources(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, met *serveMetrics, logger *slog.Logger) (ingest.StatusSource, ingest.ReportConfig, error) {
-	report := ingest.ReportConfig{MaxWindow: cfg.ReportMaxWindow}
+	report := ingest.ReportConfig{MaxWindow: cfg.ReportMaxWindow, Concurrency: cfg.ReportConcurrency}
 	table, err := projector.NewStatusTable(projector.StatusTableConfig{
 		Names: names, ClientOpts: clientOpts, MaxTTL: cfg.MaxTTL, Keep: cfg.StatusKeep,
 		MaxEntries: cfg.StatusEntries, Logger: logger.With("role", "status-table"), Metrics: met.reg,
