@@ -194,6 +194,10 @@ func (s *Server) messageRecord(req *http.Request, ep schema.Endpoint, msg *pb.Me
 		key = &k
 	}
 	msg.Encoding, msg.Encryption, msg.CryptoKey = enc.name, enc.encryption, enc.cryptoKey
+	if aerr := s.checkBridgePayload(ep, msg); aerr != nil { // bridge_api.go: a bridge's limit, at ingest
+		msg.Payload = nil
+		return nil, nil, aerr
+	}
 	ev := schema.NewEvent(ep.UAID, s.now())
 	ev.Body = &pb.Event_MessageAccepted{MessageAccepted: msg}
 	rec, err := s.cfg.Names.Record(ev)

@@ -130,6 +130,8 @@ type Config struct {
 	Partitions int32
 	// Gone may be nil: nothing is gone.
 	Gone GoneChecker
+	// Bridges enables autopush's mobile registration API (bridge_api.go).
+	Bridges BridgeConfig
 	// MaxTTL clamps the TTL header (default 30 days).
 	MaxTTL time.Duration
 	// MaxBody is the largest accepted body in bytes (default 5630, >= 4096).
@@ -217,6 +219,7 @@ type Server struct {
 	quota    *quotas        // per-sender token buckets (quota.go)
 	receipts *receipts      // RFC 8030 push receipts (receipts.go)
 	senders  *senderMetrics // status and report series (status.go)
+	bridges  *bridgeAPI     // mobile registration API; nil when off (bridge_api.go)
 
 	// produceCalls counts produce attempts that reached Kafka (tests check
 	// that an open breaker does not wait on Kafka).
@@ -258,6 +261,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.receipts = rcpt
 	s.senders = newSenderMetrics()
+	if s.bridges, err = newBridgeAPI(cfg.Bridges, cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
 	met, err := newIngestMetrics(cfg.Metrics, append(append(append(s.gauges(), s.autopush.collectors()...), s.quota.collectors()...), s.senders.collectors()...))
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
@@ -403,6 +409,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/r/:token", s.handleReceipts)
 	s.adminRoutes(e)
 	s.senderRoutes(e)
+	s.bridgeRoutes(e) // bridge_api.go
 	get := []string{http.MethodGet, http.MethodHead}
 	e.Match(get, "/__heartbeat__", s.handleHeartbeat)
 	e.Match(get, "/health", s.handleHeartbeat)
