@@ -113,8 +113,8 @@ func (r ssReport) String() string {
 // /v1/report numbers (accepted = acked + expired + dropped + deleted +
 // pending); another sender's pushes are not counted; forged ids, the
 // wrong key, the wrong audience and huge ranges get clear 4xx; a settled
-// status is forgotten after --status-keep; without ClickHouse the report
-// answers 503.
+// status is forgotten after --status-keep and survives a restart; without
+// ClickHouse the report answers 503.
 func TestSenderStatusAndReport(t *testing.T) {
 	chAddr := analyticsClickHouseAddr(t)
 	db := "it_sender_" + analyticsRandom(6)
@@ -178,6 +178,13 @@ func TestSenderStatusAndReport(t *testing.T) {
 		if c.state != "pending" && step == "" {
 			t.Errorf("%s: no time for the step: %+v", c.state, st)
 		}
+	}
+
+	// A restarted node folds the topics again: the same answers.
+	s.terminate()
+	s.restart()
+	for _, c := range []struct{ loc, state string }{{acked, "acked"}, {replaced, "dropped"}, {deleted, "deleted"}, {expired, "expired"}, {pending, "pending"}} {
+		ssWaitState(ctx, t, c.loc, "", c.state)
 	}
 
 	// Bad input: clear 4xx in autopush's shape.
