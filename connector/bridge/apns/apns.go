@@ -1,5 +1,5 @@
 // Package apns sends bridge messages to the Apple Push Notification service
-// (Firefox for iOS) over HTTP/2 with token-based (ES256 JWT) authentication.
+// (Firefox for iOS) over HTTP/2 (net/http, HTTP/2 only) with token-based (ES256 JWT) authentication.
 package apns
 
 import (
@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/net/http2"
 
 	"github.com/pushlog/pushlog/connector/bridge"
 )
@@ -108,17 +107,25 @@ func New(cfg Config) (*Client, error) {
 		c.now = time.Now
 	}
 	if c.http == nil {
-		c.http = &http.Client{
-			Timeout: cmpOr(cfg.Timeout, 10*time.Second),
-			Transport: &http2.Transport{
-				TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-				// Apple drops idle connections silently; pings find out.
-				ReadIdleTimeout: 30 * time.Second,
-				PingTimeout:     10 * time.Second,
-			},
-		}
+		c.http = &http.Client{Timeout: cmpOr(cfg.Timeout, 10*time.Second), Transport: h2Transport(cfg.RootCAs)}
 	}
 	return c, nil
+}
+
+// h2Transport speaks HTTP/2 only (APNs refuses HTTP/1.1). net/http's own
+// HTTP/2 replaces golang.org/x/net/http2.Transport, deprecated since Go 1.24.
+func h2Transport(roots *x509.CertPool) *http.Transport {
+	t := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   true,
+		Protocols:           new(http.Protocols),
+		// Apple drops idle connections silently; pings find out.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+	}
+	t.Protocols.SetHTTP2(true)
+	return t
 }
 
 func cmpOr[T comparable](vals ...T) T {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/net/http2"
 )
 
 func providerToken(t *testing.T, s *Server, iat time.Time, mut func(jwt.MapClaims, *jwt.Token)) string {
@@ -29,7 +28,9 @@ func providerToken(t *testing.T, s *Server, iat time.Time, mut func(jwt.MapClaim
 }
 
 func h2(s *Server) *http.Client {
-	return &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: s.RootCAs()}}}
+	t := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.RootCAs()}, Protocols: new(http.Protocols)}
+	t.Protocols.SetHTTP2(true)
+	return &http.Client{Transport: t}
 }
 
 const okPayload = `{"aps":{"alert":{"loc-key":"x"},"mutable-content":1},"chid":"c"}`
