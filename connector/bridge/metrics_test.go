@@ -11,8 +11,8 @@ import (
 type fixed Result
 
 func (f fixed) Send(context.Context, string, Message) Result { return Result(f) }
-func (fixed) Check(Message) error                             { return nil }
-func (fixed) MaxPayload() int                                 { return 4096 }
+func (fixed) Check(Message) error                            { return nil }
+func (fixed) MaxPayload() int                                { return 4096 }
 
 func TestInstrument(t *testing.T) {
 	reg := prometheus.NewRegistry()
