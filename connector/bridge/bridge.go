@@ -145,3 +145,13 @@ func LoadRootCAs(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// Unreachable is the Result of a send that got no answer: Retry, reason
+// "canceled" when ctx ended (the caller is shutting down or gave up, the
+// service is not to blame) else "unreachable".
+func Unreachable(ctx context.Context) Result {
+	if ctx.Err() != nil {
+		return Result{Outcome: Retry, Reason: "canceled"}
+	}
+	return Result{Outcome: Retry, Reason: "unreachable"}
+}

@@ -310,7 +310,7 @@ func (c *Client) post(ctx context.Context, token, jwtToken string, body []byte, 
 	h.Set("content-type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return bridge.Result{Outcome: bridge.Retry, Reason: "unreachable"}
+		return bridge.Unreachable(ctx)
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))

@@ -1,6 +1,7 @@
 package apns
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"net/http"
@@ -318,4 +319,13 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("delivered on %d", status)
 		}
 	})
+}
+
+func TestCanceled(t *testing.T) {
+	srv, c, _ := newPair(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if r := c.Send(ctx, srv.DeviceToken(), msg()); r.Outcome != bridge.Retry || r.Reason != "canceled" {
+		t.Fatalf("%+v", r)
+	}
 }

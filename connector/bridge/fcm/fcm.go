@@ -278,7 +278,7 @@ func (c *Client) accessToken(ctx context.Context, stale *oauth2.Token) (*oauth2.
 	// jwt.Config.TokenSource wraps a fresh source: Token() always fetches.
 	t, err := c.jwt.TokenSource(ctx).Token()
 	if err != nil {
-		return nil, tokenFailure(err, c.now()), false
+		return nil, tokenFailure(ctx, err, c.now()), false
 	}
 	c.token = t
 	return t, bridge.Result{}, true
@@ -286,9 +286,12 @@ func (c *Client) accessToken(ctx context.Context, stale *oauth2.Token) (*oauth2.
 
 // tokenFailure: the token endpoint down or throttling is a Retry, a refusal
 // of our assertion a Failed (bad key, clock, or revoked service account).
-func tokenFailure(err error, now time.Time) bridge.Result {
+func tokenFailure(ctx context.Context, err error, now time.Time) bridge.Result {
 	re, ok := errors.AsType[*oauth2.RetrieveError](err)
 	if !ok || re.Response == nil {
+		if r := bridge.Unreachable(ctx); r.Reason == "canceled" {
+			return r
+		}
 		return bridge.Result{Outcome: bridge.Retry, Reason: "oauth_unreachable"}
 	}
 	st := re.Response.StatusCode
@@ -311,7 +314,7 @@ func (c *Client) post(ctx context.Context, accessToken string, body []byte) brid
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return bridge.Result{Outcome: bridge.Retry, Reason: "unreachable"}
+		return bridge.Unreachable(ctx)
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))

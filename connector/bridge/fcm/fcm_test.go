@@ -345,3 +345,12 @@ func TestConcurrentSendsShareOneToken(t *testing.T) {
 		t.Fatalf("%d tokens for concurrent sends", n)
 	}
 }
+
+func TestCanceled(t *testing.T) {
+	_, c, _ := newPair(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if r := c.Send(ctx, device, msg()); r.Outcome != bridge.Retry || r.Reason != "canceled" {
+		t.Fatalf("%+v", r)
+	}
+}
