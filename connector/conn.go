@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,7 @@ type conn struct {
 	ua       string       // User-Agent, kept until the Connected event is written (reader only)
 
 	mu      sync.Mutex
-	out     [][]byte // encoded messages waiting for the writer; nil when idle
+	out     []outMsg // encoded messages waiting for the writer; nil when idle
 	writing bool     // a goroutine is draining out
 	closed  bool
 	// proto is the client's protocol state (phase, UAID, channels, rates,
@@ -90,6 +91,13 @@ func newConnID() uint64 {
 // ConnID is unique per connection: 16 hex characters.
 func (c *conn) ConnID() string { return fmt.Sprintf("%016x", c.id) }
 
+// outMsg is one queued message. accepted (unix nanoseconds) is set for a
+// notification whose push→socket latency is observed once it is written.
+type outMsg struct {
+	b        []byte
+	accepted int64
+}
+
 // Deliver queues a notification without blocking. A socket that cannot keep
 // up (queue full) is closed; the message stays pending at the owner.
 func (c *conn) Deliver(n link.Notification) error {
@@ -97,20 +105,38 @@ func (c *conn) Deliver(n link.Notification) error {
 	if err != nil {
 		return err
 	}
-	err = c.enqueue(msg, false, func() { c.proto.Delivered(n) })
+	err = c.enqueue(outMsg{b: msg, accepted: observedAccept(n, c.since)}, false, func() { c.proto.Delivered(n) })
 	if err == nil {
 		c.srv.met.delivered()
 	}
 	return err
 }
 
+// observedAccept is when n was accepted (unix nanoseconds), or 0 when its
+// push→socket latency is not observed: no accept time (an owner that does
+// not send one), or accepted before this socket was opened. Such a message
+// waited for its user agent to connect, and that wait (minutes, days) is
+// not the pipeline's latency; ClickHouse's accept-to-ack figures include
+// it. The event time has millisecond resolution: its middle is taken.
+func observedAccept(n link.Notification, since int64) int64 {
+	ms := n.Ref.GetAcceptedMs()
+	if ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond)-1 {
+		return 0
+	}
+	at := ms*int64(time.Millisecond) + int64(time.Millisecond)/2
+	if at < since {
+		return 0
+	}
+	return at
+}
+
 // send queues a reply. inline writes it from the calling goroutine (the
 // reader) when no writer is running; the owner's Deliver never writes inline.
 func (c *conn) send(msg []byte, inline bool) error {
-	return c.enqueue(msg, inline, nil)
+	return c.enqueue(outMsg{b: msg}, inline, nil)
 }
 
-func (c *conn) enqueue(msg []byte, inline bool, locked func()) error {
+func (c *conn) enqueue(msg outMsg, inline bool, locked func()) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -153,13 +179,16 @@ func (c *conn) drain() {
 		}
 		c.mu.Unlock()
 		for _, m := range batch {
-			if err := c.write(m); err != nil {
+			if err := c.write(m.b); err != nil {
 				c.mu.Lock()
 				c.writing = false
 				c.mu.Unlock()
 				c.srv.log.Debug("write failed; closing", "conn", c.ConnID(), "err", err)
 				c.close(0, "")
 				return
+			}
+			if m.accepted != 0 {
+				c.srv.met.pushToSocket(time.Now().UnixNano() - m.accepted)
 			}
 		}
 	}

@@ -16,7 +16,13 @@ type connMetrics struct {
 	refusals   map[string]prometheus.Counter                  // by limit (allLimits); read-only after New
 	unknownUnr prometheus.Counter
 	hellos     [numHelloKinds]prometheus.Counter
+	toSocket   prometheus.Histogram
 }
+
+// pushToSocketBuckets span a local pipeline's milliseconds (finely: its
+// p50 is 1–3 ms) to a stalled one's half minute (an owner replaying after
+// a restart). One series, so twenty buckets cost little.
+var pushToSocketBuckets = []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) {
 	if reg == nil {
@@ -64,7 +70,12 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 	for k := range m.hellos {
 		m.hellos[k] = hellos.WithLabelValues(helloKindNames[k])
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos} {
+	m.toSocket = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pushlog_connector_push_to_socket_seconds",
+		Help:    "From ingest accepting a push to its notification written to the user agent's socket, for user agents connected when the push was accepted (a message that waited for a connection is not observed). Accept times have millisecond resolution and come from ingest's clock.",
+		Buckets: pushToSocketBuckets,
+	})
+	for _, c := range []prometheus.Collector{m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos, m.toSocket} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -104,6 +115,14 @@ func (m *connMetrics) hello(kind int) {
 func (m *connMetrics) delivered() {
 	if m != nil {
 		m.deliveries.Inc()
+	}
+}
+
+// pushToSocket observes a notification's push→socket latency; a negative
+// one (ingest's clock ahead of this node's) counts as zero.
+func (m *connMetrics) pushToSocket(ns int64) {
+	if m != nil {
+		m.toSocket.Observe(float64(max(ns, 0)) / 1e9)
 	}
 }
 

@@ -2,13 +2,16 @@ package connector
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -98,5 +101,54 @@ func TestNoMetricsRoute(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("/metrics without a handler: %d", resp.StatusCode)
+	}
+}
+
+// TestPushToSocket: a notification accepted while its user agent was
+// connected is observed once written, from its accept time; one accepted
+// before the socket opened (it waited for a connection), or without an
+// accept time (an older owner), is not; a clock ahead of ours counts 0.
+func TestPushToSocket(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	h := newHarness(t, func(c *Config) { c.Metrics = reg })
+	before := time.Now().Add(-time.Second).UnixMilli()
+	c, reply := h.hello("")
+	uaid := reply["uaid"].(string)
+	s := h.link.session(t, uaid)
+	chid := newChannelID()
+	accepted := time.Now().UnixMilli()
+	time.Sleep(30 * time.Millisecond)
+	for off, ref := range []*pb.MessageRef{
+		{Offset: 1, ChannelId: chid, AcceptedMs: accepted}, // observed, ≥ 30ms
+		{Offset: 2, ChannelId: chid, AcceptedMs: before},   // waited for the connection
+		nil,                          // no accept time
+		{Offset: 4, ChannelId: chid}, // no accept time
+		{Offset: 5, ChannelId: chid, AcceptedMs: time.Now().Add(time.Hour).UnixMilli()}, // ingest's clock ahead: 0
+		{Offset: 6, ChannelId: chid, AcceptedMs: math.MaxInt64},                         // absurd: not observed
+	} {
+		v := h.sealedVersion(uaid, chid, int64(off+1))
+		if err := s.Deliver(link.Notification{UAID: uaid, ChannelID: chid, Version: v, Ref: ref}); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, c)
+	}
+	var hist *dto.Histogram
+	waitFor(t, "two observations", func() bool {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "pushlog_connector_push_to_socket_seconds" {
+				hist = f.GetMetric()[0].GetHistogram()
+			}
+		}
+		return hist.GetSampleCount() == 2
+	})
+	if sum := hist.GetSampleSum(); sum < 0.029 || sum > 10 {
+		t.Fatalf("observed sum %vs, want the ~30ms of one message", sum)
+	}
+	if first := hist.GetBucket()[0]; first.GetUpperBound() != 0.0005 || first.GetCumulativeCount() != 1 {
+		t.Fatalf("first bucket %v, want the future-dated message in it", first)
 	}
 }

@@ -83,7 +83,7 @@ func cnPage(t *testing.T, bctx context.Context, pageURL, shot string, want map[s
 	if err := chromedp.Do(ctx, chromedp.Navigate(pageURL)); err != nil {
 		t.Fatalf("open %s: %v", pageURL, err)
 	}
-	got := map[string]string{}
+	var got map[string]string
 	deadline := time.Now().Add(75 * time.Second)
 	for {
 		ids, _ := json.Marshal(keys(want))
@@ -295,9 +295,41 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("pushes chart legend %q lacks 201/0 or %s", legend, badKey)
 		}
 		latency := cnEval[string](t, bctx, `document.getElementById("chart-latency").textContent`)
-		if !strings.Contains(latency, "produce p99") {
-			t.Fatalf("latency chart legend %q lacks produce p99", latency)
+		if !strings.Contains(latency, "produce p99") || !strings.Contains(latency, "push→socket p50") {
+			t.Fatalf("latency chart legend %q lacks produce p99 or push→socket p50", latency)
 		}
+		// The five deliveries to the connected user agent drew push→socket
+		// quantiles: positive, and a local pipeline's milliseconds.
+		var live struct {
+			Charts map[string]struct {
+				Series []struct {
+					Label  string
+					Values []*float64
+				}
+			}
+		}
+		if code := cnAPI(t, base, "/api/live", &live); code != http.StatusOK {
+			t.Fatalf("GET /api/live: %d", code)
+		}
+		var p50s []float64
+		for _, sr := range live.Charts["latency"].Series {
+			if sr.Label == "push→socket p50" {
+				for _, v := range sr.Values {
+					if v != nil {
+						p50s = append(p50s, *v)
+					}
+				}
+			}
+		}
+		if len(p50s) == 0 {
+			t.Fatalf("no push→socket p50 in the latency chart: %+v", live.Charts["latency"])
+		}
+		for _, ms := range p50s {
+			if ms <= 0 || ms > 3000 {
+				t.Fatalf("push→socket p50 %v ms, want above 0 and below 3s (all: %v)", ms, p50s)
+			}
+		}
+		t.Logf("push→socket p50 per interval (ms): %v", p50s)
 	})
 
 	t.Run("Analytics", func(t *testing.T) {

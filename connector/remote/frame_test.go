@@ -59,6 +59,51 @@ func TestFrameRoundTrip(t *testing.T) {
 	}
 }
 
+// TestFrameAcceptTime: the accept time a connection node observes
+// push→socket latency from travels in the message ref (field 12, its
+// accepted_ms), which every node version writes and reads; a deliver frame
+// without a ref (nothing to observe) still decodes.
+func TestFrameAcceptTime(t *testing.T) {
+	const acceptedMs = 1_765_000_000_123
+	ref := protowire.AppendVarint(protowire.AppendTag(nil, 4, protowire.VarintType), acceptedMs) // MessageRef.accepted_ms
+	ref = protowire.AppendString(protowire.AppendTag(ref, 3, protowire.BytesType), "c")
+	for _, tc := range []struct {
+		name string
+		ref  []byte
+		want int64
+	}{
+		{"with ref", ref, acceptedMs},
+		{"without ref", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := protowire.AppendVarint(protowire.AppendTag(nil, fType, protowire.VarintType), tDeliver)
+			b = protowire.AppendString(protowire.AppendTag(b, fUAID, protowire.BytesType), "u")
+			b = protowire.AppendString(protowire.AppendTag(b, fConn, protowire.BytesType), "c1")
+			if tc.ref != nil {
+				b = protowire.AppendBytes(protowire.AppendTag(b, fRef, protowire.BytesType), tc.ref)
+			}
+			b = protowire.AppendString(protowire.AppendTag(b, fChannel, protowire.BytesType), "c")
+			b = protowire.AppendString(protowire.AppendTag(b, fVersion, protowire.BytesType), "v")
+			f, err := decodeFrame(b)
+			if err != nil || f.note == nil {
+				t.Fatalf("decode: %+v, %v", f, err)
+			}
+			if got := f.note.Ref.GetAcceptedMs(); got != tc.want {
+				t.Fatalf("accepted %d, want %d", got, tc.want)
+			}
+			// Encoding keeps it as it was.
+			enc, err := appendFrame(nil, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := decodeFrame(enc[4:])
+			if err != nil || again.note.Ref.GetAcceptedMs() != tc.want || (again.ref == nil) != (tc.ref == nil) {
+				t.Fatalf("re-decode: %+v, %v", again, err)
+			}
+		})
+	}
+}
+
 func TestFrameErrors(t *testing.T) {
 	withType := protowire.AppendVarint(protowire.AppendTag(nil, fType, protowire.VarintType), tPing)
 	tests := []struct {
@@ -108,7 +153,10 @@ func TestFrameErrors(t *testing.T) {
 // and decodes to the same frame.
 func FuzzDecodeFrame(f *testing.F) {
 	note := testNote("u", 1)
+	noRef := testNote("u", 2)
+	noRef.Ref = nil
 	for _, fr := range []frame{
+		{typ: tDeliver, uaid: "u", conn: "c", note: &noRef},
 		{typ: tPing},
 		{typ: tAuth, nonce: []byte{1, 2}, node: "n", addr: "a:1", mac: []byte{3}},
 		{typ: tDeliver, uaid: "u", conn: "c", ref: note.Ref, note: &note},
