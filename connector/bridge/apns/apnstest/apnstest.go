@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -82,6 +83,8 @@ func New(topic string) *Server {
 	// EnableHTTP2 makes the listener offer ALPN h2 only: an HTTP/1.1-only
 	// client fails the handshake, and one without ALPN is refused below.
 	s.EnableHTTP2 = true
+	// Handshake errors (HTTP/1.1 refused, closed connections) are expected noise.
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
 	s.StartTLS()
 	return s
 }

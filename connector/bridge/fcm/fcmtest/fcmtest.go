@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -91,7 +92,10 @@ func New(project string) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", s.token)
 	mux.HandleFunc("POST /v1/projects/{project}/messages:send", s.send)
-	s.Server = httptest.NewTLSServer(mux)
+	s.Server = httptest.NewUnstartedServer(mux)
+	// Handshake errors of closed or refused connections are expected noise.
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.StartTLS()
 	return s
 }
 
