@@ -149,7 +149,9 @@ func (s *Server) handleReceipts(c echo.Context) error {
 			}
 		}
 		if len(rs) > 0 {
-			_ = rc.Flush()
+			if mode != modePush { // a flush would answer the GET (200) while pushing
+				_ = rc.Flush()
+			}
 			idle.Reset(s.receipts.cfg.Idle)
 		}
 		// Between receipts only the idle timer ends the stream (an HTTP/2
@@ -239,6 +241,9 @@ func (s *Server) receiptPushes(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("Pushlog-Receipt-Outcome", r.Outcome)
+		if r.Reason != "" {
+			h.Set("Pushlog-Receipt-Reason", r.Reason)
+		}
 		h.Set("Date", time.UnixMilli(r.TimeMs).UTC().Format(http.TimeFormat))
 		w.WriteHeader(http.StatusGone)
 		_, _ = w.Write(body)
