@@ -20,6 +20,9 @@ type StatusSource interface {
 	// known (never accepted, or settled longer ago than the keep time,
 	// or evicted by the table's bound).
 	Status(key schema.MessageKey) (schema.MessageStatus, bool)
+	// Ready reports whether the source folded what the log held when it
+	// started; before, an unknown message answers 503, not 404.
+	Ready() bool
 }
 
 // Results of GET /m/{id} (pushlog_ingest_status_lookups_total): a state
@@ -31,6 +34,7 @@ const (
 	statusForbidden    = "forbidden"
 	statusOff          = "off"
 	statusLimited      = "limited" // over a quota: 429
+	statusCatchingUp   = "catching_up"
 )
 
 // senderMetrics are the series of the sender APIs (status and report).
@@ -44,7 +48,7 @@ func newSenderMetrics() *senderMetrics {
 	m := &senderMetrics{
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_status_lookups_total",
-			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off, limited (429: a lookup costs a push's quota tokens).",
+			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off, limited (429: a lookup costs a push's quota tokens), catching_up (503: unknown while the node's table catches up after a start).",
 		}, []string{"result"}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_report_requests_total",
@@ -54,7 +58,7 @@ func newSenderMetrics() *senderMetrics {
 	for s := schema.StatePending; s <= schema.StateDeleted; s++ {
 		m.lookups.WithLabelValues(s.String())
 	}
-	for _, r := range []string{statusInvalidID, statusNotFound, statusUnauthorized, statusForbidden, statusOff, statusLimited} {
+	for _, r := range []string{statusInvalidID, statusNotFound, statusUnauthorized, statusForbidden, statusOff, statusLimited, statusCatchingUp} {
 		m.lookups.WithLabelValues(r)
 	}
 	for _, r := range []string{reportOK, reportBadRange, statusUnauthorized, statusForbidden, statusOff, reportFailed, reportBusy} {
@@ -122,6 +126,9 @@ func (s *Server) status(c echo.Context) (string, error) {
 	if !ok || st.AcceptedMs == 0 {
 		// An ack folded before its MessageAccepted tells neither the
 		// key binding nor the accept time: not known yet.
+		if !s.cfg.Status.Ready() {
+			return statusCatchingUp, unavailable("Message status is catching up after a restart; retry later", 1)
+		}
 		return statusNotFound, errUnknownMessage
 	}
 	auth := authResult{}

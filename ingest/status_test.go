@@ -18,6 +18,12 @@ import (
 
 type fakeStatus map[schema.MessageKey]schema.MessageStatus
 
+// Ready: a fake holding the key of partition -1 is catching up.
+func (f fakeStatus) Ready() bool {
+	_, catchingUp := f[schema.MessageKey{Partition: -1}]
+	return !catchingUp
+}
+
 func (f fakeStatus) Status(k schema.MessageKey) (schema.MessageStatus, bool) {
 	st, ok := f[k]
 	return st, ok
@@ -90,6 +96,24 @@ func TestStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStatusCatchingUp: before the table caught up, an unknown message is
+// 503 (it may be folded soon), a known one is answered.
+func TestStatusCatchingUp(t *testing.T) {
+	p := schema.PartitionOf(testUAID, testPartitions)
+	table := fakeStatus{{Partition: p, Offset: 1}: {AcceptedMs: 1}, {Partition: -1}: {State: schema.StatePending}}
+	e := newEnv(t, func(c *Config) { c.Status = table })
+	if rr := e.do(http.MethodGet, "/m/"+e.messageID(2), nil, nil); rr.Code != http.StatusServiceUnavailable || rr.Header().Get("Retry-After") == "" {
+		t.Fatalf("unknown while catching up: %d %v", rr.Code, rr.Header())
+	}
+	if rr := e.do(http.MethodGet, "/m/"+e.messageID(1), nil, nil); rr.Code != 200 {
+		t.Fatalf("known while catching up: %d", rr.Code)
+	}
+	delete(table, schema.MessageKey{Partition: -1})
+	if rr := e.do(http.MethodGet, "/m/"+e.messageID(2), nil, nil); rr.Code != http.StatusNotFound {
+		t.Fatalf("unknown once caught up: %d", rr.Code)
 	}
 }
 

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
@@ -60,6 +62,11 @@ type StatusTable struct {
 
 	entries   prometheus.GaugeFunc
 	evictions *prometheus.CounterVec
+
+	// targets are the end offsets at start not yet folded, by topic and
+	// partition; ready once empty (Run found them; nil before).
+	targets map[string]map[int32]int64
+	ready   atomic.Bool
 }
 
 // NewStatusTable validates cfg and builds the table; Run fills it.
@@ -150,6 +157,16 @@ func (t *StatusTable) Run(ctx context.Context) error {
 		return fmt.Errorf("status table: reader: %w", err)
 	}
 	defer cl.Close()
+	if !t.ready.Load() {
+		targets, err := catchUpTargets(ctx, kadm.NewClient(cl), start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
+		if err != nil {
+			return fmt.Errorf("status table: %w", err)
+		}
+		t.mu.Lock()
+		t.targets = targets
+		t.checkReadyLocked()
+		t.mu.Unlock()
+	}
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for {
@@ -179,6 +196,12 @@ func (t *StatusTable) Apply(r *kgo.Record) {
 }
 
 func (t *StatusTable) applyLocked(r *kgo.Record) {
+	if ps := t.targets[r.Topic]; ps != nil {
+		if end, ok := ps[r.Partition]; ok && r.Offset+1 >= end {
+			delete(ps, r.Partition)
+			t.checkReadyLocked()
+		}
+	}
 	ev, err := schema.Decode(r)
 	if err != nil {
 		return // other events and unknown bodies: nothing about a message
@@ -239,4 +262,49 @@ func (t *StatusTable) compactLocked() {
 		t.order = append(t.order[:0], t.order[t.head:]...)
 		t.head = 0
 	}
+}
+
+// Ready reports whether the table folded everything the topics held when
+// Run started: before, an unknown message may only not be folded yet.
+func (t *StatusTable) Ready() bool { return t.ready.Load() }
+
+func (t *StatusTable) checkReadyLocked() {
+	for _, ps := range t.targets {
+		if len(ps) > 0 {
+			return
+		}
+	}
+	if !t.ready.Swap(true) {
+		t.log.Info("status table caught up", "messages", len(t.msgs))
+	}
+}
+
+// catchUpTargets returns, per topic and partition, the end offset to fold
+// before the table is ready, leaving out partitions with nothing to fold
+// from startMs on.
+func catchUpTargets(ctx context.Context, adm *kadm.Client, startMs int64, topics ...string) (map[string]map[int32]int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	starts, err := adm.ListOffsetsAfterMilli(ctx, startMs, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets after %d: %w", startMs, err)
+	}
+	out := make(map[string]map[int32]int64, len(topics))
+	for _, topic := range topics {
+		out[topic] = map[int32]int64{}
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return // an unknown topic or partition: nothing to wait for
+		}
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil && s.Offset >= o.Offset {
+			return
+		}
+		if o.Offset > 0 {
+			out[o.Topic][o.Partition] = o.Offset
+		}
+	})
+	return out, nil
 }

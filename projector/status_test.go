@@ -136,3 +136,26 @@ func TestStatusTableMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(tbl)
 }
+
+// TestStatusTableReady: the table is ready once it folded every partition
+// up to the end offsets Run found.
+func TestStatusTableReady(t *testing.T) {
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl.targets = map[string]map[int32]int64{"m": {0: 3, 1: 1}, "a": {}}
+	if tbl.Ready() {
+		t.Fatal("ready before folding")
+	}
+	for _, r := range []*kgo.Record{{Topic: "m", Partition: 0, Offset: 1}, {Topic: "m", Partition: 1, Offset: 0}, {Topic: "a", Partition: 0, Offset: 9}} {
+		tbl.Apply(r)
+	}
+	if tbl.Ready() {
+		t.Fatal("ready with partition 0 at 2 of 3")
+	}
+	tbl.Apply(&kgo.Record{Topic: "m", Partition: 0, Offset: 2})
+	if !tbl.Ready() {
+		t.Fatal("not ready at the end offsets")
+	}
+}
