@@ -5,7 +5,8 @@ package ingest
 // A sender gets a receipt subscription either with POST {base}/receipts
 // (201, Location and a Link rel="urn:ietf:params:push:receipt") or by
 // pushing with "Prefer: respond-async" without one (the push answers 202
-// with the Link of a new subscription, as §5.1 says). A push carrying
+// with the Link of a subscription, as §5.1 says: for a VAPID sender always
+// the same one, bound to its key; otherwise a new one). A push carrying
 // "Push-Receipt: <receipt subscription URI>" (the header of the RFC's
 // drafts, kept so a sender can reuse one subscription) or
 // "Prefer: respond-async" answers 202 instead of 201: the service accepted
@@ -28,6 +29,7 @@ package ingest
 import (
 	"cmp"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -348,6 +350,19 @@ func (s *Server) receiptRequest(req *http.Request, auth authResult) (id []byte, 
 			return nil, "", newError(http.StatusForbidden, errnoInvalidReceipt, receiptKeyBoundMismatchError)
 		}
 		tok, _ := s.cfg.Sealer.SealReceiptSub(sub) // deterministic: the same URI
+		return sub.ID[:], s.receiptURL(tok), nil
+	}
+	if auth.ok && s.receipts.enabled {
+		// A VAPID sender's respond-async pushes share one subscription,
+		// bound to its key (sealing is deterministic: the same URI each
+		// time), so they never count against SubsPerSender.
+		sub := schema.ReceiptSub{KeyHash: append([]byte(nil), auth.keyHash[:]...)}
+		sum := sha256.Sum256(append([]byte("pushlog receipt subscription of a key"), auth.keyHash[:]...))
+		copy(sub.ID[:], sum[:])
+		tok, err := s.cfg.Sealer.SealReceiptSub(sub)
+		if err != nil {
+			return nil, "", newError(http.StatusInternalServerError, errnoUnknown, "Could not seal the receipt subscription")
+		}
 		return sub.ID[:], s.receiptURL(tok), nil
 	}
 	sub, tok, aerr := s.newReceiptSub(auth, receiptSender(auth, req))

@@ -217,8 +217,12 @@ func (s *Server) pushReceipt(p http.Pusher, id string, r Receipt) error {
 	err := p.Push(strings.TrimRight(base.Path, "/")+"/m/"+id, &http.PushOptions{Header: http.Header{hdrReceiptPush: {nonce}}})
 	if err != nil {
 		s.receipts.pushedReceipts.Delete(nonce)
+		return err
 	}
-	return err
+	// A promise whose request is never served (the connection died after
+	// Push returned) must not hold its receipt forever.
+	time.AfterFunc(time.Minute, func() { s.receipts.pushedReceipts.Delete(nonce) })
+	return nil
 }
 
 // receiptPushes answers the requests synthesised for receipt server pushes

@@ -77,6 +77,7 @@ func TestReceiptRequests(t *testing.T) {
 	}{
 		{"no receipt asked", v1, map[string]string{"TTL": "60"}, 201, 0, "", false},
 		{"respond-async makes one", v1, map[string]string{"TTL": "60", "Prefer": "wait=5, respond-async"}, 202, 0, "new", true},
+		{"respond-async with VAPID: the key's own", v2, map[string]string{"TTL": "60", "Prefer": "respond-async", "Authorization": e.vapid.header(t, testPublicURL)}, 202, 0, "key", true},
 		{"push-receipt reused", v1, map[string]string{"TTL": "60", "Push-Receipt": open}, 202, 0, open, true},
 		{"relative push-receipt", v1, map[string]string{"TTL": "60", "Push-Receipt": strings.TrimPrefix(open, testPublicURL)}, 202, 0, open, true},
 		{"key bound, same key", v2, map[string]string{"TTL": "60", "Push-Receipt": bound, "Authorization": e.vapid.header(t, testPublicURL)}, 202, 0, bound, true},
@@ -105,7 +106,17 @@ func TestReceiptRequests(t *testing.T) {
 				return
 			}
 			got := receiptLink(t, rr.Header())
-			if tc.link != "new" && got != tc.link {
+			if tc.link == "key" {
+				// Deterministic per key, bound to it: the same URI again.
+				again := e.do(http.MethodPost, tc.path, tc.hdr, nil)
+				if l := receiptLink(t, again.Header()); l != got {
+					t.Fatalf("second respond-async push: Link %q, want %q", l, got)
+				}
+				sub, err := e.sealer.OpenReceiptSub(strings.TrimPrefix(got, testPublicURL+"/r/"))
+				if err != nil || string(sub.KeyHash) != string(e.vapid.keyHash()) {
+					t.Fatalf("key's subscription %+v (%v) not bound to the key", sub, err)
+				}
+			} else if tc.link != "new" && got != tc.link {
 				t.Fatalf("Link %q, want %q", got, tc.link)
 			}
 			m := e.openLocation(rr.Header().Get("Location"))
