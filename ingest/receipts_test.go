@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -349,4 +350,27 @@ func FuzzReceiptHeaders(f *testing.F) {
 		req.Header.Set("Last-Event-ID", v)
 		receiptCursor(req)
 	})
+}
+
+// TestReceiptMetrics: the receipt series register and gather on a pedantic
+// registry beside the push API's.
+func TestReceiptMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	e := newEnv(t, func(c *Config) { c.Metrics = reg; withReceipts([]string{"127.0.0.1:1"})(c) })
+	e.do(http.MethodPost, "/receipts", nil, nil)
+	e.do(http.MethodGet, "/r/forged", nil, nil)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		seen[mf.GetName()] = true
+	}
+	for _, name := range []string{"pushlog_ingest_receipt_subscriptions_created_total", "pushlog_ingest_receipt_refused_total",
+		"pushlog_ingest_receipt_streams", "pushlog_ingest_receipt_pending"} {
+		if !seen[name] {
+			t.Errorf("%s not gathered", name)
+		}
+	}
 }
