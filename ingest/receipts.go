@@ -224,6 +224,12 @@ func (r *receipts) acquireStream() bool {
 	return true
 }
 
+func (r *receipts) streamsOpen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams
+}
+
 func (r *receipts) releaseStream() {
 	r.mu.Lock()
 	r.streams--

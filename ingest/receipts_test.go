@@ -308,6 +308,26 @@ func TestReceiptStream(t *testing.T) {
 	if err := e.client.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	// One stream at a time on this node (MaxStreams 1): a second GET while
+	// one is open is 503 errno 201.
+	e.srv.receipts.cfg.MaxStreams = 1
+	held, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/r/"+strings.TrimPrefix(link, testPublicURL+"/r/"), nil)
+	held.Header.Set("Accept", "text/event-stream")
+	hresp, err := http.DefaultClient.Do(held)
+	if err != nil || hresp.StatusCode != 200 {
+		t.Fatalf("held GET: %v %v", hresp, err)
+	}
+	second, err := http.Get("http://" + ln.Addr().String() + strings.TrimPrefix(link, testPublicURL))
+	if err != nil || second.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second GET past MaxStreams = %v, %v; want 503", second, err)
+	}
+	second.Body.Close()
+	hresp.Body.Close()
+	for e.srv.receipts.streamsOpen() > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.srv.receipts.cfg.MaxStreams = DefaultReceiptStreams
+
 	for range 2 { // the second GET is a reconnect: the receipt is kept
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+strings.TrimPrefix(link, testPublicURL), nil)
 		req.Header.Set("Accept", "application/x-ndjson")
