@@ -403,6 +403,10 @@ func receiptAccepted(c echo.Context) int {
 	if link == "" {
 		return http.StatusCreated
 	}
-	c.Response().Header().Set("Link", "<"+link+">; rel=\""+receiptRelation+"\"")
+	h := c.Response().Header()
+	h.Set("Link", "<"+link+">; rel=\""+receiptRelation+"\"")
+	if preferRespondAsync(c.Request().Header[hdrPrefer]) {
+		h.Set("Preference-Applied", "respond-async") // RFC 7240 §3
+	}
 	return http.StatusAccepted
 }

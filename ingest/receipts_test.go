@@ -107,6 +107,9 @@ func TestReceiptRequests(t *testing.T) {
 				return
 			}
 			got := receiptLink(t, rr.Header())
+			if pa := rr.Header().Get("Preference-Applied"); (pa == "respond-async") != (tc.hdr["Prefer"] != "") {
+				t.Fatalf("Preference-Applied %q with Prefer %q", pa, tc.hdr["Prefer"])
+			}
 			if tc.link == "key" {
 				// Deterministic per key, bound to it: the same URI again.
 				again := e.do(http.MethodPost, tc.path, tc.hdr, nil)
