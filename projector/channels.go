@@ -585,6 +585,9 @@ func (p *ChannelProjector) fold(part *channelPartition, r *kgo.Record, now time.
 		}
 		part.resets[id] = resetInfo{ms: ev.GetTimeMs(), off: next}
 		add(p.cfg.Names.UaidStateRecord(uaid, &pb.UaidState{UaidReset: true, ResetMs: ev.GetTimeMs(), RegistrationsOffset: next, ResetReason: b.UserReset.GetReason()}, part.p, now))
+	case *pb.Event_BridgeRegistered:
+		// A mobile UAID's bridge and token (issue 14): no channel state;
+		// owners and ingest's bridge table read it from this log.
 	default:
 		channelLogSkip(p.log, r, fmt.Errorf("%s on the registrations topic", schema.TypeName(ev)))
 	}

@@ -15,6 +15,9 @@ import (
 // Kafka asynchronously and delivery resumes from there, so the order is
 // kept; without allowFetch such messages are skipped this round.
 func (ps *partState) deliverPending(u *uaidState, allowFetch bool) {
+	if ps.bridgePending(u, allowFetch) { // bridge.go: a mobile UAID has no socket
+		return
+	}
 	s := u.session
 	if s == nil || !ps.ready {
 		return

@@ -59,6 +59,8 @@ type Config struct {
 	CheckTimeout   time.Duration  // bound of CheckUAID's catch-up and of the wait for ownership
 	CommitInterval time.Duration  // how often the low watermarks are committed
 	SweepInterval  time.Duration  // how often expiry is checked, default 1s
+	// Bridges configures the delivery to mobile bridges (bridge.go).
+	Bridges BridgeConfig
 	// PayloadBudget bounds the payload bytes kept in memory over all owned
 	// partitions (default 256 MiB); past it payloads are re-read from
 	// Kafka at delivery. Negative keeps none in memory.
@@ -189,6 +191,9 @@ func New(cfg Config) (*Owner, error) {
 	o.env.produce = o.produce
 	o.env.produceRecord = o.produceRecord
 	o.env.reread = o.reread
+	if o.env.bridges, err = newBridges(cfg.Bridges, cfg.Metrics); err != nil { // bridge.go
+		return nil, fmt.Errorf("owner: %w", err)
+	}
 	idle := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "pushlog_owner_idle_resets_total",
 		Help: "UAIDs reset for having had no connection for --uaid-expiry (UserReset reason idle).",
@@ -209,6 +214,9 @@ func (o *Owner) Run(ctx context.Context) error {
 	}
 	o.started = true
 	o.prodCtx = context.WithoutCancel(ctx)
+	if o.env.bridges != nil {
+		o.env.bridges.setContext(ctx) // bridge.go
+	}
 	o.mu.Unlock()
 	defer close(o.stopped)
 	adm, err := kgo.NewClient(o.cfg.ClientOpts...)
@@ -558,6 +566,9 @@ func (o *Owner) bootstrap(ctx context.Context, fresh []int32) error {
 			return err
 		}
 		ps.chanEnd = ce
+		if err := o.readBridges(ctx, ps, starts, start[tRegistrations]); err != nil { // bridge.go
+			return err
+		}
 		built[p] = ps
 	}
 	add := map[string]map[int32]kgo.Offset{o.cfg.Names.Channels: {}, o.cfg.Names.Presence: {}}

@@ -94,6 +94,7 @@ type pending struct {
 	state      uint8
 	reason     uint8
 	flags      uint8
+	urgency    uint8 // pb.Urgency, for bridges (bridge.go)
 }
 
 // presence is where a UAID is connected according to pushlog.presence.
@@ -162,6 +163,7 @@ type env struct {
 	log     *slog.Logger
 	now     func() time.Time
 	produce func(ev *pb.Event, onErr func(error))
+	bridges *bridges // nil: no bridge configured (bridge.go)
 	// produceRecord writes a pushlog.channels record to the partition it
 	// names (the last-seen records); nil: not written (unit tests).
 	produceRecord func(rec *kgo.Record, onErr func(error))
@@ -182,8 +184,9 @@ type partState struct {
 	p   int32
 
 	uaids   map[schema.UAID]*uaidState
-	recs    recStore // every known UAID's channels (uaids.go)
-	msgs    deque    // tracked messages in offset order
+	recs    recStore                   // every known UAID's channels (uaids.go)
+	bridged map[schema.UAID]*bridgeReg // UAIDs served through a mobile bridge (bridge.go)
+	msgs    deque                      // tracked messages in offset order
 	exp     expHeap
 	orphans map[int64]orphan
 	retry   []*pending // settling messages whose event failed to produce
@@ -309,6 +312,7 @@ func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepte
 		channel:    ch,
 		size:       int32(min(len(ma.GetPayload()), 1<<30)),
 		heapIdx:    -1,
+		urgency:    uint8(ma.GetUrgency()),
 	}
 	if t := ma.GetTopic(); t != "" {
 		m.topic = unique.Make(t)
@@ -584,6 +588,8 @@ func (ps *partState) produceSettlement(m *pending) {
 	ref := ps.ref(m, schema.FormatChannelID(m.channel[:]))
 	if m.reason == reasonExpired {
 		ev.Body = &pb.Event_Expired{Expired: &pb.Expired{Msg: ref}}
+	} else if m.reason == reasonBridged { // bridge.go: accepted by FCM/APNs
+		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: bridgeAckCode}}
 	} else {
 		ev.Body = &pb.Event_Dropped{Dropped: &pb.Dropped{Msg: ref, Reason: pb.DropReason(m.reason - reasonDropped)}}
 	}

@@ -249,6 +249,10 @@ func (ps *partState) foldRegistration(rec *kgo.Record, ev *pb.Event, id schema.U
 			return // never registered either: nothing to do
 		}
 	case *pb.Event_UserReset:
+		delete(ps.bridged, id) // bridge.go
+	case *pb.Event_BridgeRegistered:
+		ps.foldBridge(ev, b.BridgeRegistered, id) // bridge.go
+		return
 	default:
 		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
 		return

@@ -97,6 +97,7 @@ const (
 	DropReason_DROP_REASON_USER_RESET       DropReason = 4 // the UAID was reset
 	DropReason_DROP_REASON_DELETED          DropReason = 5 // the sender deleted it (DELETE /m/{id})
 	DropReason_DROP_REASON_TTL_ZERO_OFFLINE DropReason = 6 // TTL 0 and the user agent was not connected
+	DropReason_DROP_REASON_BRIDGE_REFUSED   DropReason = 7 // a mobile bridge (FCM/APNs) refused this message for good
 )
 
 // Enum value maps for DropReason.
@@ -109,6 +110,7 @@ var (
 		4: "DROP_REASON_USER_RESET",
 		5: "DROP_REASON_DELETED",
 		6: "DROP_REASON_TTL_ZERO_OFFLINE",
+		7: "DROP_REASON_BRIDGE_REFUSED",
 	}
 	DropReason_value = map[string]int32{
 		"DROP_REASON_UNSPECIFIED":      0,
@@ -118,6 +120,7 @@ var (
 		"DROP_REASON_USER_RESET":       4,
 		"DROP_REASON_DELETED":          5,
 		"DROP_REASON_TTL_ZERO_OFFLINE": 6,
+		"DROP_REASON_BRIDGE_REFUSED":   7,
 	}
 )
 
@@ -1885,7 +1888,7 @@ const file_events_proto_rawDesc = "" +
 	"\x0eURGENCY_NORMAL\x10\x00\x12\x14\n" +
 	"\x10URGENCY_VERY_LOW\x10\x01\x12\x0f\n" +
 	"\vURGENCY_LOW\x10\x02\x12\x10\n" +
-	"\fURGENCY_HIGH\x10\x03*\xdd\x01\n" +
+	"\fURGENCY_HIGH\x10\x03*\xfd\x01\n" +
 	"\n" +
 	"DropReason\x12\x1b\n" +
 	"\x17DROP_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
@@ -1894,7 +1897,8 @@ const file_events_proto_rawDesc = "" +
 	"\x18DROP_REASON_UNREGISTERED\x10\x03\x12\x1a\n" +
 	"\x16DROP_REASON_USER_RESET\x10\x04\x12\x17\n" +
 	"\x13DROP_REASON_DELETED\x10\x05\x12 \n" +
-	"\x1cDROP_REASON_TTL_ZERO_OFFLINE\x10\x06B&Z$github.com/pushlog/pushlog/schema/pbb\x06proto3"
+	"\x1cDROP_REASON_TTL_ZERO_OFFLINE\x10\x06\x12\x1e\n" +
+	"\x1aDROP_REASON_BRIDGE_REFUSED\x10\aB&Z$github.com/pushlog/pushlog/schema/pbb\x06proto3"
 
 var (
 	file_events_proto_rawDescOnce sync.Once

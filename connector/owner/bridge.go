@@ -1,0 +1,491 @@
+package owner
+
+// The bridge delivery path (issue 14 point 2). A UAID registered through
+// the mobile registration API (a BridgeRegistered on pushlog.registrations)
+// has no socket: its owner hands each live message to the app's
+// bridge.Sender (FCM, APNs) and settles it by the answer:
+//
+//   - Delivered: a Delivered event (conn_id "bridge:<router>/<app>") and
+//     the message is settled at once by an Acked (code 100) the owner
+//     writes itself. FCM and APNs give no end-to-end acknowledgement;
+//     autopush deletes a message as soon as the bridge accepted it, and so
+//     does pushlog (the phone's copy is the service's to deliver).
+//   - Gone: the device token is dead. The owner writes a UserReset with
+//     reason "bridge_gone": the UAID's pending messages are dropped, its
+//     endpoints answer 410 (errno 103) through ingest's gone set, and the
+//     registration API answers 410 so the app registers again.
+//   - Retry (429, 5xx, no answer): sent again after the service's
+//     Retry-After or an exponential back-off, only while the TTL lasts
+//     and with the TTL left; past it the sweep expires the message
+//     (Expired) — a message is never sent late.
+//   - Failed: dropped (DROP_REASON_BRIDGE_REFUSED).
+//
+// A circuit breaker per app (gobreaker) stops calling a service that keeps
+// failing; messages wait (pending, nothing lost) and are tried again when
+// it half-opens, until their TTL.
+//
+// The owner is the right place rather than a bridge role: it already
+// holds each UAID's pending messages, their TTLs and the settlement rules,
+// and a partition's new owner replays exactly the unsettled ones, so a
+// node killed mid-send re-sends at least once, and never after the Acked
+// was written (a settled message is not replayed).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/pushlog/pushlog/connector/bridge"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// fBridgeBusy (pending.flags): a send of the message is in flight or
+// scheduled; reasonBridged (pending.reason): settled by the bridge's
+// acceptance, the owner writes the Acked.
+const (
+	fBridgeBusy   uint8 = fReread << 1
+	reasonBridged uint8 = 255
+)
+
+// Defaults of BridgeConfig.
+const (
+	DefaultBridgeInFlight     = 512
+	DefaultBridgeSendTimeout  = 15 * time.Second
+	DefaultBridgeRetryMin     = time.Second
+	DefaultBridgeRetryMax     = 5 * time.Minute
+	DefaultBridgeBreakerFails = 5
+	DefaultBridgeBreakerOpen  = 30 * time.Second
+	bridgeAckCode             = 100 // what the settling Acked carries: delivered
+	bridgeGoneReason          = "bridge_gone"
+)
+
+// BridgeConfig configures the bridge delivery path.
+type BridgeConfig struct {
+	// Senders are the configured apps, keyed "<router type>/<app id>"
+	// ("fcm/org.mozilla.fenix"). A bridged UAID of an app not configured
+	// here keeps its messages until their TTL (and a warning is logged).
+	Senders map[string]bridge.Sender
+	// InFlight bounds concurrent sends over all apps (default 512).
+	InFlight int
+	// SendTimeout bounds one send (default 15s).
+	SendTimeout time.Duration
+	// RetryMin and RetryMax bound the back-off between attempts when the
+	// service gives no Retry-After (defaults 1s, 5m).
+	RetryMin, RetryMax time.Duration
+	// BreakerFailures consecutive failed sends (no answer, 5xx) open an
+	// app's breaker (default 5); it stays open BreakerOpen (default 30s).
+	BreakerFailures uint32
+	BreakerOpen     time.Duration
+}
+
+// BreakerState is one app's breaker, for `pushlog status`.
+type BreakerState struct {
+	App   string // "<router type>/<app id>"
+	State string // closed, half-open, open
+}
+
+// bridgeReg is what the owner keeps of a bridged UAID.
+type bridgeReg struct {
+	app   string // "<router type>/<app id>"
+	token string
+}
+
+// bridges is the owner-wide part of the path: senders, breakers, the
+// in-flight bound, metrics.
+type bridges struct {
+	cfg      BridgeConfig
+	breakers map[string]*gobreaker.CircuitBreaker[bridge.Result]
+	sem      chan struct{}
+	met      *bridgeMetrics
+	ctxMu    sync.RWMutex
+	ctx      context.Context
+}
+
+var errBridgeUnavailable = errors.New("bridge unavailable")
+
+func newBridges(cfg BridgeConfig, reg prometheus.Registerer) (*bridges, error) {
+	if len(cfg.Senders) == 0 {
+		return nil, nil
+	}
+	cfg.InFlight = orDefault(cfg.InFlight, DefaultBridgeInFlight)
+	cfg.SendTimeout = orDefaultDur(cfg.SendTimeout, DefaultBridgeSendTimeout)
+	cfg.RetryMin = orDefaultDur(cfg.RetryMin, DefaultBridgeRetryMin)
+	cfg.RetryMax = orDefaultDur(cfg.RetryMax, DefaultBridgeRetryMax)
+	if cfg.BreakerFailures == 0 {
+		cfg.BreakerFailures = DefaultBridgeBreakerFails
+	}
+	cfg.BreakerOpen = orDefaultDur(cfg.BreakerOpen, DefaultBridgeBreakerOpen)
+	b := &bridges{cfg: cfg, breakers: map[string]*gobreaker.CircuitBreaker[bridge.Result]{},
+		sem: make(chan struct{}, cfg.InFlight)}
+	met, err := newBridgeMetrics(reg, b)
+	if err != nil {
+		return nil, err
+	}
+	b.met = met
+	for app := range cfg.Senders {
+		fails := cfg.BreakerFailures
+		b.breakers[app] = gobreaker.NewCircuitBreaker[bridge.Result](gobreaker.Settings{
+			Name:        app,
+			MaxRequests: 1,
+			Timeout:     cfg.BreakerOpen,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= fails },
+		})
+	}
+	return b, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func orDefaultDur(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// setContext is the owner's run context: sends end with it.
+func (b *bridges) setContext(ctx context.Context) {
+	b.ctxMu.Lock()
+	b.ctx = ctx
+	b.ctxMu.Unlock()
+}
+
+func (b *bridges) context() context.Context {
+	b.ctxMu.RLock()
+	defer b.ctxMu.RUnlock()
+	return b.ctx
+}
+
+// States lists every app's breaker.
+func (b *bridges) states() []BreakerState {
+	if b == nil {
+		return nil
+	}
+	out := make([]BreakerState, 0, len(b.breakers))
+	for app, cb := range b.breakers {
+		out = append(out, BreakerState{App: app, State: cb.State().String()})
+	}
+	return out
+}
+
+// send runs one send through the app's breaker. A breaker that refuses
+// is a Retry after its open time.
+func (b *bridges) send(app, token string, msg bridge.Message) bridge.Result {
+	snd, cb := b.cfg.Senders[app], b.breakers[app]
+	ctx, cancel := context.WithTimeout(b.context(), b.cfg.SendTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := cb.Execute(func() (bridge.Result, error) {
+		r := snd.Send(ctx, token, msg)
+		if r.Outcome == bridge.Retry && (r.Status == 0 || r.Status >= 500) {
+			return r, errBridgeUnavailable // the service is down: count it
+		}
+		return r, nil
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		b.met.observe(app, "breaker_open", 0)
+		return bridge.Result{Outcome: bridge.Retry, RetryAfter: b.cfg.BreakerOpen, Reason: "breaker_open"}
+	}
+	b.met.observe(app, res.Outcome.String(), time.Since(start))
+	return res
+}
+
+// backoff is the wait before attempt n+1 when the service named none:
+// exponential from RetryMin, capped at RetryMax, with jitter.
+func (b *bridges) backoff(attempts int32) time.Duration {
+	d := b.cfg.RetryMin << min(max(attempts-1, 0), 20)
+	d = min(d, b.cfg.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Breakers reports each configured app's circuit breaker.
+func (o *Owner) Breakers() []BreakerState { return o.env.bridges.states() }
+
+// readBridges folds the bridge registrations of partition ps.p below the
+// committed registrations offset (from the start of the log, a week): the
+// channel snapshots carry channels, not bridges, and the fold resumes at
+// the committed offset. The registration API re-appends an active
+// device's BridgeRegistered daily, so every live bridged UAID is within
+// the log's retention. Skipped when no bridge is configured.
+func (o *Owner) readBridges(ctx context.Context, ps *partState, starts kadm.ListedOffsets, end int64) error {
+	if o.env.bridges == nil {
+		return nil
+	}
+	topic := o.cfg.Names.Registrations
+	from, err := listed(starts, topic, ps.p)
+	if err != nil {
+		return err
+	}
+	for off := from; off < end; {
+		fp, err := fetchAt(ctx, o.adm, topic, ps.p, off, 8<<20)
+		if err != nil {
+			return fmt.Errorf("read bridges in %s/%d at %d: %w", topic, ps.p, off, err)
+		}
+		if len(fp.Records) == 0 {
+			break
+		}
+		ps.mu.Lock()
+		for _, rec := range fp.Records {
+			if rec.Offset >= end {
+				break
+			}
+			ev, err := schema.Decode(rec)
+			if err != nil {
+				continue
+			}
+			id, err := schema.ParseUAID(ev.GetUaid())
+			if err != nil {
+				continue
+			}
+			switch b := ev.GetBody().(type) {
+			case *pb.Event_BridgeRegistered:
+				ps.foldBridge(ev, b.BridgeRegistered, id)
+			case *pb.Event_UserReset:
+				delete(ps.bridged, id)
+			}
+		}
+		ps.mu.Unlock()
+		off = fp.Records[len(fp.Records)-1].Offset + 1
+	}
+	return nil
+}
+
+// foldBridge folds a BridgeRegistered: the UAID is (still) bridged, with
+// this token; anything pending goes out with it.
+func (ps *partState) foldBridge(ev *pb.Event, b *pb.BridgeRegistered, id schema.UAID) {
+	app := b.GetRouterType() + "/" + b.GetAppId()
+	if ps.bridged == nil {
+		ps.bridged = make(map[schema.UAID]*bridgeReg)
+	}
+	ps.bridged[id] = &bridgeReg{app: app, token: b.GetToken()}
+	if ps.env.bridges != nil && ps.env.bridges.cfg.Senders[app] == nil {
+		ps.env.log.Warn("bridged UAID of an app not configured: its messages wait until their TTL", "uaid", ev.GetUaid(), "app", app)
+	}
+	if u := ps.uaids[id]; u != nil && ps.ready {
+		ps.deliverPending(u, true)
+	}
+}
+
+// bridgePending hands u's live messages not already in flight to its
+// bridge. It is deliverPending for a bridged UAID (true when u is one).
+func (ps *partState) bridgePending(u *uaidState, allowFetch bool) bool {
+	reg := ps.bridged[u.id]
+	if reg == nil {
+		return false
+	}
+	bs := ps.env.bridges
+	if bs == nil || bs.cfg.Senders[reg.app] == nil || !ps.ready {
+		return true
+	}
+	now := ps.env.now().UnixMilli()
+	for i, m := range u.pending {
+		if m.state != stLive || m.flags&fBridgeBusy != 0 || now > m.expiryMs {
+			continue
+		}
+		if m.body == nil && m.flags&fBodyGone != 0 {
+			if allowFetch && !u.fetching {
+				ps.startReread(u, u.pending[i:], now)
+			}
+			if allowFetch {
+				return true
+			}
+			continue
+		}
+		ps.bridgeSend(u, reg, m, now)
+	}
+	return true
+}
+
+// bridgeSend starts one send of m (flagged in flight until it settles or
+// is scheduled again). Called with ps.mu held; the send runs outside it.
+func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now int64) {
+	n, err := ps.notification(u, m)
+	if err != nil {
+		ps.env.log.Warn("bridge message not built", "partition", ps.p, "offset", m.offset, "err", err)
+		return
+	}
+	msg := bridge.Message{
+		UAID: u.id, ChannelID: n.ChannelID, Version: n.Version, Data: n.Data,
+		Encoding: n.Encoding, Encryption: n.Encryption, CryptoKey: n.CryptoKey,
+		TTL:     time.Duration(m.expiryMs-now) * time.Millisecond,
+		Urgency: schema.UrgencyName(pb.Urgency(m.urgency)),
+		Topic:   handleValue(m.topic),
+	}
+	if pb.Urgency(m.urgency) == pb.Urgency_URGENCY_NORMAL {
+		msg.Urgency = "normal"
+	}
+	m.flags |= fBridgeBusy
+	m.attempts++
+	bs := ps.env.bridges
+	go func() {
+		select {
+		case bs.sem <- struct{}{}:
+		case <-bs.context().Done():
+			return
+		}
+		res := bs.send(reg.app, reg.token, msg)
+		<-bs.sem
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		ps.bridgeResult(u, reg, m, n.Ref, res)
+	}()
+}
+
+// bridgeResult settles m by the service's answer (ps.mu held).
+func (ps *partState) bridgeResult(u *uaidState, reg *bridgeReg, m *pending, ref *pb.MessageRef, res bridge.Result) {
+	m.flags &^= fBridgeBusy
+	if ps.closed || m.u != u || m.state != stLive {
+		return // settled meanwhile (deleted, replaced, expired) or no longer ours
+	}
+	env := ps.env
+	switch res.Outcome {
+	case bridge.Delivered:
+		ev := schema.NewEvent(u.uaid(), env.now())
+		ev.Body = &pb.Event_Delivered{Delivered: &pb.Delivered{
+			Msg: ref, Node: env.cfg.NodeID, ConnId: "bridge:" + reg.app, Attempt: m.attempts,
+		}}
+		env.produce(ev, func(err error) {
+			env.log.Debug("delivered event not written", "partition", ps.p, "offset", m.offset, "err", err)
+		})
+		ps.markSettling(m, reasonBridged)
+	case bridge.Gone:
+		if ps.bridged[u.id] != reg {
+			ps.bridgePending(u, true) // a newer token arrived meanwhile: use it
+			return
+		}
+		delete(ps.bridged, u.id)
+		ps.produceBridgeGone(u)
+	case bridge.Failed:
+		env.log.Info("bridge refused a message", "app", reg.app, "reason", res.Reason, "status", res.Status)
+		ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_BRIDGE_REFUSED))
+	default: // Retry
+		wait := res.RetryAfter
+		if wait <= 0 {
+			wait = env.bridges.backoff(m.attempts)
+		}
+		at := env.now().Add(wait).UnixMilli()
+		if at > m.expiryMs {
+			// Parked (busy) until the sweep expires it: never sent late,
+			// never before the service's Retry-After.
+			m.flags |= fBridgeBusy
+			return
+		}
+		m.flags |= fBridgeBusy // waiting counts as in flight: no second timer
+		env.bridges.met.retry(reg.app)
+		time.AfterFunc(wait, func() {
+			ps.mu.Lock()
+			defer ps.mu.Unlock()
+			m.flags &^= fBridgeBusy
+			if ps.closed || m.u != u || m.state != stLive {
+				return
+			}
+			ps.bridgePending(u, true)
+		})
+	}
+}
+
+// produceBridgeGone writes the UserReset of a UAID whose token is dead.
+func (ps *partState) produceBridgeGone(u *uaidState) {
+	r, _ := ps.recs.get(u.id)
+	active, _ := r.split()
+	ids := make([][]byte, 0, len(active))
+	for _, ch := range active {
+		ids = append(ids, append([]byte(nil), ch[:]...))
+	}
+	ev := schema.NewEvent(u.uaid(), ps.env.now())
+	ev.Body = &pb.Event_UserReset{UserReset: &pb.UserReset{Reason: bridgeGoneReason, ChannelIds: ids}}
+	ps.env.produce(ev, func(err error) {
+		ps.env.log.Warn("bridge gone: UserReset not written", "uaid", u.uaid(), "err", err)
+	})
+}
+
+// bridgeMetrics are the bridge series.
+type bridgeMetrics struct {
+	sends   *prometheus.CounterVec   // app, outcome
+	latency *prometheus.HistogramVec // app
+	retries *prometheus.CounterVec   // app
+}
+
+func newBridgeMetrics(reg prometheus.Registerer, b *bridges) (*bridgeMetrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &bridgeMetrics{
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushlog_bridge_sends_total",
+			Help: "Messages handed to a mobile bridge (FCM, APNs) by app and outcome: delivered, gone, retry, failed, breaker_open.",
+		}, []string{"app", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushlog_bridge_send_seconds",
+			Help:    "Time a bridge send took, answer included, by app.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"app"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushlog_bridge_retries_total",
+			Help: "Bridge sends scheduled again (429, 5xx, no answer, breaker open) within the message's TTL, by app.",
+		}, []string{"app"}),
+	}
+	breaker := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pushlog_bridge_breaker_open",
+		Help: "1 while an app's bridge circuit breaker is open, 0.5 half-open, 0 closed.",
+	}, []string{"app"})
+	collect := prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		for _, s := range b.states() {
+			v := 0.0
+			switch s.State {
+			case gobreaker.StateOpen.String():
+				v = 1
+			case gobreaker.StateHalfOpen.String():
+				v = 0.5
+			}
+			breaker.WithLabelValues(s.App).Set(v)
+		}
+		breaker.Collect(ch)
+	})
+	for _, c := range []prometheus.Collector{m.sends, m.latency, m.retries} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	if err := reg.Register(describedCollector{collect, breaker}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// describedCollector gives a CollectorFunc the descriptions of g.
+type describedCollector struct {
+	prometheus.CollectorFunc
+	g *prometheus.GaugeVec
+}
+
+func (d describedCollector) Describe(ch chan<- *prometheus.Desc) { d.g.Describe(ch) }
+
+func (m *bridgeMetrics) observe(app, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.sends.WithLabelValues(app, outcome).Inc()
+	if d > 0 {
+		m.latency.WithLabelValues(app).Observe(d.Seconds())
+	}
+}
+
+func (m *bridgeMetrics) retry(app string) {
+	if m != nil {
+		m.retries.WithLabelValues(app).Inc()
+	}
+}

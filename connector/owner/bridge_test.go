@@ -1,0 +1,271 @@
+package owner
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushlog/pushlog/connector/bridge"
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// fakeSender answers each send with next(call number, token, message).
+type fakeSender struct {
+	mu   sync.Mutex
+	got  []bridge.Message
+	toks []string
+	next func(n int, token string, m bridge.Message) bridge.Result
+}
+
+func (f *fakeSender) Send(_ context.Context, token string, m bridge.Message) bridge.Result {
+	f.mu.Lock()
+	f.got = append(f.got, m)
+	f.toks = append(f.toks, token)
+	n, next := len(f.got), f.next
+	f.mu.Unlock()
+	return next(n, token, m)
+}
+func (f *fakeSender) Check(bridge.Message) error { return nil }
+func (f *fakeSender) MaxPayload() int            { return 4096 }
+
+func (f *fakeSender) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.got)
+}
+
+func (f *fakeSender) setNext(next func(n int, token string, m bridge.Message) bridge.Result) {
+	f.mu.Lock()
+	f.next = next
+	f.mu.Unlock()
+}
+
+func delivered(int, string, bridge.Message) bridge.Result {
+	return bridge.Result{Outcome: bridge.Delivered, Status: 200}
+}
+
+func (e *testEnv) bridgeRegister(uaid, token string) {
+	ev := e.event(uaid)
+	ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: &pb.BridgeRegistered{RouterType: "fcm", AppId: "app", Token: token}}
+	e.produce(ev)
+}
+
+// startBridged runs an owner with one FCM app served by snd, and a bridged
+// UAID with one channel in partition 0.
+func (e *testEnv) startBridged(snd *fakeSender, mod func(*BridgeConfig)) (*runningOwner, string, string) {
+	r := e.start(func(c *Config) {
+		c.Bridges = BridgeConfig{Senders: map[string]bridge.Sender{"fcm/app": snd}, RetryMin: 20 * time.Millisecond, RetryMax: 50 * time.Millisecond}
+		if mod != nil {
+			mod(&c.Bridges)
+		}
+		c.Metrics = prometheus.NewRegistry()
+	})
+	e.waitReady(r, testPartitions)
+	uaid, ch := uaidIn(0), newChannel()
+	e.bridgeRegister(uaid, "device-token-1")
+	e.register(uaid, ch)
+	return r, uaid, ch
+}
+
+func (e *testEnv) acksOfKind(p int32, kind string) []*pb.Event {
+	var out []*pb.Event
+	for _, ev := range e.acksOf(p) {
+		if schema.TypeName(ev) == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func TestBridgeDelivered(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: delivered}
+	r, uaid, ch := e.startBridged(snd, nil)
+	ref := e.accept(uaid, ch, withTopic("news"), func(m *pb.MessageAccepted) { m.Urgency = pb.Urgency_URGENCY_HIGH })
+	waitFor(t, "Acked written", func() bool { return len(e.acksOfKind(0, "acked")) == 1 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	m := snd.got[0]
+	if snd.toks[0] != "device-token-1" || m.ChannelID != ch || string(m.Data) != "payload "+ch || m.Encoding != "aes128gcm" ||
+		m.Urgency != "high" || m.Topic != "news" || m.TTL <= 0 || m.TTL > time.Hour || m.UAID.String() != uaid || m.Version == "" {
+		t.Fatalf("sent %+v with token %q", m, snd.toks[0])
+	}
+	d := e.acksOfKind(0, "delivered")
+	if len(d) != 1 || d[0].GetDelivered().GetConnId() != "bridge:fcm/app" || d[0].GetDelivered().GetMsg().GetOffset() != ref.GetOffset() {
+		t.Fatalf("delivered events %v", d)
+	}
+	if a := e.acksOfKind(0, "acked")[0].GetAcked(); a.GetCode() != 100 || a.GetMsg().GetOffset() != ref.GetOffset() {
+		t.Fatalf("acked %v", a)
+	}
+	if n := snd.calls(); n != 1 {
+		t.Fatalf("%d sends, want 1", n)
+	}
+	// a new token is used from then on
+	e.bridgeRegister(uaid, "device-token-2")
+	e.accept(uaid, ch)
+	waitFor(t, "second send", func() bool { return snd.calls() == 2 })
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if snd.toks[1] != "device-token-2" {
+		t.Fatalf("token %q after the update", snd.toks[1])
+	}
+}
+
+func TestBridgeGone(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		return bridge.Result{Outcome: bridge.Gone, Status: 404, Reason: "UNREGISTERED"}
+	}}
+	r, uaid, ch := e.startBridged(snd, nil)
+	ref := e.accept(uaid, ch)
+	waitFor(t, "dropped as reset", func() bool { return e.dropsOf(0)[ref.GetOffset()] == pb.DropReason_DROP_REASON_USER_RESET })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	var reset *pb.UserReset
+	for off := int64(0); ; off++ {
+		fp, err := fetchAt(context.Background(), e.prod, schema.TopicRegistrations, 0, off, 1<<20)
+		if err != nil || len(fp.Records) == 0 {
+			break
+		}
+		for _, rec := range fp.Records {
+			if ev, _ := schema.Decode(rec); ev.GetUserReset() != nil {
+				reset = ev.GetUserReset()
+			}
+			off = rec.Offset
+		}
+	}
+	if reset == nil || reset.GetReason() != "bridge_gone" || len(reset.GetChannelIds()) != 1 {
+		t.Fatalf("UserReset %v", reset)
+	}
+	// later messages are not sent: the UAID is no longer bridged
+	e.accept(uaid, ch)
+	time.Sleep(100 * time.Millisecond)
+	if n := snd.calls(); n != 1 {
+		t.Fatalf("%d sends after the token died", n)
+	}
+}
+
+func TestBridgeRetryThenDelivered(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(n int, _ string, _ bridge.Message) bridge.Result {
+		if n < 3 {
+			return bridge.Result{Outcome: bridge.Retry, Status: 429, RetryAfter: 30 * time.Millisecond}
+		}
+		return bridge.Result{Outcome: bridge.Delivered, Status: 200}
+	}}
+	r, uaid, ch := e.startBridged(snd, nil)
+	e.accept(uaid, ch)
+	waitFor(t, "Acked written", func() bool { return len(e.acksOfKind(0, "acked")) == 1 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	if n := snd.calls(); n != 3 {
+		t.Fatalf("%d sends, want 3", n)
+	}
+	if d := e.acksOfKind(0, "delivered"); len(d) != 1 || d[0].GetDelivered().GetAttempt() != 3 {
+		t.Fatalf("delivered %v", d)
+	}
+}
+
+func TestBridgeRetryUntilTTL(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		return bridge.Result{Outcome: bridge.Retry, Status: 503}
+	}}
+	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.BreakerFailures = 1000 })
+	ref := e.accept(uaid, ch, withTTL(60))
+	waitFor(t, "a few attempts", func() bool { return snd.calls() >= 3 })
+	e.clock.Advance(61 * time.Second)
+	waitFor(t, "expired", func() bool { return e.expiredOf(0)[ref.GetOffset()] })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	n := snd.calls()
+	time.Sleep(150 * time.Millisecond)
+	if snd.calls() != n {
+		t.Fatal("sent after its TTL")
+	}
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	for _, m := range snd.got {
+		if m.TTL <= 0 || m.TTL > 60*time.Second {
+			t.Fatalf("sent with TTL %s", m.TTL)
+		}
+	}
+	if len(e.acksOfKind(0, "acked")) != 0 {
+		t.Fatal("acked though never delivered")
+	}
+}
+
+func TestBridgeFailedDropped(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		return bridge.Result{Outcome: bridge.Failed, Status: 400, Reason: "INVALID_ARGUMENT"}
+	}}
+	_, uaid, ch := e.startBridged(snd, nil)
+	ref := e.accept(uaid, ch)
+	waitFor(t, "dropped", func() bool {
+		return e.dropsOf(0)[ref.GetOffset()] == pb.DropReason_DROP_REASON_BRIDGE_REFUSED
+	})
+}
+
+func TestBridgeBreaker(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		return bridge.Result{Outcome: bridge.Retry, Status: 0, Reason: "connect"}
+	}}
+	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.BreakerFailures = 2; c.BreakerOpen = 300 * time.Millisecond })
+	refs := []*pb.MessageRef{e.accept(uaid, ch), e.accept(uaid, ch)}
+	waitFor(t, "breaker open", func() bool {
+		return slices.Contains(r.Breakers(), BreakerState{App: "fcm/app", State: "open"})
+	})
+	stuck := snd.calls()
+	time.Sleep(100 * time.Millisecond)
+	if snd.calls() != stuck {
+		t.Fatal("sends while the breaker is open")
+	}
+	snd.setNext(delivered) // the service is back
+	waitFor(t, "both delivered", func() bool { return len(e.acksOfKind(0, "acked")) == 2 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	if !slices.Contains(r.Breakers(), BreakerState{App: "fcm/app", State: "closed"}) {
+		t.Fatalf("breakers %v", r.Breakers())
+	}
+	_ = refs
+}
+
+// TestBridgeTakeover: a new owner that resumes past the BridgeRegistered
+// (the channel snapshot covers the registrations) still knows the UAID is
+// bridged.
+func TestBridgeTakeover(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: delivered}
+	r, uaid, ch := e.startBridged(snd, nil)
+	// the channel projector's record covering both registrations
+	rec, err := schema.DefaultNames().ChannelEntryRecord(uaid, &pb.ChannelEntry{ChannelId: ch, RegistrationsOffset: 2}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manual, err := kgo.NewClient(kgo.SeedBrokers(e.addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manual.Close()
+	if err := manual.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registrations committed past the bridge registration", func() bool {
+		c, err := e.adm.FetchOffsets(context.Background(), schema.DefaultNames().Group("connectors"))
+		if err != nil {
+			return false
+		}
+		o, ok := c.Lookup(schema.TopicRegistrations, 0)
+		return ok && o.At >= 2
+	})
+	r.stop()
+	r2 := e.start(func(c *Config) {
+		c.Bridges = BridgeConfig{Senders: map[string]bridge.Sender{"fcm/app": snd}}
+	})
+	e.waitReady(r2, testPartitions)
+	e.accept(uaid, ch)
+	waitFor(t, "delivered by the new owner", func() bool { return snd.calls() == 1 })
+}
