@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/labstack/echo/v4"
@@ -106,7 +107,16 @@ type BridgeUser struct {
 	RouterType string
 	AppID      string
 	Channels   []string // lowercase dashed channel ids, registered ones only
+	// Token, Aps and RegisteredMs are of the newest BridgeRegistered: the
+	// daily GET re-appends it when it is older than BridgeRefresh, so an
+	// active device's registration never leaves the log by retention.
+	Token, Aps   string
+	RegisteredMs int64
 }
+
+// BridgeRefresh is how old a UAID's BridgeRegistered may be before the
+// device's GET re-appends it (pushlog.registrations keeps a week).
+const BridgeRefresh = 24 * time.Hour
 
 // validBridgeToken is autopush's check of FCM and APNs tokens: at least 8
 // characters, no space (router_data_input.rs).
@@ -554,6 +564,13 @@ func (s *Server) handleBridgeChannels(c echo.Context) error {
 	uaid, u, err := s.bridgedUser(c)
 	if err != nil {
 		return err
+	}
+	if age := s.now().Sub(time.UnixMilli(u.RegisteredMs)); age > BridgeRefresh {
+		br, _ := schema.ParseBridge(u.RouterType)
+		aps := &u.Aps
+		if err := s.writeBridgeEvents(c, bridgeEvent(s, uaid, br, u.AppID, u.Token, aps)); err != nil {
+			return err
+		}
 	}
 	chans := slices.Clone(u.Channels)
 	if chans == nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -55,6 +56,7 @@ func (f *fakeBridgeState) Apply(ev *pb.Event) {
 			f.users[ev.GetUaid()] = u
 		}
 		u.RouterType, u.AppID = b.BridgeRegistered.GetRouterType(), b.BridgeRegistered.GetAppId()
+		u.Token, u.Aps, u.RegisteredMs = b.BridgeRegistered.GetToken(), b.BridgeRegistered.GetAps(), ev.GetTimeMs()
 	case *pb.Event_ChannelRegistered:
 		if u != nil && !slices.Contains(u.Channels, b.ChannelRegistered.GetChannelId()) {
 			u.Channels = append(u.Channels, b.ChannelRegistered.GetChannelId())
@@ -421,4 +423,32 @@ func FuzzBridgeRegistration(f *testing.F) {
 			t.Fatalf("authorized by %q", auth)
 		}
 	})
+}
+
+func TestBridgeDailyRefresh(t *testing.T) {
+	e := newBridgeEnv(t)
+	now := time.Now()
+	e.srv.now = func() time.Time { return now }
+	r := e.mustRegister(`{"token":"fcm-token-123"}`)
+	base := "/v1/fcm/org.mozilla.fenix/registration/" + r.UAID
+	count := func() int {
+		n := 0
+		for _, ev := range e.state.evs {
+			if ev.GetBridgeRegistered() != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if rr := e.do(http.MethodGet, base, authHdr(r.Secret), nil); rr.Code != 200 || count() != 1 {
+		t.Fatalf("fresh GET: %d, %d bridge events", rr.Code, count())
+	}
+	now = now.Add(BridgeRefresh + time.Minute)
+	if rr := e.do(http.MethodGet, base, authHdr(r.Secret), nil); rr.Code != 200 || count() != 2 {
+		t.Fatalf("day-old GET: %d, %d bridge events", rr.Code, count())
+	}
+	last := e.state.evs[len(e.state.evs)-1].GetBridgeRegistered()
+	if last.GetToken() != "fcm-token-123" || last.GetAppId() != "org.mozilla.fenix" {
+		t.Fatalf("refresh %v", last)
+	}
 }
