@@ -42,11 +42,14 @@ type serveConfig struct {
 	MinInsync      int16         `name:"min-insync-replicas" default:"0" env:"PUSHLOG_MIN_INSYNC_REPLICAS" help:"min.insync.replicas of created topics, verified by 'pushlog topics': 0 sets 2 where created topics get 3 or more replicas (--replication, or with -1 the brokers' default.replication.factor) and leaves the broker's default otherwise; -1 always leaves the broker's default."`
 	ProduceTimeout time.Duration `default:"5s" env:"PUSHLOG_PRODUCE_TIMEOUT" help:"Longest wait for a durable append."`
 
+	ConsoleAddr  string `name:"console-addr" default:"127.0.0.1:8084" env:"PUSHLOG_CONSOLE_ADDR" help:"Listen address of the read-only web console (overview, live charts, analytics); empty or off disables it. Anywhere but loopback it requires --console-token."`
+	ConsoleToken string `name:"console-token" env:"PUSHLOG_CONSOLE_TOKEN" help:"Token the console requires (at least 16 bytes): Authorization: Bearer TOKEN, or HTTP basic auth with the token as password. Required when --console-addr is not a loopback address."`
+
 	// Migration from Mozilla autopush (ingest/autopush.go).
 	AutopushCryptoKeys string `name:"autopush-crypto-keys" env:"PUSHLOG_AUTOPUSH_CRYPTO_KEYS" help:"autopush's endpoint keys (its CRYPTO_KEY: Fernet keys, comma-separated or as autopush's [\"k1\",\"k2\"] list): endpoints autopush minted (/wpush/v1/, /wpush/v2/, /wpush/) keep working. Empty: off."`
 
-	ConsoleAddr  string `name:"console-addr" default:"127.0.0.1:8084" env:"PUSHLOG_CONSOLE_ADDR" help:"Listen address of the read-only web console (overview, live charts, analytics); empty or off disables it. Anywhere but loopback it requires --console-token."`
-	ConsoleToken string `name:"console-token" env:"PUSHLOG_CONSOLE_TOKEN" help:"Token the console requires (at least 16 bytes): Authorization: Bearer TOKEN, or HTTP basic auth with the token as password. Required when --console-addr is not a loopback address."`
+	// Mobile bridges: registration API, FCM and APNs (cmd/pushlog/bridges.go, issue 14).
+	bridgeFlags `embed:""`
 
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
 

@@ -255,6 +255,10 @@ func startConnector(in connectorInputs) (err error) {
 	if why != "" {
 		in.logger.Warn("metrics address not announced to the connectors group; `pushlog status` needs --node for this node", "reason", why)
 	}
+	ob, err := ownerBridges(in.cfg.bridgeFlags) // bridges.go (issue 14)
+	if err != nil {
+		return err
+	}
 	n, err := node.New(node.Config{
 		Server: connector.Config{
 			Names:          in.names,
@@ -287,6 +291,7 @@ func startConnector(in connectorInputs) (err error) {
 			UAIDExpiry:   in.cfg.UAIDExpiry,
 			GroupOpts:    []kgo.Opt{kgo.SessionTimeout(in.cfg.GroupSessionTimeout), kgo.HeartbeatInterval(in.cfg.GroupHeartbeat)},
 			MetricsAddr:  metricsAdv,
+			Bridges:      ob,
 		},
 		Listener:        ln,
 		Cluster:         cl,
@@ -370,6 +375,10 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	if err != nil {
 		return err
 	}
+	bridges, bridgeTable, err := ingestBridges(cfg.bridgeFlags, cfg.MaxChannels, names, clientOpts, met) // bridges.go (issue 14)
+	if err != nil {
+		return err
+	}
 	srv, err := ingest.New(ingest.Config{
 		Names:          names,
 		PublicURL:      cfg.PublicURL,
@@ -407,6 +416,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		Status: status, Report: report, // issue 15: message status, sender reports
 
 		Receipts: receiptsConfig(cfg, clientOpts), // issue 15: RFC 8030 push receipts (ingest/receipts.go)
+		Bridges:  bridges,                         // issue 14: mobile registration API (bridges.go)
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -435,6 +445,9 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	// sender learns 410 on a later push. A 503 would refuse every push for
 	// the whole catch-up. Readiness shows in the heartbeat's "readiness".
 	g.startNonFatal("gone-set", gone.Run)
+	if bridgeTable != nil {
+		g.startNonFatal("bridge-table", bridgeTable.Run) // bridges.go
+	}
 	g.start("ingest", func(ctx context.Context) error {
 		go logGoneReady(ctx, gone, logger)
 		return srv.Run(ctx, ln, tlsCfg)
