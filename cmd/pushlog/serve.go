@@ -307,6 +307,9 @@ func startConnector(in connectorInputs) (err error) {
 		}
 		return err
 	}
+	if err := in.met.reg.Register(metrics.Breakers("bridge", n.BridgeBreakers)); err != nil { // bridges.go: one per app
+		return fmt.Errorf("bridges: %w", err)
+	}
 	if cl != nil {
 		if err := in.met.reg.Register(metrics.Breakers("link", n.LinkBreakers)); err != nil {
 			_ = cl.Listener.Close()

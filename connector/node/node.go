@@ -244,6 +244,15 @@ func (n *Node) LinkBreakers() map[string]gobreaker.State {
 	return n.link.Breakers()
 }
 
+// BridgeBreakers is the owner's circuit breaker per mobile bridge app
+// (connector/owner/bridge.go); nil for a tool's node.
+func (n *Node) BridgeBreakers() map[string]gobreaker.State {
+	if n.owner == nil {
+		return nil
+	}
+	return n.owner.BridgeBreakers()
+}
+
 // Run starts the node link, the router, the owner and the socket server,
 // and serves until ctx ends or one of them fails. It then stops them in
 // this order, each step bounded by ShutdownTimeout overall:

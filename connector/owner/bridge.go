@@ -86,12 +86,6 @@ type BridgeConfig struct {
 	BreakerOpen     time.Duration
 }
 
-// BreakerState is one app's breaker, for `pushlog status`.
-type BreakerState struct {
-	App   string // "<router type>/<app id>"
-	State string // closed, half-open, open
-}
-
 // bridgeReg is what the owner keeps of a bridged UAID.
 type bridgeReg struct {
 	app   string // "<router type>/<app id>"
@@ -125,7 +119,7 @@ func newBridges(cfg BridgeConfig, reg prometheus.Registerer) (*bridges, error) {
 	cfg.BreakerOpen = orDefaultDur(cfg.BreakerOpen, DefaultBridgeBreakerOpen)
 	b := &bridges{cfg: cfg, breakers: map[string]*gobreaker.CircuitBreaker[bridge.Result]{},
 		sem: make(chan struct{}, cfg.InFlight)}
-	met, err := newBridgeMetrics(reg, b)
+	met, err := newBridgeMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -169,14 +163,14 @@ func (b *bridges) context() context.Context {
 	return b.ctx
 }
 
-// States lists every app's breaker.
-func (b *bridges) states() []BreakerState {
+// states is every app's breaker state by app.
+func (b *bridges) states() map[string]gobreaker.State {
 	if b == nil {
 		return nil
 	}
-	out := make([]BreakerState, 0, len(b.breakers))
+	out := make(map[string]gobreaker.State, len(b.breakers))
 	for app, cb := range b.breakers {
-		out = append(out, BreakerState{App: app, State: cb.State().String()})
+		out[app] = cb.State()
 	}
 	return out
 }
@@ -211,8 +205,10 @@ func (b *bridges) backoff(attempts int32) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Breakers reports each configured app's circuit breaker.
-func (o *Owner) Breakers() []BreakerState { return o.env.bridges.states() }
+// BridgeBreakers reports each configured app's circuit breaker (keyed
+// "<router type>/<app id>"), for pushlog_breaker_state{component="bridge"}
+// and so `pushlog status`.
+func (o *Owner) BridgeBreakers() map[string]gobreaker.State { return o.env.bridges.states() }
 
 // readBridges folds the bridge registrations of partition ps.p below the
 // committed registrations offset (from the start of the log, a week): the
@@ -419,7 +415,7 @@ type bridgeMetrics struct {
 	retries *prometheus.CounterVec   // app
 }
 
-func newBridgeMetrics(reg prometheus.Registerer, b *bridges) (*bridgeMetrics, error) {
+func newBridgeMetrics(reg prometheus.Registerer) (*bridgeMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -438,41 +434,13 @@ func newBridgeMetrics(reg prometheus.Registerer, b *bridges) (*bridgeMetrics, er
 			Help: "Bridge sends scheduled again (429, 5xx, no answer, breaker open) within the message's TTL, by app.",
 		}, []string{"app"}),
 	}
-	breaker := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "pushlog_bridge_breaker_open",
-		Help: "1 while an app's bridge circuit breaker is open, 0.5 half-open, 0 closed.",
-	}, []string{"app"})
-	collect := prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		for _, s := range b.states() {
-			v := 0.0
-			switch s.State {
-			case gobreaker.StateOpen.String():
-				v = 1
-			case gobreaker.StateHalfOpen.String():
-				v = 0.5
-			}
-			breaker.WithLabelValues(s.App).Set(v)
-		}
-		breaker.Collect(ch)
-	})
 	for _, c := range []prometheus.Collector{m.sends, m.latency, m.retries} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	if err := reg.Register(describedCollector{collect, breaker}); err != nil {
-		return nil, err
-	}
 	return m, nil
 }
-
-// describedCollector gives a CollectorFunc the descriptions of g.
-type describedCollector struct {
-	prometheus.CollectorFunc
-	g *prometheus.GaugeVec
-}
-
-func (d describedCollector) Describe(ch chan<- *prometheus.Desc) { d.g.Describe(ch) }
 
 func (m *bridgeMetrics) observe(app, outcome string, d time.Duration) {
 	if m == nil {

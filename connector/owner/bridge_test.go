@@ -2,12 +2,12 @@ package owner
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/connector/bridge"
@@ -217,7 +217,7 @@ func TestBridgeBreaker(t *testing.T) {
 	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.BreakerFailures = 2; c.BreakerOpen = 300 * time.Millisecond })
 	refs := []*pb.MessageRef{e.accept(uaid, ch), e.accept(uaid, ch)}
 	waitFor(t, "breaker open", func() bool {
-		return slices.Contains(r.Breakers(), BreakerState{App: "fcm/app", State: "open"})
+		return r.BridgeBreakers()["fcm/app"] == gobreaker.StateOpen
 	})
 	stuck := snd.calls()
 	time.Sleep(100 * time.Millisecond)
@@ -227,8 +227,8 @@ func TestBridgeBreaker(t *testing.T) {
 	snd.setNext(delivered) // the service is back
 	waitFor(t, "both delivered", func() bool { return len(e.acksOfKind(0, "acked")) == 2 })
 	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
-	if !slices.Contains(r.Breakers(), BreakerState{App: "fcm/app", State: "closed"}) {
-		t.Fatalf("breakers %v", r.Breakers())
+	if st := r.BridgeBreakers()["fcm/app"]; st != gobreaker.StateClosed {
+		t.Fatalf("breaker %v after recovery", st)
 	}
 	_ = refs
 }
