@@ -100,6 +100,10 @@ type BridgeState interface {
 	// next request to the same node sees its own change at once (other
 	// nodes see it when they read it from Kafka, milliseconds later).
 	Apply(ev *pb.Event)
+	// Ready reports whether the state has caught up with the log: until
+	// then an unknown UAID may exist, and is answered 503 (retry), never
+	// 410 (which would make the device register again).
+	Ready() bool
 }
 
 // BridgeUser is a bridged UAID as the registration API needs it.
@@ -426,6 +430,9 @@ func (s *Server) bridgedUser(c echo.Context) (string, BridgeUser, error) {
 	}
 	u, ok := s.bridges.cfg.State.Bridged(uaid)
 	if !ok {
+		if !s.bridges.cfg.State.Ready() {
+			return "", BridgeUser{}, unavailable("Registrations are still loading; retry shortly", 2)
+		}
 		return "", BridgeUser{}, errUAIDReset
 	}
 	return uaid, u, nil

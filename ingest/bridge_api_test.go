@@ -23,9 +23,10 @@ import (
 // fakeBridgeState folds the registration API's own events, as
 // projector.BridgeTable does from Kafka.
 type fakeBridgeState struct {
-	mu    sync.Mutex
-	users map[string]*BridgeUser
-	evs   []*pb.Event
+	loading bool
+	mu      sync.Mutex
+	users   map[string]*BridgeUser
+	evs     []*pb.Event
 }
 
 func newFakeBridgeState() *fakeBridgeState {
@@ -43,6 +44,8 @@ func (f *fakeBridgeState) Bridged(uaid string) (BridgeUser, bool) {
 	cp.Channels = slices.Clone(u.Channels)
 	return cp, true
 }
+
+func (f *fakeBridgeState) Ready() bool { return !f.loading }
 
 func (f *fakeBridgeState) Apply(ev *pb.Event) {
 	f.mu.Lock()
@@ -346,10 +349,18 @@ func TestBridgeAuth(t *testing.T) {
 	stranger := schema.NewUAID()
 	m = hmac.New(sha256.New, []byte(testAuthKey))
 	m.Write([]byte(stranger))
-	rr := e.do(http.MethodGet, base+stranger, map[string]string{"Authorization": "Bearer " + hex.EncodeToString(m.Sum(nil))}, nil)
+	strangerAuth := map[string]string{"Authorization": "Bearer " + hex.EncodeToString(m.Sum(nil))}
+	rr := e.do(http.MethodGet, base+stranger, strangerAuth, nil)
 	if rr.Code != 410 || errBody(t, rr).Errno != 103 {
 		t.Fatalf("unknown UAID: %d %s", rr.Code, rr.Body)
 	}
+	// while the state is still loading: 503, never 410
+	e.state.loading = true
+	rr = e.do(http.MethodGet, base+stranger, strangerAuth, nil)
+	if rr.Code != 503 || rr.Header().Get("Retry-After") == "" {
+		t.Fatalf("unknown UAID while loading: %d %s", rr.Code, rr.Body)
+	}
+	e.state.loading = false
 }
 
 func TestBridgeRatePerSource(t *testing.T) {

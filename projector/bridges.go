@@ -198,6 +198,16 @@ func (t *BridgeTable) applyChannels(f schema.ChannelsFact) {
 	}
 }
 
+// Ready reports whether the bootstrap is done.
+func (t *BridgeTable) Ready() bool {
+	select {
+	case <-t.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 // WaitReady returns once the bootstrap is done, or when ctx ends or Run
 // stopped first.
 func (t *BridgeTable) WaitReady(ctx context.Context) error {

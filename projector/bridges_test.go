@@ -69,8 +69,11 @@ func TestBridgeTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := channelTestCtx(t)
+	if tbl.Ready() {
+		t.Fatal("ready before Run")
+	}
 	go func() { _ = tbl.Run(ctx) }()
-	if err := tbl.WaitReady(ctx); err != nil {
+	if err := tbl.WaitReady(ctx); err != nil || !tbl.Ready() {
 		t.Fatal(err)
 	}
 	got, ok := tbl.Lookup(a)

@@ -173,6 +173,8 @@ func (s bridgeState) Bridged(uaid string) (ingest.BridgeUser, bool) {
 
 func (s bridgeState) Apply(ev *pb.Event) { s.t.Apply(ev) }
 
+func (s bridgeState) Ready() bool { return s.t.Ready() }
+
 // ownerBridges builds the senders of every configured app.
 func ownerBridges(b bridgeFlags) (owner.BridgeConfig, error) {
 	if !b.enabled() {
