@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushlog/pushlog/connector/bridge/apns/apnstest"
 	"github.com/pushlog/pushlog/connector/bridge/fcm/fcmtest"
 )
 
@@ -243,4 +244,70 @@ func TestBridgeFCMEndToEnd(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
+}
+
+// TestBridgeAPNsEndToEnd: an APNs app on the strict local APNs server
+// (apnstest: HTTP/2 over TLS, provider JWT, headers and payload checked).
+func TestBridgeAPNsEndToEnd(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	senderNodeModules(t)
+	apn := apnstest.New("org.mozilla.ios.Firefox")
+	t.Cleanup(apn.Close)
+	dir := t.TempDir()
+	keyFile, caFile := filepath.Join(dir, "AuthKey.p8"), filepath.Join(dir, "apns-ca.pem")
+	if err := os.WriteFile(keyFile, apn.Key(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, apn.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca := senderNewCA(t)
+	apps, _ := json.Marshal(map[string]any{"firefox": map[string]any{
+		"key": keyFile, "key_id": apn.KeyID(), "team_id": apn.TeamID(), "topic": apn.Topic()}})
+	s := senderStartTLSServer(t, ca,
+		"PUSHLOG_APNS_APPS="+string(apps),
+		"PUSHLOG_APNS_BASE_URL="+apn.URL,
+		"PUSHLOG_BRIDGE_CA_FILE="+caFile,
+		"PUSHLOG_BRIDGE_AUTH_KEYS="+bridgeAuthKey,
+	)
+	hc := ca.client()
+	token := apn.DeviceToken()
+	resp, err := hc.Post(s.HTTPURL+"/v1/apns/firefox/registration", "application/json", strings.NewReader(`{"token":"`+token+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var reg bridgeRegistration
+	if resp.StatusCode != 200 || json.Unmarshal(body, &reg) != nil {
+		t.Fatalf("register: %d %s", resp.StatusCode, body)
+	}
+	vapid := senderNewVAPID(t)
+	sub := bridgeSubscription(t, reg.Endpoint)
+	ttl := 60
+	res := senderNodeSend(ctx, t, ca, senderJob{Subscription: sub, Payload: []byte("hello through APNs"), VAPID: vapid, TTL: &ttl, Urgency: "low"})
+	senderCheckCreated(t, "web-push to an APNs endpoint", res, "60")
+	var got *apnstest.Received
+	for got == nil {
+		for _, r := range apn.Received() {
+			if r.Token == token {
+				got = &r
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("APNs received nothing; rejected %v\n%s", apn.Rejected(), s.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if got.Topic != apn.Topic() || got.Priority != "5" || got.Payload["chid"] != reg.ChannelID || got.Expiration == "" || got.Expiration == "0" {
+		t.Fatalf("APNs received %+v", *got)
+	}
+	// the device is gone: 410 to the next pushes
+	apn.Unregister(token)
+	senderNodeSend(ctx, t, ca, senderJob{Subscription: sub, Payload: []byte("to a dead token"), VAPID: vapid})
+	res = senderNodeSend(ctx, t, ca, senderJob{Subscription: sub, Payload: []byte("after"), VAPID: vapid, UntilStatus: 410, TimeoutMs: 30000})
+	if res.Status != http.StatusGone || res.errno() != 103 {
+		t.Fatalf("push after the device token died: %d %s", res.Status, res.Body)
+	}
 }
