@@ -662,6 +662,14 @@ func (s *Server) handleBridgeUnsubscribe(c echo.Context) error {
 	return c.NoContent(http.StatusOK)
 }
 
+// bridgeOverhead is what a bridge's message carries beside the body and
+// crypto headers, rounded up: FCM's data map (chid, the keys, JSON
+// quoting); APNs' payload (the aps alert Firefox for iOS expects, ver = the
+// sealed message id, the keys). Ingest cannot ask the senders
+// (connector/bridge: another role), so it errs on the side of refusing a
+// few bytes early rather than accepting what the bridge would refuse.
+var bridgeOverhead = map[schema.Bridge]int{schema.BridgeFCM: 128, schema.BridgeAPNs: 400}
+
 // checkBridgePayload refuses a push to a bridged endpoint the bridge could
 // not carry (413 errno 104, autopush's TooMuchData), before it is written.
 func (s *Server) checkBridgePayload(ep schema.Endpoint, msg *pb.MessageAccepted) *apiError {
@@ -674,7 +682,7 @@ func (s *Server) checkBridgePayload(ep schema.Endpoint, msg *pb.MessageAccepted)
 			limit = l
 		}
 	}
-	n := (len(msg.GetPayload())*4+2)/3 + len(msg.GetEncryption()) + len(msg.GetCryptoKey())
+	n := (len(msg.GetPayload())*4+2)/3 + len(msg.GetEncryption()) + len(msg.GetCryptoKey()) + bridgeOverhead[ep.Bridge]
 	if n > limit {
 		s.bridges.refused(bridgeReasonPayload)
 		return errTooLarge

@@ -374,11 +374,12 @@ func TestBridgeRatePerSource(t *testing.T) {
 }
 
 func TestBridgePayloadLimitAtIngest(t *testing.T) {
-	e := newBridgeEnv(t, func(c *BridgeConfig) { c.PayloadLimit = map[string]int{"fcm": 400} })
+	e := newBridgeEnv(t, func(c *BridgeConfig) { c.PayloadLimit = map[string]int{"fcm": 400 + bridgeOverhead[schema.BridgeFCM]} })
 	r := e.mustRegister(`{"token":"fcm-token-123"}`)
 	path := r.Endpoint[len(testPublicURL):]
 	hdr := map[string]string{"TTL": "60", "Content-Encoding": "aes128gcm"}
-	// 300 bytes are 400 in base64: the largest body that fits.
+	// 300 bytes are 400 in base64: the largest body that fits beside the
+	// FCM data map's overhead.
 	if rr := e.do(http.MethodPost, path, hdr, bytes.Repeat([]byte{1}, 300)); rr.Code != 201 {
 		t.Fatalf("300 bytes: %d %s", rr.Code, rr.Body)
 	}
