@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -309,5 +310,57 @@ func TestBridgeAPNsEndToEnd(t *testing.T) {
 	res = senderNodeSend(ctx, t, ca, senderJob{Subscription: sub, Payload: []byte("after"), VAPID: vapid, UntilStatus: 410, TimeoutMs: 30000})
 	if res.Status != http.StatusGone || res.errno() != 103 {
 		t.Fatalf("push after the device token died: %d %s", res.Status, res.Body)
+	}
+}
+
+// restartTLS starts a killed TLS server again with the same settings and
+// data (the harness's restart probes plain HTTP).
+func restartTLS(t *testing.T, s *server, ca *senderCA) {
+	t.Helper()
+	s.logs = &lockedBuffer{}
+	s.cmd = exec.Command(pushlogBin, "serve")
+	s.cmd.Env = s.env
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("restart pushlog: %v", err)
+	}
+	s.done = make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	senderWaitTLSReady(t, s, ca, strings.TrimSuffix(strings.TrimPrefix(s.WSURL, "ws://"), "/"), 60*time.Second)
+}
+
+// TestBridgeNodeKilledMidSend: a message the bridge could not take yet
+// (FCM 503) when the node is killed is delivered at least once by the
+// restarted node; one FCM accepted before the kill is never sent again.
+func TestBridgeNodeKilledMidSend(t *testing.T) {
+	ctx := testContext(t, 3*time.Minute)
+	e := newBridgeEnv(t)
+	vapid := senderNewVAPID(t)
+	reg := e.register("fcm-device-token-crash")
+	sub := bridgeSubscription(t, reg.Endpoint)
+	ttl := 300
+	res := senderNodeSend(ctx, t, e.ca, senderJob{Subscription: sub, Payload: []byte("before the crash"), VAPID: vapid, TTL: &ttl})
+	senderCheckCreated(t, "first push", res, "300")
+	first := e.receivedFor(ctx, "fcm-device-token-crash", 1)[0]
+	e.fcm.Fail(fcmtest.Fault{Status: 503, Code: "UNAVAILABLE"}, fcmtest.Fault{Status: 503, Code: "UNAVAILABLE"})
+	res = senderNodeSend(ctx, t, e.ca, senderJob{Subscription: sub, Payload: []byte("during the crash"), VAPID: vapid, TTL: &ttl})
+	senderCheckCreated(t, "second push", res, "300")
+	time.Sleep(300 * time.Millisecond) // the first attempt got its 503
+	e.s.kill9()
+	restartTLS(t, e.s, e.ca)
+	got := e.receivedFor(ctx, "fcm-device-token-crash", 2)
+	time.Sleep(2 * time.Second) // a re-send of the first would show by now
+	got = e.receivedFor(ctx, "fcm-device-token-crash", 2)
+	n := 0
+	for _, r := range got {
+		if r.Data["body"] == first.Data["body"] {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the message FCM accepted before the crash was sent %d times", n)
+	}
+	if len(got) < 2 {
+		t.Fatalf("the message pending at the crash was not delivered: %d received", len(got))
 	}
 }
