@@ -348,9 +348,9 @@ func TestBridgeNodeKilledMidSend(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the first attempt got its 503
 	e.s.kill9()
 	restartTLS(t, e.s, e.ca)
-	got := e.receivedFor(ctx, "fcm-device-token-crash", 2)
+	e.receivedFor(ctx, "fcm-device-token-crash", 2)
 	time.Sleep(2 * time.Second) // a re-send of the first would show by now
-	got = e.receivedFor(ctx, "fcm-device-token-crash", 2)
+	got := e.receivedFor(ctx, "fcm-device-token-crash", 2)
 	n := 0
 	for _, r := range got {
 		if r.Data["body"] == first.Data["body"] {
