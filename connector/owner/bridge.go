@@ -267,6 +267,9 @@ func (ps *partState) foldBridge(ev *pb.Event, b *pb.BridgeRegistered, id schema.
 		ps.bridged = make(map[schema.UAID]*bridgeReg)
 	}
 	ps.bridged[id] = &bridgeReg{app: app, token: b.GetToken()}
+	// A bridged device never connects: its registration (re-appended by
+	// the device's daily check) is what keeps it from the idle expiry.
+	ps.seenAt(id, ev.GetTimeMs())
 	if ps.env.bridges != nil && ps.env.bridges.cfg.Senders[app] == nil {
 		ps.env.log.Warn("bridged UAID of an app not configured: its messages wait until their TTL", "uaid", ev.GetUaid(), "app", app)
 	}

@@ -2,6 +2,7 @@ package owner
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -268,4 +269,47 @@ func TestBridgeTakeover(t *testing.T) {
 	e.waitReady(r2, testPartitions)
 	e.accept(uaid, ch)
 	waitFor(t, "delivered by the new owner", func() bool { return snd.calls() == 1 })
+}
+
+// bridgeRecord appends a BridgeRegistered of uaid to l.
+func bridgeRecord(t *testing.T, l *logBuilder, uaid string) *kgo.Record {
+	ev := schema.NewEvent(uaid, l.clock.Now())
+	ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: &pb.BridgeRegistered{RouterType: "fcm", AppId: "app", Token: "tok"}}
+	r, err := schema.Record(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Partition, r.Offset = l.p, l.next[r.Topic]
+	l.next[r.Topic]++
+	l.recs[r.Topic] = append(l.recs[r.Topic], r)
+	return r
+}
+
+// TestBridgeKeepsUAIDFromIdleExpiry: a bridged UAID never connects; its
+// daily re-registration keeps it from the idle reset, and without it the
+// UAID expires like any other.
+func TestBridgeKeepsUAIDFromIdleExpiry(t *testing.T) {
+	const p = 1
+	const expiry = 10 * 24 * time.Hour
+	clock := newFakeClock()
+	ps, rec := newTestPart(t, p, clock)
+	ps.env.cfg.UAIDExpiry = expiry
+	ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+	ps.checkReady()
+	l := newLog(t, p, clock)
+	active, quiet := uaidIn(p), uaidIn(p)
+	foldAll(ps, []*kgo.Record{
+		bridgeRecord(t, l, active), l.add(active, &pb.ChannelRegistered{ChannelId: newChannel()}),
+		bridgeRecord(t, l, quiet), l.add(quiet, &pb.ChannelRegistered{ChannelId: newChannel()}),
+	})
+	for range 15 { // 15 days of daily checks by the active device only
+		clock.Advance(24 * time.Hour)
+		foldAll(ps, []*kgo.Record{bridgeRecord(t, l, active)})
+		ps.mu.Lock()
+		ps.sweep(clock.Now())
+		ps.mu.Unlock()
+	}
+	if got := idleResets(rec); !slices.Equal(got, []string{quiet}) {
+		t.Fatalf("idle resets %v, want only the quiet UAID %s", got, quiet)
+	}
 }
