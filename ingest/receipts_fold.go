@@ -68,6 +68,12 @@ type receiptFold struct {
 	pendingQ []msgKey
 	early    map[msgKey]settled
 	earlyQ   []msgKey
+	// read is the next offset to read per messages partition: an outcome
+	// for a message below it needs no memory (the message was read and
+	// asked for no receipt, or its receipt is out), so early holds only
+	// outcomes that overtook their message, bounded by the read skew of
+	// the two topics, not by every ack.
+	read     map[int32]int64
 	subs     map[[16]byte]*subReceipts
 	ready    chan struct{} // closed once the fold reached the topics' ends at start
 	readyOne sync.Once
@@ -77,7 +83,7 @@ const maxEarly = 100_000
 
 func newReceiptFold(cfg ReceiptsConfig, now func() time.Time) *receiptFold {
 	return &receiptFold{cfg: cfg, now: now, pending: map[msgKey]pendingReceipt{}, early: map[msgKey]settled{},
-		subs: map[[16]byte]*subReceipts{}, ready: make(chan struct{})}
+		read: map[int32]int64{}, subs: map[[16]byte]*subReceipts{}, ready: make(chan struct{})}
 }
 
 func (f *receiptFold) pendingLen() int {
@@ -86,9 +92,19 @@ func (f *receiptFold) pendingLen() int {
 	return len(f.pending)
 }
 
+// seen moves the messages partition's read position past k.
+func (f *receiptFold) seen(k msgKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.read[k.partition] = max(f.read[k.partition], k.offset+1)
+}
+
 // accepted records a message that asked for a receipt.
 func (f *receiptFold) accepted(k msgKey, ev *pb.Event, m *pb.MessageAccepted) {
 	if len(m.GetReceiptSub()) != 16 {
+		f.mu.Lock()
+		delete(f.early, k) // an outcome that overtook a message asking for nothing
+		f.mu.Unlock()
 		return
 	}
 	p := pendingReceipt{uaid: ev.GetUaid(), channelID: m.GetChannelId(),
@@ -129,6 +145,9 @@ func (f *receiptFold) settle(ref *pb.MessageRef, r Receipt) {
 	}
 	if _, ok := f.early[k]; ok {
 		return // the first outcome counts
+	}
+	if next, ok := f.read[k.partition]; ok && k.offset < next {
+		return // its message was read and asked for no receipt
 	}
 	for len(f.early) >= maxEarly && len(f.earlyQ) > 0 {
 		delete(f.early, f.earlyQ[0])
@@ -223,6 +242,9 @@ func (f *receiptFold) sweep() {
 
 // apply folds one record of the messages or acks topic.
 func (f *receiptFold) apply(rec *kgo.Record, messagesTopic string) {
+	if rec.Topic == messagesTopic {
+		defer f.seen(msgKey{rec.Partition, rec.Offset})
+	}
 	ev, err := schema.Decode(rec)
 	if err != nil {
 		return // other writers' or unknown events carry no receipt

@@ -190,14 +190,19 @@ func TestReceiptFold(t *testing.T) {
 		name  string
 		steps []step
 		want  []string
+		early int // outcomes held for messages not read yet
 	}{
-		{"ack after accept", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 1)}}, []string{"acked"}},
-		{"ack before accept", []step{{outcome: ack(0, 1)}, {accept: &[2]int64{0, 1}}}, []string{"acked"}},
-		{"no receipt asked", []step{{accept: &[2]int64{0, 1}, noSub: true}, {outcome: ack(0, 1)}}, nil},
-		{"unacked gives none", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 2)}}, nil},
-		{"expired", []step{{accept: &[2]int64{1, 1}}, {outcome: &pb.Event{Body: &pb.Event_Expired{Expired: &pb.Expired{Msg: ref(1, 1)}}}}}, []string{"expired"}},
-		{"dropped", []step{{accept: &[2]int64{1, 1}}, {outcome: &pb.Event{Body: &pb.Event_Dropped{Dropped: &pb.Dropped{Msg: ref(1, 1), Reason: pb.DropReason_DROP_REASON_TOPIC_REPLACED}}}}}, []string{"dropped:topic_replaced"}},
-		{"first outcome counts", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 1)}, {outcome: ack(0, 1)}}, []string{"acked"}},
+		{"ack after accept", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 1)}}, []string{"acked"}, 0},
+		{"ack before accept", []step{{outcome: ack(0, 1)}, {accept: &[2]int64{0, 1}}}, []string{"acked"}, 0},
+		{"no receipt asked", []step{{accept: &[2]int64{0, 1}, noSub: true}, {outcome: ack(0, 1)}}, nil, 0},
+		// Acks of read messages that asked for nothing cost no memory:
+		// only outcomes that overtook their message are held.
+		{"no receipt asked, ack first", []step{{outcome: ack(0, 1)}, {accept: &[2]int64{0, 1}, noSub: true}}, nil, 0},
+		{"ack of an older message", []step{{accept: &[2]int64{0, 5}, noSub: true}, {outcome: ack(0, 3)}}, nil, 0},
+		{"unacked gives none", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 2)}}, nil, 1},
+		{"expired", []step{{accept: &[2]int64{1, 1}}, {outcome: &pb.Event{Body: &pb.Event_Expired{Expired: &pb.Expired{Msg: ref(1, 1)}}}}}, []string{"expired"}, 0},
+		{"dropped", []step{{accept: &[2]int64{1, 1}}, {outcome: &pb.Event{Body: &pb.Event_Dropped{Dropped: &pb.Dropped{Msg: ref(1, 1), Reason: pb.DropReason_DROP_REASON_TOPIC_REPLACED}}}}}, []string{"dropped:topic_replaced"}, 0},
+		{"first outcome counts", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 1)}, {outcome: ack(0, 1)}}, []string{"acked"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			met, _ := newReceiptMetrics(nil, func() float64 { return 0 })
@@ -209,6 +214,7 @@ func TestReceiptFold(t *testing.T) {
 				if s.accept != nil {
 					rec, ev := accepted(int32(s.accept[0]), s.accept[1], !s.noSub)
 					f.accepted(msgKey{rec.Partition, rec.Offset}, ev, ev.GetMessageAccepted())
+					f.seen(msgKey{rec.Partition, rec.Offset})
 					continue
 				}
 				s.outcome.Uaid = testUAID
@@ -230,6 +236,9 @@ func TestReceiptFold(t *testing.T) {
 			}
 			if strings.Join(outs, ",") != strings.Join(tc.want, ",") {
 				t.Fatalf("receipts %v, want %v", outs, tc.want)
+			}
+			if len(f.early) != tc.early {
+				t.Fatalf("%d outcomes held for unread messages, want %d", len(f.early), tc.early)
 			}
 		})
 	}

@@ -121,14 +121,16 @@ func soakConfigFromEnv(t *testing.T) soakConfig {
 	// so the run after it measures the steady state, not windows filling.
 	// Ingest's retry index fills up to its entry bound (it forgets pushes
 	// oldest first, by count): 5,000 entries fill in 25 s; the default
-	// 100,000 in about 8 minutes at 200/s.
+	// 100,000 in about 8 minutes at 200/s. Settled message statuses
+	// (GET /m/{id}) are kept as long as the pushes' TTL here; by default
+	// they stay for the max TTL, up to --status-entries.
 	retain, trim, segment := 15*time.Second, 5*time.Second, "65536"
 	c.ttl, c.logEvery = 30, 15*time.Second
-	extra := []string{"--dedup-entries=5000"}
+	extra := []string{"--dedup-entries=5000", "--status-keep=30s"}
 	if c.duration >= 10*time.Minute {
 		retain, trim, segment = 5*time.Minute, time.Minute, "1048576"
 		c.ttl, c.logEvery = 300, time.Minute
-		extra = nil
+		extra = []string{"--status-keep=5m"}
 	}
 	c.args = append([]string{"--embedded-retain=" + retain.String(), "--embedded-trim-interval=" + trim.String(),
 		"--embedded-segment-bytes=" + segment}, extra...)
