@@ -186,7 +186,8 @@ func newReceipts(cfg ReceiptsConfig, reg prometheus.Registerer, now func() time.
 }
 
 // allowCreate counts a subscription created by sender; false past
-// SubsPerSender in the current Retention window.
+// SubsPerSender in the current Retention window. With the window table full
+// a new sender is admitted uncounted (never refused for others' flood).
 func (r *receipts) allowCreate(sender string, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -199,7 +200,12 @@ func (r *receipts) allowCreate(sender string, now time.Time) bool {
 				}
 			}
 			if len(r.senders) >= receiptSenderWindowEntries {
-				return false
+				// A flood of fresh keys filled the table: refusing would
+				// lock every new sender out until the windows end (a day
+				// by default). Admit uncounted: a sealed subscription
+				// costs nothing here, the fold's own bounds hold memory.
+				r.met.lost.WithLabelValues("sender_windows").Inc()
+				return true
 			}
 		}
 		w = &senderWindow{start: now}

@@ -406,3 +406,29 @@ func TestReceiptMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiptSenderWindowsFull: a flood of fresh senders filling the
+// window table must not lock out the next sender (it is admitted
+// uncounted); a known sender still meets its own bound.
+func TestReceiptSenderWindowsFull(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	r, err := newReceipts(ReceiptsConfig{SubsPerSender: 2}, prometheus.NewRegistry(), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.allowCreate("k:known", now) || !r.allowCreate("k:known", now) || r.allowCreate("k:known", now) {
+		t.Fatal("a sender's own bound: want 2 admitted, the third refused")
+	}
+	for i := len(r.senders); i < receiptSenderWindowEntries; i++ {
+		r.senders["a:"+time.Duration(i).String()] = &senderWindow{start: now}
+	}
+	if len(r.senders) < receiptSenderWindowEntries {
+		t.Fatalf("table not full: %d", len(r.senders))
+	}
+	if !r.allowCreate("k:newcomer", now.Add(time.Minute)) {
+		t.Fatal("a new sender refused because others filled the table")
+	}
+	if r.allowCreate("k:known", now.Add(time.Minute)) {
+		t.Fatal("a known sender past its bound admitted")
+	}
+}
