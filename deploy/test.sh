@@ -374,11 +374,11 @@ install_chromium() {
 step "install chromium (console browser test)" install_chromium
 # Debian's nghttp (nghttp2-client): an HTTP/2 client that accepts server
 # push, for RFC 8030 receipts (integration/receipts_test.go fails in CI
-# without it).
+# without it), and curl for the same test's receipt stream (SSE).
 install_nghttp() {
-	command -v nghttp >/dev/null && return 0
+	command -v nghttp >/dev/null && command -v curl >/dev/null && return 0
 	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq &&
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nghttp2-client
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nghttp2-client curl
 }
 step "install nghttp (receipts over HTTP/2 server push)" install_nghttp
 # Debian's prometheus package: promtool checks and unit-tests the alert
