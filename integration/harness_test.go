@@ -130,6 +130,10 @@ func startServer(t testing.TB, opts serverOpts) *server {
 		"PUSHLOG_PARTITIONS=4",
 		"PUSHLOG_NAMESPACE="+opts.Namespace,
 		"PUSHLOG_LOG_LEVEL=debug",
+		// The console's default address is fixed (127.0.0.1:8084): servers
+		// of parallel tests would race for it. A test that wants the
+		// console sets PUSHLOG_CONSOLE_ADDR in opts.Env (later wins).
+		"PUSHLOG_CONSOLE_ADDR=off",
 	)
 	if opts.Embedded {
 		env = append(env, "KAFKA_BROKERS=", "PUSHLOG_EMBEDDED_KAFKA_ADDR="+freePort(t))
