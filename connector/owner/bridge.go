@@ -189,9 +189,16 @@ func (b *bridges) send(app, token string, msg bridge.Message) bridge.Result {
 		}
 		return r, nil
 	})
-	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+	switch {
+	case errors.Is(err, gobreaker.ErrOpenState):
 		b.met.observe(app, "breaker_open", 0)
 		return bridge.Result{Outcome: bridge.Retry, RetryAfter: b.cfg.BreakerOpen, Reason: "breaker_open"}
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		// Half-open: one probe is in flight and decides within SendTimeout.
+		// Waiting a whole BreakerOpen here would expire every message whose
+		// TTL is shorter than that although the service may be back.
+		b.met.observe(app, "breaker_open", 0)
+		return bridge.Result{Outcome: bridge.Retry, RetryAfter: min(b.cfg.RetryMin, b.cfg.BreakerOpen), Reason: "breaker_half_open"}
 	}
 	b.met.observe(app, res.Outcome.String(), time.Since(start))
 	return res

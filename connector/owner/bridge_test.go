@@ -313,3 +313,41 @@ func TestBridgeKeepsUAIDFromIdleExpiry(t *testing.T) {
 		t.Fatalf("idle resets %v, want only the quiet UAID %s", got, quiet)
 	}
 }
+
+// TestBridgeHalfOpenRetrySoon: while a half-open breaker's probe is in
+// flight, other sends are retried after RetryMin, not a whole BreakerOpen
+// (which would expire every message with less TTL left although the
+// service may be back).
+func TestBridgeHalfOpenRetrySoon(t *testing.T) {
+	release := make(chan struct{})
+	probing := make(chan struct{}, 1)
+	snd := &fakeSender{next: func(n int, _ string, _ bridge.Message) bridge.Result {
+		if n == 1 {
+			return bridge.Result{Outcome: bridge.Retry, Status: 503}
+		}
+		probing <- struct{}{}
+		<-release
+		return bridge.Result{Outcome: bridge.Delivered, Status: 200}
+	}}
+	b, err := newBridges(BridgeConfig{Senders: map[string]bridge.Sender{"fcm/app": snd},
+		BreakerFailures: 1, BreakerOpen: 50 * time.Millisecond, RetryMin: 20 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.setContext(t.Context())
+	if r := b.send("fcm/app", "tok", bridge.Message{}); r.Outcome != bridge.Retry {
+		t.Fatalf("first send %+v, want a retry", r)
+	}
+	waitFor(t, "half-open", func() bool { return b.states()["fcm/app"] == gobreaker.StateHalfOpen })
+	probe := make(chan bridge.Result, 1)
+	go func() { probe <- b.send("fcm/app", "tok", bridge.Message{}) }()
+	<-probing
+	r := b.send("fcm/app", "tok", bridge.Message{})
+	close(release)
+	if r.Outcome != bridge.Retry || r.Reason != "breaker_half_open" || r.RetryAfter != 20*time.Millisecond {
+		t.Fatalf("send while the probe is in flight: %+v, want a retry after RetryMin", r)
+	}
+	if p := <-probe; p.Outcome != bridge.Delivered {
+		t.Fatalf("probe %+v", p)
+	}
+}
