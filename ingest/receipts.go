@@ -60,6 +60,7 @@ const (
 	errnoInvalidReceipt          = 131 // 400: Push-Receipt is not a receipt subscription of this service
 	maxReceiptHeader             = 512
 	receiptSenderWindowEntries   = 100_000
+	receiptStreamsPerSub         = 4
 	receiptKeyBoundMismatchError = "Push-Receipt belongs to another VAPID key"
 )
 
@@ -105,7 +106,7 @@ func (c *ReceiptsConfig) withDefaults() {
 // receiptMetrics are the receipts' series; bounds each have a reason.
 type receiptMetrics struct {
 	created  prometheus.Counter
-	refused  *prometheus.CounterVec // reason: forged, key_mismatch, senders_quota, streams, disabled
+	refused  *prometheus.CounterVec // reason: forged, key_mismatch, senders_quota, streams, streams_per_subscription, disabled
 	emitted  *prometheus.CounterVec // outcome: acked, expired, dropped
 	lost     *prometheus.CounterVec // reason: buffer, subscriptions, pending
 	streams  prometheus.Gauge
@@ -160,9 +161,10 @@ type receipts struct {
 	// by the nonce of its synthesised request (deleted when answered).
 	pushedReceipts sync.Map
 
-	mu      sync.Mutex
-	streams int
-	senders map[string]*senderWindow
+	mu         sync.Mutex
+	streams    int
+	subStreams map[[16]byte]int // open GETs per subscription (bounded by streams)
+	senders    map[string]*senderWindow
 }
 
 type senderWindow struct {
@@ -174,7 +176,7 @@ func newReceipts(cfg ReceiptsConfig, reg prometheus.Registerer, now func() time.
 	cfg.withDefaults()
 	var secret [16]byte
 	_, _ = rand.Read(secret[:])
-	r := &receipts{cfg: cfg, enabled: cfg.ClientOpts != nil, pushSecret: hex.EncodeToString(secret[:]), senders: map[string]*senderWindow{}}
+	r := &receipts{cfg: cfg, enabled: cfg.ClientOpts != nil, pushSecret: hex.EncodeToString(secret[:]), senders: map[string]*senderWindow{}, subStreams: map[[16]byte]int{}}
 	r.fold = newReceiptFold(cfg, now)
 	met, err := newReceiptMetrics(reg, func() float64 { return float64(r.fold.pendingLen()) })
 	if err != nil {
@@ -218,16 +220,23 @@ func (r *receipts) allowCreate(sender string, now time.Time) bool {
 	return true
 }
 
-// acquireStream takes one of MaxStreams slots.
-func (r *receipts) acquireStream() bool {
+// acquireStream takes one of MaxStreams slots for subscription id; ok false
+// past either bound, perSub true when it is the subscription's own bound
+// (receiptStreamsPerSub: one reader needs one stream, a few cover its
+// reconnections, and one holder cannot take every slot of the node).
+func (r *receipts) acquireStream(id [16]byte) (ok, perSub bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.subStreams[id] >= receiptStreamsPerSub {
+		return false, true
+	}
 	if r.streams >= r.cfg.MaxStreams {
-		return false
+		return false, false
 	}
 	r.streams++
+	r.subStreams[id]++
 	r.met.streams.Inc()
-	return true
+	return true, false
 }
 
 func (r *receipts) streamsOpen() int {
@@ -236,9 +245,12 @@ func (r *receipts) streamsOpen() int {
 	return r.streams
 }
 
-func (r *receipts) releaseStream() {
+func (r *receipts) releaseStream(id [16]byte) {
 	r.mu.Lock()
 	r.streams--
+	if r.subStreams[id]--; r.subStreams[id] <= 0 {
+		delete(r.subStreams, id)
+	}
 	r.mu.Unlock()
 	r.met.streams.Dec()
 }

@@ -97,11 +97,16 @@ func (s *Server) handleReceipts(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
-	if !s.receipts.acquireStream() {
+	if ok, perSub := s.receipts.acquireStream(sub.ID); !ok {
+		if perSub {
+			s.receipts.met.refused.WithLabelValues("streams_per_subscription").Inc()
+			return newError(http.StatusTooManyRequests, errnoInvalidReceipt,
+				fmt.Sprintf("Too many streams open for this receipt subscription (limit %d); close one first", receiptStreamsPerSub))
+		}
 		s.receipts.met.refused.WithLabelValues("streams").Inc()
 		return unavailable(fmt.Sprintf("Too many receipt streams open on this node (limit %d)", s.receipts.cfg.MaxStreams), 5)
 	}
-	defer s.receipts.releaseStream()
+	defer s.receipts.releaseStream(sub.ID)
 	w := c.Response().Writer
 	mode := negotiateReceipts(req.Header.Get("Accept"), req.ProtoMajor == 2)
 	pusher, _ := w.(http.Pusher)

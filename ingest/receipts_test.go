@@ -432,3 +432,39 @@ func TestReceiptSenderWindowsFull(t *testing.T) {
 		t.Fatal("a known sender past its bound admitted")
 	}
 }
+
+// TestReceiptStreamsPerSubscription: one subscription holds at most
+// receiptStreamsPerSub streams, so its holder cannot take every slot of
+// the node; other subscriptions still get theirs; released slots return.
+func TestReceiptStreamsPerSubscription(t *testing.T) {
+	r, err := newReceipts(ReceiptsConfig{MaxStreams: receiptStreamsPerSub + 1}, prometheus.NewRegistry(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hog, other := [16]byte{1}, [16]byte{2}
+	for i := range receiptStreamsPerSub {
+		if ok, _ := r.acquireStream(hog); !ok {
+			t.Fatalf("stream %d of one subscription refused", i)
+		}
+	}
+	if ok, perSub := r.acquireStream(hog); ok || !perSub {
+		t.Fatalf("past the per-subscription bound: ok %v perSub %v, want refused by it", ok, perSub)
+	}
+	if ok, _ := r.acquireStream(other); !ok {
+		t.Fatal("another subscription refused")
+	}
+	if ok, perSub := r.acquireStream([16]byte{3}); ok || perSub {
+		t.Fatalf("past MaxStreams: ok %v perSub %v, want refused by the node bound", ok, perSub)
+	}
+	r.releaseStream(hog)
+	if ok, _ := r.acquireStream(hog); !ok {
+		t.Fatal("a released slot was not returned")
+	}
+	for range receiptStreamsPerSub {
+		r.releaseStream(hog)
+	}
+	r.releaseStream(other)
+	if r.streamsOpen() != 0 || len(r.subStreams) != 0 {
+		t.Fatalf("after release: %d streams, %d subscriptions tracked", r.streamsOpen(), len(r.subStreams))
+	}
+}
