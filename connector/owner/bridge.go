@@ -333,6 +333,9 @@ func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now in
 	if pb.Urgency(m.urgency) == pb.Urgency_URGENCY_NORMAL {
 		msg.Urgency = "normal"
 	}
+	if m.flags&fTTL0 != 0 {
+		msg.TTL = 0 // the sender's TTL 0: the service delivers now or drops it
+	}
 	m.flags |= fBridgeBusy
 	m.attempts++
 	bs := ps.env.bridges

@@ -351,3 +351,20 @@ func TestBridgeHalfOpenRetrySoon(t *testing.T) {
 		t.Fatalf("probe %+v", p)
 	}
 }
+
+// TestBridgeTTLZero: a TTL 0 push to a bridged UAID (which never has a
+// socket) is handed to the bridge with TTL 0, not dropped as offline.
+func TestBridgeTTLZero(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: delivered}
+	r, uaid, ch := e.startBridged(snd, nil)
+	e.accept(uaid, ch, withTTL(0))
+	waitFor(t, "Acked written", func() bool { return len(e.acksOfKind(0, "acked")) == 1 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	if n := snd.calls(); n != 1 || snd.got[0].TTL != 0 {
+		t.Fatalf("%d sends (%+v), want one with TTL 0", n, snd.got)
+	}
+	if d := e.acksOfKind(0, "dropped"); len(d) != 0 {
+		t.Fatalf("dropped %v", d)
+	}
+}

@@ -634,7 +634,9 @@ func (ps *partState) checkReady() {
 func (ps *partState) evaluate(u *uaidState) {
 	ps.dropGone(u)
 	now := ps.env.now().UnixMilli()
-	if u.session == nil {
+	// A bridged UAID never has a socket: its TTL 0 messages go to the
+	// bridge with TTL 0 (bridge.go), as autopush sends them.
+	if u.session == nil && ps.bridged[u.id] == nil {
 		for _, m := range u.pending {
 			if m.state == stLive && m.flags&fTTL0 != 0 && now <= m.expiryMs {
 				ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_TTL_ZERO_OFFLINE))
