@@ -33,6 +33,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -285,16 +286,20 @@ func (s *Server) newReceiptSub(auth authResult, sender string) (schema.ReceiptSu
 }
 
 // receiptSender names the sender for the creation bound: its VAPID key, or
-// its address.
-func receiptSender(auth authResult, req *http.Request) string {
+// its address as the quotas read it (behind --trusted-proxies, the client's
+// X-Forwarded-For address; IPv6 by its /64).
+func receiptSender(auth authResult, req *http.Request, trusted []netip.Prefix) string {
 	if auth.ok {
 		return "k:" + hex.EncodeToString(auth.keyHash[:])
 	}
-	host := req.RemoteAddr
-	if i := strings.LastIndexByte(host, ':'); i > 0 {
-		host = host[:i]
+	a, ok := sourceAddr(req.RemoteAddr, req.Header["X-Forwarded-For"], trusted)
+	if !ok {
+		return "a:" + req.RemoteAddr
 	}
-	return "a:" + host
+	if a.Is6() {
+		a = netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return "a:" + a.String()
 }
 
 // handleCreateReceipts serves POST {base}/receipts: 201, Location and Link
@@ -306,7 +311,7 @@ func (s *Server) handleCreateReceipts(c echo.Context) error {
 	if aerr != nil {
 		return aerr
 	}
-	_, tok, aerr := s.newReceiptSub(auth, receiptSender(auth, req))
+	_, tok, aerr := s.newReceiptSub(auth, receiptSender(auth, req, s.cfg.Quota.TrustedProxies))
 	if aerr != nil {
 		return aerr
 	}
@@ -389,7 +394,7 @@ func (s *Server) receiptRequest(req *http.Request, auth authResult) (id []byte, 
 		}
 		return sub.ID[:], s.receiptURL(tok), nil
 	}
-	sub, tok, aerr := s.newReceiptSub(auth, receiptSender(auth, req))
+	sub, tok, aerr := s.newReceiptSub(auth, receiptSender(auth, req, s.cfg.Quota.TrustedProxies))
 	if aerr != nil {
 		return nil, "", aerr
 	}

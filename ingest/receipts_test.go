@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -468,5 +469,33 @@ func TestReceiptStreamsPerSubscription(t *testing.T) {
 	r.releaseStream(other)
 	if r.streamsOpen() != 0 || len(r.subStreams) != 0 {
 		t.Fatalf("after release: %d streams, %d subscriptions tracked", r.streamsOpen(), len(r.subStreams))
+	}
+}
+
+func TestReceiptSender(t *testing.T) {
+	proxies, err := ParseTrustedProxies("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, remote, xff string
+		trusted           []netip.Prefix
+		want              string
+	}{
+		{"peer", "203.0.113.7:4711", "", nil, "a:203.0.113.7"},
+		{"untrusted proxy header ignored", "203.0.113.7:4711", "198.51.100.1", nil, "a:203.0.113.7"},
+		{"behind a trusted proxy", "10.1.2.3:4711", "198.51.100.1", proxies, "a:198.51.100.1"},
+		{"IPv6 by its /64", "[2001:db8:1:2:3:4:5:6]:4711", "", nil, "a:2001:db8:1:2::"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/receipts", nil)
+			req.RemoteAddr = tc.remote
+			if tc.xff != "" {
+				req.Header.Set("X-Forwarded-For", tc.xff)
+			}
+			if got := receiptSender(authResult{}, req, tc.trusted); got != tc.want {
+				t.Fatalf("receiptSender = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

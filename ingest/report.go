@@ -139,6 +139,10 @@ func (s *Server) report(c echo.Context) (string, error) {
 	if cfg.Source == nil {
 		return statusOff, unavailable("Analytics is off on this service: reports need ClickHouse (--clickhouse-addr)", 0)
 	}
+	if _, busy := s.senders.runningKeys.LoadOrStore(auth.keyHash, struct{}{}); busy {
+		return reportBusy, unavailable("A report for this key is already running; retry when it is done", 1)
+	}
+	defer s.senders.runningKeys.Delete(auth.keyHash)
 	if n := s.senders.running.Add(1); n > int64(cfg.Concurrency) {
 		s.senders.running.Add(-1)
 		return reportBusy, unavailable("Too many reports running; retry later", 1)

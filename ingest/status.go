@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/subtle"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,9 @@ type senderMetrics struct {
 	lookups *prometheus.CounterVec
 	reports *prometheus.CounterVec
 	running atomic.Int64 // reports in flight (ReportConfig.Concurrency)
+	// runningKeys holds the key hashes with a report in flight: one at a
+	// time per key, so one sender cannot hold every slot.
+	runningKeys sync.Map
 }
 
 func newSenderMetrics() *senderMetrics {

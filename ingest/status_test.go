@@ -282,3 +282,28 @@ func TestReportConcurrency(t *testing.T) {
 		t.Fatalf("after the first ended: %d", rr.Code)
 	}
 }
+
+// TestReportOnePerKey: a key runs one report at a time, so a sender cannot
+// hold every slot; another key is still served meanwhile.
+func TestReportOnePerKey(t *testing.T) {
+	src := &blockingReports{started: make(chan struct{}, 2), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) { c.Report = ReportConfig{Source: src, Concurrency: 4} })
+	auth := map[string]string{"Authorization": e.vapid.header(t, testPublicURL)}
+	done := make(chan int, 2)
+	go func() { done <- e.do(http.MethodGet, "/v1/report", auth, nil).Code }()
+	<-src.started
+	if rr := e.do(http.MethodGet, "/v1/report", auth, nil); rr.Code != http.StatusServiceUnavailable || rr.Header().Get("Retry-After") == "" {
+		t.Fatalf("a second report for the same key: %d %v, want 503 with Retry-After", rr.Code, rr.Header())
+	}
+	other := newTestVAPID(t)
+	go func() {
+		done <- e.do(http.MethodGet, "/v1/report", map[string]string{"Authorization": other.header(t, testPublicURL)}, nil).Code
+	}()
+	<-src.started // the other key's report runs beside the first
+	close(src.release)
+	for range 2 {
+		if code := <-done; code != http.StatusOK {
+			t.Fatalf("report: %d, want 200", code)
+		}
+	}
+}
