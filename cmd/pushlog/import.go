@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/pushlog/pushlog/ingest"
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -39,7 +41,9 @@ type importCmd struct {
 //	autopush/msg/{uaid}/{id}  JSON stored notification (channelID, version, timestamp, ttl, topic, data, headers)
 //
 // with {uaid} the dashed UUID. Each channel becomes a ChannelRegistered
-// and each pending message a MessageAccepted with its remaining TTL.
+// and each pending message a MessageAccepted with its remaining TTL. A
+// mobile user (router_type fcm or apns) first gets the BridgeRegistered
+// its router_data describes, unless pushlog already has one for the UAID.
 // Idempotent: pushlog's state is read first (the channels and
 // registrations topics; the messages topic for the import's own event ids,
 // which are derived from the record they come from), and a channel or
@@ -72,6 +76,7 @@ const (
 // importStats is what an import did, for its summary line.
 type importStats struct {
 	Users, UsersImported, Channels, Messages            int
+	BridgeUsers, BridgesPresent                         int
 	NoChannels, NotWebpush, UAIDReset, BadRecords       int
 	ChannelsPresent, ChannelsGone                       int
 	MessagesPresent, MessagesExpired, MessagesNoChannel int
@@ -79,14 +84,17 @@ type importStats struct {
 }
 
 func (s importStats) String() string {
+	// The bridge counts come last: the line's start is what scripts read.
 	return fmt.Sprintf("import autopush: %d users read, %d imported: %d channels registered, %d messages stored; "+
 		"skipped: %d users without channels, %d users of other routers, %d users reset in pushlog, %d unreadable users; "+
 		"%d channels already in pushlog, %d unregistered in pushlog; "+
-		"%d messages already imported, %d expired, %d for channels not registered, %d unreadable messages",
+		"%d messages already imported, %d expired, %d for channels not registered, %d unreadable messages; "+
+		"%d bridge users imported, %d already bridged in pushlog",
 		s.Users, s.UsersImported, s.Channels, s.Messages,
 		s.NoChannels, s.NotWebpush, s.UAIDReset, s.BadRecords,
 		s.ChannelsPresent, s.ChannelsGone,
-		s.MessagesPresent, s.MessagesExpired, s.MessagesNoChannel, s.BadMessages)
+		s.MessagesPresent, s.MessagesExpired, s.MessagesNoChannel, s.BadMessages,
+		s.BridgeUsers, s.BridgesPresent)
 }
 
 func (c *importAutopushCmd) Run(ctx context.Context) error {
@@ -174,9 +182,11 @@ func importPartitions(ctx context.Context, adm *kadm.Client, names schema.Names)
 }
 
 // pushlogState is what the deployment already holds: every UAID's channel
-// state, and the ids of the messages earlier imports wrote.
+// state, the UAIDs with a bridge registration, and the ids of the messages
+// earlier imports wrote.
 type pushlogState struct {
 	channels map[schema.UAID]string // packed channel states (packState)
+	bridged  map[schema.UAID]bool   // a BridgeRegistered is on the registrations topic
 	imported map[[16]byte]bool      // event ids starting with importIDMarker
 }
 
@@ -247,6 +257,12 @@ func (p *pushlogState) applyRegistration(ev *pb.Event, offset int64) {
 	if err != nil {
 		return
 	}
+	if ev.GetBridgeRegistered() != nil {
+		// The registrations topic is where bridge registrations live (the
+		// bridge table reads it; ingest re-appends them daily within its
+		// retention), so this is the deployment's own view.
+		p.bridged[id] = true
+	}
 	st := p.state(id)
 	if st == nil {
 		st = &pb.ChannelState{}
@@ -261,7 +277,7 @@ func (p *pushlogState) applyRegistration(ev *pb.Event, offset int64) {
 // (events the channel projector may not have folded yet), then the ids of
 // the messages topic, each up to its end when the import starts.
 func readPushlogState(ctx context.Context, cl *kgo.Client, names schema.Names) (*pushlogState, error) {
-	st := &pushlogState{channels: map[schema.UAID]string{}, imported: map[[16]byte]bool{}}
+	st := &pushlogState{channels: map[schema.UAID]string{}, bridged: map[schema.UAID]bool{}, imported: map[[16]byte]bool{}}
 	err := readTopic(ctx, cl, names.Channels, func(r *kgo.Record) {
 		if f, err := schema.DecodeChannels(r); err == nil {
 			st.foldChannels(f)
@@ -504,6 +520,57 @@ func execPipe(ctx context.Context, pipe redis.Pipeliner) error {
 type autopushUserRecord struct {
 	UAID       string `json:"uaid"`
 	RouterType string `json:"router_type"`
+	// RouterData is what autoendpoint's router stored at registration:
+	// fcm {"token", "app_id"} (routers/fcm/router.rs register), apns
+	// {"token", "rel_channel" (its app id), optional "aps" (a JSON
+	// object as a string)} (routers/apns/router.rs register).
+	RouterData struct {
+		Token      string  `json:"token"`
+		AppID      string  `json:"app_id"`
+		RelChannel string  `json:"rel_channel"`
+		Aps        *string `json:"aps"`
+	} `json:"router_data"`
+}
+
+// Bounds of a bridge user's router_data: ingest's token bound, and an app
+// id as short as a deployment's configured names are.
+const (
+	importMaxBridgeToken = ingest.DefaultBridgeMaxToken
+	importMaxAppID       = 256
+)
+
+// importBridgeToken is ingest's (autopush's) device token check.
+var importBridgeToken = regexp.MustCompile(`^[^ ]{8,}$`)
+
+// bridgeRegistered is the BridgeRegistered a mobile user's record
+// describes, nil when its router or router_data is not one pushlog
+// bridges. It mirrors ingest's bridgeEvent (unexported) as written on
+// POST /v1/{router_type}/{app_id}/registration, with the import's
+// deterministic event id.
+func bridgeRegistered(rec autopushUserRecord) *pb.BridgeRegistered {
+	br, ok := schema.ParseBridge(rec.RouterType)
+	if !ok {
+		return nil
+	}
+	rd := rec.RouterData
+	b := &pb.BridgeRegistered{RouterType: br.String(), Token: rd.Token}
+	switch br {
+	case schema.BridgeAPNs:
+		b.AppId = rd.RelChannel
+		if rd.Aps != nil {
+			var v map[string]any
+			if json.Unmarshal([]byte(*rd.Aps), &v) != nil {
+				return nil
+			}
+			b.Aps = *rd.Aps
+		}
+	default:
+		b.AppId = rd.AppID
+	}
+	if b.AppId == "" || len(b.AppId) > importMaxAppID || len(b.Token) > importMaxBridgeToken || !importBridgeToken.MatchString(b.Token) {
+		return nil
+	}
+	return b
 }
 
 // userEvents turns one user's records into the events pushlog lacks.
@@ -518,9 +585,12 @@ func (im *autopushImport) userEvents(u *autopushUser) (regs, msgs []*kgo.Record,
 		im.stats.BadRecords++
 		return nil, nil, nil
 	}
+	var bridge *pb.BridgeRegistered
 	if rec.RouterType != "" && rec.RouterType != "webpush" {
-		im.stats.NotWebpush++ // a mobile bridge (FCM, APNs): pushlog has none
-		return nil, nil, nil
+		if bridge = bridgeRegistered(rec); bridge == nil {
+			im.stats.NotWebpush++ // a router, app or token pushlog cannot bridge
+			return nil, nil, nil
+		}
 	}
 	uaid := u.uaid.String()
 	st := im.existing.state(u.uaid)
@@ -551,6 +621,21 @@ func (im *autopushImport) userEvents(u *autopushUser) (regs, msgs []*kgo.Record,
 		return nil, nil, nil
 	}
 	p := schema.PartitionOf(uaid, im.partitions)
+	bridgeNew := bridge != nil && !im.existing.bridged[u.uaid]
+	if bridge != nil && !bridgeNew {
+		im.stats.BridgesPresent++
+	}
+	if bridgeNew {
+		// Before its channels, as the registration API writes them.
+		ev := &pb.Event{Id: importEventID("bridge", uaid), TimeMs: im.now.UnixMilli(), Uaid: uaid}
+		ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: bridge}
+		r, err := im.names.Record(ev)
+		if err != nil {
+			return nil, nil, fmt.Errorf("encode bridge registration of %s: %w", uaid, err)
+		}
+		r.Partition = p
+		regs = append(regs, r)
+	}
 	for _, id := range fresh {
 		ev := &pb.Event{Id: importEventID("channel", uaid, id), TimeMs: im.now.UnixMilli(), Uaid: uaid}
 		ev.Body = &pb.Event_ChannelRegistered{ChannelRegistered: &pb.ChannelRegistered{ChannelId: id}}
@@ -576,8 +661,11 @@ func (im *autopushImport) userEvents(u *autopushUser) (regs, msgs []*kgo.Record,
 	}
 	if len(regs)+len(msgs) > 0 {
 		im.stats.UsersImported++
-		im.stats.Channels += len(regs)
+		im.stats.Channels += len(fresh)
 		im.stats.Messages += len(msgs)
+	}
+	if bridgeNew {
+		im.stats.BridgeUsers++
 	}
 	return regs, msgs, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
@@ -204,12 +205,12 @@ func TestImportUserEvents(t *testing.T) {
 			state: &pb.ChannelState{Channels: []*pb.Channel{{ChannelId: itChannel}, {ChannelId: ch2, Unregistered: true}}},
 			want:  importStats{ChannelsPresent: 1, ChannelsGone: 1, MessagesNoChannel: 1, MessagesPresent: 1}},
 		{name: "reset in pushlog", user: `{}`, channels: []string{itChannel}, state: &pb.ChannelState{UaidReset: true}, want: importStats{UAIDReset: 1}},
-		{name: "fcm", user: `{"router_type":"fcm"}`, channels: []string{itChannel}, want: importStats{NotWebpush: 1}},
+		{name: "fcm without router_data", user: `{"router_type":"fcm"}`, channels: []string{itChannel}, want: importStats{NotWebpush: 1}},
 		{name: "no channels", user: `{"router_type":"webpush"}`, want: importStats{NoChannels: 1}},
 		{name: "unreadable", user: `{`, channels: []string{itChannel}, want: importStats{BadRecords: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			existing := &pushlogState{channels: map[schema.UAID]string{}, imported: map[[16]byte]bool{}}
+			existing := &pushlogState{channels: map[schema.UAID]string{}, bridged: map[schema.UAID]bool{}, imported: map[[16]byte]bool{}}
 			if tc.state != nil {
 				existing.channels[uaid] = packState(tc.state)
 			}
@@ -242,6 +243,68 @@ func TestImportUserEvents(t *testing.T) {
 				if ma := ev.GetMessageAccepted(); ma != nil && ma.GetTtlS() != 50 {
 					t.Fatalf("message TTL %d, want the remaining 50s", ma.GetTtlS())
 				}
+			}
+		})
+	}
+}
+
+// TestImportBridgeUsers: a fcm and an apns user of autopush become the
+// BridgeRegistered the registration API writes, then their channels; a
+// second run (their events on the registrations topic) writes nothing; an
+// unrecognisable router_data is skipped and counted.
+func TestImportBridgeUsers(t *testing.T) {
+	uaid, _ := schema.ParseUAID(itUAID)
+	for _, tc := range []struct {
+		name, user string
+		want       *pb.BridgeRegistered
+	}{
+		{"fcm", `{"uaid":"` + itUAID + `","router_type":"fcm","router_data":{"token":"fcm-token-123","app_id":"org.mozilla.fenix"}}`,
+			&pb.BridgeRegistered{RouterType: "fcm", AppId: "org.mozilla.fenix", Token: "fcm-token-123"}},
+		{"apns", `{"router_type":"apns","router_data":{"token":"0123456789abcdef","rel_channel":"firefox","aps":"{\"mutable-content\":1}"}}`,
+			&pb.BridgeRegistered{RouterType: "apns", AppId: "firefox", Token: "0123456789abcdef", Aps: `{"mutable-content":1}`}},
+		{"fcm without app id", `{"router_type":"fcm","router_data":{"token":"fcm-token-123"}}`, nil},
+		{"apns with bad aps", `{"router_type":"apns","router_data":{"token":"0123456789abcdef","rel_channel":"firefox","aps":"[1"}}`, nil},
+		{"short token", `{"router_type":"fcm","router_data":{"token":"x","app_id":"a"}}`, nil},
+		{"gcm", `{"router_type":"gcm","router_data":{"token":"fcm-token-123","app_id":"a"}}`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			existing := &pushlogState{channels: map[schema.UAID]string{}, bridged: map[schema.UAID]bool{}, imported: map[[16]byte]bool{}}
+			run := func() ([]*kgo.Record, importStats) {
+				im := &autopushImport{names: schema.DefaultNames(), partitions: 4, existing: existing, maxTTL: 3600, now: time.Unix(1_800_000_000, 0)}
+				u := &autopushUser{key: schema.FormatChannelID(uaid[:]), uaid: uaid, record: strCmd(t.Context(), tc.user, nil),
+					channels: redis.NewStringSliceCmd(t.Context()), msgIDs: redis.NewStringSliceCmd(t.Context())}
+				u.channels.SetVal([]string{itChannel})
+				regs, msgs, err := im.userEvents(u)
+				if err != nil || len(msgs) != 0 {
+					t.Fatalf("messages %v, err %v", msgs, err)
+				}
+				return regs, im.stats
+			}
+			regs, stats := run()
+			if tc.want == nil {
+				if len(regs) != 0 || stats != (importStats{NotWebpush: 1}) {
+					t.Fatalf("%d records, stats %+v; want the user skipped", len(regs), stats)
+				}
+				return
+			}
+			if len(regs) != 2 || stats != (importStats{UsersImported: 1, Channels: 1, BridgeUsers: 1}) {
+				t.Fatalf("%d records, stats %+v", len(regs), stats)
+			}
+			for i, r := range regs {
+				ev, err := schema.Decode(r)
+				if err != nil || r.Partition != schema.PartitionOf(itUAID, 4) || ev.GetUaid() != itUAID {
+					t.Fatalf("record %d: %v (partition %d): %v", i, ev, r.Partition, err)
+				}
+				if i == 0 && !proto.Equal(ev.GetBridgeRegistered(), tc.want) {
+					t.Fatalf("bridge registration %v, want %v", ev.GetBridgeRegistered(), tc.want)
+				}
+				if i == 1 && ev.GetChannelRegistered().GetChannelId() != itChannel {
+					t.Fatalf("second event %v, want the channel", ev)
+				}
+				existing.applyRegistration(ev, int64(i))
+			}
+			if regs, stats = run(); len(regs) != 0 || stats != (importStats{BridgesPresent: 1, ChannelsPresent: 1}) {
+				t.Fatalf("re-run: %d records, stats %+v; want nothing", len(regs), stats)
 			}
 		})
 	}
