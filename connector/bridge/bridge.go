@@ -50,8 +50,10 @@ const (
 	// Retry: the service is overloaded or unreachable; try again after
 	// Result.RetryAfter (0: the caller's own back-off) while the TTL lasts.
 	Retry
-	// Failed: a permanent refusal for this message (too big, bad
-	// credentials, malformed); drop it with Result.Reason.
+	// Failed: a permanent refusal of this message itself (too big,
+	// malformed); drop it with Result.Reason. Refused credentials or app
+	// configuration are not the message's fault: they are a Retry with
+	// Result.Unavailable, so messages wait while the operator fixes them.
 	Failed
 )
 
@@ -75,6 +77,10 @@ type Result struct {
 	RetryAfter time.Duration // Retry only: the service's Retry-After, 0 if none
 	Reason     string        // short machine-friendly reason (metric label material: bounded set plus the service's own codes)
 	Status     int           // the service's HTTP status, 0 when no answer came
+	// Unavailable (Retry only): the service refused the app's credentials
+	// or configuration (bad key, revoked account, wrong project). The
+	// owner counts it as a breaker failure like no answer or a 5xx.
+	Unavailable bool
 }
 
 // Sender sends to one app of one service. token is the device's

@@ -14,7 +14,7 @@ package owner
 //     reason "bridge_gone": the UAID's pending messages are dropped, its
 //     endpoints answer 410 (errno 103) through ingest's gone set, and the
 //     registration API answers 410 so the app registers again.
-//   - Retry (429, 5xx, no answer): sent again after the service's
+//   - Retry (429, 5xx, no answer, refused credentials): sent again after the service's
 //     Retry-After or an exponential back-off, only while the TTL lasts
 //     and with the TTL left; past it the sweep expires the message
 //     (Expired) — a message is never sent late.
@@ -184,8 +184,11 @@ func (b *bridges) send(app, token string, msg bridge.Message) bridge.Result {
 	start := time.Now()
 	res, err := cb.Execute(func() (bridge.Result, error) {
 		r := snd.Send(ctx, token, msg)
-		if r.Outcome == bridge.Retry && (r.Status == 0 || r.Status >= 500) {
-			return r, errBridgeUnavailable // the service is down: count it
+		if r.Outcome == bridge.Retry && (r.Unavailable || r.Status == 0 || r.Status >= 500) {
+			// The service is down or refuses the app's credentials: count
+			// it, so the breaker opens and messages wait instead of each
+			// paying a send until the operator fixes the key.
+			return r, errBridgeUnavailable
 		}
 		return r, nil
 	})
@@ -444,7 +447,7 @@ func newBridgeMetrics(reg prometheus.Registerer) (*bridgeMetrics, error) {
 		}, []string{"app"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_bridge_retries_total",
-			Help: "Bridge sends scheduled again (429, 5xx, no answer, breaker open) within the message's TTL, by app.",
+			Help: "Bridge sends scheduled again (429, 5xx, no answer, refused credentials, breaker open) within the message's TTL, by app.",
 		}, []string{"app"}),
 	}
 	for _, c := range []prometheus.Collector{m.sends, m.latency, m.retries} {

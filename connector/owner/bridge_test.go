@@ -234,6 +234,33 @@ func TestBridgeBreaker(t *testing.T) {
 	_ = refs
 }
 
+// TestBridgeCredentialsRefused: a service that refuses the app's
+// credentials (bridge.Result.Unavailable) opens the app's breaker like an
+// outage; no message is dropped as refused: they wait, expire past their
+// TTL, and are delivered once the key is fixed (issue 14).
+func TestBridgeCredentialsRefused(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		return bridge.Result{Outcome: bridge.Retry, Status: 401, Reason: "oauth_refused", Unavailable: true}
+	}}
+	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.BreakerFailures = 2; c.BreakerOpen = 300 * time.Millisecond })
+	short, long := e.accept(uaid, ch, withTTL(60)), e.accept(uaid, ch)
+	waitFor(t, "breaker open", func() bool {
+		return r.BridgeBreakers()["fcm/app"] == gobreaker.StateOpen
+	})
+	e.clock.Advance(61 * time.Second)
+	waitFor(t, "short TTL expired", func() bool { return e.expiredOf(0)[short.GetOffset()] })
+	snd.setNext(delivered) // the operator fixed the key
+	waitFor(t, "long TTL delivered", func() bool { return len(e.acksOfKind(0, "acked")) == 1 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	if d := e.dropsOf(0); len(d) != 0 {
+		t.Fatalf("dropped %v while the credentials were refused", d)
+	}
+	if e.expiredOf(0)[long.GetOffset()] {
+		t.Fatal("the long-TTL message expired")
+	}
+}
+
 // TestBridgeTakeover: a new owner that resumes past the BridgeRegistered
 // (the channel snapshot covers the registrations) still knows the UAID is
 // bridged.

@@ -255,11 +255,13 @@ func (c *Client) Send(ctx context.Context, token string, m bridge.Message) bridg
 	for attempt := 0; ; attempt++ {
 		jwtToken, err := c.providerToken(stale)
 		if err != nil {
-			return bridge.Result{Outcome: bridge.Failed, Reason: "sign"}
+			// The app's key cannot sign: configuration, not the message.
+			return bridge.Result{Outcome: bridge.Retry, Reason: "sign", Unavailable: true}
 		}
 		res := c.post(ctx, token, jwtToken, body, m)
 		// Our token expired or was refused (clock, rotation): sign a new
-		// one once. A second refusal is a configuration error.
+		// one once. A second refusal is a configuration error (Classify:
+		// Retry, Unavailable).
 		if attempt == 0 && res.Status == http.StatusForbidden &&
 			(res.Reason == "ExpiredProviderToken" || res.Reason == "InvalidProviderToken") {
 			stale = jwtToken
@@ -333,6 +335,12 @@ func Classify(status int, h http.Header, body []byte, now time.Time) bridge.Resu
 	case status == http.StatusTooManyRequests || status >= 500:
 		res.Outcome = bridge.Retry
 		res.RetryAfter, _ = bridge.ParseRetryAfter(h.Get("Retry-After"), now)
+	case status == http.StatusForbidden || e.Reason == "TopicDisallowed" || e.Reason == "BadTopic" || e.Reason == "MissingTopic":
+		// Every 403 (ExpiredProviderToken after the refresh,
+		// InvalidProviderToken, BadCertificate, Forbidden) and a refused
+		// apns-topic are the app's configuration, not the message: wait
+		// (the breaker opens) rather than drop while the operator fixes it.
+		res.Outcome, res.Unavailable = bridge.Retry, true
 	default:
 		// DeviceTokenNotForTopic stays Failed: a wrong topic in OUR config
 		// would otherwise unregister every device of the app.

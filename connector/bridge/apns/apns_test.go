@@ -167,14 +167,16 @@ func TestProviderToken(t *testing.T) {
 	// APNs says our token expired: signed again once, retried, delivered.
 	srv.Fail(apnstest.Fault{Status: 403, Reason: "ExpiredProviderToken"})
 	send(bridge.Delivered)
-	// Twice: a configuration problem, Failed.
+	// Twice: a configuration problem, Retry and Unavailable (issue 14: the
+	// app's breaker opens and the message waits; it used to be Failed).
 	srv.Fail(apnstest.Fault{Status: 403, Reason: "InvalidProviderToken"}, apnstest.Fault{Status: 403, Reason: "InvalidProviderToken"})
-	if r := send(bridge.Failed); r.Reason != "InvalidProviderToken" {
+	if r := send(bridge.Retry); r.Reason != "InvalidProviderToken" || !r.Unavailable {
 		t.Fatal(r)
 	}
-	// A token Apple finds over an hour old (clocks apart): refused, Failed.
+	// A token Apple finds over an hour old (clocks apart): refused, Retry
+	// and Unavailable (a clock to fix, not the message's fault).
 	srv.SetNow(func() time.Time { return clk.now().Add(2 * time.Hour) })
-	if r := send(bridge.Failed); r.Reason != "ExpiredProviderToken" || r.Status != 403 {
+	if r := send(bridge.Retry); r.Reason != "ExpiredProviderToken" || r.Status != 403 || !r.Unavailable {
 		t.Fatal(r)
 	}
 }
@@ -187,11 +189,11 @@ func TestWrongKeyRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := c.Send(t.Context(), srv.DeviceToken(), msg()); r.Outcome != bridge.Failed || r.Reason != "InvalidProviderToken" {
+	if r := c.Send(t.Context(), srv.DeviceToken(), msg()); r.Outcome != bridge.Retry || !r.Unavailable || r.Reason != "InvalidProviderToken" {
 		t.Fatalf("%+v", r)
 	}
 	c, _ = New(Config{Key: srv.Key(), KeyID: srv.KeyID(), TeamID: srv.TeamID(), Topic: "org.example.other", BaseURL: srv.URL, RootCAs: srv.RootCAs()})
-	if r := c.Send(t.Context(), srv.DeviceToken(), msg()); r.Outcome != bridge.Failed || r.Reason != "TopicDisallowed" {
+	if r := c.Send(t.Context(), srv.DeviceToken(), msg()); r.Outcome != bridge.Retry || !r.Unavailable || r.Reason != "TopicDisallowed" {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -290,7 +292,10 @@ func TestClassify(t *testing.T) {
 		{400, nil, `{"reason":"BadDeviceToken"}`, bridge.Result{Outcome: bridge.Gone, Reason: "BadDeviceToken", Status: 400}},
 		{400, nil, `{"reason":"DeviceTokenNotForTopic"}`, bridge.Result{Outcome: bridge.Failed, Reason: "DeviceTokenNotForTopic", Status: 400}},
 		{400, nil, `{"reason":"BadPriority"}`, bridge.Result{Outcome: bridge.Failed, Reason: "BadPriority", Status: 400}},
-		{403, nil, `{"reason":"ExpiredProviderToken"}`, bridge.Result{Outcome: bridge.Failed, Reason: "ExpiredProviderToken", Status: 403}},
+		// Credentials/configuration: Retry, Unavailable (issue 14; was Failed).
+		{403, nil, `{"reason":"ExpiredProviderToken"}`, bridge.Result{Outcome: bridge.Retry, Reason: "ExpiredProviderToken", Status: 403, Unavailable: true}},
+		{403, nil, `{"reason":"BadCertificate"}`, bridge.Result{Outcome: bridge.Retry, Reason: "BadCertificate", Status: 403, Unavailable: true}},
+		{400, nil, `{"reason":"TopicDisallowed"}`, bridge.Result{Outcome: bridge.Retry, Reason: "TopicDisallowed", Status: 400, Unavailable: true}},
 		{413, nil, `{"reason":"PayloadTooLarge"}`, bridge.Result{Outcome: bridge.Failed, Reason: "PayloadTooLarge", Status: 413}},
 		{429, ra, `{"reason":"TooManyRequests"}`, bridge.Result{Outcome: bridge.Retry, RetryAfter: 9 * time.Second, Reason: "TooManyRequests", Status: 429}},
 		{500, nil, `{"reason":"InternalServerError"}`, bridge.Result{Outcome: bridge.Retry, Reason: "InternalServerError", Status: 500}},

@@ -257,7 +257,8 @@ func (c *Client) Send(ctx context.Context, token string, m bridge.Message) bridg
 		}
 		res = c.post(ctx, tok.AccessToken, body)
 		// A 401 with a token we believed valid: Google revoked or rotated
-		// it. Fetch a new one once; a second 401 is a configuration error.
+		// it. Fetch a new one once; a second 401 is a configuration error
+		// (Classify: Retry, Unavailable).
 		if res.Status == http.StatusUnauthorized && attempt == 0 {
 			stale = tok
 			continue
@@ -284,8 +285,10 @@ func (c *Client) accessToken(ctx context.Context, stale *oauth2.Token) (*oauth2.
 	return t, bridge.Result{}, true
 }
 
-// tokenFailure: the token endpoint down or throttling is a Retry, a refusal
-// of our assertion a Failed (bad key, clock, or revoked service account).
+// tokenFailure: the token endpoint down or throttling is a Retry; a refusal
+// of our assertion (bad key, clock, revoked service account) is also a
+// Retry, Unavailable: no message is at fault, so none is dropped and the
+// app's breaker opens until the operator fixes the key or the TTLs run out.
 func tokenFailure(ctx context.Context, err error, now time.Time) bridge.Result {
 	re, ok := errors.AsType[*oauth2.RetrieveError](err)
 	if !ok || re.Response == nil {
@@ -299,7 +302,7 @@ func tokenFailure(ctx context.Context, err error, now time.Time) bridge.Result {
 		d, _ := bridge.ParseRetryAfter(re.Response.Header.Get("Retry-After"), now)
 		return bridge.Result{Outcome: bridge.Retry, RetryAfter: d, Reason: "oauth_unavailable", Status: st}
 	}
-	return bridge.Result{Outcome: bridge.Failed, Reason: "oauth_refused", Status: st}
+	return bridge.Result{Outcome: bridge.Retry, Reason: "oauth_refused", Status: st, Unavailable: true}
 }
 
 // maxAnswer bounds how much of an answer is read: FCM's errors are small.
@@ -366,7 +369,14 @@ func Classify(status int, h http.Header, body []byte, now time.Time) bridge.Resu
 	case status == http.StatusTooManyRequests || status >= 500:
 		res.Outcome = bridge.Retry
 		res.RetryAfter, _ = bridge.ParseRetryAfter(h.Get("Retry-After"), now)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		// Our credentials or project (THIRD_PARTY_AUTH_ERROR, PERMISSION_DENIED,
+		// SENDER_ID_MISMATCH: the key belongs to another project) are
+		// refused: the app's configuration, not the message, is at fault.
+		res.Outcome, res.Unavailable = bridge.Retry, true
 	default:
+		// Any other 4xx (INVALID_ARGUMENT about the message, too big) is
+		// this message's own fault: sending it again cannot succeed.
 		res.Outcome = bridge.Failed
 	}
 	return res

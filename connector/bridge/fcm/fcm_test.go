@@ -77,7 +77,8 @@ func TestSend(t *testing.T) {
 		{name: "500", token: device, m: msg(), fault: &fcmtest.Fault{Status: 500, Code: "INTERNAL", RetryAfter: "5"},
 			want: bridge.Result{Outcome: bridge.Retry, RetryAfter: 5 * time.Second, Reason: "INTERNAL", Status: 500}},
 		{name: "403 sender mismatch", token: device, m: msg(), fault: &fcmtest.Fault{Status: 403, Code: "SENDER_ID_MISMATCH"},
-			want: bridge.Result{Outcome: bridge.Failed, Reason: "SENDER_ID_MISMATCH", Status: 403}},
+			// Issue 14: the app's project is at fault, not the message (was Failed).
+			want: bridge.Result{Outcome: bridge.Retry, Reason: "SENDER_ID_MISMATCH", Status: 403, Unavailable: true}},
 		{name: "too big", token: device, m: bridge.Message{ChannelID: "c", Data: make([]byte, 3100)},
 			want: bridge.Result{Outcome: bridge.Failed, Reason: "too_big"}},
 	}
@@ -151,10 +152,10 @@ func TestAccessTokenCachedAndRefreshed(t *testing.T) {
 	if n := srv.TokensIssued(); n != 3 {
 		t.Fatalf("%d tokens after revocation, want 3", n)
 	}
-	// 401 twice: refreshed once, then Failed.
+	// 401 twice: refreshed once, then Retry, Unavailable (issue 14; was Failed).
 	srv.Fail(fcmtest.Fault{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"}, fcmtest.Fault{Status: 401, Code: "THIRD_PARTY_AUTH_ERROR"})
 	r := c.Send(ctx, device, msg())
-	if r.Outcome != bridge.Failed || r.Status != 401 {
+	if r.Outcome != bridge.Retry || !r.Unavailable || r.Status != 401 {
 		t.Fatalf("two 401s: %+v", r)
 	}
 	if n := srv.TokensIssued(); n != 4 {
@@ -183,7 +184,7 @@ func TestTokenEndpointFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := c.Send(t.Context(), device, msg())
-		if r.Outcome != bridge.Failed || r.Reason != "oauth_refused" || r.Status != 400 {
+		if r.Outcome != bridge.Retry || !r.Unavailable || r.Reason != "oauth_refused" || r.Status != 400 {
 			t.Fatalf("%+v", r)
 		}
 		if len(srv.Received()) != 0 {
@@ -294,7 +295,9 @@ func TestClassify(t *testing.T) {
 		{400, nil, `{"error":{"status":"INVALID_ARGUMENT","message":"The registration token is not a valid FCM registration token"}}`, bridge.Result{Outcome: bridge.Gone, Reason: "INVALID_TOKEN", Status: 400}},
 		{400, nil, `{"error":{"status":"INVALID_ARGUMENT","details":[{"errorCode":"INVALID_ARGUMENT"},{"fieldViolations":[{"field":"message.token"}]}]}}`, bridge.Result{Outcome: bridge.Gone, Reason: "INVALID_TOKEN", Status: 400}},
 		{400, nil, `{"error":{"status":"INVALID_ARGUMENT","message":"Message is too big","details":[{"errorCode":"INVALID_ARGUMENT"}]}}`, bridge.Result{Outcome: bridge.Failed, Reason: "INVALID_ARGUMENT", Status: 400}},
-		{401, nil, `{"error":{"status":"UNAUTHENTICATED"}}`, bridge.Result{Outcome: bridge.Failed, Reason: "UNAUTHENTICATED", Status: 401}},
+		// Credentials/project refused: Retry, Unavailable (issue 14; was Failed).
+		{401, nil, `{"error":{"status":"UNAUTHENTICATED"}}`, bridge.Result{Outcome: bridge.Retry, Reason: "UNAUTHENTICATED", Status: 401, Unavailable: true}},
+		{403, nil, `{"error":{"status":"PERMISSION_DENIED"}}`, bridge.Result{Outcome: bridge.Retry, Reason: "PERMISSION_DENIED", Status: 403, Unavailable: true}},
 		{429, h("Retry-After", "60"), `{"error":{"details":[{"errorCode":"QUOTA_EXCEEDED"}]}}`, bridge.Result{Outcome: bridge.Retry, RetryAfter: time.Minute, Reason: "QUOTA_EXCEEDED", Status: 429}},
 		{502, nil, `<html>bad gateway</html>`, bridge.Result{Outcome: bridge.Retry, Reason: "http_502", Status: 502}},
 		{503, h("Retry-After", "junk"), `{"error":{"status":"unavailable; drop table"}}`, bridge.Result{Outcome: bridge.Retry, Reason: "http_503", Status: 503}},
