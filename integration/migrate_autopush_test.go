@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/pushlog/pushlog/connector/bridge/fcm/fcmtest"
 	"github.com/pushlog/pushlog/ingest/webpush"
 	"github.com/pushlog/pushlog/schema"
 )
@@ -215,8 +218,23 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 	_, _ = rand.Read(raw[:])
 	oldKey := base64.URLEncoding.EncodeToString(raw[:])
 
+	// An FCM app "fenix" (the local FCM v1 server of bridges_test.go) for
+	// autopush's mobile users.
+	fcm := fcmtest.New("pushlog-it")
+	t.Cleanup(fcm.Close)
+	fdir := t.TempDir()
+	creds, caFile := filepath.Join(fdir, "sa.json"), filepath.Join(fdir, "fcm-ca.pem")
+	if err := os.WriteFile(creds, fcm.Credentials(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, fcm.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := startServer(t, serverOpts{Embedded: embedded, Env: []string{
 		fmt.Sprintf(`PUSHLOG_AUTOPUSH_CRYPTO_KEYS=["%s", "%s"]`, fkey, oldKey),
+		`PUSHLOG_FCM_APPS={"fenix": {"credentials": "` + creds + `"}}`,
+		"PUSHLOG_FCM_BASE_URL=" + fcm.URL, "PUSHLOG_FCM_TOKEN_URL=" + fcm.TokenURL(),
+		"PUSHLOG_BRIDGE_CA_FILE=" + caFile, "PUSHLOG_BRIDGE_AUTH_KEYS=" + bridgeAuthKey,
 	}})
 	brokers := ""
 	for _, e := range s.env {
@@ -260,9 +278,19 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 		apStoredMessage(t, user.channels[0], k1, "expired", 7200, 3600),
 		apStoredMessage(t, gone, k1, "for an unsubscribed channel", 60, 3600),
 	})
-	// A user without channels and a mobile (FCM) user: nothing to import.
+	// A user without channels and a mobile (FCM) user without router
+	// data: nothing to import.
 	apLoad(ctx, t, rdb, "autopush/", apUser{uaid: schema.RandomUAID()}, "webpush", nil)
 	apLoad(ctx, t, rdb, "autopush/", apUser{uaid: schema.RandomUAID(), channels: []string{uaChannelID()}}, "fcm", nil)
+	// A mobile user of the FCM app: its bridge registration and channel.
+	mobile := apUser{uaid: schema.RandomUAID(), channels: []string{uaChannelID()}}
+	apLoad(ctx, t, rdb, "autopush/", mobile, "fcm", nil)
+	fcm.Register("fcm-imported-device-token")
+	mobileRec, _ := json.Marshal(map[string]any{"uaid": mobile.uaid.String(), "connected_at": time.Now().UnixMilli(), "router_type": "fcm",
+		"router_data": map[string]any{"token": "fcm-imported-device-token", "app_id": "fenix"}, "record_version": 1})
+	if err := rdb.Set(ctx, "autopush/user/"+dashed(mobile.uaid[:]), mobileRec, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	uaidDashed := dashed(user.uaid[:])
 	toks := apMint(t, fkey,
@@ -270,6 +298,7 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 		uaidDashed+" "+user.channels[1]+" "+vapid.Public,
 	)
 	oldTok := apMint(t, oldKey, uaidDashed+" "+user.channels[0])[0] // minted before a key rotation
+	mobileTok := apMint(t, fkey, dashed(mobile.uaid[:])+" "+mobile.channels[0])[0]
 	sub1 := &uaSubscription{ChannelID: user.channels[0], Endpoint: s.HTTPURL + "/wpush/v1/" + toks[0], Keys: k1}
 	sub2 := &uaSubscription{ChannelID: user.channels[1], Endpoint: s.HTTPURL + "/wpush/v2/" + toks[1], Keys: k2}
 	subOld := &uaSubscription{ChannelID: user.channels[0], Endpoint: s.HTTPURL + "/wpush/v1/" + oldTok, Keys: k1}
@@ -277,22 +306,23 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 	// Dry run: the plan, nothing written.
 	before := logEnds(ctx, t, brokers, s.opts.Namespace)
 	line := runImport(ctx, t, s, dbURL, "--dry-run")
-	wantSummary(t, line, "3 users read", "1 imported", "2 channels registered", "1 messages stored", "dry run")
+	wantSummary(t, line, "4 users read", "2 imported", "3 channels registered", "1 messages stored", "1 bridge users imported", "dry run")
 	if after := logEnds(ctx, t, brokers, s.opts.Namespace); after != before {
 		t.Fatalf("dry run appended %d records", after-before)
 	}
 
 	line = runImport(ctx, t, s, dbURL)
-	wantSummary(t, line, "3 users read", "1 imported", "2 channels registered", "1 messages stored",
+	wantSummary(t, line, "4 users read", "2 imported", "3 channels registered", "1 messages stored", "1 bridge users imported",
 		"1 users without channels", "1 users of other routers", "1 expired", "1 for channels not registered")
 	imported := logEnds(ctx, t, brokers, s.opts.Namespace)
-	if imported-before != 3 {
-		t.Fatalf("import appended %d records, want 3 (2 registrations, 1 message)", imported-before)
+	if imported-before != 5 {
+		t.Fatalf("import appended %d records, want 5 (1 bridge registration, 3 channel registrations, 1 message)", imported-before)
 	}
 
 	// Import twice: the same state.
 	line = runImport(ctx, t, s, dbURL)
-	wantSummary(t, line, "0 imported", "0 channels registered", "0 messages stored", "2 channels already in pushlog", "1 messages already imported")
+	wantSummary(t, line, "0 imported", "0 channels registered", "0 messages stored", "3 channels already in pushlog", "1 messages already imported",
+		"0 bridge users imported", "1 already bridged in pushlog")
 	if again := logEnds(ctx, t, brokers, s.opts.Namespace); again != imported {
 		t.Fatalf("second import appended %d records, want none", again-imported)
 	}
@@ -313,6 +343,34 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 		snMustCreate(ctx, t, tc.sub, []byte(tc.text), snPush{TTL: snLongTTL, VAPID: vapid})
 		ua.ack(snExpect(ctx, t, ua, tc.sub, tc.text))
 	}
+	// The mobile user's old autopush endpoint: delivered through FCM to its
+	// device token.
+	// Unpadded: webpush-go's 4096-byte bodies exceed FCM's limit, and an
+	// autopush token carries no bridge mark for ingest to refuse them early.
+	mm, err := webpush.Encrypt(k1.Subscription(s.HTTPURL+"/wpush/v1/"+mobileTok), []byte("to a mobile user"), webpush.EncryptOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	preq, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.HTTPURL+"/wpush/v1/"+mobileTok, bytes.NewReader(mm.Body))
+	preq.Header.Set("TTL", "600")
+	preq.Header.Set("Content-Encoding", "aes128gcm")
+	presp, err := http.DefaultClient.Do(preq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusCreated {
+		t.Fatalf("push to the mobile user's autopush endpoint: %d, want 201", presp.StatusCode)
+	}
+	for got := false; !got; {
+		for _, r := range fcm.Received() {
+			got = got || r.Token == "fcm-imported-device-token"
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("FCM received nothing for the imported device token; rejected %v", fcm.Rejected())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// The v2 endpoint only takes the key it was bound to.
 	other := snNewVAPID(t)
 	res := snSend(ctx, t, sub2, []byte("wrong key"), snPush{TTL: snLongTTL, VAPID: other})
@@ -329,7 +387,7 @@ func testMigrateFromAutopush(t *testing.T, embedded bool) {
 	ua.close()
 	settled := logEnds(ctx, t, brokers, s.opts.Namespace)
 	line = runImport(ctx, t, s, dbURL)
-	wantSummary(t, line, "0 imported", "0 channels registered", "1 channels already in pushlog", "1 unregistered in pushlog")
+	wantSummary(t, line, "0 imported", "0 channels registered", "2 channels already in pushlog", "1 unregistered in pushlog")
 	if again := logEnds(ctx, t, brokers, s.opts.Namespace); again != settled {
 		t.Fatalf("import after an unsubscribe appended %d records, want none", again-settled)
 	}
