@@ -673,16 +673,26 @@ var bridgeOverhead = map[schema.Bridge]int{schema.BridgeFCM: 128, schema.BridgeA
 // checkBridgePayload refuses a push to a bridged endpoint the bridge could
 // not carry (413 errno 104, autopush's TooMuchData), before it is written.
 func (s *Server) checkBridgePayload(ep schema.Endpoint, msg *pb.MessageAccepted) *apiError {
-	if ep.Bridge == schema.BridgeNone {
+	bridge := ep.Bridge
+	if bridge == schema.BridgeNone && s.bridges != nil && s.bridges.cfg.State != nil {
+		// An endpoint autopush minted carries no bridge mark: a UAID imported
+		// from autopush's bridge users is known from the registrations.
+		if uaid, err := schema.NormalizeUAID(ep.UAID); err == nil {
+			if u, ok := s.bridges.cfg.State.Bridged(uaid); ok {
+				bridge, _ = schema.ParseBridge(u.RouterType)
+			}
+		}
+	}
+	if bridge == schema.BridgeNone {
 		return nil
 	}
 	limit := DefaultBridgePayloadLimit
 	if s.bridges != nil {
-		if l, ok := s.bridges.cfg.PayloadLimit[ep.Bridge.String()]; ok && l > 0 {
+		if l, ok := s.bridges.cfg.PayloadLimit[bridge.String()]; ok && l > 0 {
 			limit = l
 		}
 	}
-	n := (len(msg.GetPayload())*4+2)/3 + len(msg.GetEncryption()) + len(msg.GetCryptoKey()) + bridgeOverhead[ep.Bridge]
+	n := (len(msg.GetPayload())*4+2)/3 + len(msg.GetEncryption()) + len(msg.GetCryptoKey()) + bridgeOverhead[bridge]
 	if n > limit {
 		s.bridges.refused(bridgeReasonPayload)
 		return errTooLarge

@@ -387,9 +387,18 @@ func TestBridgePayloadLimitAtIngest(t *testing.T) {
 	if rr.Code != 413 || errBody(t, rr).Errno != 104 {
 		t.Fatalf("301 bytes: %d %s", rr.Code, rr.Body)
 	}
-	// a WebSocket endpoint of the same UAID keeps the general limit
+	// a WebSocket endpoint of another UAID keeps the general limit
 	if rr := e.do(http.MethodPost, e.endpoint(schema.NewUAID(), testChannel, nil), hdr, bytes.Repeat([]byte{1}, 1000)); rr.Code != 201 {
 		t.Fatalf("WebSocket endpoint: %d %s", rr.Code, rr.Body)
+	}
+	// an endpoint without the bridge mark (autopush's tokens of imported
+	// bridge users) for the bridged UAID gets the bridge's limit too
+	uaid, err := schema.NormalizeUAID(r.UAID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr := e.do(http.MethodPost, e.endpoint(uaid, testChannel, nil), hdr, bytes.Repeat([]byte{1}, 301)); rr.Code != 413 {
+		t.Fatalf("unmarked endpoint of a bridged UAID, 301 bytes: %d %s", rr.Code, rr.Body)
 	}
 }
 
