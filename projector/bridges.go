@@ -285,36 +285,13 @@ func (t *BridgeTable) Run(ctx context.Context) (err error) {
 }
 
 func (t *BridgeTable) reader(topic string) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append(slices.Clone(t.cfg.ClientOpts),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		return nil, fmt.Errorf("bridge table: %s reader: %w", topic, err)
-	}
-	return cl, nil
+	return startReader(t.cfg.ClientOpts, "bridge table", topic)
 }
 
 // consume folds records until every partition in targets is reached (nil
 // targets: until ctx ends).
 func (t *BridgeTable) consume(ctx context.Context, cl *kgo.Client, targets map[int32]int64, bootstrap bool) error {
-	for targets == nil || len(targets) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if fetches.IsClientClosed() {
-			return kgo.ErrClientClosed
-		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			t.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			if next, ok := targets[r.Partition]; ok && r.Offset+1 >= next {
-				delete(targets, r.Partition)
-			}
-			t.applyRecord(r, bootstrap)
-		})
-	}
-	return nil
+	return consumeRecords(ctx, cl, t.log, targets, func(r *kgo.Record) { t.applyRecord(r, bootstrap) }, nil)
 }
 
 func (t *BridgeTable) applyRecord(r *kgo.Record, bootstrap bool) {

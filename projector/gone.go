@@ -352,40 +352,14 @@ func (g *GoneSet) Run(ctx context.Context) (err error) {
 }
 
 func (g *GoneSet) newReader(topic string) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append(slices.Clone(g.opts),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)...)
-	if err != nil {
-		return nil, fmt.Errorf("gone set: %s reader: %w", topic, err)
-	}
-	return cl, nil
+	return startReader(g.opts, "gone set", topic)
 }
 
 // consume folds records from cl. With targets it returns once every
 // partition in targets reached its offset; without, it runs until ctx ends
 // (returning ctx's error). bootstrap marks the initial snapshot load.
 func (g *GoneSet) consume(ctx context.Context, cl *kgo.Client, targets map[int32]int64, bootstrap bool) error {
-	for targets == nil || len(targets) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if fetches.IsClientClosed() {
-			return kgo.ErrClientClosed
-		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			g.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			if next, ok := targets[r.Partition]; ok && r.Offset+1 >= next {
-				delete(targets, r.Partition)
-			}
-			g.applyRecord(r, bootstrap)
-		})
-		g.maybeSweep()
-	}
-	return nil
+	return consumeRecords(ctx, cl, g.log, targets, func(r *kgo.Record) { g.applyRecord(r, bootstrap) }, g.maybeSweep)
 }
 
 // maybeSweep ages facts out at most once a minute (both readers call it).
