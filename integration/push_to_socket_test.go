@@ -8,6 +8,7 @@ package integration
 // observed. The quantiles are logged (the README's figure).
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -34,7 +35,7 @@ func TestPushToSocketMetric(t *testing.T) {
 			sub := ua.subscribe(ctx, "")
 			// Warm-up (connections, the VAPID cache), not counted below.
 			snMarker(ctx, t, ua, sub, vapid)
-			base := ptsHistogram(t, s)
+			base := ptsSettled(ctx, t, s, 1)
 
 			client := make([]float64, 0, n)
 			for i := range n {
@@ -87,6 +88,24 @@ func ptsHistogram(t *testing.T, s *server) *dto.Histogram {
 		t.Fatalf("/metrics has no pushlog_connector_push_to_socket_seconds: %v", f)
 	}
 	return f.GetMetric()[0].GetHistogram()
+}
+
+// ptsSettled reads the histogram once it holds at least n observations:
+// the connector observes after the write returns, so a client can read a
+// frame before its observation is counted.
+func ptsSettled(ctx context.Context, t *testing.T, s *server, n uint64) *dto.Histogram {
+	t.Helper()
+	for {
+		h := ptsHistogram(t, s)
+		if h.GetSampleCount() >= n {
+			return h
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the histogram holds %d observations, want %d", h.GetSampleCount(), n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // ptsQuantile is histogram_quantile over the observations between two
