@@ -473,12 +473,34 @@ func mustHex(s string) []byte {
 
 func bridgeEvent(s *Server, uaid string, br schema.Bridge, app, token string, aps *string) *pb.Event {
 	ev := schema.NewEvent(uaid, s.now())
+	ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: bridgeRegistered(br, app, token, aps)}
+	return ev
+}
+
+func bridgeRegistered(br schema.Bridge, app, token string, aps *string) *pb.BridgeRegistered {
 	b := &pb.BridgeRegistered{RouterType: br.String(), AppId: app, Token: token}
 	if aps != nil {
 		b.Aps = *aps
 	}
-	ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: b}
-	return ev
+	return b
+}
+
+// BridgeRegistration is the BridgeRegistered body the registration API
+// writes for a mobile user agent, checked as POST
+// /v1/{router_type}/{app_id}/registration checks it (app id present and at
+// most maxApp bytes, device token form and at most maxToken bytes, APNs'
+// aps a JSON object). `pushlog import autopush` writes the same for
+// autopush's bridge users, so both paths make identical events.
+func BridgeRegistration(br schema.Bridge, app, token string, aps *string, maxApp, maxToken int) (*pb.BridgeRegistered, error) {
+	switch {
+	case app == "" || len(app) > maxApp:
+		return nil, fmt.Errorf("app id: empty or longer than %d bytes", maxApp)
+	case len(token) > maxToken || !validBridgeToken.MatchString(token):
+		return nil, fmt.Errorf("device token: not a token of at most %d bytes", maxToken)
+	case !validAps(br, aps):
+		return nil, errors.New("aps: not a JSON object")
+	}
+	return bridgeRegistered(br, app, token, aps), nil
 }
 
 func channelEvent(s *Server, uaid, ch string, hash []byte) *pb.Event {
@@ -489,14 +511,18 @@ func channelEvent(s *Server, uaid, ch string, hash []byte) *pb.Event {
 
 // checkAps validates APNs' optional "aps" (a JSON object as a string).
 func checkAps(br schema.Bridge, aps *string) error {
-	if aps == nil || br != schema.BridgeAPNs {
-		return nil
-	}
-	var v map[string]any
-	if json.Unmarshal([]byte(*aps), &v) != nil {
+	if !validAps(br, aps) {
 		return badRequest(errnoUnknown, "Invalid aps data")
 	}
 	return nil
+}
+
+func validAps(br schema.Bridge, aps *string) bool {
+	if aps == nil || br != schema.BridgeAPNs {
+		return true
+	}
+	var v map[string]any
+	return json.Unmarshal([]byte(*aps), &v) == nil
 }
 
 // handleBridgeRegister serves POST /v1/{router_type}/{app_id}/registration:

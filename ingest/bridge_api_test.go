@@ -473,3 +473,43 @@ func TestBridgeDailyRefresh(t *testing.T) {
 		t.Fatalf("refresh %v", last)
 	}
 }
+
+// TestBridgeRegistration: the checks `pushlog import autopush` shares with
+// the registration API.
+func TestBridgeRegistration(t *testing.T) {
+	obj, notObj := `{"alert":"x"}`, `["x"]`
+	for _, tc := range []struct {
+		name   string
+		br     schema.Bridge
+		app    string
+		token  string
+		aps    *string
+		wantOK bool
+	}{
+		{"fcm", schema.BridgeFCM, "app", "0123456789abcdef", nil, true},
+		{"apns with aps", schema.BridgeAPNs, "firefox", "0123456789abcdef", &obj, true},
+		{"apns aps not an object", schema.BridgeAPNs, "firefox", "0123456789abcdef", &notObj, false},
+		{"fcm ignores aps", schema.BridgeFCM, "app", "0123456789abcdef", &notObj, true},
+		{"no app", schema.BridgeFCM, "", "0123456789abcdef", nil, false},
+		{"long app", schema.BridgeFCM, strings.Repeat("a", 33), "0123456789abcdef", nil, false},
+		{"short token", schema.BridgeFCM, "app", "short", nil, false},
+		{"token with space", schema.BridgeFCM, "app", "0123456789 abcdef", nil, false},
+		{"long token", schema.BridgeFCM, "app", strings.Repeat("t", 65), nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := BridgeRegistration(tc.br, tc.app, tc.token, tc.aps, 32, 64)
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("err %v, want ok %v", err, tc.wantOK)
+			}
+			if err != nil {
+				return
+			}
+			if b.GetRouterType() != tc.br.String() || b.GetAppId() != tc.app || b.GetToken() != tc.token {
+				t.Fatalf("got %v", b)
+			}
+			if tc.br == schema.BridgeAPNs && tc.aps != nil && b.GetAps() != *tc.aps {
+				t.Fatalf("aps %q, want %q", b.GetAps(), *tc.aps)
+			}
+		})
+	}
+}

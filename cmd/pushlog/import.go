@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -539,35 +538,21 @@ const (
 	importMaxAppID       = 256
 )
 
-// importBridgeToken is ingest's (autopush's) device token check.
-var importBridgeToken = regexp.MustCompile(`^[^ ]{8,}$`)
-
 // bridgeRegistered is the BridgeRegistered a mobile user's record
-// describes, nil when its router or router_data is not one pushlog
-// bridges. It mirrors ingest's bridgeEvent (unexported) as written on
-// POST /v1/{router_type}/{app_id}/registration, with the import's
-// deterministic event id.
+// describes (ingest.BridgeRegistration, as the registration API writes
+// it), nil when its router or router_data is not one pushlog bridges.
 func bridgeRegistered(rec autopushUserRecord) *pb.BridgeRegistered {
 	br, ok := schema.ParseBridge(rec.RouterType)
 	if !ok {
 		return nil
 	}
 	rd := rec.RouterData
-	b := &pb.BridgeRegistered{RouterType: br.String(), Token: rd.Token}
-	switch br {
-	case schema.BridgeAPNs:
-		b.AppId = rd.RelChannel
-		if rd.Aps != nil {
-			var v map[string]any
-			if json.Unmarshal([]byte(*rd.Aps), &v) != nil {
-				return nil
-			}
-			b.Aps = *rd.Aps
-		}
-	default:
-		b.AppId = rd.AppID
+	app, aps := rd.AppID, (*string)(nil)
+	if br == schema.BridgeAPNs {
+		app, aps = rd.RelChannel, rd.Aps
 	}
-	if b.AppId == "" || len(b.AppId) > importMaxAppID || len(b.Token) > importMaxBridgeToken || !importBridgeToken.MatchString(b.Token) {
+	b, err := ingest.BridgeRegistration(br, app, rd.Token, aps, importMaxAppID, importMaxBridgeToken)
+	if err != nil {
 		return nil
 	}
 	return b
