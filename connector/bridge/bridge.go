@@ -36,6 +36,10 @@ type Message struct {
 	TTL     time.Duration
 	Urgency string // RFC 8030: very-low, low, normal, high ("" = normal)
 	Topic   string // RFC 8030 Topic (used as a collapse key where the service has one)
+	// Aps is the APNs aps dictionary (a JSON object) the device gave at
+	// registration, sent instead of the default alert as autopush does;
+	// "" for the default and for FCM.
+	Aps string
 }
 
 // Outcome is how a send settled.

@@ -90,6 +90,7 @@ type BridgeConfig struct {
 type bridgeReg struct {
 	app   string // "<router type>/<app id>"
 	token string
+	aps   string // APNs: the device's aps dictionary ("" for the default)
 }
 
 // bridges is the owner-wide part of the path: senders, breakers, the
@@ -276,7 +277,7 @@ func (ps *partState) foldBridge(ev *pb.Event, b *pb.BridgeRegistered, id schema.
 	if ps.bridged == nil {
 		ps.bridged = make(map[schema.UAID]*bridgeReg)
 	}
-	ps.bridged[id] = &bridgeReg{app: app, token: b.GetToken()}
+	ps.bridged[id] = &bridgeReg{app: app, token: b.GetToken(), aps: b.GetAps()}
 	// A bridged device never connects: its registration (re-appended by
 	// the device's daily check) is what keeps it from the idle expiry.
 	ps.seenAt(id, ev.GetTimeMs())
@@ -332,6 +333,7 @@ func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now in
 		TTL:     time.Duration(m.expiryMs-now) * time.Millisecond,
 		Urgency: schema.UrgencyName(pb.Urgency(m.urgency)),
 		Topic:   handleValue(m.topic),
+		Aps:     reg.aps,
 	}
 	if pb.Urgency(m.urgency) == pb.Urgency_URGENCY_NORMAL {
 		msg.Urgency = "normal"

@@ -395,3 +395,24 @@ func TestBridgeTTLZero(t *testing.T) {
 		t.Fatalf("dropped %v", d)
 	}
 }
+
+// TestBridgeApsPassedOn: the aps dictionary of the latest registration
+// reaches the sender with each message.
+func TestBridgeApsPassedOn(t *testing.T) {
+	e := newTestEnv(t)
+	snd := &fakeSender{next: delivered}
+	_, uaid, ch := e.startBridged(snd, nil)
+	e.accept(uaid, ch)
+	waitFor(t, "first send", func() bool { return snd.calls() == 1 })
+	ev := e.event(uaid)
+	aps := `{"alert":"hi"}`
+	ev.Body = &pb.Event_BridgeRegistered{BridgeRegistered: &pb.BridgeRegistered{RouterType: "fcm", AppId: "app", Token: "device-token-1", Aps: aps}}
+	e.produce(ev)
+	e.accept(uaid, ch)
+	waitFor(t, "second send", func() bool { return snd.calls() == 2 })
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if snd.got[0].Aps != "" || snd.got[1].Aps != aps {
+		t.Fatalf("aps %q then %q, want none then %q", snd.got[0].Aps, snd.got[1].Aps, aps)
+	}
+}

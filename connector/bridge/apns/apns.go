@@ -175,7 +175,7 @@ func (c *Client) Check(m bridge.Message) error {
 
 // Payload is the notification Firefox for iOS reads (autopush's shape): a
 // mutable-content alert its notification service extension decrypts and
-// replaces, and beside aps the message: chid, ver, and with data body
+// replaces (or the aps the device registered), and beside aps the message: chid, ver, and with data body
 // (base64url, unpadded), con, enc, cryptokey.
 func Payload(m bridge.Message) ([]byte, error) {
 	p := map[string]any{
@@ -188,6 +188,9 @@ func Payload(m bridge.Message) ([]byte, error) {
 		},
 		"chid": m.ChannelID,
 		"ver":  m.Version,
+	}
+	if m.Aps != "" && json.Valid([]byte(m.Aps)) {
+		p["aps"] = json.RawMessage(m.Aps) // the device's own, checked an object at registration
 	}
 	if m.Data != nil {
 		p["body"] = base64.RawURLEncoding.EncodeToString(m.Data)

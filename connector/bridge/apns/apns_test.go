@@ -334,3 +334,26 @@ func TestCanceled(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// TestSendRegisteredAps: a device that registered its own aps dictionary
+// gets it instead of the default alert, the rest of the payload unchanged.
+func TestSendRegisteredAps(t *testing.T) {
+	srv, c, _ := newPair(t)
+	m := msg()
+	m.Aps = `{"alert":{"title":"custom"},"mutable-content":1,"sound":"ping.aiff"}`
+	if got := c.Send(t.Context(), srv.DeviceToken(), m); got.Outcome != bridge.Delivered {
+		t.Fatalf("Send = %+v (refused: %q)", got, srv.Rejected())
+	}
+	rec := srv.Received()
+	if len(rec) != 1 {
+		t.Fatalf("received %d, want 1", len(rec))
+	}
+	aps, _ := rec[0].Payload["aps"].(map[string]any)
+	alert, _ := aps["alert"].(map[string]any)
+	if alert["title"] != "custom" || aps["sound"] != "ping.aiff" || aps["mutable-content"] != float64(1) || alert["loc-key"] != nil {
+		t.Fatalf("aps %v, want the registered one", aps)
+	}
+	if rec[0].Payload["chid"] != m.ChannelID || rec[0].Payload["ver"] != m.Version {
+		t.Fatalf("payload %v", rec[0].Payload)
+	}
+}
