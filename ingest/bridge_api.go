@@ -133,6 +133,10 @@ type bridgeAPI struct {
 	mu    sync.Mutex
 	rates *simplelru.LRU[netip.Addr, *rate.Limiter]
 	met   *bridgeMetrics
+	// subscribe serialises one UAID's channel additions on this node (by
+	// a stripe of its id), so concurrent requests cannot all pass the
+	// channel bound before any is folded in.
+	subscribe [256]sync.Mutex
 }
 
 type bridgeMetrics struct {
@@ -616,7 +620,7 @@ func (s *Server) handleBridgeChannels(c echo.Context) error {
 // handleBridgeSubscribe serves POST …/registration/{uaid}/subscription:
 // another channel, v2 when the body has a key.
 func (s *Server) handleBridgeSubscribe(c echo.Context) error {
-	uaid, u, err := s.bridgedUser(c)
+	uaid, u0, err := s.bridgedUser(c)
 	if err != nil {
 		return err
 	}
@@ -632,12 +636,18 @@ func (s *Server) handleBridgeSubscribe(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(u.Channels, ch) && len(u.Channels) >= s.bridges.cfg.MaxChannels {
+	stripe := &s.bridges.subscribe[mustHex(uaid)[0]]
+	stripe.Lock()
+	defer stripe.Unlock()
+	if u, ok := s.bridges.cfg.State.Bridged(uaid); ok {
+		u0 = u // what the requests before this one wrote
+	}
+	if !slices.Contains(u0.Channels, ch) && len(u0.Channels) >= s.bridges.cfg.MaxChannels {
 		s.bridges.refused(bridgeReasonChannels)
 		return newError(http.StatusRequestEntityTooLarge, errnoUnknown,
 			fmt.Sprintf("Too many channels (at most %d); unregister some first", s.bridges.cfg.MaxChannels))
 	}
-	br, _ := schema.ParseBridge(u.RouterType)
+	br, _ := schema.ParseBridge(u0.RouterType)
 	endpoint, err := s.bridgeEndpoint(uaid, ch, hash, br)
 	if err != nil {
 		return err

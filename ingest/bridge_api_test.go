@@ -513,3 +513,30 @@ func TestBridgeRegistration(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeSubscribeConcurrentBound: concurrent subscriptions for one
+// UAID cannot together pass the channel bound.
+func TestBridgeSubscribeConcurrentBound(t *testing.T) {
+	e := newBridgeEnv(t, func(c *BridgeConfig) { c.MaxChannels = 3 })
+	r := e.mustRegister(`{"token":"fcm-token-123"}`)
+	base := "/v1/fcm/org.mozilla.fenix/registration/" + r.UAID
+	auth := authHdr(r.Secret)
+	const n = 20
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { codes <- e.do(http.MethodPost, base+"/subscription", auth, nil).Code })
+	}
+	wg.Wait()
+	close(codes)
+	count := map[int]int{}
+	for c := range codes {
+		count[c]++
+	}
+	if count[200] != 2 || count[413] != n-2 {
+		t.Fatalf("answers %v, want 2 × 200 (3 channels with the first) and %d × 413", count, n-2)
+	}
+	if u, _ := e.state.Bridged(strings.ReplaceAll(r.UAID, "-", "")); len(u.Channels) != 3 {
+		t.Fatalf("%d channels, want 3", len(u.Channels))
+	}
+}
