@@ -1,4 +1,20 @@
-// Command pushload is a load tool for the pushlog connection node.
+// Command pushload is pushlog's load tool. Against a running `pushlog
+// serve` (--ws is its WebSocket URL, --pid its process for /proc readings):
+//
+//	pushload rate --ws ws://127.0.0.1:8080/ --pid PID --rate 100 --duration 10s
+//
+// sends pushes on an open-loop schedule to connected user agents that ack
+// every notification and prints push → socket latency quantiles (from the
+// scheduled send time to the notification read) and server CPU per push.
+//
+//	pushload idle --ws ws://127.0.0.1:8080/ --pid PID --n 10000
+//
+// holds N idle connections from child `pushload conns` processes and prints
+// server RSS per connection (VmRSS, no forced GC) and idle CPU.
+//
+// Every push is a real aes128gcm body with real VAPID. Each mode prints a
+// human summary and one "RESULT key=value ..." line for scripts
+// (deploy/bench/compare.sh).
 //
 //	pushload conns --url ws://127.0.0.1:8080/ --n 5000 --hold 60s
 //
@@ -25,6 +41,8 @@ import (
 )
 
 type cli struct {
+	Rate  rateCmd  `cmd:"" help:"Fixed-rate pushes (open loop) to connected user agents: push → socket latency quantiles and server CPU per push."`
+	Idle  idleCmd  `cmd:"" help:"Hold N idle connections from several child processes: server RSS per connection (no forced GC) and idle CPU."`
 	Conns connsCmd `cmd:"" help:"Open N idle push connections and hold them."`
 	Serve serveCmd `cmd:"" help:"Run a standalone connection node for measurements."`
 }
@@ -35,7 +53,7 @@ func main() {
 	var c cli
 	k := kong.Parse(&c,
 		kong.Name("pushload"),
-		kong.Description("Load and memory tool for the pushlog WebSocket connection node."),
+		kong.Description("Load tool for pushlog: push rates, latency, CPU per push, memory per connection."),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 	)
 	k.FatalIfErrorf(k.Run())

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type rateCmd struct {
+	target      `embed:""`
+	Rate        float64       `default:"100" help:"Pushes per second, sent on an open-loop schedule (push i at start + i/rate whatever the answers), so a server stall shows as latency instead of a slower client."`
+	MaxInflight int           `default:"20000" help:"Pushes in flight at most; past it a scheduled push is skipped and counted (the load tool is overloaded, or the server stalled)."`
+	Drain       time.Duration `default:"5s" help:"After the window, how long to wait for notifications still on their way; missing ones are counted as lost."`
+}
+
+// inflight maps a push's salt to when it was scheduled.
+type inflight struct {
+	mu      sync.Mutex
+	m       map[[16]byte]time.Time
+	from    time.Time // pushes scheduled before are warm-up: not recorded
+	lat     []time.Duration
+	unknown int64 // notifications of no push in flight (duplicates, strays)
+}
+
+func (f *inflight) put(salt [16]byte, at time.Time) {
+	f.mu.Lock()
+	f.m[salt] = at
+	f.mu.Unlock()
+}
+
+func (f *inflight) drop(salt [16]byte) {
+	f.mu.Lock()
+	delete(f.m, salt)
+	f.mu.Unlock()
+}
+
+// seen records the latency of the push with this salt.
+func (f *inflight) seen(salt [16]byte) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.m[salt]
+	if !ok {
+		f.unknown++
+		return
+	}
+	delete(f.m, salt)
+	if !at.Before(f.from) {
+		f.lat = append(f.lat, now.Sub(at))
+	}
+}
+
+func (f *inflight) pending(since time.Time) (n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, at := range f.m {
+		if !at.Before(since) {
+			n++
+		}
+	}
+	return n
+}
+
+func (cmd *rateCmd) Run(ctx context.Context) error {
+	if err := cmd.check(); err != nil {
+		return err
+	}
+	if cmd.Rate <= 0 || cmd.MaxInflight <= 0 {
+		return errors.New("--rate and --max-inflight must be positive")
+	}
+	p, err := newPusher(&cmd.target, min(cmd.MaxInflight, 2048), false)
+	if err != nil {
+		return err
+	}
+	agents, err := cmd.subscribe(ctx, cmd.Agents, true)
+	if err != nil {
+		return err
+	}
+	defer closeAgents(agents)
+	fmt.Printf("subscribed %d connected user agents\n", len(agents))
+
+	start := time.Now().Add(100 * time.Millisecond)
+	from, end := start.Add(cmd.Warmup), start.Add(cmd.Warmup+cmd.Duration)
+	fl := &inflight{m: map[[16]byte]time.Time{}, from: from}
+	var readers sync.WaitGroup
+	for _, a := range agents {
+		readers.Add(1)
+		go func() { defer readers.Done(); a.readNotifications(fl.seen) }()
+	}
+
+	var (
+		statuses            statusCounter // in the window
+		sent, skipped, lagN atomic.Int64
+		maxLag              atomic.Int64 // ns a send started after its due time
+		senders             sync.WaitGroup
+		inFlight            atomic.Int64
+	)
+	cpu := cpuMeter{pid: cmd.PID}
+	cpuRead := false
+	var cpuUsed time.Duration
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+schedule:
+	for i := int64(0); ; i++ {
+		at := due(start, cmd.Rate, i)
+		if !at.Before(end) {
+			break
+		}
+		if !cpuRead && !at.Before(from) {
+			if err := cpu.begin(); err != nil {
+				return err
+			}
+			cpuRead = true
+		}
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				break schedule
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			break schedule
+		}
+		if inFlight.Load() >= int64(cmd.MaxInflight) {
+			skipped.Add(1)
+			continue
+		}
+		inFlight.Add(1)
+		senders.Add(1)
+		a := agents[i%int64(len(agents))]
+		go func() {
+			defer func() { inFlight.Add(-1); senders.Done() }()
+			pr, err := p.prepare(ctx, a.endpoint)
+			if err != nil {
+				statuses.add(0)
+				return
+			}
+			fl.put(pr.salt, at)
+			if lag := time.Since(at); lag > 0 {
+				for old := maxLag.Load(); lag > time.Duration(old) && !maxLag.CompareAndSwap(old, int64(lag)); old = maxLag.Load() {
+				}
+				if lag > time.Millisecond {
+					lagN.Add(1)
+				}
+			}
+			status := p.send(pr)
+			if status != 201 {
+				fl.drop(pr.salt)
+			}
+			if !at.Before(from) {
+				sent.Add(1)
+				statuses.add(status)
+			}
+		}()
+	}
+	senders.Wait()
+	// CPU is read once every push of the window is answered, so the work
+	// of the last ones is in it.
+	var cpuErr error
+	if cpuRead {
+		cpuUsed, cpuErr = cpu.used()
+	}
+	window := max(time.Since(from), 0)
+	// Notifications still on their way get the drain period.
+	drainEnd := time.Now().Add(cmd.Drain)
+	for fl.pending(from) > 0 && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	lost := fl.pending(from)
+	closeAgents(agents)
+	waitTimeout(&readers, 5*time.Second)
+	if cpuErr != nil {
+		return cpuErr
+	}
+
+	fl.mu.Lock()
+	lat := fl.lat
+	unknown := fl.unknown
+	fl.mu.Unlock()
+	st := statuses.snapshot()
+	accepted := st[201]
+	q := quantiles(lat, 0.50, 0.95, 0.99, 1)
+	r := &report{}
+	r.add("mode", "rate")
+	r.add("rate", cmd.Rate)
+	r.add("agents", len(agents))
+	r.add("window_s", window.Seconds())
+	r.add("sent", sent.Load())
+	r.add("accepted", accepted)
+	r.add("statuses", statusCounts(st))
+	r.add("delivered", len(lat))
+	r.add("lost", lost)
+	r.add("unknown", unknown)
+	r.add("skipped", skipped.Load())
+	r.add("p50_ms", q[0])
+	r.add("p95_ms", q[1])
+	r.add("p99_ms", q[2])
+	r.add("max_ms", q[3])
+	r.add("send_lag_max_ms", time.Duration(maxLag.Load()))
+	r.add("late_sends", lagN.Load())
+	if cpuRead && cmd.PID != 0 {
+		r.add("server_cpu_s", cpuUsed.Seconds())
+		r.add("server_cpu_pct", 100*cpuUsed.Seconds()/window.Seconds())
+		if accepted > 0 {
+			r.add("cpu_per_push_ms", cpuUsed/time.Duration(accepted))
+		}
+	}
+	fmt.Printf("rate %.0f/s for %s to %d connected user agents: %d sent, %d accepted (%s), %d delivered, %d lost\n",
+		cmd.Rate, window.Round(time.Millisecond), len(agents), sent.Load(), accepted, statusCounts(st), len(lat), lost)
+	fmt.Printf("push → socket latency (from the scheduled send): p50 %s ms, p95 %s ms, p99 %s ms, max %s ms\n",
+		ms(q[0]), ms(q[1]), ms(q[2]), ms(q[3]))
+	if cpuRead && cmd.PID != 0 && accepted > 0 {
+		fmt.Printf("server CPU %.2f s (%.1f%% of a core), %s ms per accepted push\n",
+			cpuUsed.Seconds(), 100*cpuUsed.Seconds()/window.Seconds(), ms(cpuUsed/time.Duration(accepted)))
+	}
+	fmt.Println(r)
+	return nil
+}

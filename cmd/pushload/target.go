@@ -1,0 +1,362 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pushlog/pushlog/ingest/webpush"
+)
+
+// target is how every push mode reaches the server under test and what it
+// sends.
+type target struct {
+	WS               string        `name:"ws" default:"ws://127.0.0.1:8080/" help:"WebSocket URL of the server (pushlog serve's PUSHLOG_WS_ADDR); push endpoints come from its register replies."`
+	PID              int           `name:"pid" help:"Server process id: CPU time (and RSS) are read from /proc/PID (0: not read)."`
+	Agents           int           `default:"1000" help:"User agents (one UAID and one channel each) the pushes are spread over."`
+	Body             int           `default:"256" help:"aes128gcm body size in bytes (at least 104: header, 65-byte key id, delimiter, tag)."`
+	TTL              int           `name:"ttl" default:"60" help:"TTL header of every push."`
+	Subject          string        `default:"mailto:pushload@example.com" help:"VAPID sub claim."`
+	Timeout          time.Duration `default:"10s" help:"Bound on one push request or one user agent's setup."`
+	SetupConcurrency int           `default:"20" help:"User agents being set up at a time."`
+	Duration         time.Duration `default:"10s" help:"Measured window."`
+	Warmup           time.Duration `default:"2s" help:"Load before the measured window, not counted."`
+}
+
+// aes128gcm overhead of one single-record body: salt, record size, key id
+// length, the 65-byte sender key as key id, padding delimiter, tag.
+const bodyOverhead = 16 + 4 + 1 + 65 + 1 + 16
+
+func (t *target) check() error {
+	switch {
+	case t.Agents <= 0:
+		return errors.New("--agents must be positive")
+	case t.Body < bodyOverhead || t.Body > webpush.DefaultRecordSize:
+		return fmt.Errorf("--body must be within %d..%d", bodyOverhead, webpush.DefaultRecordSize)
+	case t.SetupConcurrency <= 0:
+		return errors.New("--setup-concurrency must be positive")
+	case t.Duration <= 0 || t.Warmup < 0:
+		return errors.New("--duration must be positive and --warmup not negative")
+	}
+	return nil
+}
+
+// agent is one subscribed user agent.
+type agent struct {
+	ws       *websocket.Conn // nil once disconnected
+	uaid     string
+	endpoint string
+}
+
+// subscribe sets up n user agents (hello + register), SetupConcurrency at a
+// time; without stay they disconnect once registered, so pushes to them are
+// stored.
+func (t *target) subscribe(ctx context.Context, n int, stay bool) ([]*agent, error) {
+	dialer := &websocket.Dialer{Subprotocols: []string{"push-notification"}, HandshakeTimeout: t.Timeout}
+	agents := make([]*agent, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, t.SetupConcurrency)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			agents[i], errs[i] = t.subscribeOne(ctx, dialer, stay)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, a := range agents {
+			if a != nil && a.ws != nil {
+				_ = a.ws.Close()
+			}
+		}
+		return nil, fmt.Errorf("subscribe %d user agents: %w", n, err)
+	}
+	return agents, nil
+}
+
+func (t *target) subscribeOne(ctx context.Context, dialer *websocket.Dialer, stay bool) (*agent, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
+	defer cancel()
+	ws, resp, err := dialer.DialContext(ctx, t.WS, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	resp.Body.Close()
+	deadline, _ := ctx.Deadline()
+	_ = ws.SetReadDeadline(deadline)
+	_ = ws.SetWriteDeadline(deadline)
+	c := &client{ws: ws}
+	reply, err := c.request(map[string]any{"messageType": "hello", "use_webpush": true, "broadcasts": map[string]string{}})
+	if err != nil || reply["status"] != 200.0 {
+		ws.Close()
+		return nil, fmt.Errorf("hello: %v %v", reply, err)
+	}
+	a := &agent{ws: ws}
+	a.uaid, _ = reply["uaid"].(string)
+	reply, err = c.request(map[string]any{"messageType": "register", "channelID": newChannelID()})
+	if err != nil || reply["status"] != 200.0 {
+		ws.Close()
+		return nil, fmt.Errorf("register: %v %v", reply, err)
+	}
+	a.endpoint, _ = reply["pushEndpoint"].(string)
+	if a.endpoint == "" {
+		ws.Close()
+		return nil, fmt.Errorf("register: no pushEndpoint in %v", reply)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	_ = ws.SetWriteDeadline(time.Time{})
+	if !stay {
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		_ = ws.Close()
+		a.ws = nil
+	}
+	return a, nil
+}
+
+// closeAgents says goodbye on every connected agent.
+func closeAgents(agents []*agent) {
+	for _, a := range agents {
+		if a.ws != nil {
+			_ = a.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			_ = a.ws.Close()
+		}
+	}
+}
+
+// notification is the part of a server notification the load modes read.
+type notification struct {
+	MessageType string `json:"messageType"`
+	ChannelID   string `json:"channelID"`
+	Version     string `json:"version"`
+	Data        string `json:"data"`
+}
+
+type ackUpdate struct {
+	ChannelID string `json:"channelID"`
+	Version   string `json:"version"`
+	Code      int    `json:"code"`
+}
+
+type ackMessage struct {
+	MessageType string      `json:"messageType"`
+	Updates     []ackUpdate `json:"updates"`
+}
+
+// readNotifications reads a connected agent's socket until it fails,
+// acking every notification (as a browser does) after handing its salt to
+// seen. It returns once the socket is closed.
+func (a *agent) readNotifications(seen func(salt [16]byte)) {
+	for {
+		_, data, err := a.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		var n notification
+		if json.Unmarshal(data, &n) != nil || n.MessageType != "notification" {
+			continue
+		}
+		if salt, ok := saltOf(n.Data); ok {
+			seen(salt)
+		}
+		_ = a.ws.WriteJSON(ackMessage{MessageType: "ack", Updates: []ackUpdate{{ChannelID: n.ChannelID, Version: n.Version, Code: 100}}})
+	}
+}
+
+// saltOf returns the salt that starts an aes128gcm body given as the
+// notification's base64url data: random per push, it identifies the push.
+func saltOf(data string) ([16]byte, bool) {
+	var salt [16]byte
+	if len(data) < 24 {
+		return salt, false
+	}
+	// 24 base64 characters are 18 bytes, without padding questions.
+	var buf [18]byte
+	if _, err := base64.RawURLEncoding.Decode(buf[:], []byte(data[:24])); err != nil {
+		return salt, false
+	}
+	copy(salt[:], buf[:16])
+	return salt, true
+}
+
+// sealer makes aes128gcm bodies. Every agent of a run shares one receiver
+// key pair (user agents keep their keys to themselves; the server never
+// sees them) and the run uses one sender key, so the RFC 8291 input keying
+// material is computed once and each body costs one AES-GCM seal, not an
+// ECDH: the load tool must not be the bottleneck on a two-core machine.
+// The salt is random per body, so every body is distinct (ingest
+// deduplicates identical retries) and identifies its push.
+type sealer struct {
+	receiver  *webpush.ReceiverKeys
+	senderPub []byte
+	ikm       []byte
+	plaintext []byte
+}
+
+func newSealer(bodySize int) (*sealer, error) {
+	receiver, err := webpush.GenerateReceiverKeys()
+	if err != nil {
+		return nil, err
+	}
+	sender, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("sender key: %w", err)
+	}
+	secret, err := sender.ECDH(receiver.Private.PublicKey())
+	if err != nil {
+		return nil, fmt.Errorf("ecdh: %w", err)
+	}
+	uaPub, asPub := receiver.Private.PublicKey().Bytes(), sender.PublicKey().Bytes()
+	// RFC 8291 §3.3: IKM = HKDF(auth, ecdh_secret, "WebPush: info" || 0 || ua_public || as_public).
+	info := "WebPush: info\x00" + string(uaPub) + string(asPub)
+	ikm, err := hkdf.Key(sha256.New, secret, receiver.Auth, info, 32)
+	if err != nil {
+		return nil, fmt.Errorf("ikm: %w", err)
+	}
+	plaintext := make([]byte, bodySize-bodyOverhead)
+	for i := range plaintext {
+		plaintext[i] = 'a' + byte(i%26)
+	}
+	return &sealer{receiver: receiver, senderPub: asPub, ikm: ikm, plaintext: plaintext}, nil
+}
+
+// seal returns a fresh body and its salt.
+func (s *sealer) seal() ([]byte, [16]byte, error) {
+	var salt [16]byte
+	_, _ = rand.Read(salt[:])
+	body, err := webpush.EncryptContent(s.ikm, salt[:], s.senderPub, webpush.DefaultRecordSize, s.plaintext, 0)
+	return body, salt, err
+}
+
+// pusher sends pushes: real aes128gcm bodies and VAPID, either one token
+// signed at start (what a sender caching its JWT does) or a fresh one per
+// push (what npm web-push and pywebpush do by default).
+type pusher struct {
+	client  *http.Client
+	seal    *sealer
+	vapid   *webpush.VAPIDKey
+	subject string
+	fresh   bool
+	ttl     string
+	auth    atomic.Pointer[string] // the cached Authorization
+}
+
+func newPusher(t *target, conns int, fresh bool) (*pusher, error) {
+	seal, err := newSealer(t.Body)
+	if err != nil {
+		return nil, err
+	}
+	key, err := webpush.GenerateVAPIDKey()
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{MaxIdleConns: conns + 16, MaxIdleConnsPerHost: conns + 16, IdleConnTimeout: time.Minute}
+	return &pusher{
+		client: &http.Client{Transport: tr, Timeout: t.Timeout},
+		seal:   seal, vapid: key, subject: t.Subject, fresh: fresh, ttl: strconv.Itoa(t.TTL),
+	}, nil
+}
+
+func (p *pusher) authorization(endpoint string) (string, error) {
+	if !p.fresh {
+		if a := p.auth.Load(); a != nil {
+			return *a, nil
+		}
+	}
+	a, err := p.vapid.Authorization(endpoint, p.subject, time.Now().Add(webpush.DefaultVAPIDExpiry))
+	if err != nil {
+		return "", err
+	}
+	if !p.fresh {
+		p.auth.Store(&a)
+	}
+	return a, nil
+}
+
+// prepared is a push ready to be sent.
+type prepared struct {
+	req  *http.Request
+	salt [16]byte
+}
+
+// prepare seals a body and builds the request (the costly client work,
+// kept out of the latency measurement).
+func (p *pusher) prepare(ctx context.Context, endpoint string) (prepared, error) {
+	body, salt, err := p.seal.seal()
+	if err != nil {
+		return prepared{}, fmt.Errorf("seal: %w", err)
+	}
+	auth, err := p.authorization(endpoint)
+	if err != nil {
+		return prepared{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return prepared{}, fmt.Errorf("request: %w", err)
+	}
+	req.ContentLength = int64(len(body))
+	req.Header.Set("TTL", p.ttl)
+	req.Header.Set("Content-Encoding", webpush.AES128GCM)
+	req.Header.Set("Authorization", auth)
+	return prepared{req: req, salt: salt}, nil
+}
+
+// send posts a prepared push and returns its status (0: no answer).
+func (p *pusher) send(pr prepared) int {
+	resp, err := p.client.Do(pr.req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// statusCounter counts push statuses from many goroutines.
+type statusCounter struct {
+	mu sync.Mutex
+	m  map[int]int64
+}
+
+func (s *statusCounter) add(status int) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[int]int64{}
+	}
+	s.m[status]++
+	s.mu.Unlock()
+}
+
+func (s *statusCounter) snapshot() map[int]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int]int64, len(s.m))
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out
+}
