@@ -12,6 +12,11 @@
 // holds N idle connections from child `pushload conns` processes and prints
 // server RSS per connection (VmRSS, no forced GC) and idle CPU.
 //
+//	pushload offline|connected|fresh-jwt --ws ... --pid PID --concurrency 32 --duration 10s
+//
+// push as fast as the server answers (closed loop) and print accepted/s
+// (and delivered/s for connected user agents).
+//
 // Every push is a real aes128gcm body with real VAPID. Each mode prints a
 // human summary and one "RESULT key=value ..." line for scripts
 // (deploy/bench/compare.sh).
@@ -41,10 +46,13 @@ import (
 )
 
 type cli struct {
-	Rate  rateCmd  `cmd:"" help:"Fixed-rate pushes (open loop) to connected user agents: push → socket latency quantiles and server CPU per push."`
-	Idle  idleCmd  `cmd:"" help:"Hold N idle connections from several child processes: server RSS per connection (no forced GC) and idle CPU."`
-	Conns connsCmd `cmd:"" help:"Open N idle push connections and hold them."`
-	Serve serveCmd `cmd:"" help:"Run a standalone connection node for measurements."`
+	Rate      rateCmd      `cmd:"" help:"Fixed-rate pushes (open loop) to connected user agents: push → socket latency quantiles and server CPU per push."`
+	Offline   offlineCmd   `cmd:"" help:"Closed-loop pushes to disconnected user agents (stored): accepted/s, status counts, server CPU per push."`
+	Connected connectedCmd `cmd:"" help:"Closed-loop pushes to connected user agents that ack every notification: accepted/s, delivered/s."`
+	FreshJWT  freshJWTCmd  `cmd:"" name:"fresh-jwt" help:"Like offline, but every push carries a freshly signed VAPID JWT (npm web-push and pywebpush's default): accepted/s."`
+	Idle      idleCmd      `cmd:"" help:"Hold N idle connections from several child processes: server RSS per connection (no forced GC) and idle CPU."`
+	Conns     connsCmd     `cmd:"" help:"Open N idle push connections and hold them."`
+	Serve     serveCmd     `cmd:"" help:"Run a standalone connection node for measurements."`
 }
 
 func main() {
