@@ -1,7 +1,9 @@
 package owner
 
 import (
+	"bytes"
 	"container/heap"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"sort"
@@ -202,6 +204,8 @@ type partState struct {
 
 	idle idleScan // the idle-expiry pass in progress (uaids.go)
 
+	handles handleCache // interned topics, VAPID subjects and encodings
+
 	progress chan struct{} // closed and replaced whenever next advances
 
 	skipped atomic.Int64 // corrupt or misrouted records skipped
@@ -262,6 +266,9 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 		return // already folded (a re-fetch after a rebalance)
 	}
 	ps.next[ti] = rec.Offset + 1
+	if ti == tMessages && ps.foldAcceptedFast(rec) {
+		return
+	}
 	ev, err := schema.Decode(rec)
 	if err != nil {
 		ps.skip(rec, err, "skipping undecodable event")
@@ -282,6 +289,27 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 	}
 }
 
+// foldAcceptedFast folds a well-formed MessageAccepted of this partition
+// without decoding it in full (decode.go) and reports whether it did;
+// anything else is left to the full decode, which also judges errors.
+func (ps *partState) foldAcceptedFast(rec *kgo.Record) bool {
+	for _, h := range rec.Headers {
+		if h.Key == schema.HeaderVersion && string(h.Value) != schema.EncodingVersion {
+			return false
+		}
+	}
+	a, ok := decodeAccepted(rec.Value)
+	if !ok || rec.Value == nil {
+		return false
+	}
+	id, err := schema.ParseUAID(string(a.uaid))
+	if err != nil || id.Partition(ps.env.cfg.Partitions) != ps.p {
+		return false
+	}
+	ps.accept(rec, &a, id)
+	return true
+}
+
 // afterBatch checks readiness and wakes waiters.
 func (ps *partState) afterBatch() {
 	ps.checkReady()
@@ -291,7 +319,8 @@ func (ps *partState) afterBatch() {
 func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_MessageAccepted:
-		ps.accept(rec, ev, b.MessageAccepted, id)
+		a := acceptedOf(ev, b.MessageAccepted)
+		ps.accept(rec, &a, id)
 	case *pb.Event_MessageDeleted:
 		ps.deleted(b.MessageDeleted.GetMsg(), id)
 	default:
@@ -299,28 +328,28 @@ func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id schema.UAID) 
 	}
 }
 
-func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepted, id schema.UAID) {
-	ch, err := schema.ParseChannelID(ma.GetChannelId())
+func (ps *partState) accept(rec *kgo.Record, a *accepted, id schema.UAID) {
+	ch, err := parseChannelID(a.channelID)
 	if err != nil {
 		ps.skip(rec, err, "skipping message with a bad channel id")
 		return
 	}
 	m := &pending{
 		offset:     rec.Offset,
-		acceptedMs: ev.GetTimeMs(),
+		acceptedMs: a.timeMs,
 		ackOff:     -1,
 		channel:    ch,
-		size:       int32(min(len(ma.GetPayload()), 1<<30)),
+		size:       int32(min(len(a.payload), 1<<30)),
 		heapIdx:    -1,
-		urgency:    uint8(ma.GetUrgency()),
+		urgency:    uint8(a.urgency),
 	}
-	if t := ma.GetTopic(); t != "" {
-		m.topic = unique.Make(t)
+	if len(a.topic) > 0 {
+		m.topic = ps.handles.of(a.topic)
 	}
-	if s := ma.GetVapidSub(); s != "" {
-		m.vapidSub = unique.Make(s)
+	if len(a.vapidSub) > 0 {
+		m.vapidSub = ps.handles.of(a.vapidSub)
 	}
-	if ttl := ma.GetTtlS(); ttl > 0 {
+	if ttl := a.ttlS; ttl > 0 {
 		m.expiryMs = m.acceptedMs + min(ttl, maxTTLSeconds)*1000
 	} else {
 		// TTL 0: delivered only to a UAID attached when the message is
@@ -331,9 +360,9 @@ func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepte
 		m.expiryMs = m.acceptedMs + ps.env.graceMs
 	}
 	u := ps.user(id)
-	if len(ma.GetPayload()) > 0 {
+	if len(a.payload) > 0 {
 		live := ps.ready && u.session != nil
-		if b := ps.keepBody(m, ma, live); b != nil && m.body == nil {
+		if b := ps.keepBody(m, a, live); b != nil && m.body == nil {
 			// Over budget but deliverable right now: use the record in
 			// hand for this delivery instead of re-reading it.
 			m.body = b
@@ -361,12 +390,30 @@ func (ps *partState) accept(rec *kgo.Record, ev *pb.Event, ma *pb.MessageAccepte
 	}
 }
 
+// parseChannelID is schema.ParseChannelID of bytes; the dashed form, which
+// ingest writes, is parsed without a conversion to string.
+func parseChannelID(b []byte) ([16]byte, error) {
+	var out [16]byte
+	if len(b) != 36 || b[8] != '-' || b[13] != '-' || b[18] != '-' || b[23] != '-' {
+		return schema.ParseChannelID(string(b))
+	}
+	j := 0
+	for _, r := range [...][2]int{{0, 8}, {9, 13}, {14, 18}, {19, 23}, {24, 36}} {
+		if _, err := hex.Decode(out[j:j+(r[1]-r[0])/2], b[r[0]:r[1]]); err != nil {
+			return out, schema.ErrBadChannelID
+		}
+		j += (r[1] - r[0]) / 2
+	}
+	return out, nil
+}
+
 // keepBody keeps the payload in memory if the budget allows, else marks it
 // to be re-read from Kafka at delivery. It returns the body when kept or
-// when wanted anyway (for a delivery right now).
-func (ps *partState) keepBody(m *pending, ma *pb.MessageAccepted, want bool) *body {
+// when wanted anyway (for a delivery right now). The payload is copied out
+// of the record (its slices alias the fetched batch).
+func (ps *partState) keepBody(m *pending, a *accepted, want bool) *body {
 	e := ps.env
-	cost := int64(len(ma.GetPayload())+len(ma.GetEncryption())+len(ma.GetCryptoKey())) + 64
+	cost := int64(len(a.payload)+len(a.encrypt)+len(a.cryptoKey)) + 64
 	keep := e.reread == nil || e.limit >= 0 && e.budget.Load()+cost <= e.limit
 	if !keep {
 		m.flags |= fBodyGone
@@ -374,7 +421,7 @@ func (ps *partState) keepBody(m *pending, ma *pb.MessageAccepted, want bool) *bo
 			return nil
 		}
 	}
-	b := &body{payload: ma.GetPayload(), encoding: unique.Make(ma.GetEncoding()), encryption: ma.GetEncryption(), cryptoKey: ma.GetCryptoKey()}
+	b := &body{payload: bytes.Clone(a.payload), encoding: ps.handles.of(a.encoding), encryption: string(a.encrypt), cryptoKey: string(a.cryptoKey)}
 	if keep {
 		m.body = b
 		e.budget.Add(b.cost())
@@ -547,6 +594,7 @@ func (ps *partState) settleRead(m *pending, ackOff int64) {
 	}
 	untrackTopic(m)
 	m.state, m.ackOff = stSettled, ackOff
+	ps.msgs.settledNow(m)
 	m.flags &^= fNeedProduce
 	ps.exp.remove(m)
 	ps.dropBody(m)
@@ -728,8 +776,8 @@ func (ps *partState) watermarks() [numGroupTopics]int64 {
 		w[tMessages] = items[0].offset
 	}
 	w[tAcks] = ps.next[tAcks]
-	for _, m := range items {
-		if m.state == stSettled {
+	for i := 0; i < len(items) && ps.msgs.settled > 0; i++ { // none settled: nothing to walk
+		if m := items[i]; m.state == stSettled {
 			w[tAcks] = min(w[tAcks], m.ackOff)
 		}
 	}
@@ -764,15 +812,7 @@ func (ps *partState) release() {
 // stats counts what the partition tracks.
 func (ps *partState) stats() PartitionStats {
 	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.recs), Orphans: len(ps.orphans), Skipped: ps.skipped.Load()}
-	for _, m := range ps.msgs.items() {
-		if m.state != stSettled {
-			s.Pending++
-			// Offset order is not acceptance order across producers: take the minimum.
-			if m.acceptedMs > 0 && (s.OldestPendingMs == 0 || m.acceptedMs < s.OldestPendingMs) {
-				s.OldestPendingMs = m.acceptedMs
-			}
-		}
-	}
+	s.Pending, s.OldestPendingMs = ps.msgs.unsettled, ps.msgs.oldestMs()
 	for id, u := range ps.uaids {
 		if u.session != nil {
 			s.Attached++
@@ -786,35 +826,115 @@ func (ps *partState) stats() PartitionStats {
 }
 
 // deque holds tracked messages in offset order; settled ones leave from
-// the front as the watermark passes them.
+// the front as the watermark passes them. It counts what Stats and the
+// watermarks need (unsettled and settled entries, and the oldest
+// acceptance time per block of entries) so that neither walks a takeover's
+// million entries under the partition's lock.
 type deque struct {
-	s    []*pending
-	head int
+	s         []*pending
+	head      int
+	unsettled int // entries not settled
+	settled   int // settled entries still in s (behind an unsettled one)
+	// blocks[i] summarizes s[i*dequeBlock:(i+1)*dequeBlock].
+	blocks []dequeBlockMin
 }
 
-func (d *deque) push(m *pending)   { d.s = append(d.s, m) }
+// dequeBlock is the number of entries summarized by one block minimum.
+const dequeBlock = 1024
+
+// dequeBlockMin is the smallest acceptance time (Unix ms, >0) of the
+// unsettled entries of a block, 0 when none; stale when dirty.
+type dequeBlockMin struct {
+	ms    int64
+	dirty bool
+}
+
+func (d *deque) push(m *pending) {
+	i := len(d.s)
+	d.s = append(d.s, m)
+	if m.state != stSettled {
+		d.unsettled++
+	} else {
+		d.settled++
+	}
+	b := i / dequeBlock
+	if b == len(d.blocks) {
+		d.blocks = append(d.blocks, dequeBlockMin{})
+	}
+	if bm := &d.blocks[b]; m.state != stSettled && m.acceptedMs > 0 && (bm.ms == 0 || m.acceptedMs < bm.ms) {
+		bm.ms = m.acceptedMs
+	}
+}
+
 func (d *deque) items() []*pending { return d.s[d.head:] }
-func (d *deque) find(off int64) *pending {
+
+func (d *deque) index(off int64) int {
 	it := d.items()
 	i := sort.Search(len(it), func(i int) bool { return it[i].offset >= off })
 	if i < len(it) && it[i].offset == off {
-		return it[i]
+		return d.head + i
+	}
+	return -1
+}
+
+func (d *deque) find(off int64) *pending {
+	if i := d.index(off); i >= 0 {
+		return d.s[i]
 	}
 	return nil
+}
+
+// settledNow records that m, an entry, just became settled.
+func (d *deque) settledNow(m *pending) {
+	d.unsettled--
+	d.settled++
+	if i := d.index(m.offset); i >= 0 {
+		d.blocks[i/dequeBlock].dirty = true
+	}
+}
+
+// oldestMs returns the smallest acceptance time (>0) of the unsettled
+// entries, 0 when none. Offset order is not acceptance order across
+// producers: it is a minimum over blocks, each recomputed only after one
+// of its entries settled.
+func (d *deque) oldestMs() int64 {
+	var oldest int64
+	for b := d.head / dequeBlock; b < len(d.blocks); b++ {
+		bm := &d.blocks[b]
+		if bm.dirty {
+			bm.ms, bm.dirty = 0, false
+			for _, m := range d.s[max(b*dequeBlock, d.head):min((b+1)*dequeBlock, len(d.s))] {
+				if m != nil && m.state != stSettled && m.acceptedMs > 0 && (bm.ms == 0 || m.acceptedMs < bm.ms) {
+					bm.ms = m.acceptedMs
+				}
+			}
+		}
+		if bm.ms > 0 && (oldest == 0 || bm.ms < oldest) {
+			oldest = bm.ms
+		}
+	}
+	return oldest
 }
 
 func (d *deque) popSettledFront() {
 	for d.head < len(d.s) && d.s[d.head].state == stSettled {
 		d.s[d.head] = nil
 		d.head++
+		d.settled--
 	}
 	switch {
 	case d.head == len(d.s):
-		d.s, d.head = d.s[:0], 0
+		d.s, d.head, d.blocks = d.s[:0], 0, d.blocks[:0]
 	case d.head > 1024 && d.head > len(d.s)/2:
 		n := copy(d.s, d.s[d.head:])
 		clear(d.s[n:])
 		d.s, d.head = d.s[:n], 0
+		// Entries moved between blocks: every summary is recomputed
+		// when next asked for.
+		d.blocks = d.blocks[:(n+dequeBlock-1)/dequeBlock]
+		for i := range d.blocks {
+			d.blocks[i] = dequeBlockMin{dirty: true}
+		}
 	}
 }
 

@@ -1,0 +1,171 @@
+package owner
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// acceptedSeeds are encoded events decodeAccepted should read, or leave to
+// the full decode.
+func acceptedSeeds(t testing.TB) map[string][]byte {
+	uaid, ch := uaidIn(1), newChannel()
+	full := &pb.Event{Id: []byte("0123456789abcdef"), Uaid: uaid, TimeMs: 17, Body: &pb.Event_MessageAccepted{MessageAccepted: &pb.MessageAccepted{
+		ChannelId: ch, Payload: []byte("payload"), Encoding: "aesgcm", Encryption: "salt=x", CryptoKey: "dh=y", TtlS: 60, Topic: "news",
+		Urgency: pb.Urgency_URGENCY_HIGH, VapidSub: "mailto:a@example.com", VapidKeyHash: []byte("hash"), KeyBound: true, ReceiptSub: []byte("r"),
+	}}}
+	enc := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	fb := enc(full)
+	body := enc(full.GetMessageAccepted())
+	twice := protowire.AppendTag(bytes.Clone(fb), fieldEventAccepted, protowire.BytesType)
+	twice = protowire.AppendBytes(twice, enc(&pb.MessageAccepted{TtlS: 5}))
+	lastWins := protowire.AppendTag(nil, fieldEventAccepted, protowire.BytesType)
+	lastWins = protowire.AppendBytes(lastWins, append(bytes.Clone(body), enc(&pb.MessageAccepted{Topic: "later", TtlS: 9})...))
+	lastWins = protowire.AppendTag(lastWins, fieldEventUAID, protowire.BytesType)
+	lastWins = protowire.AppendString(lastWins, uaid)
+	wrongType := protowire.AppendTag(bytes.Clone(fb), fieldEventTimeMs, protowire.BytesType)
+	wrongType = protowire.AppendBytes(wrongType, []byte("x"))
+	unknown := protowire.AppendTag(bytes.Clone(fb), 99, protowire.VarintType)
+	unknown = protowire.AppendVarint(unknown, 5)
+	badUTF8 := protowire.AppendTag(bytes.Clone(fb), fieldEventUAID, protowire.BytesType)
+	badUTF8 = protowire.AppendBytes(badUTF8, []byte{0xff})
+	return map[string][]byte{
+		"full":            fb,
+		"minimal":         enc(&pb.Event{Uaid: uaid, Body: &pb.Event_MessageAccepted{MessageAccepted: &pb.MessageAccepted{}}}),
+		"deleted":         enc(&pb.Event{Uaid: uaid, Body: &pb.Event_MessageDeleted{MessageDeleted: &pb.MessageDeleted{Msg: &pb.MessageRef{Offset: 3}}}}),
+		"no body":         enc(&pb.Event{Uaid: uaid}),
+		"body twice":      twice,
+		"last wins":       lastWins,
+		"wrong wire type": wrongType,
+		"unknown field":   unknown,
+		"invalid utf8":    badUTF8,
+		"truncated":       fb[:len(fb)-3],
+		"empty":           {},
+		"negative ttl":    enc(&pb.Event{Uaid: uaid, Body: &pb.Event_MessageAccepted{MessageAccepted: &pb.MessageAccepted{TtlS: -5, Urgency: -1}}}),
+		"garbage":         {0xff, 0xff, 0x01},
+	}
+}
+
+// checkAccepted fails when decodeAccepted claims to have read b but
+// proto.Unmarshal disagrees on whether it is a MessageAccepted or on any
+// field the fold reads.
+func checkAccepted(t *testing.T, b []byte) bool {
+	t.Helper()
+	a, ok := decodeAccepted(b)
+	if !ok {
+		return false
+	}
+	ev := &pb.Event{}
+	if err := proto.Unmarshal(b, ev); err != nil {
+		t.Fatalf("fast path read %x, proto.Unmarshal refused it: %v", b, err)
+	}
+	ma := ev.GetMessageAccepted()
+	if ma == nil {
+		t.Fatalf("fast path read %x, proto.Unmarshal found body %T", b, ev.GetBody())
+	}
+	if got, want := a, acceptedOf(ev, ma); !acceptedEqual(got, want) {
+		t.Fatalf("fast path read %x as %+v, proto.Unmarshal as %+v", b, got, want)
+	}
+	return true
+}
+
+func acceptedEqual(a, b accepted) bool {
+	for _, p := range [][2][]byte{{a.uaid, b.uaid}, {a.channelID, b.channelID}, {a.payload, b.payload}, {a.encoding, b.encoding},
+		{a.encrypt, b.encrypt}, {a.cryptoKey, b.cryptoKey}, {a.topic, b.topic}, {a.vapidSub, b.vapidSub}} {
+		if !bytes.Equal(p[0], p[1]) {
+			return false
+		}
+	}
+	return a.timeMs == b.timeMs && a.ttlS == b.ttlS && a.urgency == b.urgency
+}
+
+func TestDecodeAccepted(t *testing.T) {
+	wantFast := map[string]bool{"full": true, "minimal": true, "last wins": true, "unknown field": true, "negative ttl": true}
+	for name, b := range acceptedSeeds(t) {
+		t.Run(name, func(t *testing.T) {
+			if got := checkAccepted(t, b); got != wantFast[name] {
+				t.Fatalf("fast path %v, want %v", got, wantFast[name])
+			}
+		})
+	}
+	a, _ := decodeAccepted(acceptedSeeds(t)["last wins"])
+	if string(a.topic) != "later" || a.ttlS != 9 || string(a.channelID) == "" {
+		t.Fatalf("last occurrence did not win: %+v", a)
+	}
+}
+
+// FuzzDecodeAccepted: whatever the fast path reads, proto.Unmarshal reads
+// the same (record values are outside input: a bug, a foreign writer).
+func FuzzDecodeAccepted(f *testing.F) {
+	for _, b := range acceptedSeeds(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkAccepted(t, b) })
+}
+
+func TestParseChannelIDBytes(t *testing.T) {
+	for _, s := range []string{newChannel(), "0123456789ABCDEF0123456789abcdef", "01234567-89ab-cdef-0123-456789abcdeg", "01234567-89ab-cdef-0123+456789abcdef", "", "x"} {
+		got, err := parseChannelID([]byte(s))
+		want, werr := schema.ParseChannelID(s)
+		if got != want || (err == nil) != (werr == nil) {
+			t.Errorf("%q: %x, %v; schema.ParseChannelID %x, %v", s, got, err, want, werr)
+		}
+	}
+}
+
+// TestDequeSummaries: the deque's counts and oldest acceptance time agree
+// with a walk of its entries through pushes, settles and pops.
+func TestDequeSummaries(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var d deque
+	var live []*pending
+	off := int64(0)
+	for step := range 20000 {
+		switch r := rng.IntN(10); {
+		case r < 6:
+			m := &pending{offset: off, acceptedMs: int64(rng.IntN(1000))} // 0: unknown time
+			off += 1 + int64(rng.IntN(3))
+			d.push(m)
+			live = append(live, m)
+		case len(live) > 0:
+			i := rng.IntN(len(live))
+			if r == 9 {
+				i = 0 // the front, so pops happen
+			}
+			m := live[i]
+			live = append(live[:i], live[i+1:]...)
+			m.state = stSettled
+			d.settledNow(m)
+			d.popSettledFront()
+		}
+		if step%97 != 0 {
+			continue
+		}
+		unsettled, settled, oldest := 0, 0, int64(0)
+		for _, m := range d.items() {
+			if m.state == stSettled {
+				settled++
+				continue
+			}
+			unsettled++
+			if m.acceptedMs > 0 && (oldest == 0 || m.acceptedMs < oldest) {
+				oldest = m.acceptedMs
+			}
+		}
+		if d.unsettled != unsettled || d.settled != settled || d.oldestMs() != oldest {
+			t.Fatalf("step %d: unsettled %d settled %d oldest %d, walk %d %d %d", step, d.unsettled, d.settled, d.oldestMs(), unsettled, settled, oldest)
+		}
+	}
+}
