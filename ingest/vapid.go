@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -16,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pushlog/pushlog/schema"
 )
@@ -137,14 +133,15 @@ type vapidEntry struct {
 type vapidVerifier struct {
 	origins  []string // accepted aud values: exact strings, no trailing slash
 	now      func() time.Time
-	parser   *jwt.Parser
+	keys     *vapidKeys
 	maxBytes int64
 	maxSub   int
 
-	mu    sync.RWMutex
-	cache map[vapidCacheKey]*vapidEntry
-	queue []*vapidEntry // insertion order; every cached entry once
-	bytes int64
+	mu       sync.RWMutex
+	cache    map[vapidCacheKey]*vapidEntry
+	queue    []*vapidEntry // insertion order; every cached entry once
+	bytes    int64
+	inflight map[vapidCacheKey]*vapidCall // being verified: the same token is checked once
 
 	cacheBytes   atomic.Int64 // mirrors bytes for metrics
 	cacheEntries atomic.Int64
@@ -163,16 +160,23 @@ func newVAPIDVerifier(origins []string, now func() time.Time, maxBytes int64, ma
 		maxSub = DefaultMaxVAPIDSub
 	}
 	return &vapidVerifier{
-		origins: origins,
-		now:     now,
-		// Claims are checked below with our own types, clock and rules;
-		// the parser only checks the signature and pins the algorithm.
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
-			jwt.WithoutClaimsValidation(), jwt.WithPaddingAllowed()),
+		origins:  origins,
+		now:      now,
+		keys:     newVAPIDKeys(vapidKeyCacheBytes),
 		maxBytes: maxBytes,
 		maxSub:   maxSub,
 		cache:    make(map[vapidCacheKey]*vapidEntry),
+		inflight: make(map[vapidCacheKey]*vapidCall),
 	}
+}
+
+// vapidCall is one signature check in progress; requests carrying the
+// same token and key meanwhile wait for its answer instead of repeating
+// it (a sender starting many pushes at once with a new JWT).
+type vapidCall struct {
+	done sync.WaitGroup
+	res  vapidResult
+	aerr *apiError
 }
 
 // verify checks token against the raw public key.
@@ -183,21 +187,44 @@ func (v *vapidVerifier) verify(token string, key [keyLen]byte) (vapidResult, *ap
 	ent, hit := v.cache[ck]
 	v.mu.RUnlock()
 	if hit {
-		if now.After(ent.res.exp.Add(vapidSkew)) {
-			// Left in place: the eviction queue drops expired
-			// entries first, and its bytes stay counted until then.
-			return vapidResult{}, unauthorized("Invalid VAPID expiry")
-		}
-		ent.ref.Store(true)
-		return ent.res, nil
+		return ent.answer(now)
 	}
-	res, aerr := v.verifySlow(token, key, now)
-	if aerr != nil {
-		return vapidResult{}, aerr
+	v.mu.Lock()
+	if ent, hit := v.cache[ck]; hit { // stored since the read lock
+		v.mu.Unlock()
+		return ent.answer(now)
 	}
+	if c, ok := v.inflight[ck]; ok {
+		v.mu.Unlock()
+		c.done.Wait()
+		return c.res, c.aerr
+	}
+	c := &vapidCall{}
+	c.done.Add(1)
+	v.inflight[ck] = c
+	v.mu.Unlock()
+
+	c.res, c.aerr = v.verifySlow(token, key, now)
 	ck.token = strings.Clone(token) // do not pin the request's header memory
-	v.store(ck, res, now)
-	return res, nil
+	v.mu.Lock()
+	delete(v.inflight, ck)
+	if c.aerr == nil {
+		v.storeLocked(ck, c.res, now)
+	}
+	v.mu.Unlock()
+	c.done.Done()
+	return c.res, c.aerr
+}
+
+// answer is a cache hit's result: refused once past exp.
+func (ent *vapidEntry) answer(now time.Time) (vapidResult, *apiError) {
+	if now.After(ent.res.exp.Add(vapidSkew)) {
+		// Left in place: the eviction queue drops expired entries
+		// first, and its bytes stay counted until then.
+		return vapidResult{}, errVAPIDExpired
+	}
+	ent.ref.Store(true)
+	return ent.res, nil
 }
 
 // entrySize is the accounted cost of caching res under ck.
@@ -205,15 +232,11 @@ func entrySize(ck vapidCacheKey, res vapidResult) int64 {
 	return int64(len(ck.token) + len(ck.token)/8 + len(res.sub) + vapidEntryOverhead)
 }
 
-func (v *vapidVerifier) store(ck vapidCacheKey, res vapidResult, now time.Time) {
+// storeLocked caches a verified token; v.mu is held.
+func (v *vapidVerifier) storeLocked(ck vapidCacheKey, res vapidResult, now time.Time) {
 	size := entrySize(ck, res)
 	if size > v.maxBytes {
 		return // larger than the whole budget: verify every time
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.cache[ck]; ok {
-		return // verified concurrently
 	}
 	for v.bytes+size > v.maxBytes && len(v.queue) > 0 {
 		v.evictOne(now)
@@ -252,22 +275,14 @@ func (v *vapidVerifier) cacheLen() int {
 }
 
 // vapidClaims holds the claims raw so their JSON types are checked here,
-// exactly: golang-jwt's NumericDate also accepts a number given as a JSON
-// string, and its audience a list. The getters only satisfy jwt.Claims;
-// the parser runs without claims validation.
+// exactly: a NumericDate given as a JSON string, or an audience given as
+// a list, is refused (golang-jwt's types would take them).
 type vapidClaims struct {
 	Aud json.RawMessage `json:"aud"`
 	Exp json.RawMessage `json:"exp"`
 	Nbf json.RawMessage `json:"nbf"`
 	Sub json.RawMessage `json:"sub"`
 }
-
-func (vapidClaims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
-func (vapidClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
-func (vapidClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
-func (vapidClaims) GetIssuer() (string, error)                   { return "", nil }
-func (vapidClaims) GetSubject() (string, error)                  { return "", nil }
-func (vapidClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
 // jsonNumericDate decodes a JSON number (never a string, never null) of
 // seconds since the epoch.
@@ -301,22 +316,31 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	return s, true
 }
 
-func (v *vapidVerifier) verifySlow(token string, key [keyLen]byte, now time.Time) (vapidResult, *apiError) {
+// verifySlow checks a token not in the cache: its form, then its
+// signature (ES256 over header.claims, ecdsa.VerifyASN1 with the parsed
+// key from the key cache), then its claims.
+func (v *vapidVerifier) verifySlow(token string, raw [keyLen]byte, now time.Time) (vapidResult, *apiError) {
 	v.slowVerifies.Add(1)
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), key[:])
+	key, err := v.keys.get(raw)
 	if err != nil {
-		return vapidResult{}, unauthorized("Invalid VAPID public key")
+		return vapidResult{}, errVAPIDKey
+	}
+	j, err := parseVAPIDJWT(token)
+	if err != nil {
+		return vapidResult{}, jwtError(err)
 	}
 	var claims vapidClaims
-	_, err = v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return pub, nil })
-	if err != nil {
-		return vapidResult{}, unauthorized(jwtMessage(err))
+	if err := json.Unmarshal(j.claims, &claims); err != nil {
+		return vapidResult{}, jwtError(errJWTMalformed)
+	}
+	if !verifyES256(key.pub, j.signingInput, &j.sig) {
+		return vapidResult{}, jwtError(errJWTSignature)
 	}
 	res, aerr := v.checkClaims(claims, now)
 	if aerr != nil {
 		return vapidResult{}, aerr
 	}
-	res.keyHash = sha256.Sum256(key[:])
+	res.keyHash = key.hash
 	return res, nil
 }
 
@@ -365,7 +389,7 @@ func (v *vapidVerifier) checkTimes(claims vapidClaims, now time.Time) (time.Time
 		return time.Time{}, unauthorized("Invalid VAPID expiry: want a JSON number")
 	}
 	if now.After(exp.Add(vapidSkew)) {
-		return time.Time{}, unauthorized("Invalid VAPID expiry")
+		return time.Time{}, errVAPIDExpired
 	}
 	if exp.After(now.Add(vapidMaxAhead + vapidSkew)) {
 		return time.Time{}, unauthorized("The VAPID token expiration is too long")
@@ -382,17 +406,25 @@ func (v *vapidVerifier) checkTimes(claims vapidClaims, now time.Time) (time.Time
 	return exp, nil
 }
 
-// jwtMessage turns a golang-jwt error into a short, stable 401 message.
-func jwtMessage(err error) string {
-	switch {
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "Invalid VAPID token: malformed JWT"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "Invalid VAPID token: signature does not verify"
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "Invalid VAPID token: ES256 required"
+// The 401s of a token that fails, built once (an attacker's stream of
+// bad tokens allocates nothing for them).
+var (
+	errVAPIDKey       = unauthorized("Invalid VAPID public key")
+	errVAPIDExpired   = unauthorized("Invalid VAPID expiry")
+	errVAPIDMalformed = unauthorized("Invalid VAPID token: malformed JWT")
+	errVAPIDSignature = unauthorized("Invalid VAPID token: signature does not verify")
+	errVAPIDAlg       = unauthorized("Invalid VAPID token: ES256 required")
+)
+
+// jwtError turns a parse or signature error into its 401.
+func jwtError(err error) *apiError {
+	switch err {
+	case errJWTAlg:
+		return errVAPIDAlg
+	case errJWTSignature:
+		return errVAPIDSignature
 	}
-	return "Invalid VAPID token"
+	return errVAPIDMalformed
 }
 
 // normalizeOrigin returns the origin (lowercase scheme://host[:port], default
