@@ -41,21 +41,18 @@ const (
 	closeWriteWait       = time.Second // bound on writing the close frame
 	closeLinger          = time.Second // read (and drop) until the peer's close, at most this long
 	closeLingerAfterData = 50 * time.Millisecond
-	opPing               = 0x9
-	opPong               = 0xA
 )
 
 // conn is one client socket. It implements link.Session.
 //
-// Memory matters here (DESIGN.md: at most 4 KB per idle connection), so an
-// idle conn holds no goroutine, no write buffer (gorilla borrows one from a
-// pool per message), a 288-byte read buffer, and no maps or queues until a
-// notification is in flight.
+// Memory matters here (issue 17: at most 2.5 KB of RSS per idle
+// connection), so an idle conn holds no goroutine, no read or write buffer
+// (both are borrowed from pools while bytes move, wsframe.go), no
+// gorilla Conn, and no maps or queues until a notification is in flight.
 type conn struct {
 	srv   *Server
-	ws    *websocket.Conn
 	nc    net.Conn
-	br    *bufio.Reader // gorilla's reader, shared with us (see hijack.go)
+	br    *bufio.Reader // only on a blocking reader goroutine (no poller)
 	id    uint64
 	since int64 // unix nanoseconds at upgrade
 
@@ -65,9 +62,12 @@ type conn struct {
 	polled  bool
 
 	closing  atomic.Bool
+	wclosed  bool         // a close frame was written; guarded by wmu
 	lastRecv atomic.Int64 // unix nanoseconds of the last byte from the client
 	pingSent atomic.Int64 // unix nanoseconds of an unanswered server Ping, 0 if none
 	ua       string       // User-Agent, kept until the Connected event is written (reader only)
+
+	wmu sync.Mutex // one frame write at a time (wsframe.go writeRaw)
 
 	mu      sync.Mutex
 	out     []outMsg // encoded messages waiting for the writer; nil when idle
@@ -158,16 +158,21 @@ func (c *conn) enqueue(msg outMsg, inline bool, locked func()) error {
 	switch {
 	case !start:
 	case inline:
-		c.drain()
+		c.drain(true)
 	default:
-		go c.drain()
+		// The caller (the owner) must not block on this socket: one pass
+		// that writes what the socket takes now; a writer goroutine is
+		// started only for what is left (a full socket buffer).
+		c.drain(false)
 	}
 	return nil
 }
 
 // drain writes queued messages until the queue is empty; only one drain
-// runs per connection.
-func (c *conn) drain() {
+// runs per connection. All messages queued at a time go out in one write.
+// Without block it does not wait for the socket: what does not fit at once
+// is left to a writer goroutine.
+func (c *conn) drain(block bool) {
 	for {
 		c.mu.Lock()
 		batch := c.out
@@ -178,30 +183,66 @@ func (c *conn) drain() {
 			return
 		}
 		c.mu.Unlock()
+		bp := writeBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
 		for _, m := range batch {
-			if err := c.write(m.b); err != nil {
-				c.mu.Lock()
-				c.writing = false
-				c.mu.Unlock()
-				c.srv.log.Debug("write failed; closing", "conn", c.ConnID(), "err", err)
-				c.close(0, "")
+			buf = appendFrame(buf, opText, m.b)
+		}
+		*bp = buf
+		var err error
+		if block {
+			err = c.writeRaw(buf, time.Now().Add(c.srv.cfg.WriteTimeout), false)
+		} else {
+			var rest []byte
+			rest, err = c.writeNow(buf)
+			if err == nil && len(rest) > 0 {
+				// The socket is full: a goroutine waits for it and
+				// carries on draining. The buffer goes with it.
+				go c.finish(bp, rest, batch)
 				return
 			}
-			if m.accepted != 0 {
-				c.srv.met.pushToSocket(time.Now().UnixNano() - m.accepted)
-			}
+		}
+		c.wrote(bp, batch, err)
+		if err != nil {
+			return
 		}
 	}
 }
 
-func (c *conn) write(msg []byte) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
+// finish writes the rest of a batch that did not fit at once (writeNow
+// left it the write lock), then keeps draining.
+func (c *conn) finish(bp *[]byte, rest []byte, batch []outMsg) {
+	err := c.writeRest(rest, time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.wrote(bp, batch, err)
+	if err == nil {
+		c.drain(true)
 	}
-	if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-		return fmt.Errorf("write message: %w", err)
+}
+
+// wrote returns a batch's buffer and observes its notifications, or on a
+// write error stops the writer and closes the connection.
+func (c *conn) wrote(bp *[]byte, batch []outMsg, err error) {
+	if cap(*bp) <= 64<<10 { // a huge batch's buffer is not kept
+		*bp = (*bp)[:0]
+		writeBufs.Put(bp)
 	}
-	return nil
+	if err != nil {
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
+		c.srv.log.Debug("write failed; closing", "conn", c.ConnID(), "err", err)
+		c.close(0, "")
+		return
+	}
+	var now int64
+	for _, m := range batch {
+		if m.accepted != 0 {
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			c.srv.met.pushToSocket(now - m.accepted)
+		}
+	}
 }
 
 // liveness is what the sweeper's timers are checked against.
@@ -211,19 +252,25 @@ func (c *conn) liveness() protocol.Liveness {
 
 // ping sends a WebSocket Ping (the sweeper found the socket idle).
 func (c *conn) ping() {
-	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+	if err := c.writeControl(opPing, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
 		c.close(0, "")
 	}
 }
 
 // serveReady reads and handles every message the client has sent so far.
-// After a readiness event (blocking false) data is known to be there; in
-// blocking mode it first waits, with no deadline, for the next byte. It
-// returns with nothing left in the read buffer, reporting whether the
-// connection is still open.
+// After a readiness event (blocking false) data is known to be there, and
+// a read buffer is borrowed for as long as bytes are buffered; in blocking
+// mode it first waits, with no deadline, for the next byte, on the conn's
+// own buffer. It returns with nothing left in the read buffer, reporting
+// whether the connection is still open.
 func (c *conn) serveReady(blocking bool) bool {
 	if c.proto.Phase() == stateClosed {
 		return false
+	}
+	br := c.br
+	if !blocking {
+		br = getReader(c.nc)
+		defer putReader(br) // empty: every byte was consumed or the conn closed
 	}
 	deadline := time.Now().Add(c.srv.cfg.ReadTimeout)
 	if blocking {
@@ -233,7 +280,7 @@ func (c *conn) serveReady(blocking bool) bool {
 		c.close(0, "")
 		return false
 	}
-	if _, err := c.br.Peek(1); err != nil {
+	if _, err := br.Peek(1); err != nil {
 		c.readFailed(err)
 		return false
 	}
@@ -245,74 +292,17 @@ func (c *conn) serveReady(blocking bool) bool {
 	c.lastRecv.Store(now.UnixNano())
 	c.pingSent.Store(0) // any data proves the peer alive
 	for {
-		if !c.readOne() || c.proto.Phase() == stateClosed {
+		if !c.readOne(br) || c.proto.Phase() == stateClosed {
 			return false
 		}
-		if c.br.Buffered() == 0 {
+		if br.Buffered() == 0 {
+			if !blocking {
+				// No deadline timer stays armed on an idle socket.
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
 			return true
 		}
 	}
-}
-
-// readOne reads one frame (ping/pong) or one whole message and handles it.
-func (c *conn) readOne() bool {
-	handled, err := c.readControl()
-	if err != nil {
-		c.readFailed(err)
-		return false
-	}
-	if handled {
-		return true
-	}
-	typ, r, err := c.ws.NextReader()
-	if err != nil {
-		c.readFailed(err)
-		return false
-	}
-	if typ != websocket.TextMessage {
-		c.perform(c.proto.Binary().Effects, true)
-		return false
-	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		c.readFailed(err)
-		return false
-	}
-	c.receive(data)
-	return true
-}
-
-// readControl consumes a Ping or Pong frame that starts at a message
-// boundary. gorilla's NextReader would handle it too, but would then block
-// waiting for the next data message, pinning a goroutine to an idle socket.
-// Anything else (data, close, malformed frames) is left to gorilla.
-func (c *conn) readControl() (bool, error) {
-	hdr, err := c.br.Peek(2)
-	if err != nil {
-		return false, err
-	}
-	op := hdr[0] & 0x0f
-	if (op != opPing && op != opPong) || hdr[0]&0xf0 != 0x80 || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
-		return false, nil
-	}
-	n := int(hdr[1] & 0x7f)
-	frame, err := c.br.Peek(6 + n)
-	if err != nil {
-		return false, err
-	}
-	var payload [125]byte
-	for i := 0; i < n; i++ {
-		payload[i] = frame[6+i] ^ frame[2+i%4]
-	}
-	if _, err := c.br.Discard(6 + n); err != nil {
-		return false, err
-	}
-	if op == opPing {
-		if err := c.ws.WriteControl(websocket.PongMessage, payload[:n], time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
-			return true, fmt.Errorf("write pong: %w", err)
-		}
-	}
-	return true, nil
 }
 
 func (c *conn) readFailed(err error) {
@@ -350,7 +340,7 @@ func (c *conn) close(code int, reason string) {
 		s.produceDisconnected(c)
 	}
 	if code != 0 {
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWriteWait))
+		_ = c.writeControl(opClose, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWriteWait))
 		c.linger()
 	}
 	_ = c.nc.Close()

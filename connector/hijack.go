@@ -8,21 +8,17 @@ import (
 	"sync"
 )
 
-// readBufferSize is the per-connection read buffer. gorilla/websocket keeps
-// the hijacked bufio.Reader as its connection reader when it is larger than
-// 256 bytes and Upgrader.ReadBufferSize is 0, so we hand it one of exactly
-// this size (a whole allocation size class). Owning the reader also lets the
-// server see whether bytes are still buffered, which is what allows an idle
-// socket to go back to the poller with no goroutine.
-const readBufferSize = 288
-
 // handshakeWriterSize holds the 101 response; the writers are pooled.
 const handshakeWriterSize = 512
 
 var handshakeWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, handshakeWriterSize) }}
 
 // hijackResponse wraps the upgrade's ResponseWriter so that the Hijack
-// gorilla calls returns our small reader instead of net/http's 4 KiB one.
+// gorilla calls returns a pooled reader instead of net/http's 4 KiB one
+// (gorilla keeps a hijacked reader larger than 256 bytes when
+// Upgrader.ReadBufferSize is 0, instead of allocating its own). The
+// handshake reads nothing after the request, and gorilla's Conn is dropped
+// after the upgrade (wsframe.go), so both buffers go back to their pools.
 type hijackResponse struct {
 	http.ResponseWriter
 	br *bufio.Reader
@@ -44,14 +40,19 @@ func (h *hijackResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = nc.Close()
 		return nil, nil, errEarlyData
 	}
-	h.br = bufio.NewReaderSize(nc, readBufferSize)
+	h.br = getReader(nc)
 	h.bw = handshakeWriters.Get().(*bufio.Writer)
 	h.bw.Reset(nc)
 	return nc, bufio.NewReadWriter(h.br, h.bw), nil
 }
 
-// release returns the handshake writer to its pool once the upgrade is done.
+// release returns the handshake buffers to their pools once the upgrade
+// is done.
 func (h *hijackResponse) release() {
+	if h.br != nil {
+		putReader(h.br)
+		h.br = nil
+	}
 	if h.bw != nil {
 		h.bw.Reset(nil)
 		handshakeWriters.Put(h.bw)

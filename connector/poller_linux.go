@@ -177,3 +177,36 @@ func connFD(nc net.Conn) (int32, error) {
 	}
 	return fd, nil
 }
+
+// tryWrite writes what the socket takes now, without blocking.
+func tryWrite(sc syscall.Conn, b []byte) (int, error) {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, nil // not a plain socket: the blocking write does it all
+	}
+	var n int
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := syscall.Write(int(fd), b[n:])
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != nil {
+				if e != syscall.EAGAIN {
+					werr = e
+				}
+				return true
+			}
+			n += m
+		}
+		return true
+	})
+	if err != nil {
+		return n, fmt.Errorf("write: %w", err)
+	}
+	if werr != nil {
+		return n, fmt.Errorf("write: %w", werr)
+	}
+	return n, nil
+}

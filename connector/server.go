@@ -11,6 +11,7 @@
 package connector
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ import (
 const Subprotocol = "push-notification"
 
 const (
-	writeBufferSize = 4096 // pooled: held only while a message is written
+	writeBufferSize = 4096 // pooled: held only while the 101 response is written
 	shutdownGrace   = 10 * time.Second
 	maxUserAgent    = 256
 )
@@ -281,9 +282,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ua = ua[:maxUserAgent]
 	}
 	now := time.Now()
-	c := &conn{srv: s, ws: ws, nc: ws.NetConn(), br: hw.br, id: newConnID(), since: now.UnixNano(), ua: ua}
+	// From here on frames are read and written by the conn (wsframe.go);
+	// gorilla's Conn is dropped.
+	c := &conn{srv: s, nc: ws.NetConn(), id: newConnID(), since: now.UnixNano(), ua: ua}
 	c.lastRecv.Store(now.UnixNano())
-	ws.SetReadLimit(s.cfg.MaxMessage)
 	if !s.admit(c) {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeGoingAway, "server shutting down"), now.Add(closeWriteWait))
 		_ = ws.Close()
@@ -332,6 +334,7 @@ func (s *Server) watch(c *conn) {
 			s.log.Warn("poller add failed; using a reader goroutine", "err", err)
 		}
 	}
+	c.br = bufio.NewReaderSize(c.nc, readerSize)
 	go func() {
 		for c.serveReady(true) {
 		}
