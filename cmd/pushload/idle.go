@@ -23,7 +23,8 @@ type idleCmd struct {
 	PerProcess  int           `default:"9000" help:"Connections per child process (open files are capped per process)."`
 	Concurrency int           `default:"20" help:"Connections being set up at a time, per child process."`
 	Warmup      int           `default:"200" help:"Connections opened and closed before the first RSS reading, so one-time allocations are not charged per connection."`
-	Settle      time.Duration `default:"5s" help:"Wait before each RSS reading."`
+	Settle      time.Duration `default:"3s" help:"Wait before each RSS reading; then RSS is read every second until two readings differ by less than 1% (at most --settle-max)."`
+	SettleMax   time.Duration `default:"30s" help:"Longest wait for RSS to settle; the last reading is used past it."`
 	Hold        time.Duration `default:"30s" help:"Idle period over which the server's CPU is measured."`
 	Timeout     time.Duration `default:"10s" help:"Bound on one connection's setup."`
 }
@@ -58,10 +59,7 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 			return fmt.Errorf("warm-up: %w: %s", w.waitErr, w.errs)
 		}
 	}
-	if err := sleepCtx(ctx, cmd.Settle); err != nil {
-		return err
-	}
-	before, err := procRSS(cmd.PID)
+	before, err := cmd.settledRSS(ctx)
 	if err != nil {
 		return err
 	}
@@ -88,10 +86,7 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 	if opened == 0 {
 		return errors.New("no connection could be set up")
 	}
-	if err := sleepCtx(ctx, cmd.Settle); err != nil {
-		return err
-	}
-	after, err := procRSS(cmd.PID)
+	after, err := cmd.settledRSS(ctx)
 	if err != nil {
 		return err
 	}
@@ -136,6 +131,40 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 		opened, cmd.Hold, idleCPU.Seconds(), 100*idleCPU.Seconds()/cmd.Hold.Seconds())
 	fmt.Println(r)
 	return nil
+}
+
+// settledRSS waits Settle, then reads the server's RSS every second until
+// it stops moving (the runtime returns start-up garbage to the OS in the
+// background for a while), at most SettleMax.
+func (cmd *idleCmd) settledRSS(ctx context.Context) (int64, error) {
+	if err := sleepCtx(ctx, cmd.Settle); err != nil {
+		return 0, err
+	}
+	prev, err := procRSS(cmd.PID)
+	if err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(cmd.SettleMax); time.Now().Before(deadline); {
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return 0, err
+		}
+		cur, err := procRSS(cmd.PID)
+		if err != nil {
+			return 0, err
+		}
+		if settled(prev, cur) {
+			return cur, nil
+		}
+		prev = cur
+	}
+	return prev, nil
+}
+
+// settled reports whether two RSS readings a second apart differ by less
+// than 1%.
+func settled(prev, cur int64) bool {
+	d := cur - prev
+	return d*100 < cur && -d*100 < cur
 }
 
 // start runs `pushload conns` holding n connections for hold.

@@ -176,3 +176,20 @@ func TestLineWriter(t *testing.T) {
 		t.Fatalf("lines = %q", lines)
 	}
 }
+
+func TestSettled(t *testing.T) {
+	for _, tc := range []struct {
+		prev, cur int64
+		want      bool
+	}{
+		{100_000, 100_500, true},
+		{100_000, 99_500, true},
+		{100_000, 102_000, false},
+		{100_000, 98_000, false},
+		{0, 0, false},
+	} {
+		if got := settled(tc.prev, tc.cur); got != tc.want {
+			t.Errorf("settled(%d, %d) = %v, want %v", tc.prev, tc.cur, got, tc.want)
+		}
+	}
+}

@@ -11,21 +11,25 @@ import (
 
 type rateCmd struct {
 	target      `embed:""`
-	Rate        float64       `default:"100" help:"Pushes per second, sent on an open-loop schedule (push i at start + i/rate whatever the answers), so a server stall shows as latency instead of a slower client."`
+	Rate        float64       `default:"100" help:"Pushes per second, sent on an open-loop schedule (push i at start + i/rate, each from its own goroutine, whatever the answers), so a server stall shows as latency instead of a slower client. Latency runs from the POST going out to the notification read; send_lag_max_ms says how late the load tool itself was."`
 	MaxInflight int           `default:"20000" help:"Pushes in flight at most; past it a scheduled push is skipped and counted (the load tool is overloaded, or the server stalled)."`
 	Drain       time.Duration `default:"5s" help:"After the window, how long to wait for notifications still on their way; missing ones are counted as lost."`
 }
 
-// inflight maps a push's salt to when it was scheduled.
+// sendTimes are when a push was due on the schedule and when its POST
+// went out (later only if the load tool itself lagged).
+type sendTimes struct{ due, sent time.Time }
+
+// inflight maps a push's salt to its send times.
 type inflight struct {
 	mu      sync.Mutex
-	m       map[[16]byte]time.Time
+	m       map[[16]byte]sendTimes
 	from    time.Time // pushes scheduled before are warm-up: not recorded
 	lat     []time.Duration
 	unknown int64 // notifications of no push in flight (duplicates, strays)
 }
 
-func (f *inflight) put(salt [16]byte, at time.Time) {
+func (f *inflight) put(salt [16]byte, at sendTimes) {
 	f.mu.Lock()
 	f.m[salt] = at
 	f.mu.Unlock()
@@ -48,8 +52,8 @@ func (f *inflight) seen(salt [16]byte) {
 		return
 	}
 	delete(f.m, salt)
-	if !at.Before(f.from) {
-		f.lat = append(f.lat, now.Sub(at))
+	if !at.due.Before(f.from) {
+		f.lat = append(f.lat, now.Sub(at.sent))
 	}
 }
 
@@ -57,7 +61,7 @@ func (f *inflight) pending(since time.Time) (n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, at := range f.m {
-		if !at.Before(since) {
+		if !at.due.Before(since) {
 			n++
 		}
 	}
@@ -84,7 +88,7 @@ func (cmd *rateCmd) Run(ctx context.Context) error {
 
 	start := time.Now().Add(100 * time.Millisecond)
 	from, end := start.Add(cmd.Warmup), start.Add(cmd.Warmup+cmd.Duration)
-	fl := &inflight{m: map[[16]byte]time.Time{}, from: from}
+	fl := &inflight{m: map[[16]byte]sendTimes{}, from: from}
 	var readers sync.WaitGroup
 	for _, a := range agents {
 		readers.Add(1)
@@ -139,8 +143,11 @@ schedule:
 				statuses.add(0)
 				return
 			}
-			fl.put(pr.salt, at)
-			if lag := time.Since(at); lag > 0 {
+			// Recorded before the POST: the notification may be read
+			// before the 201.
+			sent := time.Now()
+			fl.put(pr.salt, sendTimes{due: at, sent: sent})
+			if lag := sent.Sub(at); lag > 0 {
 				for old := maxLag.Load(); lag > time.Duration(old) && !maxLag.CompareAndSwap(old, int64(lag)); old = maxLag.Load() {
 				}
 				if lag > time.Millisecond {
@@ -211,7 +218,7 @@ schedule:
 	}
 	fmt.Printf("rate %.0f/s for %s to %d connected user agents: %d sent, %d accepted (%s), %d delivered, %d lost\n",
 		cmd.Rate, window.Round(time.Millisecond), len(agents), sent.Load(), accepted, statusCounts(st), len(lat), lost)
-	fmt.Printf("push → socket latency (from the scheduled send): p50 %s ms, p95 %s ms, p99 %s ms, max %s ms\n",
+	fmt.Printf("push → socket latency (POST sent → notification read): p50 %s ms, p95 %s ms, p99 %s ms, max %s ms\n",
 		ms(q[0]), ms(q[1]), ms(q[2]), ms(q[3]))
 	if cpuRead && cmd.PID != 0 && accepted > 0 {
 		fmt.Printf("server CPU %.2f s (%.1f%% of a core), %s ms per accepted push\n",
