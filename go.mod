@@ -3,6 +3,7 @@ module github.com/pushlog/pushlog
 go 1.26.8
 
 require (
+	filippo.io/nistec v0.0.4
 	github.com/ClickHouse/clickhouse-go/v2 v2.51.0
 	github.com/SherClockHolmes/webpush-go v1.4.0
 	github.com/alecthomas/kong v1.17.0

@@ -162,7 +162,7 @@ func newVAPIDVerifier(origins []string, now func() time.Time, maxBytes int64, ma
 	return &vapidVerifier{
 		origins:  origins,
 		now:      now,
-		keys:     newVAPIDKeys(vapidKeyCacheBytes),
+		keys:     newVAPIDKeys(vapidKeyCacheBytes, vapidTableBytes),
 		maxBytes: maxBytes,
 		maxSub:   maxSub,
 		cache:    make(map[vapidCacheKey]*vapidEntry),
@@ -317,8 +317,8 @@ func jsonString(raw json.RawMessage) (string, bool) {
 }
 
 // verifySlow checks a token not in the cache: its form, then its
-// signature (ES256 over header.claims, ecdsa.VerifyASN1 with the parsed
-// key from the key cache), then its claims.
+// signature (ES256 over header.claims with the key cache's parsed key),
+// then its claims.
 func (v *vapidVerifier) verifySlow(token string, raw [keyLen]byte, now time.Time) (vapidResult, *apiError) {
 	v.slowVerifies.Add(1)
 	key, err := v.keys.get(raw)
@@ -333,7 +333,7 @@ func (v *vapidVerifier) verifySlow(token string, raw [keyLen]byte, now time.Time
 	if err := json.Unmarshal(j.claims, &claims); err != nil {
 		return vapidResult{}, jwtError(errJWTMalformed)
 	}
-	if !verifyES256(key.pub, j.signingInput, &j.sig) {
+	if !v.keys.verify(key, j.signingInput, &j.sig) {
 		return vapidResult{}, jwtError(errJWTSignature)
 	}
 	res, aerr := v.checkClaims(claims, now)

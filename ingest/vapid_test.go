@@ -1,12 +1,22 @@
 package ingest
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
+	"math/big"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
+	"filippo.io/nistec"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -223,6 +233,361 @@ func TestNormalizeOrigin(t *testing.T) {
 		got, ok := normalizeOrigin(tc.in)
 		if ok != (tc.want != "") || got != tc.want {
 			t.Errorf("%q: %q %v, want %q", tc.in, got, ok, tc.want)
+		}
+	}
+}
+
+// TestP256TableMult: the table's k·Q equals nistec's constant-time
+// ScalarMult for random and edge scalars (k ≥ n included: Q has order n).
+func TestP256TableMult(t *testing.T) {
+	tv := newTestVAPID(t)
+	tab, err := newP256Table(tv.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := nistec.NewP256Point().SetBytes(tv.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scalars := [][32]byte{{}, {31: 1}, {31: 32}, {31: 33}, {31: 63}, {31: 64}, {0: 0x80}}
+	var ones, nMinus1, n [32]byte
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	new(big.Int).Sub(p256Order, big.NewInt(1)).FillBytes(nMinus1[:])
+	p256Order.FillBytes(n[:])
+	scalars = append(scalars, ones, nMinus1, n)
+	for range 200 {
+		var k [32]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			t.Fatal(err)
+		}
+		scalars = append(scalars, k)
+	}
+	for _, k := range scalars {
+		want, err := nistec.NewP256Point().ScalarMult(q, k[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tab.mult(&k); got.Equal(want) != 1 {
+			t.Errorf("k=%x: table product differs from ScalarMult", k)
+		}
+	}
+}
+
+// TestP256TableVerify: the table's check agrees with crypto/ecdsa on valid
+// signatures (both s and n-s), flipped bits, out-of-range r and s, another
+// message and another key.
+func TestP256TableVerify(t *testing.T) {
+	tv := newTestVAPID(t)
+	tab, err := newP256Table(tv.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newTestVAPID(t)
+	sign := func(priv *ecdsa.PrivateKey, msg string) [64]byte {
+		d := sha256.Sum256([]byte(msg))
+		r, s, err := ecdsa.Sign(rand.Reader, priv, d[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sig [64]byte
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		return sig
+	}
+	withS := func(sig [64]byte, s *big.Int) [64]byte {
+		s.FillBytes(sig[32:])
+		return sig
+	}
+	withR := func(sig [64]byte, r *big.Int) [64]byte {
+		r.FillBytes(sig[:32])
+		return sig
+	}
+	n := p256Order
+	for i := range 50 {
+		msg := "header.claims-" + strings.Repeat("x", i)
+		sig := sign(tv.priv, msg)
+		s := new(big.Int).SetBytes(sig[32:])
+		flipped := sig
+		flipped[i%64] ^= 1 << (i % 8)
+		cases := []struct {
+			name string
+			msg  string
+			sig  [64]byte
+		}{
+			{"valid", msg, sig},
+			{"valid with n-s", msg, withS(sig, new(big.Int).Sub(n, s))},
+			{"flipped bit", msg, flipped},
+			{"other message", msg + ".", sig},
+			{"other key's signature", msg, sign(other.priv, msg)},
+			{"r = 0", msg, withR(sig, new(big.Int))},
+			{"s = 0", msg, withS(sig, new(big.Int))},
+			{"r = n", msg, withR(sig, n)},
+			{"s = n", msg, withS(sig, n)},
+			{"s + n", msg, withS(sig, new(big.Int).Add(s, n).Mod(new(big.Int).Add(s, n), new(big.Int).Lsh(big.NewInt(1), 256)))},
+			{"zero signature", msg, [64]byte{}},
+		}
+		for _, tc := range cases {
+			want := verifyES256(&tv.priv.PublicKey, tc.msg, &tc.sig)
+			if got := tab.verify(tc.msg, &tc.sig); got != want {
+				t.Fatalf("%d %s: table %v, crypto/ecdsa %v", i, tc.name, got, want)
+			}
+			if tc.name == "valid" && !want {
+				t.Fatalf("%d: valid signature refused", i)
+			}
+		}
+	}
+}
+
+// FuzzP256Table: for any signature over any input, the table's check and
+// crypto/ecdsa's agree (seeded with valid signatures, which the fuzzer
+// mutates).
+func FuzzP256Table(f *testing.F) {
+	tv := newTestVAPID(f)
+	tab, err := newP256Table(tv.raw)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, msg := range []string{"a.b", "eyJhbGciOiJFUzI1NiJ9.e30", ""} {
+		d := sha256.Sum256([]byte(msg))
+		r, s, err := ecdsa.Sign(rand.Reader, tv.priv, d[:])
+		if err != nil {
+			f.Fatal(err)
+		}
+		sig := make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		f.Add(msg, sig)
+	}
+	f.Fuzz(func(t *testing.T, msg string, raw []byte) {
+		var sig [64]byte
+		copy(sig[:], raw)
+		if got, want := tab.verify(msg, &sig), verifyES256(&tv.priv.PublicKey, msg, &sig); got != want {
+			t.Fatalf("table %v, crypto/ecdsa %v", got, want)
+		}
+	})
+}
+
+// TestVAPIDKeyTable: a key gets its table after vapidTableAfter valid
+// signatures; tokens then still verify through it, forged ones do not,
+// and the table's bytes are accounted.
+func TestVAPIDKeyTable(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tv := newTestVAPID(t)
+	key, _ := decodeKey(tv.k)
+	v := newVAPIDVerifier([]string{testPublicURL}, func() time.Time { return now }, 0, 0)
+	token := func(i int) string {
+		return tv.jwt(t, jwt.MapClaims{"aud": testPublicURL, "exp": now.Add(time.Hour).Unix(), "jti": i})
+	}
+	for i := range vapidTableAfter + 10 {
+		if _, aerr := v.verify(token(i), key); aerr != nil {
+			t.Fatalf("token %d: %v", i, aerr)
+		}
+		if has := v.keys.tableCount() == 1; has != (i+1 >= vapidTableAfter) {
+			t.Fatalf("after %d tokens: %d tables", i+1, v.keys.tableCount())
+		}
+	}
+	if v.keys.tableBytes() != p256TableBytes {
+		t.Errorf("table bytes %d, want %d", v.keys.tableBytes(), p256TableBytes)
+	}
+	forged := token(-1)
+	if _, aerr := v.verify(flip(forged, len(forged)-5), key); aerr == nil {
+		t.Fatal("flipped signature accepted through the table")
+	}
+	if _, aerr := v.verify(flip(forged, 60), key); aerr == nil {
+		t.Fatal("flipped claims accepted through the table")
+	}
+	if _, aerr := v.verify(forged, key); aerr != nil {
+		t.Fatal(aerr)
+	}
+	if n := int(unsafe.Sizeof(p256Table{})); n > p256TableBytes {
+		t.Errorf("a table is %d bytes, accounted %d", n, p256TableBytes)
+	}
+}
+
+// TestVAPIDKeyTableBound: tables stay within their budget, the least
+// recently used goes, and its key earns one again from scratch.
+func TestVAPIDKeyTableBound(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	k := newVAPIDKeys(vapidKeyCacheBytes, 2*p256TableBytes)
+	keys := make([]*vapidKey, 3)
+	for i := range keys {
+		tv := newTestVAPID(t)
+		raw, _ := decodeKey(tv.k)
+		key, err := k.get(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = key
+		for j := range vapidTableAfter {
+			tok := tv.jwt(t, jwt.MapClaims{"aud": testPublicURL, "exp": now.Unix(), "jti": j})
+			jt, err := parseVAPIDJWT(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !k.verify(key, jt.signingInput, &jt.sig) {
+				t.Fatal("valid signature refused")
+			}
+		}
+	}
+	if k.tableCount() != 2 || k.tableEvictions.Load() != 1 {
+		t.Fatalf("%d tables, %d evictions; want 2, 1", k.tableCount(), k.tableEvictions.Load())
+	}
+	if keys[0].table.Load() != nil || keys[0].valid.Load() != 0 || keys[0].building.Load() {
+		t.Error("the evicted key kept its table or its count")
+	}
+	if keys[2].table.Load() == nil {
+		t.Error("the last key has no table")
+	}
+}
+
+// TestVAPIDKeyEntryBytes: the accounted size of a cached key covers its
+// heap, measured over many keys (the least of three rounds: other tests'
+// goroutines winding down can only add to one round's figure).
+func TestVAPIDKeyEntryBytes(t *testing.T) {
+	const n = 2000
+	raws := make([][keyLen]byte, n)
+	for i := range raws {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := priv.PublicKey.Bytes()
+		copy(raws[i][:], b)
+	}
+	least := int64(1 << 30)
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		k := newVAPIDKeys(n*vapidKeyEntryBytes, p256TableBytes)
+		for _, raw := range raws {
+			if _, err := k.get(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if k.entries() != n {
+			t.Fatalf("%d keys cached, want %d", k.entries(), n)
+		}
+		least = min(least, (int64(after.HeapAlloc)-int64(before.HeapAlloc))/n)
+		runtime.KeepAlive(k)
+	}
+	t.Logf("%d bytes of heap per cached key", least)
+	if least > vapidKeyEntryBytes {
+		t.Errorf("a cached key holds %d bytes of heap, accounted %d", least, vapidKeyEntryBytes)
+	}
+}
+
+// TestVAPIDConcurrentOnce: requests arriving together with one new token
+// cost one signature check (BenchmarkIngestEmbedded counted 2 when its
+// first requests raced).
+func TestVAPIDConcurrentOnce(t *testing.T) {
+	tv := newTestVAPID(t)
+	key, _ := decodeKey(tv.k)
+	tok := tv.jwt(t, jwt.MapClaims{"aud": testPublicURL, "exp": time.Now().Add(time.Hour).Unix()})
+	v := newVAPIDVerifier([]string{testPublicURL}, time.Now, 0, 0)
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			if _, aerr := v.verify(tok, key); aerr != nil {
+				t.Error(aerr)
+			}
+		})
+	}
+	wg.Wait()
+	if n := v.slowVerifies.Load(); n != 1 {
+		t.Errorf("%d signature checks for one token sent 64 times at once, want 1", n)
+	}
+	// A bad token is refused to every waiter, and not cached.
+	bad := flip(tok, len(tok)-3)
+	for range 8 {
+		wg.Go(func() {
+			if _, aerr := v.verify(bad, key); aerr == nil {
+				t.Error("forged token accepted")
+			}
+		})
+	}
+	wg.Wait()
+	if v.cacheLen() != 1 {
+		t.Errorf("%d cached tokens, want 1", v.cacheLen())
+	}
+}
+
+// TestParseVAPIDJWT: the JWS forms accepted and refused, with their 401
+// reason (PROTOCOL.md §2: ES256 only).
+func TestParseVAPIDJWT(t *testing.T) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	parts := strings.Split(rfcJWT, ".")
+	claims, sig := parts[1], parts[2]
+	pad := func(s string) string { return s + strings.Repeat("=", (4-len(s)%4)%4) }
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  error
+	}{
+		{"RFC 8292 example", rfcJWT, nil},
+		{"alg then typ", b64([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + claims + "." + sig, nil},
+		{"alg only", b64([]byte(`{"alg":"ES256"}`)) + "." + claims + "." + sig, nil},
+		{"header with kid and spaces", b64([]byte(` { "kid" : "x", "alg" : "ES256" } `)) + "." + claims + "." + sig, nil},
+		{"padded segments", pad(parts[0]) + "." + pad(claims) + "." + pad(sig), nil},
+		{"two segments", parts[0] + "." + claims, errJWTMalformed},
+		{"four segments", rfcJWT + ".x", errJWTMalformed},
+		{"empty", "", errJWTMalformed},
+		{"header not base64", "*." + claims + "." + sig, errJWTMalformed},
+		{"header not an object", b64([]byte(`["ES256"]`)) + "." + claims + "." + sig, errJWTMalformed},
+		{"header null", b64([]byte(`null`)) + "." + claims + "." + sig, errJWTMalformed},
+		{"header of 2 KB", b64([]byte(`{"alg":"ES256","x":"`+strings.Repeat("a", 2048)+`"}`)) + "." + claims + "." + sig, errJWTMalformed},
+		{"alg HS256", b64([]byte(`{"alg":"HS256"}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"alg none", b64([]byte(`{"alg":"none"}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"alg not a string", b64([]byte(`{"alg":1}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"alg in other case", b64([]byte(`{"ALG":"ES256"}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"alg given twice, last HS256", b64([]byte(`{"alg":"ES256","alg":"HS256"}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"no alg", b64([]byte(`{"typ":"JWT"}`)) + "." + claims + "." + sig, errJWTAlg},
+		{"claims not base64", parts[0] + ".+++." + sig, errJWTMalformed},
+		{"claims badly padded", parts[0] + "." + claims + "===." + sig, errJWTMalformed},
+		{"signature not base64", parts[0] + "." + claims + ".+" + sig[1:], errJWTMalformed},
+		{"signature of 63 bytes", parts[0] + "." + claims + "." + b64(make([]byte, 63)), errJWTSignature},
+		{"signature DER", parts[0] + "." + claims + "." + b64(make([]byte, 70)), errJWTSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j, err := parseVAPIDJWT(tc.token)
+			if err != tc.want {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if err == nil && !strings.HasPrefix(tc.token, j.signingInput+".") {
+				t.Errorf("signing input %q", j.signingInput)
+			}
+		})
+	}
+	// Through the verifier: each reason is a 401 errno 109.
+	key, _ := decodeKey(rfcKey)
+	v := newVAPIDVerifier([]string{rfcAud}, rfcClock, 0, 0)
+	for _, tok := range []string{"a.b", b64([]byte(`{"alg":"HS256"}`)) + "." + claims + "." + sig, flip(rfcJWT, len(rfcJWT)-2)} {
+		if _, aerr := v.verify(tok, key); aerr == nil || aerr.status != http.StatusUnauthorized || aerr.errno != 109 {
+			t.Errorf("%q: %v, want 401 errno 109", tok, aerr)
+		}
+	}
+}
+
+// TestPutDERInt: minimal DER INTEGERs of 32-byte unsigned values.
+func TestPutDERInt(t *testing.T) {
+	for _, tc := range []struct {
+		in   [32]byte
+		want []byte
+	}{
+		{[32]byte{}, []byte{2, 1, 0}},
+		{[32]byte{31: 1}, []byte{2, 1, 1}},
+		{[32]byte{31: 0x80}, []byte{2, 2, 0, 0x80}},
+		{[32]byte{0: 0x80}, append([]byte{2, 33, 0, 0x80}, make([]byte, 31)...)},
+		{[32]byte{0: 0x7f}, append([]byte{2, 32, 0x7f}, make([]byte, 31)...)},
+	} {
+		var dst [35]byte
+		n := putDERInt(dst[:], tc.in[:])
+		if !bytes.Equal(dst[:n], tc.want) {
+			t.Errorf("%x: %x, want %x", tc.in, dst[:n], tc.want)
 		}
 	}
 }

@@ -1,0 +1,131 @@
+package ingest
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/big"
+
+	"filippo.io/nistec"
+)
+
+// A sender that signs every push signs them all with one key, so the
+// signature check u1·G + u2·Q (ECDSA, FIPS 186-5 §6.4.2) can treat Q as a
+// fixed base, as crypto/ecdsa treats G: once a key has sent enough fresh
+// tokens, a table of its multiples makes u2·Q about 43 point additions
+// instead of crypto/ecdsa's 256 doublings and 64 additions. Everything
+// here is public (key, digest, signature), so the table walk may branch on
+// the scalar's digits: no secret is ever multiplied. The group arithmetic
+// is filippo.io/nistec (the standard library's P-256 code, exported).
+
+const (
+	// p256Window is the table's radix, 2^6: signed digits in [-31, 32].
+	p256Window = 6
+	// p256Windows covers a 256-bit scalar (43 × 6 = 258 bits; the top
+	// digit is at most 2^4, so no carry leaves it).
+	p256Windows = (256 + p256Window - 1) / p256Window
+	// p256Half is how many multiples each window keeps: 1..32.
+	p256Half = 1 << (p256Window - 1)
+	// p256TableBytes is one table's heap: 43 × 32 points of 96 bytes.
+	p256TableBytes = p256Windows * p256Half * 96
+)
+
+// p256Order is n, the order of P-256's base point.
+var p256Order, _ = new(big.Int).SetString("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551", 16)
+
+// p256Table holds j·2^(6i)·Q for i < p256Windows, j in 1..p256Half.
+type p256Table struct {
+	points [p256Windows * p256Half]nistec.P256Point
+}
+
+// newP256Table builds the table of raw (an uncompressed point), about
+// eight signature checks' worth of work.
+func newP256Table(raw []byte) (*p256Table, error) {
+	base, err := nistec.NewP256Point().SetBytes(raw)
+	if err != nil {
+		return nil, err
+	}
+	t := new(p256Table)
+	for i := range p256Windows {
+		row := t.points[i*p256Half : (i+1)*p256Half]
+		row[0].Set(base)
+		for j := 1; j < p256Half; j++ {
+			row[j].Add(&row[j-1], base)
+		}
+		// The next window's base is 2^6 times this one's.
+		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
+		base.Double(base)               // 64·base
+	}
+	return t, nil
+}
+
+// mult returns k·Q for a 32-byte big-endian k, walking k's signed digits.
+func (t *p256Table) mult(k *[32]byte) *nistec.P256Point {
+	var limbs [4]uint64 // little-endian 64-bit limbs of k
+	for i := range limbs {
+		limbs[i] = binary.BigEndian.Uint64(k[32-8*(i+1):])
+	}
+	acc := nistec.NewP256Point()
+	var neg nistec.P256Point
+	carry := uint64(0)
+	for i := range p256Windows {
+		d := int64(bitsAt(&limbs, i*p256Window, p256Window) + carry)
+		carry = 0
+		switch {
+		case d > p256Half:
+			// The digit is d - 2^6, in [-31, 0], and 2^6 carries up.
+			carry = 1
+			if d -= 1 << p256Window; d != 0 {
+				acc.Add(acc, neg.Negate(&t.points[i*p256Half+int(-d)-1]))
+			}
+		case d != 0:
+			acc.Add(acc, &t.points[i*p256Half+int(d)-1])
+		}
+	}
+	return acc
+}
+
+// bitsAt returns the n (≤ 64) bits of limbs starting at bit off; bits past
+// 256 are zero.
+func bitsAt(limbs *[4]uint64, off, n int) uint64 {
+	w, b := off/64, off%64
+	if w >= len(limbs) {
+		return 0
+	}
+	v := limbs[w] >> b
+	if b+n > 64 && w+1 < len(limbs) {
+		v |= limbs[w+1] << (64 - b)
+	}
+	return v & (1<<n - 1)
+}
+
+// verify checks the ES256 signature sig (r||s) over signingInput with
+// the table's key: r and s in [1, n-1], w = s⁻¹, u1 = e·w, u2 = r·w,
+// R = u1·G + u2·Q not infinity, and x(R) mod n = r.
+func (t *p256Table) verify(signingInput string, sig *[64]byte) bool {
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:])
+	if r.Sign() == 0 || s.Sign() == 0 || r.Cmp(p256Order) >= 0 || s.Cmp(p256Order) >= 0 {
+		return false
+	}
+	digest := sha256.Sum256([]byte(signingInput))
+	e := new(big.Int).SetBytes(digest[:]) // 256 bits, n's length: no truncation
+	w := new(big.Int).ModInverse(s, p256Order)
+	u1 := e.Mul(e, w)
+	u1.Mod(u1, p256Order)
+	u2 := w.Mul(r, w)
+	u2.Mod(u2, p256Order)
+	var k1, k2 [32]byte
+	u1.FillBytes(k1[:])
+	u2.FillBytes(k2[:])
+	p, err := nistec.NewP256Point().ScalarBaseMult(k1[:])
+	if err != nil {
+		return false
+	}
+	p.Add(p, t.mult(&k2))
+	xb, err := p.BytesX() // fails for the point at infinity
+	if err != nil {
+		return false
+	}
+	x := new(big.Int).SetBytes(xb)
+	return x.Mod(x, p256Order).Cmp(r) == 0
+}
