@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,8 +104,9 @@ func (cmd *rateCmd) Run(ctx context.Context) error {
 		inFlight            atomic.Int64
 	)
 	cpu := cpuMeter{pid: cmd.PID}
+	self := cpuMeter{pid: os.Getpid()} // the load tool's own CPU: was it the bottleneck?
 	cpuRead := false
-	var cpuUsed time.Duration
+	var cpuUsed, selfUsed time.Duration
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 schedule:
@@ -115,6 +117,9 @@ schedule:
 		}
 		if !cpuRead && !at.Before(from) {
 			if err := cpu.begin(); err != nil {
+				return err
+			}
+			if err := self.begin(); err != nil {
 				return err
 			}
 			cpuRead = true
@@ -145,9 +150,9 @@ schedule:
 			}
 			// Recorded before the POST: the notification may be read
 			// before the 201.
-			sent := time.Now()
-			fl.put(pr.salt, sendTimes{due: at, sent: sent})
-			if lag := sent.Sub(at); lag > 0 {
+			postAt := time.Now()
+			fl.put(pr.salt, sendTimes{due: at, sent: postAt})
+			if lag := postAt.Sub(at); lag > 0 {
 				for old := maxLag.Load(); lag > time.Duration(old) && !maxLag.CompareAndSwap(old, int64(lag)); old = maxLag.Load() {
 				}
 				if lag > time.Millisecond {
@@ -170,6 +175,7 @@ schedule:
 	var cpuErr error
 	if cpuRead {
 		cpuUsed, cpuErr = cpu.used()
+		selfUsed, _ = self.used()
 	}
 	window := max(time.Since(from), 0)
 	// Notifications still on their way get the drain period.
@@ -209,6 +215,9 @@ schedule:
 	r.add("max_ms", q[3])
 	r.add("send_lag_max_ms", time.Duration(maxLag.Load()))
 	r.add("late_sends", lagN.Load())
+	if window > 0 {
+		r.add("client_cpu_pct", 100*selfUsed.Seconds()/window.Seconds())
+	}
 	if cpuRead && cmd.PID != 0 {
 		r.add("server_cpu_s", cpuUsed.Seconds())
 		r.add("server_cpu_pct", 100*cpuUsed.Seconds()/window.Seconds())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,8 @@ type window struct {
 	on        atomic.Bool
 	statuses  statusCounter
 	delivered atomic.Int64
+	self      cpuMeter      // the load tool's own CPU: was it the bottleneck?
+	selfUsed  time.Duration // in the window
 }
 
 func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bool) error {
@@ -73,7 +76,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 			return err
 		}
 	}
-	w := &window{}
+	w := &window{self: cpuMeter{pid: os.Getpid()}}
 	var readers sync.WaitGroup
 	if connected {
 		for _, a := range agents {
@@ -137,6 +140,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 		r.add("delivered", w.delivered.Load())
 		r.add("delivered_per_s", float64(w.delivered.Load())/secs)
 	}
+	r.add("client_cpu_pct", 100*w.selfUsed.Seconds()/secs)
 	if cmd.PID != 0 {
 		r.add("server_cpu_s", cpuUsed.Seconds())
 		r.add("server_cpu_pct", 100*cpuUsed.Seconds()/secs)
@@ -168,11 +172,15 @@ func (cmd *throughput) measure(ctx context.Context, w *window) (time.Duration, t
 	if err := cpu.begin(); err != nil {
 		return 0, 0, err
 	}
+	if err := w.self.begin(); err != nil {
+		return 0, 0, err
+	}
 	w.on.Store(true)
 	t0 := time.Now()
 	_ = sleepCtx(ctx, cmd.Duration) // SIGINT ends the window early; what was measured is reported
 	w.on.Store(false)
 	measured := time.Since(t0)
 	used, err := cpu.used()
+	w.selfUsed, _ = w.self.used()
 	return measured, used, err
 }
