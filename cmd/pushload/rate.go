@@ -69,20 +69,22 @@ func (f *inflight) pending(since time.Time) (n int) {
 	return n
 }
 
-func (cmd *rateCmd) Run(ctx context.Context) error {
+func (cmd *rateCmd) Run(ctx context.Context) error { return printed(cmd.run(ctx)) }
+
+func (cmd *rateCmd) run(ctx context.Context) (*report, error) {
 	if err := cmd.check(); err != nil {
-		return err
+		return nil, err
 	}
 	if cmd.Rate <= 0 || cmd.MaxInflight <= 0 {
-		return errors.New("--rate and --max-inflight must be positive")
+		return nil, errors.New("--rate and --max-inflight must be positive")
 	}
 	p, err := newPusher(&cmd.target, min(cmd.MaxInflight, 2048), false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	agents, err := cmd.subscribe(ctx, cmd.Agents, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeAgents(agents)
 	fmt.Printf("subscribed %d connected user agents\n", len(agents))
@@ -117,10 +119,10 @@ schedule:
 		}
 		if !cpuRead && !at.Before(from) {
 			if err := cpu.begin(); err != nil {
-				return err
+				return nil, err
 			}
 			if err := self.begin(); err != nil {
-				return err
+				return nil, err
 			}
 			cpuRead = true
 		}
@@ -187,7 +189,7 @@ schedule:
 	closeAgents(agents)
 	waitTimeout(&readers, 5*time.Second)
 	if cpuErr != nil {
-		return cpuErr
+		return nil, cpuErr
 	}
 
 	fl.mu.Lock()
@@ -233,6 +235,5 @@ schedule:
 		fmt.Printf("server CPU %.2f s (%.1f%% of a core), %s ms per accepted push\n",
 			cpuUsed.Seconds(), 100*cpuUsed.Seconds()/window.Seconds(), ms(cpuUsed/time.Duration(accepted)))
 	}
-	fmt.Println(r)
-	return nil
+	return r, nil
 }

@@ -77,3 +77,13 @@ func statusCounts(m map[int]int64) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// get returns the value of key ("" if absent).
+func (r *report) get(key string) string {
+	for _, kv := range r.kv {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
+}

@@ -30,14 +30,25 @@ type freshJWTCmd struct {
 	Connected  bool `help:"Push to connected user agents (default: disconnected ones, as offline does)."`
 }
 
-func (cmd *offlineCmd) Run(ctx context.Context) error { return cmd.run(ctx, "offline", false, false) }
+func (cmd *offlineCmd) Run(ctx context.Context) error {
+	return printed(cmd.run(ctx, "offline", false, false))
+}
 
 func (cmd *connectedCmd) Run(ctx context.Context) error {
-	return cmd.run(ctx, "connected", true, false)
+	return printed(cmd.run(ctx, "connected", true, false))
 }
 
 func (cmd *freshJWTCmd) Run(ctx context.Context) error {
-	return cmd.run(ctx, "fresh-jwt", cmd.Connected, true)
+	return printed(cmd.run(ctx, "fresh-jwt", cmd.Connected, true))
+}
+
+// printed prints a mode's RESULT line.
+func printed(r *report, err error) error {
+	if err != nil {
+		return err
+	}
+	fmt.Println(r)
+	return nil
 }
 
 // window counts what happens between begin and end of the measured window.
@@ -49,20 +60,20 @@ type window struct {
 	selfUsed  time.Duration // in the window
 }
 
-func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bool) error {
+func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bool) (*report, error) {
 	if err := cmd.check(); err != nil {
-		return err
+		return nil, err
 	}
 	if cmd.Concurrency <= 0 {
-		return errors.New("--concurrency must be positive")
+		return nil, errors.New("--concurrency must be positive")
 	}
 	p, err := newPusher(&cmd.target, cmd.Concurrency, fresh)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	agents, err := cmd.subscribe(ctx, cmd.Agents, connected)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeAgents(agents)
 	state := "disconnected"
@@ -73,7 +84,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 	if !connected {
 		// Let the server see the disconnects, so the pushes are stored.
 		if err := sleepCtx(ctx, time.Second); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	w := &window{self: cpuMeter{pid: os.Getpid()}}
@@ -122,7 +133,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 	closeAgents(agents)
 	waitTimeout(&readers, 5*time.Second)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	st := w.statuses.snapshot()
@@ -158,8 +169,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 		fmt.Printf("server CPU %.2f s (%.0f%% of a core), %s ms per accepted push\n",
 			cpuUsed.Seconds(), 100*cpuUsed.Seconds()/secs, ms(cpuUsed/time.Duration(accepted)))
 	}
-	fmt.Println(r)
-	return nil
+	return r, nil
 }
 
 // measure waits out the warm-up, then counts for Duration (less if ctx
