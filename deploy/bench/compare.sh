@@ -24,6 +24,8 @@
 #
 # Options:
 #   -o COMMIT     older commit (default 86c8888)
+#   -O BINARY     use this pushlog binary as "old" instead of building COMMIT
+#   -N BINARY     use this pushlog binary as "new" instead of building the working tree
 #   -s LIST       scenarios, comma-separated (default: all):
 #                   rate100    100 pushes/s to connected agents: CPU per push, p50/p99
 #                   rate5000   5,000 pushes/s: p99, CPU per push
@@ -59,11 +61,15 @@ idle_hold=30s
 senders=32
 pin=1
 keep=""
+old_bin=""
+new_bin=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-while getopts "o:s:r:d:w:n:i:c:Pkh" opt; do
+while getopts "o:O:N:s:r:d:w:n:i:c:Pkh" opt; do
 	case "$opt" in
 	o) old_commit="$OPTARG" ;;
+	O) old_bin="$(realpath "$OPTARG")" ;;
+	N) new_bin="$(realpath "$OPTARG")" ;;
 	s) scenarios="$OPTARG" ;;
 	r) rounds="$OPTARG" ;;
 	d) duration="$OPTARG" ;;
@@ -108,16 +114,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-old_sha="$(git rev-parse --verify "$old_commit^{commit}")"
-old_tree="$cache/old-${old_sha:0:12}"
-echo "old: $old_commit ($old_sha)   new: working tree of $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes')"
-if [[ ! -e "$old_tree/go.mod" ]]; then
-	git worktree prune
-	git worktree add --detach "$old_tree" "$old_sha" >/dev/null
+mkdir -p "$work/old" "$work/new"
+if [[ -n "$old_bin" ]]; then
+	old_commit="$old_bin"
+	ln -s "$old_bin" "$work/old/pushlog"
+else
+	old_sha="$(git rev-parse --verify "$old_commit^{commit}")"
+	old_tree="$cache/old-${old_sha:0:12}"
+	if [[ ! -e "$old_tree/go.mod" ]]; then
+		# -f: a worktree of an earlier run whose directory was deleted is
+		# still registered.
+		git worktree add -f --detach "$old_tree" "$old_sha" >/dev/null
+	fi
+	echo "building old pushlog ($old_commit = ${old_sha:0:12})..."
+	(cd "$old_tree" && go build -o "$work/old/pushlog" ./cmd/pushlog)
 fi
-echo "building old pushlog, new pushlog and pushload..."
-(cd "$old_tree" && go build -o "$work/old/pushlog" ./cmd/pushlog)
-go build -o "$work/new/pushlog" ./cmd/pushlog
+if [[ -n "$new_bin" ]]; then
+	ln -s "$new_bin" "$work/new/pushlog"
+else
+	echo "building new pushlog (working tree of $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ', with uncommitted changes'))..."
+	go build -o "$work/new/pushlog" ./cmd/pushlog
+fi
+echo "building pushload (working tree)..."
 go build -o "$work/pushload" ./cmd/pushload
 
 # free_port prints a loopback port that was free a moment ago, never one
@@ -269,7 +287,7 @@ function sorted(s, a,    m, i, j, t) {
 function median(a, m) { return m % 2 ? a[(m+1)/2] : (a[m/2] + a[m/2+1]) / 2 }
 function span(a, m) { return m == 0 ? "-" : (a[1] == a[m] ? a[1] : a[1] "–" a[m]) }
 END {
-	printf "| scenario | figure | old (%s) | new | new/old |\n|---|---|---|---|---|\n", oldname
+	printf "| scenario | figure | old (%s) | new (%s) | new/old |\n|---|---|---|---|---|\n", oldname, newname
 	for (w = 1; w <= n; w++) {
 		k = want[w]
 		if (!((k, "old") in vals) && !((k, "new") in vals)) continue
@@ -279,5 +297,5 @@ END {
 		split(k, parts, ":")
 		printf "| %s | %s | %s | %s | %s |\n", parts[1], parts[2], span(o, mo), span(nw, mn), ratio
 	}
-}' oldname="$old_commit" "$results"
+}' oldname="$old_commit" newname="${new_bin:-working tree}" "$results"
 exit "$failed"
