@@ -57,10 +57,13 @@ func (p *Projector) collectors() []prometheus.Collector {
 // pushlog_projector_delay_seconds: unlike a lag in records it reads in
 // seconds, does not grow while nothing is produced, and grows while a
 // batch cannot be stored (ClickHouse down: the projector holds the batch).
-// Written under the projector's lock, read at scrape time.
+// The sealed batch being stored (the flight) counts as unstored too.
+// Written under the projector's lock (the flight's outcome by the
+// goroutine storing it), read at scrape time.
 type eventDelay struct {
-	oldest, newest atomic.Int64 // record times (Unix ms) of the unstored batch; 0 none
-	stored         atomic.Int64 // newest record time stored (Unix ms); 0 none
+	oldest, newest             atomic.Int64 // record times (Unix ms) of the unstored batch; 0 none
+	flightOldest, flightNewest atomic.Int64 // the same of the flight; 0 none
+	stored                     atomic.Int64 // newest record time stored (Unix ms); 0 none
 }
 
 // added notes a record of the batch in progress.
@@ -78,20 +81,49 @@ func (d *eventDelay) added(ms int64) {
 
 // flushed: the batch is stored.
 func (d *eventDelay) flushed() {
-	if n := d.newest.Load(); n > d.stored.Load() {
+	d.storedUpTo(d.newest.Load())
+	d.oldest.Store(0)
+	d.newest.Store(0)
+}
+
+// sealed: the batch became the flight (there was none).
+func (d *eventDelay) sealed() {
+	d.flightOldest.Store(d.oldest.Swap(0))
+	d.flightNewest.Store(d.newest.Swap(0))
+}
+
+// flightStored: the flight is stored.
+func (d *eventDelay) flightStored() {
+	d.storedUpTo(d.flightNewest.Load())
+	d.flightOldest.Store(0)
+	d.flightNewest.Store(0)
+}
+
+// flightFailed: the flight's rows went back to the batch.
+func (d *eventDelay) flightFailed() {
+	d.added(d.flightOldest.Swap(0))
+	d.added(d.flightNewest.Swap(0))
+}
+
+func (d *eventDelay) storedUpTo(n int64) {
+	if n > d.stored.Load() {
 		d.stored.Store(n)
 	}
-	d.dropped()
 }
 
 // dropped: the batch was given up (a rewind reads it again).
 func (d *eventDelay) dropped() {
 	d.oldest.Store(0)
 	d.newest.Store(0)
+	d.flightOldest.Store(0)
+	d.flightNewest.Store(0)
 }
 
 func (d *eventDelay) delay(now time.Time) float64 {
 	o := d.oldest.Load()
+	if f := d.flightOldest.Load(); f != 0 && (o == 0 || f < o) {
+		o = f
+	}
 	if o == 0 {
 		return 0
 	}

@@ -33,6 +33,9 @@ import (
 //     records at or below it: those are rows of a batch that was cut short;
 //   - an insert whose outcome is unknown (the connection broke) is retried
 //     only for the rows ClickHouse does not have;
+//   - a batch is stored while the next one is collected (projector_flight.go),
+//     but only one at a time: a batch's progress is recorded after its own
+//     rows and after the previous batch's progress;
 //   - before reading what is stored, it waits until no insert of this
 //     database is still running on the server (WaitForInserts):
 //     an insert whose client gave up or died can still complete, and would
@@ -56,7 +59,9 @@ type Projector struct {
 	parts      map[topicPartition]*partitionState
 	inserts    map[insertKey]*insert
 	rows       int
+	bytes      int       // estimated memory of the batch's rows (Row.memSize)
 	firstDirty time.Time // when the oldest unwritten record was added; zero when none
+	flight     *flight   // the sealed batch being stored, if any
 
 	rebalanceWanted atomic.Bool
 	failing         atomic.Bool // the last ClickHouse operation failed
@@ -205,7 +210,12 @@ func (p *Projector) Run(ctx context.Context) error {
 			return fmt.Errorf("analytics projector: %w", err)
 		}
 	}
-	if err := p.member.Run(ctx); err != nil && ctx.Err() == nil {
+	err := p.member.Run(ctx)
+	// No insert of ours outlives Run.
+	p.mu.Lock()
+	_ = p.joinLocked()
+	p.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("analytics projector: %w", err)
 	}
 	return nil
@@ -268,11 +278,22 @@ func (p *Projector) pollWait() time.Duration {
 	return time.Until(p.firstDirty.Add(p.cfg.BatchInterval))
 }
 
-// process adds a poll's records to the batch and writes the batch when it
-// is full or due.
+// process adds a poll's records to the batch and starts storing the batch
+// when it is full or due. The previous batch may still be being stored
+// meanwhile (a flight); a full batch waits for it.
 func (p *Projector) process(ctx context.Context, cl *kgo.Client, fetches kgo.Fetches) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// While ClickHouse fails, wait for the flight instead of collecting
+	// more: Kafka keeps the records.
+	if p.flight != nil && p.failing.Load() {
+		if err := p.joinLocked(); err != nil {
+			return err
+		}
+	}
+	if err := p.reapLocked(); err != nil {
+		return err
+	}
 	// Note where each partition's records begin before any is processed:
 	// if the batch is given up halfway, the unprocessed ones must be read
 	// again too.
@@ -289,15 +310,15 @@ func (p *Projector) process(ctx context.Context, cl *kgo.Client, fetches kgo.Fet
 		if err = p.addLocked(ctx, rec); err != nil {
 			return
 		}
-		if p.rows >= p.cfg.BatchRows {
-			err = p.flushLocked(ctx, cl, retryUntilRebalance)
+		if p.rows >= p.cfg.BatchRows || p.bytes >= p.cfg.BatchBytes {
+			err = p.flushAsyncLocked(ctx, cl)
 		}
 	})
 	if err != nil {
 		return err
 	}
 	if !p.firstDirty.IsZero() && time.Since(p.firstDirty) >= p.cfg.BatchInterval {
-		return p.flushLocked(ctx, cl, retryUntilRebalance)
+		return p.flushAsyncLocked(ctx, cl)
 	}
 	return nil
 }
@@ -330,6 +351,7 @@ func (p *Projector) addLocked(ctx context.Context, rec *kgo.Record) error {
 			}
 			g.rows = append(g.rows, row)
 			p.rows++
+			p.bytes += row.memSize()
 		}
 	}
 	// Even a record without a row moves the progress on.
@@ -366,6 +388,9 @@ func (p *Projector) rowOf(ctx context.Context, rec *kgo.Record) (Row, bool) {
 		p.stats.skipped.Add(1) // a compaction tombstone: no event
 		return Row{}, false
 	}
+	if row, ok := acceptedRow(rec); ok {
+		return p.onItsTopic(rec, row, "message_accepted")
+	}
 	ev, err := schema.Decode(rec)
 	if err != nil {
 		p.stats.undecodable.Add(1)
@@ -382,11 +407,16 @@ func (p *Projector) rowOf(ctx context.Context, rec *kgo.Record) (Row, bool) {
 		p.stats.skipped.Add(1)
 		return Row{}, false
 	}
+	return p.onItsTopic(rec, row, schema.TypeName(ev))
+}
+
+// onItsTopic passes a row whose table is fed by the record's topic.
+func (p *Projector) onItsTopic(rec *kgo.Record, row Row, typeName string) (Row, bool) {
 	if t, _ := LookupTable(row.Table); p.realTopic(t.Topic) != rec.Topic {
 		// Resume positions are per topic: a row from another topic's
 		// table could be counted twice, so it is refused.
 		p.stats.skipped.Add(1)
-		p.log.Warn("skipping event on the wrong topic", "type", schema.TypeName(ev),
+		p.log.Warn("skipping event on the wrong topic", "type", typeName,
 			"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
 		return Row{}, false
 	}

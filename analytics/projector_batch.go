@@ -3,79 +3,38 @@ package analytics
 import (
 	"context"
 	"errors"
-	"sort"
 	"sync"
-	"time"
 
 	"github.com/pushlog/pushlog/schema/group"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// flushLocked stores the batch: every (table, day) group, then the
-// progress, then the consumer group commit. Each statement is retried as
-// mode says.
+// flushLocked stores the batch and waits until it is stored: first any
+// flight, then the batch itself. Each statement is retried as mode says.
 func (p *Projector) flushLocked(ctx context.Context, cl *kgo.Client, mode retryMode) error {
-	began, rows := time.Now(), p.rows
-	keys := make([]insertKey, 0, len(p.inserts))
-	for k := range p.inserts {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].table != keys[j].table {
-			return keys[i].table < keys[j].table
-		}
-		return keys[i].day < keys[j].day
-	})
-	if err := p.storeGroupsLocked(ctx, keys, mode); err != nil {
+	if err := p.joinLocked(); err != nil {
 		return err
 	}
-	progress := map[string]map[int32]int64{}
-	commit := map[string]map[int32]kgo.EpochOffset{}
-	for tp, st := range p.parts {
-		if !st.dirty {
-			continue
-		}
-		if progress[tp.topic] == nil {
-			progress[tp.topic] = map[int32]int64{}
-			commit[tp.topic] = map[int32]kgo.EpochOffset{}
-		}
-		progress[tp.topic][tp.partition] = st.last.Offset
-		commit[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: st.last.Epoch, Offset: st.last.Offset + 1}
+	p.startFlushLocked(ctx, cl, mode)
+	return p.joinLocked()
+}
+
+// flushAsyncLocked waits for the previous flight, then starts storing the
+// batch in the background: the poll loop goes on collecting the next one.
+func (p *Projector) flushAsyncLocked(ctx context.Context, cl *kgo.Client) error {
+	if err := p.joinLocked(); err != nil {
+		return err
 	}
-	if len(progress) > 0 {
-		err := p.retry(ctx, "save progress", mode, func(ctx context.Context) error {
-			return SaveProgress(ctx, p.conn, p.cfg.Database, progress)
-		})
-		if err != nil {
-			return err
-		}
-		for _, st := range p.parts {
-			if st.dirty {
-				st.progress = st.last.Offset
-				st.dirty = false
-				// Everything up to progress is stored: the partial-batch
-				// marks below it are no longer needed.
-				for k, off := range st.stored {
-					if off <= st.progress {
-						delete(st.stored, k)
-					}
-				}
-			}
-		}
-		p.stats.batches.Add(1)
-		p.commit(ctx, cl, commit)
-		p.log.Debug("batch stored", "rows", rows, "inserts", len(keys), "took", time.Since(began))
-	}
-	p.firstDirty = time.Time{}
-	p.delay.flushed()
+	p.startFlushLocked(ctx, cl, retryUntilRebalance)
 	return nil
 }
 
-// storeGroupsLocked inserts the groups side by side: a ClickHouse insert
+// storeGroups inserts a flight's groups side by side: a ClickHouse insert
 // costs mostly its fixed part-writing time, so overlapping them shortens a
 // batch. Each group is atomic on its own and the progress follows them all,
-// so the order does not matter.
-func (p *Projector) storeGroupsLocked(ctx context.Context, keys []insertKey, mode retryMode) error {
+// so the order does not matter. Stored groups leave f.inserts; the others
+// stay with what is still unstored.
+func (p *Projector) storeGroups(ctx context.Context, f *flight, keys []insertKey, mode retryMode) error {
 	type result struct {
 		g   insert // what is still unstored
 		err error
@@ -84,7 +43,7 @@ func (p *Projector) storeGroupsLocked(ctx context.Context, keys []insertKey, mod
 	sem := make(chan struct{}, parallelInserts)
 	var wg sync.WaitGroup
 	for i, k := range keys {
-		g := *p.inserts[k]
+		g := *f.inserts[k]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -97,13 +56,13 @@ func (p *Projector) storeGroupsLocked(ctx context.Context, keys []insertKey, mod
 	var errs []error
 	for i, k := range keys {
 		r := results[i]
-		p.rows -= len(p.inserts[k].rows) - len(r.g.rows)
+		f.rows -= len(f.inserts[k].rows) - len(r.g.rows)
 		if r.err != nil {
-			*p.inserts[k] = r.g
+			*f.inserts[k] = r.g
 			errs = append(errs, r.err)
 			continue
 		}
-		delete(p.inserts, k)
+		delete(f.inserts, k)
 	}
 	for _, err := range errs {
 		if errors.Is(err, errAbandon) {

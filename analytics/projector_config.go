@@ -19,7 +19,13 @@ const DefaultGroup = "pushlog-analytics"
 
 // Defaults of ProjectorConfig.
 const (
-	DefaultBatchRows     = 10000
+	// DefaultBatchRows and DefaultBatchBytes: ClickHouse writes a part
+	// per insert whatever its size, so large batches are what make
+	// projection fast; the byte bound keeps memory bounded when rows are
+	// large (at most two batches are held: one being stored, one being
+	// collected).
+	DefaultBatchRows     = 100_000
+	DefaultBatchBytes    = 32 << 20
 	DefaultBatchInterval = time.Second
 	DefaultRetryMax      = 5 * time.Second
 	DefaultOpTimeout     = 30 * time.Second
@@ -38,9 +44,12 @@ type ProjectorConfig struct {
 	Database string
 	// Group is the consumer group; empty means DefaultGroup.
 	Group string
-	// BatchRows and BatchInterval bound a batch: it is written when it has
-	// BatchRows rows or its first record is BatchInterval old.
+	// BatchRows, BatchBytes and BatchInterval bound a batch: it is written
+	// when it has BatchRows rows, holds BatchBytes of rows in memory (an
+	// estimate) or its first record is BatchInterval old. The next batch
+	// is collected while one is written.
 	BatchRows     int
+	BatchBytes    int
 	BatchInterval time.Duration
 	// RetryMax caps the back-off between ClickHouse retries (default 5 s).
 	RetryMax time.Duration
@@ -71,7 +80,7 @@ func (c ProjectorConfig) withDefaults() (ProjectorConfig, error) {
 	if c.Conn == nil && c.Addr == "" {
 		return c, errors.New("analytics projector: no ClickHouse connection or address")
 	}
-	if c.BatchRows < 0 || c.BatchInterval < 0 || c.RetryMax < 0 || c.OpTimeout < 0 {
+	if c.BatchRows < 0 || c.BatchBytes < 0 || c.BatchInterval < 0 || c.RetryMax < 0 || c.OpTimeout < 0 {
 		return c, errors.New("analytics projector: negative batch size, interval, back-off or timeout")
 	}
 	c.Database = cmp.Or(c.Database, DefaultDatabase)
@@ -83,6 +92,7 @@ func (c ProjectorConfig) withDefaults() (ProjectorConfig, error) {
 	}
 	c.Group = cmp.Or(c.Group, c.Names.Group("analytics"))
 	c.BatchRows = cmp.Or(c.BatchRows, DefaultBatchRows)
+	c.BatchBytes = cmp.Or(c.BatchBytes, DefaultBatchBytes)
 	c.BatchInterval = cmp.Or(c.BatchInterval, DefaultBatchInterval)
 	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
 	c.OpTimeout = cmp.Or(c.OpTimeout, DefaultOpTimeout)

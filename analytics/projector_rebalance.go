@@ -99,6 +99,7 @@ func (p *Projector) loadStates(ctx context.Context, topic string, parts []int32,
 func (p *Projector) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.settleFlightLocked()
 	// While ClickHouse is failing, do not hold up the rebalance trying:
 	// skip when the last operation failed, and never retry (failing is
 	// cleared by a progress load even while inserts still fail).
@@ -118,7 +119,23 @@ func (p *Projector) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[s
 func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.settleFlightLocked()
 	p.dropLocked(lost)
+}
+
+// settleFlightLocked waits for the flight before a rebalance moves
+// partitions: no insert of ours may still run for a partition another
+// member owns. A flight that is failing gives up (its rows go back to the
+// batch) rather than hold up the rebalance.
+func (p *Projector) settleFlightLocked() {
+	if p.flight == nil {
+		return
+	}
+	p.rebalanceWanted.Store(true)
+	if err := p.joinLocked(); err != nil {
+		p.log.Warn("the batch being stored failed before a rebalance", "err", err)
+	}
+	p.rebalanceWanted.Store(false)
 }
 
 func (p *Projector) anyDirtyLocked() bool {
@@ -146,6 +163,8 @@ func (p *Projector) dropLocked(parts map[string][]int32) {
 		for _, r := range rows {
 			if t, ok := LookupTable(r.Table); !ok || !gone[topicPartition{p.realTopic(t.Topic), r.Partition}] {
 				kept = append(kept, r)
+			} else {
+				p.bytes -= r.memSize()
 			}
 		}
 		p.rows -= len(rows) - len(kept)
@@ -156,6 +175,7 @@ func (p *Projector) dropLocked(parts map[string][]int32) {
 		}
 	}
 	if p.rows == 0 && !p.anyDirtyLocked() {
+		p.rows, p.bytes = 0, 0
 		p.firstDirty = time.Time{}
 		p.delay.dropped()
 	}
@@ -167,6 +187,9 @@ func (p *Projector) dropLocked(parts map[string][]int32) {
 func (p *Projector) abandon(cl *kgo.Client) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A flight still running gives up too (a rebalance is wanted); one
+	// that stored its rows moves the progress the rewind goes back to.
+	_ = p.joinLocked()
 	rewind := map[string]map[int32]kgo.EpochOffset{}
 	for tp, st := range p.parts {
 		if off, ok := st.rewindTo(); ok {
@@ -180,7 +203,7 @@ func (p *Projector) abandon(cl *kgo.Client) {
 		st.stored = nil
 	}
 	p.inserts = make(map[insertKey]*insert)
-	p.rows = 0
+	p.rows, p.bytes = 0, 0
 	p.firstDirty = time.Time{}
 	p.delay.dropped()
 	cl.SetOffsets(rewind)
@@ -190,6 +213,10 @@ func (p *Projector) abandon(cl *kgo.Client) {
 func (p *Projector) shutdownFlush(ctx context.Context, cl *kgo.Client) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A flight cut short by the end of ctx leaves its rows to this flush.
+	if err := p.joinLocked(); err != nil && ctx.Err() == nil {
+		p.log.Warn("the batch being stored failed at shutdown", "err", err)
+	}
 	if p.rows == 0 && !p.anyDirtyLocked() {
 		return
 	}

@@ -23,11 +23,8 @@ func EventRow(rec *kgo.Record, ev *pb.Event) (Row, bool) {
 	case *pb.Event_MessageAccepted:
 		m := b.MessageAccepted
 		row.Table = TableAccepted
-		row.Values = []any{
-			m.GetChannelId(), m.GetVapidSub(), hex.EncodeToString(m.GetVapidKeyHash()),
-			boolByte(m.GetKeyBound()), uint32(len(m.GetPayload())), m.GetEncoding(),
-			m.GetTtlS(), Urgency(m.GetUrgency()), boolByte(m.GetTopic() != ""),
-		}
+		row.Values = acceptedValues(m.GetChannelId(), m.GetVapidSub(), m.GetVapidKeyHash(), m.GetKeyBound(),
+			len(m.GetPayload()), m.GetEncoding(), m.GetTtlS(), m.GetUrgency(), m.GetTopic() != "")
 	case *pb.Event_MessageDeleted:
 		row.Table = TableDeleted
 		row.Values = refValues(ev, b.MessageDeleted.GetMsg())
@@ -71,6 +68,34 @@ func EventRow(rec *kgo.Record, ev *pb.Event) (Row, bool) {
 		return Row{}, false
 	}
 	return row, true
+}
+
+// acceptedValues are the accepted table's own columns (the full decode
+// and the fast path, acceptedRow, share them).
+func acceptedValues(channelID, vapidSub string, keyHash []byte, keyBound bool, payloadLen int,
+	encoding string, ttlS int64, urgency pb.Urgency, hasTopic bool) []any {
+	return []any{
+		channelID, vapidSub, hex.EncodeToString(keyHash), boolByte(keyBound), uint32(payloadLen),
+		encoding, ttlS, Urgency(urgency), boolByte(hasTopic),
+	}
+}
+
+// memSize estimates the memory a row holds (its struct, the boxed values
+// and their strings), for the batch's byte bound.
+func (r *Row) memSize() int {
+	const rowStruct, boxed = 112, 16
+	n := rowStruct + len(r.EventID) + len(r.UAID) + len(r.Values)*boxed
+	for _, v := range r.Values {
+		switch v := v.(type) {
+		case string:
+			n += boxed + len(v)
+		case []byte:
+			n += 24 + len(v)
+		default:
+			n += 8
+		}
+	}
+	return n
 }
 
 // refValues renders a MessageRef as the ref columns; latency is the time
