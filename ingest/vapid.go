@@ -199,21 +199,30 @@ func (v *vapidVerifier) verify(token string, key [keyLen]byte) (vapidResult, *ap
 		c.done.Wait()
 		return c.res, c.aerr
 	}
-	c := &vapidCall{}
+	// Until verifySlow returns, the answer is a refusal: a panic in it
+	// must not leave waiters with an empty success.
+	c := &vapidCall{aerr: errVAPIDMalformed}
 	c.done.Add(1)
 	v.inflight[ck] = c
 	v.mu.Unlock()
-
-	c.res, c.aerr = v.verifySlow(token, key, now)
-	ck.token = strings.Clone(token) // do not pin the request's header memory
-	v.mu.Lock()
-	delete(v.inflight, ck)
-	if c.aerr == nil {
-		v.storeLocked(ck, c.res, now)
-	}
-	v.mu.Unlock()
-	c.done.Done()
+	v.verifyOnce(c, ck, now)
 	return c.res, c.aerr
+}
+
+// verifyOnce runs the signature check of an in-flight call, caches a
+// success and releases the waiters, whatever happens.
+func (v *vapidVerifier) verifyOnce(c *vapidCall, ck vapidCacheKey, now time.Time) {
+	defer func() {
+		v.mu.Lock()
+		delete(v.inflight, ck)
+		if c.aerr == nil {
+			ck.token = strings.Clone(ck.token) // do not pin the request's header memory
+			v.storeLocked(ck, c.res, now)
+		}
+		v.mu.Unlock()
+		c.done.Done()
+	}()
+	c.res, c.aerr = v.verifySlow(ck.token, ck.key, now)
 }
 
 // answer is a cache hit's result: refused once past exp.
