@@ -79,7 +79,6 @@ func InsertRows(ctx context.Context, conn driver.Conn, db, table string, rows []
 	if err != nil {
 		return fmt.Errorf("insert into %s.%s: prepare: %w", db, table, err)
 	}
-	vals := make([]any, len(cols))
 	for i := range rows {
 		r := &rows[i]
 		if r.Table != table {
@@ -90,24 +89,87 @@ func InsertRows(ctx context.Context, conn driver.Conn, db, table string, rows []
 			_ = b.Abort()
 			return fmt.Errorf("insert into %s.%s: row has %d values, want %d", db, table, len(r.Values), len(cols)-len(CommonColumns))
 		}
-		t := r.Time()
-		vals[0] = DayTime(int32(t.Unix() / 86400))
-		vals[1] = t
-		vals[2] = r.TimeMs
-		vals[3] = hex.EncodeToString(r.EventID)
-		vals[4] = r.UAID
-		vals[5] = r.Partition
-		vals[6] = r.Offset
-		copy(vals[len(CommonColumns):], r.Values)
-		if err := b.Append(vals...); err != nil {
+	}
+	columns, err := insertColumns(rows)
+	if err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("insert into %s.%s: %w", db, table, err)
+	}
+	// Whole columns at once: appending row by row boxed every value and
+	// had the driver switch on its type, a fifth of the insert's CPU.
+	for i, c := range columns {
+		if err := b.Column(i).Append(c); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("insert into %s.%s: row at %d/%d: %w", db, table, r.Partition, r.Offset, err)
+			return fmt.Errorf("insert into %s.%s: column %s: %w", db, table, cols[i], err)
 		}
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("insert into %s.%s: %w", db, table, err)
 	}
 	return nil
+}
+
+// insertColumns turns rows of one table into typed columns in insert
+// order: CommonColumns, then Values.
+func insertColumns(rows []Row) ([]any, error) {
+	n := len(rows)
+	var (
+		dates, times = make([]time.Time, n), make([]time.Time, n)
+		ms, offsets  = make([]int64, n), make([]int64, n)
+		ids, uaids   = make([]string, n), make([]string, n)
+		partitions   = make([]int32, n)
+	)
+	for i := range rows {
+		r := &rows[i]
+		t := r.Time()
+		dates[i] = DayTime(int32(t.Unix() / 86400))
+		times[i] = t
+		ms[i] = r.TimeMs
+		ids[i] = hex.EncodeToString(r.EventID)
+		uaids[i] = r.UAID
+		partitions[i] = r.Partition
+		offsets[i] = r.Offset
+	}
+	out := []any{dates, times, ms, ids, uaids, partitions, offsets}
+	for j := range rows[0].Values {
+		c, err := valueColumn(rows, j)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// valueColumn is column j of the rows' Values as a typed slice; every row
+// must have the first row's type there.
+func valueColumn(rows []Row, j int) (any, error) {
+	switch rows[0].Values[j].(type) {
+	case string:
+		return typedColumn[string](rows, j)
+	case int32:
+		return typedColumn[int32](rows, j)
+	case int64:
+		return typedColumn[int64](rows, j)
+	case uint8:
+		return typedColumn[uint8](rows, j)
+	case uint32:
+		return typedColumn[uint32](rows, j)
+	default:
+		return nil, fmt.Errorf("value %d has unsupported type %T", j, rows[0].Values[j])
+	}
+}
+
+func typedColumn[T any](rows []Row, j int) ([]T, error) {
+	out := make([]T, len(rows))
+	for i := range rows {
+		v, ok := rows[i].Values[j].(T)
+		if !ok {
+			return nil, fmt.Errorf("row at %d/%d: value %d is %T, want %T", rows[i].Partition, rows[i].Offset, j, rows[i].Values[j], v)
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 // InsertQueryPrefix starts the query id of every InsertRows into db.
