@@ -18,7 +18,7 @@ import (
 type idleCmd struct {
 	WS          string        `name:"ws" default:"ws://127.0.0.1:8080/" help:"WebSocket URL of the server."`
 	PID         int           `name:"pid" required:"" help:"Server process id: RSS (VmRSS of /proc/PID/status) and CPU time (/proc/PID/stat) are read from it."`
-	Debug       string        `help:"Server debug listener base URL (http://host:port): after the no-GC reading, GET /debug/gc and read RSS again (off when empty)."`
+	Debug       string        `help:"Server debug listener base URL (http://host:port): after the no-GC figures, RSS after GET /debug/gc is read with the connections and again once they are closed, for live memory per connection (off when empty)."`
 	N           int           `default:"10000" help:"Idle connections (hello + one register each)."`
 	PerProcess  int           `default:"9000" help:"Connections per child process (open files are capped per process)."`
 	Concurrency int           `default:"20" help:"Connections being set up at a time, per child process."`
@@ -82,7 +82,8 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 		}
 		opened += ok
 	}
-	fmt.Printf("%d/%d idle connections up in %s (%d processes)\n", opened, cmd.N, time.Since(t0).Round(time.Millisecond), len(children))
+	processes := len(children)
+	fmt.Printf("%d/%d idle connections up in %s (%d processes)\n", opened, cmd.N, time.Since(t0).Round(time.Millisecond), processes)
 	if opened == 0 {
 		return errors.New("no connection could be set up")
 	}
@@ -101,9 +102,20 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	afterGC := int64(0)
+	// Live memory per connection: RSS after a forced GC with the
+	// connections, and again once they are closed (maps do not shrink, so
+	// this slightly understates it).
+	var afterGC, emptyGC int64
 	if cmd.Debug != "" {
 		if afterGC, err = cmd.rssAfterGC(ctx); err != nil {
+			return err
+		}
+		stopChildren(children)
+		children = nil
+		if err := sleepCtx(ctx, cmd.Settle); err != nil {
+			return err
+		}
+		if emptyGC, err = cmd.rssAfterGC(ctx); err != nil {
 			return err
 		}
 	}
@@ -113,7 +125,7 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 	r.add("mode", "idle")
 	r.add("connections", opened)
 	r.add("failed", cmd.N-opened)
-	r.add("processes", len(children))
+	r.add("processes", processes)
 	r.add("rss_before_kb", before/1024)
 	r.add("rss_after_kb", after/1024)
 	r.add("rss_per_conn_kb", perConn/1024)
@@ -122,10 +134,12 @@ func (cmd *idleCmd) Run(ctx context.Context) error {
 	r.add("idle_cpu_pct", 100*idleCPU.Seconds()/cmd.Hold.Seconds())
 	fmt.Printf("server RSS %d KB → %d KB: %.2f KB per idle connection (no forced GC)\n", before/1024, after/1024, perConn/1024)
 	if afterGC > 0 {
-		gcPer := float64(afterGC-before) / float64(opened)
+		gcPer := float64(afterGC-emptyGC) / float64(opened)
 		r.add("rss_after_gc_kb", afterGC/1024)
+		r.add("rss_closed_gc_kb", emptyGC/1024)
 		r.add("rss_per_conn_gc_kb", gcPer/1024)
-		fmt.Printf("after GET /debug/gc: %d KB, %.2f KB per connection\n", afterGC/1024, gcPer/1024)
+		fmt.Printf("after GET /debug/gc: %d KB with the connections, %d KB once closed: %.2f KB per connection\n",
+			afterGC/1024, emptyGC/1024, gcPer/1024)
 	}
 	fmt.Printf("server CPU while %d connections idle for %s: %.3f s (%.2f%% of a core)\n",
 		opened, cmd.Hold, idleCPU.Seconds(), 100*idleCPU.Seconds()/cmd.Hold.Seconds())

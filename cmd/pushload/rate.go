@@ -26,7 +26,8 @@ type inflight struct {
 	mu      sync.Mutex
 	m       map[[16]byte]sendTimes
 	from    time.Time // pushes scheduled before are warm-up: not recorded
-	lat     []time.Duration
+	lat     []time.Duration // POST sent → notification read
+	latDue  []time.Duration // scheduled send → notification read: includes the load tool's own lag
 	unknown int64 // notifications of no push in flight (duplicates, strays)
 }
 
@@ -55,6 +56,7 @@ func (f *inflight) seen(salt [16]byte) {
 	delete(f.m, salt)
 	if !at.due.Before(f.from) {
 		f.lat = append(f.lat, now.Sub(at.sent))
+		f.latDue = append(f.latDue, now.Sub(at.due))
 	}
 }
 
@@ -193,7 +195,7 @@ schedule:
 	}
 
 	fl.mu.Lock()
-	lat := fl.lat
+	lat, latDue := fl.lat, fl.latDue
 	unknown := fl.unknown
 	fl.mu.Unlock()
 	st := statuses.snapshot()
@@ -215,6 +217,8 @@ schedule:
 	r.add("p95_ms", q[1])
 	r.add("p99_ms", q[2])
 	r.add("max_ms", q[3])
+	qd := quantiles(latDue, 0.99)
+	r.add("p99_from_schedule_ms", qd[0])
 	r.add("send_lag_max_ms", time.Duration(maxLag.Load()))
 	r.add("late_sends", lagN.Load())
 	if window > 0 {

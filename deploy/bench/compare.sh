@@ -266,7 +266,7 @@ echo
 awk '
 BEGIN {
 	n = split("rate100:cpu_per_push_ms rate100:p50_ms rate100:p99_ms rate100:server_cpu_pct " \
-		"rate5000:p99_ms rate5000:p50_ms rate5000:cpu_per_push_ms rate5000:lost rate5000:client_cpu_pct " \
+		"rate5000:p99_ms rate5000:p99_from_schedule_ms rate5000:p50_ms rate5000:cpu_per_push_ms rate5000:lost rate5000:client_cpu_pct " \
 		"idle:rss_per_conn_kb idle:rss_per_conn_gc_kb idle:idle_cpu_pct " \
 		"freshjwt:accepted_per_s freshjwt:cpu_per_push_ms freshjwt:server_cpu_pct freshjwt:client_cpu_pct " \
 		"connected:accepted_per_s connected:delivered_per_s connected:cpu_per_push_ms " \
