@@ -4,8 +4,9 @@
 //	pushload rate --ws ws://127.0.0.1:8080/ --pid PID --rate 100 --duration 10s
 //
 // sends pushes on an open-loop schedule to connected user agents that ack
-// every notification and prints push → socket latency quantiles (from the
-// scheduled send time to the notification read) and server CPU per push.
+// every notification and prints push → socket latency quantiles (POST sent
+// → notification read; p99 from the scheduled time too) and server CPU per
+// push (utime+stime of /proc/PID/stat over the window / accepted pushes).
 //
 //	pushload idle --ws ws://127.0.0.1:8080/ --pid PID --n 10000
 //
@@ -19,7 +20,9 @@
 //
 // Every push is a real aes128gcm body with real VAPID. Each mode prints a
 // human summary and one "RESULT key=value ..." line for scripts
-// (deploy/bench/compare.sh).
+// (deploy/bench/compare.sh). Run the server with push quotas off
+// (PUSHLOG_PUSH_QUOTA_VAPID_RATE=-1 PUSHLOG_PUSH_QUOTA_SUBSCRIPTION_RATE=-1),
+// or the quotas, not the server, set the pace.
 //
 //	pushload conns --url ws://127.0.0.1:8080/ --n 5000 --hold 60s
 //
