@@ -25,10 +25,10 @@ type sendTimes struct{ due, sent time.Time }
 type inflight struct {
 	mu      sync.Mutex
 	m       map[[16]byte]sendTimes
-	from    time.Time // pushes scheduled before are warm-up: not recorded
+	from    time.Time       // pushes scheduled before are warm-up: not recorded
 	lat     []time.Duration // POST sent → notification read
 	latDue  []time.Duration // scheduled send → notification read: includes the load tool's own lag
-	unknown int64 // notifications of no push in flight (duplicates, strays)
+	unknown int64           // notifications of no push in flight (duplicates, strays)
 }
 
 func (f *inflight) put(salt [16]byte, at sendTimes) {
