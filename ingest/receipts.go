@@ -15,8 +15,9 @@ package ingest
 // errno 131), and one created by a VAPID sender is bound to its key.
 //
 // The receipt subscription id travels in MessageAccepted.receipt_sub; every
-// ingest node folds the messages and acks topics (receipts_fold.go) and
-// keeps the last receipts of each subscription for a bounded time, so any
+// ingest node's one fold of the messages and acks topics (the status
+// table of GET /m/{id}, followed by receipts_fold.go) decides each
+// message's outcome, and the node keeps the last receipts of each subscription for a bounded time, so any
 // node serves GET of any subscription and a client that reconnects gets
 // what it missed. A receipt exists only once the Acked (Expired, Dropped)
 // event is in Kafka: the fold reads it from there.
@@ -41,7 +42,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
 )
@@ -67,10 +67,11 @@ const (
 
 // ReceiptsConfig configures push receipts (RFC 8030 §5.1).
 type ReceiptsConfig struct {
-	// ClientOpts connect the receipts fold to Kafka (seed brokers, client
-	// id); nil: receipts are off: POST /receipts and a push asking for a
-	// receipt answer 501 errno 131.
-	ClientOpts []kgo.Opt
+	// Feed is the node's status fold the receipts follow (the one that
+	// answers GET /m/{id}; it must read at least Retention back: its
+	// History); nil: receipts are off: POST /receipts and a push asking
+	// for a receipt answer 501 errno 131.
+	Feed StatusFeed
 	// Retention is how long receipts are kept for a client that
 	// reconnects, and how far back a starting node reads (default 24h).
 	Retention time.Duration
@@ -177,8 +178,11 @@ func newReceipts(cfg ReceiptsConfig, reg prometheus.Registerer, now func() time.
 	cfg.withDefaults()
 	var secret [16]byte
 	_, _ = rand.Read(secret[:])
-	r := &receipts{cfg: cfg, enabled: cfg.ClientOpts != nil, pushSecret: hex.EncodeToString(secret[:]), senders: map[string]*senderWindow{}, subStreams: map[[16]byte]int{}}
+	r := &receipts{cfg: cfg, enabled: cfg.Feed != nil, pushSecret: hex.EncodeToString(secret[:]), senders: map[string]*senderWindow{}, subStreams: map[[16]byte]int{}}
 	r.fold = newReceiptFold(cfg, now)
+	if cfg.Feed != nil {
+		cfg.Feed.Follow(r.fold.follow)
+	}
 	met, err := newReceiptMetrics(reg, func() float64 { return float64(r.fold.pendingLen()) })
 	if err != nil {
 		return nil, err

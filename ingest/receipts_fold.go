@@ -2,14 +2,8 @@ package ingest
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
 	"github.com/pushlog/pushlog/schema/pb"
@@ -41,13 +35,6 @@ type pendingReceipt struct {
 	expires   time.Time
 }
 
-// settled is an outcome read before its message (the two topics are read
-// side by side, so an ack can come first).
-type settled struct {
-	r Receipt
-	t time.Time
-}
-
 type subReceipts struct {
 	ring   []Receipt // oldest first, at most Buffer
 	seq    uint64
@@ -55,9 +42,21 @@ type subReceipts struct {
 	notify chan struct{} // closed and replaced on each new receipt
 }
 
-// receiptFold folds MessageAccepted (with receipt_sub) and the acks
-// topic's Acked/Expired/Dropped into receipts per subscription. Every
-// bound forgets the oldest and counts it.
+// StatusFeed is the node's one fold of the messages and acks topics
+// (projector.StatusTable), which also answers GET /m/{id}: receipts follow
+// it instead of reading the topics again, and a message's outcome is the
+// one its status settled on.
+type StatusFeed interface {
+	// Follow reports every folded event to fn, in fold order; called
+	// before the feed runs.
+	Follow(fn func(schema.StatusChange))
+}
+
+// receiptFold turns the status fold's changes into receipts per
+// subscription: a MessageAccepted with receipt_sub is pending until its
+// status settles (at once when the outcome was folded first: the status
+// holds it, so nothing here waits for a message). Every bound forgets the
+// oldest and counts it.
 type receiptFold struct {
 	cfg ReceiptsConfig
 	now func() time.Time
@@ -66,24 +65,11 @@ type receiptFold struct {
 	mu       sync.Mutex
 	pending  map[msgKey]pendingReceipt
 	pendingQ []msgKey
-	early    map[msgKey]settled
-	earlyQ   []msgKey
-	// read is the next offset to read per messages partition: an outcome
-	// for a message below it needs no memory (the message was read and
-	// asked for no receipt, or its receipt is out), so early holds only
-	// outcomes that overtook their message, bounded by the read skew of
-	// the two topics, not by every ack.
-	read     map[int32]int64
 	subs     map[[16]byte]*subReceipts
-	ready    chan struct{} // closed once the fold reached the topics' ends at start
-	readyOne sync.Once
 }
 
-const maxEarly = 100_000
-
 func newReceiptFold(cfg ReceiptsConfig, now func() time.Time) *receiptFold {
-	return &receiptFold{cfg: cfg, now: now, pending: map[msgKey]pendingReceipt{}, early: map[msgKey]settled{},
-		read: map[int32]int64{}, subs: map[[16]byte]*subReceipts{}, ready: make(chan struct{})}
+	return &receiptFold{cfg: cfg, now: now, pending: map[msgKey]pendingReceipt{}, subs: map[[16]byte]*subReceipts{}}
 }
 
 func (f *receiptFold) pendingLen() int {
@@ -92,29 +78,52 @@ func (f *receiptFold) pendingLen() int {
 	return len(f.pending)
 }
 
-// seen moves the messages partition's read position past k.
-func (f *receiptFold) seen(k msgKey) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.read[k.partition] = max(f.read[k.partition], k.offset+1)
+// follow folds one change of the status fold (StatusFeed.Follow).
+func (f *receiptFold) follow(c schema.StatusChange) {
+	k := msgKey{c.Key.Partition, c.Key.Offset}
+	if m := c.Event.GetMessageAccepted(); m != nil {
+		if c.Before.AcceptedMs == 0 { // not a refold after a restart
+			f.accepted(k, c.Event, m, c.After)
+		}
+		return
+	}
+	if !c.Before.State.Settled() && c.After.State.Settled() {
+		f.settled(k, c.After)
+	}
 }
 
-// accepted records a message that asked for a receipt.
-func (f *receiptFold) accepted(k msgKey, ev *pb.Event, m *pb.MessageAccepted) {
+// receiptOf is the receipt of a settled status.
+func receiptOf(st schema.MessageStatus) Receipt {
+	r := Receipt{TimeMs: st.SettledMs}
+	switch st.State {
+	case schema.StateAcked:
+		r.Outcome, r.Code = "acked", st.AckCode
+	case schema.StateExpired:
+		r.Outcome = "expired"
+	case schema.StateDeleted:
+		r.Outcome, r.Reason = "dropped", "deleted"
+	default:
+		r.Outcome, r.Reason = "dropped", schema.DropReasonName(st.Reason)
+	}
+	return r
+}
+
+// accepted records a message that asked for a receipt, or emits it when
+// its status is settled already (the outcome was folded first).
+func (f *receiptFold) accepted(k msgKey, ev *pb.Event, m *pb.MessageAccepted, st schema.MessageStatus) {
 	if len(m.GetReceiptSub()) != 16 {
-		f.mu.Lock()
-		delete(f.early, k) // an outcome that overtook a message asking for nothing
-		f.mu.Unlock()
 		return
 	}
 	p := pendingReceipt{uaid: ev.GetUaid(), channelID: m.GetChannelId(),
 		expires: time.UnixMilli(ev.GetTimeMs()).Add(time.Duration(m.GetTtlS())*time.Second + f.cfg.Retention)}
 	copy(p.sub[:], m.GetReceiptSub())
+	if f.now().Sub(time.UnixMilli(ev.GetTimeMs())) > f.cfg.Retention {
+		return // the status fold reads further back than receipts are kept
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if e, ok := f.early[k]; ok {
-		delete(f.early, k)
-		f.emitLocked(k, p, e.r)
+	if st.State.Settled() {
+		f.emitLocked(k, p, receiptOf(st))
 		return
 	}
 	if _, dup := f.pending[k]; dup {
@@ -132,29 +141,16 @@ func (f *receiptFold) accepted(k msgKey, ev *pb.Event, m *pb.MessageAccepted) {
 	f.pendingQ = append(f.pendingQ, k)
 }
 
-// settle records an outcome; it becomes a receipt when its message asked
-// for one (now, or when the message is read later).
-func (f *receiptFold) settle(ref *pb.MessageRef, r Receipt) {
-	k := msgKey{ref.GetPartition(), ref.GetOffset()}
+// settled emits the receipt of a message that asked for one when its
+// status settles (the first settlement folded: the receipt is not sent
+// again if an earlier one is folded later).
+func (f *receiptFold) settled(k msgKey, st schema.MessageStatus) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if p, ok := f.pending[k]; ok {
 		delete(f.pending, k)
-		f.emitLocked(k, p, r)
-		return
+		f.emitLocked(k, p, receiptOf(st))
 	}
-	if _, ok := f.early[k]; ok {
-		return // the first outcome counts
-	}
-	if next, ok := f.read[k.partition]; ok && k.offset < next {
-		return // its message was read and asked for no receipt
-	}
-	for len(f.early) >= maxEarly && len(f.earlyQ) > 0 {
-		delete(f.early, f.earlyQ[0])
-		f.earlyQ = f.earlyQ[1:]
-	}
-	f.early[k] = settled{r: r, t: f.now()}
-	f.earlyQ = append(f.earlyQ, k)
 }
 
 func (f *receiptFold) emitLocked(k msgKey, p pendingReceipt, r Receipt) {
@@ -229,75 +225,18 @@ func (f *receiptFold) sweep() {
 		}
 	}
 	f.pendingQ = q
-	eq := f.earlyQ[:0]
-	for _, k := range f.earlyQ {
-		if e, ok := f.early[k]; ok && now.Sub(e.t) > time.Hour {
-			delete(f.early, k)
-		} else if ok {
-			eq = append(eq, k)
-		}
-	}
-	f.earlyQ = eq
 }
 
-// apply folds one record of the messages or acks topic.
-func (f *receiptFold) apply(rec *kgo.Record, messagesTopic string) {
-	if rec.Topic == messagesTopic {
-		defer f.seen(msgKey{rec.Partition, rec.Offset})
-	}
-	ev, err := schema.Decode(rec)
-	if err != nil {
-		return // other writers' or unknown events carry no receipt
-	}
-	if rec.Topic == messagesTopic {
-		if m := ev.GetMessageAccepted(); m != nil {
-			f.accepted(msgKey{rec.Partition, rec.Offset}, ev, m)
-		}
-		return
-	}
-	switch b := ev.GetBody().(type) {
-	case *pb.Event_Acked:
-		f.settle(b.Acked.GetMsg(), Receipt{Outcome: "acked", Code: b.Acked.GetCode(), TimeMs: ev.GetTimeMs()})
-	case *pb.Event_Expired:
-		f.settle(b.Expired.GetMsg(), Receipt{Outcome: "expired", TimeMs: ev.GetTimeMs()})
-	case *pb.Event_Dropped:
-		reason := strings.ToLower(strings.TrimPrefix(b.Dropped.GetReason().String(), "DROP_REASON_"))
-		f.settle(b.Dropped.GetMsg(), Receipt{Outcome: "dropped", Reason: reason, TimeMs: ev.GetTimeMs()})
-	}
-}
-
-// run reads both topics from Retention ago until ctx ends; it marks the
-// fold ready once it caught up with the ends it saw at start.
-func (f *receiptFold) run(ctx context.Context, names schema.Names, log *slog.Logger) error {
-	start := f.now().Add(-f.cfg.Retention).UnixMilli()
-	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), f.cfg.ClientOpts...),
-		kgo.ConsumeTopics(names.Messages, names.Acks),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start)),
-		kgo.FetchMaxWait(200*time.Millisecond))...)
-	if err != nil {
-		return fmt.Errorf("receipts fold client: %w", err)
-	}
-	defer cl.Close()
-	sweep := time.NewTicker(time.Minute)
-	defer sweep.Stop()
+// sweepEvery sweeps until ctx ends.
+func (f *receiptFold) sweepEvery(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				log.Warn("receipts fold fetch", "topic", topic, "partition", p, "err", err)
-			}
-		})
-		fetches.EachRecord(func(r *kgo.Record) { f.apply(r, names.Messages) })
 		select {
-		case <-sweep.C:
+		case <-ctx.Done():
+			return
+		case <-t.C:
 			f.sweep()
-		default:
-		}
-		if fetches.NumRecords() == 0 {
-			f.readyOne.Do(func() { close(f.ready) })
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,9 +21,60 @@ import (
 	"github.com/pushlog/pushlog/schema/pb"
 )
 
-func withReceipts(addrs []string) func(*Config) {
+// withReceipts turns receipts on, following a statusFeed of the cluster at
+// addrs that runs until the test ends.
+func withReceipts(t *testing.T, addrs []string) func(*Config) {
+	feed := &statusFeed{msgs: map[schema.MessageKey]schema.MessageStatus{}}
+	go feed.run(t.Context(), addrs)
 	return func(c *Config) {
-		c.Receipts = ReceiptsConfig{ClientOpts: []kgo.Opt{kgo.SeedBrokers(addrs...)}, Idle: 2 * time.Second, SubsPerSender: 3}
+		c.Receipts = ReceiptsConfig{Feed: feed, Idle: 2 * time.Second, SubsPerSender: 3}
+	}
+}
+
+// statusFeed is the test's StatusFeed: the messages and acks topics folded
+// with schema.MessageStatus, what projector.StatusTable does in a process
+// (ingest's tests may not import another role).
+type statusFeed struct {
+	mu        sync.Mutex
+	msgs      map[schema.MessageKey]schema.MessageStatus
+	followers []func(schema.StatusChange)
+}
+
+func (f *statusFeed) Follow(fn func(schema.StatusChange)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.followers = append(f.followers, fn)
+}
+
+func (f *statusFeed) apply(r *kgo.Record) {
+	ev, err := schema.Decode(r)
+	if err != nil {
+		return
+	}
+	key, ok := schema.MessageKeyOf(r.Partition, r.Offset, ev)
+	if !ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	before := f.msgs[key]
+	after := before
+	after.Apply(ev)
+	f.msgs[key] = after
+	for _, fn := range f.followers {
+		fn(schema.StatusChange{Key: key, Event: ev, Before: before, After: after})
+	}
+}
+
+func (f *statusFeed) run(ctx context.Context, addrs []string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(schema.TopicMessages, schema.TopicAcks),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(f.apply)
 	}
 }
 
@@ -32,7 +84,7 @@ func newReceiptEnv(t *testing.T) *env {
 	e := &env{t: t, cluster: newCluster(t, kfake.SeedTopics(testPartitions, schema.TopicAcks)), sealer: newSealer(t), vapid: newTestVAPID(t)}
 	e.client = newProducer(t, e.cluster.ListenAddrs())
 	cfg := Config{PublicURL: testPublicURL, Sealer: e.sealer, Producer: e.client, Partitions: testPartitions, Logger: quietLogger()}
-	withReceipts(e.cluster.ListenAddrs())(&cfg)
+	withReceipts(t, e.cluster.ListenAddrs())(&cfg)
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +243,10 @@ func TestReceiptFold(t *testing.T) {
 		name  string
 		steps []step
 		want  []string
-		early int // outcomes held for messages not read yet
+		// pending: messages awaiting their receipt. An outcome that
+		// overtook its message is held by the status it folds into (the
+		// table GET /m/{id} answers from), never by the receipts.
+		pending int
 	}{
 		{"ack after accept", []step{{accept: &[2]int64{0, 1}}, {outcome: ack(0, 1)}}, []string{"acked"}, 0},
 		{"ack before accept", []step{{outcome: ack(0, 1)}, {accept: &[2]int64{0, 1}}}, []string{"acked"}, 0},
@@ -211,20 +266,23 @@ func TestReceiptFold(t *testing.T) {
 			cfg.withDefaults()
 			f := newReceiptFold(cfg, time.Now)
 			f.met = met
+			feed := &statusFeed{msgs: map[schema.MessageKey]schema.MessageStatus{}}
+			feed.Follow(f.follow)
 			for _, s := range tc.steps {
+				ev := s.outcome
+				var p int32
+				var o int64
 				if s.accept != nil {
-					rec, ev := accepted(int32(s.accept[0]), s.accept[1], !s.noSub)
-					f.accepted(msgKey{rec.Partition, rec.Offset}, ev, ev.GetMessageAccepted())
-					f.seen(msgKey{rec.Partition, rec.Offset})
-					continue
+					_, ev = accepted(int32(s.accept[0]), s.accept[1], !s.noSub)
+					p, o = int32(s.accept[0]), s.accept[1]
 				}
-				s.outcome.Uaid = testUAID
-				rec, err := schema.Record(s.outcome)
+				ev.Uaid = testUAID
+				rec, err := schema.Record(ev)
 				if err != nil {
 					t.Fatal(err)
 				}
-				rec.Topic = "acks"
-				f.apply(rec, "m")
+				rec.Partition, rec.Offset = p, o
+				feed.apply(rec)
 			}
 			got, _ := f.since(sub, 0, 0)
 			var outs []string
@@ -238,8 +296,8 @@ func TestReceiptFold(t *testing.T) {
 			if strings.Join(outs, ",") != strings.Join(tc.want, ",") {
 				t.Fatalf("receipts %v, want %v", outs, tc.want)
 			}
-			if len(f.early) != tc.early {
-				t.Fatalf("%d outcomes held for unread messages, want %d", len(f.early), tc.early)
+			if f.pendingLen() != tc.pending {
+				t.Fatalf("%d messages awaiting their receipt, want %d", f.pendingLen(), tc.pending)
 			}
 		})
 	}
@@ -251,8 +309,13 @@ func TestReceiptFold(t *testing.T) {
 		f.met = met
 		for o := range int64(5) {
 			rec, ev := accepted(0, o, true)
-			f.accepted(msgKey{rec.Partition, rec.Offset}, ev, ev.GetMessageAccepted())
-			f.settle(ref(0, o), Receipt{Outcome: "acked", TimeMs: o})
+			k := schema.MessageKey{Partition: rec.Partition, Offset: rec.Offset}
+			var st schema.MessageStatus
+			st.Apply(ev)
+			f.follow(schema.StatusChange{Key: k, Event: ev, After: st})
+			done := st
+			done.Apply(&pb.Event{TimeMs: o, Body: &pb.Event_Acked{Acked: &pb.Acked{Msg: ref(0, o)}}})
+			f.follow(schema.StatusChange{Key: k, Event: &pb.Event{}, Before: st, After: done})
 		}
 		got, _ := f.since(sub, 0, 0)
 		if len(got) != 2 || got[0].TimeMs != 3 || got[1].TimeMs != 4 {
@@ -389,7 +452,7 @@ func FuzzReceiptHeaders(f *testing.F) {
 // registry beside the push API's.
 func TestReceiptMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	e := newEnv(t, func(c *Config) { c.Metrics = reg; withReceipts([]string{"127.0.0.1:1"})(c) })
+	e := newEnv(t, func(c *Config) { c.Metrics = reg; withReceipts(t, []string{"127.0.0.1:1"})(c) })
 	e.do(http.MethodPost, "/receipts", nil, nil)
 	e.do(http.MethodGet, "/r/forged", nil, nil)
 	mfs, err := reg.Gather()

@@ -463,11 +463,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) e
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	if s.receipts.enabled {
-		go func() {
-			if err := s.receipts.fold.run(ctx, s.cfg.Names, s.log); err != nil {
-				s.log.Error("receipts fold stopped", "err", err)
-			}
-		}()
+		go s.receipts.fold.sweepEvery(ctx, time.Minute) // the feed folds; this forgets
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -26,6 +26,14 @@ type StatusSource interface {
 	Ready() bool
 }
 
+// behindSource is a StatusSource that reads in batches and tells a message
+// it has not read yet (projector.StatusTable): unknown, such a message
+// answers 503 with Retry-After, not 404, since it may have been accepted
+// a moment ago.
+type behindSource interface {
+	Behind(key schema.MessageKey) bool
+}
+
 // Results of GET /m/{id} (pushlog_ingest_status_lookups_total): a state
 // name, or one of these.
 const (
@@ -52,7 +60,7 @@ func newSenderMetrics() *senderMetrics {
 	m := &senderMetrics{
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_status_lookups_total",
-			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off, limited (429: a lookup costs a push's quota tokens), catching_up (503: unknown while the node's table catches up after a start).",
+			Help: "GET /m/{id} message status lookups by result: the state answered (pending, delivered, acked, expired, dropped, deleted) or invalid_id, not_found, unauthorized, forbidden, off, limited (429: a lookup costs a push's quota tokens), catching_up (503: unknown while the node's table catches up after a start, or before it read a message accepted a moment ago).",
 		}, []string{"result"}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_ingest_report_requests_total",
@@ -126,12 +134,16 @@ func (s *Server) status(c echo.Context) (string, error) {
 	if s.cfg.Status == nil {
 		return statusOff, unavailable("Message status is off on this node", 0)
 	}
-	st, ok := s.cfg.Status.Status(schema.MessageKey{Partition: m.Partition, Offset: m.Offset})
+	key := schema.MessageKey{Partition: m.Partition, Offset: m.Offset}
+	st, ok := s.cfg.Status.Status(key)
 	if !ok || st.AcceptedMs == 0 {
 		// An ack folded before its MessageAccepted tells neither the
 		// key binding nor the accept time: not known yet.
 		if !s.cfg.Status.Ready() {
 			return statusCatchingUp, unavailable("Message status is catching up after a restart; retry later", 1)
+		}
+		if b, ok := s.cfg.Status.(behindSource); ok && b.Behind(key) {
+			return statusCatchingUp, unavailable("Message status has not read this message yet; retry shortly", 1)
 		}
 		return statusNotFound, errUnknownMessage
 	}

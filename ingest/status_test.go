@@ -117,6 +117,30 @@ func TestStatusCatchingUp(t *testing.T) {
 	}
 }
 
+// behindStatus is a fakeStatus that has read up to offset next only.
+type behindStatus struct {
+	fakeStatus
+	next int64
+}
+
+func (b behindStatus) Behind(k schema.MessageKey) bool { return k.Offset >= b.next }
+
+// TestStatusBehind: a caught-up table that reads in batches answers 503
+// with Retry-After for a message it has not read yet (accepted a moment
+// ago), 404 for an unknown one it read past.
+func TestStatusBehind(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Status = behindStatus{fakeStatus{}, 5} })
+	for _, tc := range []struct {
+		offset int64
+		want   int
+	}{{4, http.StatusNotFound}, {5, http.StatusServiceUnavailable}, {9, http.StatusServiceUnavailable}} {
+		rr := e.do(http.MethodGet, "/m/"+e.messageID(tc.offset), nil, nil)
+		if rr.Code != tc.want || tc.want == http.StatusServiceUnavailable && rr.Header().Get("Retry-After") == "" {
+			t.Errorf("offset %d: %d %v, want %d", tc.offset, rr.Code, rr.Header(), tc.want)
+		}
+	}
+}
+
 func TestStatusOff(t *testing.T) {
 	e := newEnv(t)
 	if rr := e.do(http.MethodGet, "/m/"+e.messageID(1), nil, nil); rr.Code != http.StatusServiceUnavailable {

@@ -21,6 +21,18 @@ import (
 // (TestStatusTableMemory: 165), so 1,000,000 messages are about 170 MB.
 const DefaultStatusEntries = 1_000_000
 
+// The status fold's fetch settings. Nothing waits on the fold by the
+// millisecond (GET /m/{id} answers 503 for a message it has not read yet,
+// receipts are asynchronous), so it reads in batches: a broker answers
+// once StatusFetchMinBytes are there or StatusFetchWait passed. At low
+// rates that is a few fetches a second instead of one per event (three
+// per push: the message, its Delivered, its Acked); under load or while
+// catching up the bytes are there at once and nothing waits.
+const (
+	StatusFetchWait     = 250 * time.Millisecond
+	StatusFetchMinBytes = 1 << 20
+)
+
 // StatusTableConfig configures a StatusTable.
 type StatusTableConfig struct {
 	// Names are the topic names; zero means schema.DefaultNames().
@@ -37,7 +49,10 @@ type StatusTableConfig struct {
 	// MaxEntries bounds the table (default DefaultStatusEntries); past it
 	// the oldest folded message is forgotten first.
 	MaxEntries int
-	Logger     *slog.Logger
+	// History is how far back a start reads at least, for a follower
+	// that needs more than MaxTTL + Keep (push receipts' retention).
+	History time.Duration
+	Logger  *slog.Logger
 	// Metrics registers pushlog_ingest_status_entries and
 	// pushlog_ingest_status_evictions_total; nil: none.
 	Metrics prometheus.Registerer
@@ -45,12 +60,15 @@ type StatusTableConfig struct {
 	Now func() time.Time
 }
 
-// StatusTable is ingest's answer to GET /m/{id}: it folds the messages and
-// acks topics with schema.MessageStatus into a bounded in-memory table
-// keyed by the message's place in the messages topic. It starts reading at
-// now - (MaxTTL + Keep), the oldest event whose message can still be
-// answered, so a restarted node answers for every message it should (as far
-// as retention keeps the topics); requests never read the log.
+// StatusTable is ingest's one fold of the messages and acks topics: it
+// folds them with schema.MessageStatus into a bounded in-memory table
+// keyed by the message's place in the messages topic, which answers GET
+// /m/{id}, and reports every folded event to its followers (push
+// receipts), so a node reads and decides a message's outcome once. It
+// starts reading at now - max(MaxTTL + Keep, History), the oldest event
+// whose message can still be answered, so a restarted node answers for
+// every message it should (as far as retention keeps the topics); requests
+// never read the log.
 type StatusTable struct {
 	cfg StatusTableConfig
 	log *slog.Logger
@@ -59,6 +77,11 @@ type StatusTable struct {
 	msgs  map[schema.MessageKey]schema.MessageStatus
 	order []schema.MessageKey // fold order of first sight; order[head:] live
 	head  int
+	// next is the next offset to fold per messages partition, at least
+	// the partition's end when Run started: a message at or above it is
+	// not read yet (Behind).
+	next      map[int32]int64
+	followers []func(schema.StatusChange)
 
 	entries   prometheus.GaugeFunc
 	evictions *prometheus.CounterVec
@@ -89,7 +112,7 @@ func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus)}
+	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus), next: map[int32]int64{}}
 	t.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushlog_ingest_status_entries",
 		Help: "Messages in the status table of GET /m/{id} (bounded by --status-entries).",
@@ -109,6 +132,25 @@ func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
 		}
 	}
 	return t, nil
+}
+
+// Follow adds fn to what sees every folded event, in fold order, under the
+// table's lock (fn must not call the table). Call it before Run: events
+// folded before are not reported.
+func (t *StatusTable) Follow(fn func(schema.StatusChange)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.followers = append(t.followers, fn)
+}
+
+// Behind reports whether the fold has not read the messages topic up to
+// key yet: a message accepted a moment ago may be unknown only because
+// the fold reads in batches (StatusFetchWait), not because it is not
+// there.
+func (t *StatusTable) Behind(key schema.MessageKey) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return key.Offset >= t.next[key.Partition]
 }
 
 // Len is the number of messages held.
@@ -148,21 +190,26 @@ func (t *StatusTable) expired(st schema.MessageStatus, nowMs int64) bool {
 
 // Run folds both topics until ctx ends.
 func (t *StatusTable) Run(ctx context.Context) error {
-	start := t.cfg.Now().Add(-(t.cfg.MaxTTL + t.cfg.Keep))
+	start := t.cfg.Now().Add(-max(t.cfg.MaxTTL+t.cfg.Keep, t.cfg.History))
 	cl, err := kgo.NewClient(append(slices.Clone(t.cfg.ClientOpts),
 		kgo.ConsumeTopics(t.cfg.Names.Messages, t.cfg.Names.Acks),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.UnixMilli())),
+		kgo.FetchMaxWait(StatusFetchWait),
+		kgo.FetchMinBytes(StatusFetchMinBytes),
 	)...)
 	if err != nil {
 		return fmt.Errorf("status table: reader: %w", err)
 	}
 	defer cl.Close()
 	if !t.ready.Load() {
-		targets, err := catchUpTargets(ctx, kadm.NewClient(cl), start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
+		targets, ends, err := catchUpTargets(ctx, kadm.NewClient(cl), start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
 		if err != nil {
 			return fmt.Errorf("status table: %w", err)
 		}
 		t.mu.Lock()
+		for p, end := range ends[t.cfg.Names.Messages] {
+			t.next[p] = max(t.next[p], end) // until ready Status answers catching up anyway
+		}
 		t.targets = targets
 		t.checkReadyLocked()
 		t.mu.Unlock()
@@ -202,6 +249,9 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 			t.checkReadyLocked()
 		}
 	}
+	if r.Topic == t.cfg.Names.Messages {
+		t.next[r.Partition] = max(t.next[r.Partition], r.Offset+1)
+	}
 	ev, err := schema.Decode(r)
 	if err != nil {
 		return // other events and unknown bodies: nothing about a message
@@ -210,15 +260,19 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 	if !ok {
 		return
 	}
-	st, seen := t.msgs[key]
+	before, seen := t.msgs[key]
 	if !seen {
 		if len(t.msgs) >= t.cfg.MaxEntries {
 			t.evictOldestLocked()
 		}
 		t.order = append(t.order, key)
 	}
+	st := before
 	st.Apply(ev)
 	t.msgs[key] = st
+	for _, fn := range t.followers {
+		fn(schema.StatusChange{Key: key, Event: ev, Before: before, After: st})
+	}
 }
 
 // evictOldestLocked forgets the message first seen longest ago.
@@ -281,30 +335,32 @@ func (t *StatusTable) checkReadyLocked() {
 
 // catchUpTargets returns, per topic and partition, the end offset to fold
 // before the table is ready, leaving out partitions with nothing to fold
-// from startMs on.
-func catchUpTargets(ctx context.Context, adm *kadm.Client, startMs int64, topics ...string) (map[string]map[int32]int64, error) {
-	ends, err := adm.ListEndOffsets(ctx, topics...)
+// from startMs on, and every partition's end offset.
+func catchUpTargets(ctx context.Context, adm *kadm.Client, startMs int64, topics ...string) (targets, ends map[string]map[int32]int64, err error) {
+	listed, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		return nil, fmt.Errorf("list end offsets: %w", err)
+		return nil, nil, fmt.Errorf("list end offsets: %w", err)
 	}
 	starts, err := adm.ListOffsetsAfterMilli(ctx, startMs, topics...)
 	if err != nil {
-		return nil, fmt.Errorf("list offsets after %d: %w", startMs, err)
+		return nil, nil, fmt.Errorf("list offsets after %d: %w", startMs, err)
 	}
-	out := make(map[string]map[int32]int64, len(topics))
+	targets = make(map[string]map[int32]int64, len(topics))
+	ends = make(map[string]map[int32]int64, len(topics))
 	for _, topic := range topics {
-		out[topic] = map[int32]int64{}
+		targets[topic], ends[topic] = map[int32]int64{}, map[int32]int64{}
 	}
-	ends.Each(func(o kadm.ListedOffset) {
+	listed.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
 			return // an unknown topic or partition: nothing to wait for
 		}
+		ends[o.Topic][o.Partition] = o.Offset
 		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil && s.Offset >= o.Offset {
 			return
 		}
 		if o.Offset > 0 {
-			out[o.Topic][o.Partition] = o.Offset
+			targets[o.Topic][o.Partition] = o.Offset
 		}
 	})
-	return out, nil
+	return targets, ends, nil
 }

@@ -159,3 +159,45 @@ func TestStatusTableReady(t *testing.T) {
 		t.Fatal("not ready at the end offsets")
 	}
 }
+
+// TestStatusTableFollowers: followers see every folded event with the
+// status around it (what push receipts decide from), and Behind tells a
+// message the fold has not read yet from one it read.
+func TestStatusTableFollowers(t *testing.T) {
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []schema.StatusChange
+	tbl.Follow(func(c schema.StatusChange) { seen = append(seen, c) })
+	key := schema.MessageKey{Partition: 0, Offset: 5}
+	if !tbl.Behind(key) {
+		t.Fatal("a message before any read is not behind")
+	}
+	ack := statusRecord(t, 1, 0, 30, &pb.MessageRef{Partition: 0, Offset: 5})
+	ack.Topic = tbl.cfg.Names.Acks
+	acc := statusRecord(t, 0, 5, 10, &pb.MessageAccepted{TtlS: 60})
+	acc.Topic = tbl.cfg.Names.Messages
+	for _, r := range []*kgo.Record{ack, acc, statusRecord(t, 3, 0, 1, "seen")} {
+		tbl.Apply(r)
+	}
+	for _, tc := range []struct {
+		name          string
+		got           schema.StatusChange
+		before, after schema.MessageState
+		beforeAcc     int64
+	}{
+		{"ack first", seen[0], schema.StatePending, schema.StateAcked, 0},
+		{"then its message", seen[1], schema.StateAcked, schema.StateAcked, 0},
+	} {
+		if tc.got.Key != key || tc.got.Before.State != tc.before || tc.got.After.State != tc.after || tc.got.Before.AcceptedMs != tc.beforeAcc {
+			t.Errorf("%s: %+v", tc.name, tc.got)
+		}
+	}
+	if len(seen) != 2 || seen[1].After.AcceptedMs != 10 || seen[1].After.AckCode != 100 {
+		t.Fatalf("followers saw %d changes, last %+v", len(seen), seen[len(seen)-1])
+	}
+	if tbl.Behind(key) || !tbl.Behind(schema.MessageKey{Partition: 0, Offset: 6}) || !tbl.Behind(schema.MessageKey{Partition: 1, Offset: 0}) {
+		t.Fatal("Behind: read through offset 5 of partition 0 only")
+	}
+}

@@ -52,11 +52,24 @@ type MessageStatus struct {
 	SettledMs   int64 // when it reached State (0: not settled)
 	TTLSeconds  int64
 	Deliveries  int32
-	State       MessageState // never StateDelivered while settled
 	Reason      pb.DropReason
 	Urgency     pb.Urgency
+	AckCode     int32        // StateAcked: the user agent's ack code (100, 101, 102)
+	State       MessageState // never StateDelivered while settled
 	KeyBound    bool
 	KeyHash     [sha256.Size]byte // the sender's VAPID key hash (zero without VAPID)
+}
+
+// StatusChange is one event folded into a message's status, as the one
+// fold of the messages and acks topics (projector.StatusTable) reports it
+// to what follows it (push receipts): Before and After are the message's
+// status around the event. A refold after a restart reports events again,
+// with Before already holding them.
+type StatusChange struct {
+	Key    MessageKey
+	Event  *pb.Event
+	Before MessageStatus
+	After  MessageStatus
 }
 
 // MessageKeyOf returns the message an event of the messages or acks topic
@@ -110,7 +123,9 @@ func (m *MessageStatus) Apply(ev *pb.Event) {
 			m.State = StateDelivered
 		}
 	case *pb.Event_Acked:
-		m.settle(StateAcked, 0, t)
+		if m.settle(StateAcked, 0, t) {
+			m.AckCode = b.Acked.GetCode()
+		}
 	case *pb.Event_Expired:
 		m.settle(StateExpired, 0, t)
 	case *pb.Event_Dropped:
@@ -126,14 +141,17 @@ func (m *MessageStatus) Apply(ev *pb.Event) {
 	// state (as analytics counts it: issue 16's deleted-once rule).
 }
 
-func (m *MessageStatus) settle(s MessageState, r pb.DropReason, t int64) {
+// settle makes s the state unless an earlier settlement was folded; true
+// when it did.
+func (m *MessageStatus) settle(s MessageState, r pb.DropReason, t int64) bool {
 	if m.State.Settled() && m.SettledMs <= t {
-		return
+		return false
 	}
-	m.State, m.Reason, m.SettledMs = s, r, t
+	m.State, m.Reason, m.SettledMs, m.AckCode = s, r, t, 0
 	if s != StateDropped {
 		m.Reason = 0
 	}
+	return true
 }
 
 // DropReasonName names a drop reason as the APIs spell it ("pending_limit",

@@ -85,6 +85,16 @@ func TestMessageKeyOfOthers(t *testing.T) {
 	if _, ok := MessageKeyOf(0, 0, &pb.Event{Body: &pb.Event_Acked{Acked: &pb.Acked{}}}); ok {
 		t.Fatal("an ack without a ref has no message")
 	}
+	var acked MessageStatus
+	acked.Apply(msgEvent(30, "acked"))
+	acked.Apply(msgEvent(20, "expired")) // earlier: wins, and the ack code goes
+	if acked.State != StateExpired || acked.AckCode != 0 {
+		t.Fatalf("earlier expiry after an ack: %+v", acked)
+	}
+	acked.Apply(msgEvent(10, "acked"))
+	if acked.State != StateAcked || acked.AckCode != 100 {
+		t.Fatalf("ack code of the winning ack: %+v", acked)
+	}
 	if n := unsafe.Sizeof(MessageStatus{}); n > 96 {
 		t.Fatalf("MessageStatus is %d bytes; the status table's bound assumes at most 96", n)
 	}

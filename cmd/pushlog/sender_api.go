@@ -24,19 +24,23 @@ import (
 
 // senderSources builds what ingest's sender APIs answer from (issue 15):
 // the status table of GET /m/{id}, folded on this node from the messages
-// and acks topics (supervised: a failed fold restarts and keeps its
+// and acks topics, which push receipts follow too (the caller runs it,
+// supervised, once ingest follows it: a failed fold restarts and keeps its
 // table), and the ClickHouse reports of GET /v1/report when analytics is
 // configured (otherwise the report answers 503: analytics is off).
-func senderSources(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, met *serveMetrics, logger *slog.Logger) (ingest.StatusSource, ingest.ReportConfig, error) {
+func senderSources(cfg *serveConfig, names schema.Names, clientOpts []kgo.Opt, met *serveMetrics, logger *slog.Logger) (*projector.StatusTable, ingest.ReportConfig, error) {
 	report := ingest.ReportConfig{MaxWindow: cfg.ReportMaxWindow, Concurrency: cfg.ReportConcurrency}
+	var history time.Duration
+	if cfg.Receipts {
+		history = cfg.ReceiptRetention // receipts follow the same fold
+	}
 	table, err := projector.NewStatusTable(projector.StatusTableConfig{
-		Names: names, ClientOpts: clientOpts, MaxTTL: cfg.MaxTTL, Keep: cfg.StatusKeep,
+		Names: names, ClientOpts: clientOpts, MaxTTL: cfg.MaxTTL, Keep: cfg.StatusKeep, History: history,
 		MaxEntries: cfg.StatusEntries, Logger: logger.With("role", "status-table"), Metrics: met.reg,
 	})
 	if err != nil {
 		return nil, report, fmt.Errorf("status table: %w", err)
 	}
-	g.supervise("status-table", table.Run)
 	if cfg.ClickHouseAddr != "" {
 		r, err := analytics.NewSenderReporter(cfg.ClickHouseAddr, cfg.ClickHouseDB)
 		if err != nil {

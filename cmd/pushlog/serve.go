@@ -374,7 +374,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	if err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	status, report, err := senderSources(g, cfg, names, clientOpts, met, logger) // sender_api.go
+	status, report, err := senderSources(cfg, names, clientOpts, met, logger) // sender_api.go
 	if err != nil {
 		return err
 	}
@@ -418,7 +418,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		},
 		Status: status, Report: report, // issue 15: message status, sender reports
 
-		Receipts: receiptsConfig(cfg, clientOpts), // issue 15: RFC 8030 push receipts (ingest/receipts.go)
+		Receipts: receiptsConfig(cfg, status), // issue 15: RFC 8030 push receipts (ingest/receipts.go)
 		Bridges:  bridges,                         // issue 14: mobile registration API (bridges.go)
 	})
 	if err != nil {
@@ -427,6 +427,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 	if err := met.reg.Register(metrics.BreakerGauge("ingest", "kafka", srv.BreakerState)); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	g.supervise("status-table", status.Run) // after ingest.New: receipts follow it from its first event
 	var tlsCfg *tls.Config
 	if cfg.TLSCert != "" {
 		c, err := ingest.LoadTLS(cfg.TLSCert, cfg.TLSKey)
@@ -573,13 +574,14 @@ func (g *runGroup) wait(timeout time.Duration) error {
 	return errors.Join(g.errs...)
 }
 
-// receiptsConfig maps the --receipt* flags; --no-receipts leaves the fold
-// without Kafka options, which turns receipts off.
-func receiptsConfig(cfg *serveConfig, clientOpts []kgo.Opt) ingest.ReceiptsConfig {
+// receiptsConfig maps the --receipt* flags; receipts follow the status
+// table (one fold of the messages and acks topics per node);
+// --no-receipts leaves them without it, which turns them off.
+func receiptsConfig(cfg *serveConfig, status *projector.StatusTable) ingest.ReceiptsConfig {
 	rc := ingest.ReceiptsConfig{Retention: cfg.ReceiptRetention, Buffer: cfg.ReceiptBuffer,
 		SubsPerSender: cfg.ReceiptSubsPerSender, MaxStreams: cfg.ReceiptStreams, Idle: cfg.ReceiptIdle}
 	if cfg.Receipts {
-		rc.ClientOpts = append(append([]kgo.Opt(nil), clientOpts...), kgo.ClientID("pushlog-receipts-"+cfg.NodeID))
+		rc.Feed = status
 	}
 	return rc
 }
