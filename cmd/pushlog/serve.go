@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/cmd/internal/embedded"
+	"github.com/pushlog/pushlog/cmd/internal/gctune"
 	"github.com/pushlog/pushlog/cmd/internal/metrics"
 	"github.com/pushlog/pushlog/connector"
 	"github.com/pushlog/pushlog/connector/node"
@@ -119,6 +120,9 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	if err := startConsole(g, cfg, names, kadm.NewClient(producer), met, logger); err != nil {
 		return g.abort(err, cfg.ShutdownTimeout)
+	}
+	if cfg.GCHeadroom > 0 {
+		g.start("gctune", gctune.New(gctune.Config{Headroom: cfg.GCHeadroom}).Run)
 	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)

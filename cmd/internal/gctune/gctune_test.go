@@ -1,0 +1,77 @@
+package gctune
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestPercent(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name     string
+		headroom int64
+		scanned  uint64
+		lo, hi   int
+		want     int
+	}{
+		{"small heap keeps GOGC", 8 * mib, 4 * mib, 25, 100, 100},
+		{"headroom equals the heap", 8 * mib, 8 * mib, 25, 100, 100},
+		{"heap twice the headroom", 8 * mib, 16 * mib, 25, 100, 50},
+		{"large heap floors", 8 * mib, 1024 * mib, 25, 100, 25},
+		{"nothing scanned yet", 8 * mib, 0, 25, 100, 100},
+		{"off", 0, 64 * mib, 25, 100, 100},
+		{"GOGC below the floor wins", 8 * mib, 1024 * mib, 25, 20, 25},
+		{"operator GOGC 200 is the ceiling", 8 * mib, 2 * mib, 25, 200, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Percent(tc.headroom, tc.scanned, tc.lo, tc.hi); got != tc.want {
+				t.Fatalf("Percent(%d, %d, %d, %d) = %d, want %d", tc.headroom, tc.scanned, tc.lo, tc.hi, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRunLowersGOGC keeps a live heap far above the headroom and checks
+// that the tuner lowers GOGC after a collection, and restores it on return.
+func TestRunLowersGOGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	live := make([][]byte, 64)
+	for i := range live {
+		live[i] = make([]byte, 1<<20) // 64 MiB live
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	tu := New(Config{Headroom: 4 << 20})
+	done := make(chan error, 1)
+	go func() { done <- tu.Run(ctx) }()
+	var got int
+	for range 200 {
+		runtime.GC()
+		got = gogc()
+		if got < 100 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(live)
+	if got != defaultMinPercent {
+		t.Fatalf("GOGC under a 64 MiB live heap with 4 MiB headroom = %d, want the floor %d", got, defaultMinPercent)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p := gogc(); p != 100 {
+		t.Fatalf("GOGC after Run = %d, want 100 restored", p)
+	}
+}
+
+func gogc() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
+}
