@@ -23,7 +23,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pushlog/pushlog/connector/link"
 	"github.com/pushlog/pushlog/schema"
@@ -163,6 +165,8 @@ type Owner struct {
 	// atomic, not under mu: it is used with a partition's lock held.
 	chanProd atomic.Pointer[kgo.Client]
 	stopped  chan struct{}
+	// committing is set while an asynchronous commit is in flight.
+	committing atomic.Bool
 
 	probeEvery time.Duration // stuckProbeInterval; shorter in tests
 }
@@ -338,13 +342,20 @@ func (o *Owner) groupMember() (*group.Member, error) {
 		Topics:     o.groupTopics[:],
 		Opts: append([]kgo.Opt{
 			kgo.Balancers(copartitionBalancer{userData: MemberInfo{LinkAddr: o.cfg.LinkAddr, MetricsAddr: o.cfg.MetricsAddr}.encode()}),
+			// A takeover replays a partition's backlog: a fetch of up to
+			// 8 MiB per partition (kgo's default is 1 MiB) needs an eighth
+			// of the round trips, each of which the fold waits for. The
+			// whole response stays bounded by kgo's FetchMaxBytes (50 MiB).
+			// Live traffic is unaffected: FetchMinBytes stays 1, so a fetch
+			// returns as soon as a record is there.
+			kgo.FetchMaxPartitionBytes(groupFetchPartitionBytes),
 		}, o.cfg.GroupOpts...),
 		MaxRecords: 10000,
 		Wait:       func() time.Duration { return o.cfg.CommitInterval },
 		Fold: func(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) error {
 			fs.EachPartition(o.foldFetch)
 			if time.Since(lastCommit) >= o.cfg.CommitInterval {
-				o.commitAll(ctx, cl)
+				o.commitAllAsync(ctx, cl)
 				lastCommit = time.Now()
 			}
 			return nil
@@ -357,6 +368,9 @@ func (o *Owner) groupMember() (*group.Member, error) {
 		Logger:   o.log,
 	})
 }
+
+// groupFetchPartitionBytes is the group client's fetch size per partition.
+const groupFetchPartitionBytes = 8 << 20
 
 // leave folds the poll that saw ctx end, commits the low watermarks and
 // leaves the group, within leaveTimeout.
@@ -411,18 +425,59 @@ func (o *Owner) part(p int32) *partState {
 
 // commitAll commits the low watermarks of every owned partition that moved.
 func (o *Owner) commitAll(ctx context.Context, cl *kgo.Client) {
+	o.commit(ctx, cl, o.ownedNumbers(), false)
+}
+
+// commitAllAsync is commitAll without waiting for the broker: the poll
+// loop goes on folding and delivering while the commit is in flight (a
+// synchronous commit held every message fetched meanwhile for a round
+// trip, once per CommitInterval: a push→socket tail). kgo builds the
+// request with the current generation at once and keeps a group join
+// waiting until it is answered, and a later synchronous commit (revoke,
+// leave) is ordered after it. One at a time: while one is in flight the
+// next interval's is skipped.
+func (o *Owner) commitAllAsync(ctx context.Context, cl *kgo.Client) {
+	if !o.committing.CompareAndSwap(false, true) {
+		return
+	}
+	offsets, marks := o.commitOffsets(o.ownedNumbers(), false)
+	if len(offsets) == 0 {
+		o.committing.Store(false)
+		return
+	}
+	cl.CommitOffsets(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		defer o.committing.Store(false)
+		if err == nil {
+			err = commitResponseErr(resp)
+		}
+		o.committed(marks, err)
+	})
+}
+
+func (o *Owner) ownedNumbers() []int32 {
 	o.mu.RLock()
+	defer o.mu.RUnlock()
 	nums := make([]int32, 0, len(o.parts))
 	for p := range o.parts {
 		nums = append(nums, p)
 	}
-	o.mu.RUnlock()
-	o.commit(ctx, cl, nums, false)
+	return nums
 }
 
 // commit commits the watermarks of nums; unless force, only those that
 // moved since the last successful commit.
 func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force bool) {
+	offsets, marks := o.commitOffsets(nums, force)
+	if len(offsets) == 0 {
+		return
+	}
+	o.committed(marks, group.Commit(ctx, cl, offsets))
+}
+
+// commitOffsets returns the offsets to commit for nums and the watermarks
+// they stand for; unless force, only partitions whose watermarks moved
+// since the last successful commit.
+func (o *Owner) commitOffsets(nums []int32, force bool) (map[string]map[int32]kgo.EpochOffset, map[*partState][numGroupTopics]int64) {
 	offsets := make(map[string]map[int32]kgo.EpochOffset, numGroupTopics)
 	marks := make(map[*partState][numGroupTopics]int64, len(nums))
 	for _, p := range nums {
@@ -445,11 +500,17 @@ func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force 
 			offsets[t][p] = kgo.EpochOffset{Epoch: -1, Offset: w[ti]}
 		}
 	}
-	if len(offsets) == 0 {
-		return
-	}
-	if err := group.Commit(ctx, cl, offsets); err != nil {
-		o.log.Warn("commit", "err", err)
+	return offsets, marks
+}
+
+// committed records the outcome of a commit of marks.
+func (o *Owner) committed(marks map[*partState][numGroupTopics]int64, err error) {
+	if err != nil {
+		logf := o.log.Warn
+		if errors.Is(err, context.Canceled) {
+			logf = o.log.Debug // stopping: leave commits synchronously
+		}
+		logf("commit", "err", err)
 		return // retried at the next interval
 	}
 	for ps, w := range marks {
@@ -457,6 +518,19 @@ func (o *Owner) commit(ctx context.Context, cl *kgo.Client, nums []int32, force 
 		ps.committed = w
 		ps.mu.Unlock()
 	}
+}
+
+// commitResponseErr joins the errors of the partitions a commit refused.
+func commitResponseErr(resp *kmsg.OffsetCommitResponse) error {
+	var errs []error
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				errs = append(errs, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // partitionNumbers returns the partition numbers of an assignment map.
