@@ -52,7 +52,6 @@ const (
 type conn struct {
 	srv   *Server
 	nc    net.Conn
-	br    *bufio.Reader // only on a blocking reader goroutine (no poller)
 	id    uint64
 	since int64 // unix nanoseconds at upgrade
 
@@ -60,6 +59,10 @@ type conn struct {
 	fd      int32
 	pollGen uint32
 	polled  bool
+
+	// Timeout wheel bookkeeping, guarded by the wheel's mutex.
+	slotIdx int32
+	slot    int64 // 0: not in the wheel
 
 	closing  atomic.Bool
 	wclosed  bool         // a close frame was written; guarded by wmu
@@ -258,16 +261,17 @@ func (c *conn) ping() {
 }
 
 // serveReady reads and handles every message the client has sent so far.
-// After a readiness event (blocking false) data is known to be there, and
-// a read buffer is borrowed for as long as bytes are buffered; in blocking
-// mode it first waits, with no deadline, for the next byte, on the conn's
-// own buffer. It returns with nothing left in the read buffer, reporting
+// After a readiness event (own nil) data is known to be there, and a read
+// buffer is borrowed for as long as bytes are buffered; a blocking reader
+// goroutine passes its own buffer and first waits, with no deadline, for
+// the next byte. It returns with nothing left in the read buffer, reporting
 // whether the connection is still open.
-func (c *conn) serveReady(blocking bool) bool {
+func (c *conn) serveReady(own *bufio.Reader) bool {
 	if c.proto.Phase() == stateClosed {
 		return false
 	}
-	br := c.br
+	blocking := own != nil
+	br := own
 	if !blocking {
 		br = getReader(c.nc)
 		defer putReader(br) // empty: every byte was consumed or the conn closed

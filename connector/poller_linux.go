@@ -140,7 +140,7 @@ func (p *poller) loop() {
 }
 
 func (p *poller) serve(c *conn) {
-	if c.serveReady(false) {
+	if c.serveReady(nil) {
 		p.rearm(c)
 	}
 }

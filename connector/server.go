@@ -66,6 +66,7 @@ type Server struct {
 	poll      *poller
 	sweepStop chan struct{}
 	sweepDone chan struct{}
+	wheel     *wheel // the open connections by when their timeouts are next checked
 	stopOnce  sync.Once
 	met       *connMetrics // nil without Config.Metrics
 	env       protocol.Env // what every connection's protocol machine shares
@@ -218,6 +219,7 @@ func (s *Server) start() error {
 			return
 		}
 		s.poll = p
+		s.wheel = newWheel(s.sweepTick(), time.Now().UnixNano())
 		s.sweepStop = make(chan struct{})
 		s.sweepDone = make(chan struct{})
 		go s.sweep()
@@ -319,6 +321,7 @@ func (s *Server) admit(c *conn) bool {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.count.Add(1)
+	s.wheel.schedule(c, nextCheck(&s.env, c))
 	return true
 }
 
@@ -334,9 +337,9 @@ func (s *Server) watch(c *conn) {
 			s.log.Warn("poller add failed; using a reader goroutine", "err", err)
 		}
 	}
-	c.br = bufio.NewReaderSize(c.nc, readerSize)
 	go func() {
-		for c.serveReady(true) {
+		br := bufio.NewReaderSize(c.nc, readerSize)
+		for c.serveReady(br) {
 		}
 	}()
 }
@@ -368,6 +371,7 @@ func (s *Server) forget(c *conn) {
 		return
 	}
 	delete(s.conns, c)
+	s.wheel.remove(c)
 	if uaid := c.proto.UAID(); uaid != (schema.UAID{}) && s.byUAID[uaid] == c {
 		delete(s.byUAID, uaid)
 	}
@@ -381,8 +385,9 @@ func (s *Server) sweepTick() time.Duration {
 	return max(5*time.Millisecond, min(d, time.Second))
 }
 
-// sweep enforces the hello timeout and the idle Ping/Pong for every socket
-// from one goroutine, so idle connections need no timers of their own.
+// sweep enforces the hello timeout and the idle Ping/Pong from one
+// goroutine, so idle connections need no timers of their own; each tick it
+// checks only the connections whose slot of the wheel passed.
 func (s *Server) sweep() {
 	defer close(s.sweepDone)
 	t := time.NewTicker(s.sweepTick())
@@ -399,19 +404,10 @@ func (s *Server) sweep() {
 
 func (s *Server) sweepOnce(now time.Time) {
 	n := now.UnixNano()
-	type due struct {
-		c   *conn
-		out protocol.Output
-	}
-	var dues []due
-	s.mu.RLock()
-	for c := range s.conns {
+	for _, c := range s.wheel.expired(n) {
 		if out := c.proto.Tick(&s.env, n, c.liveness()); len(out.Effects) > 0 {
-			dues = append(dues, due{c, out})
+			c.due(n, out) // a Ping is marked sent before the next check is computed
 		}
-	}
-	s.mu.RUnlock()
-	for _, d := range dues {
-		d.c.due(n, d.out)
+		s.wheel.schedule(c, nextCheck(&s.env, c))
 	}
 }

@@ -154,6 +154,26 @@ func unmask(key [4]byte, pos int, b []byte) {
 // message (with the control frames between its fragments), and handles it.
 // It reports whether the connection is still open.
 func (c *conn) readOne(br *bufio.Reader) bool {
+	op, msg, err := c.readMessage(br)
+	switch {
+	case err != nil:
+		c.readFailed(err)
+		return false
+	case op == opBinary:
+		c.perform(c.proto.Binary().Effects, true)
+		return false
+	case op == opText:
+		c.receive(msg)
+	}
+	return true
+}
+
+// readMessage reads one control frame at a message boundary (op 0), or one
+// data message: a binary one only up to its first header (op opBinary: it
+// is refused unread), a text one whole (op opText), with the control frames
+// between its fragments. A text message past MaxMessage is answered with
+// close 1009 before its payload is read.
+func (c *conn) readMessage(br *bufio.Reader) (byte, []byte, error) {
 	var (
 		msg       []byte
 		inMessage bool
@@ -161,45 +181,38 @@ func (c *conn) readOne(br *bufio.Reader) bool {
 	for {
 		h, err := c.readHeader(br, inMessage)
 		if err != nil {
-			c.readFailed(err)
-			return false
+			return 0, nil, err
 		}
 		switch h.op {
 		case opClose, opPing, opPong:
 			if err := c.readControl(br, h); err != nil {
-				c.readFailed(err)
-				return false
+				return 0, nil, err
 			}
 			if !inMessage {
-				return true
+				return 0, nil, nil
 			}
 			continue
 		case opBinary:
-			c.perform(c.proto.Binary().Effects, true)
-			return false
+			return opBinary, nil, nil
 		}
 		inMessage = true
 		if total := int64(len(msg)) + h.n; total < 0 || total > c.srv.cfg.MaxMessage {
 			_ = c.writeControl(opClose, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, ""), time.Now().Add(controlWriteWait))
-			c.readFailed(errLimit)
-			return false
+			return 0, nil, errLimit
 		}
 		start := len(msg)
 		msg = append(msg, make([]byte, h.n)...)
 		if _, err := io.ReadFull(br, msg[start:]); err != nil {
-			c.readFailed(err)
-			return false
+			return 0, nil, err
 		}
 		unmask(h.mask, 0, msg[start:])
 		if h.fin {
-			break
+			if msg == nil {
+				msg = []byte{}
+			}
+			return opText, msg, nil
 		}
 	}
-	if msg == nil {
-		msg = []byte{}
-	}
-	c.receive(msg)
-	return true
 }
 
 // readControl reads a control frame's payload and acts on it: a Ping is
