@@ -14,6 +14,7 @@ type rateCmd struct {
 	target      `embed:""`
 	Rate        float64       `default:"100" help:"Pushes per second, sent on an open-loop schedule (push i at start + i/rate, each from its own goroutine, whatever the answers), so a server stall shows as latency instead of a slower client. Latency runs from the POST going out to the notification read; send_lag_max_ms says how late the load tool itself was."`
 	MaxInflight int           `default:"20000" help:"Pushes in flight at most; past it a scheduled push is skipped and counted (the load tool is overloaded, or the server stalled)."`
+	Conns       int           `default:"256" help:"HTTP connections to the server at most (a push waiting for one is timed from before the wait, so a slow server still shows)."`
 	Drain       time.Duration `default:"5s" help:"After the window, how long to wait for notifications still on their way; missing ones are counted as lost."`
 }
 
@@ -77,10 +78,10 @@ func (cmd *rateCmd) run(ctx context.Context) (*report, error) {
 	if err := cmd.check(); err != nil {
 		return nil, err
 	}
-	if cmd.Rate <= 0 || cmd.MaxInflight <= 0 {
-		return nil, errors.New("--rate and --max-inflight must be positive")
+	if cmd.Rate <= 0 || cmd.MaxInflight <= 0 || cmd.Conns <= 0 {
+		return nil, errors.New("--rate, --max-inflight and --conns must be positive")
 	}
-	p, err := newPusher(&cmd.target, min(cmd.MaxInflight, 2048), false)
+	p, err := newPusher(&cmd.target, cmd.Conns, false)
 	if err != nil {
 		return nil, err
 	}

@@ -125,7 +125,7 @@ func TestModesSmoke(t *testing.T) {
 		want map[string]func(string) bool
 	}{
 		{"rate", func(tg target) (*report, error) {
-			c := rateCmd{target: tg, Rate: 200, MaxInflight: 100, Drain: 5 * time.Second}
+			c := rateCmd{target: tg, Rate: 200, MaxInflight: 100, Conns: 4, Drain: 5 * time.Second}
 			return c.run(ctx)
 		}, map[string]func(string) bool{"lost": eq("0"), "skipped": eq("0"), "delivered": positive}},
 		{"offline", func(tg target) (*report, error) {

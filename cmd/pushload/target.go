@@ -274,7 +274,9 @@ func newPusher(t *target, conns int, fresh bool) (*pusher, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &http.Transport{MaxIdleConns: conns + 16, MaxIdleConnsPerHost: conns + 16, IdleConnTimeout: time.Minute}
+	// A bounded pool, as a real sender has: without it an overloaded
+	// moment opens a new connection per push and the handshakes snowball.
+	tr := &http.Transport{MaxConnsPerHost: conns, MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}
 	return &pusher{
 		client: &http.Client{Transport: tr, Timeout: t.Timeout},
 		seal:   seal, vapid: key, subject: t.Subject, fresh: fresh, ttl: strconv.Itoa(t.TTL),
