@@ -246,7 +246,7 @@ for s in ${scenarios//,/ }; do
 			fi
 			set_load_args "$s"
 			if "${load_cpu[@]}" "$work/pushload" "${args[@]}" >"$work/load-$label.log" 2>&1; then
-				line="$(grep '^RESULT ' "$work/load-$label.log" | tail -1 || true)"
+				line="$(grep '^RESULT ' "$work/load-$label.log" | tail -1 || true) load1=$(cut -d' ' -f1 /proc/loadavg)"
 				echo "$s $side $r ${line#RESULT }" >>"$results"
 				echo "[$label] ${line#RESULT }"
 			else
