@@ -20,9 +20,9 @@ import (
 const (
 	// p256Window is the table's radix, 2^6: signed digits in [-31, 32].
 	p256Window = 6
-	// p256Windows covers a 256-bit scalar (43 × 6 = 258 bits; the top
-	// digit is at most 2^4, so no carry leaves it).
-	p256Windows = (256 + p256Window - 1) / p256Window
+	// p256Windows covers 257 bits: a 256-bit scalar and the carry its
+	// signed digits may leave (43 windows of 6 bits).
+	p256Windows = (256 + p256Window) / p256Window
 	// p256Half is how many multiples each window keeps: 1..32.
 	p256Half = 1 << (p256Window - 1)
 	// p256TableBytes is one table's heap: 43 × 32 points of 96 bytes.
