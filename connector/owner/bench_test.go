@@ -159,3 +159,49 @@ func takenOver(o *Owner, pending int) bool {
 	st := o.Stats()
 	return len(st.Partitions) == testPartitions && st.Partitions[0].Ready && st.Pending == pending
 }
+
+// BenchmarkFoldSettled measures the fold of a replay whose messages were
+// delivered and acknowledged (a Delivered and an Acked event each on
+// pushlog.acks, as the live path writes them), per message:
+//
+//	go test ./connector/owner -run '^$' -bench FoldSettled
+func BenchmarkFoldSettled(b *testing.B) {
+	clock := newFakeClock()
+	l := newLog(b, 0, clock)
+	payload := make([]byte, benchPayload)
+	var uaid, ch string
+	for i := range benchPending {
+		if i%benchPerUAID == 0 {
+			uaid, ch = uaidIn(0), newChannel()
+		}
+		off := l.add(uaid, &pb.MessageAccepted{ChannelId: ch, Payload: payload, Encoding: "aes128gcm", TtlS: 86400, VapidSub: "mailto:ops@example.com"}).Offset
+		ref := &pb.MessageRef{Partition: 0, Offset: off, ChannelId: ch, AcceptedMs: 1, VapidSub: "mailto:ops@example.com"}
+		l.add(uaid, &pb.Delivered{Msg: ref, Node: "node-1", ConnId: "0123456789abcdef0123456789abcdef", Attempt: 1})
+		l.add(uaid, &pb.Acked{Msg: ref, Code: 100})
+	}
+	msgs, acks := l.recs[schema.TopicMessages], l.recs[schema.TopicAcks]
+	var cpu time.Duration
+	for b.Loop() {
+		c0 := cpuTime()
+		ps, _ := newTestPart(b, 0, newFakeClock())
+		ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{int64(len(msgs)), int64(len(acks)), 0})
+		ps.mu.Lock()
+		// Interleaved as a consumer returns them: a batch of each topic.
+		for i := 0; i < len(msgs); i += 1000 {
+			for _, r := range msgs[i:min(i+1000, len(msgs))] {
+				ps.foldGroup(tMessages, r)
+			}
+			for _, r := range acks[2*i : min(2*i+2000, len(acks))] {
+				ps.foldGroup(tAcks, r)
+			}
+		}
+		ps.afterBatch()
+		ps.mu.Unlock()
+		cpu += cpuTime() - c0
+		if n := len(ps.msgs.items()); n != 0 || !ps.ready {
+			b.Fatalf("pending %d, ready %v", n, ps.ready)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(msgs)), "ns/message")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(len(msgs)), "cpu-ns/message")
+}

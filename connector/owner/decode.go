@@ -230,3 +230,181 @@ func (c *handleCache) of(b []byte) unique.Handle[string] {
 	}
 	return h
 }
+
+// Field numbers of the settlement bodies of pushlog.acks and of what the
+// fold reads in them (schema/events.proto).
+const (
+	fieldEventDelivered = 12
+	fieldEventAcked     = 13
+	fieldEventNacked    = 14
+	fieldEventExpired   = 15
+	fieldEventDropped   = 16
+	fieldBodyMsg        = 1 // MessageRef msg = 1 in each of them
+	fieldDeliveredNode  = 2
+	fieldDeliveredConn  = 3
+	fieldDeliveredTry   = 4
+	fieldRefPartition   = 1
+	fieldRefOffset      = 2
+	fieldRefChannelID   = 3
+	fieldRefAcceptedMs  = 4
+	fieldRefVapidSub    = 5
+)
+
+// settlement is what the fold reads of an event of pushlog.acks.
+type settlement struct {
+	kind    protowire.Number // the body's field number in pb.Event
+	hasRef  bool             // the body names a message
+	part    int32            // the message's partition and offset
+	offset  int64
+	attempt int32 // Delivered only
+}
+
+// decodeSettlement reads an encoded pb.Event holding a Delivered, Acked,
+// Nacked, Expired or Dropped body without building it (a takeover replays
+// two or three of them per message). Like decodeAccepted it is a fast path
+// only: ok is false for anything it does not read exactly as
+// proto.Unmarshal would, and the caller then decodes the record in full.
+func decodeSettlement(b []byte) (uaid []byte, s settlement, ok bool) {
+	var body []byte
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return nil, s, false
+		}
+		b = b[n:]
+		switch {
+		case num == fieldEventUAID:
+			v, n := consumeString(b, typ)
+			if n < 0 {
+				return nil, s, false
+			}
+			uaid, b = v, b[n:]
+		case num >= fieldEventDelivered && num <= fieldEventDropped && s.kind == 0:
+			v, n := consumeBytes(b, typ)
+			if n < 0 {
+				return nil, s, false
+			}
+			s.kind, body, b = num, v, b[n:]
+		case num >= fieldEventBodyFirst && num <= fieldEventBodyLast:
+			return nil, s, false // another body, or a second one
+		default:
+			if num == fieldEventTimeMs && typ != protowire.VarintType {
+				return nil, s, false
+			}
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, s, false
+			}
+			b = b[n:]
+		}
+	}
+	if s.kind == 0 || !decodeSettlementBody(body, &s) {
+		return nil, s, false
+	}
+	return uaid, s, true
+}
+
+// decodeSettlementBody reads the body's message ref and, of a Delivered,
+// its attempt; strings it skips are still checked for UTF-8, as
+// proto.Unmarshal does.
+func decodeSettlementBody(b []byte, s *settlement) bool {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case num == fieldBodyMsg:
+			v, n := consumeBytes(b, typ)
+			if n < 0 || s.hasRef || !decodeRef(v, s) {
+				return false // a second ref would be merged: the full decode does that
+			}
+			s.hasRef, b = true, b[n:]
+		case s.kind == fieldEventDelivered && (num == fieldDeliveredNode || num == fieldDeliveredConn):
+			_, n := consumeString(b, typ)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+		case s.kind == fieldEventDelivered && num == fieldDeliveredTry,
+			s.kind != fieldEventDelivered && s.kind != fieldEventExpired && num == 2: // code, reason
+			v, n := consumeVarint(b, typ)
+			if n < 0 {
+				return false
+			}
+			if s.kind == fieldEventDelivered {
+				s.attempt = int32(v)
+			}
+			b = b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+		}
+	}
+	return true
+}
+
+// decodeRef reads a MessageRef's partition and offset.
+func decodeRef(b []byte, s *settlement) bool {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch num {
+		case fieldRefPartition, fieldRefOffset, fieldRefAcceptedMs:
+			v, n := consumeVarint(b, typ)
+			if n < 0 {
+				return false
+			}
+			switch num {
+			case fieldRefPartition:
+				s.part = int32(v)
+			case fieldRefOffset:
+				s.offset = int64(v)
+			}
+			b = b[n:]
+		case fieldRefChannelID, fieldRefVapidSub:
+			_, n := consumeString(b, typ)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+		}
+	}
+	return true
+}
+
+// settlementOf converts a fully decoded event (the slow path) into the
+// fold's view of it; false for a body that does not belong on pushlog.acks.
+func settlementOf(ev *pb.Event) (settlement, bool) {
+	var s settlement
+	var ref *pb.MessageRef
+	switch b := ev.GetBody().(type) {
+	case *pb.Event_Delivered:
+		s.kind, ref, s.attempt = fieldEventDelivered, b.Delivered.GetMsg(), b.Delivered.GetAttempt()
+	case *pb.Event_Acked:
+		s.kind, ref = fieldEventAcked, b.Acked.GetMsg()
+	case *pb.Event_Nacked:
+		s.kind, ref = fieldEventNacked, b.Nacked.GetMsg()
+	case *pb.Event_Expired:
+		s.kind, ref = fieldEventExpired, b.Expired.GetMsg()
+	case *pb.Event_Dropped:
+		s.kind, ref = fieldEventDropped, b.Dropped.GetMsg()
+	default:
+		return s, false
+	}
+	s.hasRef, s.part, s.offset = ref != nil, ref.GetPartition(), ref.GetOffset()
+	return s, true
+}

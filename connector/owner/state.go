@@ -266,7 +266,7 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 		return // already folded (a re-fetch after a rebalance)
 	}
 	ps.next[ti] = rec.Offset + 1
-	if ti == tMessages && ps.foldAcceptedFast(rec) {
+	if ti == tMessages && ps.foldAcceptedFast(rec) || ti == tAcks && ps.foldSettlementFast(rec) {
 		return
 	}
 	ev, err := schema.Decode(rec)
@@ -283,23 +283,56 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 	case tMessages:
 		ps.foldMessage(rec, ev, id)
 	case tAcks:
-		ps.foldAck(rec, ev, id)
+		st, ok := settlementOf(ev)
+		if !ok {
+			ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
+			return
+		}
+		ps.foldAck(rec, st, id)
 	case tRegistrations:
 		ps.foldRegistration(rec, ev, id)
 	}
+}
+
+// foldSettlementFast folds a well-formed settlement event of this
+// partition without decoding it in full (decode.go) and reports whether it
+// did; anything else is left to the full decode.
+func (ps *partState) foldSettlementFast(rec *kgo.Record) bool {
+	if !currentVersion(rec) || rec.Value == nil {
+		return false
+	}
+	uaid, st, ok := decodeSettlement(rec.Value)
+	if !ok {
+		return false
+	}
+	id, err := schema.ParseUAID(string(uaid))
+	if err != nil || id.Partition(ps.env.cfg.Partitions) != ps.p {
+		return false
+	}
+	ps.foldAck(rec, st, id)
+	return true
+}
+
+// currentVersion reports whether rec has no encoding version header other
+// than the current one (schema.Decode refuses those).
+func currentVersion(rec *kgo.Record) bool {
+	for _, h := range rec.Headers {
+		if h.Key == schema.HeaderVersion && string(h.Value) != schema.EncodingVersion {
+			return false
+		}
+	}
+	return true
 }
 
 // foldAcceptedFast folds a well-formed MessageAccepted of this partition
 // without decoding it in full (decode.go) and reports whether it did;
 // anything else is left to the full decode, which also judges errors.
 func (ps *partState) foldAcceptedFast(rec *kgo.Record) bool {
-	for _, h := range rec.Headers {
-		if h.Key == schema.HeaderVersion && string(h.Value) != schema.EncodingVersion {
-			return false
-		}
+	if !currentVersion(rec) || rec.Value == nil {
+		return false
 	}
 	a, ok := decodeAccepted(rec.Value)
-	if !ok || rec.Value == nil {
+	if !ok {
 		return false
 	}
 	id, err := schema.ParseUAID(string(a.uaid))
@@ -482,35 +515,21 @@ func (ps *partState) deleted(ref *pb.MessageRef, id schema.UAID) {
 	ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_DELETED))
 }
 
-func (ps *partState) foldAck(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
-	var ref *pb.MessageRef
-	settles := true
-	switch b := ev.GetBody().(type) {
-	case *pb.Event_Acked:
-		ref = b.Acked.GetMsg()
-	case *pb.Event_Expired:
-		ref = b.Expired.GetMsg()
-	case *pb.Event_Dropped:
-		ref = b.Dropped.GetMsg()
-	case *pb.Event_Delivered:
-		ref, settles = b.Delivered.GetMsg(), false
-		if m := ps.msgs.find(ref.GetOffset()); m != nil && m.u != nil && m.u.id == id {
-			m.attempts = max(m.attempts, b.Delivered.GetAttempt())
+func (ps *partState) foldAck(rec *kgo.Record, st settlement, id schema.UAID) {
+	switch st.kind {
+	case fieldEventDelivered:
+		if m := ps.msgs.find(st.offset); m != nil && m.u != nil && m.u.id == id {
+			m.attempts = max(m.attempts, st.attempt)
 		}
-	case *pb.Event_Nacked:
+		return
+	case fieldEventNacked:
 		return // recorded for analytics only; the message stays pending
-	default:
-		ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
-		return
 	}
-	if !settles {
-		return
-	}
-	if ref == nil || ref.GetPartition() != ps.p {
+	if !st.hasRef || st.part != ps.p {
 		ps.skip(rec, errors.New("message ref of another partition"), "skipping settlement")
 		return
 	}
-	off := ref.GetOffset()
+	off := st.offset
 	switch {
 	case off < ps.start[tMessages]:
 		// Below the committed low watermark: settled long ago.
