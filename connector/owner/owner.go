@@ -353,7 +353,7 @@ func (o *Owner) groupMember() (*group.Member, error) {
 		MaxRecords: 10000,
 		Wait:       func() time.Duration { return o.cfg.CommitInterval },
 		Fold: func(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) error {
-			fs.EachPartition(o.foldFetch)
+			o.foldFetches(fs)
 			if time.Since(lastCommit) >= o.cfg.CommitInterval {
 				o.commitAllAsync(ctx, cl)
 				lastCommit = time.Now()
@@ -376,7 +376,7 @@ const groupFetchPartitionBytes = 8 << 20
 // leaves the group, within leaveTimeout.
 func (o *Owner) leave(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) {
 	if !fs.IsClientClosed() {
-		fs.EachPartition(o.foldFetch)
+		o.foldFetches(fs)
 	}
 	cl.AllowRebalance() // leaving waits for the poll's rebalance block
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
@@ -389,6 +389,27 @@ func (o *Owner) leave(ctx context.Context, cl *kgo.Client, fs kgo.Fetches) {
 
 // leaveTimeout bounds the last commit and the group leave at shutdown.
 const leaveTimeout = 10 * time.Second
+
+// foldOrder is the order in which the topics of one poll are folded:
+// registrations first, so a message accepted after a (bridge) registration
+// that arrives in the same poll is folded with it in place, then messages,
+// then the acks that settle them (fewer orphans).
+var foldOrder = [numGroupTopics]int{tRegistrations, tMessages, tAcks}
+
+// foldFetches folds a poll's records, topic by topic in foldOrder.
+func (o *Owner) foldFetches(fs kgo.Fetches) {
+	var byTopic [numGroupTopics][]kgo.FetchTopicPartition
+	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if ti := slices.Index(o.groupTopics[:], fp.Topic); ti >= 0 && len(fp.Records) > 0 {
+			byTopic[ti] = append(byTopic[ti], fp)
+		}
+	})
+	for _, ti := range foldOrder {
+		for _, fp := range byTopic[ti] {
+			o.foldFetch(fp)
+		}
+	}
+}
 
 func (o *Owner) foldFetch(fp kgo.FetchTopicPartition) {
 	ti := slices.Index(o.groupTopics[:], fp.Topic)
