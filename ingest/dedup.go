@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"crypto/sha256"
+	"hash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,16 +23,30 @@ const dedupEntryBytes = 128
 type dedupKey [16]byte
 
 func dedupKeyOf(uaid, channelID string, body []byte) dedupKey {
-	h := sha256.New()
-	h.Write([]byte(uaid))
-	h.Write([]byte{0})
-	h.Write([]byte(channelID))
-	h.Write([]byte{0})
-	h.Write(body)
+	h := dedupHashers.Get().(*dedupHasher)
+	h.h.Reset()
+	h.buf = append(append(append(append(h.buf[:0], uaid...), 0), channelID...), 0)
+	h.h.Write(h.buf)
+	h.h.Write(body)
+	h.sum = h.h.Sum(h.sum[:0])
 	var k dedupKey
-	copy(k[:], h.Sum(nil))
+	copy(k[:], h.sum)
+	dedupHashers.Put(h)
 	return k
 }
+
+// dedupHasher is a SHA-256 with room for its prefix and sum: a push
+// otherwise allocates the digest, its sum and two conversions.
+type dedupHasher struct {
+	h   hash.Hash
+	buf []byte
+	sum []byte
+}
+
+// dedupHashers is immutable after init (a pool, not state).
+var dedupHashers = sync.Pool{New: func() any {
+	return &dedupHasher{h: sha256.New(), buf: make([]byte, 0, 128), sum: make([]byte, 0, sha256.Size)}
+}}
 
 // dedupEntry is one push being appended (pending) or appended (settled).
 // Fields other than done are written under the index lock before done is

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -68,10 +69,11 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 		if aerr := s.checkQuota(req, ep, auth); aerr != nil { // quota.go: 429, never written
 			return aerr
 		}
-		msg, aerr := s.parseNotification(req.Header)
+		ae, aerr := s.parseNotification(req.Header)
 		if aerr != nil {
 			return aerr
 		}
+		msg := &ae.msg
 		msg.ChannelId, msg.KeyBound = ep.ChannelID, version == 2
 		if auth.ok {
 			msg.VapidSub, msg.VapidKeyHash = auth.sub, auth.keyHash[:]
@@ -81,8 +83,10 @@ func (s *Server) handlePush(version int) echo.HandlerFunc {
 			return aerr
 		}
 		msg.ReceiptSub = receiptSub
-		c.Set(ctxReceiptLink, receiptLink)
-		rec, key, aerr := s.messageRecord(req, ep, msg)
+		if receiptLink != "" { // unset reads as "": no map per push
+			c.Set(ctxReceiptLink, receiptLink)
+		}
+		rec, key, aerr := s.messageRecord(req, ep, ae)
 		if aerr != nil {
 			return aerr
 		}
@@ -171,7 +175,8 @@ func (s *Server) checkCryptoSize(h http.Header) *apiError {
 // MessageAccepted event; for a non-empty body it also returns the retry
 // index key. The pooled body buffer is released as soon as the event is
 // encoded, not held while Kafka is awaited.
-func (s *Server) messageRecord(req *http.Request, ep schema.Endpoint, msg *pb.MessageAccepted) (*kgo.Record, *dedupKey, *apiError) {
+func (s *Server) messageRecord(req *http.Request, ep schema.Endpoint, ae *acceptedEvent) (*kgo.Record, *dedupKey, *apiError) {
+	msg := &ae.msg
 	bufp := s.bodyPool.Get().(*[]byte)
 	defer s.bodyPool.Put(bufp)
 	body, aerr := s.readBody(req.Body, *bufp)
@@ -198,9 +203,7 @@ func (s *Server) messageRecord(req *http.Request, ep schema.Endpoint, msg *pb.Me
 		msg.Payload = nil
 		return nil, nil, aerr
 	}
-	ev := schema.NewEvent(ep.UAID, s.now())
-	ev.Body = &pb.Event_MessageAccepted{MessageAccepted: msg}
-	rec, err := s.cfg.Names.Record(ev)
+	rec, err := s.cfg.Names.Record(ae.event(ep.UAID, s.now()))
 	msg.Payload = nil // the buffer goes back to the pool
 	if err != nil {
 		s.log.Error("encode message", "uaid", ep.UAID, "err", err)
@@ -237,8 +240,8 @@ func (s *Server) created(c echo.Context, ep schema.Endpoint, partition int32, of
 		return newError(http.StatusInternalServerError, errnoUnknown, "Could not seal the message id")
 	}
 	h := c.Response().Header()
-	h[hdrLocation] = []string{s.base + "/m/" + id}
-	h[hdrTTL] = []string{strconv.FormatInt(ttl, 10)}
+	vals := []string{s.base + "/m/" + id, strconv.FormatInt(ttl, 10)} // one backing array
+	h[hdrLocation], h[hdrTTL] = vals[0:1:1], vals[1:2:2]
 	c.Response().WriteHeader(receiptAccepted(c)) // 202 with a receipt (receipts.go)
 	return nil
 }
@@ -320,7 +323,7 @@ func (s *Server) checkGone(ep schema.Endpoint) *apiError {
 }
 
 // parseNotification validates TTL, Urgency and Topic into a MessageAccepted.
-func (s *Server) parseNotification(h http.Header) (*pb.MessageAccepted, *apiError) {
+func (s *Server) parseNotification(h http.Header) (*acceptedEvent, *apiError) {
 	ttl, aerr := parseTTL(h[hdrTTL], s.cfg.MaxTTL)
 	if aerr != nil {
 		return nil, aerr
@@ -333,7 +336,27 @@ func (s *Server) parseNotification(h http.Header) (*pb.MessageAccepted, *apiErro
 	if aerr != nil {
 		return nil, aerr
 	}
-	return &pb.MessageAccepted{TtlS: ttl, Topic: topic, Urgency: urgency}, nil
+	ae := new(acceptedEvent)
+	ae.msg.TtlS, ae.msg.Topic, ae.msg.Urgency = ttl, topic, urgency
+	return ae, nil
+}
+
+// acceptedEvent is a push's event, its oneof wrapper, body and id in one
+// allocation instead of four: parseNotification fills msg, event the rest.
+type acceptedEvent struct {
+	msg  pb.MessageAccepted
+	body pb.Event_MessageAccepted
+	ev   pb.Event
+	id   [16]byte
+}
+
+// event is schema.NewEvent(uaid, now) with the body msg.
+func (e *acceptedEvent) event(uaid string, now time.Time) *pb.Event {
+	_, _ = rand.Read(e.id[:]) // as schema.NewEventID
+	e.body.MessageAccepted = &e.msg
+	e.ev.Id, e.ev.TimeMs, e.ev.Uaid = e.id[:], now.UnixMilli(), uaid
+	e.ev.Body = &e.body
+	return &e.ev
 }
 
 // readBody reads at most MaxBody+1 bytes into buf (len MaxBody+1): one byte
