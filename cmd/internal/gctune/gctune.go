@@ -8,9 +8,12 @@
 // sets GOGC after every collection so that the heap may grow by Headroom
 // bytes past what the collector must scan, but by no less than MinPercent
 // and no more than the process's own GOGC (100 unless the GOGC variable
-// says otherwise). A small process keeps GOGC; a large one collects more
-// often, which costs CPU only while it allocates: an idle process does not
-// collect at all.
+// says otherwise). A busy process gets at least what it allocated in the
+// last AllocWindow (50 ms), so that it collects at most about twenty times
+// a second from allocation. A small heap keeps GOGC; a large one collects
+// more often, which costs CPU only while it allocates: an idle process
+// hardly collects at all. Every change is a call of debug.SetGCPercent
+// after a collection the runtime chose; the tuner never starts one.
 package gctune
 
 import (
@@ -18,6 +21,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"time"
 )
 
 // Config configures a Tuner.
@@ -33,12 +37,19 @@ type Config struct {
 
 const defaultMinPercent = 25
 
+// AllocWindow is how much of the recent allocation rate the headroom
+// covers at least.
+const AllocWindow = 50 * time.Millisecond
+
 // Tuner adjusts GOGC after each collection.
 type Tuner struct {
 	cfg     Config
 	max     int // the process's GOGC; the tuner never goes above it
 	samples []metrics.Sample
 	gcs     chan struct{}
+
+	lastAllocs uint64    // cumulative heap allocations at the last adjust
+	lastAt     time.Time // when
 }
 
 // New returns a tuner; nothing changes until Run.
@@ -52,6 +63,7 @@ func New(cfg Config) *Tuner {
 			{Name: "/gc/heap/live:bytes"},
 			{Name: "/gc/scan/stack:bytes"},
 			{Name: "/gc/scan/globals:bytes"},
+			{Name: "/gc/heap/allocs:bytes"}, // last: not scanned
 		},
 		gcs: make(chan struct{}, 1),
 	}
@@ -104,21 +116,42 @@ func (t *Tuner) arm(done <-chan struct{}) {
 	}, done)
 }
 
-// adjust sets GOGC for the live heap the last collection found.
+// adjust sets GOGC for the live heap the last collection found and the
+// allocation rate since the previous one.
 func (t *Tuner) adjust(current *int) {
 	metrics.Read(t.samples)
+	now := time.Now()
 	var scanned uint64
-	for _, s := range t.samples {
+	for _, s := range t.samples[:len(t.samples)-1] {
 		if s.Value.Kind() == metrics.KindUint64 {
 			scanned += s.Value.Uint64()
 		}
 	}
-	p := Percent(t.cfg.Headroom, scanned, t.cfg.MinPercent, t.max)
+	var allocs uint64
+	if v := t.samples[len(t.samples)-1].Value; v.Kind() == metrics.KindUint64 {
+		allocs = v.Uint64()
+	}
+	headroom := t.cfg.Headroom
+	if !t.lastAt.IsZero() {
+		headroom = Headroom(t.cfg.Headroom, allocs-t.lastAllocs, now.Sub(t.lastAt))
+	}
+	t.lastAllocs, t.lastAt = allocs, now
+	p := Percent(headroom, scanned, t.cfg.MinPercent, t.max)
 	// Small moves are not worth a change of the pacer's goal.
 	if p != *current && (p*10 < *current*9 || p*10 > *current*11 || p == t.max || p == t.cfg.MinPercent) {
 		debug.SetGCPercent(p)
 		*current = p
 	}
+}
+
+// Headroom is base, or what was allocated in AllocWindow at the rate of
+// allocated bytes in elapsed, whichever is more.
+func Headroom(base int64, allocated uint64, elapsed time.Duration) int64 {
+	if elapsed <= 0 {
+		return base
+	}
+	rate := float64(allocated) / elapsed.Seconds()
+	return max(base, int64(min(rate*AllocWindow.Seconds(), 1<<62)))
 }
 
 // Percent is the GOGC that lets a heap whose collector scans scanned bytes

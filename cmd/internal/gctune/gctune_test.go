@@ -35,6 +35,28 @@ func TestPercent(t *testing.T) {
 	}
 }
 
+func TestHeadroom(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name      string
+		base      int64
+		allocated uint64
+		elapsed   time.Duration
+		want      int64
+	}{
+		{"idle keeps the base", 4 * mib, 1 * mib, 10 * time.Second, 4 * mib},
+		{"busy gets 50 ms of its allocation", 4 * mib, 200 * mib, time.Second, 10 * mib},
+		{"no time passed", 4 * mib, 200 * mib, 0, 4 * mib},
+		{"nothing allocated", 4 * mib, 0, time.Second, 4 * mib},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Headroom(tc.base, tc.allocated, tc.elapsed); got != tc.want {
+				t.Fatalf("Headroom(%d, %d, %s) = %d, want %d", tc.base, tc.allocated, tc.elapsed, got, tc.want)
+			}
+		})
+	}
+}
+
 // TestRunLowersGOGC keeps a live heap far above the headroom and checks
 // that the tuner lowers GOGC after a collection, and restores it on return.
 func TestRunLowersGOGC(t *testing.T) {
