@@ -12,8 +12,9 @@
 // last AllocWindow (50 ms), so that it collects at most about twenty times
 // a second from allocation. A small heap keeps GOGC; a large one collects
 // more often, which costs CPU only while it allocates: an idle process
-// hardly collects at all. Every change is a call of debug.SetGCPercent
-// after a collection the runtime chose; the tuner never starts one.
+// hardly collects at all. The tuner only calls debug.SetGCPercent after a
+// collection the runtime chose; it never forces one (a lower GOGC that puts
+// the heap past its new goal makes the runtime collect at once).
 package gctune
 
 import (
