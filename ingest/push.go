@@ -457,15 +457,23 @@ func notProduced(promise func(*kgo.Record, error), rec *kgo.Record) {
 // answered 503 may still be written later. That is why promise sees the
 // final outcome: the retry index then answers the sender's retry with the
 // original's Location instead of appending a duplicate.
+//
+// The record carries the request's own context, not one with the timeout:
+// a derived context cost four allocations and a child map in the
+// request's per push. A record not yet sent when the wait times out is
+// still failed by kgo, a moment later: the request's context ends when the
+// handler returns its 503. TryProduce keeps the wait bounded when kgo's
+// buffer is full (Produce would block on the context): the push fails at
+// once with ErrMaxBuffered instead.
 func (s *Server) produceWait(ctx context.Context, rec *kgo.Record, promise func(*kgo.Record, error)) error {
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
-	defer cancel()
 	if s.met != nil {
 		start := time.Now()
 		defer func() { s.met.observeProduce(time.Since(start)) }()
 	}
+	timeout := time.NewTimer(s.cfg.ProduceTimeout)
+	defer timeout.Stop()
 	done := make(chan error, 1) // buffered: a late promise never blocks
-	s.cfg.Producer.Produce(pctx, rec, func(r *kgo.Record, err error) {
+	s.cfg.Producer.TryProduce(ctx, rec, func(r *kgo.Record, err error) {
 		if promise != nil {
 			promise(r, err)
 		}
@@ -474,8 +482,10 @@ func (s *Server) produceWait(ctx context.Context, rec *kgo.Record, promise func(
 	var err error
 	select {
 	case err = <-done:
-	case <-pctx.Done():
-		err = fmt.Errorf("produce to %s: %w", rec.Topic, pctx.Err())
+	case <-timeout.C:
+		err = fmt.Errorf("produce to %s: %w", rec.Topic, context.DeadlineExceeded)
+	case <-ctx.Done():
+		err = fmt.Errorf("produce to %s: %w", rec.Topic, ctx.Err())
 	}
 	if err != nil && ctx.Err() != nil {
 		return errClientGone
