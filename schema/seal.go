@@ -49,10 +49,11 @@ type sealKey struct {
 	macs *sync.Pool
 }
 
-// nonceMAC is a keyed HMAC with room for its sum.
+// nonceMAC is a keyed HMAC with room for its sum and a sealed token.
 type nonceMAC struct {
 	h   hash.Hash
 	sum []byte
+	out []byte
 }
 
 // Sealer seals and opens endpoint tokens and message ids.
@@ -83,7 +84,7 @@ func NewSealer(keys [][]byte) (*Sealer, error) {
 		mac.Write([]byte("pushlog nonce key"))
 		nonceKey := mac.Sum(nil)
 		macs := &sync.Pool{New: func() any {
-			return &nonceMAC{h: hmac.New(sha256.New, nonceKey), sum: make([]byte, 0, sha256.Size)}
+			return &nonceMAC{h: hmac.New(sha256.New, nonceKey), sum: make([]byte, 0, sha256.Size), out: make([]byte, 0, 128)}
 		}}
 		s.keys = append(s.keys, sealKey{id: sum[0], aead: aead, nonceKey: nonceKey, macs: macs})
 	}
@@ -115,19 +116,23 @@ func ParseKeys(list string) ([][]byte, error) {
 }
 
 func (s *Sealer) seal(purpose string, plain []byte) string {
+	return string(s.sealAppend(nil, purpose, plain))
+}
+
+// sealAppend appends the token of plain to dst.
+func (s *Sealer) sealAppend(dst []byte, purpose string, plain []byte) []byte {
 	k := s.keys[0]
-	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plain)+k.aead.Overhead())
-	out[0] = k.id
 	m := k.macs.Get().(*nonceMAC)
+	defer k.macs.Put(m)
+	out := append(m.out[:0], k.id)
 	m.h.Reset() // back to the keyed state
 	m.h.Write(purposeBytes(purpose))
 	m.h.Write(plain)
 	m.sum = m.h.Sum(m.sum[:0])
-	nonce := out[1 : 1+nonceSize]
-	copy(nonce, m.sum)
-	k.macs.Put(m)
-	out = k.aead.Seal(out, nonce, plain, purposeBytes(purpose))
-	return base64.RawURLEncoding.EncodeToString(out)
+	out = append(out, m.sum[:nonceSize]...)
+	out = k.aead.Seal(out, out[1:1+nonceSize], plain, purposeBytes(purpose))
+	m.out = out
+	return base64.RawURLEncoding.AppendEncode(dst, out)
 }
 
 // Purposes as additional data, converted once (a conversion per call
@@ -292,20 +297,27 @@ type MessageID struct {
 
 // SealMessageID returns the opaque id of a message.
 func (s *Sealer) SealMessageID(m MessageID) (string, error) {
+	b, err := s.AppendMessageID(nil, m)
+	return string(b), err
+}
+
+// AppendMessageID appends the opaque id of a message to dst (ingest builds
+// each 201's Location with it in one buffer).
+func (s *Sealer) AppendMessageID(dst []byte, m MessageID) ([]byte, error) {
 	u, err := ParseUAID(m.UAID)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
 	c, err := ParseChannelID(m.ChannelID)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
-	plain := make([]byte, 44)
-	copy(plain, u[:])
+	var plain [44]byte
+	copy(plain[:], u[:])
 	copy(plain[16:], c[:])
 	binary.BigEndian.PutUint32(plain[32:], uint32(m.Partition))
 	binary.BigEndian.PutUint64(plain[36:], uint64(m.Offset))
-	return s.seal(purposeMessage, plain), nil
+	return s.sealAppend(dst, purposeMessage, plain[:]), nil
 }
 
 // OpenMessageID authenticates and decodes a message id.
