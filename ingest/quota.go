@@ -346,13 +346,9 @@ func retryAfterSecs(d time.Duration) int {
 
 // subKey is the bucket key of an endpoint.
 func subKey(ep schema.Endpoint) quotaKey {
-	h := sha256.New()
-	h.Write([]byte(ep.UAID))
-	h.Write([]byte{0})
-	h.Write([]byte(ep.ChannelID))
-	var k quotaKey
-	h.Sum(k[:0])
-	return k
+	// One Sum256 over a stack buffer: sha256.New allocated per push.
+	var buf [128]byte
+	return sha256.Sum256(append(append(append(buf[:0], ep.UAID...), 0), ep.ChannelID...))
 }
 
 // addrKey is the bucket key of an address: IPv4, or the /64 of an IPv6

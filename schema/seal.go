@@ -155,17 +155,12 @@ func purposeBytes(purpose string) []byte {
 	return []byte(purpose)
 }
 
-// openBufSize holds a decoded token and its plaintext in one allocation
-// for every token ingest opens (an endpoint token with a key hash and a
-// bridge decodes to 94 bytes).
-const openBufSize = 256
-
 // open authenticates token. The decoded token and the plaintext share one
-// buffer; callers copy what they keep.
+// fresh buffer, which callers may keep.
 func (s *Sealer) open(purpose, token string) ([]byte, error) {
 	token = strings.TrimRight(token, "=")
 	n := base64.RawURLEncoding.DecodedLen(len(token))
-	raw := make([]byte, 0, max(openBufSize, 2*n))
+	raw := make([]byte, 0, 2*n)
 	raw, err := base64.RawURLEncoding.AppendDecode(raw, []byte(token))
 	if err != nil || len(raw) < 1+nonceSize+16 {
 		return nil, ErrBadToken
@@ -280,7 +275,8 @@ func (s *Sealer) OpenEndpoint(token string) (Endpoint, error) {
 	}
 	e := Endpoint{UAID: hex.EncodeToString(plain[:16]), ChannelID: FormatChannelID(plain[16:32]), Bridge: bridge}
 	if len(plain) > 32 {
-		e.KeyHash = append([]byte(nil), plain[32:]...)
+		// plain is open's own fresh buffer: no copy needed.
+		e.KeyHash = plain[32:len(plain):len(plain)]
 	}
 	return e, nil
 }
