@@ -89,7 +89,7 @@ type serveConfig struct {
 	TrustedProxies             string  `name:"trusted-proxies" env:"PUSHLOG_TRUSTED_PROXIES" help:"Comma-separated CIDR prefixes of proxies in front of ingest: from them, the source address is the rightmost X-Forwarded-For address outside these prefixes. Empty: X-Forwarded-For is ignored."`
 
 	// RFC 8030 push receipts (ingest/receipts.go, issue 15).
-	Receipts             bool          `name:"receipts" default:"true" negatable:"" env:"PUSHLOG_RECEIPTS" help:"RFC 8030 push receipts (POST /receipts, Push-Receipt, Prefer: respond-async); each ingest node then also reads the messages and acks topics."`
+	Receipts             bool          `name:"receipts" default:"true" negatable:"" env:"PUSHLOG_RECEIPTS" help:"RFC 8030 push receipts (POST /receipts, Push-Receipt, Prefer: respond-async); they follow the node's status table (the one fold of the messages and acks topics), which then reads at least --receipt-retention back."`
 	ReceiptRetention     time.Duration `name:"receipt-retention" default:"24h" env:"PUSHLOG_RECEIPT_RETENTION" help:"How long receipts are kept for a sender that reconnects, and how far back a starting node reads."`
 	ReceiptBuffer        int           `name:"receipt-buffer" default:"1000" env:"PUSHLOG_RECEIPT_BUFFER" help:"Receipts kept per receipt subscription; past it the oldest are forgotten."`
 	ReceiptSubsPerSender int           `name:"receipt-subscriptions-per-sender" default:"100" env:"PUSHLOG_RECEIPT_SUBSCRIPTIONS_PER_SENDER" help:"Receipt subscriptions one sender (VAPID key, else address) may create per --receipt-retention, per node; past it 429 errno 131."`
