@@ -423,7 +423,7 @@ func startIngest(g *runGroup, cfg *serveConfig, names schema.Names, clientOpts [
 		Status: status, Report: report, // issue 15: message status, sender reports
 
 		Receipts: receiptsConfig(cfg, status), // issue 15: RFC 8030 push receipts (ingest/receipts.go)
-		Bridges:  bridges,                         // issue 14: mobile registration API (bridges.go)
+		Bridges:  bridges,                     // issue 14: mobile registration API (bridges.go)
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
