@@ -15,7 +15,7 @@ import (
 // and an ASN.1 round trip, a second copy of every segment) cost about a
 // seventh of crypto/ecdsa's check, and the check itself goes through the
 // key's table (vapid_p256.go) once the key has one. The rules are the same: three segments of
-// base64url, padded or not; a JSON object header whose "alg" is exactly
+// base64url, padded or not (decodeSegment); a JSON object header whose "alg" is exactly
 // "ES256"; a JSON claims value; a 64-byte r||s signature.
 
 var (
@@ -32,10 +32,6 @@ var es256Headers = [...]string{
 	"eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9", // {"alg":"ES256","typ":"JWT"}
 	"eyJhbGciOiJFUzI1NiJ9",                 // {"alg":"ES256"}
 }
-
-// maxJWTHeader bounds a header segment that is decoded as JSON; the whole
-// token is already bounded by MaxVAPIDToken.
-const maxJWTHeader = 1024
 
 // vapidJWT is a compact ES256 JWS split once.
 type vapidJWT struct {
@@ -59,24 +55,16 @@ func parseVAPIDJWT(token string) (vapidJWT, error) {
 	if err := checkJWTHeader(header); err != nil {
 		return j, err
 	}
-	seg, ok := unpadSegment(claims)
-	if !ok {
-		return j, errJWTMalformed
-	}
 	var err error
-	if j.claims, err = base64.RawURLEncoding.DecodeString(seg); err != nil {
+	if j.claims, err = decodeSegment(claims); err != nil {
 		return j, errJWTMalformed
 	}
-	seg, ok = unpadSegment(sig)
-	if !ok {
-		return j, errJWTMalformed
-	}
-	if base64.RawURLEncoding.DecodedLen(len(seg)) != len(j.sig) {
-		return j, errJWTSignature // ES256 signatures are exactly r||s
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	raw, err := decodeSegment(sig)
 	if err != nil {
 		return j, errJWTMalformed
+	}
+	if len(raw) != len(j.sig) {
+		return j, errJWTSignature // ES256 signatures are exactly r||s
 	}
 	copy(j.sig[:], raw)
 	return j, nil
@@ -91,11 +79,7 @@ func checkJWTHeader(seg string) error {
 			return nil
 		}
 	}
-	seg, ok := unpadSegment(seg)
-	if !ok || len(seg) > maxJWTHeader {
-		return errJWTMalformed
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	raw, err := decodeSegment(seg)
 	if err != nil {
 		return errJWTMalformed
 	}
@@ -109,15 +93,20 @@ func checkJWTHeader(seg string) error {
 	return nil
 }
 
-// unpadSegment drops base64 padding from a segment of a whole number of
-// quanta (JWS omits it; some senders add it); a segment padded otherwise
-// is malformed.
-func unpadSegment(seg string) (string, bool) {
-	trimmed := strings.TrimRight(seg, "=")
-	if len(trimmed) == len(seg) {
-		return seg, true
+// decodeSegment decodes a JWS segment exactly as golang-jwt's parser
+// with padding allowed did (the rules senders were held to before): a
+// segment whose length is not a multiple of 4 gets "=" up to one, then is
+// read as padded base64url, so "ab=" is taken and "abc==" is not. A
+// segment without "=" (or the line breaks the decoder skips) decodes the
+// same as unpadded base64url, read without the padded copy.
+func decodeSegment(seg string) ([]byte, error) {
+	if !strings.ContainsAny(seg, "=\r\n") {
+		return base64.RawURLEncoding.DecodeString(seg)
 	}
-	return trimmed, len(seg)%4 == 0 && len(seg)-len(trimmed) <= 2
+	if l := len(seg) % 4; l > 0 {
+		seg += strings.Repeat("=", 4-l)
+	}
+	return base64.URLEncoding.DecodeString(seg)
 }
 
 // verifyES256 checks sig (r||s) over signingInput with pub. The signature
