@@ -327,6 +327,7 @@ func TestP256TableVerify(t *testing.T) {
 			{"s = n", msg, withS(sig, n)},
 			{"s + n", msg, withS(sig, new(big.Int).Add(s, n).Mod(new(big.Int).Add(s, n), new(big.Int).Lsh(big.NewInt(1), 256)))},
 			{"zero signature", msg, [64]byte{}},
+			{"u1·G + u2·Q at infinity", msg, withR(sig, infinityR(t, tv.priv, msg))},
 		}
 		for _, tc := range cases {
 			want := verifyES256(&tv.priv.PublicKey, tc.msg, &tc.sig)
@@ -338,6 +339,23 @@ func TestP256TableVerify(t *testing.T) {
 			}
 		}
 	}
+}
+
+// infinityR returns the r that puts R = u1·G + u2·Q at the point at
+// infinity for any s: u1 + u2·d = w·(e + r·d) ≡ 0, so r = -e·d⁻¹ mod n
+// (a forger who knew d could aim there; both checks must refuse).
+func infinityR(t *testing.T, priv *ecdsa.PrivateKey, msg string) *big.Int {
+	t.Helper()
+	db, err := priv.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := new(big.Int).SetBytes(db)
+	digest := sha256.Sum256([]byte(msg))
+	e := new(big.Int).SetBytes(digest[:])
+	r := new(big.Int).ModInverse(d, p256Order)
+	r.Mul(r, e).Neg(r).Mod(r, p256Order)
+	return r
 }
 
 // FuzzP256Table: for any signature over any input, the table's check and
