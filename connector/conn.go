@@ -194,7 +194,7 @@ func (c *conn) drain(block bool) {
 		*bp = buf
 		var err error
 		if block {
-			err = c.writeRaw(buf, time.Now().Add(c.srv.cfg.WriteTimeout), false)
+			err = c.writeRaw(buf, time.Now().Add(c.srv.cfg.WriteTimeout))
 		} else {
 			var rest []byte
 			rest, err = c.writeNow(buf)

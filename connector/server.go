@@ -1,13 +1,14 @@
 // Package connector is the WebSocket connection node: it speaks the push
-// protocol of Firefox's push client (PROTOCOL.md section 3) on
-// gorilla/websocket, writes the client's facts (registrations, acks,
-// presence) to Kafka, and talks to the owner of each UAID's partition only
-// through link.Link.
+// protocol of Firefox's push client (PROTOCOL.md section 3) over WebSocket
+// (gorilla/websocket's handshake, its own frames: wsframe.go), writes the
+// client's facts (registrations, acks, presence) to Kafka, and talks to the
+// owner of each UAID's partition only through link.Link.
 //
 // Idle connections are cheap: on Linux a socket with nothing to read has no
-// goroutine; an epoll instance starts one when bytes arrive (poller_linux.go).
-// Connections without a pollable descriptor (TLS) use one blocking reader
-// goroutine each.
+// goroutine, no buffer and no timer; an epoll instance starts a goroutine
+// when bytes arrive (poller_linux.go), and one timer wheel holds every
+// connection's timeouts (wheel.go). Connections without a pollable
+// descriptor (TLS) use one blocking reader goroutine each.
 package connector
 
 import (

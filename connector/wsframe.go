@@ -50,6 +50,8 @@ var (
 	writeBufs  = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 	errLimit   = errors.New("websocket: read limit exceeded")
 	errClosing = errors.New("websocket: close frame sent")
+	// errWriteTimeout: a control frame waited its deadline for a data write.
+	errWriteTimeout = errors.New("websocket: write timeout")
 )
 
 // getReader borrows a read buffer for nc; putReader returns it (its
@@ -284,16 +286,30 @@ func appendFrame(b []byte, op byte, payload []byte) []byte {
 }
 
 // writeControl writes one control frame. After a Close frame nothing more
-// is written.
+// is written. Like gorilla's WriteControl it waits for a data write in
+// progress (a slow client's full socket) only until the deadline.
 func (c *conn) writeControl(op byte, payload []byte, deadline time.Time) error {
+	for !c.wmu.TryLock() {
+		if time.Now().After(deadline) {
+			return errWriteTimeout
+		}
+		time.Sleep(time.Millisecond)
+	}
+	defer c.wmu.Unlock()
 	var buf [maxFrameHeader + maxControlPayload]byte
-	return c.writeRaw(appendFrame(buf[:0], op, payload), deadline, op == opClose)
+	return c.writeLocked(appendFrame(buf[:0], op, payload), deadline, op == opClose)
 }
 
 // writeRaw writes whole frames in one piece under the write lock.
-func (c *conn) writeRaw(b []byte, deadline time.Time, closing bool) error {
+func (c *conn) writeRaw(b []byte, deadline time.Time) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b, deadline, false)
+}
+
+// writeLocked writes frames, first without waiting, then with the
+// deadline; the caller holds wmu.
+func (c *conn) writeLocked(b []byte, deadline time.Time, closing bool) error {
 	if c.wclosed {
 		return errClosing
 	}
@@ -302,7 +318,7 @@ func (c *conn) writeRaw(b []byte, deadline time.Time, closing bool) error {
 	if err != nil || len(rest) == 0 {
 		return err
 	}
-	return c.writeLocked(rest, deadline)
+	return c.writeWait(rest, deadline)
 }
 
 // writeNow writes what the socket takes at once, without waiting. When
@@ -326,7 +342,7 @@ func (c *conn) writeNow(b []byte) ([]byte, error) {
 // writeRest finishes what writeNow left and releases the write lock.
 func (c *conn) writeRest(b []byte, deadline time.Time) error {
 	defer c.wmu.Unlock()
-	return c.writeLocked(b, deadline)
+	return c.writeWait(b, deadline)
 }
 
 // tryWriteLocked tries once without waiting (no deadline timer: usually
@@ -340,8 +356,8 @@ func (c *conn) tryWriteLocked(b []byte) ([]byte, error) {
 	return b[n:], err
 }
 
-// writeLocked writes b with the deadline; the caller holds wmu.
-func (c *conn) writeLocked(b []byte, deadline time.Time) error {
+// writeWait writes b with the deadline; the caller holds wmu.
+func (c *conn) writeWait(b []byte, deadline time.Time) error {
 	if err := c.nc.SetWriteDeadline(deadline); err != nil {
 		return fmt.Errorf("set write deadline: %w", err)
 	}
