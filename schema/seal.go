@@ -172,7 +172,7 @@ func (s *Sealer) open(purpose, token string) ([]byte, error) {
 		}
 		// Not in place: a failed Open clears its output, and a second
 		// key with the same id must still see the ciphertext.
-		if plain, err := k.aead.Open(raw[len(raw):len(raw)], nonce, ct, purposeBytes(purpose)); err == nil {
+		if plain, err := k.aead.Open(raw[len(raw):], nonce, ct, purposeBytes(purpose)); err == nil {
 			return plain, nil
 		}
 	}
