@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"crypto/subtle"
 	"net/http"
 	"sync"
@@ -29,9 +30,10 @@ type StatusSource interface {
 // behindSource is a StatusSource that reads in batches and tells a message
 // it has not read yet (projector.StatusTable): unknown, such a message
 // answers 503 with Retry-After, not 404, since it may have been accepted
-// a moment ago.
+// a moment ago. An id past the topic's end is not behind (404), so a
+// message that is not there is never 503 for good.
 type behindSource interface {
-	Behind(key schema.MessageKey) bool
+	Behind(ctx context.Context, key schema.MessageKey) bool
 }
 
 // Results of GET /m/{id} (pushlog_ingest_status_lookups_total): a state
@@ -142,7 +144,7 @@ func (s *Server) status(c echo.Context) (string, error) {
 		if !s.cfg.Status.Ready() {
 			return statusCatchingUp, unavailable("Message status is catching up after a restart; retry later", 1)
 		}
-		if b, ok := s.cfg.Status.(behindSource); ok && b.Behind(key) {
+		if b, ok := s.cfg.Status.(behindSource); ok && b.Behind(c.Request().Context(), key) {
 			return statusCatchingUp, unavailable("Message status has not read this message yet; retry shortly", 1)
 		}
 		return statusNotFound, errUnknownMessage

@@ -123,7 +123,7 @@ type behindStatus struct {
 	next int64
 }
 
-func (b behindStatus) Behind(k schema.MessageKey) bool { return k.Offset >= b.next }
+func (b behindStatus) Behind(_ context.Context, k schema.MessageKey) bool { return k.Offset >= b.next }
 
 // TestStatusBehind: a caught-up table that reads in batches answers 503
 // with Retry-After for a message it has not read yet (accepted a moment

@@ -90,7 +90,32 @@ type StatusTable struct {
 	// partition; ready once empty (Run found them; nil before).
 	targets map[string]map[int32]int64
 	ready   atomic.Bool
+
+	// Behind lists the messages topic's end offsets through Run's client
+	// (adm and admCtx, nil while Run is not running), one listing at a
+	// time: callers that arrive while one runs wait for the next
+	// (endsQueued), so every answer comes from a listing started after
+	// its question.
+	endsMu      sync.Mutex
+	adm         *kadm.Client
+	admCtx      context.Context
+	endsRunning *endsCall
+	endsQueued  *endsCall
 }
+
+// endsCall is one listing of the messages topic's end offsets; ends and
+// err are set before done is closed.
+type endsCall struct {
+	done chan struct{}
+	ends map[int32]int64
+	err  error
+}
+
+// statusEndsWait bounds Behind's wait for a listing of end offsets (a
+// broker that does not answer: the lookup answers 503, retry).
+const statusEndsWait = 2 * time.Second
+
+var errStatusNotRunning = errors.New("status table: not running")
 
 // NewStatusTable validates cfg and builds the table; Run fills it.
 func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
@@ -143,14 +168,108 @@ func (t *StatusTable) Follow(fn func(schema.StatusChange)) {
 	t.followers = append(t.followers, fn)
 }
 
-// Behind reports whether the fold has not read the messages topic up to
-// key yet: a message accepted a moment ago may be unknown only because
-// the fold reads in batches (StatusFetchWait), not because it is not
-// there.
-func (t *StatusTable) Behind(key schema.MessageKey) bool {
+// Behind reports whether a message the table does not hold may still be
+// folded: the fold has not read its partition up to key, and the messages
+// topic's end, listed after the question was asked, is past key (a
+// message is in the topic before its 201, so before anyone holds its id).
+// An id at or past the end (a message of an earlier incarnation of the
+// topic, or never written) is not behind, so it is answered 404 rather
+// than 503 forever. When the end cannot be listed (the fold is not
+// running, ctx ended, no answer within statusEndsWait) it is behind: 503,
+// retry.
+func (t *StatusTable) Behind(ctx context.Context, key schema.MessageKey) bool {
 	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return key.Offset >= t.next[key.Partition]
+	read := key.Offset < t.next[key.Partition]
+	t.mu.RUnlock()
+	if read {
+		return false
+	}
+	ends, err := t.listEnds(ctx)
+	if err != nil {
+		return true
+	}
+	end, ok := ends[key.Partition]
+	return !ok || key.Offset < end
+}
+
+// listEnds returns the messages topic's end offsets from a listing
+// started after the call.
+func (t *StatusTable) listEnds(ctx context.Context) (map[int32]int64, error) {
+	t.endsMu.Lock()
+	if t.adm == nil {
+		t.endsMu.Unlock()
+		return nil, errStatusNotRunning
+	}
+	c := t.endsQueued
+	if c == nil {
+		c = &endsCall{done: make(chan struct{})}
+		if t.endsRunning == nil {
+			t.startEndsLocked(c)
+		} else {
+			t.endsQueued = c
+		}
+	}
+	t.endsMu.Unlock()
+	wait := time.NewTimer(statusEndsWait)
+	defer wait.Stop()
+	select {
+	case <-c.done:
+		return c.ends, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-wait.C:
+		return nil, errors.New("status table: end offsets not listed in time")
+	}
+}
+
+// startEndsLocked runs listing c, then the queued one if any; t.endsMu is
+// held.
+func (t *StatusTable) startEndsLocked(c *endsCall) {
+	t.endsRunning = c
+	adm, ctx := t.adm, t.admCtx
+	go func() {
+		c.ends, c.err = listEnds(ctx, adm, t.cfg.Names.Messages)
+		t.endsMu.Lock()
+		defer t.endsMu.Unlock()
+		close(c.done)
+		t.endsRunning = nil
+		q := t.endsQueued
+		if q == nil {
+			return
+		}
+		t.endsQueued = nil
+		if t.adm == nil {
+			q.err = errStatusNotRunning
+			close(q.done)
+			return
+		}
+		t.startEndsLocked(q)
+	}()
+}
+
+// listEnds lists topic's end offsets, the partitions that answered.
+func listEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusEndsWait)
+	defer cancel()
+	listed, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("status table: list end offsets: %w", err)
+	}
+	ends := map[int32]int64{}
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			ends[o.Partition] = o.Offset
+		}
+	})
+	return ends, nil
+}
+
+// setAdmin makes Behind list end offsets through adm until ctx ends (nil:
+// not at all).
+func (t *StatusTable) setAdmin(ctx context.Context, adm *kadm.Client) {
+	t.endsMu.Lock()
+	defer t.endsMu.Unlock()
+	t.adm, t.admCtx = adm, ctx
 }
 
 // Len is the number of messages held.
@@ -201,8 +320,11 @@ func (t *StatusTable) Run(ctx context.Context) error {
 		return fmt.Errorf("status table: reader: %w", err)
 	}
 	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	t.setAdmin(ctx, adm)
+	defer t.setAdmin(nil, nil) // before cl.Close
 	if !t.ready.Load() {
-		targets, ends, err := catchUpTargets(ctx, kadm.NewClient(cl), start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
+		targets, ends, err := catchUpTargets(ctx, adm, start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
 		if err != nil {
 			return fmt.Errorf("status table: %w", err)
 		}

@@ -1,7 +1,9 @@
 package projector
 
 import (
+	"context"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,7 +173,7 @@ func TestStatusTableFollowers(t *testing.T) {
 	var seen []schema.StatusChange
 	tbl.Follow(func(c schema.StatusChange) { seen = append(seen, c) })
 	key := schema.MessageKey{Partition: 0, Offset: 5}
-	if !tbl.Behind(key) {
+	if !tbl.Behind(t.Context(), key) {
 		t.Fatal("a message before any read is not behind")
 	}
 	ack := statusRecord(t, 1, 0, 30, &pb.MessageRef{Partition: 0, Offset: 5})
@@ -197,7 +199,68 @@ func TestStatusTableFollowers(t *testing.T) {
 	if len(seen) != 2 || seen[1].After.AcceptedMs != 10 || seen[1].After.AckCode != 100 {
 		t.Fatalf("followers saw %d changes, last %+v", len(seen), seen[len(seen)-1])
 	}
-	if tbl.Behind(key) || !tbl.Behind(schema.MessageKey{Partition: 0, Offset: 6}) || !tbl.Behind(schema.MessageKey{Partition: 1, Offset: 0}) {
+	if tbl.Behind(t.Context(), key) || !tbl.Behind(t.Context(), schema.MessageKey{Partition: 0, Offset: 6}) || !tbl.Behind(t.Context(), schema.MessageKey{Partition: 1, Offset: 0}) {
 		t.Fatal("Behind: read through offset 5 of partition 0 only")
+	}
+}
+
+// TestStatusTableBehindPastEnd: a message the fold has not read is behind
+// (503) only while the messages topic's end, listed after the question,
+// is past it; an id at or past the end (never written, or of an earlier
+// topic) is not (404, never 503 for good). Many questions at once share
+// listings, each started after its questions.
+func TestStatusTableBehindPastEnd(t *testing.T) {
+	k := channelTestCluster(t)
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		r := &kgo.Record{Topic: schema.TopicMessages, Partition: 0, Value: []byte("x")}
+		if err := k.prod.ProduceSync(t.Context(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !tbl.Behind(t.Context(), schema.MessageKey{Partition: 0, Offset: 99}) {
+		t.Fatal("not running: an unread id is behind (503), not unknown")
+	}
+	tbl.setAdmin(t.Context(), k.adm)
+	tbl.Apply(&kgo.Record{Topic: tbl.cfg.Names.Messages, Partition: 0, Offset: 0})
+	for _, tc := range []struct {
+		key  schema.MessageKey
+		want bool
+	}{
+		{schema.MessageKey{Partition: 0, Offset: 0}, false}, // read
+		{schema.MessageKey{Partition: 0, Offset: 1}, true},  // in the topic, not read
+		{schema.MessageKey{Partition: 0, Offset: 2}, true},
+		{schema.MessageKey{Partition: 0, Offset: 3}, false}, // the end: never written
+		{schema.MessageKey{Partition: 0, Offset: 1 << 62}, false},
+		{schema.MessageKey{Partition: 1, Offset: 0}, false},   // empty partition
+		{schema.MessageKey{Partition: 9999, Offset: 0}, true}, // not listed: cannot tell
+		{schema.MessageKey{Partition: -1, Offset: 0}, true},   // not listed: cannot tell
+		{schema.MessageKey{Partition: 1, Offset: -5}, false},  // before the start of the topic
+	} {
+		if got := tbl.Behind(t.Context(), tc.key); got != tc.want {
+			t.Errorf("%+v: behind %v, want %v", tc.key, got, tc.want)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Go(func() {
+			key := schema.MessageKey{Partition: 0, Offset: int64(1 + i%4)}
+			if got, want := tbl.Behind(t.Context(), key), key.Offset < 3; got != want {
+				t.Errorf("concurrent %+v: behind %v, want %v", key, got, want)
+			}
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if !tbl.Behind(ctx, schema.MessageKey{Partition: 0, Offset: 5}) {
+		t.Error("a question whose context ended is behind (503)")
+	}
+	tbl.setAdmin(nil, nil)
+	if !tbl.Behind(t.Context(), schema.MessageKey{Partition: 0, Offset: 5}) {
+		t.Error("after Run: an unread id is behind (503)")
 	}
 }
