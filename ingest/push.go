@@ -474,27 +474,59 @@ func (s *Server) produceWait(ctx context.Context, rec *kgo.Record, promise func(
 		start := time.Now()
 		defer func() { s.met.observeProduce(time.Since(start)) }()
 	}
-	timeout := time.NewTimer(s.cfg.ProduceTimeout)
-	defer timeout.Stop()
-	done := make(chan error, 1) // buffered: a late promise never blocks
-	s.cfg.Producer.TryProduce(ctx, rec, func(r *kgo.Record, err error) {
-		if promise != nil {
-			promise(r, err)
-		}
-		done <- err
-	})
+	w, _ := s.waiters.Get().(*produceWaiter)
+	if w == nil {
+		w = newProduceWaiter()
+	}
+	w.promise = promise
+	if w.timeout == nil {
+		w.timeout = time.NewTimer(s.cfg.ProduceTimeout)
+	} else {
+		w.timeout.Reset(s.cfg.ProduceTimeout) // stopped and drained: Go 1.23 timers
+	}
+	s.cfg.Producer.TryProduce(ctx, rec, w.finish)
 	var err error
+	settled := false
 	select {
-	case err = <-done:
-	case <-timeout.C:
+	case err = <-w.done:
+		settled = true
+	case <-w.timeout.C:
 		err = fmt.Errorf("produce to %s: %w", rec.Topic, context.DeadlineExceeded)
 	case <-ctx.Done():
 		err = fmt.Errorf("produce to %s: %w", rec.Topic, ctx.Err())
+	}
+	w.timeout.Stop()
+	if settled {
+		// Only a waiter whose promise has run is reused: a late promise
+		// still holds the others.
+		w.promise = nil
+		s.waiters.Put(w)
 	}
 	if err != nil && ctx.Err() != nil {
 		return errClientGone
 	}
 	return err
+}
+
+// produceWaiter is one produce's wait (its channel, timer and kgo promise),
+// reused across pushes: a closure, a channel and a timer per push
+// otherwise.
+type produceWaiter struct {
+	done    chan error // buffered: a late promise never blocks
+	timeout *time.Timer
+	promise func(*kgo.Record, error)
+	finish  func(*kgo.Record, error) // bound once: a method value allocates
+}
+
+func newProduceWaiter() *produceWaiter {
+	w := &produceWaiter{done: make(chan error, 1)}
+	w.finish = func(r *kgo.Record, err error) {
+		if w.promise != nil {
+			w.promise(r, err)
+		}
+		w.done <- err
+	}
+	return w
 }
 
 // handleDelete serves DELETE /m/{id}: it appends a MessageDeleted event so

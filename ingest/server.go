@@ -213,6 +213,7 @@ type Server struct {
 	dedup    *dedupIndex
 	openSecs int // Retry-After while the breaker is open
 	bodyPool sync.Pool
+	waiters  sync.Pool // *produceWaiter (push.go)
 	echo     *echo.Echo
 	met      *ingestMetrics // nil without Config.Metrics
 	autopush autopushCounts // pushes with autopush tokens (autopush.go)
