@@ -22,6 +22,7 @@ type flight struct {
 	// progress is each partition's last record in the flight.
 	progress   map[topicPartition]kgo.EpochOffset
 	firstDirty time.Time
+	cancel     context.CancelFunc // stops the flight (its partitions were lost)
 	done       chan struct{}
 	err        error // read after done is closed
 }
@@ -54,9 +55,12 @@ func (p *Projector) startFlushLocked(ctx context.Context, cl *kgo.Client, mode r
 	p.firstDirty = time.Time{}
 	p.delay.sealed()
 	p.flight = f
+	fctx, cancel := context.WithCancel(ctx)
+	f.cancel = cancel
 	go func() {
 		defer close(f.done)
-		f.err = p.storeFlight(ctx, cl, f, mode)
+		defer cancel()
+		f.err = p.storeFlight(fctx, cl, f, mode)
 	}()
 }
 

@@ -1,10 +1,14 @@
 package analytics
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
@@ -68,5 +72,71 @@ func TestFlightFailureGoesBackToTheBatch(t *testing.T) {
 				t.Error("the failed rows are not marked uncertain")
 			}
 		})
+	}
+}
+
+// hangConn is a ClickHouse whose inserts hang until their context ends.
+type hangConn struct {
+	driver.Conn // nil: other calls panic
+	started     chan struct{}
+	mu          sync.Mutex
+	errs        []error // the context errors the inserts ended with
+}
+
+func (c *hangConn) PrepareBatch(ctx context.Context, _ string, _ ...driver.PrepareBatchOption) (driver.Batch, error) {
+	c.started <- struct{}{}
+	<-ctx.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.errs = append(c.errs, ctx.Err())
+	return nil, ctx.Err()
+}
+
+// TestLostCancelsFlight: partitions lost while their batch is being
+// stored stop the flight at once (no waiting out a statement timeout, no
+// insert or progress of ours after the loss is known); the lost
+// partitions' rows are forgotten, the others' go back to the batch,
+// uncertain, with their progress unchanged.
+func TestLostCancelsFlight(t *testing.T) {
+	p := testProjector(t, time.Hour)
+	p.cfg.OpTimeout = time.Hour
+	conn := &hangConn{started: make(chan struct{}, 1)}
+	p.conn = conn
+	topic := schema.TopicMessages
+	key := insertKey{TableAccepted, (&Row{TimeMs: 1_700_000_000_000}).Day()}
+	p.inserts[key] = &insert{}
+	for part := range int32(2) {
+		p.parts[topicPartition{topic, part}] = &partitionState{loaded: true, progress: 4, firstSeen: -1,
+			stored: map[insertKey]int64{}, last: kgo.EpochOffset{Offset: 5}, dirty: true}
+		p.inserts[key].rows = append(p.inserts[key].rows, Row{Table: TableAccepted, TimeMs: 1_700_000_000_000, Partition: part, Offset: 5})
+		p.rows++
+	}
+	p.firstDirty = time.Now()
+	p.mu.Lock()
+	p.startFlushLocked(t.Context(), nil, retryUntilRebalance)
+	p.mu.Unlock()
+	<-conn.started
+
+	p.onLost(t.Context(), nil, map[string][]int32{topic: {1}})
+
+	conn.mu.Lock()
+	errs := slices.Clone(conn.errs)
+	conn.mu.Unlock()
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("inserts ended with %v, want one cancelled", errs)
+	}
+	if p.flight != nil {
+		t.Error("a flight is left")
+	}
+	if _, ok := p.parts[topicPartition{topic, 1}]; ok {
+		t.Error("the lost partition is still known")
+	}
+	st := p.parts[topicPartition{topic, 0}]
+	if st == nil || !st.dirty || st.progress != 4 {
+		t.Errorf("the kept partition: %+v, want dirty with progress 4", st)
+	}
+	g := p.inserts[key]
+	if g == nil || len(g.rows) != 1 || g.rows[0].Partition != 0 || !g.uncertain || p.rows != 1 {
+		t.Errorf("batch %+v (%d rows), want partition 0's row, uncertain", g, p.rows)
 	}
 }

@@ -99,7 +99,7 @@ func (p *Projector) loadStates(ctx context.Context, topic string, parts []int32,
 func (p *Projector) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.settleFlightLocked()
+	p.settleFlightLocked(false)
 	// While ClickHouse is failing, do not hold up the rebalance trying:
 	// skip when the last operation failed, and never retry (failing is
 	// cleared by a progress load even while inserts still fail).
@@ -119,17 +119,24 @@ func (p *Projector) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[s
 func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.settleFlightLocked()
+	p.settleFlightLocked(true)
 	p.dropLocked(lost)
 }
 
 // settleFlightLocked waits for the flight before a rebalance moves
 // partitions: no insert of ours may still run for a partition another
 // member owns. A flight that is failing gives up (its rows go back to the
-// batch) rather than hold up the rebalance.
-func (p *Projector) settleFlightLocked() {
+// batch) rather than hold up the rebalance. When partitions were lost
+// (another member may own them already), the flight is cancelled rather
+// than finished: none of its inserts or its progress starts after the
+// loss is known (what it stored is found by the next owner's load; its
+// rows of partitions still ours go back to the batch, uncertain).
+func (p *Projector) settleFlightLocked(lost bool) {
 	if p.flight == nil {
 		return
+	}
+	if lost {
+		p.flight.cancel()
 	}
 	p.rebalanceWanted.Store(true)
 	if err := p.joinLocked(); err != nil {
