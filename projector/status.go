@@ -264,12 +264,18 @@ func listEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int32]in
 	return ends, nil
 }
 
-// setAdmin makes Behind list end offsets through adm until ctx ends (nil:
-// not at all).
+// setAdmin makes Behind list end offsets through adm until ctx ends.
 func (t *StatusTable) setAdmin(ctx context.Context, adm *kadm.Client) {
 	t.endsMu.Lock()
 	defer t.endsMu.Unlock()
 	t.adm, t.admCtx = adm, ctx
+}
+
+// clearAdmin stops Behind listing end offsets (Run ends).
+func (t *StatusTable) clearAdmin() {
+	t.endsMu.Lock()
+	defer t.endsMu.Unlock()
+	t.adm, t.admCtx = nil, nil
 }
 
 // Len is the number of messages held.
@@ -322,7 +328,7 @@ func (t *StatusTable) Run(ctx context.Context) error {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	t.setAdmin(ctx, adm)
-	defer t.setAdmin(nil, nil) // before cl.Close
+	defer t.clearAdmin() // before cl.Close
 	if !t.ready.Load() {
 		targets, ends, err := catchUpTargets(ctx, adm, start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
 		if err != nil {

@@ -215,9 +215,14 @@ func TestStatusTableBehindPastEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(k.addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
 	for range 3 {
 		r := &kgo.Record{Topic: schema.TopicMessages, Partition: 0, Value: []byte("x")}
-		if err := k.prod.ProduceSync(t.Context(), r).FirstErr(); err != nil {
+		if err := prod.ProduceSync(t.Context(), r).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,7 +264,7 @@ func TestStatusTableBehindPastEnd(t *testing.T) {
 	if !tbl.Behind(ctx, schema.MessageKey{Partition: 0, Offset: 5}) {
 		t.Error("a question whose context ended is behind (503)")
 	}
-	tbl.setAdmin(nil, nil)
+	tbl.clearAdmin()
 	if !tbl.Behind(t.Context(), schema.MessageKey{Partition: 0, Offset: 5}) {
 		t.Error("after Run: an unread id is behind (503)")
 	}
