@@ -194,14 +194,17 @@ func (c *conn) readMessage(br *bufio.Reader) (byte, []byte, error) {
 				return 0, nil, nil
 			}
 			continue
-		case opBinary:
-			return opBinary, nil, nil
 		}
-		inMessage = true
+		// The bound comes first, for a binary frame too: gorilla answered
+		// a binary frame past it with 1009, not 1003.
 		if total := int64(len(msg)) + h.n; total < 0 || total > c.srv.cfg.MaxMessage {
 			_ = c.writeControl(opClose, websocket.FormatCloseMessage(websocket.CloseMessageTooBig, ""), time.Now().Add(controlWriteWait))
 			return 0, nil, errLimit
 		}
+		if h.op == opBinary {
+			return opBinary, nil, nil
+		}
+		inMessage = true
 		start := len(msg)
 		msg = append(msg, make([]byte, h.n)...)
 		if _, err := io.ReadFull(br, msg[start:]); err != nil {
