@@ -40,6 +40,9 @@ const (
 
 	// readerSize is the pooled read buffer: a hello or a register fits.
 	readerSize = 1024
+	// readStep is how far a message's buffer grows ahead of the bytes
+	// that arrived.
+	readStep = 512
 	// controlWriteWait bounds the close frame sent on a protocol error
 	// (gorilla's writeWait).
 	controlWriteWait = time.Second
@@ -206,9 +209,17 @@ func (c *conn) readMessage(br *bufio.Reader) (byte, []byte, error) {
 		}
 		inMessage = true
 		start := len(msg)
-		msg = append(msg, make([]byte, h.n)...)
-		if _, err := io.ReadFull(br, msg[start:]); err != nil {
-			return 0, nil, err
+		for rem := h.n; rem > 0; {
+			// The buffer grows with the bytes that arrive, not with the
+			// length a client claims and may never send (as gorilla's
+			// io.ReadAll did).
+			step := min(rem, int64(max(br.Buffered(), readStep)))
+			at := len(msg)
+			msg = append(msg, make([]byte, step)...)
+			if _, err := io.ReadFull(br, msg[at:]); err != nil {
+				return 0, nil, err
+			}
+			rem -= step
 		}
 		unmask(h.mask, 0, msg[start:])
 		if h.fin {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -34,7 +35,7 @@ type frameOutcome struct {
 // the read limit taken from the query.
 type gorillaServer struct {
 	addr    string
-	results chan frameOutcome
+	results sync.Map // client address -> chan frameOutcome
 }
 
 var (
@@ -44,16 +45,22 @@ var (
 
 func startGorilla(t testing.TB) *gorillaServer {
 	gorillaOnce.Do(func() {
-		g := &gorillaServer{results: make(chan frameOutcome, 1)}
+		g := &gorillaServer{}
 		up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			limit, _ := strconv.ParseInt(r.URL.Query().Get("limit"), 10, 64)
+			var out frameOutcome
+			defer func() {
+				if ch, ok := g.results.Load(r.RemoteAddr); ok {
+					ch.(chan frameOutcome) <- out
+				}
+			}()
 			ws, err := up.Upgrade(w, r, nil)
 			if err != nil {
 				return
 			}
+			_ = ws.NetConn().SetDeadline(time.Now().Add(testTimeout))
 			ws.SetReadLimit(limit)
-			var out frameOutcome
 			for {
 				typ, rd, err := ws.NextReader()
 				if err != nil {
@@ -75,7 +82,6 @@ func startGorilla(t testing.TB) *gorillaServer {
 			_ = nc.(*net.TCPConn).CloseWrite()
 			_, _ = io.Copy(io.Discard, nc)
 			_ = nc.Close()
-			g.results <- out
 		}))
 		g.addr = srv.Listener.Addr().String()
 		gorillaSrv = g
@@ -91,6 +97,10 @@ func gorillaOutcome(t testing.TB, in []byte, limit int64) frameOutcome {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(testTimeout))
+	results := make(chan frameOutcome, 1)
+	g.results.Store(nc.LocalAddr().String(), results)
+	defer g.results.Delete(nc.LocalAddr().String())
 	fmt.Fprintf(nc, "GET /?limit=%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", limit)
 	br := bufio.NewReader(nc)
@@ -102,8 +112,11 @@ func gorillaOutcome(t testing.TB, in []byte, limit int64) frameOutcome {
 		_, _ = nc.Write(in)
 		_ = nc.(*net.TCPConn).CloseWrite()
 	}()
-	written, _ := io.ReadAll(br)
-	out := <-g.results
+	written, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("reading gorilla's frames: %v", err)
+	}
+	out := <-results
 	out.Frames = serverFrames(t, written)
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -130,4 +131,25 @@ func FuzzReadMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A frame whose length is claimed but whose payload never comes costs
+// the bytes that came, not the length claimed (a hostile client opening
+// many sockets would otherwise pin MaxMessage on each).
+func TestClaimedLengthNotAllocated(t *testing.T) {
+	const claimed = 8 << 20
+	c := frameConn(t, claimed)
+	in := []byte{0x81, 0xff}
+	in = binary.BigEndian.AppendUint64(in, claimed)
+	in = append(in, 1, 2, 3, 4, 'x', 'y')
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := c.readMessage(bufio.NewReader(bytes.NewReader(in)))
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a truncated frame was accepted")
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > claimed/8 {
+		t.Fatalf("allocated %d bytes for a frame claiming %d with 2 sent", got, claimed)
+	}
 }
