@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/pushlog/pushlog/connector/link"
 )
 
 // The frame layer on a served socket: the poller's path (plain TCP) and
@@ -178,4 +180,25 @@ func TestFragmentedMessageWithControlFrames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A client that stops reading: the writer goroutine waits for its full
+// socket at most WriteTimeout, then the connection is closed (the queue
+// is far from its bound, so it is the timeout that closes it).
+func TestStuckWriterClosedAfterWriteTimeout(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.WriteTimeout = 300 * time.Millisecond; c.SendQueue = 100000 })
+	c, reply := h.hello("")
+	if tc, ok := c.NetConn().(interface{ SetReadBuffer(int) error }); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	uaid := reply["uaid"].(string)
+	s := h.link.session(t, uaid)
+	body := make([]byte, 32<<10)
+	for i := 0; i < 400; i++ {
+		if err := s.Deliver(link.Notification{UAID: uaid, ChannelID: newChannelID(), Version: "v", Data: body, Encoding: "aes128gcm"}); err != nil {
+			break
+		}
+	}
+	waitFor(t, "detach", func() bool { return h.link.detachCount() == 1 })
+	waitFor(t, "no connections", func() bool { return h.srv.Connections() == 0 })
 }
