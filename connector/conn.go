@@ -197,11 +197,12 @@ func (c *conn) drain(block bool) {
 			err = c.writeRaw(buf, time.Now().Add(c.srv.cfg.WriteTimeout))
 		} else {
 			var rest []byte
-			rest, err = c.writeNow(buf)
+			var locked bool
+			rest, locked, err = c.writeNow(buf)
 			if err == nil && len(rest) > 0 {
-				// The socket is full: a goroutine waits for it and
-				// carries on draining. The buffer goes with it.
-				go c.finish(bp, rest, batch)
+				// The socket is full or busy: a goroutine waits for it
+				// and carries on draining. The buffer goes with it.
+				go c.finish(bp, rest, locked, batch)
 				return
 			}
 		}
@@ -213,9 +214,15 @@ func (c *conn) drain(block bool) {
 }
 
 // finish writes the rest of a batch that did not fit at once (writeNow
-// left it the write lock), then keeps draining.
-func (c *conn) finish(bp *[]byte, rest []byte, batch []outMsg) {
-	err := c.writeRest(rest, time.Now().Add(c.srv.cfg.WriteTimeout))
+// left it the write lock when locked), then keeps draining.
+func (c *conn) finish(bp *[]byte, rest []byte, locked bool, batch []outMsg) {
+	deadline := time.Now().Add(c.srv.cfg.WriteTimeout)
+	var err error
+	if locked {
+		err = c.writeRest(rest, deadline)
+	} else {
+		err = c.writeRaw(rest, deadline)
+	}
 	c.wrote(bp, batch, err)
 	if err == nil {
 		c.drain(true)

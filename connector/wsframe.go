@@ -336,21 +336,26 @@ func (c *conn) writeLocked(b []byte, deadline time.Time, closing bool) error {
 }
 
 // writeNow writes what the socket takes at once, without waiting. When
-// some is left it returns it with the write lock still held: the caller
-// hands both to a goroutine that finishes with writeRest, so no other
-// frame can slip into the middle of this one.
-func (c *conn) writeNow(b []byte) ([]byte, error) {
-	c.wmu.Lock()
+// some is left it returns it, and locked says whether it holds the write
+// lock: then the caller hands both to a goroutine that finishes with
+// writeRest, so no other frame can slip into the middle of this one. When
+// another write holds the lock (a pong or Ping waiting on a full socket,
+// up to WriteTimeout) nothing is written and all of b is left: the caller
+// (the owner) must not wait for a client's socket.
+func (c *conn) writeNow(b []byte) (rest []byte, locked bool, err error) {
+	if !c.wmu.TryLock() {
+		return b, false, nil
+	}
 	if c.wclosed {
 		c.wmu.Unlock()
-		return nil, errClosing
+		return nil, false, errClosing
 	}
-	rest, err := c.tryWriteLocked(b)
+	rest, err = c.tryWriteLocked(b)
 	if err != nil || len(rest) == 0 {
 		c.wmu.Unlock()
-		return nil, err
+		return nil, false, err
 	}
-	return rest, nil
+	return rest, true, nil
 }
 
 // writeRest finishes what writeNow left and releases the write lock.

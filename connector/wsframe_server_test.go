@@ -202,3 +202,31 @@ func TestStuckWriterClosedAfterWriteTimeout(t *testing.T) {
 	waitFor(t, "detach", func() bool { return h.link.detachCount() == 1 })
 	waitFor(t, "no connections", func() bool { return h.srv.Connections() == 0 })
 }
+
+// The owner's Deliver never waits for a client's socket: while another
+// write holds it (a pong or Ping waiting on a full socket, up to
+// WriteTimeout) the notification goes to a writer goroutine.
+func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
+	h := newHarness(t, nil)
+	c, reply := h.hello("")
+	uaid := reply["uaid"].(string)
+	s := h.link.session(t, uaid)
+	sc := s.(*conn)
+	sc.wmu.Lock() // a control frame's write in progress
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Deliver(link.Notification{UAID: uaid, ChannelID: newChannelID(), Version: "v"})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("deliver: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Deliver waited for the socket's write lock")
+	}
+	sc.wmu.Unlock()
+	if m := recv(t, c); m["messageType"] != "notification" {
+		t.Fatalf("got %v", m)
+	}
+}
