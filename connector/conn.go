@@ -206,7 +206,7 @@ func (c *conn) drain(block bool) {
 				return
 			}
 		}
-		c.wrote(bp, batch, err)
+		c.wrote(bp, batch, err, !block)
 		if err != nil {
 			return
 		}
@@ -223,15 +223,18 @@ func (c *conn) finish(bp *[]byte, rest []byte, locked bool, batch []outMsg) {
 	} else {
 		err = c.writeRaw(rest, deadline)
 	}
-	c.wrote(bp, batch, err)
+	c.wrote(bp, batch, err, false)
 	if err == nil {
 		c.drain(true)
 	}
 }
 
 // wrote returns a batch's buffer and observes its notifications, or on a
-// write error stops the writer and closes the connection.
-func (c *conn) wrote(bp *[]byte, batch []outMsg, err error) {
+// write error stops the writer and closes the connection. From the owner's
+// Deliver (async) the close runs on its own goroutine: closing detaches the
+// session from the owner, which takes the partition lock the owner holds
+// while it delivers.
+func (c *conn) wrote(bp *[]byte, batch []outMsg, err error, async bool) {
 	if cap(*bp) <= 64<<10 { // a huge batch's buffer is not kept
 		*bp = (*bp)[:0]
 		writeBufs.Put(bp)
@@ -241,7 +244,11 @@ func (c *conn) wrote(bp *[]byte, batch []outMsg, err error) {
 		c.writing = false
 		c.mu.Unlock()
 		c.srv.log.Debug("write failed; closing", "conn", c.ConnID(), "err", err)
-		c.close(0, "")
+		if async {
+			go c.close(0, "")
+		} else {
+			c.close(0, "")
+		}
 		return
 	}
 	var now int64
