@@ -3,6 +3,7 @@ package connector
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -228,5 +229,45 @@ func TestDeliverDoesNotWaitForABusySocket(t *testing.T) {
 	sc.wmu.Unlock()
 	if m := recv(t, c); m["messageType"] != "notification" {
 		t.Fatalf("got %v", m)
+	}
+}
+
+// TestDeliverWriteFailureDoesNotDetachInline: a write that fails inside
+// Deliver closes the connection without calling back into the link from
+// the delivering goroutine. The owner holds its partition lock while it
+// delivers and Detach takes that lock: an inline close deadlocked the
+// partition (here the fake link's lock stands for it).
+func TestDeliverWriteFailureDoesNotDetachInline(t *testing.T) {
+	h := newHarness(t, nil)
+	_, reply := h.hello("")
+	uaid := reply["uaid"].(string)
+	s := h.link.session(t, uaid)
+	sc := s.(*conn)
+	if err := sc.nc.(*net.TCPConn).CloseWrite(); err != nil { // every write now fails
+		t.Fatal(err)
+	}
+	h.link.mu.Lock() // the owner's partition lock, held while delivering
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Deliver(link.Notification{UAID: uaid, ChannelID: newChannelID(), Version: "v"})
+	}()
+	select {
+	case <-done:
+	case <-time.After(testTimeout):
+		t.Fatal("Deliver called back into the link (Detach) while the caller held its lock")
+	}
+	h.link.mu.Unlock()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		h.link.mu.Lock()
+		n := len(h.link.detached)
+		h.link.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection whose write failed was never detached")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
