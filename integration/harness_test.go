@@ -59,16 +59,36 @@ func kafkaBrokers(t testing.TB) string {
 	return b
 }
 
-// freePort returns a loopback address with a port that was free a moment ago.
+// freePort returns a loopback address with a port that was free a moment
+// ago and that this test process has not handed out before: the kernel
+// may offer a just-closed port again, and two listeners of one server
+// given the same port made it fail at start (seen in CI).
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		handedOut.Lock()
+		seen := handedOut.ports[addr]
+		handedOut.ports[addr] = true
+		handedOut.Unlock()
+		if !seen {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no loopback port that was not handed out before")
+	return ""
 }
+
+// handedOut is every address freePort has returned in this test process.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
 
 // lockedBuffer collects a process's output for failure reports.
 type lockedBuffer struct {
