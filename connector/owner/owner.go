@@ -23,7 +23,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -469,7 +468,7 @@ func (o *Owner) commitAllAsync(ctx context.Context, cl *kgo.Client) {
 	cl.CommitOffsets(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		defer o.committing.Store(false)
 		if err == nil {
-			err = commitResponseErr(resp)
+			err = group.CommitErrors(resp)
 		}
 		o.committed(marks, err)
 	})
@@ -539,19 +538,6 @@ func (o *Owner) committed(marks map[*partState][numGroupTopics]int64, err error)
 		ps.committed = w
 		ps.mu.Unlock()
 	}
-}
-
-// commitResponseErr joins the errors of the partitions a commit refused.
-func commitResponseErr(resp *kmsg.OffsetCommitResponse) error {
-	var errs []error
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				errs = append(errs, fmt.Errorf("commit %s/%d: %w", t.Topic, p.Partition, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // partitionNumbers returns the partition numbers of an assignment map.

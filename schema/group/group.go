@@ -240,13 +240,14 @@ func Commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kg
 			out = fmt.Errorf("commit: %w", err)
 			return
 		}
-		out = commitErrors(resp)
+		out = CommitErrors(resp)
 	})
 	return out
 }
 
-// commitErrors joins the per-partition errors of a commit response.
-func commitErrors(resp *kmsg.OffsetCommitResponse) error {
+// CommitErrors joins the per-partition errors of a commit response (also
+// for callers that commit asynchronously themselves, as the owner does).
+func CommitErrors(resp *kmsg.OffsetCommitResponse) error {
 	var errs []error
 	for _, t := range resp.Topics {
 		for _, p := range t.Partitions {

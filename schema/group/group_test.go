@@ -87,7 +87,7 @@ func TestCommitErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := commitErrors(resp(tt.codes))
+			err := CommitErrors(resp(tt.codes))
 			if (err == nil) != (len(tt.want) == 0) {
 				t.Fatalf("err %v, want %v", err, tt.want)
 			}
