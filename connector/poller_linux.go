@@ -13,10 +13,16 @@ import (
 
 // poller watches idle sockets with one epoll instance so that an idle
 // connection has no goroutine (and no goroutine stack) at all. A socket is
-// armed one-shot: when it becomes readable one goroutine is started to read
-// what arrived, and the socket is re-armed when that goroutine has drained
-// every buffered byte. Level-triggered re-arming means data that arrived in
-// between fires at once.
+// armed one-shot: when it becomes readable one goroutine reads what arrived,
+// and the socket is re-armed when that goroutine has drained every buffered
+// byte. Level-triggered re-arming means data that arrived in between fires
+// at once.
+//
+// That goroutine is one of a few persistent serve workers when one is idle,
+// else a new one. A fresh goroutine per event grew its small stack on every
+// message (JSON decoding is deep): copying stacks cost about as much as the
+// decoding itself. The workers' stacks stay grown. Their number is fixed, so
+// an idle connection still holds no goroutine.
 //
 // The Go runtime's own poller also watches the fd (edge-triggered); reads
 // still go through net.Conn, so deadlines and closing work as usual.
@@ -30,7 +36,19 @@ type poller struct {
 	gen   uint32 // tells a reused fd number from the one an event was for
 	done  chan struct{}
 	stop  sync.Once
+
+	// work hands a readable connection to an idle worker. Unbuffered: a
+	// send succeeds only when a worker waits, so no event is queued
+	// behind a worker that is blocked (a register waits for its durable
+	// write).
+	work    chan *conn
+	quit    chan struct{}  // closed by close: the workers return
+	workers sync.WaitGroup // the running workers
 }
+
+// serveWorkers is how many persistent goroutines serve readiness events;
+// events that find them all busy get a goroutine of their own.
+const serveWorkers = 4
 
 const epollFlags = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
@@ -39,7 +57,10 @@ func newPoller(log *slog.Logger) (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll create: %w", err)
 	}
-	p := &poller{epfd: epfd, log: log, conns: map[int32]*conn{}, done: make(chan struct{})}
+	p := &poller{
+		epfd: epfd, log: log, conns: map[int32]*conn{}, done: make(chan struct{}),
+		work: make(chan *conn), quit: make(chan struct{}),
+	}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("epoll wake pipe: %w", err)
@@ -50,6 +71,10 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		return nil, fmt.Errorf("epoll add wake pipe: %w", err)
 	}
 	go p.loop()
+	p.workers.Add(serveWorkers)
+	for range serveWorkers {
+		go p.worker()
+	}
 	return p, nil
 }
 
@@ -133,8 +158,25 @@ func (p *poller) loop() {
 			}
 			p.mu.Unlock()
 			if c != nil {
-				go p.serve(c)
+				select {
+				case p.work <- c:
+				default:
+					go p.serve(c)
+				}
 			}
+		}
+	}
+}
+
+// worker serves connections handed to it until the poller closes.
+func (p *poller) worker() {
+	defer p.workers.Done()
+	for {
+		select {
+		case c := <-p.work:
+			p.serve(c)
+		case <-p.quit:
+			return
 		}
 	}
 }
@@ -145,11 +187,13 @@ func (p *poller) serve(c *conn) {
 	}
 }
 
-// close stops the wait loop. Watched connections are left to their owners.
+// close stops the wait loop and the idle workers (a busy one returns when
+// its connection is served). Watched connections are left to their owners.
 func (p *poller) close() {
 	p.stop.Do(func() {
 		_, _ = syscall.Write(p.wake[1], []byte{1})
 		<-p.done
+		close(p.quit)
 		p.closeFDs()
 	})
 }
