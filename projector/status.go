@@ -21,6 +21,15 @@ import (
 // (TestStatusTableMemory: 165), so 1,000,000 messages are about 170 MB.
 const DefaultStatusEntries = 1_000_000
 
+// DefaultStatusEarly bounds the outcomes the status table holds past
+// MaxEntries for messages whose MessageAccepted it has not folded yet
+// (about 17 MB): the two topics are fetched independently, so while
+// catching up the acks topic can run far ahead of the messages topic, and
+// an outcome forgotten before its message arrives would leave the message
+// pending for good (no push receipt, GET /m/{id} wrong). The receipts'
+// own fold held as many early outcomes before it followed the table.
+const DefaultStatusEarly = 100_000
+
 // The status fold's fetch settings. Nothing waits on the fold by the
 // millisecond (GET /m/{id} answers 503 for a message it has not read yet,
 // receipts are asynchronous), so it reads in batches: a broker answers
@@ -47,13 +56,17 @@ type StatusTableConfig struct {
 	// MaxTTL); after it GET /m/{id} answers 404.
 	Keep time.Duration
 	// MaxEntries bounds the table (default DefaultStatusEntries); past it
-	// the oldest folded message is forgotten first.
+	// the oldest folded message is forgotten first, except an outcome
+	// whose message is not folded yet: it is held apart, up to MaxEarly
+	// (default DefaultStatusEarly), until its MessageAccepted completes it.
 	MaxEntries int
+	MaxEarly   int
 	// History is how far back a start reads at least, for a follower
 	// that needs more than MaxTTL + Keep (push receipts' retention).
 	History time.Duration
 	Logger  *slog.Logger
-	// Metrics registers pushlog_ingest_status_entries and
+	// Metrics registers pushlog_ingest_status_entries,
+	// pushlog_ingest_status_early_entries and
 	// pushlog_ingest_status_evictions_total; nil: none.
 	Metrics prometheus.Registerer
 	// Now is the clock; nil means time.Now.
@@ -83,8 +96,25 @@ type StatusTable struct {
 	next      map[int32]int64
 	followers []func(schema.StatusChange)
 
-	entries   prometheus.GaugeFunc
-	evictions *prometheus.CounterVec
+	// folded is the next offset the fold reads per messages partition,
+	// from where Run started reading: an outcome of a message below it
+	// will not see its MessageAccepted (read already, or before the
+	// start), so it is not held past the bound.
+	folded map[int32]int64
+	// early holds the outcomes the bound pushed out of msgs before their
+	// MessageAccepted was folded (at most MaxEarly), oldest first in
+	// earlyOrder[earlyHead:] (keys no longer held are skipped).
+	early      map[schema.MessageKey]schema.MessageStatus
+	earlyOrder []schema.MessageKey
+	earlyHead  int
+	// earlyDropped counts outcomes the early bound forgot since the last
+	// warning, at most one a minute (earlyWarned).
+	earlyDropped int
+	earlyWarned  time.Time
+
+	entries    prometheus.GaugeFunc
+	earlyGauge prometheus.GaugeFunc
+	evictions  *prometheus.CounterVec
 
 	// targets are the end offsets at start not yet folded, by topic and
 	// partition; ready once empty (Run found them; nil before).
@@ -131,26 +161,34 @@ func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = DefaultStatusEntries
 	}
+	if cfg.MaxEarly <= 0 {
+		cfg.MaxEarly = DefaultStatusEarly
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus), next: map[int32]int64{}}
+	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus), next: map[int32]int64{},
+		folded: map[int32]int64{}, early: map[schema.MessageKey]schema.MessageStatus{}}
 	t.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushlog_ingest_status_entries",
-		Help: "Messages in the status table of GET /m/{id} (bounded by --status-entries).",
+		Help: "Messages in the status table of GET /m/{id} (bounded by --status-entries, plus the early outcomes held apart).",
 	}, func() float64 { return float64(t.Len()) })
+	t.earlyGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushlog_ingest_status_early_entries",
+		Help: "Outcomes the status table holds past its bound because their message is not folded yet (the acks topic read ahead of the messages topic; bounded at 100,000).",
+	}, func() float64 { return float64(t.earlyLen()) })
 	t.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pushlog_ingest_status_evictions_total",
-		Help: "Messages forgotten by the status table, by reason: expired (settled longer ago than --status-keep) or bound (the table was full; raise --status-entries).",
+		Help: "Messages forgotten by the status table, by reason: expired (settled longer ago than --status-keep), bound (the table was full; raise --status-entries) or early_bound (an outcome whose message was not folded yet: its push receipt is lost).",
 	}, []string{"reason"})
-	for _, r := range []string{"expired", "bound"} {
+	for _, r := range []string{"expired", "bound", "early_bound"} {
 		t.evictions.WithLabelValues(r)
 	}
 	if cfg.Metrics != nil {
-		for _, c := range []prometheus.Collector{t.entries, t.evictions} {
+		for _, c := range []prometheus.Collector{t.entries, t.earlyGauge, t.evictions} {
 			if err := cfg.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("status table metrics: %w", err)
 			}
@@ -278,11 +316,18 @@ func (t *StatusTable) clearAdmin() {
 	t.adm, t.admCtx = nil, nil
 }
 
-// Len is the number of messages held.
+// Len is the number of messages held, early outcomes included.
 func (t *StatusTable) Len() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.msgs)
+	return len(t.msgs) + len(t.early)
+}
+
+// earlyLen is the number of outcomes held past the bound.
+func (t *StatusTable) earlyLen() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.early)
 }
 
 // Status returns the fold of the message at key (ingest.StatusSource);
@@ -290,6 +335,9 @@ func (t *StatusTable) Len() int {
 func (t *StatusTable) Status(key schema.MessageKey) (schema.MessageStatus, bool) {
 	t.mu.RLock()
 	st, ok := t.msgs[key]
+	if !ok {
+		st, ok = t.early[key]
+	}
 	t.mu.RUnlock()
 	if !ok || t.expired(st, t.cfg.Now().UnixMilli()) {
 		return schema.MessageStatus{}, false
@@ -330,13 +378,16 @@ func (t *StatusTable) Run(ctx context.Context) error {
 	t.setAdmin(ctx, adm)
 	defer t.clearAdmin() // before cl.Close
 	if !t.ready.Load() {
-		targets, ends, err := catchUpTargets(ctx, adm, start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
+		targets, ends, starts, err := catchUpTargets(ctx, adm, start.UnixMilli(), t.cfg.Names.Messages, t.cfg.Names.Acks)
 		if err != nil {
 			return fmt.Errorf("status table: %w", err)
 		}
 		t.mu.Lock()
 		for p, end := range ends[t.cfg.Names.Messages] {
 			t.next[p] = max(t.next[p], end) // until ready Status answers catching up anyway
+		}
+		for p, s := range starts[t.cfg.Names.Messages] {
+			t.folded[p] = max(t.folded[p], s)
 		}
 		t.targets = targets
 		t.checkReadyLocked()
@@ -379,6 +430,7 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 	}
 	if r.Topic == t.cfg.Names.Messages {
 		t.next[r.Partition] = max(t.next[r.Partition], r.Offset+1)
+		t.folded[r.Partition] = max(t.folded[r.Partition], r.Offset+1)
 	}
 	ev, err := schema.Decode(r)
 	if err != nil {
@@ -390,6 +442,10 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 	}
 	before, seen := t.msgs[key]
 	if !seen {
+		if held, ok := t.early[key]; ok {
+			before = held // its message, or more of its outcome
+			delete(t.early, key)
+		}
 		if len(t.msgs) >= t.cfg.MaxEntries {
 			t.evictOldestLocked()
 		}
@@ -403,18 +459,55 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 	}
 }
 
-// evictOldestLocked forgets the message first seen longest ago.
+// evictOldestLocked forgets the message first seen longest ago, or holds
+// it apart when it is an outcome still waiting for its message.
 func (t *StatusTable) evictOldestLocked() {
 	for t.head < len(t.order) {
 		k := t.order[t.head]
 		t.head++
-		if _, ok := t.msgs[k]; ok {
-			delete(t.msgs, k)
-			t.evictions.WithLabelValues("bound").Inc()
-			break
+		st, ok := t.msgs[k]
+		if !ok {
+			continue
 		}
+		delete(t.msgs, k)
+		if t.awaitsMessageLocked(k, st) {
+			t.holdEarlyLocked(k, st)
+		} else {
+			t.evictions.WithLabelValues("bound").Inc()
+		}
+		break
 	}
 	t.compactLocked()
+}
+
+// awaitsMessageLocked reports whether st, at k, is an outcome whose
+// MessageAccepted the fold has yet to read.
+func (t *StatusTable) awaitsMessageLocked(k schema.MessageKey, st schema.MessageStatus) bool {
+	return st.AcceptedMs == 0 && k.Offset >= t.folded[k.Partition]
+}
+
+// holdEarlyLocked holds an outcome pushed out of msgs until its message
+// comes, forgetting the oldest held one past MaxEarly: counted, and
+// warned about (at most once a minute) since its push receipt is lost.
+func (t *StatusTable) holdEarlyLocked(k schema.MessageKey, st schema.MessageStatus) {
+	for len(t.early) >= t.cfg.MaxEarly && t.earlyHead < len(t.earlyOrder) {
+		old := t.earlyOrder[t.earlyHead]
+		t.earlyHead++
+		if _, ok := t.early[old]; !ok {
+			continue
+		}
+		delete(t.early, old)
+		t.evictions.WithLabelValues("early_bound").Inc()
+		t.earlyDropped++
+	}
+	if now := t.cfg.Now(); t.earlyDropped > 0 && now.Sub(t.earlyWarned) >= time.Minute {
+		t.log.Warn("status table: forgot outcomes of messages not folded yet (the acks topic is far ahead of the messages topic); their push receipts are lost and GET /m/{id} answers them pending or 404",
+			"forgotten", t.earlyDropped, "bound", t.cfg.MaxEarly, "entries", t.cfg.MaxEntries)
+		t.earlyDropped, t.earlyWarned = 0, now
+	}
+	t.early[k] = st
+	t.earlyOrder = append(t.earlyOrder, k)
+	t.compactEarlyLocked()
 }
 
 // Sweep forgets expired messages from the oldest on, stopping at the first
@@ -436,6 +529,18 @@ func (t *StatusTable) Sweep() {
 		t.head++
 	}
 	t.compactLocked()
+	for t.earlyHead < len(t.earlyOrder) {
+		k := t.earlyOrder[t.earlyHead]
+		if st, ok := t.early[k]; ok {
+			if !t.expired(st, now) {
+				break
+			}
+			delete(t.early, k)
+			t.evictions.WithLabelValues("expired").Inc()
+		}
+		t.earlyHead++
+	}
+	t.compactEarlyLocked()
 }
 
 // compactLocked drops the consumed front of order once it is half of it.
@@ -443,6 +548,14 @@ func (t *StatusTable) compactLocked() {
 	if t.head > 1024 && t.head*2 > len(t.order) {
 		t.order = append(t.order[:0], t.order[t.head:]...)
 		t.head = 0
+	}
+}
+
+// compactEarlyLocked is compactLocked for earlyOrder.
+func (t *StatusTable) compactEarlyLocked() {
+	if t.earlyHead > 1024 && t.earlyHead*2 > len(t.earlyOrder) {
+		t.earlyOrder = append(t.earlyOrder[:0], t.earlyOrder[t.earlyHead:]...)
+		t.earlyHead = 0
 	}
 }
 
@@ -463,32 +576,38 @@ func (t *StatusTable) checkReadyLocked() {
 
 // catchUpTargets returns, per topic and partition, the end offset to fold
 // before the table is ready, leaving out partitions with nothing to fold
-// from startMs on, and every partition's end offset.
-func catchUpTargets(ctx context.Context, adm *kadm.Client, startMs int64, topics ...string) (targets, ends map[string]map[int32]int64, err error) {
+// from startMs on, every partition's end offset, and the offset the fold
+// starts reading at (where listed).
+func catchUpTargets(ctx context.Context, adm *kadm.Client, startMs int64, topics ...string) (targets, ends, starts map[string]map[int32]int64, err error) {
 	listed, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list end offsets: %w", err)
+		return nil, nil, nil, fmt.Errorf("list end offsets: %w", err)
 	}
-	starts, err := adm.ListOffsetsAfterMilli(ctx, startMs, topics...)
+	after, err := adm.ListOffsetsAfterMilli(ctx, startMs, topics...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list offsets after %d: %w", startMs, err)
+		return nil, nil, nil, fmt.Errorf("list offsets after %d: %w", startMs, err)
 	}
 	targets = make(map[string]map[int32]int64, len(topics))
 	ends = make(map[string]map[int32]int64, len(topics))
+	starts = make(map[string]map[int32]int64, len(topics))
 	for _, topic := range topics {
-		targets[topic], ends[topic] = map[int32]int64{}, map[int32]int64{}
+		targets[topic], ends[topic], starts[topic] = map[int32]int64{}, map[int32]int64{}, map[int32]int64{}
 	}
 	listed.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
 			return // an unknown topic or partition: nothing to wait for
 		}
 		ends[o.Topic][o.Partition] = o.Offset
-		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil && s.Offset >= o.Offset {
+		s, ok := after.Lookup(o.Topic, o.Partition)
+		if ok && s.Err == nil {
+			starts[o.Topic][o.Partition] = min(s.Offset, o.Offset)
+		}
+		if ok && s.Err == nil && s.Offset >= o.Offset {
 			return
 		}
 		if o.Offset > 0 {
 			targets[o.Topic][o.Partition] = o.Offset
 		}
 	})
-	return targets, ends, nil
+	return targets, ends, starts, nil
 }

@@ -2,11 +2,15 @@ package projector
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
@@ -267,5 +271,92 @@ func TestStatusTableBehindPastEnd(t *testing.T) {
 	tbl.clearAdmin()
 	if !tbl.Behind(t.Context(), schema.MessageKey{Partition: 0, Offset: 5}) {
 		t.Error("after Run: an unread id is behind (503)")
+	}
+}
+
+// TestStatusTableEarlyOutcomeSurvivesBound: an outcome folded before its
+// message (the acks topic read ahead of the messages topic, e.g. while
+// catching up) survives the table's bound until its MessageAccepted
+// arrives, so the followers (push receipts) see the message settled and
+// GET /m/{id} answers its outcome; past the early bound the oldest held
+// outcome is forgotten, counted and logged. Outcomes of messages the fold
+// started reading after are not held (their acceptance never comes).
+func TestStatusTableEarlyOutcomeSurvivesBound(t *testing.T) {
+	now := time.UnixMilli(1_000_000_000)
+	ms := now.UnixMilli()
+	var logs strings.Builder
+	reg := prometheus.NewRegistry()
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute, Keep: time.Hour, MaxEntries: 3, MaxEarly: 2,
+		Now: func() time.Time { return now }, Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var settled []schema.MessageKey
+	tbl.Follow(func(c schema.StatusChange) {
+		if c.Event.GetMessageAccepted() != nil && c.After.State.Settled() {
+			settled = append(settled, c.Key) // what receipts emit at once
+		}
+	})
+	messages := func(partition int32, offset int64) *kgo.Record {
+		r := statusRecord(t, partition, offset, ms, &pb.MessageAccepted{TtlS: 60})
+		r.Topic = tbl.cfg.Names.Messages
+		return r
+	}
+	ack := func(offset int64) *kgo.Record {
+		r := statusRecord(t, 9, offset, ms+1, &pb.MessageRef{Partition: 0, Offset: offset})
+		r.Topic = tbl.cfg.Names.Acks
+		return r
+	}
+	// Partition 0's fold starts at offset 100: an ack of offset 50 waits
+	// for nothing.
+	tbl.folded[0] = 100
+	tbl.Apply(ack(50))
+	tbl.Apply(ack(100))
+	// 3 other messages (partition 1) fill the bound: the acks are pushed out.
+	for off := range int64(3) {
+		tbl.Apply(messages(1, off))
+	}
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 50}); ok {
+		t.Error("the ack of a message before the fold's start is held past the bound")
+	}
+	tbl.Apply(messages(0, 100))
+	if st, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 100}); !ok || st.State != schema.StateAcked || st.AcceptedMs != ms {
+		t.Fatalf("ack, bound, then its message: %+v %v", st, ok)
+	}
+	if len(settled) != 1 || settled[0] != (schema.MessageKey{Partition: 0, Offset: 100}) {
+		t.Fatalf("followers saw the message settled: %v, want [{0 100}]", settled)
+	}
+	// Past the early bound (2) the oldest held outcome goes, loudly.
+	for off := int64(101); off < 104; off++ {
+		tbl.Apply(ack(off))
+	}
+	for off := int64(3); off < 6; off++ {
+		tbl.Apply(messages(1, off))
+	}
+	if _, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: 101}); ok {
+		t.Error("the oldest held outcome kept past the early bound")
+	}
+	for _, off := range []int64{102, 103} {
+		if st, ok := tbl.Status(schema.MessageKey{Partition: 0, Offset: off}); !ok || st.State != schema.StateAcked {
+			t.Errorf("held outcome %d: %+v %v", off, st, ok)
+		}
+	}
+	if got := testutil.ToFloat64(tbl.evictions.WithLabelValues("early_bound")); got != 1 {
+		t.Errorf("early_bound evictions %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(tbl.evictions.WithLabelValues("bound")); got != 5 {
+		t.Errorf("bound evictions %v, want 5 (the ack before the start, 4 messages)", got)
+	}
+	if got := testutil.ToFloat64(tbl.earlyGauge); got != 2 {
+		t.Errorf("early entries %v, want 2", got)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "forgot outcomes of messages not folded yet") {
+		t.Errorf("no warning for the dropped outcome: %q", logs.String())
+	}
+	// Held outcomes expire like any status.
+	now = now.Add(time.Hour + time.Minute)
+	tbl.Sweep()
+	if got := testutil.ToFloat64(tbl.earlyGauge); got != 0 {
+		t.Errorf("early entries after their keep time: %v", got)
 	}
 }
