@@ -12,17 +12,32 @@
 // last AllocWindow (50 ms), so that it collects at most about twenty times
 // a second from allocation. A small heap keeps GOGC; a large one collects
 // more often, which costs CPU only while it allocates: an idle process
-// hardly collects at all. The tuner only calls debug.SetGCPercent after a
-// collection the runtime chose; it never forces one (a lower GOGC that puts
-// the heap past its new goal makes the runtime collect at once).
+// hardly collects at all.
+//
+// A busy process keeps plain GOGC, so its heap grows to twice its live
+// size. When it goes quiet, a lower GOGC alone does not give that memory
+// back: a goal change starts no collection, the runtime's background
+// scavenger keeps 10% over the heap goal, and an idle process may not
+// allocate for minutes. So on each busy→quiet transition that leaves more
+// than Headroom bytes above the live heap, the tuner collects once and
+// returns the free pages to the OS (debug.FreeOSMemory), at most once per
+// transition and at most 1% of the time (ReleaseGap); releases are
+// counted in pushlog_gc_tune_releases_total. That is the process's own
+// policy on its own allocation rate, run the same in production as under
+// a load tool; the tuner never collects otherwise.
 package gctune
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	pmetrics "github.com/pushlog/pushlog/cmd/internal/metrics"
 )
 
 // Config configures a Tuner.
@@ -34,6 +49,8 @@ type Config struct {
 	// of scanned memory the heap grows by that share again, so collections
 	// do not become frequent in a very large heap.
 	MinPercent int
+	// Registerer receives pushlog_gc_tune_releases_total; nil: no metrics.
+	Registerer prometheus.Registerer
 }
 
 const defaultMinPercent = 25
@@ -52,6 +69,10 @@ type Tuner struct {
 	lastAllocs uint64    // cumulative heap allocations at the last adjust
 	lastAt     time.Time // when
 	busy       bool      // the last adjust found the process busy (plain GOGC)
+
+	heap        []metrics.Sample // what a release would return
+	releases    prometheus.Counter
+	nextRelease time.Time // no release before (ReleaseGap after the last)
 }
 
 // New returns a tuner; nothing changes until Run.
@@ -67,6 +88,15 @@ func New(cfg Config) *Tuner {
 			{Name: "/gc/scan/globals:bytes"},
 			{Name: "/gc/heap/allocs:bytes"}, // last: not scanned
 		},
+		heap: []metrics.Sample{
+			{Name: "/gc/heap/live:bytes"},
+			{Name: "/memory/classes/heap/objects:bytes"},
+			{Name: "/memory/classes/heap/free:bytes"},
+		},
+		releases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: pmetrics.Name("gc_tune", "releases_total"),
+			Help: "Collections that returned free heap pages to the OS, started by the GC tuner once when the process went from busy to quiet (--gc-headroom-bytes).",
+		}),
 		gcs: make(chan struct{}, 1),
 	}
 }
@@ -80,6 +110,9 @@ func (t *Tuner) Run(ctx context.Context) error {
 	if t.cfg.Headroom <= 0 || t.max < 0 { // GOGC=off: the operator manages collections
 		<-ctx.Done()
 		return nil
+	}
+	if err := pmetrics.Register(t.cfg.Registerer, t.releases); err != nil {
+		return fmt.Errorf("gctune: %w", err)
 	}
 	defer debug.SetGCPercent(t.max)
 	done := make(chan struct{})
@@ -151,6 +184,7 @@ func (t *Tuner) adjust(current *int) {
 	}
 	t.lastAllocs, t.lastAt = allocs, now
 	p := Percent(headroom, scanned, t.cfg.MinPercent, t.max)
+	wasBusy := t.busy
 	t.busy = headroom > t.cfg.Headroom
 	if t.busy {
 		// Busy: the process allocates more than the headroom per
@@ -166,6 +200,56 @@ func (t *Tuner) adjust(current *int) {
 		debug.SetGCPercent(p)
 		*current = p
 	}
+	if wasBusy && !t.busy {
+		t.release(now)
+	}
+}
+
+// release collects once and returns the free heap to the OS if the busy
+// spell left more than Headroom bytes above the live heap, and the last
+// release was at least ReleaseGap of its own duration ago.
+func (t *Tuner) release(now time.Time) {
+	if now.Before(t.nextRelease) {
+		return
+	}
+	metrics.Read(t.heap)
+	var v [3]uint64
+	for i, s := range t.heap {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
+	}
+	if !Releasable(v[0], v[1], v[2], t.cfg.Headroom) {
+		return
+	}
+	// A forced collection, but the process's own and at most one per
+	// busy→quiet transition: without it the memory of a busy spell stays
+	// the process's until something allocates a heap's worth again.
+	start := time.Now()
+	debug.FreeOSMemory()
+	took := time.Since(start)
+	t.releases.Inc()
+	t.nextRelease = start.Add(ReleaseGap(took))
+}
+
+// Releasable reports whether a heap of live bytes (at the last
+// collection) that holds objects bytes in objects and free bytes of free,
+// not yet returned pages keeps more than headroom bytes beyond what its
+// quiet heap goal, live+headroom, needs: the garbage among the objects and
+// the free pages are what a collection and a scavenge would return.
+func Releasable(live, objects, free uint64, headroom int64) bool {
+	if headroom <= 0 {
+		return false
+	}
+	held := objects + free
+	return held > live && held-live > 2*uint64(headroom)
+}
+
+// ReleaseGap is how long after a release that took took the next may
+// start: a hundred times as long, so releases take at most 1% of the
+// time, and at least QuietCheck.
+func ReleaseGap(took time.Duration) time.Duration {
+	return max(QuietCheck, 100*took)
 }
 
 // Headroom is base, or what was allocated in AllocWindow at the rate of

@@ -7,6 +7,9 @@ import (
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestPercent(t *testing.T) {
@@ -54,6 +57,95 @@ func TestHeadroom(t *testing.T) {
 				t.Fatalf("Headroom(%d, %d, %s) = %d, want %d", tc.base, tc.allocated, tc.elapsed, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestReleasable(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name                string
+		live, objects, free uint64
+		headroom            int64
+		want                bool
+	}{
+		{"busy heap at twice its live size", 32 * mib, 40 * mib, 24 * mib, 4 * mib, true},
+		{"garbage only, not yet swept", 32 * mib, 48 * mib, 0, 4 * mib, true},
+		{"free pages only", 32 * mib, 32 * mib, 16 * mib, 4 * mib, true},
+		{"within the quiet goal", 32 * mib, 34 * mib, 2 * mib, 4 * mib, false},
+		{"exactly two headrooms", 32 * mib, 36 * mib, 4 * mib, 4 * mib, false},
+		{"objects below live (freed since)", 32 * mib, 30 * mib, 1 * mib, 4 * mib, false},
+		{"tuner off", 32 * mib, 64 * mib, 64 * mib, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Releasable(tc.live, tc.objects, tc.free, tc.headroom); got != tc.want {
+				t.Fatalf("Releasable(%d, %d, %d, %d) = %v, want %v", tc.live, tc.objects, tc.free, tc.headroom, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReleaseGap(t *testing.T) {
+	for _, tc := range []struct {
+		took, want time.Duration
+	}{
+		{0, QuietCheck},
+		{time.Millisecond, QuietCheck},
+		{10 * time.Millisecond, QuietCheck},
+		{50 * time.Millisecond, 5 * time.Second},
+		{time.Second, 100 * time.Second},
+	} {
+		if got := ReleaseGap(tc.took); got != tc.want {
+			t.Errorf("ReleaseGap(%s) = %s, want %s", tc.took, got, tc.want)
+		}
+	}
+}
+
+// TestRunReleasesWhenQuiet allocates fast past a 32 MiB live heap (busy:
+// plain GOGC, the heap grows to about twice its live size), then drops the
+// live heap and stops: the tuner's quiet check must find the transition
+// and release once, and not again while the process stays quiet.
+func TestRunReleasesWhenQuiet(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	reg := prometheus.NewPedanticRegistry()
+	ctx, cancel := context.WithCancel(t.Context())
+	tu := New(Config{Headroom: 1 << 20, Registerer: reg})
+	done := make(chan error, 1)
+	go func() { done <- tu.Run(ctx) }()
+
+	live := make([][]byte, 32)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	var sink []byte
+	for i := range 512 { // 512 MiB of garbage: many collections at a busy rate
+		sink = make([]byte, 1<<20)
+		sink[i%len(sink)] = 1
+	}
+	runtime.KeepAlive(sink)
+	runtime.KeepAlive(live)
+	live, sink = nil, nil
+
+	var n float64
+	for range 100 { // the quiet check runs every QuietCheck
+		if n = testutil.ToFloat64(tu.releases); n > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n != 1 {
+		t.Fatalf("releases after a busy spell went quiet = %v, want 1", n)
+	}
+	time.Sleep(2 * QuietCheck)
+	if n = testutil.ToFloat64(tu.releases); n != 1 {
+		t.Fatalf("releases while quiet = %v, want still 1", n)
+	}
+	if got, err := testutil.GatherAndCount(reg, "pushlog_gc_tune_releases_total"); err != nil || got != 1 {
+		t.Fatalf("registered series = %d, %v; want 1", got, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 
