@@ -63,11 +63,12 @@ type conn struct {
 	// Timeout wheel bookkeeping, guarded by the wheel's mutex.
 	slotIdx int32
 	slot    int64 // 0: not in the wheel
+	opened  int64 // the upgrade on the wheel's clock (monotonic): the hello timeout counts from it
 
 	closing  atomic.Bool
 	wclosed  bool         // a close frame was written; guarded by wmu
-	lastRecv atomic.Int64 // unix nanoseconds of the last byte from the client
-	pingSent atomic.Int64 // unix nanoseconds of an unanswered server Ping, 0 if none
+	lastRecv atomic.Int64 // the last byte from the client, on the wheel's clock
+	pingSent atomic.Int64 // an unanswered server Ping, on the wheel's clock; 0 if none
 	ua       string       // User-Agent, kept until the Connected event is written (reader only)
 
 	wmu sync.Mutex // one frame write at a time (wsframe.go writeRaw)
@@ -264,7 +265,7 @@ func (c *conn) wrote(bp *[]byte, batch []outMsg, err error, async bool) {
 
 // liveness is what the sweeper's timers are checked against.
 func (c *conn) liveness() protocol.Liveness {
-	return protocol.Liveness{Since: c.since, LastRecv: c.lastRecv.Load(), PingSent: c.pingSent.Load()}
+	return protocol.Liveness{Since: c.opened, LastRecv: c.lastRecv.Load(), PingSent: c.pingSent.Load()}
 }
 
 // ping sends a WebSocket Ping (the sweeper found the socket idle).
@@ -307,7 +308,7 @@ func (c *conn) serveReady(own *bufio.Reader) bool {
 		// A started message must complete in time.
 		_ = c.nc.SetReadDeadline(now.Add(c.srv.cfg.ReadTimeout))
 	}
-	c.lastRecv.Store(now.UnixNano())
+	c.lastRecv.Store(c.srv.wheel.at(now))
 	c.pingSent.Store(0) // any data proves the peer alive
 	for {
 		if !c.readOne(br) || c.proto.Phase() == stateClosed {

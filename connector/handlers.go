@@ -152,8 +152,8 @@ func (c *conn) notifyBroadcasts(change protocol.Change) bool {
 	return len(out.Effects) > 0
 }
 
-// due carries out what the sweeper's Tick decided for c at now (unix
-// nanoseconds) without blocking the sweeper. A Ping is marked sent at once,
+// due carries out what the sweeper's Tick decided for c at now (the
+// wheel's clock) without blocking the sweeper. A Ping is marked sent at once,
 // so the next sweep waits for its Pong instead of pinging again.
 func (c *conn) due(now int64, out protocol.Output) {
 	for _, e := range out.Effects {

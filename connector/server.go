@@ -220,7 +220,7 @@ func (s *Server) start() error {
 			return
 		}
 		s.poll = p
-		s.wheel = newWheel(s.sweepTick(), time.Now().UnixNano())
+		s.wheel = newWheel(s.sweepTick(), time.Now())
 		s.sweepStop = make(chan struct{})
 		s.sweepDone = make(chan struct{})
 		go s.sweep()
@@ -287,8 +287,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	// From here on frames are read and written by the conn (wsframe.go);
 	// gorilla's Conn is dropped.
-	c := &conn{srv: s, nc: ws.NetConn(), id: newConnID(), since: now.UnixNano(), ua: ua}
-	c.lastRecv.Store(now.UnixNano())
+	c := &conn{srv: s, nc: ws.NetConn(), id: newConnID(), since: now.UnixNano(), opened: s.wheel.at(now), ua: ua}
+	c.lastRecv.Store(c.opened)
 	if !s.admit(c) {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeGoingAway, "server shutting down"), now.Add(closeWriteWait))
 		_ = ws.Close()
@@ -404,7 +404,7 @@ func (s *Server) sweep() {
 }
 
 func (s *Server) sweepOnce(now time.Time) {
-	n := now.UnixNano()
+	n := s.wheel.at(now) // the monotonic clock: a wall-clock step fires nothing
 	for _, c := range s.wheel.expired(n) {
 		if out := c.proto.Tick(&s.env, n, c.liveness()); len(out.Effects) > 0 {
 			c.due(n, out) // a Ping is marked sent before the next check is computed

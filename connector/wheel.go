@@ -14,21 +14,33 @@ import (
 // tick (issue 17: 10,000 idle sockets cost a scan per second before). Reads
 // do not move a connection: its check fires at the old time, finds it not
 // due (the client was heard from since) and puts it where it belongs now.
+//
+// Its times are the wheel's clock (at): nanoseconds since epoch on the
+// monotonic clock, never the wall clock's, so a wall-clock step (NTP, a
+// changed date) neither fires every timeout at once nor postpones them.
 type wheel struct {
-	tick int64 // slot width, nanoseconds
+	tick  int64     // slot width, nanoseconds
+	epoch time.Time // with a monotonic reading (time.Now's)
 
 	mu    sync.Mutex
 	slots map[int64][]*conn
 	cur   int64 // the last slot taken
 }
 
-func newWheel(tick time.Duration, now int64) *wheel {
-	t := max(int64(tick), 1)
-	return &wheel{tick: t, slots: map[int64][]*conn{}, cur: now / t}
+// newWheel starts a wheel whose clock reads 0 at epoch, which must carry a
+// monotonic reading (time.Now()).
+func newWheel(tick time.Duration, epoch time.Time) *wheel {
+	return &wheel{tick: max(int64(tick), 1), epoch: epoch, slots: map[int64][]*conn{}}
 }
 
-// schedule puts c in the slot after at (unix nanoseconds), and never in one
-// already taken. A closed connection is not scheduled: close removes it
+// at is t on the wheel's clock: t.Sub(epoch), which Go takes from the
+// monotonic readings when both carry one (time.Now's and a Ticker's times
+// do), so a wall-clock step moves nothing. The sweeper's times come a tick
+// or more after epoch, so a Ping it stamps is never 0 ("none sent").
+func (w *wheel) at(t time.Time) int64 { return int64(t.Sub(w.epoch)) }
+
+// schedule puts c in the slot after at (the wheel's clock), and never in
+// one already taken. A closed connection is not scheduled: close removes it
 // after marking it closed, so one of the two always sees the other.
 func (w *wheel) schedule(c *conn, at int64) {
 	w.mu.Lock()
@@ -87,7 +99,7 @@ func (w *wheel) expired(now int64) []*conn {
 	return out
 }
 
-// nextCheck is when c's next timeout could fall due (unix nanoseconds),
+// nextCheck is when c's next timeout could fall due (the wheel's clock),
 // by the same rules as protocol.Client.Tick, which decides.
 func nextCheck(env *protocol.Env, c *conn) int64 {
 	l := c.liveness()
