@@ -69,11 +69,19 @@ func intCode(c *float64, def int32) int32 {
 // Parse decodes one text frame. `{}` (any whitespace) is a
 // ping; a missing or unknown messageType is errBadMessage.
 func Parse(data []byte) (Message, error) {
-	var m Message
 	if isEmptyObject(data) {
-		m.MessageType = typePing
+		return Message{MessageType: typePing}, nil
+	}
+	if m, ok := parseFast(data); ok {
 		return m, nil
 	}
+	return parseJSON(data)
+}
+
+// parseJSON decodes any frame with encoding/json: the reference for what
+// a message means, and the path of every message parseFast declines.
+func parseJSON(data []byte) (Message, error) {
+	var m Message
 	if err := json.Unmarshal(data, &m); err != nil {
 		return Message{}, fmt.Errorf("%w: %v", errBadMessage, err)
 	}
