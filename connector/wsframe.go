@@ -25,7 +25,9 @@ import (
 // net.Conn and its protocol state only: it borrows a read buffer from a
 // pool while bytes arrive, and its writer sends every queued frame in one
 // write. The reading rules and close codes are gorilla's (v1.5.3), so
-// clients see the same behaviour.
+// clients see the same behaviour, with one exception: a close frame whose
+// body is 1 byte is a protocol error (RFC 6455 5.5.1: a body starts with a
+// 2-byte code), answered 1002; gorilla read it as no code (1005).
 
 const (
 	opContinuation = 0x0
@@ -46,6 +48,8 @@ const (
 	// controlWriteWait bounds the close frame sent on a protocol error
 	// (gorilla's writeWait).
 	controlWriteWait = time.Second
+	// reasonCloseOneByte is the 1002 reason for a 1-byte close body.
+	reasonCloseOneByte = "close frame body of 1 byte"
 )
 
 var (
@@ -249,6 +253,9 @@ func (c *conn) readControl(br *bufio.Reader, h frameHeader) error {
 		}
 	case opClose:
 		code, text := websocket.CloseNoStatusReceived, ""
+		if len(payload) == 1 {
+			return c.protocolError(reasonCloseOneByte)
+		}
 		if len(payload) >= 2 {
 			code = int(binary.BigEndian.Uint16(payload))
 			if !validCloseCode(code) {

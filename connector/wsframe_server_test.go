@@ -131,6 +131,7 @@ func TestHostileFramesClose(t *testing.T) {
 		{"binary past the limit", f(true, opBinary, bytes.Repeat([]byte("b"), 2000)), websocket.CloseMessageTooBig},
 		{"text past the limit across fragments", append(f(false, opText, bytes.Repeat([]byte(" "), 600)), f(true, opContinuation, bytes.Repeat([]byte(" "), 600))...), websocket.CloseMessageTooBig},
 		{"bad close code", closeFrame(1005, ""), closeProtocol},
+		{"close body of 1 byte", f(true, opClose, []byte{0x03}), closeProtocol}, // RFC 6455 5.5.1; gorilla echoed 1005
 		{"close reason not UTF-8", closeFrame(1000, "\xff"), closeProtocol},
 		{"close echoed", closeFrame(4000, "bye"), 4000},
 		{"fragmented binary", append(f(false, opBinary, []byte("a")), f(true, opContinuation, []byte("b"))...), closeUnsupported},
