@@ -154,6 +154,15 @@ var pingReply = []byte("{}")
 // without padding, its content headers, and nothing else (never TTL, topic,
 // urgency or VAPID data). An empty body carries neither data nor headers.
 func EncodeNotification(n link.Notification) ([]byte, error) {
+	if b, ok := appendNotification(make([]byte, 0, notificationSize(n)), n); ok {
+		return b, nil
+	}
+	return encodeNotificationJSON(n)
+}
+
+// encodeNotificationJSON is EncodeNotification by encoding/json: the
+// reference, and the path of strings the fast path does not write.
+func encodeNotificationJSON(n link.Notification) ([]byte, error) {
 	m := notificationMsg{MessageType: "notification", ChannelID: n.ChannelID, Version: n.Version}
 	if len(n.Data) > 0 {
 		m.Data = base64.RawURLEncoding.EncodeToString(n.Data)
