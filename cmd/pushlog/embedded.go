@@ -18,7 +18,7 @@ import (
 // startEmbedded verifies the embedded broker's files (refusing to start
 // on damage) and starts the broker. The caller holds the data directory's
 // lock.
-func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error) {
+func startEmbedded(cfg *serveConfig, local *embedded.Local, logger *slog.Logger) (*kfake.Cluster, error) {
 	_, portStr, _ := net.SplitHostPort(cfg.EmbeddedAddr)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
@@ -35,7 +35,7 @@ func startEmbedded(cfg *serveConfig, logger *slog.Logger) (*kfake.Cluster, error
 	dir := filepath.Join(cfg.DataDir, "kafka")
 	cluster, err := embedded.Start(embedded.Config{
 		Dir: dir, Port: port, Fsync: cfg.Fsync, SegmentBytes: cfg.EmbSegBytes,
-		Logger: logger.With("role", "embedded-kafka"),
+		Logger: logger.With("role", "embedded-kafka"), Local: local,
 	})
 	if err != nil {
 		return nil, err

@@ -62,15 +62,20 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	embeddedBroker := len(cfg.KafkaBrokers) == 0
+	clientOpts := []kgo.Opt{kgo.ClientID("pushlog-" + cfg.NodeID)}
 	if embeddedBroker {
-		cluster, err := startEmbedded(cfg, logger)
+		// This process's clients reach its broker through pipes, not
+		// loopback TCP (see embedded.Local).
+		local := embedded.NewLocal()
+		cluster, err := startEmbedded(cfg, local, logger)
 		if err != nil {
 			return err
 		}
 		defer cluster.Close()
 		cfg.KafkaBrokers = cluster.ListenAddrs()
+		clientOpts = append(clientOpts, kgo.Dialer(local.Dial))
 	}
-	clientOpts := []kgo.Opt{kgo.SeedBrokers(cfg.KafkaBrokers...), kgo.ClientID("pushlog-" + cfg.NodeID)}
+	clientOpts = append(clientOpts, kgo.SeedBrokers(cfg.KafkaBrokers...))
 	producer, err := kgo.NewClient(append(clientOpts,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),                             // a push waits for its own append: no batching delay
@@ -122,7 +127,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return g.abort(err, cfg.ShutdownTimeout)
 	}
 	if cfg.GCHeadroom > 0 {
-		g.start("gctune", gctune.New(gctune.Config{Headroom: cfg.GCHeadroom}).Run)
+		g.start("gctune", gctune.New(gctune.Config{Headroom: cfg.GCHeadroom, Registerer: met.reg}).Run)
 	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)

@@ -29,6 +29,9 @@ type Config struct {
 	Fsync        bool
 	SegmentBytes int64 // 0 means DefaultSegmentBytes
 	Logger       *slog.Logger
+	// Local, when set, also lets in-process clients in through pipes
+	// (see Local); the TCP listener is there either way.
+	Local *Local
 }
 
 // Start verifies the broker's directory and starts the broker on it. On
@@ -81,6 +84,9 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 	}
 	if cfg.Fsync {
 		opts = append(opts, kfake.SyncWrites())
+	}
+	if cfg.Local != nil {
+		opts = append(opts, kfake.ListenFn(cfg.Local.listen))
 	}
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
