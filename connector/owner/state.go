@@ -328,18 +328,11 @@ func currentVersion(rec *kgo.Record) bool {
 // without decoding it in full (decode.go) and reports whether it did;
 // anything else is left to the full decode, which also judges errors.
 func (ps *partState) foldAcceptedFast(rec *kgo.Record) bool {
-	if !currentVersion(rec) || rec.Value == nil {
+	var a schema.Accepted
+	if !schema.DecodeAccepted(rec, &a) || a.UAID.Partition(ps.env.cfg.Partitions) != ps.p {
 		return false
 	}
-	a, ok := decodeAccepted(rec.Value)
-	if !ok {
-		return false
-	}
-	id, err := schema.ParseUAID(string(a.uaid))
-	if err != nil || id.Partition(ps.env.cfg.Partitions) != ps.p {
-		return false
-	}
-	ps.accept(rec, &a, id)
+	ps.accept(rec, &a, a.UAID)
 	return true
 }
 
@@ -352,7 +345,7 @@ func (ps *partState) afterBatch() {
 func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id schema.UAID) {
 	switch b := ev.GetBody().(type) {
 	case *pb.Event_MessageAccepted:
-		a := acceptedOf(ev, b.MessageAccepted)
+		a, _ := schema.AcceptedOf(ev) // a MessageAccepted whose UAID parsed: id
 		ps.accept(rec, &a, id)
 	case *pb.Event_MessageDeleted:
 		ps.deleted(b.MessageDeleted.GetMsg(), id)
@@ -361,28 +354,28 @@ func (ps *partState) foldMessage(rec *kgo.Record, ev *pb.Event, id schema.UAID) 
 	}
 }
 
-func (ps *partState) accept(rec *kgo.Record, a *accepted, id schema.UAID) {
-	ch, err := parseChannelID(a.channelID)
+func (ps *partState) accept(rec *kgo.Record, a *schema.Accepted, id schema.UAID) {
+	ch, err := parseChannelID(a.ChannelID)
 	if err != nil {
 		ps.skip(rec, err, "skipping message with a bad channel id")
 		return
 	}
 	m := &pending{
 		offset:     rec.Offset,
-		acceptedMs: a.timeMs,
+		acceptedMs: a.TimeMs,
 		ackOff:     -1,
 		channel:    ch,
-		size:       int32(min(len(a.payload), 1<<30)),
+		size:       int32(min(len(a.Payload), 1<<30)),
 		heapIdx:    -1,
-		urgency:    uint8(a.urgency),
+		urgency:    uint8(a.Urgency),
 	}
-	if len(a.topic) > 0 {
-		m.topic = ps.handles.of(a.topic)
+	if len(a.Topic) > 0 {
+		m.topic = ps.handles.of(a.Topic)
 	}
-	if len(a.vapidSub) > 0 {
-		m.vapidSub = ps.handles.of(a.vapidSub)
+	if len(a.VapidSub) > 0 {
+		m.vapidSub = ps.handles.of(a.VapidSub)
 	}
-	if ttl := a.ttlS; ttl > 0 {
+	if ttl := a.TTLS; ttl > 0 {
 		m.expiryMs = m.acceptedMs + min(ttl, maxTTLSeconds)*1000
 	} else {
 		// TTL 0: delivered only to a UAID attached when the message is
@@ -393,7 +386,7 @@ func (ps *partState) accept(rec *kgo.Record, a *accepted, id schema.UAID) {
 		m.expiryMs = m.acceptedMs + ps.env.graceMs
 	}
 	u := ps.user(id)
-	if len(a.payload) > 0 {
+	if len(a.Payload) > 0 {
 		live := ps.ready && u.session != nil
 		if b := ps.keepBody(m, a, live); b != nil && m.body == nil {
 			// Over budget but deliverable right now: use the record in
@@ -444,9 +437,9 @@ func parseChannelID(b []byte) ([16]byte, error) {
 // to be re-read from Kafka at delivery. It returns the body when kept or
 // when wanted anyway (for a delivery right now). The payload is copied out
 // of the record (its slices alias the fetched batch).
-func (ps *partState) keepBody(m *pending, a *accepted, want bool) *body {
+func (ps *partState) keepBody(m *pending, a *schema.Accepted, want bool) *body {
 	e := ps.env
-	cost := int64(len(a.payload)+len(a.encrypt)+len(a.cryptoKey)) + 64
+	cost := int64(len(a.Payload)+len(a.Encryption)+len(a.CryptoKey)) + 64
 	keep := e.reread == nil || e.limit >= 0 && e.budget.Load()+cost <= e.limit
 	if !keep {
 		m.flags |= fBodyGone
@@ -454,7 +447,7 @@ func (ps *partState) keepBody(m *pending, a *accepted, want bool) *body {
 			return nil
 		}
 	}
-	b := &body{payload: bytes.Clone(a.payload), encoding: ps.handles.of(a.encoding), encryption: string(a.encrypt), cryptoKey: string(a.cryptoKey)}
+	b := &body{payload: bytes.Clone(a.Payload), encoding: ps.handles.of(a.Encoding), encryption: string(a.Encryption), cryptoKey: string(a.CryptoKey)}
 	if keep {
 		m.body = b
 		e.budget.Add(b.cost())

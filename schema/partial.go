@@ -1,0 +1,300 @@
+package schema
+
+import (
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/pushlog/pushlog/schema/pb"
+)
+
+// Partial decoding: the hot consumers of the log (the owner's fold, the
+// analytics projector) read the few fields they need straight from the
+// encoded value instead of building the message: proto.Unmarshal allocates
+// the message and copies every field (a payload of up to 4 KB), and
+// accepted events are the bulk of the log. A partial decoder is a fast
+// path only: it refuses whatever it does not read exactly as Decode would,
+// and the caller then decodes the record in full.
+
+// Field numbers of pb.Event and pb.MessageAccepted (events.proto).
+const (
+	fieldEventID           = 1
+	fieldEventTimeMs       = 2
+	fieldEventUAID         = 3
+	fieldEventAccepted     = 10
+	fieldEventBodyFirst    = 10 // the body oneof's field numbers
+	fieldEventBodyLast     = 26
+	fieldAcceptedChannelID = 1
+	fieldAcceptedPayload   = 2
+	fieldAcceptedEncoding  = 3
+	fieldAcceptedEncrypt   = 4
+	fieldAcceptedCryptoKey = 5
+	fieldAcceptedTTL       = 6
+	fieldAcceptedTopic     = 7
+	fieldAcceptedUrgency   = 8
+	fieldAcceptedVapidSub  = 9
+	fieldAcceptedKeyHash   = 10
+	fieldAcceptedKeyBound  = 11
+)
+
+// Accepted is a MessageAccepted event as its hot consumers read it. Its
+// byte slices alias the record value: whatever outlives the record is
+// copied. ReceiptSub is not read.
+type Accepted struct {
+	EventID  []byte
+	TimeMs   int64
+	UAIDText []byte // the uaid as written
+	UAID     UAID   // UAIDText parsed
+	// The MessageAccepted fields.
+	ChannelID, Payload, Encoding, Encryption, CryptoKey []byte
+	TTLS                                                int64
+	Topic                                               []byte
+	Urgency                                             pb.Urgency
+	VapidSub, VapidKeyHash                              []byte
+	KeyBound                                            bool
+}
+
+// DecodeAccepted reads a record holding a MessageAccepted into a and
+// reports whether it did. False (a then holds nothing useful) for anything
+// it does not read exactly as Decode would: a tombstone, a newer encoding
+// version, another body or a repeated one (proto.Unmarshal would merge
+// them), a known field with another wire type, invalid UTF-8, a malformed
+// value, a bad UAID. Of a field given twice the last one wins, as in
+// proto.Unmarshal.
+func DecodeAccepted(r *kgo.Record, a *Accepted) bool {
+	*a = Accepted{}
+	if r.Value == nil || !currentVersion(r) {
+		return false
+	}
+	bodies := 0
+	var body []byte
+	f := NewFieldReader(r.Value)
+	for f.Next() {
+		switch num := f.Num(); {
+		case num == fieldEventID:
+			a.EventID = f.Bytes()
+		case num == fieldEventTimeMs:
+			a.TimeMs = int64(f.Varint())
+		case num == fieldEventUAID:
+			a.UAIDText = f.Text()
+		case num == fieldEventAccepted:
+			body = f.Bytes()
+			bodies++
+		case num >= fieldEventBodyFirst && num <= fieldEventBodyLast:
+			return false // another body: the full decode decides
+		default:
+			f.Skip()
+		}
+	}
+	if !f.Done() || bodies != 1 || !a.decodeBody(body) {
+		return false
+	}
+	id, err := ParseUAID(string(a.UAIDText))
+	a.UAID = id
+	return err == nil
+}
+
+// decodeBody reads the MessageAccepted fields of b into a.
+func (a *Accepted) decodeBody(b []byte) bool {
+	f := NewFieldReader(b)
+	for f.Next() {
+		switch f.Num() {
+		case fieldAcceptedChannelID:
+			a.ChannelID = f.Text()
+		case fieldAcceptedPayload:
+			a.Payload = f.Bytes()
+		case fieldAcceptedEncoding:
+			a.Encoding = f.Text()
+		case fieldAcceptedEncrypt:
+			a.Encryption = f.Text()
+		case fieldAcceptedCryptoKey:
+			a.CryptoKey = f.Text()
+		case fieldAcceptedTTL:
+			a.TTLS = int64(f.Varint())
+		case fieldAcceptedTopic:
+			a.Topic = f.Text()
+		case fieldAcceptedUrgency:
+			a.Urgency = pb.Urgency(int32(f.Varint()))
+		case fieldAcceptedVapidSub:
+			a.VapidSub = f.Text()
+		case fieldAcceptedKeyHash:
+			a.VapidKeyHash = f.Bytes()
+		case fieldAcceptedKeyBound:
+			a.KeyBound = f.Varint() != 0
+		default:
+			f.Skip()
+		}
+	}
+	return f.Done()
+}
+
+// AcceptedOf is the Accepted of a fully decoded event (the slow path);
+// false when it is not a MessageAccepted or its UAID does not parse.
+func AcceptedOf(ev *pb.Event) (Accepted, bool) {
+	ma := ev.GetMessageAccepted()
+	id, err := ParseUAID(ev.GetUaid())
+	if ma == nil || err != nil {
+		return Accepted{}, false
+	}
+	return Accepted{
+		EventID:      ev.GetId(),
+		TimeMs:       ev.GetTimeMs(),
+		UAIDText:     []byte(ev.GetUaid()),
+		UAID:         id,
+		ChannelID:    []byte(ma.GetChannelId()),
+		Payload:      ma.GetPayload(),
+		Encoding:     []byte(ma.GetEncoding()),
+		Encryption:   []byte(ma.GetEncryption()),
+		CryptoKey:    []byte(ma.GetCryptoKey()),
+		TTLS:         ma.GetTtlS(),
+		Topic:        []byte(ma.GetTopic()),
+		Urgency:      ma.GetUrgency(),
+		VapidSub:     []byte(ma.GetVapidSub()),
+		VapidKeyHash: ma.GetVapidKeyHash(),
+		KeyBound:     ma.GetKeyBound(),
+	}, true
+}
+
+// currentVersion reports whether r has no encoding version header other
+// than the current one (Decode refuses those).
+func currentVersion(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == HeaderVersion && string(h.Value) != EncodingVersion {
+			return false
+		}
+	}
+	return true
+}
+
+// FieldReader reads an encoded protobuf message field by field for the
+// partial decoders. It refuses what they must leave to proto.Unmarshal: a
+// field number past the largest valid one, a known field read with
+// another wire type, a malformed value, a string that is not UTF-8. A
+// refusal ends the fields (Next is false) and Done then reports it, so a
+// decoder's cases need no error checks of their own:
+//
+//	f := NewFieldReader(b)
+//	for f.Next() {
+//		switch f.Num() {
+//		case 1:
+//			x = f.Varint()
+//		default:
+//			f.Skip()
+//		}
+//	}
+//	ok := f.Done()
+type FieldReader struct {
+	b      []byte
+	num    protowire.Number
+	typ    protowire.Type
+	failed bool
+}
+
+// NewFieldReader reads the fields of the encoded message b.
+func NewFieldReader(b []byte) FieldReader { return FieldReader{b: b} }
+
+// Next reads the next field's tag; false at the end or after a refusal.
+// A one-byte tag (fields 1 to 15) is read inline.
+func (f *FieldReader) Next() bool {
+	if len(f.b) > 0 && f.b[0] >= 1<<3 && f.b[0] < 0x80 && !f.failed {
+		f.num, f.typ, f.b = protowire.Number(f.b[0]>>3), protowire.Type(f.b[0]&7), f.b[1:]
+		return true
+	}
+	return f.nextTag()
+}
+
+func (f *FieldReader) nextTag() bool {
+	if f.failed || len(f.b) == 0 {
+		return false
+	}
+	num, typ, n := protowire.ConsumeTag(f.b)
+	if n < 0 || num > protowire.MaxValidNumber {
+		f.failed = true
+		return false
+	}
+	f.num, f.typ, f.b = num, typ, f.b[n:]
+	return true
+}
+
+// Num is the current field's number.
+func (f *FieldReader) Num() protowire.Number { return f.num }
+
+// Done reports whether every field was read without a refusal.
+func (f *FieldReader) Done() bool { return !f.failed && len(f.b) == 0 }
+
+// Fail refuses the message: the caller leaves it to the full decode.
+func (f *FieldReader) Fail() { f.failed = true }
+
+// Varint reads the current field as a varint (int32, int64, bool, enum).
+// A one-byte varint is read inline.
+func (f *FieldReader) Varint() uint64 {
+	if f.typ == protowire.VarintType && len(f.b) > 0 && f.b[0] < 0x80 {
+		v := f.b[0]
+		f.b = f.b[1:]
+		return uint64(v)
+	}
+	return f.varint()
+}
+
+func (f *FieldReader) varint() uint64 {
+	if f.typ != protowire.VarintType {
+		f.failed = true
+		return 0
+	}
+	v, n := protowire.ConsumeVarint(f.b)
+	if n < 0 {
+		f.failed = true
+		return 0
+	}
+	f.b = f.b[n:]
+	return v
+}
+
+// Bytes reads the current field as length-delimited bytes (bytes or an
+// embedded message); the result aliases the message. A value shorter
+// than 128 bytes is read inline.
+func (f *FieldReader) Bytes() []byte {
+	if f.typ == protowire.BytesType && len(f.b) > 0 && f.b[0] < 0x80 && int(f.b[0]) < len(f.b) {
+		v := f.b[1 : 1+f.b[0]]
+		f.b = f.b[1+f.b[0]:]
+		return v
+	}
+	return f.bytes()
+}
+
+func (f *FieldReader) bytes() []byte {
+	if f.typ != protowire.BytesType {
+		f.failed = true
+		return nil
+	}
+	v, n := protowire.ConsumeBytes(f.b)
+	if n < 0 {
+		f.failed = true
+		return nil
+	}
+	f.b = f.b[n:]
+	return v
+}
+
+// Text reads the current field as a proto3 string: valid UTF-8, or a
+// refusal as in proto.Unmarshal. Read a string field the decoder does not
+// keep with Text too, not Skip, for that check.
+func (f *FieldReader) Text() []byte {
+	v := f.Bytes()
+	if !utf8.Valid(v) {
+		f.failed = true
+		return nil
+	}
+	return v
+}
+
+// Skip passes over the current field, whatever its wire type.
+func (f *FieldReader) Skip() {
+	n := protowire.ConsumeFieldValue(f.num, f.typ, f.b)
+	if n < 0 {
+		f.failed = true
+		return
+	}
+	f.b = f.b[n:]
+}
