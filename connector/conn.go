@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"math"
 	"net"
@@ -93,7 +93,12 @@ func newConnID() uint64 {
 }
 
 // ConnID is unique per connection: 16 hex characters.
-func (c *conn) ConnID() string { return fmt.Sprintf("%016x", c.id) }
+// The owner asks for it on every delivery: no fmt.
+func (c *conn) ConnID() string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], c.id)
+	return hex.EncodeToString(b[:])
+}
 
 // outMsg is one queued message. accepted (unix nanoseconds) is set for a
 // notification whose push→socket latency is observed once it is written.

@@ -47,8 +47,11 @@ type poller struct {
 }
 
 // serveWorkers is how many persistent goroutines serve readiness events;
-// events that find them all busy get a goroutine of their own.
-const serveWorkers = 4
+// events that find them all busy get a goroutine of their own. One epoll
+// wait returns many events under load, and a worker handed one cannot take
+// the next before it runs: a few are not enough. Parked, they cost their
+// stacks only (tens of KB in all).
+const serveWorkers = 16
 
 const epollFlags = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
