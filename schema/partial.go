@@ -17,14 +17,19 @@ import (
 // path only: it refuses whatever it does not read exactly as Decode would,
 // and the caller then decodes the record in full.
 
-// Field numbers of pb.Event and pb.MessageAccepted (events.proto).
+// Field numbers of pb.Event (events.proto), for the partial decoders
+// here and elsewhere (TestFieldNumbers holds them to the descriptor).
 const (
-	fieldEventID           = 1
-	fieldEventTimeMs       = 2
-	fieldEventUAID         = 3
+	FieldEventID        = 1
+	FieldEventTimeMs    = 2
+	FieldEventUAID      = 3
+	FieldEventBodyFirst = 10 // the body oneof's field numbers
+	FieldEventBodyLast  = 26
+)
+
+// Field numbers of pb.MessageAccepted and its place in pb.Event.
+const (
 	fieldEventAccepted     = 10
-	fieldEventBodyFirst    = 10 // the body oneof's field numbers
-	fieldEventBodyLast     = 26
 	fieldAcceptedChannelID = 1
 	fieldAcceptedPayload   = 2
 	fieldAcceptedEncoding  = 3
@@ -72,16 +77,16 @@ func DecodeAccepted(r *kgo.Record, a *Accepted) bool {
 	f := NewFieldReader(r.Value)
 	for f.Next() {
 		switch num := f.Num(); {
-		case num == fieldEventID:
+		case num == FieldEventID:
 			a.EventID = f.Bytes()
-		case num == fieldEventTimeMs:
+		case num == FieldEventTimeMs:
 			a.TimeMs = int64(f.Varint())
-		case num == fieldEventUAID:
+		case num == FieldEventUAID:
 			a.UAIDText = f.Text()
 		case num == fieldEventAccepted:
 			body = f.Bytes()
 			bodies++
-		case num >= fieldEventBodyFirst && num <= fieldEventBodyLast:
+		case num >= FieldEventBodyFirst && num <= FieldEventBodyLast:
 			return false // another body: the full decode decides
 		default:
 			f.Skip()

@@ -7,6 +7,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/pushlog/pushlog/schema/pb"
 )
@@ -40,13 +41,13 @@ func acceptedSeeds(t testing.TB) map[string]struct {
 	twice = protowire.AppendBytes(twice, enc(&pb.MessageAccepted{TtlS: 5}))
 	lastWins := protowire.AppendTag(nil, fieldEventAccepted, protowire.BytesType)
 	lastWins = protowire.AppendBytes(lastWins, append(bytes.Clone(body), enc(&pb.MessageAccepted{Topic: "later", TtlS: 9})...))
-	lastWins = protowire.AppendTag(lastWins, fieldEventUAID, protowire.BytesType)
+	lastWins = protowire.AppendTag(lastWins, FieldEventUAID, protowire.BytesType)
 	lastWins = protowire.AppendString(lastWins, partialUAID)
-	wrongType := protowire.AppendTag(bytes.Clone(fb), fieldEventTimeMs, protowire.BytesType)
+	wrongType := protowire.AppendTag(bytes.Clone(fb), FieldEventTimeMs, protowire.BytesType)
 	wrongType = protowire.AppendBytes(wrongType, []byte("x"))
 	unknown := protowire.AppendTag(bytes.Clone(fb), 99, protowire.VarintType)
 	unknown = protowire.AppendVarint(unknown, 5)
-	badUTF8 := protowire.AppendTag(bytes.Clone(fb), fieldEventUAID, protowire.BytesType)
+	badUTF8 := protowire.AppendTag(bytes.Clone(fb), FieldEventUAID, protowire.BytesType)
 	badUTF8 = protowire.AppendBytes(badUTF8, []byte{0xff})
 	badUnkept := accepted(&pb.MessageAccepted{ChannelId: ch, Encryption: "x"})
 	badUnkept[bytes.LastIndexByte(badUnkept, 'x')] = 0xff
@@ -230,5 +231,47 @@ func BenchmarkDecodeAccepted(b *testing.B) {
 		if !DecodeAccepted(rec, &a) {
 			b.Fatal("fast path refused the record")
 		}
+	}
+}
+
+// TestFieldNumbers: the partial decoders' field numbers are those of
+// events.proto.
+func TestFieldNumbers(t *testing.T) {
+	ev := (&pb.Event{}).ProtoReflect().Descriptor()
+	ma := (&pb.MessageAccepted{}).ProtoReflect().Descriptor()
+	body := ev.Oneofs().ByName("body").Fields()
+	first, last := body.Get(0).Number(), body.Get(body.Len()-1).Number()
+	for i := range body.Len() {
+		first, last = min(first, body.Get(i).Number()), max(last, body.Get(i).Number())
+	}
+	for _, c := range []struct {
+		fields interface {
+			ByName(protoreflect.Name) protoreflect.FieldDescriptor
+		}
+		name string
+		num  protowire.Number
+	}{
+		{ev.Fields(), "id", FieldEventID},
+		{ev.Fields(), "time_ms", FieldEventTimeMs},
+		{ev.Fields(), "uaid", FieldEventUAID},
+		{ev.Fields(), "message_accepted", fieldEventAccepted},
+		{ma.Fields(), "channel_id", fieldAcceptedChannelID},
+		{ma.Fields(), "payload", fieldAcceptedPayload},
+		{ma.Fields(), "encoding", fieldAcceptedEncoding},
+		{ma.Fields(), "encryption", fieldAcceptedEncrypt},
+		{ma.Fields(), "crypto_key", fieldAcceptedCryptoKey},
+		{ma.Fields(), "ttl_s", fieldAcceptedTTL},
+		{ma.Fields(), "topic", fieldAcceptedTopic},
+		{ma.Fields(), "urgency", fieldAcceptedUrgency},
+		{ma.Fields(), "vapid_sub", fieldAcceptedVapidSub},
+		{ma.Fields(), "vapid_key_hash", fieldAcceptedKeyHash},
+		{ma.Fields(), "key_bound", fieldAcceptedKeyBound},
+	} {
+		if f := c.fields.ByName(protoreflect.Name(c.name)); f == nil || f.Number() != c.num {
+			t.Errorf("%s: field number %d, events.proto says %v", c.name, c.num, f)
+		}
+	}
+	if first != FieldEventBodyFirst || last != FieldEventBodyLast {
+		t.Errorf("body oneof %d..%d, events.proto says %d..%d", FieldEventBodyFirst, FieldEventBodyLast, first, last)
 	}
 }

@@ -32,13 +32,9 @@ func (c *handleCache) of(b []byte) unique.Handle[string] {
 	return h
 }
 
-// Field numbers of pb.Event, of the settlement bodies of pushlog.acks and
-// of what the fold reads in them (schema/events.proto).
+// Field numbers of the settlement bodies of pushlog.acks and of what the
+// fold reads in them (schema/events.proto).
 const (
-	fieldEventTimeMs    = 2
-	fieldEventUAID      = 3
-	fieldEventBodyFirst = 10 // the body oneof's field numbers
-	fieldEventBodyLast  = 26
 	fieldEventDelivered = 12
 	fieldEventAcked     = 13
 	fieldEventNacked    = 14
@@ -74,13 +70,13 @@ func decodeSettlement(b []byte) (uaid []byte, s settlement, ok bool) {
 	f := schema.NewFieldReader(b)
 	for f.Next() {
 		switch num := f.Num(); {
-		case num == fieldEventUAID:
+		case num == schema.FieldEventUAID:
 			uaid = f.Text()
-		case num == fieldEventTimeMs:
+		case num == schema.FieldEventTimeMs:
 			f.Varint()
 		case num >= fieldEventDelivered && num <= fieldEventDropped && s.kind == 0:
 			s.kind, body = num, f.Bytes()
-		case num >= fieldEventBodyFirst && num <= fieldEventBodyLast:
+		case num >= schema.FieldEventBodyFirst && num <= schema.FieldEventBodyLast:
 			return nil, s, false // another body, or a second one
 		default:
 			f.Skip()

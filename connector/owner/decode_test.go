@@ -87,7 +87,7 @@ func settlementSeeds(t testing.TB) map[string][]byte {
 	inner = protowire.AppendTag(inner, fieldBodyMsg, protowire.BytesType)
 	inner = protowire.AppendBytes(inner, []byte{0x10, 0x05})
 	twoRefs = protowire.AppendBytes(twoRefs, inner)
-	twoRefs = protowire.AppendTag(twoRefs, fieldEventUAID, protowire.BytesType)
+	twoRefs = protowire.AppendTag(twoRefs, schema.FieldEventUAID, protowire.BytesType)
 	twoRefs = protowire.AppendString(twoRefs, uaid)
 	badNode := protowire.AppendTag(nil, fieldEventDelivered, protowire.BytesType)
 	badNode = protowire.AppendBytes(badNode, protowire.AppendBytes(protowire.AppendTag(nil, fieldDeliveredNode, protowire.BytesType), []byte{0xc3}))
