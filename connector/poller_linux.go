@@ -231,24 +231,12 @@ func tryWrite(sc syscall.Conn, b []byte) (int, error) {
 	if err != nil {
 		return 0, nil // not a plain socket: the blocking write does it all
 	}
-	var n int
-	var werr error
-	err = rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := syscall.Write(int(fd), b[n:])
-			if e == syscall.EINTR {
-				continue
-			}
-			if e != nil {
-				if e != syscall.EAGAIN {
-					werr = e
-				}
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+	w := rawWrites.Get().(*rawWrite)
+	w.b, w.n, w.err = b, 0, nil
+	err = rc.Write(w.fn)
+	n, werr := w.n, w.err
+	w.b, w.err = nil, nil
+	rawWrites.Put(w)
 	if err != nil {
 		return n, fmt.Errorf("write: %w", err)
 	}
@@ -256,4 +244,39 @@ func tryWrite(sc syscall.Conn, b []byte) (int, error) {
 		return n, fmt.Errorf("write: %w", werr)
 	}
 	return n, nil
+}
+
+// rawWrite is one tryWrite's state. Pooled, with its callback bound once:
+// a closure per write escaped to the heap with its two results (three
+// allocations per delivered message).
+type rawWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // w.write
+}
+
+var rawWrites = sync.Pool{New: func() any {
+	w := &rawWrite{}
+	w.fn = w.write
+	return w
+}}
+
+// write writes w.b[w.n:] until done, EAGAIN or an error; it never asks the
+// runtime to wait (returns true).
+func (w *rawWrite) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		m, e := syscall.Write(int(fd), w.b[w.n:])
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != nil {
+			if e != syscall.EAGAIN {
+				w.err = e
+			}
+			return true
+		}
+		w.n += m
+	}
+	return true
 }
