@@ -88,8 +88,7 @@ func (cmd *connsCmd) Run(ctx context.Context) error {
 	}
 	close(released)
 	for _, c := range clients {
-		_ = c.ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		goodbye(c.ws)
 	}
 	waitTimeout(&readers, 5*time.Second)
 	for _, c := range clients {
@@ -131,33 +130,63 @@ func (cmd *connsCmd) openAll(ctx context.Context, dialer *websocket.Dialer) []re
 
 // open dials, says hello and registers one channel.
 func (cmd *connsCmd) open(ctx context.Context, dialer *websocket.Dialer) (*client, error) {
-	ctx, cancel := context.WithTimeout(ctx, cmd.Timeout)
+	c, _, err := dialHello(ctx, dialer, cmd.URL, cmd.Timeout, cmd.Register)
+	return c, err
+}
+
+// dialHello dials url, says hello and, with register, registers one new
+// channel, all within timeout. It returns the connection with its UAID and
+// the registration's push endpoint ("" without one).
+func dialHello(ctx context.Context, dialer *websocket.Dialer, url string, timeout time.Duration, register bool) (*client, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ws, resp, err := dialer.DialContext(ctx, cmd.URL, nil)
+	ws, resp, err := dialer.DialContext(ctx, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, "", fmt.Errorf("dial: %w", err)
 	}
 	resp.Body.Close()
 	deadline, _ := ctx.Deadline()
 	_ = ws.SetReadDeadline(deadline)
 	_ = ws.SetWriteDeadline(deadline)
 	c := &client{ws: ws}
-	reply, err := c.request(map[string]any{"messageType": "hello", "use_webpush": true, "broadcasts": map[string]string{}})
-	if err != nil || reply["status"] != 200.0 {
+	endpoint, err := c.hello(register)
+	if err != nil {
 		ws.Close()
-		return nil, fmt.Errorf("hello: %v %v", reply, err)
-	}
-	c.uaid, _ = reply["uaid"].(string)
-	if cmd.Register {
-		reply, err := c.request(map[string]any{"messageType": "register", "channelID": newChannelID()})
-		if err != nil || reply["status"] != 200.0 {
-			ws.Close()
-			return nil, fmt.Errorf("register: %v %v", reply["status"], err)
-		}
+		return nil, "", err
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	_ = ws.SetWriteDeadline(time.Time{})
-	return c, nil
+	return c, endpoint, nil
+}
+
+// hello says hello and, with register, registers one new channel and
+// returns its push endpoint.
+func (c *client) hello(register bool) (string, error) {
+	reply, err := c.request(map[string]any{"messageType": "hello", "use_webpush": true, "broadcasts": map[string]string{}})
+	if err != nil || reply["status"] != 200.0 {
+		return "", fmt.Errorf("hello: %v %v", reply, err)
+	}
+	c.uaid, _ = reply["uaid"].(string)
+	if !register {
+		return "", nil
+	}
+	// The status only: the reply names the channel, and conns counts
+	// failures by their message.
+	reply, err = c.request(map[string]any{"messageType": "register", "channelID": newChannelID()})
+	if err != nil || reply["status"] != 200.0 {
+		return "", fmt.Errorf("register: %v %v", reply["status"], err)
+	}
+	endpoint, _ := reply["pushEndpoint"].(string)
+	if endpoint == "" {
+		return "", fmt.Errorf("register: no pushEndpoint in %v", reply)
+	}
+	return endpoint, nil
+}
+
+// goodbye starts a clean close (the caller then closes ws).
+func goodbye(ws *websocket.Conn) {
+	_ = ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 }
 
 func (c *client) request(msg map[string]any) (map[string]any, error) {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/base64"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +194,46 @@ func TestSettled(t *testing.T) {
 		if got := settled(tc.prev, tc.cur); got != tc.want {
 			t.Errorf("settled(%d, %d) = %v, want %v", tc.prev, tc.cur, got, tc.want)
 		}
+	}
+}
+
+// TestCPUWindow: which CPU figures a window reports (not their values:
+// tests never time anything).
+func TestCPUWindow(t *testing.T) {
+	keys := func(r *report) (out []string) {
+		for _, kv := range r.kv {
+			k, _, _ := strings.Cut(kv, "=")
+			out = append(out, k)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		pid      int
+		begin    bool
+		accepted int64
+		want     []string
+	}{
+		{"server and client", os.Getpid(), true, 10, []string{"client_cpu_pct", "server_cpu_s", "server_cpu_pct", "cpu_per_push_ms"}},
+		{"nothing accepted", os.Getpid(), true, 0, []string{"client_cpu_pct", "server_cpu_s", "server_cpu_pct"}},
+		{"no server pid", 0, true, 10, []string{"client_cpu_pct"}},
+		{"window never began", os.Getpid(), false, 10, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newCPUWindow(tc.pid)
+			if tc.begin {
+				if err := w.begin(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.end(); err != nil {
+				t.Fatal(err)
+			}
+			r := &report{}
+			w.addTo(r, time.Second, tc.accepted)
+			if got := keys(r); !slices.Equal(got, tc.want) {
+				t.Fatalf("keys %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -110,3 +110,66 @@ func (m *cpuMeter) used() (time.Duration, error) {
 	}
 	return now - m.start, nil
 }
+
+// cpuWindow is the CPU bookkeeping of a measured window: the server's CPU
+// (nothing without a pid) and the load tool's own (was it the bottleneck?).
+type cpuWindow struct {
+	server, self         cpuMeter
+	begun                bool
+	serverUsed, selfUsed time.Duration
+}
+
+func newCPUWindow(serverPID int) *cpuWindow {
+	return &cpuWindow{server: cpuMeter{pid: serverPID}, self: cpuMeter{pid: os.Getpid()}}
+}
+
+// begin reads both CPU times at the start of the window.
+func (w *cpuWindow) begin() error {
+	if err := w.server.begin(); err != nil {
+		return err
+	}
+	if err := w.self.begin(); err != nil {
+		return err
+	}
+	w.begun = true
+	return nil
+}
+
+// end reads both CPU times at the end of the window (nothing if it never
+// began); only the server's read can fail it.
+func (w *cpuWindow) end() error {
+	if !w.begun {
+		return nil
+	}
+	var err error
+	w.serverUsed, err = w.server.used()
+	w.selfUsed, _ = w.self.used()
+	return err
+}
+
+// addTo adds the window's CPU figures to r: client_cpu_pct and, with a
+// server pid, server_cpu_s, server_cpu_pct and cpu_per_push_ms.
+func (w *cpuWindow) addTo(r *report, window time.Duration, accepted int64) {
+	if !w.begun || window <= 0 {
+		return
+	}
+	r.add("client_cpu_pct", 100*w.selfUsed.Seconds()/window.Seconds())
+	if w.server.pid == 0 {
+		return
+	}
+	r.add("server_cpu_s", w.serverUsed.Seconds())
+	r.add("server_cpu_pct", 100*w.serverUsed.Seconds()/window.Seconds())
+	if accepted > 0 {
+		r.add("cpu_per_push_ms", w.serverUsed/time.Duration(accepted))
+	}
+}
+
+// print prints the server's CPU in the window per accepted push, for the
+// human reading along (nothing without a server pid or accepted pushes).
+func (w *cpuWindow) print(window time.Duration, accepted int64) {
+	if !w.begun || window <= 0 || w.server.pid == 0 || accepted <= 0 {
+		return
+	}
+	fmt.Printf("server CPU %.2f s (%.1f%% of a core), %s ms per accepted push\n",
+		w.serverUsed.Seconds(), 100*w.serverUsed.Seconds()/window.Seconds(), ms(w.serverUsed/time.Duration(accepted)))
+}

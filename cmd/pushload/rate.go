@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,17 +74,10 @@ func (f *inflight) pending(since time.Time) (n int) {
 func (cmd *rateCmd) Run(ctx context.Context) error { return printed(cmd.run(ctx)) }
 
 func (cmd *rateCmd) run(ctx context.Context) (*report, error) {
-	if err := cmd.check(); err != nil {
-		return nil, err
-	}
 	if cmd.Rate <= 0 || cmd.MaxInflight <= 0 || cmd.Conns <= 0 {
 		return nil, errors.New("--rate, --max-inflight and --conns must be positive")
 	}
-	p, err := newPusher(&cmd.target, cmd.Conns, false)
-	if err != nil {
-		return nil, err
-	}
-	agents, err := cmd.subscribe(ctx, cmd.Agents, true)
+	p, agents, err := cmd.setup(ctx, cmd.Conns, false, true)
 	if err != nil {
 		return nil, err
 	}
@@ -95,11 +87,7 @@ func (cmd *rateCmd) run(ctx context.Context) (*report, error) {
 	start := time.Now().Add(100 * time.Millisecond)
 	from, end := start.Add(cmd.Warmup), start.Add(cmd.Warmup+cmd.Duration)
 	fl := &inflight{m: map[[16]byte]sendTimes{}, from: from}
-	var readers sync.WaitGroup
-	for _, a := range agents {
-		readers.Add(1)
-		go func() { defer readers.Done(); a.readNotifications(fl.seen) }()
-	}
+	hangUp := listen(agents, fl.seen)
 
 	var (
 		statuses            statusCounter // in the window
@@ -108,10 +96,7 @@ func (cmd *rateCmd) run(ctx context.Context) (*report, error) {
 		senders             sync.WaitGroup
 		inFlight            atomic.Int64
 	)
-	cpu := cpuMeter{pid: cmd.PID}
-	self := cpuMeter{pid: os.Getpid()} // the load tool's own CPU: was it the bottleneck?
-	cpuRead := false
-	var cpuUsed, selfUsed time.Duration
+	cpu := newCPUWindow(cmd.PID)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 schedule:
@@ -120,14 +105,10 @@ schedule:
 		if !at.Before(end) {
 			break
 		}
-		if !cpuRead && !at.Before(from) {
+		if !cpu.begun && !at.Before(from) {
 			if err := cpu.begin(); err != nil {
 				return nil, err
 			}
-			if err := self.begin(); err != nil {
-				return nil, err
-			}
-			cpuRead = true
 		}
 		if d := time.Until(at); d > 0 {
 			timer.Reset(d)
@@ -177,11 +158,7 @@ schedule:
 	senders.Wait()
 	// CPU is read once every push of the window is answered, so the work
 	// of the last ones is in it.
-	var cpuErr error
-	if cpuRead {
-		cpuUsed, cpuErr = cpu.used()
-		selfUsed, _ = self.used()
-	}
+	cpuErr := cpu.end()
 	window := max(time.Since(from), 0)
 	// Notifications still on their way get the drain period.
 	drainEnd := time.Now().Add(cmd.Drain)
@@ -189,8 +166,7 @@ schedule:
 		time.Sleep(20 * time.Millisecond)
 	}
 	lost := fl.pending(from)
-	closeAgents(agents)
-	waitTimeout(&readers, 5*time.Second)
+	hangUp()
 	if cpuErr != nil {
 		return nil, cpuErr
 	}
@@ -222,23 +198,11 @@ schedule:
 	r.add("p99_from_schedule_ms", qd[0])
 	r.add("send_lag_max_ms", time.Duration(maxLag.Load()))
 	r.add("late_sends", lagN.Load())
-	if window > 0 {
-		r.add("client_cpu_pct", 100*selfUsed.Seconds()/window.Seconds())
-	}
-	if cpuRead && cmd.PID != 0 {
-		r.add("server_cpu_s", cpuUsed.Seconds())
-		r.add("server_cpu_pct", 100*cpuUsed.Seconds()/window.Seconds())
-		if accepted > 0 {
-			r.add("cpu_per_push_ms", cpuUsed/time.Duration(accepted))
-		}
-	}
+	cpu.addTo(r, window, accepted)
 	fmt.Printf("rate %.0f/s for %s to %d connected user agents: %d sent, %d accepted (%s), %d delivered, %d lost\n",
 		cmd.Rate, window.Round(time.Millisecond), len(agents), sent.Load(), accepted, statusCounts(st), len(lat), lost)
 	fmt.Printf("push → socket latency (POST sent → notification read): p50 %s ms, p95 %s ms, p99 %s ms, max %s ms\n",
 		ms(q[0]), ms(q[1]), ms(q[2]), ms(q[3]))
-	if cpuRead && cmd.PID != 0 && accepted > 0 {
-		fmt.Printf("server CPU %.2f s (%.1f%% of a core), %s ms per accepted push\n",
-			cpuUsed.Seconds(), 100*cpuUsed.Seconds()/window.Seconds(), ms(cpuUsed/time.Duration(accepted)))
-	}
+	cpu.print(window, accepted)
 	return r, nil
 }

@@ -56,10 +56,27 @@ func (t *target) check() error {
 	return nil
 }
 
+// setup checks the target's flags, makes a pusher of at most conns HTTP
+// connections (fresh: a new VAPID JWT per push) and subscribes Agents user
+// agents, connected or not. The caller closes the agents.
+func (t *target) setup(ctx context.Context, conns int, fresh, connected bool) (*pusher, []*agent, error) {
+	if err := t.check(); err != nil {
+		return nil, nil, err
+	}
+	p, err := newPusher(t, conns, fresh)
+	if err != nil {
+		return nil, nil, err
+	}
+	agents, err := t.subscribe(ctx, t.Agents, connected)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, agents, nil
+}
+
 // agent is one subscribed user agent.
 type agent struct {
-	ws       *websocket.Conn // nil once disconnected
-	uaid     string
+	client   // its ws is nil once disconnected
 	endpoint string
 }
 
@@ -98,40 +115,14 @@ func (t *target) subscribe(ctx context.Context, n int, stay bool) ([]*agent, err
 }
 
 func (t *target) subscribeOne(ctx context.Context, dialer *websocket.Dialer, stay bool) (*agent, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
-	defer cancel()
-	ws, resp, err := dialer.DialContext(ctx, t.WS, nil)
+	c, endpoint, err := dialHello(ctx, dialer, t.WS, t.Timeout, true)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
-	resp.Body.Close()
-	deadline, _ := ctx.Deadline()
-	_ = ws.SetReadDeadline(deadline)
-	_ = ws.SetWriteDeadline(deadline)
-	c := &client{ws: ws}
-	reply, err := c.request(map[string]any{"messageType": "hello", "use_webpush": true, "broadcasts": map[string]string{}})
-	if err != nil || reply["status"] != 200.0 {
-		ws.Close()
-		return nil, fmt.Errorf("hello: %v %v", reply, err)
-	}
-	a := &agent{ws: ws}
-	a.uaid, _ = reply["uaid"].(string)
-	reply, err = c.request(map[string]any{"messageType": "register", "channelID": newChannelID()})
-	if err != nil || reply["status"] != 200.0 {
-		ws.Close()
-		return nil, fmt.Errorf("register: %v %v", reply, err)
-	}
-	a.endpoint, _ = reply["pushEndpoint"].(string)
-	if a.endpoint == "" {
-		ws.Close()
-		return nil, fmt.Errorf("register: no pushEndpoint in %v", reply)
-	}
-	_ = ws.SetReadDeadline(time.Time{})
-	_ = ws.SetWriteDeadline(time.Time{})
+	a := &agent{client: *c, endpoint: endpoint}
 	if !stay {
-		_ = ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-		_ = ws.Close()
+		goodbye(a.ws)
+		_ = a.ws.Close()
 		a.ws = nil
 	}
 	return a, nil
@@ -141,10 +132,26 @@ func (t *target) subscribeOne(ctx context.Context, dialer *websocket.Dialer, sta
 func closeAgents(agents []*agent) {
 	for _, a := range agents {
 		if a.ws != nil {
-			_ = a.ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			goodbye(a.ws)
 			_ = a.ws.Close()
 		}
+	}
+}
+
+// listen reads the notifications of every connected agent
+// (readNotifications) until hangUp, which closes the agents and waits a
+// bounded while for their readers.
+func listen(agents []*agent, seen func(salt [16]byte)) (hangUp func()) {
+	var readers sync.WaitGroup
+	for _, a := range agents {
+		if a.ws != nil {
+			readers.Add(1)
+			go func() { defer readers.Done(); a.readNotifications(seen) }()
+		}
+	}
+	return func() {
+		closeAgents(agents)
+		waitTimeout(&readers, 5*time.Second)
 	}
 }
 

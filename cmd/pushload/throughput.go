@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,22 +55,14 @@ type window struct {
 	on        atomic.Bool
 	statuses  statusCounter
 	delivered atomic.Int64
-	self      cpuMeter      // the load tool's own CPU: was it the bottleneck?
-	selfUsed  time.Duration // in the window
+	cpu       *cpuWindow
 }
 
 func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bool) (*report, error) {
-	if err := cmd.check(); err != nil {
-		return nil, err
-	}
 	if cmd.Concurrency <= 0 {
 		return nil, errors.New("--concurrency must be positive")
 	}
-	p, err := newPusher(&cmd.target, cmd.Concurrency, fresh)
-	if err != nil {
-		return nil, err
-	}
-	agents, err := cmd.subscribe(ctx, cmd.Agents, connected)
+	p, agents, err := cmd.setup(ctx, cmd.Concurrency, fresh, connected)
 	if err != nil {
 		return nil, err
 	}
@@ -87,21 +78,12 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 			return nil, err
 		}
 	}
-	w := &window{self: cpuMeter{pid: os.Getpid()}}
-	var readers sync.WaitGroup
-	if connected {
-		for _, a := range agents {
-			readers.Add(1)
-			go func() {
-				defer readers.Done()
-				a.readNotifications(func([16]byte) {
-					if w.on.Load() {
-						w.delivered.Add(1)
-					}
-				})
-			}()
+	w := &window{cpu: newCPUWindow(cmd.PID)}
+	hangUp := listen(agents, func([16]byte) { // disconnected agents: none
+		if w.on.Load() {
+			w.delivered.Add(1)
 		}
-	}
+	})
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -127,11 +109,10 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 			}
 		}()
 	}
-	measured, cpuUsed, err := cmd.measure(ctx, w)
+	measured, err := cmd.measure(ctx, w)
 	stop()
 	senders.Wait()
-	closeAgents(agents)
-	waitTimeout(&readers, 5*time.Second)
+	hangUp()
 	if err != nil {
 		return nil, err
 	}
@@ -151,46 +132,30 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 		r.add("delivered", w.delivered.Load())
 		r.add("delivered_per_s", float64(w.delivered.Load())/secs)
 	}
-	r.add("client_cpu_pct", 100*w.selfUsed.Seconds()/secs)
-	if cmd.PID != 0 {
-		r.add("server_cpu_s", cpuUsed.Seconds())
-		r.add("server_cpu_pct", 100*cpuUsed.Seconds()/secs)
-		if accepted > 0 {
-			r.add("cpu_per_push_ms", cpuUsed/time.Duration(accepted))
-		}
-	}
+	w.cpu.addTo(r, measured, accepted)
 	fmt.Printf("%s: %d senders for %.1f s to %d %s user agents: %.0f accepted/s (%s)",
 		mode, cmd.Concurrency, secs, len(agents), state, float64(accepted)/secs, statusCounts(st))
 	if connected {
 		fmt.Printf(", %.0f delivered/s", float64(w.delivered.Load())/secs)
 	}
 	fmt.Println()
-	if cmd.PID != 0 && accepted > 0 {
-		fmt.Printf("server CPU %.2f s (%.0f%% of a core), %s ms per accepted push\n",
-			cpuUsed.Seconds(), 100*cpuUsed.Seconds()/secs, ms(cpuUsed/time.Duration(accepted)))
-	}
+	w.cpu.print(measured, accepted)
 	return r, nil
 }
 
 // measure waits out the warm-up, then counts for Duration (less if ctx
-// ends first) and returns the window's length and the server CPU in it.
-func (cmd *throughput) measure(ctx context.Context, w *window) (time.Duration, time.Duration, error) {
+// ends first) and returns the window's length; w.cpu holds the CPU in it.
+func (cmd *throughput) measure(ctx context.Context, w *window) (time.Duration, error) {
 	if err := sleepCtx(ctx, cmd.Warmup); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	cpu := cpuMeter{pid: cmd.PID}
-	if err := cpu.begin(); err != nil {
-		return 0, 0, err
-	}
-	if err := w.self.begin(); err != nil {
-		return 0, 0, err
+	if err := w.cpu.begin(); err != nil {
+		return 0, err
 	}
 	w.on.Store(true)
 	t0 := time.Now()
 	_ = sleepCtx(ctx, cmd.Duration) // SIGINT ends the window early; what was measured is reported
 	w.on.Store(false)
 	measured := time.Since(t0)
-	used, err := cpu.used()
-	w.selfUsed, _ = w.self.used()
-	return measured, used, err
+	return measured, w.cpu.end()
 }
