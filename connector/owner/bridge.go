@@ -24,6 +24,13 @@ package owner
 // failing; messages wait (pending, nothing lost) and are tried again when
 // it half-opens, until their TTL.
 //
+// At most InFlight sends run at once, each on its own goroutine, and at
+// most Queue more wait for one of them (bounded memory and goroutines
+// under a flood of bridged messages). A message that finds the queue full
+// stays pending, not in flight: its UAID is noted and handed to the
+// bridge again once the queue has room (or the message expires), counted
+// in pushlog_bridge_queue_full_total.
+//
 // The owner is the right place rather than a bridge role: it already
 // holds each UAID's pending messages, their TTLs and the settlement rules,
 // and a partition's new owner replays exactly the unsettled ones, so a
@@ -35,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,6 +66,7 @@ const (
 // Defaults of BridgeConfig.
 const (
 	DefaultBridgeInFlight     = 512
+	DefaultBridgeQueue        = 4096
 	DefaultBridgeSendTimeout  = 15 * time.Second
 	DefaultBridgeRetryMin     = time.Second
 	DefaultBridgeRetryMax     = 5 * time.Minute
@@ -75,6 +84,10 @@ type BridgeConfig struct {
 	Senders map[string]bridge.Sender
 	// InFlight bounds concurrent sends over all apps (default 512).
 	InFlight int
+	// Queue bounds the sends waiting for one of InFlight (default 4096);
+	// past it a message stays pending and is handed over again when
+	// there is room.
+	Queue int
 	// SendTimeout bounds one send (default 15s).
 	SendTimeout time.Duration
 	// RetryMin and RetryMax bound the back-off between attempts when the
@@ -94,14 +107,38 @@ type bridgeReg struct {
 }
 
 // bridges is the owner-wide part of the path: senders, breakers, the
-// in-flight bound, metrics.
+// in-flight and queue bounds, metrics.
 type bridges struct {
 	cfg      BridgeConfig
 	breakers map[string]*gobreaker.CircuitBreaker[bridge.Result]
-	sem      chan struct{}
 	met      *bridgeMetrics
 	ctxMu    sync.RWMutex
 	ctx      context.Context
+
+	// qmu guards the send goroutines' count, the queue and the UAIDs
+	// waiting for room. It is taken under a partition's mu (submit), never
+	// the other way round.
+	qmu     sync.Mutex
+	running int          // send goroutines, at most cfg.InFlight
+	queue   []*bridgeJob // oldest first, at most cfg.Queue
+	waiting []bridgeWaiter
+	waitSet map[*uaidState]bool
+}
+
+// bridgeJob is one send of a message and where its answer goes.
+type bridgeJob struct {
+	ps  *partState
+	u   *uaidState
+	reg *bridgeReg
+	m   *pending
+	ref *pb.MessageRef
+	msg bridge.Message
+}
+
+// bridgeWaiter is a UAID with a message that found the queue full.
+type bridgeWaiter struct {
+	ps *partState
+	u  *uaidState
 }
 
 var errBridgeUnavailable = errors.New("bridge unavailable")
@@ -111,6 +148,7 @@ func newBridges(cfg BridgeConfig, reg prometheus.Registerer) (*bridges, error) {
 		return nil, nil
 	}
 	cfg.InFlight = orDefault(cfg.InFlight, DefaultBridgeInFlight)
+	cfg.Queue = orDefault(cfg.Queue, DefaultBridgeQueue)
 	cfg.SendTimeout = orDefaultDur(cfg.SendTimeout, DefaultBridgeSendTimeout)
 	cfg.RetryMin = orDefaultDur(cfg.RetryMin, DefaultBridgeRetryMin)
 	cfg.RetryMax = orDefaultDur(cfg.RetryMax, DefaultBridgeRetryMax)
@@ -118,9 +156,8 @@ func newBridges(cfg BridgeConfig, reg prometheus.Registerer) (*bridges, error) {
 		cfg.BreakerFailures = DefaultBridgeBreakerFails
 	}
 	cfg.BreakerOpen = orDefaultDur(cfg.BreakerOpen, DefaultBridgeBreakerOpen)
-	b := &bridges{cfg: cfg, breakers: map[string]*gobreaker.CircuitBreaker[bridge.Result]{},
-		sem: make(chan struct{}, cfg.InFlight)}
-	met, err := newBridgeMetrics(reg)
+	b := &bridges{cfg: cfg, breakers: map[string]*gobreaker.CircuitBreaker[bridge.Result]{}, waitSet: map[*uaidState]bool{}}
+	met, err := newBridgeMetrics(reg, b.queued)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +199,92 @@ func (b *bridges) context() context.Context {
 	b.ctxMu.RLock()
 	defer b.ctxMu.RUnlock()
 	return b.ctx
+}
+
+// submit starts j on a send goroutine, or queues it when InFlight run;
+// false when the queue is full too: the caller leaves the message pending,
+// and its UAID is noted (in the same step, so the send goroutines that
+// filled the queue see it) to be handed to the bridge again when the
+// queue has room. Called under j.ps.mu.
+func (b *bridges) submit(j *bridgeJob) bool {
+	b.qmu.Lock()
+	defer b.qmu.Unlock()
+	if b.running < b.cfg.InFlight {
+		b.running++
+		go b.work(j)
+		return true
+	}
+	if len(b.queue) < b.cfg.Queue {
+		b.queue = append(b.queue, j)
+		return true
+	}
+	if !b.waitSet[j.u] {
+		b.waitSet[j.u] = true
+		b.waiting = append(b.waiting, bridgeWaiter{j.ps, j.u})
+	}
+	return false
+}
+
+// queued is the number of sends waiting for a send goroutine.
+func (b *bridges) queued() int {
+	b.qmu.Lock()
+	defer b.qmu.Unlock()
+	return len(b.queue)
+}
+
+// work runs j, then the queued sends, until the queue is empty; once the
+// queue is down to half, it hands the waiting UAIDs (as many as there is
+// room for) to the bridge again. The owner's end drops what is queued:
+// the messages stay pending for the partition's next owner.
+func (b *bridges) work(j *bridgeJob) {
+	for {
+		j.run(b)
+		b.qmu.Lock()
+		if b.context().Err() != nil {
+			clear(b.queue)
+			b.queue = b.queue[:0]
+			b.waiting, b.waitSet = nil, map[*uaidState]bool{}
+		}
+		var retry []bridgeWaiter
+		if room := b.cfg.Queue - len(b.queue); len(b.waiting) > 0 && room >= b.cfg.Queue/2 {
+			n := min(room, len(b.waiting))
+			retry = slices.Clone(b.waiting[:n])
+			clear(b.waiting[:n])
+			b.waiting = b.waiting[n:]
+			for _, w := range retry {
+				delete(b.waitSet, w.u)
+			}
+		}
+		b.qmu.Unlock()
+		for _, w := range retry {
+			w.ps.mu.Lock()
+			if !w.ps.closed && w.ps.uaids[w.u.id] == w.u {
+				w.ps.bridgePending(w.u, true)
+			}
+			w.ps.mu.Unlock()
+		}
+		b.qmu.Lock()
+		if len(b.queue) == 0 {
+			b.running--
+			b.qmu.Unlock()
+			return
+		}
+		j = b.queue[0]
+		b.queue[0] = nil
+		b.queue = b.queue[1:]
+		b.qmu.Unlock()
+	}
+}
+
+// run sends j's message and settles it by the answer.
+func (j *bridgeJob) run(b *bridges) {
+	if b.context().Err() != nil {
+		return // the owner ended: the message stays pending for the next one
+	}
+	res := b.send(j.reg.app, j.reg.token, j.msg)
+	j.ps.mu.Lock()
+	defer j.ps.mu.Unlock()
+	j.ps.bridgeResult(j.u, j.reg, j.m, j.ref, res)
 }
 
 // states is every app's breaker state by app.
@@ -314,18 +437,22 @@ func (ps *partState) bridgePending(u *uaidState, allowFetch bool) bool {
 			}
 			continue
 		}
-		ps.bridgeSend(u, reg, m, now)
+		if !ps.bridgeSend(u, reg, m, now) {
+			return true // the queue is full: the rest waits for room
+		}
 	}
 	return true
 }
 
 // bridgeSend starts one send of m (flagged in flight until it settles or
-// is scheduled again). Called with ps.mu held; the send runs outside it.
-func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now int64) {
+// is scheduled again); false when the send queue is full (m stays
+// pending, not in flight). Called with ps.mu held; the send runs outside
+// it.
+func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now int64) bool {
 	n, err := ps.notification(u, m)
 	if err != nil {
 		ps.env.log.Warn("bridge message not built", "partition", ps.p, "offset", m.offset, "err", err)
-		return
+		return true
 	}
 	msg := bridge.Message{
 		UAID: u.id, ChannelID: n.ChannelID, Version: n.Version, Data: n.Data,
@@ -341,21 +468,14 @@ func (ps *partState) bridgeSend(u *uaidState, reg *bridgeReg, m *pending, now in
 	if m.flags&fTTL0 != 0 {
 		msg.TTL = 0 // the sender's TTL 0: the service delivers now or drops it
 	}
+	bs := ps.env.bridges
+	if !bs.submit(&bridgeJob{ps: ps, u: u, reg: reg, m: m, ref: n.Ref, msg: msg}) {
+		bs.met.queueFull(reg.app)
+		return false
+	}
 	m.flags |= fBridgeBusy
 	m.attempts++
-	bs := ps.env.bridges
-	go func() {
-		select {
-		case bs.sem <- struct{}{}:
-		case <-bs.context().Done():
-			return
-		}
-		res := bs.send(reg.app, reg.token, msg)
-		<-bs.sem
-		ps.mu.Lock()
-		defer ps.mu.Unlock()
-		ps.bridgeResult(u, reg, m, n.Ref, res)
-	}()
+	return true
 }
 
 // bridgeResult settles m by the service's answer (ps.mu held).
@@ -431,9 +551,11 @@ type bridgeMetrics struct {
 	sends   *prometheus.CounterVec   // app, outcome
 	latency *prometheus.HistogramVec // app
 	retries *prometheus.CounterVec   // app
+	full    *prometheus.CounterVec   // app
+	queued  prometheus.GaugeFunc
 }
 
-func newBridgeMetrics(reg prometheus.Registerer) (*bridgeMetrics, error) {
+func newBridgeMetrics(reg prometheus.Registerer, queued func() int) (*bridgeMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -451,8 +573,16 @@ func newBridgeMetrics(reg prometheus.Registerer) (*bridgeMetrics, error) {
 			Name: "pushlog_bridge_retries_total",
 			Help: "Bridge sends scheduled again (429, 5xx, no answer, refused credentials, breaker open) within the message's TTL, by app.",
 		}, []string{"app"}),
+		full: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushlog_bridge_queue_full_total",
+			Help: "Bridged messages that found the send queue full (--bridge-in-flight sends running and 4096 waiting by default): they stay pending and are handed over again when there is room, by app.",
+		}, []string{"app"}),
+		queued: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushlog_bridge_queued",
+			Help: "Bridge sends waiting for a send slot (at most 4096 by default).",
+		}, func() float64 { return float64(queued()) }),
 	}
-	for _, c := range []prometheus.Collector{m.sends, m.latency, m.retries} {
+	for _, c := range []prometheus.Collector{m.sends, m.latency, m.retries, m.full, m.queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -473,5 +603,11 @@ func (m *bridgeMetrics) observe(app, outcome string, d time.Duration) {
 func (m *bridgeMetrics) retry(app string) {
 	if m != nil {
 		m.retries.WithLabelValues(app).Inc()
+	}
+}
+
+func (m *bridgeMetrics) queueFull(app string) {
+	if m != nil {
+		m.full.WithLabelValues(app).Inc()
 	}
 }

@@ -2,12 +2,14 @@ package owner
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sony/gobreaker/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -71,7 +73,28 @@ func (e *testEnv) startBridged(snd *fakeSender, mod func(*BridgeConfig)) (*runni
 	uaid, ch := uaidIn(0), newChannel()
 	e.bridgeRegister(uaid, "device-token-1")
 	e.register(uaid, ch)
+	// The registrations and messages topics are folded independently: a
+	// TTL 0 message folded before the registration is dropped offline.
+	waitFor(e.t, "the bridge registration folded", func() bool { return bridgedIn(r.Owner, 0, uaid) })
 	return r, uaid, ch
+}
+
+// bridgedIn reports whether partition p of o has folded uaid's bridge
+// registration.
+func bridgedIn(o *Owner, p int32, uaid string) bool {
+	id, err := schema.ParseUAID(uaid)
+	if err != nil {
+		return false
+	}
+	o.mu.RLock()
+	ps := o.parts[p]
+	o.mu.RUnlock()
+	if ps == nil {
+		return false
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.bridged[id] != nil
 }
 
 func (e *testEnv) acksOfKind(p int32, kind string) []*pb.Event {
@@ -414,5 +437,50 @@ func TestBridgeApsPassedOn(t *testing.T) {
 	defer snd.mu.Unlock()
 	if snd.got[0].Aps != "" || snd.got[1].Aps != aps {
 		t.Fatalf("aps %q then %q, want none then %q", snd.got[0].Aps, snd.got[1].Aps, aps)
+	}
+}
+
+// TestBridgeFloodBounded: a flood of bridged messages to a service that
+// does not answer costs at most InFlight send goroutines and Queue queued
+// sends, not a goroutine per message; the messages past the queue stay
+// pending (counted), and every one is delivered once the service answers.
+func TestBridgeFloodBounded(t *testing.T) {
+	const flood, inFlight, queue = 150, 2, 4
+	e := newTestEnv(t)
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	snd := &fakeSender{next: func(int, string, bridge.Message) bridge.Result {
+		<-release
+		return bridge.Result{Outcome: bridge.Delivered, Status: 200}
+	}}
+	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.InFlight, c.Queue = inFlight, queue })
+	e.accept(uaid, ch)
+	waitFor(t, "the first send", func() bool { return snd.calls() == 1 })
+	base := runtime.NumGoroutine()
+	for range flood - 1 {
+		e.accept(uaid, ch)
+	}
+	waitFor(t, "the flood folded", func() bool { return pendingOf(r.Owner, 0) == flood })
+	bs := r.Owner.env.bridges
+	waitFor(t, "the queue full", func() bool { return bs.queued() == queue })
+	if n := snd.calls(); n != inFlight {
+		t.Fatalf("%d sends at once, want %d", n, inFlight)
+	}
+	if grown := runtime.NumGoroutine() - base; grown > flood/3 {
+		t.Fatalf("%d more goroutines for %d bridged messages (InFlight %d, Queue %d)", grown, flood, inFlight, queue)
+	}
+	if full := testutil.ToFloat64(bs.met.full.WithLabelValues("fcm/app")); full == 0 {
+		t.Fatal("pushlog_bridge_queue_full_total not counted")
+	}
+	unblock()
+	waitFor(t, "every message acked", func() bool { return len(e.acksOfKind(0, "acked")) == flood })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	if d := e.acksOfKind(0, "dropped"); len(d) != 0 {
+		t.Fatalf("dropped %d", len(d))
+	}
+	if n := snd.calls(); n != flood {
+		t.Fatalf("%d sends for %d messages", n, flood)
 	}
 }
