@@ -22,8 +22,7 @@ func (c *Client) ack(env *Env, m *Message, now time.Time, out *Output) {
 		out.close(ClosePolicy, "too many ack updates")
 		return
 	}
-	// Three effects per update: one allocation
-	// instead of the doublings of append.
+	// Three effects per update: one allocation instead of append's doublings.
 	out.Effects = slices.Grow(out.Effects, 3*len(m.Updates))
 	matched := false
 	for _, u := range m.Updates {
