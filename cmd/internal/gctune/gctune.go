@@ -17,14 +17,17 @@
 // A busy process keeps plain GOGC, so its heap grows to twice its live
 // size. When it goes quiet, a lower GOGC alone does not give that memory
 // back: a goal change starts no collection, the runtime's background
-// scavenger keeps 10% over the heap goal, and an idle process may not
-// allocate for minutes. So on each busy→quiet transition that leaves more
-// than Headroom bytes above the live heap, the tuner collects once and
-// returns the free pages to the OS (debug.FreeOSMemory), at most once per
-// transition and at most 1% of the time (ReleaseGap); releases are
-// counted in pushlog_gc_tune_releases_total. That is the process's own
-// policy on its own allocation rate, run the same in production as under
-// a load tool; the tuner never collects otherwise.
+// scavenger returns only what lies 10% above the last collection's heap
+// goal, and an idle process may not allocate a heap's worth for minutes.
+// So on each busy→quiet transition that leaves more than Headroom bytes
+// above the live heap (the quiet goal), the tuner collects once and
+// returns the free pages to the OS (debug.FreeOSMemory): at most once per
+// transition and at most 1% of the time (ReleaseGap; a release due sooner
+// waits). Releases are counted in pushlog_gc_tune_releases_total and their
+// time in pushlog_gc_tune_release_seconds_total. This is the process's own
+// policy on its own allocation rate, the same in production as under a
+// load tool, not a collection forced from outside; the tuner never
+// collects otherwise.
 package gctune
 
 import (
@@ -72,6 +75,8 @@ type Tuner struct {
 
 	heap        []metrics.Sample // what a release would return
 	releases    prometheus.Counter
+	releaseTime prometheus.Counter
+	pending     bool      // a busy→quiet transition has not been released yet
 	nextRelease time.Time // no release before (ReleaseGap after the last)
 }
 
@@ -97,6 +102,10 @@ func New(cfg Config) *Tuner {
 			Name: pmetrics.Name("gc_tune", "releases_total"),
 			Help: "Collections that returned free heap pages to the OS, started by the GC tuner once when the process went from busy to quiet (--gc-headroom-bytes).",
 		}),
+		releaseTime: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: pmetrics.Name("gc_tune", "release_seconds_total"),
+			Help: "Wall time spent in the GC tuner's releases (kept under 1% of the time).",
+		}),
 		gcs: make(chan struct{}, 1),
 	}
 }
@@ -111,7 +120,7 @@ func (t *Tuner) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	if err := pmetrics.Register(t.cfg.Registerer, t.releases); err != nil {
+	if err := pmetrics.Register(t.cfg.Registerer, t.releases, t.releaseTime); err != nil {
 		return fmt.Errorf("gctune: %w", err)
 	}
 	defer debug.SetGCPercent(t.max)
@@ -121,8 +130,9 @@ func (t *Tuner) Run(ctx context.Context) error {
 	current := t.max
 	t.adjust(&current)
 	// A process that was busy (plain GOGC) and then goes quiet would keep
-	// a busy heap's goal until something allocates it full; while busy,
-	// a look once a second tightens the goal when the allocation stops.
+	// a busy heap's goal until something allocates it full; while busy
+	// (or a release waits for its gap), a look once a second tightens the
+	// goal when the allocation stops.
 	quiet := time.NewTicker(QuietCheck)
 	defer quiet.Stop()
 	for {
@@ -132,7 +142,7 @@ func (t *Tuner) Run(ctx context.Context) error {
 		case <-t.gcs:
 			t.adjust(&current)
 		case <-quiet.C:
-			if t.busy {
+			if t.busy || t.pending {
 				t.adjust(&current)
 			}
 		}
@@ -201,17 +211,23 @@ func (t *Tuner) adjust(current *int) {
 		*current = p
 	}
 	if wasBusy && !t.busy {
+		t.pending = true
+	}
+	if t.pending && !t.busy {
 		t.release(now)
 	}
 }
 
 // release collects once and returns the free heap to the OS if the busy
-// spell left more than Headroom bytes above the live heap, and the last
-// release was at least ReleaseGap of its own duration ago.
+// spell left more than Headroom bytes above the live heap. Within
+// ReleaseGap of the last release it waits (pending) instead: a release
+// that is due is deferred, not dropped, or a burst right after one would
+// keep its heap.
 func (t *Tuner) release(now time.Time) {
 	if now.Before(t.nextRelease) {
 		return
 	}
+	t.pending = false
 	metrics.Read(t.heap)
 	var v [3]uint64
 	for i, s := range t.heap {
@@ -229,20 +245,22 @@ func (t *Tuner) release(now time.Time) {
 	debug.FreeOSMemory()
 	took := time.Since(start)
 	t.releases.Inc()
+	t.releaseTime.Add(took.Seconds())
 	t.nextRelease = start.Add(ReleaseGap(took))
 }
 
 // Releasable reports whether a heap of live bytes (at the last
 // collection) that holds objects bytes in objects and free bytes of free,
-// not yet returned pages keeps more than headroom bytes beyond what its
-// quiet heap goal, live+headroom, needs: the garbage among the objects and
-// the free pages are what a collection and a scavenge would return.
+// not yet returned pages holds more than its quiet heap goal, live+headroom:
+// the garbage among the objects and the free pages are what a collection
+// and a scavenge would return. (Below it the runtime's scavenger would
+// keep the pages anyway, and the collection would gain nothing.)
 func Releasable(live, objects, free uint64, headroom int64) bool {
 	if headroom <= 0 {
 		return false
 	}
 	held := objects + free
-	return held > live && held-live > 2*uint64(headroom)
+	return held > live && held-live > uint64(headroom)
 }
 
 // ReleaseGap is how long after a release that took took the next may

@@ -71,8 +71,9 @@ func TestReleasable(t *testing.T) {
 		{"busy heap at twice its live size", 32 * mib, 40 * mib, 24 * mib, 4 * mib, true},
 		{"garbage only, not yet swept", 32 * mib, 48 * mib, 0, 4 * mib, true},
 		{"free pages only", 32 * mib, 32 * mib, 16 * mib, 4 * mib, true},
-		{"within the quiet goal", 32 * mib, 34 * mib, 2 * mib, 4 * mib, false},
-		{"exactly two headrooms", 32 * mib, 36 * mib, 4 * mib, 4 * mib, false},
+		{"within the quiet goal", 32 * mib, 33 * mib, 2 * mib, 4 * mib, false},
+		{"exactly the quiet goal", 32 * mib, 34 * mib, 2 * mib, 4 * mib, false},
+		{"just past the quiet goal", 32 * mib, 34 * mib, 2*mib + 1, 4 * mib, true},
 		{"objects below live (freed since)", 32 * mib, 30 * mib, 1 * mib, 4 * mib, false},
 		{"tuner off", 32 * mib, 64 * mib, 64 * mib, 0, false},
 	} {
@@ -103,50 +104,67 @@ func TestReleaseGap(t *testing.T) {
 // TestRunReleasesWhenQuiet allocates fast past a 32 MiB live heap (busy:
 // plain GOGC, the heap grows to about twice its live size), then drops the
 // live heap and stops: the tuner's quiet check must find the transition
-// and release once, and not again while the process stays quiet.
+// and release once, and not again while the process stays quiet. With a
+// release gap still running at the transition, the release must wait for
+// it, not be dropped.
 func TestRunReleasesWhenQuiet(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(orig)
-	reg := prometheus.NewPedanticRegistry()
-	ctx, cancel := context.WithCancel(t.Context())
-	tu := New(Config{Headroom: 1 << 20, Registerer: reg})
-	done := make(chan error, 1)
-	go func() { done <- tu.Run(ctx) }()
+	for _, tc := range []struct {
+		name string
+		gap  time.Duration // of an earlier release, still running at the start
+	}{
+		{"no earlier release", 0},
+		{"within an earlier release's gap", 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := debug.SetGCPercent(100)
+			defer debug.SetGCPercent(orig)
+			reg := prometheus.NewPedanticRegistry()
+			ctx, cancel := context.WithCancel(t.Context())
+			tu := New(Config{Headroom: 1 << 20, Registerer: reg})
+			tu.nextRelease = time.Now().Add(tc.gap)
+			done := make(chan error, 1)
+			go func() { done <- tu.Run(ctx) }()
 
+			busyThenQuiet()
+			var n float64
+			for range 200 { // the quiet check runs every QuietCheck
+				if n = testutil.ToFloat64(tu.releases); n > 0 {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if n != 1 {
+				t.Fatalf("releases after a busy spell went quiet = %v, want 1", n)
+			}
+			time.Sleep(2 * QuietCheck)
+			if n = testutil.ToFloat64(tu.releases); n != 1 {
+				t.Fatalf("releases while quiet = %v, want still 1", n)
+			}
+			if got, err := testutil.GatherAndCount(reg, "pushlog_gc_tune_releases_total", "pushlog_gc_tune_release_seconds_total"); err != nil || got != 2 {
+				t.Fatalf("registered series = %d, %v; want 2", got, err)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// busyThenQuiet holds 32 MiB live while it allocates 512 MiB of garbage
+// (many collections at a busy rate), then lets go of both.
+func busyThenQuiet() {
 	live := make([][]byte, 32)
 	for i := range live {
 		live[i] = make([]byte, 1<<20)
 	}
 	var sink []byte
-	for i := range 512 { // 512 MiB of garbage: many collections at a busy rate
+	for i := range 512 {
 		sink = make([]byte, 1<<20)
 		sink[i%len(sink)] = 1
 	}
 	runtime.KeepAlive(sink)
 	runtime.KeepAlive(live)
-	live, sink = nil, nil
-
-	var n float64
-	for range 100 { // the quiet check runs every QuietCheck
-		if n = testutil.ToFloat64(tu.releases); n > 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if n != 1 {
-		t.Fatalf("releases after a busy spell went quiet = %v, want 1", n)
-	}
-	time.Sleep(2 * QuietCheck)
-	if n = testutil.ToFloat64(tu.releases); n != 1 {
-		t.Fatalf("releases while quiet = %v, want still 1", n)
-	}
-	if got, err := testutil.GatherAndCount(reg, "pushlog_gc_tune_releases_total"); err != nil || got != 1 {
-		t.Fatalf("registered series = %d, %v; want 1", got, err)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestRunLowersGOGC keeps a live heap far above the headroom and checks
