@@ -45,7 +45,7 @@ func (l *Local) Dial(ctx context.Context, network, host string) (net.Conn, error
 		var d net.Dialer
 		return d.DialContext(ctx, network, host)
 	}
-	server, client := net.Pipe()
+	server, client := newPipe()
 	select {
 	case l.conns <- server:
 		return client, nil

@@ -1,0 +1,226 @@
+package embedded
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// newPipe returns the two ends of an in-memory, buffered, full-duplex
+// connection. Unlike net.Pipe, a Write returns once its bytes are queued
+// (as on a socket) instead of waiting until the peer has read them all:
+// kgo pipelines requests and kfake answers from its own goroutines, and a
+// synchronous hand-off made each of them wait for the other's scheduling
+// (closed-loop pushes ran slower than over loopback TCP). A writer waits
+// only while pipeBuffer bytes are unread, so a peer that stops reading
+// holds at most that much.
+func newPipe() (net.Conn, net.Conn) {
+	ab, ba := newPipeQueue(), newPipeQueue()
+	a := &pipeConn{in: ba, out: ab, done: make(chan struct{})}
+	b := &pipeConn{in: ab, out: ba, done: make(chan struct{})}
+	a.peer, b.peer = b, a
+	a.rd.init()
+	a.wd.init()
+	b.rd.init()
+	b.wd.init()
+	return a, b
+}
+
+// pipeBuffer is how many unread bytes one direction queues before its
+// writer waits.
+const pipeBuffer = 4 << 20
+
+// pipeQueue is one direction's unread bytes.
+type pipeQueue struct {
+	mu       sync.Mutex
+	buf      []byte
+	closed   bool          // the writer's end closed: reads drain, then EOF
+	readable chan struct{} // cap 1: bytes were added or the queue closed
+	writable chan struct{} // cap 1: bytes were read
+}
+
+func newPipeQueue() *pipeQueue {
+	return &pipeQueue{readable: make(chan struct{}, 1), writable: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+type pipeConn struct {
+	in, out *pipeQueue
+	peer    *pipeConn
+	rd, wd  pipeDeadline
+	once    sync.Once
+	done    chan struct{} // this end closed
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+func (c *pipeConn) LocalAddr() net.Addr  { return pipeAddr{} }
+func (c *pipeConn) RemoteAddr() net.Addr { return pipeAddr{} }
+
+func (c *pipeConn) Read(b []byte) (int, error) {
+	for {
+		select {
+		case <-c.done:
+			return 0, io.ErrClosedPipe
+		case <-c.rd.wait():
+			return 0, os.ErrDeadlineExceeded
+		default:
+		}
+		q := c.in
+		q.mu.Lock()
+		if len(q.buf) > 0 {
+			n := copy(b, q.buf)
+			q.buf = q.buf[n:]
+			rest := len(q.buf)
+			if rest == 0 {
+				q.buf = nil // let a large write's array go
+			}
+			q.mu.Unlock()
+			signal(q.writable)
+			if rest > 0 {
+				signal(q.readable) // another reader may take the rest
+			}
+			return n, nil
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return 0, io.EOF
+		}
+		if len(b) == 0 {
+			return 0, nil
+		}
+		select {
+		case <-q.readable:
+		case <-c.done:
+			return 0, io.ErrClosedPipe
+		case <-c.rd.wait():
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+func (c *pipeConn) Write(b []byte) (int, error) {
+	q := c.out
+	for {
+		select {
+		case <-c.done:
+			return 0, io.ErrClosedPipe
+		case <-c.peer.done:
+			return 0, io.ErrClosedPipe
+		case <-c.wd.wait():
+			return 0, os.ErrDeadlineExceeded
+		default:
+		}
+		q.mu.Lock()
+		if len(q.buf) < pipeBuffer {
+			q.buf = append(q.buf, b...)
+			q.mu.Unlock()
+			signal(q.readable)
+			return len(b), nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.writable:
+		case <-c.done:
+			return 0, io.ErrClosedPipe
+		case <-c.peer.done:
+			return 0, io.ErrClosedPipe
+		case <-c.wd.wait():
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+// Close closes this end: its reads and writes fail, the peer reads what
+// was queued and then EOF, and the peer's writes fail.
+func (c *pipeConn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		c.out.mu.Lock()
+		c.out.closed = true
+		c.out.mu.Unlock()
+		signal(c.out.readable)
+		signal(c.in.writable)
+	})
+	return nil
+}
+
+func (c *pipeConn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+func (c *pipeConn) SetReadDeadline(t time.Time) error {
+	c.rd.set(t)
+	return nil
+}
+
+func (c *pipeConn) SetWriteDeadline(t time.Time) error {
+	c.wd.set(t)
+	return nil
+}
+
+// pipeDeadline is a settable deadline: wait returns a channel that is
+// closed once the deadline has passed.
+type pipeDeadline struct {
+	mu     sync.Mutex
+	timer  *time.Timer
+	passed chan struct{}
+}
+
+func (d *pipeDeadline) init() { d.passed = make(chan struct{}) }
+
+func (d *pipeDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.passed // the timer fired: its close has happened or is under way
+	}
+	d.timer = nil
+	closed := isClosed(d.passed)
+	if t.IsZero() {
+		if closed {
+			d.passed = make(chan struct{})
+		}
+		return
+	}
+	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.passed = make(chan struct{})
+		}
+		passed := d.passed
+		d.timer = time.AfterFunc(dur, func() { close(passed) })
+		return
+	}
+	if !closed {
+		close(d.passed)
+	}
+}
+
+func (d *pipeDeadline) wait() chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passed
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
