@@ -140,6 +140,46 @@ func BenchmarkProduceRoundTrip(b *testing.B) {
 	}
 }
 
+// BenchmarkProduceConcurrent is 16 goroutines producing acks=all while a
+// consumer reads the topic: the process's CPU time per record, pipe and
+// loopback TCP.
+func BenchmarkProduceConcurrent(b *testing.B) {
+	c, l := startLocal(b)
+	for _, bc := range []struct {
+		name string
+		dial func(context.Context, string, string) (net.Conn, error)
+	}{{"tcp", nil}, {"pipe", l.Dial}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cl := localClient(b, c, bc.dial, kgo.RequiredAcks(kgo.AllISRAcks()))
+			cons := localClient(b, c, bc.dial, kgo.ConsumeTopics("t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			val := make([]byte, 256)
+			if err := cl.ProduceSync(ctx, &kgo.Record{Value: val}).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+			go func() {
+				for ctx.Err() == nil {
+					cons.PollFetches(ctx)
+				}
+			}()
+			b.SetParallelism(8) // × GOMAXPROCS goroutines
+			before := cpuTime(b)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := cl.ProduceSync(ctx, &kgo.Record{Value: val}).FirstErr(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
