@@ -13,8 +13,8 @@ import (
 // anything schema.DecodeAccepted leaves to the full decode, and the
 // caller then decodes the record in full.
 func acceptedRow(rec *kgo.Record) (Row, bool) {
-	var a schema.Accepted
-	if !schema.DecodeAccepted(rec, &a) {
+	a, ok := schema.DecodeAccepted(rec)
+	if !ok {
 		return Row{}, false
 	}
 	return Row{

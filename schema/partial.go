@@ -60,17 +60,21 @@ type Accepted struct {
 	KeyBound                                            bool
 }
 
-// DecodeAccepted reads a record holding a MessageAccepted into a and
-// reports whether it did. False (a then holds nothing useful) for anything
-// it does not read exactly as Decode would: a tombstone, a newer encoding
-// version, another body or a repeated one (proto.Unmarshal would merge
-// them), a known field with another wire type, invalid UTF-8, a malformed
-// value, a bad UAID. Of a field given twice the last one wins, as in
-// proto.Unmarshal.
-func DecodeAccepted(r *kgo.Record, a *Accepted) bool {
-	*a = Accepted{}
+// DecodeAccepted reads a record holding a MessageAccepted; ok is false
+// for anything it does not read exactly as Decode would: a tombstone, a
+// newer encoding version, another body or a repeated one (proto.Unmarshal
+// would merge them), a known field with another wire type, invalid UTF-8,
+// a malformed value, a bad UAID. Of a field given twice the last one
+// wins, as in proto.Unmarshal.
+//
+// Both messages are read in this one function into a local: stores of
+// slices into memory behind a pointer take a GC write barrier each, and
+// the projector and the fold allocate enough for the GC to be running
+// much of the time.
+func DecodeAccepted(r *kgo.Record) (Accepted, bool) {
+	var a Accepted
 	if r.Value == nil || !currentVersion(r) {
-		return false
+		return a, false
 	}
 	bodies := 0
 	var body []byte
@@ -87,22 +91,15 @@ func DecodeAccepted(r *kgo.Record, a *Accepted) bool {
 			body = f.Bytes()
 			bodies++
 		case num >= FieldEventBodyFirst && num <= FieldEventBodyLast:
-			return false // another body: the full decode decides
+			return a, false // another body: the full decode decides
 		default:
 			f.Skip()
 		}
 	}
-	if !f.Done() || bodies != 1 || !a.decodeBody(body) {
-		return false
+	if !f.Done() || bodies != 1 {
+		return a, false
 	}
-	id, err := ParseUAID(string(a.UAIDText))
-	a.UAID = id
-	return err == nil
-}
-
-// decodeBody reads the MessageAccepted fields of b into a.
-func (a *Accepted) decodeBody(b []byte) bool {
-	f := NewFieldReader(b)
+	f = NewFieldReader(body)
 	for f.Next() {
 		switch f.Num() {
 		case fieldAcceptedChannelID:
@@ -131,7 +128,12 @@ func (a *Accepted) decodeBody(b []byte) bool {
 			f.Skip()
 		}
 	}
-	return f.Done()
+	if !f.Done() {
+		return a, false
+	}
+	id, err := ParseUAID(string(a.UAIDText))
+	a.UAID = id
+	return a, err == nil
 }
 
 // AcceptedOf is the Accepted of a fully decoded event (the slow path);
@@ -191,6 +193,7 @@ func currentVersion(r *kgo.Record) bool {
 //	ok := f.Done()
 type FieldReader struct {
 	b      []byte
+	pos    int // b[pos:] is unread: an index, so reading stores no pointer (no GC write barrier)
 	num    protowire.Number
 	typ    protowire.Type
 	failed bool
@@ -200,25 +203,23 @@ type FieldReader struct {
 func NewFieldReader(b []byte) FieldReader { return FieldReader{b: b} }
 
 // Next reads the next field's tag; false at the end or after a refusal.
-// A one-byte tag (fields 1 to 15) is read inline.
 func (f *FieldReader) Next() bool {
-	if len(f.b) > 0 && f.b[0] >= 1<<3 && f.b[0] < 0x80 && !f.failed {
-		f.num, f.typ, f.b = protowire.Number(f.b[0]>>3), protowire.Type(f.b[0]&7), f.b[1:]
-		return true
-	}
-	return f.nextTag()
-}
-
-func (f *FieldReader) nextTag() bool {
-	if f.failed || len(f.b) == 0 {
+	if f.failed || f.pos >= len(f.b) {
 		return false
 	}
-	num, typ, n := protowire.ConsumeTag(f.b)
+	// A one-byte tag (fields 1 to 15) without a call.
+	if c := f.b[f.pos]; c < 0x80 && c >= 1<<3 {
+		f.num, f.typ = protowire.Number(c>>3), protowire.Type(c&7)
+		f.pos++
+		return true
+	}
+	num, typ, n := protowire.ConsumeTag(f.b[f.pos:])
 	if n < 0 || num > protowire.MaxValidNumber {
 		f.failed = true
 		return false
 	}
-	f.num, f.typ, f.b = num, typ, f.b[n:]
+	f.num, f.typ = num, typ
+	f.pos += n
 	return true
 }
 
@@ -226,59 +227,36 @@ func (f *FieldReader) nextTag() bool {
 func (f *FieldReader) Num() protowire.Number { return f.num }
 
 // Done reports whether every field was read without a refusal.
-func (f *FieldReader) Done() bool { return !f.failed && len(f.b) == 0 }
-
-// Fail refuses the message: the caller leaves it to the full decode.
-func (f *FieldReader) Fail() { f.failed = true }
+func (f *FieldReader) Done() bool { return !f.failed && f.pos == len(f.b) }
 
 // Varint reads the current field as a varint (int32, int64, bool, enum).
-// A one-byte varint is read inline.
 func (f *FieldReader) Varint() uint64 {
-	if f.typ == protowire.VarintType && len(f.b) > 0 && f.b[0] < 0x80 {
-		v := f.b[0]
-		f.b = f.b[1:]
-		return uint64(v)
-	}
-	return f.varint()
-}
-
-func (f *FieldReader) varint() uint64 {
 	if f.typ != protowire.VarintType {
 		f.failed = true
 		return 0
 	}
-	v, n := protowire.ConsumeVarint(f.b)
+	v, n := protowire.ConsumeVarint(f.b[f.pos:])
 	if n < 0 {
 		f.failed = true
 		return 0
 	}
-	f.b = f.b[n:]
+	f.pos += n
 	return v
 }
 
 // Bytes reads the current field as length-delimited bytes (bytes or an
-// embedded message); the result aliases the message. A value shorter
-// than 128 bytes is read inline.
+// embedded message); the result aliases the message.
 func (f *FieldReader) Bytes() []byte {
-	if f.typ == protowire.BytesType && len(f.b) > 0 && f.b[0] < 0x80 && int(f.b[0]) < len(f.b) {
-		v := f.b[1 : 1+f.b[0]]
-		f.b = f.b[1+f.b[0]:]
-		return v
-	}
-	return f.bytes()
-}
-
-func (f *FieldReader) bytes() []byte {
 	if f.typ != protowire.BytesType {
 		f.failed = true
 		return nil
 	}
-	v, n := protowire.ConsumeBytes(f.b)
+	v, n := protowire.ConsumeBytes(f.b[f.pos:])
 	if n < 0 {
 		f.failed = true
 		return nil
 	}
-	f.b = f.b[n:]
+	f.pos += n
 	return v
 }
 
@@ -296,10 +274,10 @@ func (f *FieldReader) Text() []byte {
 
 // Skip passes over the current field, whatever its wire type.
 func (f *FieldReader) Skip() {
-	n := protowire.ConsumeFieldValue(f.num, f.typ, f.b)
+	n := protowire.ConsumeFieldValue(f.num, f.typ, f.b[f.pos:])
 	if n < 0 {
 		f.failed = true
 		return
 	}
-	f.b = f.b[n:]
+	f.pos += n
 }

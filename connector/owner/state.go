@@ -328,8 +328,8 @@ func currentVersion(rec *kgo.Record) bool {
 // without decoding it in full (decode.go) and reports whether it did;
 // anything else is left to the full decode, which also judges errors.
 func (ps *partState) foldAcceptedFast(rec *kgo.Record) bool {
-	var a schema.Accepted
-	if !schema.DecodeAccepted(rec, &a) || a.UAID.Partition(ps.env.cfg.Partitions) != ps.p {
+	a, ok := schema.DecodeAccepted(rec)
+	if !ok || a.UAID.Partition(ps.env.cfg.Partitions) != ps.p {
 		return false
 	}
 	ps.accept(rec, &a, a.UAID)
