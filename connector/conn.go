@@ -102,23 +102,35 @@ func (c *conn) ConnID() string {
 
 // outMsg is one queued message. accepted (unix nanoseconds) is set for a
 // notification whose push→socket latency is observed once it is written.
+// A notification's b is borrowed from notifyBufs (buf) until it is written.
 type outMsg struct {
 	b        []byte
+	buf      *[]byte
 	accepted int64
 }
+
+// notifyBufs hold encoded notifications from the owner's Deliver until the
+// write that copies them into a frame: one allocation per delivered message
+// less.
+var notifyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Deliver queues a notification without blocking. A socket that cannot keep
 // up (queue full) is closed; the message stays pending at the owner.
 func (c *conn) Deliver(n link.Notification) error {
-	msg, err := protocol.EncodeNotification(n)
+	bp := notifyBufs.Get().(*[]byte)
+	msg, err := protocol.AppendNotification((*bp)[:0], n)
 	if err != nil {
+		notifyBufs.Put(bp)
 		return err
 	}
-	err = c.enqueue(outMsg{b: msg, accepted: observedAccept(n, c.since)}, false, func() { c.proto.Delivered(n) })
-	if err == nil {
-		c.srv.met.delivered()
+	*bp = msg
+	err = c.enqueue(outMsg{b: msg, buf: bp, accepted: observedAccept(n, c.since)}, false, func() { c.proto.Delivered(n) })
+	if err != nil {
+		notifyBufs.Put(bp) // not queued
+		return err
 	}
-	return err
+	c.srv.met.delivered()
+	return nil
 }
 
 // observedAccept is when n was accepted (unix nanoseconds), or 0 when its
@@ -244,6 +256,11 @@ func (c *conn) wrote(bp *[]byte, batch []outMsg, err error, async bool) {
 	if cap(*bp) <= 64<<10 { // a huge batch's buffer is not kept
 		*bp = (*bp)[:0]
 		writeBufs.Put(bp)
+	}
+	for _, m := range batch { // copied into the frame: their buffers are free
+		if m.buf != nil && cap(*m.buf) <= 64<<10 {
+			notifyBufs.Put(m.buf)
+		}
 	}
 	if err != nil {
 		c.mu.Lock()

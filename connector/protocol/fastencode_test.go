@@ -7,9 +7,9 @@ import (
 	"github.com/pushlog/pushlog/connector/link"
 )
 
-// checkEncodeSameAsJSON fails unless EncodeNotification writes exactly
-// encoding/json's bytes for n, within its size bound when the fast path
-// takes it.
+// checkEncodeSameAsJSON fails unless EncodeNotification (and
+// AppendNotification after what dst holds) writes exactly encoding/json's
+// bytes for n, within its size bound when the fast path takes it.
 func checkEncodeSameAsJSON(t *testing.T, n link.Notification) (fast bool) {
 	t.Helper()
 	want, err := encodeNotificationJSON(n)
@@ -22,6 +22,10 @@ func checkEncodeSameAsJSON(t *testing.T, n link.Notification) (fast bool) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("%+v:\ngot  %s\njson %s", n, got, want)
+	}
+	appended, err := AppendNotification([]byte("prefix"), n)
+	if err != nil || string(appended) != "prefix"+string(want) {
+		t.Fatalf("AppendNotification: %q, %v", appended, err)
 	}
 	b, ok := appendNotification(nil, n)
 	if ok && len(b) > notificationSize(n) {

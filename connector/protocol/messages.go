@@ -154,10 +154,19 @@ var pingReply = []byte("{}")
 // without padding, its content headers, and nothing else (never TTL, topic,
 // urgency or VAPID data). An empty body carries neither data nor headers.
 func EncodeNotification(n link.Notification) ([]byte, error) {
-	if b, ok := appendNotification(make([]byte, 0, notificationSize(n)), n); ok {
+	return AppendNotification(make([]byte, 0, notificationSize(n)), n)
+}
+
+// AppendNotification appends what EncodeNotification returns to dst.
+func AppendNotification(dst []byte, n link.Notification) ([]byte, error) {
+	if b, ok := appendNotification(dst, n); ok {
 		return b, nil
 	}
-	return encodeNotificationJSON(n)
+	b, err := encodeNotificationJSON(n)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
 }
 
 // encodeNotificationJSON is EncodeNotification by encoding/json: the
