@@ -22,8 +22,8 @@
 // So on each busy→quiet transition that leaves more than Headroom bytes
 // above the live heap (the quiet goal), the tuner collects once and
 // returns the free pages to the OS (debug.FreeOSMemory): at most once per
-// transition and at most 1% of the time (ReleaseGap; a release due sooner
-// waits). Releases are counted in pushlog_gc_tune_releases_total and their
+// transition whose quiet lasts half a second, and at most 1% of the time
+// (ReleaseGap; a release due sooner waits). Releases are counted in pushlog_gc_tune_releases_total and their
 // time in pushlog_gc_tune_release_seconds_total. This is the process's own
 // policy on its own allocation rate, the same in production as under a
 // load tool, not a collection forced from outside; the tuner never
@@ -77,6 +77,7 @@ type Tuner struct {
 	releases    prometheus.Counter
 	releaseTime prometheus.Counter
 	pending     bool      // a busy→quiet transition has not been released yet
+	quietSince  time.Time // when that transition was seen
 	nextRelease time.Time // no release before (ReleaseGap after the last)
 }
 
@@ -210,10 +211,16 @@ func (t *Tuner) adjust(current *int) {
 		debug.SetGCPercent(p)
 		*current = p
 	}
-	if wasBusy && !t.busy {
-		t.pending = true
+	switch {
+	case t.busy:
+		t.pending = false // the transition's spell of quiet ended
+	case wasBusy:
+		t.pending, t.quietSince = true, now
 	}
-	if t.pending && !t.busy {
+	// Only a quiet that outlasts half a quiet check releases: a load near
+	// the busy rate flips busy and quiet between collections, and a
+	// release per flip would return pages it refaults at once.
+	if t.pending && now.Sub(t.quietSince) >= QuietCheck/2 {
 		t.release(now)
 	}
 }
