@@ -21,7 +21,10 @@ import (
 // That goroutine is one of a few persistent serve workers when one is idle,
 // else a new one. A fresh goroutine per event grew its small stack on every
 // message (JSON decoding is deep): copying stacks cost about as much as the
-// decoding itself. The workers' stacks stay grown. Their number is fixed, so
+// decoding itself. The workers' stacks stay grown; the one parked last is
+// handed the next event, so at low rates one worker with a hot stack does
+// the work (the garbage collector halves the stack of a parked goroutine:
+// taking turns, every worker regrew its stack). Their number is fixed, so
 // an idle connection still holds no goroutine.
 //
 // The Go runtime's own poller also watches the fd (edge-triggered); reads
@@ -37,11 +40,11 @@ type poller struct {
 	done  chan struct{}
 	stop  sync.Once
 
-	// work hands a readable connection to an idle worker. Unbuffered: a
-	// send succeeds only when a worker waits, so no event is queued
-	// behind a worker that is blocked (a register waits for its durable
-	// write).
-	work    chan *conn
+	// idle are the parked workers' hand-off channels, the one parked last
+	// at the end. An event is handed only to a parked worker, never queued
+	// behind a busy one (a register waits for its durable write).
+	idleMu  sync.Mutex
+	idle    []chan *conn
 	quit    chan struct{}  // closed by close: the workers return
 	workers sync.WaitGroup // the running workers
 }
@@ -62,7 +65,7 @@ func newPoller(log *slog.Logger) (*poller, error) {
 	}
 	p := &poller{
 		epfd: epfd, log: log, conns: map[int32]*conn{}, done: make(chan struct{}),
-		work: make(chan *conn), quit: make(chan struct{}),
+		idle: make([]chan *conn, 0, serveWorkers), quit: make(chan struct{}),
 	}
 	if err := syscall.Pipe2(p.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
 		syscall.Close(epfd)
@@ -161,24 +164,47 @@ func (p *poller) loop() {
 			}
 			p.mu.Unlock()
 			if c != nil {
-				select {
-				case p.work <- c:
-				default:
-					go p.serve(c)
-				}
+				p.dispatch(c)
 			}
 		}
 	}
 }
 
-// worker serves connections handed to it until the poller closes.
+// dispatch hands c to the worker parked last, or to a goroutine of its
+// own when every worker is busy.
+func (p *poller) dispatch(c *conn) {
+	p.idleMu.Lock()
+	n := len(p.idle)
+	if n == 0 {
+		p.idleMu.Unlock()
+		go p.serve(c)
+		return
+	}
+	w := p.idle[n-1]
+	p.idle = p.idle[:n-1]
+	p.idleMu.Unlock()
+	w <- c // its buffer is free: a worker is handed one conn per parking
+}
+
+// worker serves connections handed to it until the poller closes. Only the
+// wait loop hands them, and it has returned when quit closes: a conn handed
+// just before is still served.
 func (p *poller) worker() {
 	defer p.workers.Done()
+	in := make(chan *conn, 1)
 	for {
+		p.idleMu.Lock()
+		p.idle = append(p.idle, in)
+		p.idleMu.Unlock()
 		select {
-		case c := <-p.work:
+		case c := <-in:
 			p.serve(c)
 		case <-p.quit:
+			select {
+			case c := <-in:
+				p.serve(c)
+			default:
+			}
 			return
 		}
 	}
