@@ -35,7 +35,8 @@ const pipeBuffer = 4 << 20
 // pipeQueue is one direction's unread bytes.
 type pipeQueue struct {
 	mu       sync.Mutex
-	buf      []byte
+	buf      []byte // buf[off:] is unread; the array is kept while small
+	off      int
 	closed   bool          // the writer's end closed: reads drain, then EOF
 	readable chan struct{} // cap 1: bytes were added or the queue closed
 	writable chan struct{} // cap 1: bytes were read
@@ -44,6 +45,21 @@ type pipeQueue struct {
 func newPipeQueue() *pipeQueue {
 	return &pipeQueue{readable: make(chan struct{}, 1), writable: make(chan struct{}, 1)}
 }
+
+// reset empties the drained queue, keeping its array for the next write
+// unless a large message grew it.
+func (q *pipeQueue) reset() {
+	q.off = 0
+	if cap(q.buf) > pipeKeep {
+		q.buf = nil
+		return
+	}
+	q.buf = q.buf[:0]
+}
+
+// pipeKeep is the largest array a drained queue keeps: requests and most
+// responses fit, a takeover's multi-megabyte fetch responses do not.
+const pipeKeep = 256 << 10
 
 func signal(c chan struct{}) {
 	select {
@@ -79,12 +95,12 @@ func (c *pipeConn) Read(b []byte) (int, error) {
 		}
 		q := c.in
 		q.mu.Lock()
-		if len(q.buf) > 0 {
-			n := copy(b, q.buf)
-			q.buf = q.buf[n:]
-			rest := len(q.buf)
+		if q.off < len(q.buf) {
+			n := copy(b, q.buf[q.off:])
+			q.off += n
+			rest := len(q.buf) - q.off
 			if rest == 0 {
-				q.buf = nil // let a large write's array go
+				q.reset()
 			}
 			q.mu.Unlock()
 			signal(q.writable)
@@ -124,7 +140,7 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 		default:
 		}
 		q.mu.Lock()
-		if len(q.buf) < pipeBuffer {
+		if len(q.buf)-q.off < pipeBuffer {
 			q.buf = append(q.buf, b...)
 			q.mu.Unlock()
 			signal(q.readable)
