@@ -112,7 +112,8 @@ func New(cfg Config) *Tuner {
 }
 
 // Run tunes GOGC until ctx ends, then restores the process's own value.
-// It wakes once per collection (a sentinel's cleanup), never on a timer.
+// It wakes once per collection (a sentinel's cleanup), and once a
+// QuietCheck only while the process is busy or a release is pending.
 // Off (no Headroom, or GOGC=off) it just waits for ctx.
 func (t *Tuner) Run(ctx context.Context) error {
 	t.max = debug.SetGCPercent(100)
