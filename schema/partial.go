@@ -41,11 +41,12 @@ const (
 	fieldAcceptedVapidSub  = 9
 	fieldAcceptedKeyHash   = 10
 	fieldAcceptedKeyBound  = 11
+	fieldAcceptedReceipt   = 12
 )
 
 // Accepted is a MessageAccepted event as its hot consumers read it. Its
 // byte slices alias the record value: whatever outlives the record is
-// copied. ReceiptSub is not read.
+// copied.
 type Accepted struct {
 	EventID  []byte
 	TimeMs   int64
@@ -58,6 +59,7 @@ type Accepted struct {
 	Urgency                                             pb.Urgency
 	VapidSub, VapidKeyHash                              []byte
 	KeyBound                                            bool
+	ReceiptSub                                          []byte
 }
 
 // DecodeAccepted reads a record holding a MessageAccepted; ok is false
@@ -124,6 +126,8 @@ func DecodeAccepted(r *kgo.Record) (Accepted, bool) {
 			a.VapidKeyHash = f.Bytes()
 		case fieldAcceptedKeyBound:
 			a.KeyBound = f.Varint() != 0
+		case fieldAcceptedReceipt:
+			a.ReceiptSub = f.Bytes()
 		default:
 			f.Skip()
 		}
@@ -160,6 +164,7 @@ func AcceptedOf(ev *pb.Event) (Accepted, bool) {
 		VapidSub:     []byte(ma.GetVapidSub()),
 		VapidKeyHash: ma.GetVapidKeyHash(),
 		KeyBound:     ma.GetKeyBound(),
+		ReceiptSub:   ma.GetReceiptSub(),
 	}, true
 }
 

@@ -108,7 +108,7 @@ func checkAccepted(t *testing.T, rec *kgo.Record) bool {
 func sameAccepted(a, b Accepted) bool {
 	for _, p := range [][2][]byte{{a.EventID, b.EventID}, {a.UAIDText, b.UAIDText}, {a.ChannelID, b.ChannelID}, {a.Payload, b.Payload},
 		{a.Encoding, b.Encoding}, {a.Encryption, b.Encryption}, {a.CryptoKey, b.CryptoKey}, {a.Topic, b.Topic},
-		{a.VapidSub, b.VapidSub}, {a.VapidKeyHash, b.VapidKeyHash}} {
+		{a.VapidSub, b.VapidSub}, {a.VapidKeyHash, b.VapidKeyHash}, {a.ReceiptSub, b.ReceiptSub}} {
 		if !bytes.Equal(p[0], p[1]) {
 			return false
 		}
@@ -233,6 +233,8 @@ func BenchmarkDecodeAccepted(b *testing.B) {
 func TestFieldNumbers(t *testing.T) {
 	ev := (&pb.Event{}).ProtoReflect().Descriptor()
 	ma := (&pb.MessageAccepted{}).ProtoReflect().Descriptor()
+	dv := (&pb.Delivered{}).ProtoReflect().Descriptor()
+	ref := (&pb.MessageRef{}).ProtoReflect().Descriptor()
 	body := ev.Oneofs().ByName("body").Fields()
 	first, last := body.Get(0).Number(), body.Get(body.Len()-1).Number()
 	for i := range body.Len() {
@@ -260,6 +262,25 @@ func TestFieldNumbers(t *testing.T) {
 		{ma.Fields(), "vapid_sub", fieldAcceptedVapidSub},
 		{ma.Fields(), "vapid_key_hash", fieldAcceptedKeyHash},
 		{ma.Fields(), "key_bound", fieldAcceptedKeyBound},
+		{ma.Fields(), "receipt_sub", fieldAcceptedReceipt},
+		{ev.Fields(), "delivered", FieldEventDelivered},
+		{ev.Fields(), "acked", FieldEventAcked},
+		{ev.Fields(), "nacked", FieldEventNacked},
+		{ev.Fields(), "expired", FieldEventExpired},
+		{ev.Fields(), "dropped", FieldEventDropped},
+		{dv.Fields(), "msg", fieldBodyMsg},
+		{dv.Fields(), "node", fieldDeliveredNode},
+		{dv.Fields(), "conn_id", fieldDeliveredConn},
+		{dv.Fields(), "attempt", fieldDeliveredTry},
+		{(&pb.Acked{}).ProtoReflect().Descriptor().Fields(), "code", fieldBodyCode},
+		{(&pb.Nacked{}).ProtoReflect().Descriptor().Fields(), "code", fieldBodyCode},
+		{(&pb.Dropped{}).ProtoReflect().Descriptor().Fields(), "reason", fieldBodyCode},
+		{(&pb.Expired{}).ProtoReflect().Descriptor().Fields(), "msg", fieldBodyMsg},
+		{ref.Fields(), "partition", fieldRefPartition},
+		{ref.Fields(), "offset", fieldRefOffset},
+		{ref.Fields(), "channel_id", fieldRefChannelID},
+		{ref.Fields(), "accepted_ms", fieldRefAcceptedMs},
+		{ref.Fields(), "vapid_sub", fieldRefVapidSub},
 	} {
 		if f := c.fields.ByName(protoreflect.Name(c.name)); f == nil || f.Number() != c.num {
 			t.Errorf("%s: field number %d, events.proto says %v", c.name, c.num, f)

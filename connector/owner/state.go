@@ -283,7 +283,7 @@ func (ps *partState) foldGroup(ti int, rec *kgo.Record) {
 	case tMessages:
 		ps.foldMessage(rec, ev, id)
 	case tAcks:
-		st, ok := settlementOf(ev)
+		st, ok := schema.SettlementOf(ev)
 		if !ok {
 			ps.skip(rec, errors.New(schema.TypeName(ev)), "skipping event on the wrong topic")
 			return
@@ -301,7 +301,7 @@ func (ps *partState) foldSettlementFast(rec *kgo.Record) bool {
 	if !currentVersion(rec) || rec.Value == nil {
 		return false
 	}
-	uaid, st, ok := decodeSettlement(rec.Value)
+	uaid, st, ok := schema.DecodeSettlement(rec.Value)
 	if !ok {
 		return false
 	}
@@ -508,21 +508,21 @@ func (ps *partState) deleted(ref *pb.MessageRef, id schema.UAID) {
 	ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_DELETED))
 }
 
-func (ps *partState) foldAck(rec *kgo.Record, st settlement, id schema.UAID) {
-	switch st.kind {
-	case fieldEventDelivered:
-		if m := ps.msgs.find(st.offset); m != nil && m.u != nil && m.u.id == id {
-			m.attempts = max(m.attempts, st.attempt)
+func (ps *partState) foldAck(rec *kgo.Record, st schema.Settlement, id schema.UAID) {
+	switch st.Kind {
+	case schema.FieldEventDelivered:
+		if m := ps.msgs.find(st.Offset); m != nil && m.u != nil && m.u.id == id {
+			m.attempts = max(m.attempts, st.Attempt)
 		}
 		return
-	case fieldEventNacked:
+	case schema.FieldEventNacked:
 		return // recorded for analytics only; the message stays pending
 	}
-	if !st.hasRef || st.part != ps.p {
+	if !st.HasRef || st.Partition != ps.p {
 		ps.skip(rec, errors.New("message ref of another partition"), "skipping settlement")
 		return
 	}
-	off := st.offset
+	off := st.Offset
 	switch {
 	case off < ps.start[tMessages]:
 		// Below the committed low watermark: settled long ago.
