@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/pushlog/pushlog/schema"
-	"github.com/pushlog/pushlog/schema/pb"
 )
 
 // Receipt is one push message receipt: the message resource and what
@@ -81,9 +80,9 @@ func (f *receiptFold) pendingLen() int {
 // follow folds one change of the status fold (StatusFeed.Follow).
 func (f *receiptFold) follow(c schema.StatusChange) {
 	k := msgKey{c.Key.Partition, c.Key.Offset}
-	if m := c.Event.GetMessageAccepted(); m != nil {
+	if a := c.Accepted; a != nil {
 		if c.Before.AcceptedMs == 0 { // not a refold after a restart
-			f.accepted(k, c.Event, m, c.After)
+			f.accepted(k, a, c.After)
 		}
 		return
 	}
@@ -110,16 +109,17 @@ func receiptOf(st schema.MessageStatus) Receipt {
 
 // accepted records a message that asked for a receipt, or emits it when
 // its status is settled already (the outcome was folded first).
-func (f *receiptFold) accepted(k msgKey, ev *pb.Event, m *pb.MessageAccepted, st schema.MessageStatus) {
-	if len(m.GetReceiptSub()) != 16 {
+func (f *receiptFold) accepted(k msgKey, a *schema.Accepted, st schema.MessageStatus) {
+	if len(a.ReceiptSub) != 16 {
 		return
 	}
-	p := pendingReceipt{uaid: ev.GetUaid(), channelID: m.GetChannelId(),
-		expires: time.UnixMilli(ev.GetTimeMs()).Add(time.Duration(m.GetTtlS())*time.Second + f.cfg.Retention)}
-	copy(p.sub[:], m.GetReceiptSub())
-	if f.now().Sub(time.UnixMilli(ev.GetTimeMs())) > f.cfg.Retention {
+	if f.now().Sub(time.UnixMilli(a.TimeMs)) > f.cfg.Retention {
 		return // the status fold reads further back than receipts are kept
 	}
+	// a aliases the record: what is kept is copied.
+	p := pendingReceipt{uaid: string(a.UAIDText), channelID: string(a.ChannelID),
+		expires: time.UnixMilli(a.TimeMs).Add(time.Duration(a.TTLS)*time.Second + f.cfg.Retention)}
+	copy(p.sub[:], a.ReceiptSub)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if st.State.Settled() {

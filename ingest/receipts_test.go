@@ -61,8 +61,12 @@ func (f *statusFeed) apply(r *kgo.Record) {
 	after := before
 	after.Apply(ev)
 	f.msgs[key] = after
+	c := schema.StatusChange{Key: key, Before: before, After: after}
+	if a, ok := schema.AcceptedOf(ev); ok {
+		c.Accepted = &a
+	}
 	for _, fn := range f.followers {
-		fn(schema.StatusChange{Key: key, Event: ev, Before: before, After: after})
+		fn(c)
 	}
 }
 
@@ -317,10 +321,11 @@ func TestReceiptFold(t *testing.T) {
 			k := schema.MessageKey{Partition: rec.Partition, Offset: rec.Offset}
 			var st schema.MessageStatus
 			st.Apply(ev)
-			f.follow(schema.StatusChange{Key: k, Event: ev, After: st})
+			a, _ := schema.AcceptedOf(ev)
+			f.follow(schema.StatusChange{Key: k, Accepted: &a, After: st})
 			done := st
 			done.Apply(&pb.Event{TimeMs: o, Body: &pb.Event_Acked{Acked: &pb.Acked{Msg: ref(0, o)}}})
-			f.follow(schema.StatusChange{Key: k, Event: &pb.Event{}, Before: st, After: done})
+			f.follow(schema.StatusChange{Key: k, Before: st, After: done})
 		}
 		got, _ := f.since(sub, 0, 0)
 		if len(got) != 2 || got[0].TimeMs != 3 || got[1].TimeMs != 4 {

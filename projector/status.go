@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/pb"
 )
 
 // DefaultStatusEntries bounds the status table: about 170 bytes a message
@@ -95,6 +96,7 @@ type StatusTable struct {
 	// not read yet (Behind).
 	next      map[int32]int64
 	followers []func(schema.StatusChange)
+	acc       schema.Accepted // a StatusChange's Accepted, during the followers' calls
 
 	// folded is the next offset the fold reads per messages partition,
 	// from where Run started reading: an outcome of a message below it
@@ -432,14 +434,11 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 		t.next[r.Partition] = max(t.next[r.Partition], r.Offset+1)
 		t.folded[r.Partition] = max(t.folded[r.Partition], r.Offset+1)
 	}
-	ev, err := schema.Decode(r)
-	if err != nil {
+	sr, ok := readFoldRecord(r, r.Topic == t.cfg.Names.Acks)
+	if !ok {
 		return // other events and unknown bodies: nothing about a message
 	}
-	key, ok := schema.MessageKeyOf(r.Partition, r.Offset, ev)
-	if !ok {
-		return
-	}
+	key := sr.key
 	before, seen := t.msgs[key]
 	if !seen {
 		if held, ok := t.early[key]; ok {
@@ -452,10 +451,88 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 		t.order = append(t.order, key)
 	}
 	st := before
-	st.Apply(ev)
+	sr.apply(&st)
 	t.msgs[key] = st
+	if len(t.followers) == 0 {
+		return
+	}
+	c := schema.StatusChange{Key: key, Before: before, After: st}
+	if a, ok := sr.acceptedFields(); ok {
+		t.acc = a // in the table, not escaping per record
+		c.Accepted = &t.acc
+	}
 	for _, fn := range t.followers {
-		fn(schema.StatusChange{Key: key, Event: ev, Before: before, After: st})
+		fn(c)
+	}
+	t.acc = schema.Accepted{} // holds no record
+}
+
+// foldRecord is what the fold reads of a record of the messages or
+// acks topic. Most records are read partially (accepted or settle): a
+// full decode (proto.Unmarshal, payload copied) of every record was most
+// of the fold's cost; what the partial decoders leave is decoded in full
+// (ev) and folded exactly as before.
+type foldRecord struct {
+	key      schema.MessageKey
+	ev       *pb.Event // decoded in full; nil when read partially
+	accepted bool      // read partially: acc, else settle
+	acc      schema.Accepted
+	settle   schema.Settlement
+}
+
+// readFoldRecord reads r; false when it is not about a message (as
+// schema.Decode and schema.MessageKeyOf decide). acks tries the
+// settlement decoder first (the acks topic's records), else the
+// MessageAccepted one.
+func readFoldRecord(r *kgo.Record, acks bool) (foldRecord, bool) {
+	var sr foldRecord
+	if acks {
+		if s, ok := schema.DecodeSettlementRecord(r); ok {
+			sr.settle = s
+			sr.key, ok = s.Key()
+			return sr, ok
+		}
+	}
+	if a, ok := schema.DecodeAccepted(r); ok {
+		sr.accepted, sr.acc = true, a
+		sr.key = schema.MessageKey{Partition: r.Partition, Offset: r.Offset}
+		return sr, true
+	}
+	if !acks {
+		if s, ok := schema.DecodeSettlementRecord(r); ok {
+			sr.settle = s
+			sr.key, ok = s.Key()
+			return sr, ok
+		}
+	}
+	ev, err := schema.Decode(r)
+	if err != nil {
+		return sr, false
+	}
+	sr.ev = ev
+	key, ok := schema.MessageKeyOf(r.Partition, r.Offset, ev)
+	sr.key = key
+	return sr, ok
+}
+
+// acceptedFields is the record's MessageAccepted fields; false for other
+// events.
+func (sr *foldRecord) acceptedFields() (schema.Accepted, bool) {
+	if sr.ev != nil {
+		return schema.AcceptedOf(sr.ev)
+	}
+	return sr.acc, sr.accepted
+}
+
+// apply folds the record into st.
+func (sr *foldRecord) apply(st *schema.MessageStatus) {
+	switch {
+	case sr.ev != nil:
+		st.Apply(sr.ev)
+	case sr.accepted:
+		st.ApplyAccepted(&sr.acc)
+	default:
+		st.ApplySettlement(sr.settle)
 	}
 }
 

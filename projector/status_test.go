@@ -293,7 +293,7 @@ func TestStatusTableEarlyOutcomeSurvivesBound(t *testing.T) {
 	}
 	var settled []schema.MessageKey
 	tbl.Follow(func(c schema.StatusChange) {
-		if c.Event.GetMessageAccepted() != nil && c.After.State.Settled() {
+		if c.Accepted != nil && c.After.State.Settled() {
 			settled = append(settled, c.Key) // what receipts emit at once
 		}
 	})

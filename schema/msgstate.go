@@ -64,12 +64,17 @@ type MessageStatus struct {
 // fold of the messages and acks topics (projector.StatusTable) reports it
 // to what follows it (push receipts): Before and After are the message's
 // status around the event. A refold after a restart reports events again,
-// with Before already holding them.
+// with Before already holding them. The fold reads most records without
+// decoding them in full (DecodeAccepted, DecodeSettlement), so a change
+// carries what it read, not the event.
 type StatusChange struct {
-	Key    MessageKey
-	Event  *pb.Event
-	Before MessageStatus
-	After  MessageStatus
+	Key MessageKey
+	// Accepted is the event's fields when it is a MessageAccepted, nil
+	// for the other events. It aliases the record and the fold reuses it:
+	// valid during the call only (copy what outlives it).
+	Accepted *Accepted
+	Before   MessageStatus
+	After    MessageStatus
 }
 
 // MessageKeyOf returns the message an event of the messages or acks topic
@@ -105,40 +110,60 @@ func MessageKeyOf(partition int32, offset int64, ev *pb.Event) (MessageKey, bool
 // event twice is the same as once. A Nacked or a MessageDeleted changes
 // nothing (the owner redelivers, drops or settles the deletion later).
 func (m *MessageStatus) Apply(ev *pb.Event) {
-	t := ev.GetTimeMs()
-	switch b := ev.GetBody().(type) {
-	case *pb.Event_MessageAccepted:
+	if b, ok := ev.GetBody().(*pb.Event_MessageAccepted); ok {
 		a := b.MessageAccepted
-		m.AcceptedMs = t
-		m.TTLSeconds = a.GetTtlS()
-		m.Urgency = a.GetUrgency()
-		m.KeyBound = a.GetKeyBound()
-		copy(m.KeyHash[:], a.GetVapidKeyHash())
-	case *pb.Event_Delivered:
-		if m.DeliveredMs == 0 || t < m.DeliveredMs {
-			m.DeliveredMs = t
-		}
-		m.Deliveries = max(m.Deliveries, b.Delivered.GetAttempt())
-		if !m.State.Settled() {
-			m.State = StateDelivered
-		}
-	case *pb.Event_Acked:
-		if m.settle(StateAcked, 0, t) {
-			m.AckCode = b.Acked.GetCode()
-		}
-	case *pb.Event_Expired:
-		m.settle(StateExpired, 0, t)
-	case *pb.Event_Dropped:
-		if r := b.Dropped.GetReason(); r == pb.DropReason_DROP_REASON_DELETED {
-			m.settle(StateDeleted, 0, t)
-		} else {
-			m.settle(StateDropped, r, t)
-		}
+		m.accepted(ev.GetTimeMs(), a.GetTtlS(), a.GetUrgency(), a.GetKeyBound(), a.GetVapidKeyHash())
+		return
+	}
+	if s, ok := SettlementOf(ev); ok {
+		m.ApplySettlement(s)
 	}
 	// A MessageDeleted (the DELETE request) settles nothing by itself:
 	// the owner settles an unsettled message with a Dropped(deleted) and
 	// ignores the request for a settled one, so the owner's answer is the
 	// state (as analytics counts it: issue 16's deleted-once rule).
+}
+
+// ApplyAccepted is Apply of a partially decoded MessageAccepted
+// (DecodeAccepted).
+func (m *MessageStatus) ApplyAccepted(a *Accepted) {
+	m.accepted(a.TimeMs, a.TTLS, a.Urgency, a.KeyBound, a.VapidKeyHash)
+}
+
+func (m *MessageStatus) accepted(t, ttl int64, u pb.Urgency, keyBound bool, keyHash []byte) {
+	m.AcceptedMs = t
+	m.TTLSeconds = ttl
+	m.Urgency = u
+	m.KeyBound = keyBound
+	copy(m.KeyHash[:], keyHash)
+}
+
+// ApplySettlement is Apply of a settlement event (DecodeSettlement or
+// SettlementOf).
+func (m *MessageStatus) ApplySettlement(s Settlement) {
+	t := s.TimeMs
+	switch s.Kind {
+	case FieldEventDelivered:
+		if m.DeliveredMs == 0 || t < m.DeliveredMs {
+			m.DeliveredMs = t
+		}
+		m.Deliveries = max(m.Deliveries, s.Attempt)
+		if !m.State.Settled() {
+			m.State = StateDelivered
+		}
+	case FieldEventAcked:
+		if m.settle(StateAcked, 0, t) {
+			m.AckCode = s.Code
+		}
+	case FieldEventExpired:
+		m.settle(StateExpired, 0, t)
+	case FieldEventDropped:
+		if s.Reason == pb.DropReason_DROP_REASON_DELETED {
+			m.settle(StateDeleted, 0, t)
+		} else {
+			m.settle(StateDropped, s.Reason, t)
+		}
+	}
 }
 
 // settle makes s the state unless an earlier settlement was folded; true
