@@ -457,14 +457,15 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 		return
 	}
 	c := schema.StatusChange{Key: key, Before: before, After: st}
-	if a, ok := sr.acceptedFields(); ok {
-		t.acc = a // in the table, not escaping per record
+	if sr.acceptedInto(&t.acc) { // in the table: nothing escapes per record
 		c.Accepted = &t.acc
 	}
 	for _, fn := range t.followers {
 		fn(c)
 	}
-	t.acc = schema.Accepted{} // holds no record
+	if c.Accepted != nil {
+		t.acc = schema.Accepted{} // holds no record
+	}
 }
 
 // foldRecord is what the fold reads of a record of the messages or
@@ -515,13 +516,21 @@ func readFoldRecord(r *kgo.Record, acks bool) (foldRecord, bool) {
 	return sr, ok
 }
 
-// acceptedFields is the record's MessageAccepted fields; false for other
-// events.
-func (sr *foldRecord) acceptedFields() (schema.Accepted, bool) {
-	if sr.ev != nil {
-		return schema.AcceptedOf(sr.ev)
+// acceptedInto sets dst to the record's MessageAccepted fields; false
+// (dst untouched) for other events.
+func (sr *foldRecord) acceptedInto(dst *schema.Accepted) bool {
+	switch {
+	case sr.accepted:
+		*dst = sr.acc
+		return true
+	case sr.ev != nil:
+		a, ok := schema.AcceptedOf(sr.ev)
+		if ok {
+			*dst = a
+		}
+		return ok
 	}
-	return sr.acc, sr.accepted
+	return false
 }
 
 // apply folds the record into st.

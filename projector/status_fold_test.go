@@ -98,7 +98,8 @@ func checkStatusFold(t *testing.T, value []byte, acks bool) {
 		}
 	}
 	// A follower (push receipts) gets the same MessageAccepted fields.
-	a, isAcc := sr.acceptedFields()
+	var a schema.Accepted
+	isAcc := sr.acceptedInto(&a)
 	fullA, fullAcc := schema.AcceptedOf(ev)
 	if isAcc != fullAcc || !sameAccepted(a, fullA) {
 		t.Fatalf("%x: followers get accepted %v %+v, full decode %v %+v", value, isAcc, a, fullAcc, fullA)
