@@ -276,15 +276,40 @@ func (b *bridges) work(j *bridgeJob) {
 	}
 }
 
-// run sends j's message and settles it by the answer.
+// run sends j's message and settles it by the answer. A job can wait in
+// the queue for minutes (Queue behind InFlight sends of up to
+// SendTimeout): it is sent only if its message is still live and ours.
 func (j *bridgeJob) run(b *bridges) {
 	if b.context().Err() != nil {
 		return // the owner ended: the message stays pending for the next one
+	}
+	if !j.stillDue(b) {
+		return
 	}
 	res := b.send(j.reg.app, j.reg.token, j.msg)
 	j.ps.mu.Lock()
 	defer j.ps.mu.Unlock()
 	j.ps.bridgeResult(j.u, j.reg, j.m, j.ref, res)
+}
+
+// stillDue reports whether j's message is still to be sent, and gives it
+// the TTL left after its wait in the queue. A message settled, expired,
+// replaced or no longer ours meanwhile (partition lost or revoked) is
+// not sent: its busy flag is cleared and it is counted as stale.
+func (j *bridgeJob) stillDue(b *bridges) bool {
+	ps, m := j.ps, j.m
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	now := ps.env.now().UnixMilli()
+	if ps.closed || m.u != j.u || m.state != stLive || now > m.expiryMs {
+		m.flags &^= fBridgeBusy
+		b.met.observe(j.reg.app, "stale", 0)
+		return false
+	}
+	if j.msg.TTL > 0 {
+		j.msg.TTL = time.Duration(m.expiryMs-now) * time.Millisecond
+	}
+	return true
 }
 
 // states is every app's breaker state by app.
@@ -562,7 +587,7 @@ func newBridgeMetrics(reg prometheus.Registerer, queued func() int) (*bridgeMetr
 	m := &bridgeMetrics{
 		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushlog_bridge_sends_total",
-			Help: "Messages handed to a mobile bridge (FCM, APNs) by app and outcome: delivered, gone, retry, failed, breaker_open.",
+			Help: "Messages handed to a mobile bridge (FCM, APNs) by app and outcome: delivered, gone, retry, failed, breaker_open, stale (settled, expired or no longer owned while it waited in the send queue: not sent).",
 		}, []string{"app", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pushlog_bridge_send_seconds",

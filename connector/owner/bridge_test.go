@@ -484,3 +484,48 @@ func TestBridgeFloodBounded(t *testing.T) {
 		t.Fatalf("%d sends for %d messages", n, flood)
 	}
 }
+
+// TestBridgeQueuedStaleNotSent: a send that waits in the queue behind a
+// slow one is not made when its message expired (or was dropped)
+// meanwhile; it is counted as stale, and a queued message still live is
+// sent with the TTL left after its wait.
+func TestBridgeQueuedStaleNotSent(t *testing.T) {
+	e := newTestEnv(t)
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	snd := &fakeSender{next: func(n int, _ string, _ bridge.Message) bridge.Result {
+		if n == 1 {
+			<-release
+		}
+		return bridge.Result{Outcome: bridge.Delivered, Status: 200}
+	}}
+	r, uaid, ch := e.startBridged(snd, func(c *BridgeConfig) { c.InFlight, c.Queue = 1, 4 })
+	e.accept(uaid, ch)
+	waitFor(t, "the first send", func() bool { return snd.calls() == 1 })
+	expiring := e.accept(uaid, ch, withTTL(60))
+	deleted := e.accept(uaid, ch)
+	e.accept(uaid, ch, withTTL(600))
+	bs := r.Owner.env.bridges
+	waitFor(t, "three sends queued", func() bool { return bs.queued() == 3 })
+	e.deleteMsg(uaid, deleted)
+	waitFor(t, "the delete folded", func() bool { return pendingOf(r.Owner, 0) == 3 })
+	e.clock.Advance(61 * time.Second)
+	waitFor(t, "expired", func() bool { return e.expiredOf(0)[expiring.GetOffset()] })
+	unblock()
+	waitFor(t, "two acked", func() bool { return len(e.acksOfKind(0, "acked")) == 2 })
+	waitFor(t, "settled", func() bool { return pendingOf(r.Owner, 0) == 0 })
+	time.Sleep(50 * time.Millisecond)
+	if n := snd.calls(); n != 2 {
+		t.Fatalf("%d sends, want 2: a queued send of a settled message was made", n)
+	}
+	if stale := testutil.ToFloat64(bs.met.sends.WithLabelValues("fcm/app", "stale")); stale != 2 {
+		t.Fatalf("stale sends counted %v, want 2", stale)
+	}
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if ttl := snd.got[1].TTL; ttl <= 0 || ttl > 540*time.Second {
+		t.Fatalf("queued send's TTL %s, want the 539 s left after its wait", ttl)
+	}
+}
