@@ -66,7 +66,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if embeddedBroker {
 		// This process's clients reach its broker through pipes, not
 		// loopback TCP (see embedded.Local).
-		local := embedded.NewLocal()
+		local := embedded.NewLocal(logger.With("role", "embedded-kafka"))
 		cluster, err := startEmbedded(cfg, local, logger)
 		if err != nil {
 			return err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
+	"time"
 )
 
 // Local connects the serving process's own Kafka clients to the embedded
@@ -17,8 +19,10 @@ import (
 // processes; Local only adds a second way in, so what the broker sees and
 // answers is unchanged.
 //
-// Pass Local to Start (Config.Local) and Local.Dial to kgo.Dialer.
+// Pass Local to Start (Config.Local) and Local.Dial to kgo.Dialer. A
+// Local serves one broker listener once: closing it ends its dials.
 type Local struct {
+	log    *slog.Logger
 	mu     sync.Mutex
 	addr   string // the broker's TCP address; dials to it become pipes
 	conns  chan net.Conn
@@ -26,9 +30,10 @@ type Local struct {
 	once   sync.Once
 }
 
-// NewLocal returns a Local that is not yet attached to a broker.
-func NewLocal() *Local {
-	return &Local{conns: make(chan net.Conn), closed: make(chan struct{})}
+// NewLocal returns a Local that is not yet attached to a broker; log
+// (nil: none) gets the TCP listener's accept failures.
+func NewLocal(log *slog.Logger) *Local {
+	return &Local{log: log, conns: make(chan net.Conn), closed: make(chan struct{})}
 }
 
 // errLocalClosed is returned by dials after the broker's listener closed.
@@ -87,9 +92,29 @@ type mergedListener struct {
 	tcp   chan accepted
 }
 
+// acceptTCP hands TCP connections to Accept. Only a closed listener ends
+// it: any other Accept error (EMFILE when hostile clients use up the
+// process's descriptors) is retried with a growing pause, as net/http
+// does, because kfake's accept loop stops at the first error it sees and
+// closing the listener would cut the process's own clients off their
+// broker.
 func (m *mergedListener) acceptTCP() {
+	var pause time.Duration
 	for {
 		c, err := m.Listener.Accept()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			if m.local.log != nil {
+				m.local.log.Warn("embedded kafka: accepting a TCP connection failed; retrying", "err", err, "pause", pause)
+			}
+			select {
+			case <-time.After(pause):
+				continue
+			case <-m.local.closed:
+				return
+			}
+		}
+		pause = 0
 		select {
 		case m.tcp <- accepted{c, err}:
 		case <-m.local.closed:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +18,7 @@ import (
 // startLocal starts a broker with a Local attached.
 func startLocal(t testing.TB) (*kfake.Cluster, *Local) {
 	t.Helper()
-	l := NewLocal()
+	l := NewLocal(nil)
 	c, err := Start(Config{Dir: t.TempDir(), Local: l})
 	if err != nil {
 		t.Fatalf("start: %v", err)
@@ -186,4 +188,42 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// flakyListener fails its first Accepts as a process out of descriptors.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return f.Listener.Accept()
+}
+
+// TestLocalAcceptErrorRetried: an Accept error other than a closed
+// listener is not passed to the broker (whose accept loop would stop and
+// close the listener, cutting the process's own clients off too).
+func TestLocalAcceptErrorRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyListener{Listener: ln}
+	flaky.fails.Store(3)
+	m := &mergedListener{Listener: flaky, local: NewLocal(nil), tcp: make(chan accepted)}
+	defer m.Close()
+	go m.acceptTCP()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	conn, err := m.Accept()
+	if err != nil {
+		t.Fatalf("Accept passed on an error it should have retried: %v", err)
+	}
+	conn.Close()
 }

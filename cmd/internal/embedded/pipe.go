@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,8 +15,12 @@ import (
 // kgo pipelines requests and kfake answers from its own goroutines, and a
 // synchronous hand-off made each of them wait for the other's scheduling
 // (closed-loop pushes ran slower than over loopback TCP). A writer waits
-// only while pipeBuffer bytes are unread, so a peer that stops reading
-// holds at most that much.
+// while pipeBuffer bytes are unread, so a direction holds at most that
+// plus one write (read bytes are dropped before the array grows).
+//
+// Errors are the ones kgo retries over TCP: net.ErrClosed on a closed
+// end, EPIPE when writing to a closed peer (with io.ErrClosedPipe kgo gave
+// up on requests it retries after a dropped TCP connection).
 func newPipe() (net.Conn, net.Conn) {
 	ab, ba := newPipeQueue(), newPipeQueue()
 	a := &pipeConn{in: ba, out: ab, done: make(chan struct{})}
@@ -57,6 +62,18 @@ func (q *pipeQueue) reset() {
 	q.buf = q.buf[:0]
 }
 
+// compact moves the unread bytes to the front of the array before a write
+// of n bytes would grow it, or once half of it is read: a reader that
+// never quite catches up (kgo pipelines requests, kfake reads exact frames)
+// must not keep everything ever written in one growing array.
+func (q *pipeQueue) compact(n int) {
+	if q.off == 0 || (len(q.buf)+n <= cap(q.buf) && q.off < len(q.buf)/2) {
+		return
+	}
+	k := copy(q.buf, q.buf[q.off:])
+	q.buf, q.off = q.buf[:k], 0
+}
+
 // pipeKeep is the largest array a drained queue keeps: requests and most
 // responses fit, a takeover's multi-megabyte fetch responses do not.
 const pipeKeep = 256 << 10
@@ -76,6 +93,16 @@ type pipeConn struct {
 	done    chan struct{} // this end closed
 }
 
+// errPipeClosed is the error of I/O on a closed end, as net's for a closed
+// socket.
+func errPipeClosed(op string) error {
+	return &net.OpError{Op: op, Net: "pipe", Addr: pipeAddr{}, Err: net.ErrClosed}
+}
+
+// errPeerClosed is a write's error once the peer closed: EPIPE, as on a
+// socket.
+var errPeerClosed = &net.OpError{Op: "write", Net: "pipe", Addr: pipeAddr{}, Err: os.NewSyscallError("write", syscall.EPIPE)}
+
 type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
@@ -88,7 +115,7 @@ func (c *pipeConn) Read(b []byte) (int, error) {
 	for {
 		select {
 		case <-c.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPipeClosed("read")
 		case <-c.rd.wait():
 			return 0, os.ErrDeadlineExceeded
 		default:
@@ -120,7 +147,7 @@ func (c *pipeConn) Read(b []byte) (int, error) {
 		select {
 		case <-q.readable:
 		case <-c.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPipeClosed("read")
 		case <-c.rd.wait():
 			return 0, os.ErrDeadlineExceeded
 		}
@@ -132,15 +159,16 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 	for {
 		select {
 		case <-c.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPipeClosed("write")
 		case <-c.peer.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPeerClosed
 		case <-c.wd.wait():
 			return 0, os.ErrDeadlineExceeded
 		default:
 		}
 		q.mu.Lock()
 		if len(q.buf)-q.off < pipeBuffer {
+			q.compact(len(b))
 			q.buf = append(q.buf, b...)
 			q.mu.Unlock()
 			signal(q.readable)
@@ -150,9 +178,9 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 		select {
 		case <-q.writable:
 		case <-c.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPipeClosed("write")
 		case <-c.peer.done:
-			return 0, io.ErrClosedPipe
+			return 0, errPeerClosed
 		case <-c.wd.wait():
 			return 0, os.ErrDeadlineExceeded
 		}
