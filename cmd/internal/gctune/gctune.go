@@ -19,12 +19,14 @@
 // back: a goal change starts no collection, the runtime's background
 // scavenger returns only what lies 10% above the last collection's heap
 // goal, and an idle process may not allocate a heap's worth for minutes.
-// So on each busy→quiet transition that leaves more than Headroom bytes
-// above the live heap (the quiet goal), the tuner collects once and
-// returns the free pages to the OS (debug.FreeOSMemory): at most once per
-// transition whose quiet lasts half a second, and at most 1% of the time
-// (ReleaseGap; a release due sooner waits). Releases are counted in pushlog_gc_tune_releases_total and their
-// time in pushlog_gc_tune_release_seconds_total. This is the process's own
+// So on each busy→quiet transition that leaves the heap holding well
+// above the goal the tuner sets for it when quiet (held past live by more
+// than 1.5× the growth that goal allows, see Releasable), the tuner
+// collects once and returns the free pages to the OS (debug.FreeOSMemory):
+// at most once per transition whose quiet lasts half a second, and at
+// most 1% of the wall time (ReleaseGap; a release due sooner waits).
+// Releases are counted in pushlog_gc_tune_releases_total and their time
+// in pushlog_gc_tune_release_seconds_total. This is the process's own
 // policy on its own allocation rate, the same in production as under a
 // load tool, not a collection forced from outside; the tuner never
 // collects otherwise.
@@ -222,16 +224,17 @@ func (t *Tuner) adjust(current *int) {
 	// the busy rate flips busy and quiet between collections, and a
 	// release per flip would return pages it refaults at once.
 	if t.pending && now.Sub(t.quietSince) >= QuietCheck/2 {
-		t.release(now)
+		t.release(now, scanned)
 	}
 }
 
 // release collects once and returns the free heap to the OS if the busy
-// spell left more than Headroom bytes above the live heap. Within
+// spell left the heap well above its quiet goal (Releasable); scanned is
+// what the collector scans, as adjust computed it. Within
 // ReleaseGap of the last release it waits (pending) instead: a release
 // that is due is deferred, not dropped, or a burst right after one would
 // keep its heap.
-func (t *Tuner) release(now time.Time) {
+func (t *Tuner) release(now time.Time, scanned uint64) {
 	if now.Before(t.nextRelease) {
 		return
 	}
@@ -243,7 +246,7 @@ func (t *Tuner) release(now time.Time) {
 			v[i] = s.Value.Uint64()
 		}
 	}
-	if !Releasable(v[0], v[1], v[2], t.cfg.Headroom) {
+	if !Releasable(v[0], v[1], v[2], QuietGrowth(t.cfg.Headroom, scanned, t.cfg.MinPercent, t.max)) {
 		return
 	}
 	// A forced collection, but the process's own and at most one per
@@ -259,21 +262,42 @@ func (t *Tuner) release(now time.Time) {
 
 // Releasable reports whether a heap of live bytes (at the last
 // collection) that holds objects bytes in objects and free bytes of free,
-// not yet returned pages holds more than its quiet heap goal, live+headroom:
-// the garbage among the objects and the free pages are what a collection
-// and a scavenge would return. (Below it the runtime's scavenger would
-// keep the pages anyway, and the collection would gain nothing.)
-func Releasable(live, objects, free uint64, headroom int64) bool {
-	if headroom <= 0 {
+// not yet returned pages holds clearly more than its quiet heap goal: more
+// than live plus 1.5× growth, the growth that goal allows (QuietGrowth).
+// The garbage among the objects and the free pages are what a collection
+// and a scavenge would return. A heap at or near its quiet goal is what
+// the tuner wants it to be: releasing it would force a collection, return
+// pages the next quiet cycle faults back in, and (under a load hovering at
+// the busy rate) do so once per transition. 0 growth: the tuner is off.
+func Releasable(live, objects, free, growth uint64) bool {
+	if growth == 0 {
 		return false
 	}
 	held := objects + free
-	return held > live && held-live > uint64(headroom)
+	return held > live && held-live > growth+growth/2
+}
+
+// QuietGrowth is how far past the live heap the tuner lets a quiet heap
+// grow: headroom, or what the GOGC it sets, Percent(headroom, scanned, lo,
+// hi), lets the heap grow past scanned bytes, whichever is more (more
+// where Percent sits at its floor lo: a heap above headroom/lo). 0 when
+// the tuner is off (no headroom).
+func QuietGrowth(headroom int64, scanned uint64, lo, hi int) uint64 {
+	if headroom <= 0 {
+		return 0
+	}
+	p := Percent(headroom, scanned, lo, hi)
+	pct := uint64(p)
+	return max(uint64(headroom), scanned/100*pct+scanned%100*pct/100) // scanned×p/100 without overflow
 }
 
 // ReleaseGap is how long after a release that took took the next may
-// start: a hundred times as long, so releases take at most 1% of the
-// time, and at least QuietCheck.
+// start: a hundred times as long, so releases take at most 1% of the wall
+// time, and at least QuietCheck. took is the wall time of
+// debug.FreeOSMemory in the tuner's goroutine, not the CPU it burnt: its
+// collection runs on several Ps at once, and pages it returned that are
+// faulted back in later are paid by whoever touches them. The bound is
+// honest for wall time and a rough one for CPU.
 func ReleaseGap(took time.Duration) time.Duration {
 	return max(QuietCheck, 100*took)
 }

@@ -65,21 +65,61 @@ func TestReleasable(t *testing.T) {
 	for _, tc := range []struct {
 		name                string
 		live, objects, free uint64
+		scanned             uint64 // 0: live
 		headroom            int64
 		want                bool
 	}{
-		{"busy heap at twice its live size", 32 * mib, 40 * mib, 24 * mib, 4 * mib, true},
-		{"garbage only, not yet swept", 32 * mib, 48 * mib, 0, 4 * mib, true},
-		{"free pages only", 32 * mib, 32 * mib, 16 * mib, 4 * mib, true},
-		{"within the quiet goal", 32 * mib, 33 * mib, 2 * mib, 4 * mib, false},
-		{"exactly the quiet goal", 32 * mib, 34 * mib, 2 * mib, 4 * mib, false},
-		{"just past the quiet goal", 32 * mib, 34 * mib, 2*mib + 1, 4 * mib, true},
-		{"objects below live (freed since)", 32 * mib, 30 * mib, 1 * mib, 4 * mib, false},
-		{"tuner off", 32 * mib, 64 * mib, 64 * mib, 0, false},
+		// live 32 MiB, headroom 4 MiB: GOGC at the floor 25, so the quiet
+		// goal is 32+8 MiB and a release needs more than 32+12 MiB held.
+		{"busy heap at twice its live size", 32 * mib, 40 * mib, 24 * mib, 0, 4 * mib, true},
+		{"garbage only, not yet swept", 32 * mib, 48 * mib, 0, 0, 4 * mib, true},
+		{"free pages only", 32 * mib, 32 * mib, 16 * mib, 0, 4 * mib, true},
+		{"within the quiet goal", 32 * mib, 33 * mib, 2 * mib, 0, 4 * mib, false},
+		{"exactly live plus headroom", 32 * mib, 34 * mib, 2 * mib, 0, 4 * mib, false},
+		{"just past live plus headroom", 32 * mib, 34 * mib, 2*mib + 1, 0, 4 * mib, false},
+		{"exactly the quiet goal", 32 * mib, 36 * mib, 4 * mib, 0, 4 * mib, false},
+		{"exactly the margin past the quiet goal", 32 * mib, 40 * mib, 4 * mib, 0, 4 * mib, false},
+		{"just past the margin", 32 * mib, 40 * mib, 4*mib + 1, 0, 4 * mib, true},
+		{"objects below live (freed since)", 32 * mib, 30 * mib, 1 * mib, 0, 4 * mib, false},
+		{"tuner off", 32 * mib, 64 * mib, 64 * mib, 0, 0, false},
+		// A large heap's quiet goal is live×1.25, far past the headroom.
+		{"large heap at its quiet goal", 256 * mib, 300 * mib, 20 * mib, 0, 4 * mib, false},
+		{"large heap at twice its live size", 256 * mib, 400 * mib, 112 * mib, 0, 4 * mib, true},
+		// After a busy 10k-connection ramp: live 15-20 MiB (plus stacks
+		// and globals scanned), the busy heap at about twice that.
+		{"after a ramp, 15 MiB live, 30 held", 15 * mib, 24 * mib, 6 * mib, 16 * mib, 4 * mib, true},
+		{"after a ramp, 20 MiB live, 40 held", 20 * mib, 30 * mib, 10 * mib, 21 * mib, 4 * mib, true},
+		{"after a ramp, at its quiet goal", 15 * mib, 18 * mib, 1 * mib, 16 * mib, 4 * mib, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Releasable(tc.live, tc.objects, tc.free, tc.headroom); got != tc.want {
-				t.Fatalf("Releasable(%d, %d, %d, %d) = %v, want %v", tc.live, tc.objects, tc.free, tc.headroom, got, tc.want)
+			scanned := tc.scanned
+			if scanned == 0 {
+				scanned = tc.live
+			}
+			growth := QuietGrowth(tc.headroom, scanned, defaultMinPercent, 100)
+			if got := Releasable(tc.live, tc.objects, tc.free, growth); got != tc.want {
+				t.Fatalf("Releasable(%d, %d, %d, growth %d) = %v, want %v", tc.live, tc.objects, tc.free, growth, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestQuietGrowth(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name     string
+		headroom int64
+		scanned  uint64
+		want     uint64
+	}{
+		{"small heap gets the headroom", 4 * mib, 2 * mib, 4 * mib},
+		{"headroom past the floor", 4 * mib, 16 * mib, 4 * mib},
+		{"large heap grows by the floor's share", 4 * mib, 400 * mib, 100 * mib},
+		{"off", 0, 400 * mib, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := QuietGrowth(tc.headroom, tc.scanned, defaultMinPercent, 100); got != tc.want {
+				t.Fatalf("QuietGrowth(%d, %d) = %d, want %d", tc.headroom, tc.scanned, got, tc.want)
 			}
 		})
 	}
