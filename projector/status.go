@@ -105,10 +105,14 @@ type StatusTable struct {
 	folded map[int32]int64
 	// early holds the outcomes the bound pushed out of msgs before their
 	// MessageAccepted was folded (at most MaxEarly), oldest first in
-	// earlyOrder[earlyHead:] (keys no longer held are skipped).
-	early      map[schema.MessageKey]schema.MessageStatus
-	earlyOrder []schema.MessageKey
+	// earlyOrder[earlyHead:]. A key leaves early when its message comes
+	// and may be held again later: a slot counts only while its seq is the
+	// held one's (earlySeq numbers the holds), and stale slots are
+	// compacted away so earlyOrder stays O(len(early)).
+	early      map[schema.MessageKey]earlyHeld
+	earlyOrder []earlySlot
 	earlyHead  int
+	earlySeq   uint64
 	// earlyDropped counts outcomes the early bound forgot since the last
 	// warning, at most one a minute (earlyWarned).
 	earlyDropped int
@@ -173,7 +177,7 @@ func NewStatusTable(cfg StatusTableConfig) (*StatusTable, error) {
 		cfg.Now = time.Now
 	}
 	t := &StatusTable{cfg: cfg, log: cfg.Logger, msgs: make(map[schema.MessageKey]schema.MessageStatus), next: map[int32]int64{},
-		folded: map[int32]int64{}, early: map[schema.MessageKey]schema.MessageStatus{}}
+		folded: map[int32]int64{}, early: map[schema.MessageKey]earlyHeld{}}
 	t.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushlog_ingest_status_entries",
 		Help: "Messages in the status table of GET /m/{id} (bounded by --status-entries, plus the early outcomes held apart).",
@@ -332,13 +336,27 @@ func (t *StatusTable) earlyLen() int {
 	return len(t.early)
 }
 
+// earlyHeld is an outcome held apart, with the number of its hold.
+type earlyHeld struct {
+	st  schema.MessageStatus
+	seq uint64
+}
+
+// earlySlot is a hold in earlyOrder: current while early[key].seq == seq.
+type earlySlot struct {
+	key schema.MessageKey
+	seq uint64
+}
+
 // Status returns the fold of the message at key (ingest.StatusSource);
 // false when unknown or kept past its time.
 func (t *StatusTable) Status(key schema.MessageKey) (schema.MessageStatus, bool) {
 	t.mu.RLock()
 	st, ok := t.msgs[key]
 	if !ok {
-		st, ok = t.early[key]
+		var h earlyHeld
+		h, ok = t.early[key]
+		st = h.st
 	}
 	t.mu.RUnlock()
 	if !ok || t.expired(st, t.cfg.Now().UnixMilli()) {
@@ -442,8 +460,8 @@ func (t *StatusTable) applyLocked(r *kgo.Record) {
 	before, seen := t.msgs[key]
 	if !seen {
 		if held, ok := t.early[key]; ok {
-			before = held // its message, or more of its outcome
-			delete(t.early, key)
+			before = held.st // its message, or more of its outcome
+			t.unholdEarlyLocked(key)
 		}
 		if len(t.msgs) >= t.cfg.MaxEntries {
 			t.evictOldestLocked()
@@ -579,10 +597,10 @@ func (t *StatusTable) holdEarlyLocked(k schema.MessageKey, st schema.MessageStat
 	for len(t.early) >= t.cfg.MaxEarly && t.earlyHead < len(t.earlyOrder) {
 		old := t.earlyOrder[t.earlyHead]
 		t.earlyHead++
-		if _, ok := t.early[old]; !ok {
-			continue
+		if _, ok := t.heldLocked(old); !ok {
+			continue // released, or held again later: its newer slot counts
 		}
-		delete(t.early, old)
+		t.unholdEarlyLocked(old.key)
 		t.evictions.WithLabelValues("early_bound").Inc()
 		t.earlyDropped++
 	}
@@ -591,9 +609,27 @@ func (t *StatusTable) holdEarlyLocked(k schema.MessageKey, st schema.MessageStat
 			"forgotten", t.earlyDropped, "bound", t.cfg.MaxEarly, "entries", t.cfg.MaxEntries)
 		t.earlyDropped, t.earlyWarned = 0, now
 	}
-	t.early[k] = st
-	t.earlyOrder = append(t.earlyOrder, k)
+	t.earlySeq++
+	t.early[k] = earlyHeld{st: st, seq: t.earlySeq}
+	t.earlyOrder = append(t.earlyOrder, earlySlot{key: k, seq: t.earlySeq})
 	t.compactEarlyLocked()
+}
+
+// heldLocked is the hold s stands for; false when s is stale (its key
+// released, or held again since).
+func (t *StatusTable) heldLocked(s earlySlot) (earlyHeld, bool) {
+	h, ok := t.early[s.key]
+	return h, ok && h.seq == s.seq
+}
+
+// unholdEarlyLocked releases k's hold; once nothing is held, earlyOrder
+// holds only stale slots and starts over.
+func (t *StatusTable) unholdEarlyLocked(k schema.MessageKey) {
+	delete(t.early, k)
+	if len(t.early) == 0 {
+		clear(t.earlyOrder)
+		t.earlyOrder, t.earlyHead = t.earlyOrder[:0], 0
+	}
 }
 
 // Sweep forgets expired messages from the oldest on, stopping at the first
@@ -616,13 +652,15 @@ func (t *StatusTable) Sweep() {
 	}
 	t.compactLocked()
 	for t.earlyHead < len(t.earlyOrder) {
-		k := t.earlyOrder[t.earlyHead]
-		if st, ok := t.early[k]; ok {
-			if !t.expired(st, now) {
+		s := t.earlyOrder[t.earlyHead]
+		if h, ok := t.heldLocked(s); ok {
+			if !t.expired(h.st, now) {
 				break
 			}
-			delete(t.early, k)
+			t.earlyHead++
+			t.unholdEarlyLocked(s.key)
 			t.evictions.WithLabelValues("expired").Inc()
+			continue
 		}
 		t.earlyHead++
 	}
@@ -637,9 +675,21 @@ func (t *StatusTable) compactLocked() {
 	}
 }
 
-// compactEarlyLocked is compactLocked for earlyOrder.
+// compactEarlyLocked is compactLocked for earlyOrder, and also drops the
+// stale slots once they outnumber the holds: keys released and held again
+// behind a long-kept head would otherwise grow earlyOrder without bound.
 func (t *StatusTable) compactEarlyLocked() {
-	if t.earlyHead > 1024 && t.earlyHead*2 > len(t.earlyOrder) {
+	switch {
+	case len(t.earlyOrder) > 2*len(t.early)+1024:
+		live := t.earlyOrder[:0]
+		for _, s := range t.earlyOrder[t.earlyHead:] {
+			if _, ok := t.heldLocked(s); ok {
+				live = append(live, s)
+			}
+		}
+		clear(t.earlyOrder[len(live):])
+		t.earlyOrder, t.earlyHead = live, 0
+	case t.earlyHead > 1024 && t.earlyHead*2 > len(t.earlyOrder):
 		t.earlyOrder = append(t.earlyOrder[:0], t.earlyOrder[t.earlyHead:]...)
 		t.earlyHead = 0
 	}

@@ -360,3 +360,94 @@ func TestStatusTableEarlyOutcomeSurvivesBound(t *testing.T) {
 		t.Errorf("early entries after their keep time: %v", got)
 	}
 }
+
+// earlyTestTable is a status table with small bounds, and helpers that
+// fold a MessageAccepted at (partition, offset) of the messages topic and
+// an Acked of that message from the acks topic.
+func earlyTestTable(t *testing.T, maxEntries, maxEarly int) (tbl *StatusTable, message, ack func(partition int32, offset int64)) {
+	t.Helper()
+	now := time.UnixMilli(1_000_000_000)
+	ms := now.UnixMilli()
+	tbl, err := NewStatusTable(StatusTableConfig{MaxTTL: time.Minute, Keep: time.Hour, MaxEntries: maxEntries, MaxEarly: maxEarly,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ackOffset int64
+	message = func(partition int32, offset int64) {
+		r := statusRecord(t, partition, offset, ms, &pb.MessageAccepted{TtlS: 60})
+		r.Topic = tbl.cfg.Names.Messages
+		tbl.Apply(r)
+	}
+	ack = func(partition int32, offset int64) {
+		r := statusRecord(t, 9, ackOffset, ms+1, &pb.MessageRef{Partition: partition, Offset: offset})
+		r.Topic = tbl.cfg.Names.Acks
+		ackOffset++
+		tbl.Apply(r)
+	}
+	return tbl, message, ack
+}
+
+// TestStatusTableEarlyReheldEvictionOrder: an outcome released from the
+// early set (another outcome of its message came) and held again counts
+// from its second hold: at the early bound the oldest hold goes, not the
+// re-held one through its stale first slot.
+func TestStatusTableEarlyReheldEvictionOrder(t *testing.T) {
+	tbl, _, ack := earlyTestTable(t, 1, 3)
+	key := func(off int64) schema.MessageKey { return schema.MessageKey{Partition: 0, Offset: off} }
+	ack(0, 1)
+	ack(0, 2) // 1 held
+	ack(0, 3) // 2 held
+	ack(0, 1) // 1 released into the table, 3 held
+	ack(0, 4) // 1 held again: holds 2, 3, 1
+	if got := len(tbl.early); got != 3 {
+		t.Fatalf("%d held, want 3", got)
+	}
+	ack(0, 5) // 4 held past the bound: the oldest hold (2) goes
+	if _, ok := tbl.Status(key(2)); ok {
+		t.Error("the oldest hold (2) kept past the early bound")
+	}
+	for _, off := range []int64{1, 3, 4, 5} {
+		if st, ok := tbl.Status(key(off)); !ok || st.State != schema.StateAcked {
+			t.Errorf("outcome %d: %+v %v (the re-held one evicted through its stale slot?)", off, st, ok)
+		}
+	}
+	if got := testutil.ToFloat64(tbl.evictions.WithLabelValues("early_bound")); got != 1 {
+		t.Errorf("early_bound evictions %v, want 1", got)
+	}
+}
+
+// TestStatusTableEarlyOrderBounded: behind one long-held outcome, keys
+// held and released again and again do not grow earlyOrder (Sweep never
+// moves its head past the held one); once nothing is held it starts over.
+func TestStatusTableEarlyOrderBounded(t *testing.T) {
+	tbl, message, ack := earlyTestTable(t, 1, 100)
+	ack(2, 0)
+	ack(0, 1000) // the ack of 2/0 held, for good
+	const churn = 5000
+	for i := range int64(churn) {
+		off := 1000 + i
+		if i > 0 {
+			ack(0, off) // the previous message leaves the table (settled, accepted)
+		}
+		message(1, i)   // this ack held
+		message(0, off) // and released by its message
+		if i%100 == 0 {
+			tbl.Sweep()
+		}
+		// At most 2 held at once: compaction keeps 2*2+1024 slots, plus the one appended.
+		if n, bound := len(tbl.earlyOrder), 2*2+1025; n > bound {
+			t.Fatalf("after %d holds earlyOrder has %d slots for %d held (bound %d)", i+1, n, len(tbl.early), bound)
+		}
+	}
+	if st, ok := tbl.Status(schema.MessageKey{Partition: 2, Offset: 0}); !ok || st.State != schema.StateAcked {
+		t.Fatalf("the long-held outcome: %+v %v", st, ok)
+	}
+	if got := testutil.ToFloat64(tbl.evictions.WithLabelValues("early_bound")); got != 0 {
+		t.Errorf("early_bound evictions %v, want 0", got)
+	}
+	message(2, 0)
+	if len(tbl.early) != 0 || len(tbl.earlyOrder) != 0 || tbl.earlyHead != 0 {
+		t.Errorf("nothing held: earlyOrder %d slots, head %d, %d held", len(tbl.earlyOrder), tbl.earlyHead, len(tbl.early))
+	}
+}
