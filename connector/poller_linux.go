@@ -34,19 +34,26 @@ type poller struct {
 	wake [2]int // a pipe: writing to it stops the wait loop
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	conns map[int32]*conn
-	gen   uint32 // tells a reused fd number from the one an event was for
-	done  chan struct{}
-	stop  sync.Once
+	mu     sync.Mutex
+	conns  map[int32]*conn
+	gen    uint32 // tells a reused fd number from the one an event was for
+	closed bool   // set with mu held as epfd closes: no epoll_ctl after it
+	done   chan struct{}
+	stop   sync.Once
 
 	// idle are the parked workers' hand-off channels, the one parked last
 	// at the end. An event is handed only to a parked worker, never queued
 	// behind a busy one (a register waits for its durable write).
-	idleMu  sync.Mutex
-	idle    []chan *conn
-	quit    chan struct{}  // closed by close: the workers return
-	workers sync.WaitGroup // the running workers
+	//
+	// close does not wait for the workers: one serving a conn may block
+	// on that conn's read (up to ReadTimeout) or a register's durable
+	// write, and close runs after Shutdown's deadline may have passed;
+	// events that found every worker busy run on goroutines of their own
+	// that no count covers anyway. A worker still serving after close
+	// finds the poller closed and does not re-arm.
+	idleMu sync.Mutex
+	idle   []chan *conn
+	quit   chan struct{} // closed by close: the idle workers return
 }
 
 // serveWorkers is how many persistent goroutines serve readiness events;
@@ -77,7 +84,6 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		return nil, fmt.Errorf("epoll add wake pipe: %w", err)
 	}
 	go p.loop()
-	p.workers.Add(serveWorkers)
 	for range serveWorkers {
 		go p.worker()
 	}
@@ -88,6 +94,10 @@ func newPoller(log *slog.Logger) (*poller, error) {
 // wrapped conn): it is served by a blocking goroutine instead.
 var errNoFD = errors.New("connection has no pollable fd")
 
+// errPollerClosed means the poller closed (server shutdown) before the
+// connection could be watched.
+var errPollerClosed = errors.New("poller closed")
+
 // add starts watching c; c.serveReady runs whenever it is readable.
 func (p *poller) add(c *conn) error {
 	fd, err := connFD(c.nc)
@@ -96,6 +106,9 @@ func (p *poller) add(c *conn) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return errPollerClosed
+	}
 	if c.proto.Phase() == stateClosed { // closed before it was watched
 		return errConnClosed
 	}
@@ -111,11 +124,12 @@ func (p *poller) add(c *conn) error {
 	return nil
 }
 
-// rearm watches c again after a read burst.
+// rearm watches c again after a read burst; not once the poller closed
+// (its epfd number may belong to another file by then).
 func (p *poller) rearm(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !c.polled { // removed meanwhile: the fd may already belong to another socket
+	if p.closed || !c.polled { // c removed meanwhile: its fd may already belong to another socket
 		return
 	}
 	ev := syscall.EpollEvent{Events: epollFlags, Fd: c.fd, Pad: int32(c.pollGen)}
@@ -136,6 +150,9 @@ func (p *poller) remove(c *conn) {
 	c.polled = false
 	if p.conns[c.fd] == c {
 		delete(p.conns, c.fd)
+	}
+	if p.closed { // closing epfd dropped every watch; its number may be reused
+		return
 	}
 	_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
 }
@@ -190,7 +207,6 @@ func (p *poller) dispatch(c *conn) {
 // wait loop hands them, and it has returned when quit closes: a conn handed
 // just before is still served.
 func (p *poller) worker() {
-	defer p.workers.Done()
 	in := make(chan *conn, 1)
 	for {
 		p.idleMu.Lock()
@@ -205,6 +221,21 @@ func (p *poller) worker() {
 				p.serve(c)
 			default:
 			}
+			p.unpark(in)
+			return
+		}
+	}
+}
+
+// unpark takes a returning worker's channel off the idle list: nothing
+// hands to it any more, and an empty list after close tells that every
+// parked worker returned.
+func (p *poller) unpark(in chan *conn) {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	for i, w := range p.idle {
+		if w == in {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
 			return
 		}
 	}
@@ -217,16 +248,24 @@ func (p *poller) serve(c *conn) {
 }
 
 // close stops the wait loop and the idle workers (a busy one returns when
-// its connection is served). Watched connections are left to their owners.
+// its connection is served; close does not wait for it, see idle).
+// Watched connections are left to their owners. The fds close under mu
+// with closed set, so no rearm, add or remove runs epoll_ctl on a closed
+// (and maybe reused) epfd number.
 func (p *poller) close() {
 	p.stop.Do(func() {
 		_, _ = syscall.Write(p.wake[1], []byte{1})
 		<-p.done
 		close(p.quit)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.closed = true
 		p.closeFDs()
 	})
 }
 
+// closeFDs closes the epoll instance and the wake pipe. The caller holds
+// mu, or has not shared p yet.
 func (p *poller) closeFDs() {
 	syscall.Close(p.wake[0])
 	syscall.Close(p.wake[1])
