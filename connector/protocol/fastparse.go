@@ -30,32 +30,17 @@ func parseFast(data []byte) (m Message, ok bool) {
 	s := fastScanner{b: data}
 	var seen uint8
 	ok = s.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
 		switch string(key) { // no allocation: the compiler compares in place
 		case "messageType":
-			bit = fastType
+			var ok bool
 			m.MessageType, ok = s.messageType()
-		case "channelID":
-			bit = fastChannel
-			m.ChannelID, ok = s.str()
-		case "version":
-			bit = fastVersion
-			m.Version, ok = s.str()
-		case "code":
-			bit = fastCode
-			m.Code, ok = s.code()
+			return ok && once(&seen, fastType)
 		case "updates":
-			bit = fastUpdates
+			var ok bool
 			m.Updates, ok = s.updates()
-		default:
-			return false
+			return ok && once(&seen, fastUpdates)
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return s.ackField(key, &seen, &m.ChannelID, &m.Version, &m.Code)
 	})
 	if !ok || !s.end() {
 		return Message{}, false
@@ -208,26 +193,37 @@ func (s *fastScanner) update() (Ack, bool) {
 	s.i = save
 	var seen uint8
 	ok := s.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
-		switch string(key) {
-		case "channelID":
-			bit = fastChannel
-			u.ChannelID, ok = s.str()
-		case "version":
-			bit = fastVersion
-			u.Version, ok = s.str()
-		case "code":
-			bit = fastCode
-			u.Code, ok = s.code()
-		default:
-			return false
-		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return s.ackField(key, &seen, &u.ChannelID, &u.Version, &u.Code)
 	})
 	return u, ok
+}
+
+// ackField reads the value of key when it is one of the fields a message
+// and an update share (channelID, version, code) into its place; false for
+// any other key, a value the fast path declines, or a key seen before.
+func (s *fastScanner) ackField(key []byte, seen *uint8, channelID, version *string, code **float64) bool {
+	var ok bool
+	var bit uint8
+	switch string(key) {
+	case "channelID":
+		bit = fastChannel
+		*channelID, ok = s.str()
+	case "version":
+		bit = fastVersion
+		*version, ok = s.str()
+	case "code":
+		bit = fastCode
+		*code, ok = s.code()
+	}
+	return ok && once(seen, bit)
+}
+
+// once marks bit in seen; false if it was marked already (a duplicate key
+// is declined: encoding/json's last-wins is not copied).
+func once(seen *uint8, bit uint8) bool {
+	if *seen&bit != 0 {
+		return false
+	}
+	*seen |= bit
+	return true
 }
