@@ -59,10 +59,7 @@ func TestLocalPipesAndTCP(t *testing.T) {
 	if err := tcp.ProduceSync(ctx, &kgo.Record{Value: []byte("tcp")}).FirstErr(); err != nil {
 		t.Fatalf("produce over tcp: %v", err)
 	}
-	for _, tc := range []struct {
-		name string
-		dial func(context.Context, string, string) (net.Conn, error)
-	}{{"pipe", l.Dial}, {"tcp", nil}} {
+	for _, tc := range transports(l) {
 		t.Run(tc.name, func(t *testing.T) {
 			cons := localClient(t, c, tc.dial, kgo.ConsumeTopics("t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 			var got []string
@@ -118,10 +115,7 @@ func TestLocalDialAfterClose(t *testing.T) {
 // per round trip (user+system, all goroutines: client and broker).
 func BenchmarkProduceRoundTrip(b *testing.B) {
 	c, l := startLocal(b)
-	for _, bc := range []struct {
-		name string
-		dial func(context.Context, string, string) (net.Conn, error)
-	}{{"tcp", nil}, {"pipe", l.Dial}} {
+	for _, bc := range transports(l) {
 		b.Run(bc.name, func(b *testing.B) {
 			cl := localClient(b, c, bc.dial, kgo.RequiredAcks(kgo.AllISRAcks()))
 			ctx := context.Background()
@@ -147,10 +141,7 @@ func BenchmarkProduceRoundTrip(b *testing.B) {
 // loopback TCP.
 func BenchmarkProduceConcurrent(b *testing.B) {
 	c, l := startLocal(b)
-	for _, bc := range []struct {
-		name string
-		dial func(context.Context, string, string) (net.Conn, error)
-	}{{"tcp", nil}, {"pipe", l.Dial}} {
+	for _, bc := range transports(l) {
 		b.Run(bc.name, func(b *testing.B) {
 			cl := localClient(b, c, bc.dial, kgo.RequiredAcks(kgo.AllISRAcks()))
 			cons := localClient(b, c, bc.dial, kgo.ConsumeTopics("t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
@@ -180,6 +171,16 @@ func BenchmarkProduceConcurrent(b *testing.B) {
 			b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// transport is one way a client reaches the broker: nil dial is TCP.
+type transport struct {
+	name string
+	dial func(context.Context, string, string) (net.Conn, error)
+}
+
+func transports(l *Local) []transport {
+	return []transport{{"tcp", nil}, {"pipe", l.Dial}}
 }
 
 func cpuTime(b *testing.B) time.Duration {

@@ -112,15 +112,11 @@ func (c *pipeConn) LocalAddr() net.Addr  { return pipeAddr{} }
 func (c *pipeConn) RemoteAddr() net.Addr { return pipeAddr{} }
 
 func (c *pipeConn) Read(b []byte) (int, error) {
+	q := c.in
 	for {
-		select {
-		case <-c.done:
-			return 0, errPipeClosed("read")
-		case <-c.rd.wait():
-			return 0, os.ErrDeadlineExceeded
-		default:
+		if err := c.stopped(opRead); err != nil {
+			return 0, err
 		}
-		q := c.in
 		q.mu.Lock()
 		if q.off < len(q.buf) {
 			n := copy(b, q.buf[q.off:])
@@ -144,27 +140,15 @@ func (c *pipeConn) Read(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		select {
-		case <-q.readable:
-		case <-c.done:
-			return 0, errPipeClosed("read")
-		case <-c.rd.wait():
-			return 0, os.ErrDeadlineExceeded
-		}
+		c.block(opRead, q.readable)
 	}
 }
 
 func (c *pipeConn) Write(b []byte) (int, error) {
 	q := c.out
 	for {
-		select {
-		case <-c.done:
-			return 0, errPipeClosed("write")
-		case <-c.peer.done:
-			return 0, errPeerClosed
-		case <-c.wd.wait():
-			return 0, os.ErrDeadlineExceeded
-		default:
+		if err := c.stopped(opWrite); err != nil {
+			return 0, err
 		}
 		q.mu.Lock()
 		if len(q.buf)-q.off < pipeBuffer {
@@ -175,16 +159,51 @@ func (c *pipeConn) Write(b []byte) (int, error) {
 			return len(b), nil
 		}
 		q.mu.Unlock()
-		select {
-		case <-q.writable:
-		case <-c.done:
-			return 0, errPipeClosed("write")
-		case <-c.peer.done:
-			return 0, errPeerClosed
-		case <-c.wd.wait():
-			return 0, os.ErrDeadlineExceeded
-		}
+		c.block(opWrite, q.writable)
 	}
+}
+
+const (
+	opRead  = "read"
+	opWrite = "write"
+)
+
+// stopped is the error that ends a read or write now: this end closed,
+// the peer closed (writes only: a read drains what was queued first), or
+// the op's deadline passed; nil when none has.
+func (c *pipeConn) stopped(op string) error {
+	peer, deadline := c.watch(op)
+	select {
+	case <-c.done:
+		return errPipeClosed(op)
+	case <-peer:
+		return errPeerClosed
+	case <-deadline:
+		return os.ErrDeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// block waits until ready is signalled or something stopped would report
+// happens; the caller's loop then looks again.
+func (c *pipeConn) block(op string, ready <-chan struct{}) {
+	peer, deadline := c.watch(op)
+	select {
+	case <-ready:
+	case <-c.done:
+	case <-peer:
+	case <-deadline:
+	}
+}
+
+// watch is what ends op besides this end's close: the peer's close (nil
+// for reads: never ready) and op's deadline.
+func (c *pipeConn) watch(op string) (peer, deadline <-chan struct{}) {
+	if op == opWrite {
+		return c.peer.done, c.wd.wait()
+	}
+	return nil, c.rd.wait()
 }
 
 // Close closes this end: its reads and writes fail, the peer reads what
