@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -138,6 +139,20 @@ func DecodeAccepted(r *kgo.Record) (Accepted, bool) {
 	id, err := ParseUAID(string(a.UAIDText))
 	a.UAID = id
 	return a, err == nil
+}
+
+// Equal reports whether a and b carry the same fields as their readers
+// see them (a nil and an empty value are both "nothing"); the
+// differential tests of the partial decoders compare with it.
+func (a Accepted) Equal(b Accepted) bool {
+	for _, p := range [][2][]byte{{a.EventID, b.EventID}, {a.UAIDText, b.UAIDText}, {a.ChannelID, b.ChannelID}, {a.Payload, b.Payload},
+		{a.Encoding, b.Encoding}, {a.Encryption, b.Encryption}, {a.CryptoKey, b.CryptoKey}, {a.Topic, b.Topic},
+		{a.VapidSub, b.VapidSub}, {a.VapidKeyHash, b.VapidKeyHash}, {a.ReceiptSub, b.ReceiptSub}} {
+		if !bytes.Equal(p[0], p[1]) {
+			return false
+		}
+	}
+	return a.TimeMs == b.TimeMs && a.UAID == b.UAID && a.TTLS == b.TTLS && a.Urgency == b.Urgency && a.KeyBound == b.KeyBound
 }
 
 // AcceptedOf is the Accepted of a fully decoded event (the slow path);
