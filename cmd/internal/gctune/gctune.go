@@ -75,7 +75,8 @@ type Tuner struct {
 	lastAt     time.Time // when
 	busy       bool      // the last adjust found the process busy (plain GOGC)
 
-	heap        []metrics.Sample // what a release would return
+	heap        []metrics.Sample                    // what a release would return
+	heapStats   func() (live, objects, free uint64) // reads heap; tests replace it
 	releases    prometheus.Counter
 	releaseTime prometheus.Counter
 	pending     bool      // a busy→quiet transition has not been released yet
@@ -88,7 +89,7 @@ func New(cfg Config) *Tuner {
 	if cfg.MinPercent <= 0 {
 		cfg.MinPercent = defaultMinPercent
 	}
-	return &Tuner{
+	t := &Tuner{
 		cfg: cfg,
 		samples: []metrics.Sample{
 			{Name: "/gc/heap/live:bytes"},
@@ -111,6 +112,22 @@ func New(cfg Config) *Tuner {
 		}),
 		gcs: make(chan struct{}, 1),
 	}
+	t.heapStats = t.readHeap
+	return t
+}
+
+// readHeap reads the figures Releasable weighs: the live heap at the last
+// collection, the bytes in objects (live or not yet swept) and the free
+// pages not yet returned to the OS.
+func (t *Tuner) readHeap() (live, objects, free uint64) {
+	metrics.Read(t.heap)
+	var v [3]uint64
+	for i, s := range t.heap {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
+	}
+	return v[0], v[1], v[2]
 }
 
 // Run tunes GOGC until ctx ends, then restores the process's own value.
@@ -239,14 +256,8 @@ func (t *Tuner) release(now time.Time, scanned uint64) {
 		return
 	}
 	t.pending = false
-	metrics.Read(t.heap)
-	var v [3]uint64
-	for i, s := range t.heap {
-		if s.Value.Kind() == metrics.KindUint64 {
-			v[i] = s.Value.Uint64()
-		}
-	}
-	if !Releasable(v[0], v[1], v[2], QuietGrowth(t.cfg.Headroom, scanned, t.cfg.MinPercent, t.max)) {
+	live, objects, free := t.heapStats()
+	if !Releasable(live, objects, free, QuietGrowth(t.cfg.Headroom, scanned, t.cfg.MinPercent, t.max)) {
 		return
 	}
 	// A forced collection, but the process's own and at most one per
