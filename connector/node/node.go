@@ -97,6 +97,7 @@ type parts struct {
 	broadcasts func(context.Context) error // folds the broadcasts topic into the sockets' table
 	sockets    func(context.Context) error // serves until ctx ends, then closes every socket
 	drain      func(context.Context)       // waits for the clients' acks
+	held       func()                      // writes the owner's held Delivered events
 	flush      func(context.Context) error // makes the clients' events durable
 }
 
@@ -169,6 +170,7 @@ func (n *Node) buildOwner() error {
 	}
 	n.owner = own
 	n.parts.owner = own.Run
+	n.parts.held = own.WriteHeld
 	cfg.Server.Link = own
 	if cfg.Cluster == nil {
 		return nil
@@ -259,8 +261,9 @@ func (n *Node) BridgeBreakers() map[string]gobreaker.State {
 //
 //  1. the router stops moving sessions;
 //  2. drain: the clients ack what they were sent (DrainTimeout);
-//  3. flush: their Acked events become durable, so where they reconnect
-//     the owner reads them first;
+//  3. flush: their Acked events (and the owner's Delivered events it held
+//     for acks, owner.DeliveredHold) become durable, so where they
+//     reconnect the owner reads them first;
 //  4. close sockets (close frame 1001), flushing their Disconnected events;
 //  5. leave group: the owner commits and leaves, and the next owner of its
 //     partitions reads every ack our clients made, redelivering nothing
@@ -302,6 +305,9 @@ func (n *Node) drainAndFlush(ctx context.Context) {
 	defer cancel()
 	if n.parts.drain != nil {
 		n.parts.drain(dctx)
+	}
+	if n.parts.held != nil {
+		n.parts.held()
 	}
 	if err := n.parts.flush(dctx); err != nil {
 		n.log.Warn("flush before closing sockets", "err", err)

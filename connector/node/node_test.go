@@ -69,6 +69,7 @@ func fakeParts(r *recorder, shape string, fail map[string]chan error) parts {
 		return p
 	}
 	p.owner = r.until("owner", fail["owner"])
+	p.held = func() { r.note("held") }
 	if shape == "single" {
 		return p
 	}
@@ -86,8 +87,9 @@ func fakeParts(r *recorder, shape string, fail map[string]chan error) parts {
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestRunShutdownOrder: cancelling Run's ctx, or a component failing,
-// stops every component in the order drain → flush → close sockets →
-// leave group → close the node link, each only after the one before.
+// stops every component in the order drain → write the owner's held
+// Delivered events → flush → close sockets → leave group → close the node
+// link, each only after the one before.
 func TestRunShutdownOrder(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -97,19 +99,19 @@ func TestRunShutdownOrder(t *testing.T) {
 		wantErr string
 	}{
 		{"cluster", "cluster", "",
-			[]string{"router stopped", "drain", "flush", "sockets stopped", "owner stopped", "link stopped"}, ""},
+			[]string{"router stopped", "drain", "held", "flush", "sockets stopped", "owner stopped", "link stopped"}, ""},
 		{"single node", "single", "",
-			[]string{"flush", "sockets stopped", "owner stopped"}, ""},
+			[]string{"held", "flush", "sockets stopped", "owner stopped"}, ""},
 		{"tool link", "tool", "",
 			[]string{"flush", "sockets stopped"}, ""},
 		{"owner fails", "cluster", "owner",
-			[]string{"owner failed", "router stopped", "drain", "flush", "sockets stopped", "link stopped"}, "owner: boom"},
+			[]string{"owner failed", "router stopped", "drain", "held", "flush", "sockets stopped", "link stopped"}, "owner: boom"},
 		{"sockets fail", "cluster", "sockets",
-			[]string{"sockets failed", "router stopped", "drain", "flush", "owner stopped", "link stopped"}, "connector: boom"},
+			[]string{"sockets failed", "router stopped", "drain", "held", "flush", "owner stopped", "link stopped"}, "connector: boom"},
 		{"link fails", "cluster", "link",
-			[]string{"link failed", "router stopped", "drain", "flush", "sockets stopped", "owner stopped"}, "link: boom"},
+			[]string{"link failed", "router stopped", "drain", "held", "flush", "sockets stopped", "owner stopped"}, "link: boom"},
 		{"single owner fails", "single", "owner",
-			[]string{"owner failed", "flush", "sockets stopped"}, "owner: boom"},
+			[]string{"owner failed", "held", "flush", "sockets stopped"}, "owner: boom"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

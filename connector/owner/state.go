@@ -202,6 +202,12 @@ type partState struct {
 	committed [numGroupTopics]int64 // last watermarks committed successfully
 	closed    bool
 
+	// held are Delivered events not written yet (deliver.go,
+	// holdDelivered), by message offset; heldTimer writes them when no
+	// ack came within DeliveredHold.
+	held      map[int64]*pb.Event
+	heldTimer *time.Timer
+
 	idle idleScan // the idle-expiry pass in progress (uaids.go)
 
 	handles handleCache // interned topics, VAPID subjects and encodings
@@ -834,6 +840,7 @@ func (ps *partState) watermarks() [numGroupTopics]int64 {
 
 // release frees what the partition holds when it is given up.
 func (ps *partState) release() {
+	ps.flushHeld() // deliveries happened: their events are written, not dropped
 	ps.closed = true
 	ps.idle.end()
 	for _, m := range ps.msgs.items() {

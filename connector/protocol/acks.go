@@ -41,9 +41,12 @@ func (c *Client) ack(env *Env, m *Message, now time.Time, out *Output) {
 		}
 		ev := schema.NewEvent(c.uaid.String(), now)
 		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: code}}
+		// The owner first: it writes the message's held Delivered event
+		// (owner.DeliveredHold), which then shares a produce request with
+		// this Acked.
+		out.add(Effect{Kind: OwnerAcked, Ref: ref})
 		out.add(Effect{Kind: Produce, Event: ev})
 		out.add(Effect{Kind: CountAck, Code: int(code)})
-		out.add(Effect{Kind: OwnerAcked, Ref: ref})
 	}
 	if !matched && c.Phase() == Ready {
 		c.spend(env, now, 1, out)
