@@ -118,6 +118,10 @@ type uaidState struct {
 	sessGen  uint32
 	presence *presence
 	fetching bool // a payload re-read is in flight
+	// ttl0: pending may hold a live TTL 0 message (set when one is
+	// added, cleared by the offline pass that drops them), so that pass
+	// does not walk every pending message of every offline push.
+	ttl0 bool
 }
 
 func (u *uaidState) uaid() string { return u.id.String() }
@@ -404,6 +408,9 @@ func (ps *partState) accept(rec *kgo.Record, a *schema.Accepted, id schema.UAID)
 	ps.msgs.push(m)
 	m.u = u
 	u.pending = append(u.pending, m)
+	if m.flags&fTTL0 != 0 {
+		u.ttl0 = true
+	}
 	if o, ok := ps.orphans[m.offset]; ok {
 		delete(ps.orphans, m.offset)
 		if o.uaid == id {
@@ -720,12 +727,13 @@ func (ps *partState) evaluateOffline(u *uaidState) {
 	now := ps.env.now().UnixMilli()
 	// A bridged UAID never has a socket: its TTL 0 messages go to the
 	// bridge with TTL 0 (bridge.go), as autopush sends them.
-	if u.session == nil && ps.bridged[u.id] == nil {
+	if u.ttl0 && u.session == nil && ps.bridged[u.id] == nil {
 		for _, m := range u.pending {
 			if m.state == stLive && m.flags&fTTL0 != 0 && now <= m.expiryMs {
 				ps.markSettling(m, reasonDropped+uint8(pb.DropReason_DROP_REASON_TTL_ZERO_OFFLINE))
 			}
 		}
+		u.ttl0 = false // what was live is settling; expired ones never deliver
 	}
 	ps.enforceLimit(u)
 }

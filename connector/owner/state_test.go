@@ -482,3 +482,47 @@ func TestLongReplayOneUAID(t *testing.T) {
 	}
 	t.Logf("folded %d messages and %d acks in %v", n, n-1, time.Since(start))
 }
+
+// TestTTLZeroOfflinePass: a TTL 0 message delivered while its UAID was
+// attached, and not acked when it left, is dropped (TTL_ZERO_OFFLINE) by
+// the UAID's next push while offline; the pass walks only UAIDs that may
+// hold a live TTL 0 message (ttl0), not every offline UAID's backlog.
+func TestTTLZeroOfflinePass(t *testing.T) {
+	clock := newFakeClock()
+	l := newLog(t, 0, clock)
+	uaid, plain, ch := uaidIn(0), uaidIn(0), newChannel()
+	id, _ := schema.ParseUAID(uaid)
+	plainID, _ := schema.ParseUAID(plain)
+	ps, rec := newTestPart(t, 0, clock)
+	ps.setPositions([numGroupTopics]int64{}, [numGroupTopics]int64{})
+	foldAll(ps, []*kgo.Record{l.add(uaid, &pb.ChannelRegistered{ChannelId: ch}), l.add(plain, &pb.ChannelRegistered{ChannelId: ch})})
+	accept := func(u string, ttl int64) int64 {
+		r := l.add(u, &pb.MessageAccepted{ChannelId: ch, Payload: []byte("x"), Encoding: "aes128gcm", TtlS: ttl})
+		foldAll(ps, []*kgo.Record{r})
+		return r.Offset
+	}
+	s := newSession()
+	ps.mu.Lock()
+	ps.attach(id, s)
+	ps.mu.Unlock()
+	ttl0 := accept(uaid, 0)
+	if got := s.offsets(); !slices.Equal(got, []int64{ttl0}) {
+		t.Fatalf("delivered %v, want the TTL 0 message %d", got, ttl0)
+	}
+	ps.mu.Lock()
+	ps.detach(id, s)
+	ps.mu.Unlock()
+	accept(uaid, 3600)
+	for range 3 {
+		accept(plain, 3600)
+	}
+	want := []string{fmt.Sprintf("%d:DROP_REASON_TTL_ZERO_OFFLINE", ttl0)}
+	if got := rec.settlements(); !slices.Equal(got, want) {
+		t.Fatalf("settlements %v, want %v", got, want)
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.uaids[id].ttl0 || ps.uaids[plainID].ttl0 {
+		t.Fatalf("ttl0 left set: %v (dropped), %v (never had one)", ps.uaids[id].ttl0, ps.uaids[plainID].ttl0)
+	}
+}
