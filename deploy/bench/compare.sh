@@ -159,8 +159,20 @@ if [[ -n "$pin" ]]; then
 fi
 
 # start_server SIDE LABEL: runs SIDE's pushlog; sets server_pid, ws_url,
-# debug_url.
+# debug_url. A port picked free can be taken before the server binds it
+# (the load tool's thousands of client sockets use the same ephemeral
+# range): then it starts again on other ports, at most three times.
 start_server() {
+	local _
+	for _ in 1 2 3; do
+		start_server_once "$@" && return 0
+		grep -q "address already in use" "$work/serve-$2.log" 2>/dev/null || return 1
+		echo "pushlog ($1): a port was taken before it bound; starting again on other ports" >&2
+	done
+	return 1
+}
+
+start_server_once() {
 	local side="$1" label="$2" http ws dbg data
 	http="$(free_port)" ws="$(free_port)" dbg="$(free_port)"
 	data="$work/data-$label"
