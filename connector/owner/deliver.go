@@ -1,6 +1,7 @@
 package owner
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -128,6 +129,10 @@ const maxHeld = 4096
 // holdDelivered keeps ev, the Delivered event of the message at off, until
 // its ack, DeliveredHold, or the partition's release (flushHeld).
 func (ps *partState) holdDelivered(off int64, ev *pb.Event) {
+	if ps.env.noHold.Load() {
+		ps.writeDelivered(off, ev)
+		return
+	}
 	if old := ps.held[off]; old != nil {
 		ps.writeDelivered(off, old) // an earlier attempt's: keep both, in order
 	}
@@ -137,6 +142,7 @@ func (ps *partState) holdDelivered(off int64, ev *pb.Event) {
 	ps.held[off] = ev
 	switch {
 	case len(ps.held) > maxHeld:
+		ps.env.heldOverflows.Add(1)
 		ps.flushHeld()
 	case len(ps.held) == 1:
 		if ps.heldTimer == nil {
@@ -171,21 +177,48 @@ func (ps *partState) heldExpired() {
 
 // flushHeld writes every held Delivered event.
 func (ps *partState) flushHeld() {
-	if len(ps.held) == 0 {
+	for _, h := range ps.takeHeld() {
+		ps.writeDelivered(h.off, h.ev)
+	}
+}
+
+// writeHeldLater is flushHeld for a partition being released: the caller
+// holds the owner's lock too, and a producer whose buffer is full (Kafka
+// down) would block every owner call until its delivery timeout, so the
+// events are written from a goroutine of their own.
+func (ps *partState) writeHeldLater() {
+	held := ps.takeHeld()
+	if len(held) == 0 {
 		return
 	}
-	offs := make([]int64, 0, len(ps.held))
-	for off := range ps.held {
-		offs = append(offs, off)
+	go func() {
+		for _, h := range held {
+			ps.writeDelivered(h.off, h.ev)
+		}
+	}()
+}
+
+type heldEvent struct {
+	off int64
+	ev  *pb.Event
+}
+
+// takeHeld empties the held events and returns them in offset order (a
+// UAID's deliveries in their order).
+func (ps *partState) takeHeld() []heldEvent {
+	if len(ps.held) == 0 {
+		return nil
 	}
-	slices.Sort(offs) // a UAID's deliveries in their order
-	for _, off := range offs {
-		ps.writeDelivered(off, ps.held[off])
+	out := make([]heldEvent, 0, len(ps.held))
+	for off, ev := range ps.held {
+		out = append(out, heldEvent{off, ev})
 	}
+	slices.SortFunc(out, func(a, b heldEvent) int { return cmp.Compare(a.off, b.off) })
 	clear(ps.held)
 	if ps.heldTimer != nil {
 		ps.heldTimer.Stop()
 	}
+	return out
 }
 
 func (ps *partState) writeDelivered(off int64, ev *pb.Event) {
@@ -253,9 +286,11 @@ func (ps *partState) ackedLocally(id schema.UAID, ref *pb.MessageRef) {
 }
 
 // WriteHeld writes every Delivered event still waiting for its ack
-// (DeliveredHold). A node shutting down calls it before it flushes its
-// producer, so that no delivery's event is left unwritten.
+// (DeliveredHold), and from then on every delivery's at once. A node
+// shutting down calls it before it flushes its producer, so that no
+// delivery's event is left for a flush that will not come.
 func (o *Owner) WriteHeld() {
+	o.env.noHold.Store(true)
 	o.mu.Lock()
 	parts := make([]*partState, 0, len(o.parts))
 	for _, ps := range o.parts {

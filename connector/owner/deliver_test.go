@@ -40,34 +40,35 @@ func TestHeldDelivered(t *testing.T) {
 		do        func(ps *partState)
 		want      []string // written at once, in order
 		stillHeld int
+		later     bool // want is written by a goroutine, not at once
 	}{
 		{"held until something happens", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
-		}, nil, 1},
+		}, nil, 1, false},
 		{"an ack writes its own at once", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.holdDelivered(6, delivered(6, 1))
 			ps.ackedLocally(id, &pb.MessageRef{Partition: 1, Offset: 6})
-		}, []string{"6/1"}, 1},
+		}, []string{"6/1"}, 1, false},
 		{"an ack of nothing held writes nothing", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.ackedLocally(id, &pb.MessageRef{Partition: 1, Offset: 9})
-		}, nil, 1},
+		}, nil, 1, false},
 		{"a second attempt writes the first", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.holdDelivered(5, delivered(5, 2))
-		}, []string{"5/1"}, 1},
+		}, []string{"5/1"}, 1, false},
 		{"release writes all in offset order", func(ps *partState) {
 			ps.holdDelivered(7, delivered(7, 1))
 			ps.holdDelivered(3, delivered(3, 1))
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.release()
-		}, []string{"3/1", "5/1", "7/1"}, 0},
+		}, []string{"3/1", "5/1", "7/1"}, 0, true},
 		{"past the bound all are written", func(ps *partState) {
 			for off := range int64(maxHeld + 1) {
 				ps.holdDelivered(off, delivered(off, 1))
 			}
-		}, nil, 0},
+		}, nil, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ps, rec := newTestPart(t, 1, newFakeClock())
@@ -76,7 +77,14 @@ func TestHeldDelivered(t *testing.T) {
 			held := len(ps.held)
 			got := written(rec)
 			ps.mu.Unlock()
+			if tc.later {
+				waitFor(t, "released events written", func() bool { return len(written(rec)) == len(tc.want) })
+				got = written(rec)
+			}
 			if tc.name == "past the bound all are written" {
+				if n := ps.env.heldOverflows.Load(); n != 1 {
+					t.Fatalf("overflows counted %d, want 1", n)
+				}
 				tc.want = nil
 				for off := range maxHeld + 1 {
 					tc.want = append(tc.want, strconv.Itoa(off)+"/1")
@@ -110,7 +118,7 @@ func TestWriteHeld(t *testing.T) {
 		ps.holdDelivered(4, ev)
 		ps.mu.Unlock()
 	}
-	o := &Owner{parts: map[int32]*partState{1: ps1, 2: ps2}}
+	o := &Owner{parts: map[int32]*partState{1: ps1, 2: ps2}, env: ps1.env}
 	o.WriteHeld()
 	for i, rec := range []*recorder{rec1, rec2} {
 		rec.mu.Lock()
@@ -119,5 +127,19 @@ func TestWriteHeld(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("partition %d: %d events written, want 1", i+1, n)
 		}
+	}
+	// Shutting down: a delivery from now on is written at once, within
+	// the node's flushes, not held for one that will not come.
+	ev := schema.NewEvent(uaidIn(1), newFakeClock().Now())
+	ev.Body = &pb.Event_Delivered{Delivered: &pb.Delivered{Msg: &pb.MessageRef{Partition: 1, Offset: 5}, Attempt: 1}}
+	ps1.mu.Lock()
+	ps1.holdDelivered(5, ev)
+	held := len(ps1.held)
+	ps1.mu.Unlock()
+	rec1.mu.Lock()
+	n := len(rec1.evs)
+	rec1.mu.Unlock()
+	if held != 0 || n != 2 {
+		t.Fatalf("after WriteHeld: %d held, %d written; want 0 held, 2 written", held, n)
 	}
 }

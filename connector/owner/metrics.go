@@ -13,7 +13,7 @@ import (
 type ownerCollector struct {
 	o                                                  *Owner
 	pending, partPending, parts, ready, uaids, payload *prometheus.Desc
-	oldest, budget                                     *prometheus.Desc
+	oldest, budget, held, heldOverflows                *prometheus.Desc
 }
 
 func newOwnerCollector(o *Owner) *ownerCollector {
@@ -21,20 +21,22 @@ func newOwnerCollector(o *Owner) *ownerCollector {
 		return prometheus.NewDesc("pushlog_owner_"+name, help, labels, nil)
 	}
 	return &ownerCollector{
-		o:           o,
-		pending:     d("pending_messages", "Unsettled messages held by this node's owner, over its partitions."),
-		partPending: d("partition_pending_messages", "Unsettled messages per owned partition.", "partition"),
-		parts:       d("partitions", "Partition numbers this node owns."),
-		ready:       d("partitions_ready", "Owned partitions caught up (delivering and deciding)."),
-		uaids:       d("uaids", "UAIDs with state in the owned partitions."),
-		payload:     d("payload_bytes", "Payload bytes kept in memory."),
-		budget:      d("payload_budget_bytes", "The bound of pushlog_owner_payload_bytes (past it payloads are re-read from Kafka when delivered); negative: none kept in memory."),
-		oldest:      d("oldest_pending_age_seconds", "Age of the oldest unsettled message held by this node's owner (now minus its acceptance time); 0 when nothing is pending."),
+		o:             o,
+		pending:       d("pending_messages", "Unsettled messages held by this node's owner, over its partitions."),
+		partPending:   d("partition_pending_messages", "Unsettled messages per owned partition.", "partition"),
+		parts:         d("partitions", "Partition numbers this node owns."),
+		ready:         d("partitions_ready", "Owned partitions caught up (delivering and deciding)."),
+		uaids:         d("uaids", "UAIDs with state in the owned partitions."),
+		payload:       d("payload_bytes", "Payload bytes kept in memory."),
+		budget:        d("payload_budget_bytes", "The bound of pushlog_owner_payload_bytes (past it payloads are re-read from Kafka when delivered); negative: none kept in memory."),
+		oldest:        d("oldest_pending_age_seconds", "Age of the oldest unsettled message held by this node's owner (now minus its acceptance time); 0 when nothing is pending."),
+		held:          d("delivered_held", "Delivered events waiting for their message's ack (at most 100 ms, 4,096 per partition) so that both are written in one produce request."),
+		heldOverflows: d("delivered_held_overflows_total", "Times a partition held 4,096 Delivered events nobody acked and wrote them all at once."),
 	}
 }
 
 func (c *ownerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload, c.budget, c.oldest} {
+	for _, d := range []*prometheus.Desc{c.pending, c.partPending, c.parts, c.ready, c.uaids, c.payload, c.budget, c.oldest, c.held, c.heldOverflows} {
 		ch <- d
 	}
 }
@@ -55,6 +57,8 @@ func (c *ownerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.payload, prometheus.GaugeValue, float64(st.PayloadBytes))
 	ch <- prometheus.MustNewConstMetric(c.budget, prometheus.GaugeValue, float64(c.o.cfg.PayloadBudget))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, c.oldestAge(st.OldestPendingMs))
+	ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(st.HeldDelivered))
+	ch <- prometheus.MustNewConstMetric(c.heldOverflows, prometheus.CounterValue, float64(c.o.env.heldOverflows.Load()))
 }
 
 // oldestAge is the age in seconds of a message accepted at ms (0: none),

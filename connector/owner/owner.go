@@ -909,6 +909,8 @@ type Stats struct {
 	Pending      int   // unsettled messages over all partitions
 	UAIDs        int   // UAIDs with any state
 	PayloadBytes int64 // payload bytes kept in memory
+	// HeldDelivered: Delivered events waiting for their message's ack.
+	HeldDelivered int
 
 	// OldestPendingMs is the acceptance time (Unix ms) of the oldest
 	// unsettled message over all partitions; 0 when nothing is pending.
@@ -923,8 +925,11 @@ type PartitionStats struct {
 	UAIDs     int
 	Attached  int
 	Orphans   int
-	Skipped   int64                 // corrupt, unknown or misrouted records
-	Next      [numGroupTopics]int64 // next offsets of messages, acks, registrations
+	Skipped   int64 // corrupt, unknown or misrouted records
+	// HeldDelivered: Delivered events waiting for their message's ack
+	// (DeliveredHold).
+	HeldDelivered int
+	Next          [numGroupTopics]int64 // next offsets of messages, acks, registrations
 
 	// OldestPendingMs: acceptance time (Unix ms) of the oldest unsettled
 	// message; 0 when none.
@@ -947,6 +952,7 @@ func (o *Owner) Stats() Stats {
 			s.Partitions = append(s.Partitions, st)
 			s.Pending += st.Pending
 			s.UAIDs += st.UAIDs
+			s.HeldDelivered += st.HeldDelivered
 			if st.OldestPendingMs > 0 && (s.OldestPendingMs == 0 || st.OldestPendingMs < s.OldestPendingMs) {
 				s.OldestPendingMs = st.OldestPendingMs
 			}

@@ -176,11 +176,17 @@ type env struct {
 	idleResets    atomic.Int64
 	// reread fetches payloads of u's messages at offsets and delivers
 	// them; nil disables re-reads (payloads must then stay in memory).
-	reread  func(ps *partState, u *uaidState, offsets []int64)
-	budget  atomic.Int64 // payload bytes held in memory
-	gen     atomic.Uint32
-	limit   int64 // payload budget in bytes; <0 keeps none
-	graceMs int64
+	reread func(ps *partState, u *uaidState, offsets []int64)
+	budget atomic.Int64 // payload bytes held in memory
+	// noHold: the node is shutting down (WriteHeld ran), so Delivered
+	// events are written at once, within its flushes.
+	noHold atomic.Bool
+	// heldOverflows counts the times a partition held maxHeld Delivered
+	// events and wrote them all (deliveries nobody acks).
+	heldOverflows atomic.Int64
+	gen           atomic.Uint32
+	limit         int64 // payload budget in bytes; <0 keeps none
+	graceMs       int64
 }
 
 // partState is the fold of one partition number over every topic.
@@ -848,7 +854,7 @@ func (ps *partState) watermarks() [numGroupTopics]int64 {
 
 // release frees what the partition holds when it is given up.
 func (ps *partState) release() {
-	ps.flushHeld() // deliveries happened: their events are written, not dropped
+	ps.writeHeldLater() // deliveries happened: their events are written, not dropped
 	ps.closed = true
 	ps.idle.end()
 	for _, m := range ps.msgs.items() {
@@ -864,7 +870,7 @@ func (ps *partState) release() {
 
 // stats counts what the partition tracks.
 func (ps *partState) stats() PartitionStats {
-	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.recs), Orphans: len(ps.orphans), Skipped: ps.skipped.Load()}
+	s := PartitionStats{Partition: ps.p, Ready: ps.ready, UAIDs: len(ps.recs), Orphans: len(ps.orphans), Skipped: ps.skipped.Load(), HeldDelivered: len(ps.held)}
 	s.Pending, s.OldestPendingMs = ps.msgs.unsettled, ps.msgs.oldestMs()
 	for id, u := range ps.uaids {
 		if u.session != nil {

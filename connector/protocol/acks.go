@@ -41,12 +41,14 @@ func (c *Client) ack(env *Env, m *Message, now time.Time, out *Output) {
 		}
 		ev := schema.NewEvent(c.uaid.String(), now)
 		ev.Body = &pb.Event_Acked{Acked: &pb.Acked{Msg: ref, Code: code}}
-		// The owner first: it writes the message's held Delivered event
-		// (owner.DeliveredHold), which then shares a produce request with
-		// this Acked.
-		out.add(Effect{Kind: OwnerAcked, Ref: ref})
+		// The Acked is queued before the owner is told: a node's drain
+		// waits for the count OwnerAcked lowers, then flushes, so the
+		// Acked is in that flush. The owner then writes the message's held
+		// Delivered event (owner.DeliveredHold) a moment later, while the
+		// producer has yet to send the Acked: usually one request.
 		out.add(Effect{Kind: Produce, Event: ev})
 		out.add(Effect{Kind: CountAck, Code: int(code)})
+		out.add(Effect{Kind: OwnerAcked, Ref: ref})
 	}
 	if !matched && c.Phase() == Ready {
 		c.spend(env, now, 1, out)

@@ -367,17 +367,17 @@ func TestMachine(t *testing.T) {
 		// this socket are free; others cost a token each.
 		{"ack a delivered notification", ready, []input{
 			{deliver: notification(ch1, 7)},
-			{in: ack(version(u1, ch1, 7), 100), want: []string{"owner-acked p=3 o=7", "produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100"}},
+			{in: ack(version(u1, ch1, 7), 100), want: []string{"produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100", "owner-acked p=3 o=7"}},
 			// Taken: acking it again opens the version (costs a token).
-			{in: ack(version(u1, ch1, 7), 100), want: []string{"owner-acked p=3 o=7", "produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100"}},
+			{in: ack(version(u1, ch1, 7), 100), want: []string{"produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100", "owner-acked p=3 o=7"}},
 		}, Ready},
 		{"ack a message of an earlier connection", ready, []input{
-			{in: ack(version(u1, ch1, 5), 102), want: []string{"owner-acked p=3 o=5", "produce acked U1 p=3 o=5 ch=" + ch1 + " code=102", "count-ack 102"}},
+			{in: ack(version(u1, ch1, 5), 102), want: []string{"produce acked U1 p=3 o=5 ch=" + ch1 + " code=102", "count-ack 102", "owner-acked p=3 o=5"}},
 		}, Ready},
 		{"ack codes: 101 kept, others count as delivered", ready, []input{
-			{in: ack(version(u1, ch1, 5), 101), want: []string{"owner-acked p=3 o=5", "produce acked U1 p=3 o=5 ch=" + ch1 + " code=101", "count-ack 101"}},
-			{in: ack(version(u1, ch1, 6), 7), want: []string{"owner-acked p=3 o=6", "produce acked U1 p=3 o=6 ch=" + ch1 + " code=100", "count-ack 100"}},
-			{in: `{"messageType":"ack","updates":[{"version":"` + version(u1, ch1, 8) + `"}]}`, want: []string{"owner-acked p=3 o=8", "produce acked U1 p=3 o=8 ch=" + ch1 + " code=100", "count-ack 100"}},
+			{in: ack(version(u1, ch1, 5), 101), want: []string{"produce acked U1 p=3 o=5 ch=" + ch1 + " code=101", "count-ack 101", "owner-acked p=3 o=5"}},
+			{in: ack(version(u1, ch1, 6), 7), want: []string{"produce acked U1 p=3 o=6 ch=" + ch1 + " code=100", "count-ack 100", "owner-acked p=3 o=6"}},
+			{in: `{"messageType":"ack","updates":[{"version":"` + version(u1, ch1, 8) + `"}]}`, want: []string{"produce acked U1 p=3 o=8 ch=" + ch1 + " code=100", "count-ack 100", "owner-acked p=3 o=8"}},
 		}, Ready},
 		{"ack of another uaid's or an undecodable version is ignored", ready, []input{
 			{in: ack(version(u9, ch1, 5), 100)},
@@ -395,7 +395,7 @@ func TestMachine(t *testing.T) {
 			{in: nack(version(u1, ch1, 7), 302), want: []string{"produce nacked U1 p=3 o=7 ch=" + ch1 + " code=302", "count-nack 302"}},
 			{in: nack(version(u1, ch1, 7), 999), want: []string{"produce nacked U1 p=3 o=7 ch=" + ch1 + " code=0", "count-nack 0"}},
 			// Still delivered here: its ack is free and needs no opening.
-			{in: ack(version(u1, ch1, 7), 100), want: []string{"owner-acked p=3 o=7", "produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100"}},
+			{in: ack(version(u1, ch1, 7), 100), want: []string{"produce acked U1 p=3 o=7 ch=" + ch1 + " code=100", "count-ack 100", "owner-acked p=3 o=7"}},
 		}, Ready},
 		{"nack of an unknown version is ignored", ready, []input{{in: nack("garbage", 301)}, {in: nack(version(u9, ch1, 1), 301)}}, Ready},
 
@@ -835,7 +835,7 @@ func notification(ch string, off int) *link.Notification {
 
 // acked is what the ack of offset off of CH1 produces.
 func acked(off int) []string {
-	return []string{fmt.Sprintf("owner-acked p=3 o=%d", off), fmt.Sprintf("produce acked U1 p=3 o=%d ch=%s code=100", off, ch1), "count-ack 100"}
+	return []string{fmt.Sprintf("produce acked U1 p=3 o=%d ch=%s code=100", off, ch1), "count-ack 100", fmt.Sprintf("owner-acked p=3 o=%d", off)}
 }
 
 // deliveredAcks delivers n notifications (more than MaxMessagesPerMinute)

@@ -212,6 +212,7 @@ start_server_once() {
 	done
 	echo "pushlog ($side) not ready after 60s:" >&2
 	tail -20 "$work/serve-$label.log" >&2
+	stop_server
 	return 1
 }
 
