@@ -45,11 +45,14 @@ type ipLimiter struct {
 	exempt func(netip.Addr) bool // nil: none
 	mu     sync.Mutex
 	byAddr map[netip.Addr]*protocol.Rate
-	pruned int64 // unix nanoseconds of the last prune of a full table
+	pruned int64 // clock of the last prune of a full table
+	// epoch: the buckets count nanoseconds from it on the monotonic
+	// clock (a wall-clock step moves none); zero: Unix time.
+	epoch time.Time
 }
 
 func newIPLimiter(perMinute int) *ipLimiter {
-	return &ipLimiter{n: perMinute, exempt: proxyAddr, byAddr: map[netip.Addr]*protocol.Rate{}}
+	return &ipLimiter{n: perMinute, exempt: proxyAddr, byAddr: map[netip.Addr]*protocol.Rate{}, epoch: time.Now()}
 }
 
 // proxyAddr reports addresses a proxy in front of pushlog would use.
@@ -69,6 +72,9 @@ func (l *ipLimiter) allow(remoteAddr string, now time.Time) (ok, untracked bool)
 	}
 	addr = rateKey(addr)
 	ts := now.UnixNano()
+	if !l.epoch.IsZero() {
+		ts = int64(now.Sub(l.epoch))
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := l.byAddr[addr]

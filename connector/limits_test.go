@@ -356,7 +356,9 @@ func TestConnectionRatePerIP(t *testing.T) {
 }
 
 func TestIPLimiter(t *testing.T) {
-	now := time.Unix(1000, 0)
+	// The limiter counts on the monotonic clock from its start: times a
+	// little after the limiters made below.
+	now := time.Now().Add(time.Second)
 	tests := []struct {
 		name  string
 		addrs []string // connections in order, at the same instant
@@ -400,7 +402,7 @@ func TestIPLimiter(t *testing.T) {
 // when full of busy addresses new ones are admitted untracked, and once
 // their buckets are full again the table is pruned.
 func TestIPLimiterTableBound(t *testing.T) {
-	now := time.Unix(1000, 0)
+	now := time.Now().Add(time.Second)
 	l := newIPLimiter(1)
 	for i := range maxTrackedIPs {
 		a := netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)})
