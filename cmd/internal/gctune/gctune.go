@@ -79,9 +79,17 @@ type Tuner struct {
 	heapStats   func() (live, objects, free uint64) // reads heap; tests replace it
 	releases    prometheus.Counter
 	releaseTime prometheus.Counter
-	pending     bool      // a busy→quiet transition has not been released yet
-	quietSince  time.Time // when that transition was seen
-	nextRelease time.Time // no release before (ReleaseGap after the last)
+	pending     bool // a busy→quiet transition has not been released yet
+	// spellLive and spellScanned are the least live and scanned bytes a
+	// collection of the last busy spell found (spellGCs of them). A
+	// collection counts what is allocated while it marks as live, and a
+	// busy process on a loaded machine marks long: the last collection's
+	// figures can be hundreds of MiB of garbage, which made a heap that
+	// was mostly garbage look at its quiet goal and kept it (the release
+	// test failed under CI load). The least of them is the safer guess.
+	spellLive, spellScanned uint64
+	quietSince              time.Time // when that transition was seen
+	nextRelease             time.Time // no release before (ReleaseGap after the last)
 }
 
 // New returns a tuner; nothing changes until Run.
@@ -218,6 +226,18 @@ func (t *Tuner) adjust(current *int) {
 	wasBusy := t.busy
 	t.busy = headroom > t.cfg.Headroom
 	if t.busy {
+		var live uint64
+		if v := t.samples[0].Value; v.Kind() == metrics.KindUint64 {
+			live = v.Uint64()
+		}
+		if !wasBusy || live < t.spellLive {
+			t.spellLive = live
+		}
+		if !wasBusy || scanned < t.spellScanned {
+			t.spellScanned = scanned
+		}
+	}
+	if t.busy {
 		// Busy: the process allocates more than the headroom per
 		// AllocWindow. A tight goal then lies behind what is allocated
 		// between a collection and this turn after it, so collections ran
@@ -257,6 +277,7 @@ func (t *Tuner) release(now time.Time, scanned uint64) {
 	}
 	t.pending = false
 	live, objects, free := t.heapStats()
+	live, scanned = min(live, t.spellLive), min(scanned, t.spellScanned)
 	if !Releasable(live, objects, free, QuietGrowth(t.cfg.Headroom, scanned, t.cfg.MinPercent, t.max)) {
 		return
 	}
