@@ -112,11 +112,12 @@ func (ps *partState) deliverOne(u *uaidState, s link.Session, m *pending) error 
 
 // DeliveredHold is how long a Delivered event waits for its message's ack
 // before it is written. A client acks within milliseconds, and the
-// connection node reports the ack (Link.Acked) just before it writes the
-// Acked event with the same producer, so the two records travel in one
-// produce request and are read in one fetch: a connected push costs two
-// appends and two owner wake-ups instead of three (measured: about a fifth
-// of the CPU per push at 100/s). Nothing waits on a Delivered event by the
+// connection node reports the ack (Link.Acked) right after it queued the
+// Acked event with the same producer, which has usually not sent it yet,
+// so the two records travel in one produce request and are read in one
+// fetch: a connected push costs two appends and two owner wake-ups
+// instead of three (measured: produce requests per 100/s run 8,814 →
+// 6,180, CPU per push lower in six of six pairs). Nothing waits on a Delivered event by the
 // millisecond: its time is the delivery's, the fold is order-independent
 // (Delivered only raises attempts, never unsettles), and status and
 // analytics read it whenever it comes.
@@ -291,13 +292,7 @@ func (ps *partState) ackedLocally(id schema.UAID, ref *pb.MessageRef) {
 // delivery's event is left for a flush that will not come.
 func (o *Owner) WriteHeld() {
 	o.env.noHold.Store(true)
-	o.mu.Lock()
-	parts := make([]*partState, 0, len(o.parts))
-	for _, ps := range o.parts {
-		parts = append(parts, ps)
-	}
-	o.mu.Unlock()
-	for _, ps := range parts {
+	for _, ps := range o.partList() {
 		ps.mu.Lock()
 		ps.flushHeld()
 		ps.mu.Unlock()

@@ -817,12 +817,7 @@ func (o *Owner) sweepLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := o.cfg.Now()
-		o.mu.RLock()
-		parts := make([]*partState, 0, len(o.parts))
-		for _, ps := range o.parts {
-			parts = append(parts, ps)
-		}
-		o.mu.RUnlock()
+		parts := o.partList()
 		probe := time.Since(lastProbe) >= o.probeEvery
 		if probe {
 			lastProbe = time.Now()
@@ -936,16 +931,22 @@ type PartitionStats struct {
 	OldestPendingMs int64
 }
 
-// Stats returns a snapshot of the owner's state.
-func (o *Owner) Stats() Stats {
+// partList returns the owned partitions' states, so that each can be
+// locked in turn without holding o.mu.
+func (o *Owner) partList() []*partState {
 	o.mu.RLock()
+	defer o.mu.RUnlock()
 	parts := make([]*partState, 0, len(o.parts))
 	for _, ps := range o.parts {
 		parts = append(parts, ps)
 	}
-	o.mu.RUnlock()
+	return parts
+}
+
+// Stats returns a snapshot of the owner's state.
+func (o *Owner) Stats() Stats {
 	var s Stats
-	for _, ps := range parts {
+	for _, ps := range o.partList() {
 		ps.mu.Lock()
 		if !ps.closed {
 			st := ps.stats()
