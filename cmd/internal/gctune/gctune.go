@@ -81,7 +81,7 @@ type Tuner struct {
 	releaseTime prometheus.Counter
 	pending     bool // a busy→quiet transition has not been released yet
 	// spellLive and spellScanned are the least live and scanned bytes a
-	// collection of the last busy spell found (spellGCs of them). A
+	// collection of the last busy spell found. A
 	// collection counts what is allocated while it marks as live, and a
 	// busy process on a loaded machine marks long: the last collection's
 	// figures can be hundreds of MiB of garbage, which made a heap that
@@ -236,8 +236,6 @@ func (t *Tuner) adjust(current *int) {
 		if !wasBusy || scanned < t.spellScanned {
 			t.spellScanned = scanned
 		}
-	}
-	if t.busy {
 		// Busy: the process allocates more than the headroom per
 		// AllocWindow. A tight goal then lies behind what is allocated
 		// between a collection and this turn after it, so collections ran
