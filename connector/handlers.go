@@ -38,7 +38,7 @@ func newProtocolEnv(cfg Config, bcast *broadcasts, log *slog.Logger) protocol.En
 		Sealer:                    cfg.Sealer,
 		Broadcasts:                bcast,
 		Log:                       log,
-		Epoch:                     time.Now(),
+		Clock:                     protocol.Clock{Epoch: time.Now()},
 	}
 }
 

@@ -45,14 +45,12 @@ type ipLimiter struct {
 	exempt func(netip.Addr) bool // nil: none
 	mu     sync.Mutex
 	byAddr map[netip.Addr]*protocol.Rate
-	pruned int64 // clock of the last prune of a full table
-	// epoch: the buckets count nanoseconds from it on the monotonic
-	// clock (a wall-clock step moves none); zero: Unix time.
-	epoch time.Time
+	pruned int64          // clock of the last prune of a full table
+	clock  protocol.Clock // what the buckets count on
 }
 
 func newIPLimiter(perMinute int) *ipLimiter {
-	return &ipLimiter{n: perMinute, exempt: proxyAddr, byAddr: map[netip.Addr]*protocol.Rate{}, epoch: time.Now()}
+	return &ipLimiter{n: perMinute, exempt: proxyAddr, byAddr: map[netip.Addr]*protocol.Rate{}, clock: protocol.Clock{Epoch: time.Now()}}
 }
 
 // proxyAddr reports addresses a proxy in front of pushlog would use.
@@ -71,10 +69,7 @@ func (l *ipLimiter) allow(remoteAddr string, now time.Time) (ok, untracked bool)
 		return true, false
 	}
 	addr = rateKey(addr)
-	ts := now.UnixNano()
-	if !l.epoch.IsZero() {
-		ts = int64(now.Sub(l.epoch))
-	}
+	ts := l.clock.Nanos(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := l.byAddr[addr]

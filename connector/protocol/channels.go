@@ -11,7 +11,7 @@ import (
 
 // allowRegistration takes one token of the client's registration rate.
 func (c *Client) allowRegistration(env *Env, now time.Time, out *Output) bool {
-	if c.regRate.Allow(env.clock(now), env.MaxRegistrationsPerMinute, time.Minute, 1) {
+	if c.regRate.Allow(env.Clock.Nanos(now), env.MaxRegistrationsPerMinute, time.Minute, 1) {
 		return true
 	}
 	out.refused(LimitRegistrations)

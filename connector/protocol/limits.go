@@ -58,6 +58,22 @@ func (g *Rate) Allow(now int64, n int, period time.Duration, cost int) bool {
 	return true
 }
 
+// Clock turns times into the nanoseconds a Rate counts: since Epoch on
+// the monotonic clock, so a wall-clock step (NTP, a resumed VM) neither
+// refills the buckets nor empties them for as long as the clock went back
+// (which refused every client until then). Epoch must carry time.Now's
+// monotonic reading; a zero Epoch (tests that give their own times)
+// counts Unix nanoseconds.
+type Clock struct{ Epoch time.Time }
+
+// Nanos is now on the clock.
+func (c Clock) Nanos(now time.Time) int64 {
+	if c.Epoch.IsZero() {
+		return now.UnixNano()
+	}
+	return int64(now.Sub(c.Epoch))
+}
+
 // Full reports whether the bucket is full again at now: the same as a
 // bucket never used, so a table of buckets may forget it.
 func (g *Rate) Full(now int64) bool { return g.tat <= now }

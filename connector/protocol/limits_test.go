@@ -72,24 +72,24 @@ func TestChanSet(t *testing.T) {
 	}
 }
 
-// TestEnvClock: with an Epoch the rate buckets count on the monotonic
+// TestClock: with an Epoch the rate buckets count on the monotonic
 // clock from it (time.Time.Sub uses the monotonic readings, which no
 // wall-clock step moves; a test cannot step the wall clock, so this holds
 // the arithmetic); without one, Unix time as the tests give it.
-func TestEnvClock(t *testing.T) {
+func TestClock(t *testing.T) {
 	epoch := time.Now()
 	unix := time.Unix(1_800_000_000, 5)
 	for _, tc := range []struct {
 		name string
-		env  Env
+		c    Clock
 		now  time.Time
 		want int64
 	}{
-		{"no epoch: unix nanoseconds", Env{}, unix, unix.UnixNano()},
-		{"since the epoch", Env{Epoch: epoch}, epoch.Add(90 * time.Second), int64(90 * time.Second)},
-		{"at the epoch", Env{Epoch: epoch}, epoch, 0},
+		{"no epoch: unix nanoseconds", Clock{}, unix, unix.UnixNano()},
+		{"since the epoch", Clock{Epoch: epoch}, epoch.Add(90 * time.Second), int64(90 * time.Second)},
+		{"at the epoch", Clock{Epoch: epoch}, epoch, 0},
 	} {
-		if got := tc.env.clock(tc.now); got != tc.want {
+		if got := tc.c.Nanos(tc.now); got != tc.want {
 			t.Errorf("%s: clock = %d, want %d", tc.name, got, tc.want)
 		}
 	}

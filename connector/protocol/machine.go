@@ -147,21 +147,9 @@ type Env struct {
 	Broadcasts                *Broadcasts
 	NewUAID                   func() schema.UAID // nil: schema.RandomUAID
 	Log                       *slog.Logger       // nil: no logs
-	// Epoch is when the server started, with time.Now's monotonic
-	// reading: the rate buckets count from it (clock). Zero: Unix time.
-	Epoch time.Time
-}
-
-// clock is now in nanoseconds since Epoch on the monotonic clock, so a
-// wall-clock step (NTP, a resumed VM) neither refills the rate buckets nor
-// empties them for as long as the clock went back (which refused every
-// client until then). Without an Epoch (tests that give their own times),
-// Unix nanoseconds.
-func (e *Env) clock(now time.Time) int64 {
-	if e.Epoch.IsZero() {
-		return now.UnixNano()
-	}
-	return int64(now.Sub(e.Epoch))
+	// Clock is what the rate buckets count on; its Epoch is when the
+	// server started.
+	Clock Clock
 }
 
 func (e *Env) newUAID() schema.UAID {
@@ -452,7 +440,7 @@ func (c *Client) Resume(env *Env, now time.Time, req *Request, res Result) Outpu
 // socket is closed with 4774 (autopush's "back off") and spend reports
 // false.
 func (c *Client) spend(env *Env, now time.Time, cost int, out *Output) bool {
-	if c.msgRate.Allow(env.clock(now), env.MaxMessagesPerMinute, time.Minute, cost) {
+	if c.msgRate.Allow(env.Clock.Nanos(now), env.MaxMessagesPerMinute, time.Minute, cost) {
 		return true
 	}
 	out.refused(LimitMessages)
@@ -464,7 +452,7 @@ func (c *Client) spend(env *Env, now time.Time, cost int, out *Output) bool {
 // ping answers `{}`; a client pinging more often than MinClientPing is
 // told to back off (4774), as autopush does.
 func (c *Client) ping(env *Env, now time.Time, out *Output) {
-	n := env.clock(now)
+	n := env.Clock.Nanos(now)
 	if c.lastPing != 0 && n-c.lastPing < int64(env.MinClientPing) {
 		out.close(CloseBackoff, "too many pings")
 		return
