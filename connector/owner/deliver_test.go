@@ -35,40 +35,45 @@ func TestHeldDelivered(t *testing.T) {
 		}
 		return out
 	}
+	var pastBound []string // what the bound's case writes: every offset, in order
+	for off := range maxHeld + 1 {
+		pastBound = append(pastBound, strconv.Itoa(off)+"/1")
+	}
 	for _, tc := range []struct {
 		name      string
 		do        func(ps *partState)
 		want      []string // written at once, in order
 		stillHeld int
-		later     bool // want is written by a goroutine, not at once
+		later     bool  // want is written by a goroutine, not at once
+		overflows int64 // times the bound was reached
 	}{
 		{"held until something happens", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
-		}, nil, 1, false},
+		}, nil, 1, false, 0},
 		{"an ack writes its own at once", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.holdDelivered(6, delivered(6, 1))
 			ps.ackedLocally(id, &pb.MessageRef{Partition: 1, Offset: 6})
-		}, []string{"6/1"}, 1, false},
+		}, []string{"6/1"}, 1, false, 0},
 		{"an ack of nothing held writes nothing", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.ackedLocally(id, &pb.MessageRef{Partition: 1, Offset: 9})
-		}, nil, 1, false},
+		}, nil, 1, false, 0},
 		{"a second attempt writes the first", func(ps *partState) {
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.holdDelivered(5, delivered(5, 2))
-		}, []string{"5/1"}, 1, false},
+		}, []string{"5/1"}, 1, false, 0},
 		{"release writes all in offset order", func(ps *partState) {
 			ps.holdDelivered(7, delivered(7, 1))
 			ps.holdDelivered(3, delivered(3, 1))
 			ps.holdDelivered(5, delivered(5, 1))
 			ps.release()
-		}, []string{"3/1", "5/1", "7/1"}, 0, true},
+		}, []string{"3/1", "5/1", "7/1"}, 0, true, 0},
 		{"past the bound all are written", func(ps *partState) {
 			for off := range int64(maxHeld + 1) {
 				ps.holdDelivered(off, delivered(off, 1))
 			}
-		}, nil, 0, false},
+		}, pastBound, 0, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ps, rec := newTestPart(t, 1, newFakeClock())
@@ -81,14 +86,8 @@ func TestHeldDelivered(t *testing.T) {
 				waitFor(t, "released events written", func() bool { return len(written(rec)) == len(tc.want) })
 				got = written(rec)
 			}
-			if tc.name == "past the bound all are written" {
-				if n := ps.env.heldOverflows.Load(); n != 1 {
-					t.Fatalf("overflows counted %d, want 1", n)
-				}
-				tc.want = nil
-				for off := range maxHeld + 1 {
-					tc.want = append(tc.want, strconv.Itoa(off)+"/1")
-				}
+			if n := ps.env.heldOverflows.Load(); n != tc.overflows {
+				t.Fatalf("overflows counted %d, want %d", n, tc.overflows)
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("written %.200v, want %.200v", got, tc.want)
