@@ -5,6 +5,7 @@ package connector
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"syscall"
 )
 
@@ -21,3 +22,7 @@ func (p *poller) close()          {}
 
 // tryWrite writes nothing without blocking here: the blocking write does it all.
 func tryWrite(syscall.Conn, []byte) (int, error) { return 0, nil }
+
+// detachSock keeps nc: without the connector's own poller the runtime's
+// watches every socket.
+func detachSock(nc net.Conn) net.Conn { return nc }

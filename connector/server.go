@@ -287,11 +287,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	// From here on frames are read and written by the conn (wsframe.go);
 	// gorilla's Conn is dropped.
-	c := &conn{srv: s, nc: ws.NetConn(), id: newConnID(), since: now.UnixNano(), opened: s.wheel.at(now), ua: ua}
+	nc := ws.NetConn()
+	if s.poll != nil { // the connector's epoll watches it; the runtime's need not
+		nc = detachSock(nc)
+	}
+	c := &conn{srv: s, nc: nc, id: newConnID(), since: now.UnixNano(), opened: s.wheel.at(now), ua: ua}
 	c.lastRecv.Store(c.opened)
 	if !s.admit(c) {
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(closeGoingAway, "server shutting down"), now.Add(closeWriteWait))
-		_ = ws.Close()
+		_ = c.writeControl(opClose, websocket.FormatCloseMessage(closeGoingAway, "server shutting down"), now.Add(closeWriteWait))
+		_ = nc.Close()
 		return
 	}
 	s.watch(c)
