@@ -17,6 +17,7 @@ type connMetrics struct {
 	unknownUnr prometheus.Counter
 	hellos     [numHelloKinds]prometheus.Counter
 	toSocket   prometheus.Histogram
+	keptPoll   prometheus.Counter
 }
 
 // pushToSocketBuckets span a local pipeline's milliseconds (finely: its
@@ -75,7 +76,11 @@ func newConnMetrics(reg prometheus.Registerer, s *Server) (*connMetrics, error) 
 		Help:    "From ingest accepting a push to its notification written to the user agent's socket, for user agents connected when the push was accepted (a message that waited for a connection is not observed). Accept times have millisecond resolution and come from ingest's clock.",
 		Buckets: pushToSocketBuckets,
 	})
-	for _, c := range []prometheus.Collector{m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos, m.toSocket} {
+	m.keptPoll = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pushlog_connector_sockets_kept_polled_total",
+		Help: "Upgraded TCP sockets left in the Go runtime's poller because their descriptor could not be duplicated (open-file limit): each costs about 0.8 KB more while it stays open.",
+	})
+	for _, c := range []prometheus.Collector{m.deliveries, acks, nacks, conns, refusals, m.unknownUnr, hellos, m.toSocket, m.keptPoll} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -97,6 +102,12 @@ var helloKindNames = [numHelloKinds]string{"known", "new", "reset"}
 func (m *connMetrics) refused(limit string) {
 	if m != nil {
 		m.refusals[limit].Inc()
+	}
+}
+
+func (m *connMetrics) keptPolled() {
+	if m != nil {
+		m.keptPoll.Inc()
 	}
 }
 

@@ -27,8 +27,9 @@ import (
 // taking turns, every worker regrew its stack). Their number is fixed, so
 // an idle connection still holds no goroutine.
 //
-// The Go runtime's own poller also watches the fd (edge-triggered); reads
-// still go through net.Conn, so deadlines and closing work as usual.
+// A plain TCP socket is not in the Go runtime's poller at all (fdSock,
+// sock_linux.go): this epoll is its only watcher until a read or write
+// must wait. A TLS socket keeps a reader goroutine instead.
 type poller struct {
 	epfd int
 	wake [2]int // a pipe: writing to it stops the wait loop

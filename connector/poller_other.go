@@ -25,4 +25,4 @@ func tryWrite(syscall.Conn, []byte) (int, error) { return 0, nil }
 
 // detachSock keeps nc: without the connector's own poller the runtime's
 // watches every socket.
-func detachSock(nc net.Conn) net.Conn { return nc }
+func detachSock(nc net.Conn) (net.Conn, error) { return nc, nil }

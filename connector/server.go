@@ -289,7 +289,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// gorilla's Conn is dropped.
 	nc := ws.NetConn()
 	if s.poll != nil { // the connector's epoll watches it; the runtime's need not
-		nc = detachSock(nc)
+		var err error
+		if nc, err = detachSock(nc); err != nil {
+			s.met.keptPolled()
+			s.log.Debug("socket stays in the runtime's poller", "remote", r.RemoteAddr, "err", err)
+		}
 	}
 	c := &conn{srv: s, nc: nc, id: newConnID(), since: now.UnixNano(), opened: s.wheel.at(now), ua: ua}
 	c.lastRecv.Store(c.opened)

@@ -15,48 +15,56 @@ import (
 
 // fdSock is an upgraded socket held as a bare file descriptor, outside the
 // Go runtime's poller. The runtime keeps a poll descriptor (with its two
-// timers) for every socket it watches and never frees that memory: it
-// holds as many as were ever watched at once, about 0.3–0.6 KB each, and
-// the net.TCPConn around it another 0.2 KB. An idle connection is watched
-// by the connector's own epoll (poller_linux.go) and needs neither.
+// timers) for every socket it watches and reuses them, but never returns
+// their memory: it holds as many as were ever watched at once, about
+// 0.3–0.6 KB each, and the net.TCPConn around each socket another 0.2 KB.
+// An idle connection is watched by the connector's own epoll
+// (poller_linux.go) and needs neither.
 //
-// Reads and writes go straight to the non-blocking fd. Only when one must
-// wait (a frame split across segments, a full send buffer, the close
-// handshake's linger) is the socket lent to the runtime for that wait: a
-// net.Conn on a dup of the fd, with the deadlines set here, closed again
-// when no operation uses it. Those waits are rare, so the extra system
-// calls cost nothing at normal rates.
+// Reads and writes are system calls on the non-blocking fd (nothing here
+// makes the shared socket blocking). Only when one must wait (a frame split
+// across segments, a full send buffer, the close handshake's linger) is the
+// socket lent to the runtime: an *os.File on a dup of the fd, which the
+// runtime polls and which honours the deadlines set here. It is kept while
+// a deadline is set (a trickled message pays for one lend, not one per
+// segment) and closed when no operation uses it and no deadline is set, so
+// an idle connection holds none. Those waits are rare for real clients.
+//
+// Deadlines are checked before every call, as net.Conn's are: a read past
+// its deadline fails even when bytes are ready.
 type fdSock struct {
 	mu     sync.Mutex
 	fd     int
-	refs   int      // operations using fd (or att) right now: fd stays open while > 0
-	closed bool     // Close was called: fd closes when refs drops to 0
-	att    net.Conn // the runtime-polled dup while an operation waits
-	rdl    time.Time
-	wdl    time.Time
+	refs   int32 // operations using fd (or att) right now: fd stays open while > 0
+	lends  int32 // files lent so far (tests)
+	closed bool  // Close was called: fd closes when refs drops to 0
+	att    *os.File
+	rdl    int64 // read deadline, Unix nanoseconds; 0: none
+	wdl    int64
 }
 
 // detachSock takes nc's socket out of the runtime's poller. It returns nc
-// unchanged when nc is not a plain TCP socket or the fd cannot be
+// unchanged when nc is not a plain TCP socket (TLS keeps its reader
+// goroutine), and with an error when a TCP socket's fd could not be
 // duplicated (open-file limit): that connection then works as before.
-func detachSock(nc net.Conn) net.Conn {
+func detachSock(nc net.Conn) (net.Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		return nc
+		return nc, nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nc
+		return nc, fmt.Errorf("detach socket: %w", err)
 	}
 	fd := -1
 	var derr error
 	if err := rc.Control(func(f uintptr) { fd, derr = dupCloexec(int(f)) }); err != nil || derr != nil {
-		return nc
+		return nc, fmt.Errorf("detach socket: %w", errors.Join(err, derr))
 	}
 	// The dup shares the open file description, so it is non-blocking too;
 	// closing nc takes the original out of the runtime's poller.
 	_ = tc.Close()
-	return &fdSock{fd: fd}
+	return &fdSock{fd: fd}, nil
 }
 
 func dupCloexec(fd int) (int, error) {
@@ -67,27 +75,39 @@ func dupCloexec(fd int) (int, error) {
 	return int(r), nil
 }
 
-// acquire counts an operation on fd; it fails once the socket is closed.
-func (s *fdSock) acquire() (int, error) {
+// acquire counts an operation on fd; it fails once the socket is closed,
+// and with os.ErrDeadlineExceeded past the deadline *dl (rdl or wdl; nil:
+// none applies).
+func (s *fdSock) acquire(dl *int64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return -1, net.ErrClosed
 	}
+	if dl != nil && *dl != 0 && time.Now().UnixNano() >= *dl {
+		return -1, os.ErrDeadlineExceeded
+	}
 	s.refs++
 	return s.fd, nil
 }
 
-// release ends an operation. The last one returns a lent socket to the
-// connector (and closes fd after a Close).
+// release ends an operation. The last one returns a lent file unless a
+// deadline is still set (an operation in progress will wait again), and
+// closes fd after a Close.
 func (s *fdSock) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refs--
+	s.dropLocked()
+}
+
+// dropLocked closes the lent file when nothing uses it and no deadline is
+// set, and fd when the socket is closed and nothing uses it.
+func (s *fdSock) dropLocked() {
 	if s.refs > 0 {
 		return
 	}
-	if s.att != nil {
+	if s.att != nil && (s.closed || s.rdl == 0 && s.wdl == 0) {
 		_ = s.att.Close()
 		s.att = nil
 	}
@@ -97,9 +117,30 @@ func (s *fdSock) release() {
 	}
 }
 
-// lend returns the runtime-polled conn for a waiting operation (the caller
-// holds a reference), made on first need, with the current deadlines.
-func (s *fdSock) lend() (net.Conn, error) {
+// lend returns the runtime-polled file for an operation that must wait
+// (the caller holds a reference), made on first need. At the open-file
+// limit it retries until the deadline dl passes or the socket closes:
+// closing a connection because another one took the last descriptor would
+// make a reconnect storm worse.
+func (s *fdSock) lend(dl *int64) (*os.File, error) {
+	pause := time.Millisecond
+	for {
+		f, err := s.tryLend()
+		if err == nil || !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
+			return f, err
+		}
+		s.mu.Lock()
+		d := *dl
+		s.mu.Unlock()
+		if d != 0 && time.Now().Add(pause).UnixNano() >= d {
+			return nil, err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 50*time.Millisecond)
+	}
+}
+
+func (s *fdSock) tryLend() (*os.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -112,26 +153,39 @@ func (s *fdSock) lend() (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lend socket: dup: %w", err)
 	}
-	f := os.NewFile(uintptr(dfd), "")
-	nc, err := net.FileConn(f) // its own dup; f closes below
-	_ = f.Close()
-	if err != nil {
+	// Non-blocking, so the runtime polls it; a file, so no socket options
+	// are set again on the shared socket.
+	f := os.NewFile(uintptr(dfd), "websocket")
+	if err := f.SetReadDeadline(unixTime(s.rdl)); err != nil {
+		_ = f.Close()
 		return nil, fmt.Errorf("lend socket: %w", err)
 	}
-	if err := nc.SetReadDeadline(s.rdl); err != nil {
-		_ = nc.Close()
+	if err := f.SetWriteDeadline(unixTime(s.wdl)); err != nil {
+		_ = f.Close()
 		return nil, fmt.Errorf("lend socket: %w", err)
 	}
-	if err := nc.SetWriteDeadline(s.wdl); err != nil {
-		_ = nc.Close()
-		return nil, fmt.Errorf("lend socket: %w", err)
+	s.att = f
+	s.lends++
+	return f, nil
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
 	}
-	s.att = nc
-	return nc, nil
+	return time.Unix(0, ns)
+}
+
+// netErr gives a lent file's errors net.Conn's meaning.
+func netErr(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return net.ErrClosed
+	}
+	return err
 }
 
 func (s *fdSock) Read(p []byte) (int, error) {
-	fd, err := s.acquire()
+	fd, err := s.acquire(&s.rdl)
 	if err != nil {
 		return 0, err
 	}
@@ -145,11 +199,12 @@ func (s *fdSock) Read(p []byte) (int, error) {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			nc, lerr := s.lend()
+			f, lerr := s.lend(&s.rdl)
 			if lerr != nil {
 				return 0, lerr
 			}
-			return nc.Read(p)
+			n, err := f.Read(p)
+			return n, netErr(err)
 		case err != nil:
 			return 0, fmt.Errorf("read: %w", err)
 		case n == 0:
@@ -160,7 +215,7 @@ func (s *fdSock) Read(p []byte) (int, error) {
 }
 
 func (s *fdSock) Write(p []byte) (int, error) {
-	fd, err := s.acquire()
+	fd, err := s.acquire(&s.wdl)
 	if err != nil {
 		return 0, err
 	}
@@ -169,12 +224,12 @@ func (s *fdSock) Write(p []byte) (int, error) {
 	if err != nil || n == len(p) {
 		return n, err
 	}
-	nc, err := s.lend()
+	f, err := s.lend(&s.wdl)
 	if err != nil {
 		return n, err
 	}
-	m, err := nc.Write(p[n:])
-	return n + m, err
+	m, err := f.Write(p[n:])
+	return n + m, netErr(err)
 }
 
 // writeFD writes p until done, EAGAIN (n < len(p), no error) or an error.
@@ -195,7 +250,7 @@ func writeFD(fd int, p []byte) (int, error) {
 	return n, nil
 }
 
-// Close closes the socket; an operation waiting on a lent conn returns
+// Close closes the socket; an operation waiting on a lent file returns
 // at once, and fd closes when the last operation ends.
 func (s *fdSock) Close() error {
 	s.mu.Lock()
@@ -205,18 +260,15 @@ func (s *fdSock) Close() error {
 	}
 	s.closed = true
 	if s.att != nil {
-		_ = s.att.Close() // wakes the waiter; release drops it
+		_ = s.att.Close() // wakes a waiter; its release drops the file
 	}
-	if s.refs == 0 {
-		_ = syscall.Close(s.fd)
-		s.fd = -1
-	}
+	s.dropLocked()
 	return nil
 }
 
 // CloseWrite half-closes the socket (conn.linger).
 func (s *fdSock) CloseWrite() error {
-	fd, err := s.acquire()
+	fd, err := s.acquire(nil)
 	if err != nil {
 		return err
 	}
@@ -228,27 +280,34 @@ func (s *fdSock) CloseWrite() error {
 }
 
 func (s *fdSock) SetReadDeadline(t time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rdl = t
-	if s.att != nil {
-		return s.att.SetReadDeadline(t)
-	}
-	return nil
+	return s.setDeadline(&s.rdl, t, (*os.File).SetReadDeadline)
 }
 
 func (s *fdSock) SetWriteDeadline(t time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.wdl = t
-	if s.att != nil {
-		return s.att.SetWriteDeadline(t)
-	}
-	return nil
+	return s.setDeadline(&s.wdl, t, (*os.File).SetWriteDeadline)
 }
 
 func (s *fdSock) SetDeadline(t time.Time) error {
 	return errors.Join(s.SetReadDeadline(t), s.SetWriteDeadline(t))
+}
+
+// setDeadline sets *dl (rdl or wdl) and a lent file's deadline; clearing
+// the last deadline of an unused socket returns its lent file.
+func (s *fdSock) setDeadline(dl *int64, t time.Time, set func(*os.File, time.Time) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	*dl = 0
+	if !t.IsZero() {
+		*dl = max(t.UnixNano(), 1)
+	}
+	if s.att == nil || s.closed {
+		return nil
+	}
+	if err := set(s.att, t); err != nil {
+		return netErr(err)
+	}
+	s.dropLocked()
+	return nil
 }
 
 // LocalAddr and RemoteAddr ask the kernel: nothing in the connector
@@ -257,7 +316,7 @@ func (s *fdSock) LocalAddr() net.Addr  { return s.addr(syscall.Getsockname) }
 func (s *fdSock) RemoteAddr() net.Addr { return s.addr(syscall.Getpeername) }
 
 func (s *fdSock) addr(get func(int) (syscall.Sockaddr, error)) net.Addr {
-	fd, err := s.acquire()
+	fd, err := s.acquire(nil)
 	if err != nil {
 		return &net.TCPAddr{}
 	}
@@ -270,7 +329,13 @@ func (s *fdSock) addr(get func(int) (syscall.Sockaddr, error)) net.Addr {
 	case *syscall.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
 	case *syscall.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+		zone := ""
+		if a.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}
 	}
 	return &net.TCPAddr{}
 }
@@ -278,8 +343,10 @@ func (s *fdSock) addr(get func(int) (syscall.Sockaddr, error)) net.Addr {
 // SyscallConn gives the poller the fd and tryWrite its non-blocking write.
 func (s *fdSock) SyscallConn() (syscall.RawConn, error) { return (*fdRaw)(s), nil }
 
-// fdRaw is fdSock's syscall.RawConn. Its callbacks never wait: Read and
-// Write call f once (tryWrite's callback returns true, done).
+// fdRaw is fdSock's syscall.RawConn for the poller (Control) and
+// tryWrite. Unlike the runtime's, its Read and Write never wait: they call
+// f once and ignore a false result ("wait and call again"). Only
+// callbacks that never ask to wait may use them (tryWrite's returns true).
 type fdRaw fdSock
 
 func (r *fdRaw) Control(f func(fd uintptr)) error {
@@ -290,7 +357,7 @@ func (r *fdRaw) Write(f func(fd uintptr) bool) error { return r.call(f) }
 
 func (r *fdRaw) call(f func(fd uintptr) bool) error {
 	s := (*fdSock)(r)
-	fd, err := s.acquire()
+	fd, err := s.acquire(nil)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ import (
 // here. gorilla's Conn (about 500 bytes with its write lock, handler
 // closures and reader) plus a read buffer per socket were most of what an
 // idle connection kept alive (issue 17). Now an idle connection holds its
-// net.Conn and its protocol state only: it borrows a read buffer from a
+// socket (a bare fd, sock_linux.go) and its protocol state only: it borrows a read buffer from a
 // pool while bytes arrive, and its writer sends every queued frame in one
 // write. The reading rules and close codes are gorilla's (v1.5.3), so
 // clients see the same behaviour, with one exception: a close frame whose
