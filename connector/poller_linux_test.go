@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -85,21 +84,7 @@ func TestPollerHandsEventsToTheWorkerParkedLast(t *testing.T) {
 // close removes, after the epoll fd closed: neither may run epoll_ctl on
 // that fd number, which the kernel may have handed to another file.
 func TestPollerTouchesNoFDAfterClose(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	server, _ := tcpPair(t)
 
 	var logs lockedBuffer
 	p, err := newPoller(slog.New(slog.NewTextHandler(&logs, nil)))

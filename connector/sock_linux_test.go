@@ -15,24 +15,33 @@ import (
 	"time"
 )
 
-// sockPair is a loopback TCP connection whose server end is detached from
-// the runtime's poller.
-func sockPair(t *testing.T) (*fdSock, net.Conn) {
+// tcpPair is a loopback TCP connection: the accepted end and the dialled
+// one, both closed when the test ends.
+func tcpPair(t *testing.T) (srv, cli net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
+	cli, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	srv, err := ln.Accept()
+	srv, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, cli
+}
+
+// sockPair is a loopback TCP connection whose server end is detached from
+// the runtime's poller.
+func sockPair(t *testing.T) (*fdSock, net.Conn) {
+	t.Helper()
+	srv, cli := tcpPair(t)
 	nc, err := detachSock(srv)
 	s, ok := nc.(*fdSock)
 	if err != nil || !ok {
@@ -40,6 +49,19 @@ func sockPair(t *testing.T) (*fdSock, net.Conn) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s, cli
+}
+
+// waitErr returns what done delivers, failing the test if nothing comes
+// within testTimeout.
+func waitErr(t *testing.T, done <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(testTimeout):
+		t.Fatalf("%s: no result within %v", what, testTimeout)
+		return nil
+	}
 }
 
 func openFDs(t *testing.T) int {
@@ -150,13 +172,8 @@ func TestFdSock(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case err := <-done:
-				if err == nil {
-					t.Fatal("the waiting read returned no error after Close")
-				}
-			case <-time.After(testTimeout):
-				t.Fatal("Close did not wake the waiting read")
+			if err := waitErr(t, done, "a read waiting at Close"); err == nil {
+				t.Fatal("the waiting read returned no error after Close")
 			}
 			if _, err := s.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("read after Close: %v", err)
@@ -217,13 +234,8 @@ func TestFdSock(t *testing.T) {
 			}()
 			time.Sleep(30 * time.Millisecond)
 			_ = s.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-			select {
-			case err := <-done:
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
-					t.Fatalf("read: %v", err)
-				}
-			case <-time.After(testTimeout):
-				t.Fatal("the moved deadline did not end the waiting read")
+			if err := waitErr(t, done, "a read whose deadline moved"); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read: %v", err)
 			}
 		}},
 		{"a reader and a writer share one lent file", func(t *testing.T, s *fdSock, cli net.Conn) {
@@ -264,13 +276,8 @@ func TestFdSock(t *testing.T) {
 			}()
 			time.Sleep(50 * time.Millisecond)
 			_ = s.Close()
-			select {
-			case err := <-done:
-				if !errors.Is(err, net.ErrClosed) {
-					t.Fatalf("write after Close: %v", err)
-				}
-			case <-time.After(testTimeout):
-				t.Fatal("Close did not wake the waiting write")
+			if err := waitErr(t, done, "a write waiting at Close"); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("write after Close: %v", err)
 			}
 		}},
 		{"the raw conn and the poller's fd after Close", func(t *testing.T, s *fdSock, cli net.Conn) {
@@ -364,16 +371,7 @@ func TestDetachSockKeepsOtherConns(t *testing.T) {
 // descriptor frees instead of failing the connection at once.
 func TestFdSockAtFileLimit(t *testing.T) {
 	s, cli := sockPair(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	other, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other, _ := tcpPair(t)
 
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
