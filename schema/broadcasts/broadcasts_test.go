@@ -77,16 +77,33 @@ func TestTableFold(t *testing.T) {
 	if err := prod.ProduceSync(ctx, bad, tomb).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(ctx, prod, names, map[string]string{"c": "1", "d": "1", "e": "1"}, "admin"); err != nil {
+	// Each step waits for the last: the topic has three partitions, and
+	// which new id a full table refuses depends on the order it reads them.
+	waitTable(t, tb, map[string]string{"a/x": "2"})
+	if err := Write(ctx, prod, names, map[string]string{"c": "1", "d": "1"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"a/x": "2", "c": "1", "d": "1"} // "e" is past Max (3)
+	want := map[string]string{"a/x": "2", "c": "1", "d": "1"}
+	waitTable(t, tb, want)
+	if err := Write(ctx, prod, names, map[string]string{"e": "1"}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	// "e" is past Max (3).
 	deadline := time.Now().Add(10 * time.Second)
-	for !maps.Equal(tb.Snapshot(), want) {
+	for {
+		mu.Lock()
+		full := ignored[IgnoredTableFull]
+		mu.Unlock()
+		if full > 0 {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("table %v, want %v", tb.Snapshot(), want)
+			t.Fatalf("e was never refused; table %v", tb.Snapshot())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if got := tb.Snapshot(); !maps.Equal(got, want) {
+		t.Fatalf("table %v, want %v", got, want)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -100,6 +117,18 @@ func TestTableFold(t *testing.T) {
 	want["e"] = "1" // Load holds up to schema.MaxBroadcasts
 	if err != nil || !maps.Equal(loaded, want) {
 		t.Fatalf("Load %v %v", loaded, err)
+	}
+}
+
+// waitTable waits until the table holds want.
+func waitTable(t *testing.T, tb *Table, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !maps.Equal(tb.Snapshot(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("table %v, want %v", tb.Snapshot(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
