@@ -176,6 +176,9 @@ func TestKafkaClusterFailover(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			for _, v := range led.violations() { // a closed connection explains what follows
+				t.Error(v)
+			}
 			t.Fatalf("%d accepted pushes never delivered, e.g. %v; %s", len(missing), missing[:min(5, len(missing))], led.summary())
 		}
 		kcSleep(ctx, 250*time.Millisecond)
