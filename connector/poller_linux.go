@@ -331,18 +331,27 @@ var rawWrites = sync.Pool{New: func() any {
 // write writes w.b[w.n:] until done, EAGAIN or an error; it never asks the
 // runtime to wait (returns true).
 func (w *rawWrite) write(fd uintptr) bool {
-	for w.n < len(w.b) {
-		m, e := syscall.Write(int(fd), w.b[w.n:])
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != nil {
-			if e != syscall.EAGAIN {
-				w.err = e
-			}
-			return true
-		}
-		w.n += m
-	}
+	n, err := writeFD(int(fd), w.b[w.n:])
+	w.n += n
+	w.err = err
 	return true
+}
+
+// writeFD writes p to a non-blocking fd until done, EAGAIN (n < len(p),
+// no error) or an error (the errno, unwrapped).
+func writeFD(fd int, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := syscall.Write(fd, p[n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
 }

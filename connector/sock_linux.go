@@ -221,8 +221,11 @@ func (s *fdSock) Write(p []byte) (int, error) {
 	}
 	defer s.release()
 	n, err := writeFD(fd, p)
-	if err != nil || n == len(p) {
-		return n, err
+	if err != nil {
+		return n, fmt.Errorf("write: %w", err)
+	}
+	if n == len(p) {
+		return n, nil
 	}
 	f, err := s.lend(&s.wdl)
 	if err != nil {
@@ -230,24 +233,6 @@ func (s *fdSock) Write(p []byte) (int, error) {
 	}
 	m, err := f.Write(p[n:])
 	return n + m, netErr(err)
-}
-
-// writeFD writes p until done, EAGAIN (n < len(p), no error) or an error.
-func writeFD(fd int, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := syscall.Write(fd, p[n:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return n, nil
-		case err != nil:
-			return n, fmt.Errorf("write: %w", err)
-		}
-		n += m
-	}
-	return n, nil
 }
 
 // Close closes the socket; an operation waiting on a lent file returns
