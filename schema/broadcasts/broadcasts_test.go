@@ -2,6 +2,7 @@ package broadcasts
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -89,19 +90,11 @@ func TestTableFold(t *testing.T) {
 		t.Fatal(err)
 	}
 	// "e" is past Max (3).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, func() bool {
 		mu.Lock()
-		full := ignored[IgnoredTableFull]
-		mu.Unlock()
-		if full > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("e was never refused; table %v", tb.Snapshot())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return ignored[IgnoredTableFull] > 0
+	}, func() string { return fmt.Sprintf("e was never refused; table %v", tb.Snapshot()) })
 	if got := tb.Snapshot(); !maps.Equal(got, want) {
 		t.Fatalf("table %v, want %v", got, want)
 	}
@@ -123,10 +116,17 @@ func TestTableFold(t *testing.T) {
 // waitTable waits until the table holds want.
 func waitTable(t *testing.T, tb *Table, want map[string]string) {
 	t.Helper()
+	waitFor(t, func() bool { return maps.Equal(tb.Snapshot(), want) },
+		func() string { return fmt.Sprintf("table %v, want %v", tb.Snapshot(), want) })
+}
+
+// waitFor polls cond for up to 10 s and fails with why() if it never holds.
+func waitFor(t *testing.T, cond func() bool, why func() string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !maps.Equal(tb.Snapshot(), want) {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("table %v, want %v", tb.Snapshot(), want)
+			t.Fatal(why())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
