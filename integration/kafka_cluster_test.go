@@ -63,6 +63,11 @@ func TestKafkaClusterFailover(t *testing.T) {
 		"PUSHLOG_GROUP_HEARTBEAT=1s",
 		// Not about quotas: 8 senders of one VAPID key push back to back.
 		"PUSHLOG_PUSH_QUOTA_VAPID_RATE=-1", "PUSHLOG_PUSH_QUOTA_SUBSCRIPTION_RATE=-1",
+		// Nor about the per-UAID bound: while the owner re-bootstraps
+		// after the coordinator's death its user agents receive nothing,
+		// and a sender pushing back to back passes the default 200
+		// pending in seconds (the oldest would be dropped, by design).
+		"PUSHLOG_PENDING_LIMIT=100000",
 	}})
 	adm := kcAdmin(t, brokers)
 	names, _ := schema.NamesFor(s.opts.Namespace)
@@ -100,7 +105,7 @@ func TestKafkaClusterFailover(t *testing.T) {
 	// 1. kill -9 the leader of the busiest messages partition.
 	busy := kcBusiest(uas)
 	leaders := kcLeaders(ctx, t, adm, names.Messages)
-	victim := leaders[busy]
+	victim := kcVictim(ctx, t, adm, names.Group("connectors"), leaders, busy)
 	affected := map[int32]bool{}
 	for p, l := range leaders {
 		if l == victim {
@@ -190,6 +195,30 @@ func TestKafkaClusterFailover(t *testing.T) {
 	t.Logf("FIGURES kill -9 leader: Kafka recovery %s, 201s resumed %s after it; two brokers down: %d × 503, 0 × 201; recovery after restart %s; %s",
 		recovered.Sub(killAt).Round(10*time.Millisecond), gap.Round(10*time.Millisecond), refused,
 		back.Sub(upAt).Round(10*time.Millisecond), led.summary())
+}
+
+// kcVictim is the broker to kill: the connectors group's coordinator when
+// it leads a messages partition, else the busiest partition's leader. The
+// coordinator's death is the harder case: the owner's group session ends
+// with it, so the owner loses every partition and must bootstrap them
+// again through the group's new coordinator while the dead one is still
+// cached by its clients.
+func kcVictim(ctx context.Context, t *testing.T, adm *kadm.Client, group string, leaders map[int32]int32, busy int32) int32 {
+	t.Helper()
+	for _, c := range adm.FindGroupCoordinators(ctx, group) {
+		if c.Err != nil {
+			t.Logf("find the coordinator of %s: %v; killing the busiest partition's leader", group, c.Err)
+			break
+		}
+		for _, l := range leaders {
+			if l == c.NodeID {
+				t.Logf("broker %d is the coordinator of %s and leads a messages partition", c.NodeID, group)
+				return c.NodeID
+			}
+		}
+		t.Logf("broker %d, the coordinator of %s, leads no messages partition; killing the busiest partition's leader", c.NodeID, group)
+	}
+	return leaders[busy]
 }
 
 // kcCluster returns the 3-broker cluster's bootstrap list, after making

@@ -200,7 +200,7 @@ func headLag(g Group, positions map[string]map[int32]int64, pl PartitionLag, fro
 // the partitions whose positions this process knows (WatchPositions).
 // Scrapes read the last result; they never wait on Kafka.
 type LagMonitor struct {
-	adm      *kadm.Client
+	adm      Admin
 	groups   []Group
 	interval time.Duration
 	log      *slog.Logger
@@ -214,8 +214,21 @@ type LagMonitor struct {
 	errors                        prometheus.Counter
 }
 
+// Admin runs admin requests: group.Admin in a server (it survives a dead
+// group coordinator), PlainAdmin for a one-shot command or a test.
+type Admin interface {
+	Do(ctx context.Context, fn func(*kadm.Client) error) error
+}
+
+// PlainAdmin is an Admin that runs every request on adm as it is.
+func PlainAdmin(adm *kadm.Client) Admin { return plainAdmin{adm} }
+
+type plainAdmin struct{ adm *kadm.Client }
+
+func (p plainAdmin) Do(_ context.Context, fn func(*kadm.Client) error) error { return fn(p.adm) }
+
 // NewLagMonitor returns a monitor of groups every interval (default 15s).
-func NewLagMonitor(adm *kadm.Client, groups []Group, interval time.Duration, logger *slog.Logger) *LagMonitor {
+func NewLagMonitor(adm Admin, groups []Group, interval time.Duration, logger *slog.Logger) *LagMonitor {
 	if interval <= 0 {
 		interval = 15 * time.Second
 	}
@@ -272,7 +285,11 @@ func (m *LagMonitor) Run(ctx context.Context) error {
 func (m *LagMonitor) Refresh(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, m.interval)
 	defer cancel()
-	lags, err := Lag(cctx, m.adm, m.withPositions())
+	var lags []GroupLag
+	err := m.adm.Do(cctx, func(adm *kadm.Client) (err error) {
+		lags, err = Lag(cctx, adm, m.withPositions())
+		return err
+	})
 	if err != nil {
 		if ctx.Err() == nil {
 			m.errors.Inc()

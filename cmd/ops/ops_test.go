@@ -90,7 +90,7 @@ func TestLag(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	mon := NewLagMonitor(adm, Groups(names)[:2], time.Hour, nil)
+	mon := NewLagMonitor(PlainAdmin(adm), Groups(names)[:2], time.Hour, nil)
 	reg.MustRegister(mon)
 	mon.Refresh(ctx(t))
 	want := `
@@ -246,7 +246,7 @@ func TestHeadLag(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	mon := NewLagMonitor(adm, Groups(names)[:2], time.Hour, nil)
+	mon := NewLagMonitor(PlainAdmin(adm), Groups(names)[:2], time.Hour, nil)
 	reg.MustRegister(mon)
 	mon.Refresh(ctx(t))
 	if n, _ := testutil.GatherAndCount(reg, "pushlog_consumer_head_lag", "pushlog_consumer_group_head_lag"); n != 2 {

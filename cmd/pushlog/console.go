@@ -23,7 +23,7 @@ func (c *serveConfig) consoleOff() bool { return c.ConsoleAddr == "" || c.Consol
 // startConsole runs the web console on its own listener. On the default
 // address a port already taken (a second pushlog on this host) leaves the
 // console off with a warning; an address given explicitly must work.
-func startConsole(g *runGroup, cfg *serveConfig, names schema.Names, adm *kadm.Client, met *serveMetrics, logger *slog.Logger) error {
+func startConsole(g *runGroup, cfg *serveConfig, names schema.Names, adm ops.Admin, met *serveMetrics, logger *slog.Logger) error {
 	if cfg.consoleOff() {
 		return nil
 	}
@@ -39,8 +39,12 @@ func startConsole(g *runGroup, cfg *serveConfig, names schema.Names, adm *kadm.C
 		Token:    cfg.ConsoleToken,
 		Gatherer: met.reg,
 		Metrics:  met.reg,
-		Status: func(ctx context.Context) (*ops.Status, error) {
-			return ops.GetStatus(ctx, adm, ops.StatusConfig{Names: names, IncludeAnalytics: cfg.ClickHouseAddr != ""})
+		Status: func(ctx context.Context) (st *ops.Status, err error) {
+			err = adm.Do(ctx, func(adm *kadm.Client) error {
+				st, err = ops.GetStatus(ctx, adm, ops.StatusConfig{Names: names, IncludeAnalytics: cfg.ClickHouseAddr != ""})
+				return err
+			})
+			return st, err
 		},
 		ClickHouseAddr: cfg.ClickHouseAddr,
 		ClickHouseDB:   cfg.ClickHouseDB,

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/pushlog/pushlog/cmd/internal/health"
 	"github.com/pushlog/pushlog/cmd/ops"
@@ -41,7 +40,7 @@ func newServeMetrics(logger *slog.Logger) *serveMetrics {
 // startLagMonitor computes the consumer groups' lag every interval in this
 // process (pushlog_consumer_lag, pushlog_projector_lag). The analytics group
 // is watched only where analytics is configured.
-func (m *serveMetrics) startLagMonitor(g *runGroup, cfg *serveConfig, names schema.Names, adm *kadm.Client, logger *slog.Logger) error {
+func (m *serveMetrics) startLagMonitor(g *runGroup, cfg *serveConfig, names schema.Names, adm ops.Admin, logger *slog.Logger) error {
 	var groups []ops.Group
 	for _, gr := range ops.Groups(names) {
 		if gr.Role == "analytics" && cfg.ClickHouseAddr == "" {

@@ -24,6 +24,7 @@ import (
 	"github.com/pushlog/pushlog/ingest"
 	"github.com/pushlog/pushlog/projector"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/group"
 )
 
 type serveCmd struct {
@@ -104,7 +105,14 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	g := newRunGroup(ctx, logger, sup)
 	g.ops = newServeOps(cfg, kadm.NewClient(producer), sup, logger)
-	if err := met.startLagMonitor(g, cfg, names, kadm.NewClient(producer), logger); err != nil {
+	// The lag monitor's and the console's group requests: a client of
+	// their own that is replaced when a group coordinator died.
+	groupAdm, err := group.NewAdmin(clientOpts...)
+	if err != nil {
+		return g.abort(err, cfg.ShutdownTimeout)
+	}
+	defer groupAdm.Close()
+	if err := met.startLagMonitor(g, cfg, names, groupAdm, logger); err != nil {
 		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
 	}
 	if embeddedBroker {
@@ -123,7 +131,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		healthH := g.ops.healthHandler(g.ops.processRoles()...)
 		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, healthH, logger) })
 	}
-	if err := startConsole(g, cfg, names, kadm.NewClient(producer), met, logger); err != nil {
+	if err := startConsole(g, cfg, names, groupAdm, met, logger); err != nil {
 		return g.abort(err, cfg.ShutdownTimeout)
 	}
 	if cfg.GCHeadroom > 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/pushlog/pushlog/connector/remote"
 	"github.com/pushlog/pushlog/connector/route"
 	"github.com/pushlog/pushlog/schema"
+	"github.com/pushlog/pushlog/schema/group"
 )
 
 // Defaults of Config.
@@ -191,25 +192,38 @@ func (n *Node) buildRouter(own *owner.Owner, advertise string) (*route.Router, e
 	if names.Messages == "" {
 		names = schema.DefaultNames()
 	}
-	group := cmp.Or(cfg.Owner.Group, names.Group("connectors"))
-	adm := kadm.NewClient(cfg.Owner.Producer)
+	groupName := cmp.Or(cfg.Owner.Group, names.Group("connectors"))
+	// Not the producer's client: group requests need one that is replaced
+	// when the group's coordinator died (group.Admin).
+	adm, err := group.NewAdmin(cfg.Owner.ClientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
 	rt, err := route.New(route.Config{
 		Partitions: cfg.Owner.Partitions,
 		Self:       advertise,
 		Local:      own,
 		Remote:     ln,
 		Table: route.TableConfig{
-			Fetch: func(ctx context.Context) (map[int32]string, error) {
-				return owner.GroupOwners(ctx, adm, group, names.Messages)
+			Fetch: func(ctx context.Context) (owners map[int32]string, err error) {
+				err = adm.Do(ctx, func(k *kadm.Client) error {
+					owners, err = owner.GroupOwners(ctx, k, groupName, names.Messages)
+					return err
+				})
+				return owners, err
 			},
 		},
 		Logger:  cfg.Logger.With("role", "router"),
 		Metrics: cfg.Metrics,
 	})
 	if err != nil {
+		adm.Close()
 		return nil, err
 	}
-	n.parts.router = rt.Run
+	n.parts.router = func(ctx context.Context) error {
+		defer adm.Close()
+		return rt.Run(ctx)
+	}
 	handlers := remote.Handlers{Owner: own, Sessions: rt}
 	n.parts.link = func(ctx context.Context) error {
 		err := ln.Serve(ctx, cfg.Cluster.Listener, handlers)

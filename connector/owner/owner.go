@@ -568,8 +568,15 @@ func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[str
 		}
 	}
 	if len(fresh) > 0 {
+		// The committed offsets are asked of the group client: it has
+		// just joined through the group's current coordinator. The admin
+		// client may still have a dead one cached (group.Admin).
+		var grp *kadm.Client
+		if cl != nil {
+			grp = kadm.NewClient(cl)
+		}
 		for attempt := 0; ; attempt++ {
-			err := o.bootstrap(ctx, fresh)
+			err := o.bootstrap(ctx, grp, fresh)
 			if err == nil {
 				break
 			}
@@ -597,10 +604,12 @@ func (o *Owner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[str
 	o.log.Info("partitions assigned", "new", fresh)
 }
 
-// bootstrap builds the state of fresh partitions and registers them.
-func (o *Owner) bootstrap(ctx context.Context, fresh []int32) error {
+// bootstrap builds the state of fresh partitions and registers them. The
+// group's committed offsets are fetched through grp (the admin client when
+// nil).
+func (o *Owner) bootstrap(ctx context.Context, grp *kadm.Client, fresh []int32) error {
 	adm := o.kadm // made by Run before any partition can be assigned
-	committed, err := adm.FetchOffsets(ctx, o.cfg.Group)
+	committed, err := cmp.Or(grp, adm).FetchOffsets(ctx, o.cfg.Group)
 	if err != nil {
 		return fmt.Errorf("fetch committed offsets: %w", err)
 	}

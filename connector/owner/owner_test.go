@@ -702,7 +702,7 @@ func TestSessionsCarriedAcrossLoss(t *testing.T) {
 		t.Fatalf("attach to a lost partition: %v", err)
 	}
 	r.Detach(other, gone) // disconnects while the partition is away
-	if err := r.bootstrap(context.Background(), []int32{p}); err != nil {
+	if err := r.bootstrap(context.Background(), nil, []int32{p}); err != nil {
 		t.Fatal(err)
 	}
 	ps := r.part(p)
