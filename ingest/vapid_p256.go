@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/big"
-
-	"filippo.io/nistec"
 )
 
 // A sender that signs every push signs them all with one key, so the
@@ -25,63 +23,31 @@ const (
 	p256Windows = (256 + p256Window) / p256Window
 	// p256Half is how many multiples each window keeps: 1..32.
 	p256Half = 1 << (p256Window - 1)
-	// p256TableBytes is one table's heap: 43 × 32 points of 96 bytes.
-	p256TableBytes = p256Windows * p256Half * 96
 )
 
 // p256Order is n, the order of P-256's base point.
 var p256Order, _ = new(big.Int).SetString("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551", 16)
 
-// p256Table holds j·2^(6i)·Q for i < p256Windows, j in 1..p256Half.
-type p256Table struct {
-	points [p256Windows * p256Half]nistec.P256Point
-}
-
-// newP256Table builds the table of raw (an uncompressed point), about
-// eight signature checks' worth of work.
-func newP256Table(raw []byte) (*p256Table, error) {
-	base, err := nistec.NewP256Point().SetBytes(raw)
-	if err != nil {
-		return nil, err
-	}
-	t := new(p256Table)
-	for i := range p256Windows {
-		row := t.points[i*p256Half : (i+1)*p256Half]
-		row[0].Set(base)
-		for j := 1; j < p256Half; j++ {
-			row[j].Add(&row[j-1], base)
-		}
-		// The next window's base is 2^6 times this one's.
-		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
-		base.Double(base)               // 64·base
-	}
-	return t, nil
-}
-
-// mult returns k·Q for a 32-byte big-endian k, walking k's signed digits.
-func (t *p256Table) mult(k *[32]byte) *nistec.P256Point {
+// p256Digits returns k's signed base-2^6 digits, least significant first:
+// k = Σ d[i]·2^(6i), d[i] in [-31, 32]. A 32-byte big-endian k < 2^256
+// needs 43 of them (the last takes the carry).
+func p256Digits(k *[32]byte) (d [p256Windows]int8) {
 	var limbs [4]uint64 // little-endian 64-bit limbs of k
 	for i := range limbs {
 		limbs[i] = binary.BigEndian.Uint64(k[32-8*(i+1):])
 	}
-	acc := nistec.NewP256Point()
-	var neg nistec.P256Point
 	carry := uint64(0)
 	for i := range p256Windows {
-		d := int64(bitsAt(&limbs, i*p256Window, p256Window) + carry)
+		v := int64(bitsAt(&limbs, i*p256Window, p256Window) + carry)
 		carry = 0
-		switch {
-		case d > p256Half:
-			// The digit is d - 2^6, in [-31, 0], and 2^6 carries up.
+		if v > p256Half {
+			// The digit is v - 2^6, in [-31, 0], and 2^6 carries up.
 			carry = 1
-			if d -= 1 << p256Window; d != 0 {
-				acc.Add(acc, neg.Negate(&t.points[i*p256Half+int(-d)-1]))
-			}
-		case d != 0:
-			acc.Add(acc, &t.points[i*p256Half+int(d)-1])
+			v -= 1 << p256Window
 		}
+		d[i] = int8(v)
 	}
-	return acc
+	return d
 }
 
 // bitsAt returns the n (≤ 64) bits of limbs starting at bit off; bits past
@@ -117,15 +83,5 @@ func (t *p256Table) verify(signingInput string, sig *[64]byte) bool {
 	var k1, k2 [32]byte
 	u1.FillBytes(k1[:])
 	u2.FillBytes(k2[:])
-	p, err := nistec.NewP256Point().ScalarBaseMult(k1[:])
-	if err != nil {
-		return false
-	}
-	p.Add(p, t.mult(&k2))
-	xb, err := p.BytesX() // fails for the point at infinity
-	if err != nil {
-		return false
-	}
-	x := new(big.Int).SetBytes(xb)
-	return x.Mod(x, p256Order).Cmp(r) == 0
+	return t.check(&k1, &k2, r)
 }

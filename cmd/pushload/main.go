@@ -56,6 +56,7 @@ type cli struct {
 	Idle      idleCmd      `cmd:"" help:"Hold N idle connections from several child processes: server RSS per connection (no forced GC) and idle CPU."`
 	Conns     connsCmd     `cmd:"" help:"Open N idle push connections and hold them."`
 	Serve     serveCmd     `cmd:"" help:"Run a standalone connection node for measurements."`
+	Kafka     kafkaCmd     `cmd:"" help:"The broker alone: records produced at a fixed rate as ingest produces a push (acks=all, no linger) and read back as the owner reads them: produce-ack and produce→fetch latency quantiles, the floor under push → socket on that broker."`
 }
 
 func main() {

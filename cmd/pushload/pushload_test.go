@@ -62,3 +62,26 @@ func TestConnsAgainstNode(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// kafka mode against the embedded broker: every record of the window is
+// acknowledged and read back, and the quantiles are reported.
+func TestKafkaMode(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	cmd := &kafkaCmd{Brokers: strings.Join(cluster.ListenAddrs(), ","), Rate: 200, Duration: time.Second, Warmup: 200 * time.Millisecond, Size: 300}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := cmd.run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.get("records") != "200" || r.get("lost") != "0" || r.get("failed") != "0" || r.get("e2e_p99_ms") == "0.000" {
+		t.Fatalf("report %s", r)
+	}
+	if _, err := (&kafkaCmd{Brokers: "x", Rate: 1, Duration: time.Second, Size: 4}).run(ctx); err == nil {
+		t.Fatal("a 4-byte record was accepted")
+	}
+}

@@ -1,0 +1,242 @@
+//go:build (amd64 || arm64) && !purego
+
+package ingest
+
+import (
+	"errors"
+	"math/big"
+	"math/bits"
+	"unsafe"
+
+	"encoding/binary"
+
+	"filippo.io/nistec"
+)
+
+// With nistec's assembly the table holds affine points in its Montgomery
+// form, and the walk uses its mixed addition (a Jacobian point plus an
+// affine one), the step its own fixed-base multiplication of G takes. The
+// exported complete addition computes a doubling beside every addition
+// and needs a Jacobian operand, so the walk was 2.6× the cost of
+// ScalarBaseMult; now they cost the same.
+//
+// The mixed addition is incomplete: it is wrong when both operands are the
+// same point or one is the other's negation. That cannot happen here, for
+// the reason it cannot in nistec's walk of G's table: before window i the
+// accumulator is s·Q with |s| < 2^(6i-1) and s ≠ 0, and the addend is
+// d·2^(6i)·Q with 1 ≤ |d| ≤ 32, so s ∓ d·2^(6i) is nonzero and, for i < 42,
+// smaller than n; in the last window d is positive and s + d·2^252 is the
+// whole scalar, in [1, n-1], while s - d·2^252 ≡ 0 would need
+// s = d·2^252 - n, which for the largest digit leaves the scalar past n.
+//
+// G's multiples are walked the same way, straight from nistec's own table
+// (its ScalarBaseMult reads all 32 entries of a window to pick one, in
+// constant time: nothing is secret here), and the two products are summed
+// with nistec's complete addition. x(R) mod n = r is checked on R's
+// Jacobian coordinates, X = r·Z² (or (r+n)·Z²), without an inversion.
+//
+// The functions and the table below are nistec v0.0.4's (go.mod pins it);
+// the mirror types match its layout, which TestP256Layout checks.
+
+// p256Elem is nistec's p256Element: a field element in the Montgomery
+// domain, little-endian 64-bit limbs.
+type p256Elem [4]uint64
+
+// p256Jacobian mirrors nistec.P256Point (amd64/arm64): X, Y, Z.
+type p256Jacobian struct{ x, y, z p256Elem }
+
+// p256Affine is nistec's p256AffinePoint: x, y.
+type p256Affine struct{ x, y p256Elem }
+
+// p256MontOne is 1 in the Montgomery domain; p256Prime is p.
+var (
+	p256MontOne = p256Elem{0x0000000000000001, 0xffffffff00000000, 0xffffffffffffffff, 0x00000000fffffffe}
+	p256Prime   = limbsOf(p256PrimeBig)
+)
+
+// p256PointAddAffineAsm sets res = in1 + in2 (in2 negated when sign is
+// set); sel 0 leaves in1, zero 0 takes in2.
+//
+//go:linkname p256PointAddAffineAsm filippo.io/nistec.p256PointAddAffineAsm
+//go:noescape
+func p256PointAddAffineAsm(res, in1 *nistec.P256Point, in2 *p256Affine, sign, sel, zero int)
+
+// p256Mul sets res = in1·in2·R⁻¹ mod p (Montgomery multiplication).
+//
+//go:linkname p256Mul filippo.io/nistec.p256Mul
+//go:noescape
+func p256Mul(res, in1, in2 *p256Elem)
+
+// p256Precomputed is nistec's table of G: [i][j] = (j+1)·2^(6i)·G.
+//
+//go:linkname p256Precomputed filippo.io/nistec.p256Precomputed
+var p256Precomputed *[p256Windows][p256Half]p256Affine
+
+// p256Inverse sets out = in⁻¹ mod p (in the Montgomery domain).
+//
+//go:linkname p256Inverse filippo.io/nistec.p256Inverse
+func p256Inverse(out, in *p256Elem)
+
+// p256TableBytes is one table's heap: 43 × 32 affine points of 64 bytes.
+const p256TableBytes = p256Windows * p256Half * 64
+
+// p256Table holds (j+1)·2^(6i)·Q at [i][j], the shape of nistec's table of G.
+type p256Table struct {
+	points [p256Windows][p256Half]p256Affine
+}
+
+// p256RR is R² mod p (R = 2^256): p256Mul(x, p256RR) takes x into the
+// Montgomery domain.
+var p256RR = func() (rr p256Elem) {
+	p := new(big.Int).SetBytes([]byte{
+		0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	return limbsOf(new(big.Int).Mod(new(big.Int).Lsh(big.NewInt(1), 512), p))
+}()
+
+// limbsOf returns x (< 2^256) as little-endian 64-bit limbs.
+func limbsOf(x *big.Int) (l p256Elem) {
+	var b [32]byte
+	x.FillBytes(b[:])
+	for i := range l {
+		l[i] = binary.BigEndian.Uint64(b[32-8*(i+1):])
+	}
+	return l
+}
+
+// newP256Table builds the table of raw (an uncompressed point): the
+// multiples in Jacobian form with nistec's complete formulas, then all
+// made affine with one inversion (Montgomery's trick); about fifteen
+// signature checks' worth of work.
+func newP256Table(raw []byte) (*p256Table, error) {
+	base, err := nistec.NewP256Point().SetBytes(raw)
+	if err != nil {
+		return nil, err
+	}
+	if base.IsInfinity() == 1 {
+		return nil, errors.New("the point at infinity has no table")
+	}
+	jac := make([]nistec.P256Point, p256Windows*p256Half)
+	for i := range p256Windows {
+		row := jac[i*p256Half : (i+1)*p256Half]
+		row[0].Set(base)
+		for j := 1; j < p256Half; j++ {
+			row[j].Add(&row[j-1], base)
+		}
+		// The next window's base is 2^6 times this one's.
+		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
+		base.Double(base)               // 64·base
+	}
+	// No multiple is the point at infinity (j·2^(6i) < 2^257 is not a
+	// multiple of the prime n), so every Z is invertible.
+	prefix := make([]p256Elem, len(jac)) // Z_0·…·Z_i
+	for i := range jac {
+		z := &jacobian(&jac[i]).z
+		if i == 0 {
+			prefix[0] = *z
+			continue
+		}
+		p256Mul(&prefix[i], &prefix[i-1], z)
+	}
+	var inv p256Elem // (Z_0·…·Z_i)⁻¹, walking down
+	p256Inverse(&inv, &prefix[len(jac)-1])
+	t := new(p256Table)
+	for i := len(jac) - 1; i >= 0; i-- {
+		j := jacobian(&jac[i])
+		zinv := inv
+		if i > 0 {
+			p256Mul(&zinv, &inv, &prefix[i-1])
+			p256Mul(&inv, &inv, &j.z)
+		}
+		var zinv2, zinv3 p256Elem
+		p256Mul(&zinv2, &zinv, &zinv)
+		p256Mul(&zinv3, &zinv2, &zinv)
+		pt := &t.points[i/p256Half][i%p256Half]
+		p256Mul(&pt.x, &j.x, &zinv2) // x = X/Z²
+		p256Mul(&pt.y, &j.y, &zinv3) // y = Y/Z³
+	}
+	return t, nil
+}
+
+func jacobian(p *nistec.P256Point) *p256Jacobian {
+	return (*p256Jacobian)(unsafe.Pointer(p))
+}
+
+// mult returns k·Q for a 32-byte big-endian k.
+func (t *p256Table) mult(k *[32]byte) *nistec.P256Point { return p256Walk(&t.points, k) }
+
+// check reports whether R = k1·G + k2·Q is not infinity and x(R) mod n = r.
+func (t *p256Table) check(k1, k2 *[32]byte, r *big.Int) bool {
+	R := p256Walk(p256Precomputed, k1)
+	R.Add(R, p256Walk(&t.points, k2))
+	return p256XIs(jacobian(R), r)
+}
+
+// p256XIs reports whether j is not infinity and its affine x mod n is r
+// (0 < r < n).
+func p256XIs(j *p256Jacobian, r *big.Int) bool {
+	var x, z, z2, rz2 p256Elem
+	p256Mul(&x, &j.x, &p256MontOne) // fully reduced, for comparison
+	p256Mul(&z, &j.z, &p256MontOne)
+	if z == (p256Elem{}) {
+		return false // the point at infinity
+	}
+	p256Mul(&z2, &z, &z)
+	rm := limbsOf(r)
+	p256Mul(&rm, &rm, &p256RR)
+	p256Mul(&rz2, &rm, &z2)
+	if rz2 == x {
+		return true
+	}
+	// x in [n, p) also reduces to r: x = r + n.
+	rn := new(big.Int).Add(r, p256Order)
+	if rn.Cmp(p256PrimeBig) >= 0 {
+		return false
+	}
+	rm = limbsOf(rn)
+	p256Mul(&rm, &rm, &p256RR)
+	p256Mul(&rz2, &rm, &z2)
+	return rz2 == x
+}
+
+// p256PrimeBig is p.
+var p256PrimeBig = new(big.Int).SetBytes([]byte{
+	0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+
+// p256Walk returns k·P for a 32-byte big-endian k and P's table tab,
+// walking k's signed digits with mixed additions.
+func p256Walk(tab *[p256Windows][p256Half]p256Affine, k *[32]byte) *nistec.P256Point {
+	acc := nistec.NewP256Point() // infinity until the first nonzero digit
+	started := 0
+	for i, d := range p256Digits(k) {
+		if d == 0 {
+			continue
+		}
+		sign := 0
+		if d < 0 {
+			sign, d = 1, -d
+		}
+		pt := &tab[i][d-1]
+		if started == 0 {
+			a := jacobian(acc)
+			a.x, a.y, a.z = pt.x, pt.y, p256MontOne
+			if sign == 1 {
+				a.y = p256Negate(&pt.y)
+			}
+			started = 1
+			continue
+		}
+		p256PointAddAffineAsm(acc, acc, pt, sign, 1, started)
+	}
+	return acc
+}
+
+// p256Negate returns p - y for y in [1, p-1]: -y mod p, in either domain.
+func p256Negate(y *p256Elem) (r p256Elem) {
+	var borrow uint64
+	for i := range r {
+		r[i], borrow = bits.Sub64(p256Prime[i], y[i], borrow)
+	}
+	return r
+}

@@ -1,0 +1,71 @@
+//go:build !((amd64 || arm64) && !purego)
+
+package ingest
+
+import (
+	"math/big"
+
+	"filippo.io/nistec"
+)
+
+// Without nistec's assembly (vapid_p256_asm.go) the table holds Jacobian
+// points and is walked with nistec's complete addition.
+
+// p256TableBytes is one table's heap: 43 × 32 points of 96 bytes.
+const p256TableBytes = p256Windows * p256Half * 96
+
+// p256Table holds j·2^(6i)·Q for i < p256Windows, j in 1..p256Half.
+type p256Table struct {
+	points [p256Windows * p256Half]nistec.P256Point
+}
+
+// newP256Table builds the table of raw (an uncompressed point), about
+// eight signature checks' worth of work.
+func newP256Table(raw []byte) (*p256Table, error) {
+	base, err := nistec.NewP256Point().SetBytes(raw)
+	if err != nil {
+		return nil, err
+	}
+	t := new(p256Table)
+	for i := range p256Windows {
+		row := t.points[i*p256Half : (i+1)*p256Half]
+		row[0].Set(base)
+		for j := 1; j < p256Half; j++ {
+			row[j].Add(&row[j-1], base)
+		}
+		// The next window's base is 2^6 times this one's.
+		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
+		base.Double(base)               // 64·base
+	}
+	return t, nil
+}
+
+// mult returns k·Q for a 32-byte big-endian k, walking k's signed digits.
+func (t *p256Table) mult(k *[32]byte) *nistec.P256Point {
+	acc := nistec.NewP256Point()
+	var neg nistec.P256Point
+	for i, d := range p256Digits(k) {
+		switch {
+		case d < 0:
+			acc.Add(acc, neg.Negate(&t.points[i*p256Half+int(-d)-1]))
+		case d > 0:
+			acc.Add(acc, &t.points[i*p256Half+int(d)-1])
+		}
+	}
+	return acc
+}
+
+// check reports whether R = k1·G + k2·Q is not infinity and x(R) mod n = r.
+func (t *p256Table) check(k1, k2 *[32]byte, r *big.Int) bool {
+	p, err := nistec.NewP256Point().ScalarBaseMult(k1[:])
+	if err != nil {
+		return false
+	}
+	p.Add(p, t.mult(k2))
+	xb, err := p.BytesX() // fails for the point at infinity
+	if err != nil {
+		return false
+	}
+	x := new(big.Int).SetBytes(xb)
+	return x.Mod(x, p256Order).Cmp(r) == 0
+}
