@@ -163,3 +163,15 @@ func reportCPU(b *testing.B, cpu time.Duration) {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }
+
+// BenchmarkP256TableBuild is what a key's table costs once it has earned
+// one (vapidTableAfter): compare with BenchmarkVAPIDFresh.
+func BenchmarkP256TableBuild(b *testing.B) {
+	tv := newTestVAPID(b)
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := newP256Table(tv.raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

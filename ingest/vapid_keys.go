@@ -22,15 +22,17 @@ const vapidKeyCacheBytes = 1 << 20
 // (TestVAPIDKeyEntryBytes measures about 700 bytes).
 const vapidKeyEntryBytes = 1024
 
-// vapidTableBytes bounds the keys' multiplication tables (vapid_p256.go,
-// 132 KiB each: 63 senders that sign every push).
+// vapidTableBytes bounds the keys' multiplication tables (vapid_p256*.go,
+// 86 KiB each on amd64 and arm64: 95 senders that sign every push).
 const vapidTableBytes = 8 << 20
 
 // vapidTableAfter is how many valid signatures a key makes before it gets
-// a table: building one costs about eight checks, so a key earns it by
-// sending fresh tokens, and one that signs a single reused token never
-// needs it.
-const vapidTableAfter = 16
+// a table: building one costs about 35 checks (BenchmarkP256TableBuild,
+// 0.9–1.0 ms), so a key earns it by sending twice that many fresh tokens
+// (a sender making new keys to make us build tables pays a signature per
+// check, and gets at most half again of the checks' CPU), and one that
+// signs a single reused token never needs it.
+const vapidTableAfter = 64
 
 // vapidKey is a sender's public key, parsed and hashed once.
 type vapidKey struct {
