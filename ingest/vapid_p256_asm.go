@@ -23,11 +23,12 @@ import (
 // The mixed addition is incomplete: it is wrong when both operands are the
 // same point or one is the other's negation. That cannot happen here, for
 // the reason it cannot in nistec's walk of G's table: before window i the
-// accumulator is s·Q with |s| < 2^(6i-1) and s ≠ 0, and the addend is
-// d·2^(6i)·Q with 1 ≤ |d| ≤ 32, so s ∓ d·2^(6i) is nonzero and, for i < 42,
-// smaller than n; in the last window d is positive and s + d·2^252 is the
-// whole scalar, in [1, n-1], while s - d·2^252 ≡ 0 would need
-// s = d·2^252 - n, which for the largest digit leaves the scalar past n.
+// accumulator is s·Q with s ≠ 0 and |s| ≤ 32·(2^(6i)-1)/63 < 2^(6i), and
+// the addend is d·2^(6i)·Q with 1 ≤ |d| ≤ 32, so s ∓ d·2^(6i) is nonzero
+// and, for i < 42, smaller than n in size; in the last window d is
+// positive and at most 16 (a 32-byte scalar's top 4 bits and the carry),
+// so a doubling would need the scalar to be 2^257 - n or more, and s + d·2^252
+// ≡ 0 (the scalar is n) gives Z = 0, which is infinity anyway.
 //
 // G's multiples are walked the same way, straight from nistec's own table
 // (its ScalarBaseMult reads all 32 entries of a window to pick one, in
@@ -106,8 +107,9 @@ func limbsOf(x *big.Int) (l p256Elem) {
 
 // newP256Table builds the table of raw (an uncompressed point): the
 // multiples in Jacobian form with nistec's complete formulas, then all
-// made affine with one inversion (Montgomery's trick); about fifteen
-// signature checks' worth of work.
+// made affine with one inversion (Montgomery's trick); about 35 signature
+// checks' worth of work (BenchmarkP256TableBuild), nearly all of it the
+// complete additions.
 func newP256Table(raw []byte) (*p256Table, error) {
 	base, err := nistec.NewP256Point().SetBytes(raw)
 	if err != nil {

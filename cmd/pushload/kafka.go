@@ -74,7 +74,6 @@ func (cmd *kafkaCmd) measure(ctx context.Context, prod, cons *kgo.Client) (*repo
 	start := time.Now()
 	from := start.Add(cmd.Warmup)
 	total := int64(cmd.Rate * (cmd.Warmup + cmd.Duration).Seconds())
-	measured := int64(cmd.Rate * cmd.Duration.Seconds())
 	rctx, stopRead := context.WithCancel(ctx)
 	defer stopRead()
 	readDone := make(chan struct{})
@@ -96,7 +95,10 @@ func (cmd *kafkaCmd) measure(ctx context.Context, prod, cons *kgo.Client) (*repo
 	}()
 	var wg sync.WaitGroup
 	for i := int64(0); i < total && ctx.Err() == nil; i++ {
-		time.Sleep(time.Until(due(start, cmd.Rate, i)))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(due(start, cmd.Rate, i))):
+		}
 		v := make([]byte, cmd.Size)
 		sent := time.Now()
 		binary.BigEndian.PutUint64(v, uint64(sent.UnixNano()))
@@ -115,11 +117,13 @@ func (cmd *kafkaCmd) measure(ctx context.Context, prod, cons *kgo.Client) (*repo
 		})
 	}
 	wg.Wait()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	// Every record acknowledged in the window is waited for (a producer
+	// that fell behind sends more than Rate·Duration of them after from).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
 		mu.Lock()
-		n := received
+		caught := received >= len(acks)
 		mu.Unlock()
-		if int64(n) >= measured {
+		if caught {
 			break
 		}
 	}

@@ -105,14 +105,20 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	g := newRunGroup(ctx, logger, sup)
 	g.ops = newServeOps(cfg, kadm.NewClient(producer), sup, logger)
-	// The lag monitor's and the console's group requests: a client of
-	// their own that is replaced when a group coordinator died.
-	groupAdm, err := group.NewAdmin(clientOpts...)
+	// The lag monitor's and the console's group requests: each its own
+	// client, replaced when a group coordinator died (group.Admin), so a
+	// slow refresh of one never holds the other.
+	lagAdm, err := group.NewAdmin(clientOpts...)
 	if err != nil {
 		return g.abort(err, cfg.ShutdownTimeout)
 	}
-	defer groupAdm.Close()
-	if err := met.startLagMonitor(g, cfg, names, groupAdm, logger); err != nil {
+	defer lagAdm.Close()
+	consoleAdm, err := group.NewAdmin(clientOpts...)
+	if err != nil {
+		return g.abort(err, cfg.ShutdownTimeout)
+	}
+	defer consoleAdm.Close()
+	if err := met.startLagMonitor(g, cfg, names, lagAdm, logger); err != nil {
 		return g.abort(fmt.Errorf("metrics: %w", err), cfg.ShutdownTimeout)
 	}
 	if embeddedBroker {
@@ -131,7 +137,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		healthH := g.ops.healthHandler(g.ops.processRoles()...)
 		g.start("metrics", func(ctx context.Context) error { return serveMetricsAddr(ctx, ln, met.handler, healthH, logger) })
 	}
-	if err := startConsole(g, cfg, names, groupAdm, met, logger); err != nil {
+	if err := startConsole(g, cfg, names, consoleAdm, met, logger); err != nil {
 		return g.abort(err, cfg.ShutdownTimeout)
 	}
 	if cfg.GCHeadroom > 0 {

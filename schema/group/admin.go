@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
+	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,53 +21,93 @@ import (
 // the coordinator cannot be dialled, only on a coordinator error code from
 // a live broker, so once the coordinator's broker is dead every later
 // request dials it again, until it returns: hours, if it never does.
-// Admin answers a failed dial by replacing its client with a fresh one
-// (which finds the current coordinator) and running the request once more.
+// Admin answers a failed dial by replacing its client with a fresh one,
+// which finds the current coordinator, and running the request again.
 //
-// Do holds the client for the whole request, so requests are serialised:
-// it is meant for periodic callers (a routing table, a lag monitor).
+// One request runs at a time (a waiting caller gives up when its context
+// ends): it is meant for one periodic caller, such as a routing table or
+// a lag monitor. The client is made by the first request, so an Admin
+// that never runs holds nothing.
 type Admin struct {
 	opts []kgo.Opt
+	sem  chan struct{} // holds the turn; guards cl and closed
+	cl   *kgo.Client
 
-	mu sync.Mutex
-	cl *kgo.Client
+	closed bool
 }
 
-// NewAdmin makes an Admin over a client built from opts. It does no I/O.
+// adminDialRetries is how many times a request that failed to dial runs
+// again on the fresh client: the dead broker may still be one of the
+// seeds, and a fresh client asks a random one where the coordinator is.
+const adminDialRetries = 4
+
+// NewAdmin makes an Admin over clients built from opts; it checks opts by
+// building one, and does no I/O.
 func NewAdmin(opts ...kgo.Opt) (*Admin, error) {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("admin client: %w", err)
 	}
-	return &Admin{opts: opts, cl: cl}, nil
+	cl.Close()
+	return &Admin{opts: slices.Clone(opts), sem: make(chan struct{}, 1)}, nil
 }
 
-// Do runs fn with the admin client. When fn fails to dial a broker the
-// client is replaced and fn runs once more with the new one; its error is
-// returned then.
+// Do runs fn with the admin client. When fn fails to dial a broker, the
+// client is replaced and fn runs again, up to adminDialRetries times, so
+// fn must be safe to repeat (reads are). The last error is returned.
 func (a *Admin) Do(ctx context.Context, fn func(*kadm.Client) error) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cl == nil {
+	select {
+	case a.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.sem }()
+	if a.closed {
 		return errors.New("admin client closed")
+	}
+	if err := a.ensure(); err != nil {
+		return err
 	}
 	err := fn(kadm.NewClient(a.cl))
 	if err == nil || !IsDialError(err) || ctx.Err() != nil {
 		return err
 	}
-	fresh, ferr := kgo.NewClient(a.opts...)
-	if ferr != nil {
-		return errors.Join(err, fmt.Errorf("admin client: %w", ferr))
-	}
 	a.cl.Close()
-	a.cl = fresh
-	return fn(kadm.NewClient(a.cl))
+	a.cl = nil
+	if err := a.ensure(); err != nil {
+		return err
+	}
+	for attempt := 1; attempt <= adminDialRetries; attempt++ {
+		if err = fn(kadm.NewClient(a.cl)); err == nil || !IsDialError(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
+	return err
 }
 
-// Close closes the client; Do fails afterwards.
+// ensure makes the client if there is none; the caller holds the turn.
+func (a *Admin) ensure() error {
+	if a.cl != nil {
+		return nil
+	}
+	cl, err := kgo.NewClient(a.opts...)
+	if err != nil {
+		return fmt.Errorf("admin client: %w", err)
+	}
+	a.cl = cl
+	return nil
+}
+
+// Close closes the client, after a request in flight; Do fails afterwards.
 func (a *Admin) Close() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.sem <- struct{}{}
+	defer func() { <-a.sem }()
+	a.closed = true
 	if a.cl != nil {
 		a.cl.Close()
 		a.cl = nil

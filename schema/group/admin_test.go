@@ -127,8 +127,9 @@ func TestAdminDo(t *testing.T) {
 	}{
 		{name: "ok", errs: []error{nil}, wantCalls: 1},
 		{name: "other error: no retry", errs: []error{other}, wantCalls: 1, wantErr: other},
-		{name: "dial error: fresh client, once", errs: []error{dialErr, nil}, wantCalls: 2, newClient: true},
-		{name: "dial error twice: the second is returned", errs: []error{dialErr, dialErr}, wantCalls: 2, wantErr: dialErr, newClient: true},
+		{name: "dial error: fresh client", errs: []error{dialErr, nil}, wantCalls: 2, newClient: true},
+		{name: "dial errors, then another error", errs: []error{dialErr, dialErr, other}, wantCalls: 3, wantErr: other, newClient: true},
+		{name: "dial errors throughout: the last is returned", errs: []error{dialErr, dialErr, dialErr, dialErr, dialErr}, wantCalls: 1 + adminDialRetries, wantErr: dialErr, newClient: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, err := NewAdmin(kgo.SeedBrokers("127.0.0.1:1"))
@@ -136,28 +137,64 @@ func TestAdminDo(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer a.Close()
-			before := a.cl
+			if a.cl != nil {
+				t.Fatal("a client before the first request")
+			}
 			var seen []*kadm.Client
+			var first *kgo.Client
 			err = a.Do(context.Background(), func(adm *kadm.Client) error {
+				if len(seen) == 0 {
+					first = a.cl
+				}
 				seen = append(seen, adm)
 				return tc.errs[len(seen)-1]
 			})
 			if len(seen) != tc.wantCalls || !errors.Is(err, tc.wantErr) {
 				t.Fatalf("%d calls, err %v; want %d, %v", len(seen), err, tc.wantCalls, tc.wantErr)
 			}
-			if (a.cl != before) != tc.newClient {
-				t.Fatalf("client replaced: %v, want %v", a.cl != before, tc.newClient)
+			if (a.cl != first) != tc.newClient {
+				t.Fatalf("client replaced: %v, want %v", a.cl != first, tc.newClient)
 			}
 		})
 	}
+}
+
+// TestAdminTurns: one request at a time; a caller waiting for its turn
+// gives up when its context ends; Close waits for the request in flight
+// and Do fails afterwards.
+func TestAdminTurns(t *testing.T) {
 	a, err := NewAdmin(kgo.SeedBrokers("127.0.0.1:1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Close()
-	a.Close() // twice is fine
+	inside, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Do(context.Background(), func(*kadm.Client) error { close(inside); <-release; return nil })
+	}()
+	<-inside
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := a.Do(ctx, func(*kadm.Client) error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting for the turn: %v", err)
+	}
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close did not wait for the request in flight")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-closed
 	if err := a.Do(context.Background(), func(*kadm.Client) error { return nil }); err == nil {
 		t.Fatal("Do after Close succeeded")
+	}
+	if _, err := NewAdmin(kgo.SeedBrokers()); err == nil {
+		t.Fatal("NewAdmin without seed brokers succeeded")
 	}
 }
 
