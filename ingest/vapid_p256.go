@@ -3,7 +3,10 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"math/big"
+
+	"filippo.io/nistec"
 )
 
 // A sender that signs every push signs them all with one key, so the
@@ -32,10 +35,7 @@ var p256Order, _ = new(big.Int).SetString("ffffffff00000000ffffffffffffffffbce6f
 // k = Σ d[i]·2^(6i), d[i] in [-31, 32]. A 32-byte big-endian k < 2^256
 // needs 43 of them (the last takes the carry).
 func p256Digits(k *[32]byte) (d [p256Windows]int8) {
-	var limbs [4]uint64 // little-endian 64-bit limbs of k
-	for i := range limbs {
-		limbs[i] = binary.BigEndian.Uint64(k[32-8*(i+1):])
-	}
+	limbs := p256Limbs(k)
 	carry := uint64(0)
 	for i := range p256Windows {
 		v := int64(bitsAt(&limbs, i*p256Window, p256Window) + carry)
@@ -48,6 +48,39 @@ func p256Digits(k *[32]byte) (d [p256Windows]int8) {
 		d[i] = int8(v)
 	}
 	return d
+}
+
+// p256Limbs returns a 32-byte big-endian number as little-endian 64-bit
+// limbs (nistec's order).
+func p256Limbs(b *[32]byte) (l [4]uint64) {
+	for i := range l {
+		l[i] = binary.BigEndian.Uint64(b[32-8*(i+1):])
+	}
+	return l
+}
+
+// p256Multiples fills out (p256Windows·p256Half points) with
+// (j+1)·2^(6i)·Q at i·p256Half+j, Q being raw (an uncompressed point), in
+// nistec's Jacobian form.
+func p256Multiples(raw []byte, out []nistec.P256Point) error {
+	base, err := nistec.NewP256Point().SetBytes(raw)
+	if err != nil {
+		return err
+	}
+	if base.IsInfinity() == 1 {
+		return errors.New("the point at infinity has no table")
+	}
+	for i := range p256Windows {
+		row := out[i*p256Half : (i+1)*p256Half]
+		row[0].Set(base)
+		for j := 1; j < p256Half; j++ {
+			row[j].Add(&row[j-1], base)
+		}
+		// The next window's base is 2^6 times this one's.
+		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
+		base.Double(base)               // 64·base
+	}
+	return nil
 }
 
 // bitsAt returns the n (≤ 64) bits of limbs starting at bit off; bits past

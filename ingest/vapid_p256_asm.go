@@ -3,12 +3,9 @@
 package ingest
 
 import (
-	"errors"
 	"math/big"
 	"math/bits"
 	"unsafe"
-
-	"encoding/binary"
 
 	"filippo.io/nistec"
 )
@@ -88,21 +85,20 @@ type p256Table struct {
 
 // p256RR is R² mod p (R = 2^256): p256Mul(x, p256RR) takes x into the
 // Montgomery domain.
-var p256RR = func() (rr p256Elem) {
-	p := new(big.Int).SetBytes([]byte{
-		0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-		0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	return limbsOf(new(big.Int).Mod(new(big.Int).Lsh(big.NewInt(1), 512), p))
-}()
+var p256RR = limbsOf(new(big.Int).Mod(new(big.Int).Lsh(big.NewInt(1), 512), p256PrimeBig))
 
 // limbsOf returns x (< 2^256) as little-endian 64-bit limbs.
-func limbsOf(x *big.Int) (l p256Elem) {
+func limbsOf(x *big.Int) p256Elem {
 	var b [32]byte
 	x.FillBytes(b[:])
-	for i := range l {
-		l[i] = binary.BigEndian.Uint64(b[32-8*(i+1):])
-	}
-	return l
+	return p256Limbs(&b)
+}
+
+// p256ToMont returns x (< p) in the Montgomery domain.
+func p256ToMont(x *big.Int) p256Elem {
+	m := limbsOf(x)
+	p256Mul(&m, &m, &p256RR)
+	return m
 }
 
 // newP256Table builds the table of raw (an uncompressed point): the
@@ -111,23 +107,9 @@ func limbsOf(x *big.Int) (l p256Elem) {
 // checks' worth of work (BenchmarkP256TableBuild), nearly all of it the
 // complete additions.
 func newP256Table(raw []byte) (*p256Table, error) {
-	base, err := nistec.NewP256Point().SetBytes(raw)
-	if err != nil {
-		return nil, err
-	}
-	if base.IsInfinity() == 1 {
-		return nil, errors.New("the point at infinity has no table")
-	}
 	jac := make([]nistec.P256Point, p256Windows*p256Half)
-	for i := range p256Windows {
-		row := jac[i*p256Half : (i+1)*p256Half]
-		row[0].Set(base)
-		for j := 1; j < p256Half; j++ {
-			row[j].Add(&row[j-1], base)
-		}
-		// The next window's base is 2^6 times this one's.
-		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
-		base.Double(base)               // 64·base
+	if err := p256Multiples(raw, jac); err != nil {
+		return nil, err
 	}
 	// No multiple is the point at infinity (j·2^(6i) < 2^257 is not a
 	// multiple of the prime n), so every Z is invertible.
@@ -184,8 +166,7 @@ func p256XIs(j *p256Jacobian, r *big.Int) bool {
 		return false // the point at infinity
 	}
 	p256Mul(&z2, &z, &z)
-	rm := limbsOf(r)
-	p256Mul(&rm, &rm, &p256RR)
+	rm := p256ToMont(r)
 	p256Mul(&rz2, &rm, &z2)
 	if rz2 == x {
 		return true
@@ -195,8 +176,7 @@ func p256XIs(j *p256Jacobian, r *big.Int) bool {
 	if rn.Cmp(p256PrimeBig) >= 0 {
 		return false
 	}
-	rm = limbsOf(rn)
-	p256Mul(&rm, &rm, &p256RR)
+	rm = p256ToMont(rn)
 	p256Mul(&rz2, &rm, &z2)
 	return rz2 == x
 }

@@ -22,20 +22,9 @@ type p256Table struct {
 // newP256Table builds the table of raw (an uncompressed point), about
 // eight signature checks' worth of work.
 func newP256Table(raw []byte) (*p256Table, error) {
-	base, err := nistec.NewP256Point().SetBytes(raw)
-	if err != nil {
-		return nil, err
-	}
 	t := new(p256Table)
-	for i := range p256Windows {
-		row := t.points[i*p256Half : (i+1)*p256Half]
-		row[0].Set(base)
-		for j := 1; j < p256Half; j++ {
-			row[j].Add(&row[j-1], base)
-		}
-		// The next window's base is 2^6 times this one's.
-		base.Double(&row[p256Half/2-1]) // 2·16·base = 32·base
-		base.Double(base)               // 64·base
+	if err := p256Multiples(raw, t.points[:]); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
