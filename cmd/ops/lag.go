@@ -215,17 +215,10 @@ type LagMonitor struct {
 }
 
 // Admin runs admin requests: group.Admin in a server (it survives a dead
-// group coordinator), PlainAdmin for a one-shot command or a test.
+// group coordinator).
 type Admin interface {
 	Do(ctx context.Context, fn func(*kadm.Client) error) error
 }
-
-// PlainAdmin is an Admin that runs every request on adm as it is.
-func PlainAdmin(adm *kadm.Client) Admin { return plainAdmin{adm} }
-
-type plainAdmin struct{ adm *kadm.Client }
-
-func (p plainAdmin) Do(_ context.Context, fn func(*kadm.Client) error) error { return fn(p.adm) }
 
 // NewLagMonitor returns a monitor of groups every interval (default 15s).
 func NewLagMonitor(adm Admin, groups []Group, interval time.Duration, logger *slog.Logger) *LagMonitor {

@@ -15,6 +15,11 @@ import (
 	"github.com/pushlog/pushlog/schema"
 )
 
+// plainAdmin is an Admin that runs every request on adm as it is.
+type plainAdmin struct{ adm *kadm.Client }
+
+func (p plainAdmin) Do(_ context.Context, fn func(*kadm.Client) error) error { return fn(p.adm) }
+
 func newAdmin(t *testing.T) (*kgo.Client, *kadm.Client) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
@@ -90,7 +95,7 @@ func TestLag(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	mon := NewLagMonitor(PlainAdmin(adm), Groups(names)[:2], time.Hour, nil)
+	mon := NewLagMonitor(plainAdmin{adm}, Groups(names)[:2], time.Hour, nil)
 	reg.MustRegister(mon)
 	mon.Refresh(ctx(t))
 	want := `
@@ -246,7 +251,7 @@ func TestHeadLag(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	mon := NewLagMonitor(PlainAdmin(adm), Groups(names)[:2], time.Hour, nil)
+	mon := NewLagMonitor(plainAdmin{adm}, Groups(names)[:2], time.Hour, nil)
 	reg.MustRegister(mon)
 	mon.Refresh(ctx(t))
 	if n, _ := testutil.GatherAndCount(reg, "pushlog_consumer_head_lag", "pushlog_consumer_group_head_lag"); n != 2 {
