@@ -48,8 +48,9 @@ type p256Affine struct{ x, y p256Elem }
 
 // p256MontOne is 1 in the Montgomery domain; p256Prime is p.
 var (
-	p256MontOne = p256Elem{0x0000000000000001, 0xffffffff00000000, 0xffffffffffffffff, 0x00000000fffffffe}
-	p256Prime   = limbsOf(p256PrimeBig)
+	p256MontOne    = p256Elem{0x0000000000000001, 0xffffffff00000000, 0xffffffffffffffff, 0x00000000fffffffe}
+	p256Prime      = limbsOf(p256PrimeBig)
+	p256OrderLimbs = limbsOf(p256Order)
 )
 
 // p256PointAddAffineAsm sets res = in1 + in2 (in2 negated when sign is
@@ -95,9 +96,8 @@ func limbsOf(x *big.Int) p256Elem {
 }
 
 // p256ToMont returns x (< p) in the Montgomery domain.
-func p256ToMont(x *big.Int) p256Elem {
-	m := limbsOf(x)
-	p256Mul(&m, &m, &p256RR)
+func p256ToMont(x *p256Elem) (m p256Elem) {
+	p256Mul(&m, x, &p256RR)
 	return m
 }
 
@@ -150,15 +150,15 @@ func jacobian(p *nistec.P256Point) *p256Jacobian {
 func (t *p256Table) mult(k *[32]byte) *nistec.P256Point { return p256Walk(&t.points, k) }
 
 // check reports whether R = k1·G + k2·Q is not infinity and x(R) mod n = r.
-func (t *p256Table) check(k1, k2 *[32]byte, r *big.Int) bool {
+func (t *p256Table) check(k1, k2, r *[32]byte) bool {
 	R := p256Walk(p256Precomputed, k1)
 	R.Add(R, p256Walk(&t.points, k2))
 	return p256XIs(jacobian(R), r)
 }
 
 // p256XIs reports whether j is not infinity and its affine x mod n is r
-// (0 < r < n).
-func p256XIs(j *p256Jacobian, r *big.Int) bool {
+// (big-endian, 0 < r < n).
+func p256XIs(j *p256Jacobian, r *[32]byte) bool {
 	var x, z, z2, rz2 p256Elem
 	p256Mul(&x, &j.x, &p256MontOne) // fully reduced, for comparison
 	p256Mul(&z, &j.z, &p256MontOne)
@@ -166,19 +166,35 @@ func p256XIs(j *p256Jacobian, r *big.Int) bool {
 		return false // the point at infinity
 	}
 	p256Mul(&z2, &z, &z)
-	rm := p256ToMont(r)
+	rl := p256Elem(p256Limbs(r))
+	rm := p256ToMont(&rl)
 	p256Mul(&rz2, &rm, &z2)
 	if rz2 == x {
 		return true
 	}
 	// x in [n, p) also reduces to r: x = r + n.
-	rn := new(big.Int).Add(r, p256Order)
-	if rn.Cmp(p256PrimeBig) >= 0 {
+	rn, ok := p256AddOrder(&rl)
+	if !ok {
 		return false
 	}
-	rm = p256ToMont(rn)
+	rm = p256ToMont(&rn)
 	p256Mul(&rz2, &rm, &z2)
 	return rz2 == x
+}
+
+// p256AddOrder returns r + n and whether it is below p.
+func p256AddOrder(r *p256Elem) (sum p256Elem, ok bool) {
+	var carry, borrow uint64
+	for i := range sum {
+		sum[i], carry = bits.Add64(r[i], p256OrderLimbs[i], carry)
+	}
+	if carry != 0 {
+		return sum, false
+	}
+	for i := range sum {
+		_, borrow = bits.Sub64(sum[i], p256Prime[i], borrow)
+	}
+	return sum, borrow != 0
 }
 
 // p256PrimeBig is p.

@@ -50,12 +50,17 @@ func TestP256Layout(t *testing.T) {
 // x in [n, p) case no real signature can be made to reach (2^-128).
 func TestP256XIs(t *testing.T) {
 	pMinusN := new(big.Int).Sub(p256PrimeBig, p256Order)
+	nMinus1 := new(big.Int).Sub(p256Order, big.NewInt(1))
+	mont := func(x *big.Int) p256Elem {
+		l := limbsOf(x)
+		return p256ToMont(&l)
+	}
 	z := big.NewInt(12345)
 	// (X, Y, Z) with X = x·Z², the Jacobian form of affine x.
 	at := func(x *big.Int) *p256Jacobian {
 		xz2 := new(big.Int).Mul(x, new(big.Int).Mul(z, z))
 		xz2.Mod(xz2, p256PrimeBig)
-		return &p256Jacobian{x: p256ToMont(xz2), y: p256ToMont(big.NewInt(1)), z: p256ToMont(z)}
+		return &p256Jacobian{x: mont(xz2), y: mont(big.NewInt(1)), z: mont(z)}
 	}
 	r := big.NewInt(77)
 	for _, tc := range []struct {
@@ -69,9 +74,13 @@ func TestP256XIs(t *testing.T) {
 		{"x = r + n < p", at(new(big.Int).Add(r, p256Order)), r, true},
 		{"x = p - 1 = r + n", at(new(big.Int).Sub(p256PrimeBig, big.NewInt(1))), new(big.Int).Sub(pMinusN, big.NewInt(1)), true},
 		{"r + n ≥ p: no second candidate", at(big.NewInt(5)), pMinusN, false},
-		{"infinity", &p256Jacobian{x: p256ToMont(r), y: p256ToMont(big.NewInt(1))}, r, false},
+		{"r + n ≥ 2^256: no second candidate", at(big.NewInt(5)), nMinus1, false},
+		{"x = r = n - 1", at(nMinus1), nMinus1, true},
+		{"infinity", &p256Jacobian{x: mont(r), y: mont(big.NewInt(1))}, r, false},
 	} {
-		if got := p256XIs(tc.j, tc.r); got != tc.want {
+		var rb [32]byte
+		tc.r.FillBytes(rb[:])
+		if got := p256XIs(tc.j, &rb); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}

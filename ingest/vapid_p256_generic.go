@@ -45,7 +45,7 @@ func (t *p256Table) mult(k *[32]byte) *nistec.P256Point {
 }
 
 // check reports whether R = k1·G + k2·Q is not infinity and x(R) mod n = r.
-func (t *p256Table) check(k1, k2 *[32]byte, r *big.Int) bool {
+func (t *p256Table) check(k1, k2, r *[32]byte) bool {
 	p, err := nistec.NewP256Point().ScalarBaseMult(k1[:])
 	if err != nil {
 		return false
@@ -56,5 +56,5 @@ func (t *p256Table) check(k1, k2 *[32]byte, r *big.Int) bool {
 		return false
 	}
 	x := new(big.Int).SetBytes(xb)
-	return x.Mod(x, p256Order).Cmp(r) == 0
+	return x.Mod(x, p256Order).Cmp(new(big.Int).SetBytes(r[:])) == 0
 }

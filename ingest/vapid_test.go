@@ -610,3 +610,46 @@ func TestPutDERInt(t *testing.T) {
 		}
 	}
 }
+
+// TestP256Scalars: nistec's scalar arithmetic gives math/big's u1 and u2,
+// digests at or above n included.
+func TestP256Scalars(t *testing.T) {
+	be := func(x *big.Int) (b [32]byte) {
+		x.FillBytes(b[:])
+		return b
+	}
+	one := big.NewInt(1)
+	nMinus1 := new(big.Int).Sub(p256Order, one)
+	top := new(big.Int).Sub(new(big.Int).Lsh(one, 256), one)
+	edges := []*big.Int{one, big.NewInt(2), nMinus1, new(big.Int).Rsh(p256Order, 1)}
+	digests := []*big.Int{new(big.Int), one, nMinus1, p256Order, new(big.Int).Add(p256Order, one), top}
+	var cases [][3][32]byte
+	for _, e := range digests {
+		for _, r := range edges {
+			for _, s := range edges {
+				cases = append(cases, [3][32]byte{be(e), be(r), be(s)})
+			}
+		}
+	}
+	for range 500 {
+		var c [3][32]byte
+		for i := range c {
+			_, _ = rand.Read(c[i][:])
+		}
+		for i := 1; i < 3; i++ { // r and s in [1, n-1]
+			x := new(big.Int).SetBytes(c[i][:])
+			c[i] = be(x.Mod(x, nMinus1).Add(x, one))
+		}
+		cases = append(cases, c)
+	}
+	for _, c := range cases {
+		e, r, s := new(big.Int).SetBytes(c[0][:]), new(big.Int).SetBytes(c[1][:]), new(big.Int).SetBytes(c[2][:])
+		w := new(big.Int).ModInverse(s, p256Order)
+		want1 := be(new(big.Int).Mod(new(big.Int).Mul(e, w), p256Order))
+		want2 := be(new(big.Int).Mod(new(big.Int).Mul(r, w), p256Order))
+		u1, u2 := p256Scalars(&c[0], &c[1], &c[2])
+		if u1 != want1 || u2 != want2 {
+			t.Fatalf("e=%x r=%x s=%x: u1=%x u2=%x, want %x %x", c[0], c[1], c[2], u1, u2, want1, want2)
+		}
+	}
+}
