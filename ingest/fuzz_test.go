@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -173,7 +174,8 @@ func FuzzVerifyVAPID(f *testing.F) {
 
 // FuzzVAPIDClaims: the claims of a signed JWT, checked exactly (PROTOCOL.md
 // §2): whatever the JSON, an accepted token has a numeric exp in range, an
-// aud equal to the origin and a sub within its bound.
+// aud equal to the origin and a sub within its bound; and the claims
+// scanner, jsonString and jsonNumericDate answer as encoding/json does.
 func FuzzVAPIDClaims(f *testing.F) {
 	for _, s := range []string{
 		`{"aud":"https://push.example.net","exp":1453523768,"sub":"mailto:push@example.com"}`,
@@ -185,6 +187,13 @@ func FuzzVAPIDClaims(f *testing.F) {
 		`{"aud":"https://push.example.net","exp":null,"sub":null}`,
 		`{"aud":"https://push.example.net","exp":-0,"sub":"\u00e9"}`,
 		`{"exp":1453523768,"exp":"x"}`, `[]`, `null`, `{}`, `{"aud":1}`,
+		` { "aud" : "https://push.example.net" , "exp" : 1453523768 } `,
+		`{"AUD":"https://push.example.net","exp":1453523768}`, `{"Exp":1,"exp":1453523768}`,
+		`{"aud":"https://push.example.net","aud":"x","exp":1453523768,"iat":1453520000}`,
+		`{"aud":"https:\/\/push.example.net","exp":1453523768}`, "{\"aud\":\"\xff\",\"exp\":1}",
+		`{"x":{"a":[1,2]},"exp":1453523768}`, `{"exp":1453523768}x`, `{"exp":01}`, `{"exp":1.}`,
+		`{"exp":-}`, `{"exp":1e+}`, `{"exp":true,"nbf":false}`, `{"ſub":"a","exp":1}`, `{"Key":1}`,
+		`{"exp":1,}`, `{,}`, `{"exp" 1}`, `{"exp":1`, "{\"sub\":\"a\tb\"}",
 	} {
 		f.Add(s)
 	}
@@ -192,8 +201,9 @@ func FuzzVAPIDClaims(f *testing.F) {
 	v := newVAPIDVerifier([]string{rfcAud}, rfcClock, 0, maxSub)
 	now := rfcClock()
 	f.Fuzz(func(t *testing.T, payload string) {
-		var claims vapidClaims
-		if json.Unmarshal([]byte(payload), &claims) != nil {
+		checkClaimsDecoding(t, payload)
+		claims, err := decodeClaims([]byte(payload))
+		if err != nil {
 			return
 		}
 		res, aerr := v.checkClaims(claims, now)
@@ -216,4 +226,43 @@ func FuzzVAPIDClaims(f *testing.F) {
 			t.Fatalf("%s: exp %s accepted", payload, claims.Exp)
 		}
 	})
+}
+
+// checkClaimsDecoding holds the claims scanner, jsonString and
+// jsonNumericDate to encoding/json's answers for payload.
+func checkClaimsDecoding(t *testing.T, payload string) {
+	t.Helper()
+	var want vapidClaims
+	werr := json.Unmarshal([]byte(payload), &want)
+	got, ok := scanClaims([]byte(payload))
+	if !ok {
+		return
+	}
+	if werr != nil {
+		t.Fatalf("%q: scanned, but encoding/json refuses it: %v", payload, werr)
+	}
+	for _, f := range []struct {
+		name      string
+		got, want json.RawMessage
+	}{{"aud", got.Aud, want.Aud}, {"exp", got.Exp, want.Exp}, {"nbf", got.Nbf, want.Nbf}, {"sub", got.Sub, want.Sub}} {
+		if (f.got == nil) != (f.want == nil) || !bytes.Equal(f.got, f.want) {
+			t.Fatalf("%q: %s scanned as %q, encoding/json %q", payload, f.name, f.got, f.want)
+		}
+		if f.want == nil {
+			continue
+		}
+		var ws string
+		wok := bytes.TrimSpace(f.want)[0] == '"' && json.Unmarshal(f.want, &ws) == nil
+		if gs, gok := jsonString(f.got); gok != wok || gs != ws {
+			t.Fatalf("%q: %s as a string: %q %v, encoding/json %q %v", payload, f.name, gs, gok, ws, wok)
+		}
+		var wf float64
+		c := bytes.TrimSpace(f.want)[0]
+		wok = (c == '-' || c >= '0' && c <= '9') && json.Unmarshal(f.want, &wf) == nil && math.Abs(wf) <= maxNumericDate
+		gt, gok := jsonNumericDate(f.got)
+		sec, frac := math.Modf(wf)
+		if gok != wok || (wok && !gt.Equal(time.Unix(int64(sec), int64(frac*1e9)))) {
+			t.Fatalf("%q: %s as a date: %v %v, encoding/json %v %v", payload, f.name, gt, gok, wf, wok)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,14 +295,14 @@ type vapidClaims struct {
 }
 
 // jsonNumericDate decodes a JSON number (never a string, never null) of
-// seconds since the epoch.
+// seconds since the epoch, as encoding/json decodes one into a float64.
 func jsonNumericDate(raw json.RawMessage) (time.Time, bool) {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+	if end, ok := scanNumber(raw, 0); !ok || end != len(raw) {
 		return time.Time{}, false
 	}
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil || math.IsInf(f, 0) || math.Abs(f) > maxNumericDate {
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(f, 0) || math.Abs(f) > maxNumericDate {
 		return time.Time{}, false
 	}
 	sec, frac := math.Modf(f)
@@ -317,6 +318,9 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
+	}
+	if s, ok := plainJSONString(raw); ok {
+		return s, true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -338,8 +342,8 @@ func (v *vapidVerifier) verifySlow(token string, raw [keyLen]byte, now time.Time
 	if err != nil {
 		return vapidResult{}, jwtError(err)
 	}
-	var claims vapidClaims
-	if err := json.Unmarshal(j.claims, &claims); err != nil {
+	claims, err := decodeClaims(j.claims)
+	if err != nil {
 		return vapidResult{}, jwtError(errJWTMalformed)
 	}
 	if !v.keys.verify(key, j.signingInput, &j.sig) {
