@@ -39,8 +39,8 @@ func BenchmarkIngestEmbedded(b *testing.B) {
 		"Authorization":    {"vapid t=" + jwtTok + ", k=" + vk.k},
 	}
 	runPushLoad(b, func() http.Header { return hdr }, func() string { return urls[next.Add(1)%uint64(len(urls))] })
-	if n := srv.vapid.slowVerifies.Load(); n != 1 {
-		b.Errorf("%d JWT verifications, want 1 (cache)", n)
+	if n := srv.vapid.slowVerifies.Load(); n > 2 {
+		b.Errorf("%d JWT verifications, want at most 2 (cached the second time)", n)
 	}
 }
 
@@ -68,7 +68,9 @@ func BenchmarkIngestFreshJWT(b *testing.B) {
 	var nextURL, nextTok atomic.Uint64
 	runPushLoad(b, func() http.Header { return hdrs[nextTok.Add(1)%uint64(len(hdrs))] },
 		func() string { return urls[nextURL.Add(1)%uint64(len(urls))] })
-	if n := srv.vapid.slowVerifies.Load(); n != int64(b.N) {
+	// Past two rounds of the pool a token may come from the cache (it is
+	// cached the second time it is verified).
+	if n := srv.vapid.slowVerifies.Load(); b.N <= 2*len(p.tokens) && n != int64(b.N) {
 		b.Errorf("%d JWT verifications for %d pushes with fresh JWTs", n, b.N)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"net/url"
 	"slices"
@@ -107,6 +108,12 @@ type vapidCacheKey struct {
 	key   [keyLen]byte
 }
 
+// vapidSeenSlots is how many once-verified tokens are remembered (512 KiB):
+// a reused token's second push finds its first one's mark while fewer
+// than about this many other new tokens came in between (9 s of a flood
+// of 7,000 fresh tokens a second).
+const vapidSeenSlots = 1 << 16
+
 // vapidEntryOverhead is what a cache entry costs beyond its token and sub
 // bytes: the map slot, the entry, the key array, string headers, the queue
 // slot. The token is also counted with 1/8 more for allocator rounding (Go's
@@ -128,9 +135,16 @@ type vapidEntry struct {
 
 // vapidVerifier verifies VAPID JWTs (ES256 only) for one origin and caches
 // each verified (token, key) pair until its exp, so a sender reusing one JWT
-// pays for the signature check once. The cache is bounded in bytes (tokens
-// are attacker-sized), evicting in CLOCK order: expired entries first,
-// entries hit since their last round get a second chance.
+// pays for the signature check twice, not on every push. The cache is
+// bounded in bytes (tokens are attacker-sized), evicting in CLOCK order:
+// expired entries first, entries hit since their last round get a second
+// chance.
+//
+// A token is cached the second time it is verified, not the first: npm
+// web-push and pywebpush sign every push by default, and storing each of
+// their tokens cost a copy, a map entry and the eviction of another
+// sender's token, for a token that never comes back. seen remembers the
+// tokens verified once (a hash each, no pointers for the GC to follow).
 type vapidVerifier struct {
 	origins  []string // accepted aud values: exact strings, no trailing slash
 	now      func() time.Time
@@ -143,6 +157,8 @@ type vapidVerifier struct {
 	queue    []*vapidEntry // insertion order; every cached entry once
 	bytes    int64
 	inflight map[vapidCacheKey]*vapidCall // being verified: the same token is checked once
+	seed     maphash.Seed
+	seen     *[vapidSeenSlots]uint64 // hash|1 of a token verified once and not cached
 
 	cacheBytes   atomic.Int64 // mirrors bytes for metrics
 	cacheEntries atomic.Int64
@@ -168,6 +184,8 @@ func newVAPIDVerifier(origins []string, now func() time.Time, maxBytes int64, ma
 		maxSub:   maxSub,
 		cache:    make(map[vapidCacheKey]*vapidEntry),
 		inflight: make(map[vapidCacheKey]*vapidCall),
+		seed:     maphash.MakeSeed(),
+		seen:     new([vapidSeenSlots]uint64),
 	}
 }
 
@@ -216,7 +234,7 @@ func (v *vapidVerifier) verifyOnce(c *vapidCall, ck vapidCacheKey, now time.Time
 	defer func() {
 		v.mu.Lock()
 		delete(v.inflight, ck)
-		if c.aerr == nil {
+		if c.aerr == nil && v.seenBeforeLocked(ck) {
 			ck.token = strings.Clone(ck.token) // do not pin the request's header memory
 			v.storeLocked(ck, c.res, now)
 		}
@@ -224,6 +242,19 @@ func (v *vapidVerifier) verifyOnce(c *vapidCall, ck vapidCacheKey, now time.Time
 		c.done.Done()
 	}()
 	c.res, c.aerr = v.verifySlow(ck.token, ck.key, now)
+}
+
+// seenBeforeLocked reports whether ck was verified before (and forgets
+// it: it is about to be cached), else marks it; v.mu is held.
+func (v *vapidVerifier) seenBeforeLocked(ck vapidCacheKey) bool {
+	h := maphash.Comparable(v.seed, ck) | 1
+	slot := &v.seen[h%vapidSeenSlots]
+	if *slot == h {
+		*slot = 0
+		return true
+	}
+	*slot = h
+	return false
 }
 
 // answer is a cache hit's result: refused once past exp.

@@ -160,7 +160,7 @@ var attacks = []Attack{
 	{"oversized-encryption", "aesgcm push with an oversized Encryption header", oversizedEncryption},
 	{"oversized-crypto-key", "aesgcm push with an oversized Crypto-Key header", oversizedCryptoKey},
 	{"oversized-sub", "push with an oversized VAPID sub claim", oversizedSub},
-	{"vapid-cache", "many distinct large (valid) VAPID tokens, to fill the token cache", vapidCache},
+	{"vapid-cache", "many distinct large (valid) VAPID tokens, each sent twice, to fill the token cache", vapidCache},
 	{"lenient", "probes PROTOCOL.md refuses: aud with a trailing slash, exp as a string, TTL +5, TTL with spaces", lenientProbes},
 	{"ack-flood", "ack messages full of unknown versions on one socket", ackFlood},
 	{"broadcast-flood", "broadcast_subscribe messages with many unknown ids on one socket", broadcastFlood},
