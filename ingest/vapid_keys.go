@@ -23,16 +23,16 @@ const vapidKeyCacheBytes = 1 << 20
 const vapidKeyEntryBytes = 1024
 
 // vapidTableBytes bounds the keys' multiplication tables (vapid_p256*.go,
-// 86 KiB each on amd64 and arm64: 95 senders that sign every push).
+// 148 KiB each on amd64 and arm64: 55 senders that sign every push).
 const vapidTableBytes = 8 << 20
 
 // vapidTableAfter is how many valid signatures a key makes before it gets
-// a table: building one costs about 35 checks (BenchmarkP256TableBuild,
-// 0.9–1.0 ms), so a key earns it by sending twice that many fresh tokens
+// a table: building one costs about 80 checks (BenchmarkP256TableBuild,
+// 1.6–1.8 ms), so a key earns it by sending twice that many fresh tokens
 // (a sender making new keys to make us build tables pays a signature per
 // check, and gets at most half again of the checks' CPU), and one that
 // signs a single reused token never needs it.
-const vapidTableAfter = 64
+const vapidTableAfter = 160
 
 // vapidKey is a sender's public key, parsed and hashed once.
 type vapidKey struct {

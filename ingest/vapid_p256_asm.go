@@ -5,6 +5,7 @@ package ingest
 import (
 	"math/big"
 	"math/bits"
+	"sync"
 	"unsafe"
 
 	"filippo.io/nistec"
@@ -20,21 +21,22 @@ import (
 // The mixed addition is incomplete: it is wrong when both operands are the
 // same point or one is the other's negation. That cannot happen here, for
 // the reason it cannot in nistec's walk of G's table: before window i the
-// accumulator is s·Q with s ≠ 0 and |s| ≤ 32·(2^(6i)-1)/63 < 2^(6i), and
-// the addend is d·2^(6i)·Q with 1 ≤ |d| ≤ 32, so s ∓ d·2^(6i) is nonzero
-// and, for i < 42, smaller than n in size; in the last window d is
+// accumulator is s·Q with s ≠ 0 and |s| ≤ 64·(2^(7i)-1)/127 < 2^(7i), and
+// the addend is d·2^(7i)·Q with 1 ≤ |d| ≤ 64, so s ∓ d·2^(7i) is nonzero
+// and, for i < 36, smaller than n in size; in the last window d is
 // positive and at most 16 (a 32-byte scalar's top 4 bits and the carry),
 // so a doubling would need the scalar to be 2^257 - n or more, and s + d·2^252
-// ≡ 0 (the scalar is n) gives Z = 0, which is infinity anyway.
+// ≡ 0 (the scalar is n) gives Z = 0, which is infinity anyway. The
+// scalars are below n (p256Scalars reduces them).
 //
-// G's multiples are walked the same way, straight from nistec's own table
-// (its ScalarBaseMult reads all 32 entries of a window to pick one, in
-// constant time: nothing is secret here), and the two products are summed
-// with nistec's complete addition. x(R) mod n = r is checked on R's
+// G's multiples are walked the same way, from a table of G built like a
+// key's (p256GTable; nistec's own is 6-bit and read in constant time, 32
+// entries per window, which nothing here needs), and the two products are
+// summed with nistec's complete addition. x(R) mod n = r is checked on R's
 // Jacobian coordinates, X = r·Z² (or (r+n)·Z²), without an inversion.
 //
-// The functions and the table below are nistec v0.0.4's (go.mod pins it);
-// the mirror types match its layout, which TestP256Layout checks.
+// The functions below are nistec v0.0.4's (go.mod pins it); the mirror
+// types match its layout, which TestP256Layout checks.
 
 // p256Elem is nistec's p256Element: a field element in the Montgomery
 // domain, little-endian 64-bit limbs.
@@ -66,20 +68,26 @@ func p256PointAddAffineAsm(res, in1 *nistec.P256Point, in2 *p256Affine, sign, se
 //go:noescape
 func p256Mul(res, in1, in2 *p256Elem)
 
-// p256Precomputed is nistec's table of G: [i][j] = (j+1)·2^(6i)·G.
-//
-//go:linkname p256Precomputed filippo.io/nistec.p256Precomputed
-var p256Precomputed *[p256Windows][p256Half]p256Affine
+// p256GTable is G's table, built on first use (1.6 ms, 148 KiB) and never
+// changed after.
+var p256GTable = sync.OnceValue(func() *p256Table {
+	t, err := newP256Table(nistec.NewP256Point().SetGenerator().Bytes())
+	if err != nil {
+		panic(err)
+	}
+	return t
+})
 
 // p256Inverse sets out = in⁻¹ mod p (in the Montgomery domain).
 //
 //go:linkname p256Inverse filippo.io/nistec.p256Inverse
 func p256Inverse(out, in *p256Elem)
 
-// p256TableBytes is one table's heap: 43 × 32 affine points of 64 bytes.
+// p256TableBytes is one table's heap: 37 × 64 affine points of 64 bytes.
 const p256TableBytes = p256Windows * p256Half * 64
 
-// p256Table holds (j+1)·2^(6i)·Q at [i][j], the shape of nistec's table of G.
+// p256Table holds (j+1)·2^(7i)·Q at [i][j] (the shape of nistec's table
+// of G, one bit wider).
 type p256Table struct {
 	points [p256Windows][p256Half]p256Affine
 }
@@ -103,7 +111,7 @@ func p256ToMont(x *p256Elem) (m p256Elem) {
 
 // newP256Table builds the table of raw (an uncompressed point): the
 // multiples in Jacobian form with nistec's complete formulas, then all
-// made affine with one inversion (Montgomery's trick); about 35 signature
+// made affine with one inversion (Montgomery's trick); about 80 signature
 // checks' worth of work (BenchmarkP256TableBuild), nearly all of it the
 // complete additions.
 func newP256Table(raw []byte) (*p256Table, error) {
@@ -111,7 +119,7 @@ func newP256Table(raw []byte) (*p256Table, error) {
 	if err := p256Multiples(raw, jac); err != nil {
 		return nil, err
 	}
-	// No multiple is the point at infinity (j·2^(6i) < 2^257 is not a
+	// No multiple is the point at infinity (j·2^(7i) with j < n is not a
 	// multiple of the prime n), so every Z is invertible.
 	prefix := make([]p256Elem, len(jac)) // Z_0·…·Z_i
 	for i := range jac {
@@ -151,7 +159,7 @@ func (t *p256Table) mult(k *[32]byte) *nistec.P256Point { return p256Walk(&t.poi
 
 // check reports whether R = k1·G + k2·Q is not infinity and x(R) mod n = r.
 func (t *p256Table) check(k1, k2, r *[32]byte) bool {
-	R := p256Walk(p256Precomputed, k1)
+	R := p256Walk(&p256GTable().points, k1)
 	R.Add(R, p256Walk(&t.points, k2))
 	return p256XIs(jacobian(R), r)
 }

@@ -11,9 +11,9 @@ import (
 	"filippo.io/nistec"
 )
 
-// TestP256Layout: the mirror types and the linked table match nistec's:
-// the generator's Montgomery coordinates are where p256Jacobian reads
-// them, and walking nistec's table of G is ScalarBaseMult.
+// TestP256Layout: the mirror types match nistec's: the generator's
+// Montgomery coordinates are where p256Jacobian reads them; G's table
+// starts with G, and walking it is ScalarBaseMult.
 func TestP256Layout(t *testing.T) {
 	if a, b := unsafe.Sizeof(nistec.P256Point{}), unsafe.Sizeof(p256Jacobian{}); a != b {
 		t.Fatalf("nistec.P256Point is %d bytes, the mirror %d", a, b)
@@ -23,12 +23,12 @@ func TestP256Layout(t *testing.T) {
 	if g.x != wantX || g.z != p256MontOne {
 		t.Fatalf("generator read as %x", *g)
 	}
-	if p256Precomputed[0][0].x != wantX || p256Precomputed[0][0].y != g.y {
-		t.Fatalf("nistec's table starts with %x, want G", p256Precomputed[0][0])
+	if p256GTable().points[0][0].x != wantX || p256GTable().points[0][0].y != g.y {
+		t.Fatalf("G table starts with %x", p256GTable().points[0][0])
 	}
 	var nMinus1 [32]byte
 	new(big.Int).Sub(p256Order, big.NewInt(1)).FillBytes(nMinus1[:])
-	scalars := [][32]byte{{}, {31: 1}, {31: 32}, {31: 33}, {0: 0x7f}, nMinus1}
+	scalars := [][32]byte{{}, {31: 1}, {31: 32}, {31: 33}, {31: 64}, {31: 65}, {31: 127}, {31: 128}, {30: 0x3f, 31: 0xc1}, {0: 0x7f}, {0: 0xf0}, nMinus1}
 	for range 100 {
 		var k [32]byte
 		_, _ = rand.Read(k[:])
@@ -40,7 +40,7 @@ func TestP256Layout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p256Walk(p256Precomputed, &k).Equal(want) != 1 {
+		if p256Walk(&p256GTable().points, &k).Equal(want) != 1 {
 			t.Errorf("k=%x: walking G's table differs from ScalarBaseMult", k)
 		}
 	}

@@ -11,16 +11,16 @@ import (
 // Without nistec's assembly (vapid_p256_asm.go) the table holds Jacobian
 // points and is walked with nistec's complete addition.
 
-// p256TableBytes is one table's heap: 43 × 32 points of 96 bytes.
+// p256TableBytes is one table's heap: 37 × 64 points of 96 bytes.
 const p256TableBytes = p256Windows * p256Half * 96
 
-// p256Table holds j·2^(6i)·Q for i < p256Windows, j in 1..p256Half.
+// p256Table holds j·2^(7i)·Q for i < p256Windows, j in 1..p256Half.
 type p256Table struct {
 	points [p256Windows * p256Half]nistec.P256Point
 }
 
-// newP256Table builds the table of raw (an uncompressed point), about
-// eight signature checks' worth of work.
+// newP256Table builds the table of raw (an uncompressed point), about 17
+// signature checks' worth of work.
 func newP256Table(raw []byte) (*p256Table, error) {
 	t := new(p256Table)
 	if err := p256Multiples(raw, t.points[:]); err != nil {
