@@ -163,7 +163,7 @@ type vapidVerifier struct {
 	cacheBytes   atomic.Int64 // mirrors bytes for metrics
 	cacheEntries atomic.Int64
 	evictions    atomic.Int64
-	slowVerifies atomic.Int64 // signature checks done (tests: the cache works)
+	slowVerifies atomic.Int64 // tokens checked in full (not from the cache)
 }
 
 // newVAPIDVerifier accepts aud values equal to one of origins (the
