@@ -232,9 +232,13 @@ func (v *vapidVerifier) verify(token string, key [keyLen]byte) (vapidResult, *ap
 // success and releases the waiters, whatever happens.
 func (v *vapidVerifier) verifyOnce(c *vapidCall, ck vapidCacheKey, now time.Time) {
 	defer func() {
+		var h uint64
+		if c.aerr == nil {
+			h = maphash.Comparable(v.seed, ck) // hashed outside the lock: tokens are up to 8 KB
+		}
 		v.mu.Lock()
 		delete(v.inflight, ck)
-		if c.aerr == nil && v.seenBeforeLocked(ck) {
+		if c.aerr == nil && v.seenBeforeLocked(h) {
 			ck.token = strings.Clone(ck.token) // do not pin the request's header memory
 			v.storeLocked(ck, c.res, now)
 		}
@@ -244,16 +248,18 @@ func (v *vapidVerifier) verifyOnce(c *vapidCall, ck vapidCacheKey, now time.Time
 	c.res, c.aerr = v.verifySlow(ck.token, ck.key, now)
 }
 
-// seenBeforeLocked reports whether ck was verified before (and forgets
-// it: it is about to be cached), else marks it; v.mu is held.
-func (v *vapidVerifier) seenBeforeLocked(ck vapidCacheKey) bool {
-	h := maphash.Comparable(v.seed, ck) | 1
-	slot := &v.seen[h%vapidSeenSlots]
-	if *slot == h {
+// seenBeforeLocked reports whether the token of hash h was verified
+// before (and forgets it: it is about to be cached), else marks it; v.mu
+// is held. A flood of other new tokens can overwrite a mark before the
+// token comes back: its sender then pays one more check, never less.
+func (v *vapidVerifier) seenBeforeLocked(h uint64) bool {
+	slot := &v.seen[(h>>1)%vapidSeenSlots] // not bit 0: the mark sets it
+	mark := h | 1                          // never 0, an empty slot
+	if *slot == mark {
 		*slot = 0
 		return true
 	}
-	*slot = h
+	*slot = mark
 	return false
 }
 

@@ -153,6 +153,31 @@ func TestVAPIDCache(t *testing.T) {
 	}
 }
 
+// TestVAPIDSeenSlots: the once-verified marks use every slot (bit 0 of
+// the hash is the mark's, not the index's), and a mark is forgotten when
+// the token comes back.
+func TestVAPIDSeenSlots(t *testing.T) {
+	v := newVAPIDVerifier([]string{testPublicURL}, time.Now, 0, 0)
+	for _, tc := range []struct {
+		h    uint64
+		slot int
+		seen bool
+	}{
+		{0, 0, false}, {2, 1, false}, {0, 0, true}, {1, 0, false}, {1 << 17, 0, false}, {1, 0, false},
+		{2*vapidSeenSlots - 2, vapidSeenSlots - 1, false}, {3, 1, true},
+	} {
+		if got := v.seenBeforeLocked(tc.h); got != tc.seen {
+			t.Fatalf("h=%#x: seen %v, want %v", tc.h, got, tc.seen)
+		}
+		if want := tc.h | 1; !tc.seen && v.seen[tc.slot] != want {
+			t.Fatalf("h=%#x: slot %d holds %#x, want %#x", tc.h, tc.slot, v.seen[tc.slot], want)
+		}
+		if tc.seen && v.seen[tc.slot] != 0 {
+			t.Fatalf("h=%#x: slot %d not cleared", tc.h, tc.slot)
+		}
+	}
+}
+
 // TestVAPIDCacheAdmission: tokens used once (a sender signing every push)
 // are never cached, so a flood of them neither grows the cache nor evicts
 // a reused token.
@@ -369,6 +394,61 @@ func TestP256TableVerify(t *testing.T) {
 			if tc.name == "valid" && !want {
 				t.Fatalf("%d: valid signature refused", i)
 			}
+		}
+	}
+}
+
+// TestP256TableDoubling: a signature whose two products are the same
+// point (u1·G = u2·Q, so the final sum is a doubling), made with the
+// private key: r = x(k·G) mod n, e = r·d, s = 2e/k gives u1 = u2·d = k/2.
+// The check agrees with crypto/ecdsa (both accept).
+func TestP256TableDoubling(t *testing.T) {
+	tv := newTestVAPID(t)
+	tab, err := newP256Table(tv.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := tv.priv.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, d := p256Order, new(big.Int).SetBytes(db)
+	be := func(x *big.Int) (b [32]byte) {
+		x.FillBytes(b[:])
+		return b
+	}
+	for i := range 20 {
+		k, err := rand.Int(rand.Reader, n)
+		if err != nil || k.Sign() == 0 {
+			continue
+		}
+		kb := be(k)
+		R, err := nistec.NewP256Point().ScalarBaseMult(kb[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		xb, err := R.BytesX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := new(big.Int).SetBytes(xb)
+		r.Mod(r, n)
+		e := new(big.Int).Mul(r, d)
+		e.Mod(e, n)
+		sv := new(big.Int).ModInverse(k, n)
+		sv.Mul(sv, e).Lsh(sv, 1).Mod(sv, n)
+		if r.Sign() == 0 || sv.Sign() == 0 {
+			continue
+		}
+		eb, rb, sb := be(e), be(r), be(sv)
+		u1, u2 := p256Scalars(&eb, &rb, &sb)
+		half := new(big.Int).Mul(k, new(big.Int).ModInverse(big.NewInt(2), n))
+		if u1 != be(half.Mod(half, n)) {
+			t.Fatalf("%d: u1 is not k/2: the construction is wrong", i)
+		}
+		want := ecdsa.Verify(&tv.priv.PublicKey, eb[:], r, sv)
+		if got := tab.check(&u1, &u2, &rb); got != want || !want {
+			t.Fatalf("%d: table %v, crypto/ecdsa %v, want both true", i, got, want)
 		}
 	}
 }
