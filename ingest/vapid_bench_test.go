@@ -61,6 +61,20 @@ func freshJWTs(tb testing.TB, aud string, n int) *freshTokens {
 	return p
 }
 
+// warmVerifier returns a pool of 8,192 fresh tokens of one key and a
+// verifier that has checked the first 1,024 (earning the key its table);
+// the benchmarks start at token 1,024.
+func warmVerifier(b *testing.B) (*freshTokens, *vapidVerifier) {
+	p := freshJWTs(b, testPublicURL, 8192)
+	v := newVAPIDVerifier([]string{testPublicURL}, time.Now, 256<<10, 0)
+	for _, tok := range p.tokens[:1024] {
+		if _, aerr := v.verify(tok, p.key); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
+	return p, v
+}
+
 // BenchmarkVAPIDFresh is the verifier alone with a token it has never seen
 // per call (every call pays the signature check), the steady state of a
 // sender that signs every push: nothing is cached (a token is cached the
@@ -68,14 +82,7 @@ func freshJWTs(tb testing.TB, aud string, n int) *freshTokens {
 //
 //	go test ./ingest -run x -bench 'VAPIDFresh|ECDSAFloor' -benchmem
 func BenchmarkVAPIDFresh(b *testing.B) {
-	p := freshJWTs(b, testPublicURL, 8192)
-	// The first 1,024 checks earn the key its table.
-	v := newVAPIDVerifier([]string{testPublicURL}, time.Now, 256<<10, 0)
-	for _, tok := range p.tokens[:1024] {
-		if _, aerr := v.verify(tok, p.key); aerr != nil {
-			b.Fatal(aerr)
-		}
-	}
+	p, v := warmVerifier(b)
 	start := v.slowVerifies.Load()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -183,13 +190,7 @@ func BenchmarkP256TableBuild(b *testing.B) {
 // (8 MiB read) before each check, outside the timer, as in a busy server
 // where the key's and G's tables rarely stay cached between two checks.
 func BenchmarkVAPIDFreshCold(b *testing.B) {
-	p := freshJWTs(b, testPublicURL, 8192)
-	v := newVAPIDVerifier([]string{testPublicURL}, time.Now, 256<<10, 0)
-	for _, tok := range p.tokens[:1024] {
-		if _, aerr := v.verify(tok, p.key); aerr != nil {
-			b.Fatal(aerr)
-		}
-	}
+	p, v := warmVerifier(b)
 	flush := make([]uint64, 1<<20)
 	var sink uint64
 	b.ReportAllocs()
