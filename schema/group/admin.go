@@ -69,23 +69,25 @@ func (a *Admin) Do(ctx context.Context, fn func(*kadm.Client) error) error {
 		return err
 	}
 	err := fn(kadm.NewClient(a.cl))
-	if err == nil || !IsDialError(err) || ctx.Err() != nil {
-		return err
-	}
-	a.cl.Close()
-	a.cl = nil
-	if err := a.ensure(); err != nil {
-		return err
-	}
-	for attempt := 1; attempt <= adminDialRetries; attempt++ {
-		if err = fn(kadm.NewClient(a.cl)); err == nil || !IsDialError(err) {
-			return err
+	for retry := 0; retry < adminDialRetries && err != nil && IsDialError(err); retry++ {
+		if retry == 0 {
+			// The first retry runs at once, on a fresh client.
+			if ctx.Err() != nil {
+				return err
+			}
+			a.cl.Close()
+			a.cl = nil
+			if err := a.ensure(); err != nil {
+				return err
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(retry) * 50 * time.Millisecond):
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
-		}
+		err = fn(kadm.NewClient(a.cl))
 	}
 	return err
 }
