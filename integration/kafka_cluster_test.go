@@ -605,7 +605,8 @@ func (l *kcLedger) lastCreatedBefore(parts map[int32]bool, t time.Time) time.Tim
 }
 
 // answersSince checks the answers to pushes sent in [from, to]: each must
-// be 503 with Retry-After; it returns the others and the 503 count.
+// be 503 with Retry-After, or 201 for the retry of a push first sent
+// before from; it returns the others, the 503 count and the 201 count.
 func (l *kcLedger) answersSince(from, to time.Time) (bad []string, refused, recognised int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
