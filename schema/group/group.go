@@ -55,6 +55,15 @@ type Config struct {
 	// role's next deadline (a batch due, a commit, a sweep). Nil means
 	// DefaultWait. An idle poll still calls Fold.
 	Wait func() time.Duration
+	// PollGap is the least time from a poll that returned records to the
+	// start of the next poll; 0: none. Each poll lets the client send the
+	// next fetch, and each fetch costs the broker a pass over every
+	// partition of the session: under a steady stream a fetch per record
+	// or two is most of the broker's work. Waiting PollGap lets the next
+	// fetch carry what arrived meanwhile. It adds latency (at most
+	// PollGap) only while records arrive faster than one poll per
+	// PollGap: a poll that waited for its records is not followed by a gap.
+	PollGap time.Duration
 
 	// Fold handles one poll: its records (none when the poll timed out;
 	// fetch errors are already logged). Rebalances wait until it returns.
@@ -99,8 +108,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("group: no topics")
 	case c.Fold == nil:
 		return c, errors.New("group: no Fold")
-	case c.MaxRecords < 0 || c.CloseTimeout < 0:
-		return c, errors.New("group: negative MaxRecords or CloseTimeout")
+	case c.MaxRecords < 0 || c.CloseTimeout < 0 || c.PollGap < 0:
+		return c, errors.New("group: negative MaxRecords, CloseTimeout or PollGap")
 	}
 	if c.Wait == nil {
 		c.Wait = func() time.Duration { return DefaultWait }
@@ -168,8 +177,15 @@ func (m *Member) Run(ctx context.Context) error {
 }
 
 func (m *Member) loop(ctx context.Context, cl *kgo.Client) error {
+	var gapUntil time.Time // no poll before (PollGap after a busy poll)
 	for {
+		if !m.waitGap(ctx, gapUntil) {
+			m.stop(ctx, cl, kgo.Fetches{})
+			return nil
+		}
+		started := time.Now()
 		fs := m.poll(ctx, cl)
+		gapUntil = m.nextPoll(started, fs)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			m.stop(ctx, cl, fs)
 			return nil
@@ -188,6 +204,35 @@ func (m *Member) loop(ctx context.Context, cl *kgo.Client) error {
 			return nil
 		}
 		cl.AllowRebalance()
+	}
+}
+
+// nextPoll is the earliest start of the poll after fs: PollGap after fs
+// returned if fs came back with records within PollGap of its start (the
+// records were waiting: a stream is flowing), else now. A poll that hit
+// MaxRecords is reading a backlog (a takeover's replay): no gap.
+func (m *Member) nextPoll(started time.Time, fs kgo.Fetches) time.Time {
+	now := time.Now()
+	if m.cfg.PollGap <= 0 || now.Sub(started) >= m.cfg.PollGap || fs.Empty() ||
+		m.cfg.MaxRecords > 0 && fs.NumRecords() >= m.cfg.MaxRecords {
+		return now
+	}
+	return now.Add(m.cfg.PollGap)
+}
+
+// waitGap waits until until (false if ctx ends first).
+func (m *Member) waitGap(ctx context.Context, until time.Time) bool {
+	d := time.Until(until)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

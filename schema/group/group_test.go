@@ -33,6 +33,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"no fold", func(c *Config) { c.Fold = nil }, "no Fold"},
 		{"negative max records", func(c *Config) { c.MaxRecords = -1 }, "negative"},
 		{"negative close timeout", func(c *Config) { c.CloseTimeout = -time.Second }, "negative"},
+		{"negative poll gap", func(c *Config) { c.PollGap = -time.Millisecond }, "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,6 +51,43 @@ func TestConfigDefaults(t *testing.T) {
 			}
 			if m.cfg.Wait() != DefaultWait || m.cfg.Logger == nil {
 				t.Fatalf("defaults not applied: wait %v, logger %v", m.cfg.Wait(), m.cfg.Logger)
+			}
+		})
+	}
+}
+
+// A poll that came back with records sooner than PollGap is followed by a
+// gap; an empty poll, a slow one, a full one (a backlog) or no PollGap
+// is not.
+func TestNextPoll(t *testing.T) {
+	withRecords := func(n int) kgo.Fetches {
+		recs := make([]*kgo.Record, n)
+		for i := range recs {
+			recs[i] = &kgo.Record{Topic: "t"}
+		}
+		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{{Records: recs}}}}}}
+	}
+	const gap = 10 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		gap     time.Duration
+		max     int
+		took    time.Duration
+		fs      kgo.Fetches
+		wantGap bool
+	}{
+		{"quick poll with records", gap, 100, 0, withRecords(3), true},
+		{"empty poll", gap, 100, 0, nil, false},
+		{"poll that waited", gap, 100, 2 * gap, withRecords(3), false},
+		{"full poll: a backlog", gap, 3, 0, withRecords(3), false},
+		{"no gap configured", 0, 100, 0, withRecords(3), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &Member{cfg: Config{PollGap: tc.gap, MaxRecords: tc.max}}
+			before := time.Now()
+			next := m.nextPoll(before.Add(-tc.took), tc.fs)
+			if got := next.Sub(before) >= gap/2; got != tc.wantGap {
+				t.Fatalf("next poll %v after now, want a gap: %v", next.Sub(before), tc.wantGap)
 			}
 		})
 	}
