@@ -24,7 +24,8 @@ type fakePush struct {
 	conns map[string]*fakeConn
 	seq   int
 	srv   *httptest.Server
-	bad   int // pushes without VAPID or aes128gcm
+	bad   int            // pushes without VAPID or aes128gcm
+	auths map[string]int // Authorization → pushes that carried it
 }
 
 type fakeConn struct {
@@ -33,7 +34,7 @@ type fakeConn struct {
 }
 
 func newFakePush(t *testing.T) *fakePush {
-	f := &fakePush{conns: map[string]*fakeConn{}}
+	f := &fakePush{conns: map[string]*fakeConn{}, auths: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", f.socket)
 	mux.HandleFunc("POST /push/{uaid}", f.push)
@@ -100,6 +101,7 @@ func (f *fakePush) push(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	c := f.conns[r.PathValue("uaid")]
+	f.auths[r.Header.Get("Authorization")]++
 	f.mu.Unlock()
 	if c != nil {
 		c.mu.Lock()
@@ -139,7 +141,12 @@ func TestModesSmoke(t *testing.T) {
 		{"fresh-jwt", func(tg target) (*report, error) {
 			c := throughput{target: tg, Concurrency: 2}
 			return c.run(ctx, "fresh-jwt", false, true)
-		}, map[string]func(string) bool{"accepted": positive}},
+		}, map[string]func(string) bool{"accepted": positive, "signed_live": positive}},
+		// 20 tokens signed ahead, then signed as sent: a fresh one per push either way.
+		{"fresh-jwt presigned", func(tg target) (*report, error) {
+			c := throughput{target: tg, Concurrency: 2, presign: 20}
+			return c.run(ctx, "fresh-jwt", false, true)
+		}, map[string]func(string) bool{"accepted": positive, "signed_live": positive}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakePush(t)
@@ -157,6 +164,16 @@ func TestModesSmoke(t *testing.T) {
 				if !ok(r.get(k)) {
 					t.Errorf("%s=%q in %s", k, r.get(k), r)
 				}
+			}
+			if strings.HasPrefix(tc.name, "fresh-jwt") {
+				f.mu.Lock()
+				for a, n := range f.auths {
+					if n > 1 {
+						t.Errorf("a token carried %d pushes: %.40s…", n, a)
+						break
+					}
+				}
+				f.mu.Unlock()
 			}
 			if tc.name == "rate" && r.get("delivered") != r.get("accepted") {
 				t.Errorf("delivered %s of %s accepted", r.get("delivered"), r.get("accepted"))

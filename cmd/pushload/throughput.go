@@ -14,6 +14,8 @@ import (
 type throughput struct {
 	target      `embed:""`
 	Concurrency int `default:"32" help:"Concurrent senders (each waits for its answer before the next push)."`
+
+	presign int // fresh-jwt: tokens signed before the load
 }
 
 type offlineCmd struct {
@@ -27,6 +29,7 @@ type connectedCmd struct {
 type freshJWTCmd struct {
 	throughput `embed:""`
 	Connected  bool `help:"Push to connected user agents (default: disconnected ones, as offline does)."`
+	Presign    int  `default:"150000" help:"Tokens signed before the load starts, each used for one push (past them, each push is signed as it is sent): the load tool's own signing then does not cap the rate it measures. 0: sign every push as it is sent."`
 }
 
 func (cmd *offlineCmd) Run(ctx context.Context) error {
@@ -38,6 +41,10 @@ func (cmd *connectedCmd) Run(ctx context.Context) error {
 }
 
 func (cmd *freshJWTCmd) Run(ctx context.Context) error {
+	if cmd.Presign < 0 {
+		return errors.New("--presign must not be negative")
+	}
+	cmd.presign = cmd.Presign
 	return printed(cmd.run(ctx, "fresh-jwt", cmd.Connected, true))
 }
 
@@ -72,6 +79,13 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 		state = "connected"
 	}
 	fmt.Printf("subscribed %d %s user agents\n", len(agents), state)
+	if fresh && cmd.presign > 0 {
+		start := time.Now()
+		if err := p.presign(agents[0].endpoint, cmd.presign); err != nil {
+			return nil, fmt.Errorf("presign: %w", err)
+		}
+		fmt.Printf("signed %d tokens ahead in %.1f s\n", cmd.presign, time.Since(start).Seconds())
+	}
 	if !connected {
 		// Let the server see the disconnects, so the pushes are stored.
 		if err := sleepCtx(ctx, time.Second); err != nil {
@@ -131,6 +145,9 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 	if connected {
 		r.add("delivered", w.delivered.Load())
 		r.add("delivered_per_s", float64(w.delivered.Load())/secs)
+	}
+	if fresh {
+		r.add("signed_live", p.signedLive.Load())
 	}
 	w.cpu.addTo(r, measured, accepted)
 	fmt.Printf("%s: %d senders for %.1f s to %d %s user agents: %.0f accepted/s (%s)",
