@@ -54,8 +54,7 @@ type serveConfig struct {
 	DebugAddr string `env:"PUSHLOG_DEBUG_ADDR" help:"Operator-only listener for /debug/pprof and /debug/gc (off when empty)."`
 
 	// Go heap growth between collections (cmd/internal/gctune, issue 17).
-	GCHeadroom     int64 `name:"gc-headroom-bytes" default:"4194304" env:"PUSHLOG_GC_HEADROOM_BYTES" help:"The Go heap grows by at most this many bytes past its live size between collections (but by at least 25% and at most GOGC, 100 by default): a process holding many idle connections keeps about their live memory instead of twice it. 0: plain GOGC."`
-	GCBusyHeadroom int64 `name:"gc-busy-headroom-bytes" default:"134217728" env:"PUSHLOG_GC_BUSY_HEADROOM_BYTES" help:"While the process allocates fast (a load), the Go heap may grow by at least this many bytes between collections (up to 10× GOGC): a small heap under load then collects less often. Given back when the load stops. 0: plain GOGC under load."`
+	GCHeadroom int64 `name:"gc-headroom-bytes" default:"4194304" env:"PUSHLOG_GC_HEADROOM_BYTES" help:"The Go heap grows by at most this many bytes past its live size between collections (but by at least 25% and at most GOGC, 100 by default): a process holding many idle connections keeps about their live memory instead of twice it. 0: plain GOGC."`
 
 	MetricsAddr string        `env:"PUSHLOG_METRICS_ADDR" help:"Extra listener for Prometheus /metrics (off when empty); the ingest and WebSocket listeners serve /metrics too. Projector-only processes need it."`
 	LagInterval time.Duration `default:"15s" env:"PUSHLOG_LAG_INTERVAL" help:"How often consumer-group lag is computed for /metrics."`

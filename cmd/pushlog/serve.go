@@ -141,7 +141,7 @@ func (s *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return g.abort(err, cfg.ShutdownTimeout)
 	}
 	if cfg.GCHeadroom > 0 {
-		g.start("gctune", gctune.New(gctune.Config{Headroom: cfg.GCHeadroom, BusyHeadroom: cfg.GCBusyHeadroom, Registerer: met.reg}).Run)
+		g.start("gctune", gctune.New(gctune.Config{Headroom: cfg.GCHeadroom, Registerer: met.reg}).Run)
 	}
 	if cfg.DebugAddr != "" {
 		ln, err := net.Listen("tcp", cfg.DebugAddr)

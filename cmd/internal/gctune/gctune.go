@@ -15,9 +15,7 @@
 // hardly collects at all.
 //
 // A busy process keeps plain GOGC, so its heap grows to twice its live
-// size, or by BusyHeadroom bytes if that is more: a small heap under load
-// would otherwise collect several times a second, marking its whole live
-// heap each time. When it goes quiet, a lower GOGC alone does not give that memory
+// size. When it goes quiet, a lower GOGC alone does not give that memory
 // back: a goal change starts no collection, the runtime's background
 // scavenger returns only what lies 10% above the last collection's heap
 // goal, and an idle process may not allocate a heap's worth for minutes.
@@ -56,14 +54,6 @@ type Config struct {
 	// of scanned memory the heap grows by that share again, so collections
 	// do not become frequent in a very large heap.
 	MinPercent int
-	// BusyHeadroom is how many bytes a busy heap may grow between
-	// collections at least (0: none, plain GOGC). Under load a small heap
-	// at plain GOGC collects several times a second, and each collection
-	// marks the whole live heap: with 60 MiB live at 5,000 pushes/s that
-	// was about a sixth of the process's CPU. A larger heap, whose GOGC
-	// share is already past BusyHeadroom, keeps plain GOGC. The memory is
-	// given back when the load stops (see the package comment).
-	BusyHeadroom int64
 	// Registerer receives pushlog_gc_tune_releases_total; nil: no metrics.
 	Registerer prometheus.Registerer
 }
@@ -251,9 +241,8 @@ func (t *Tuner) adjust(current *int) {
 		// between a collection and this turn after it, so collections ran
 		// back to back and parked allocating goroutines in assists
 		// (measured: half the accepted pushes/s at half the CPU). A busy
-		// heap's garbage is short-lived anyway: plain GOGC, or more for a
-		// small heap (BusyHeadroom).
-		p = BusyPercent(t.cfg.BusyHeadroom, scanned, t.max)
+		// heap's garbage is short-lived anyway: plain GOGC.
+		p = t.max
 	}
 	// Small moves are not worth a change of the pacer's goal.
 	if p != *current && (p*10 < *current*9 || p*10 > *current*11 || p == t.max || p == t.cfg.MinPercent) {
@@ -351,20 +340,6 @@ func Headroom(base int64, allocated uint64, elapsed time.Duration) int64 {
 	}
 	rate := float64(allocated) / elapsed.Seconds()
 	return max(base, int64(min(rate*AllocWindow.Seconds(), 1<<62)))
-}
-
-// maxBusyFactor bounds BusyPercent at this many times the process's GOGC,
-// so that a nearly empty heap does not get an absurd goal.
-const maxBusyFactor = 10
-
-// BusyPercent is the GOGC of a busy process whose collector scans scanned
-// bytes: its own GOGC (max), or more if that lets the heap grow by less
-// than busy bytes, up to maxBusyFactor times max.
-func BusyPercent(busy int64, scanned uint64, max int) int {
-	if busy <= 0 || max <= 0 {
-		return max
-	}
-	return Percent(busy, scanned, max, maxBusyFactor*max)
 }
 
 // Percent is the GOGC that lets a heap whose collector scans scanned bytes

@@ -38,31 +38,6 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-func TestBusyPercent(t *testing.T) {
-	const mib = 1 << 20
-	for _, tc := range []struct {
-		name    string
-		busy    int64
-		scanned uint64
-		max     int
-		want    int
-	}{
-		{"small heap gets the busy headroom", 128 * mib, 64 * mib, 100, 200},
-		{"large heap keeps GOGC", 128 * mib, 1024 * mib, 100, 100},
-		{"tiny heap capped at ten times GOGC", 128 * mib, 1 * mib, 100, 1000},
-		{"nothing scanned yet", 128 * mib, 0, 100, 1000},
-		{"off", 0, 64 * mib, 100, 100},
-		{"operator GOGC 300 is the floor", 128 * mib, 64 * mib, 300, 300},
-		{"GOGC=0 stays 0", 128 * mib, 64 * mib, 0, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := BusyPercent(tc.busy, tc.scanned, tc.max); got != tc.want {
-				t.Fatalf("BusyPercent(%d, %d, %d) = %d, want %d", tc.busy, tc.scanned, tc.max, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestHeadroom(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
@@ -285,46 +260,4 @@ func gogc() int {
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 	metrics.Read(s)
 	return int(s[0].Value.Uint64())
-}
-
-// TestRunRaisesGOGCWhenBusy allocates at a busy rate with a small live
-// heap and checks that the tuner gives it more than plain GOGC
-// (BusyHeadroom), then goes back to at most GOGC once the allocation stops.
-func TestRunRaisesGOGCWhenBusy(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(orig)
-	ctx, cancel := context.WithCancel(t.Context())
-	tu := New(Config{Headroom: 1 << 20, BusyHeadroom: 256 << 20})
-	done := make(chan error, 1)
-	go func() { done <- tu.Run(ctx) }()
-	live := make([][]byte, 8)
-	for i := range live {
-		live[i] = make([]byte, 1<<20) // 8 MiB live
-	}
-	var sink []byte
-	busy := 0
-	for i := 0; i < 1<<16 && busy <= 100; i++ { // at most 64 GiB of garbage
-		sink = make([]byte, 1<<20)
-		sink[i%len(sink)] = 1
-		busy = gogc()
-	}
-	runtime.KeepAlive(sink)
-	runtime.KeepAlive(live)
-	if busy <= 100 {
-		t.Fatalf("GOGC while busy with 8 MiB live and 256 MiB busy headroom = %d, want above 100", busy)
-	}
-	quiet := busy
-	for range 100 { // the quiet check runs every QuietCheck
-		if quiet = gogc(); quiet <= 100 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if quiet > 100 {
-		t.Fatalf("GOGC after the allocation stopped = %d, want at most 100", quiet)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
