@@ -40,9 +40,12 @@ func (cmd *connectedCmd) Run(ctx context.Context) error {
 	return printed(cmd.run(ctx, "connected", true, false))
 }
 
+// maxPresign bounds the tokens signed ahead: about 300 bytes each.
+const maxPresign = 5_000_000
+
 func (cmd *freshJWTCmd) Run(ctx context.Context) error {
-	if cmd.Presign < 0 {
-		return errors.New("--presign must not be negative")
+	if cmd.Presign < 0 || cmd.Presign > maxPresign {
+		return fmt.Errorf("--presign must be within 0..%d", maxPresign)
 	}
 	cmd.presign = cmd.Presign
 	return printed(cmd.run(ctx, "fresh-jwt", cmd.Connected, true))
