@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,7 @@ func TestModesSmoke(t *testing.T) {
 			}
 			if strings.HasPrefix(tc.name, "fresh-jwt") {
 				f.mu.Lock()
+				received := len(f.auths)
 				for a, n := range f.auths {
 					if n > 1 {
 						t.Errorf("a token carried %d pushes: %.40s…", n, a)
@@ -174,6 +176,12 @@ func TestModesSmoke(t *testing.T) {
 					}
 				}
 				f.mu.Unlock()
+				// Every push carried a presigned token or one signed as it
+				// was sent; at most one per sender was cut off unsent.
+				live, _ := strconv.Atoi(r.get("signed_live"))
+				if tc.name == "fresh-jwt presigned" && received-live < 20-2 {
+					t.Errorf("%d pushes received, %d signed as sent: the 20 presigned tokens were not used", received, live)
+				}
 			}
 			if tc.name == "rate" && r.get("delivered") != r.get("accepted") {
 				t.Errorf("delivered %s of %s accepted", r.get("delivered"), r.get("accepted"))

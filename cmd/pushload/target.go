@@ -301,7 +301,7 @@ func newPusher(t *target, conns int, fresh bool) (*pusher, error) {
 // each is still used for one push only, but the load tool's own signing
 // (an ECDSA signature per push) then takes none of the measured window's
 // CPU, so it does not cap the rate a fast server reaches.
-func (p *pusher) presign(endpoint string, n int) error {
+func (p *pusher) presign(ctx context.Context, endpoint string, n int) error {
 	origin, err := webpush.Origin(endpoint)
 	if err != nil {
 		return err
@@ -309,6 +309,9 @@ func (p *pusher) presign(endpoint string, n int) error {
 	exp := time.Now().Add(webpush.DefaultVAPIDExpiry)
 	tokens := make([]string, n)
 	for i := range tokens {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if tokens[i], err = p.vapid.Authorization(endpoint, p.subject, exp); err != nil {
 			return err
 		}
@@ -322,9 +325,9 @@ func (p *pusher) authorization(endpoint string) (string, error) {
 		if a := p.auth.Load(); a != nil {
 			return *a, nil
 		}
-	} else if len(p.presigned) > 0 {
-		if i := p.nextToken.Add(1) - 1; i < int64(len(p.presigned)) {
-			if o, err := webpush.Origin(endpoint); err == nil && o == p.presignedFor {
+	} else if len(p.presigned) > 0 && p.nextToken.Load() < int64(len(p.presigned)) {
+		if o, err := webpush.Origin(endpoint); err == nil && o == p.presignedFor {
+			if i := p.nextToken.Add(1) - 1; i < int64(len(p.presigned)) {
 				t := p.presigned[i]
 				p.presigned[i] = "" // used once; let it go
 				return t, nil

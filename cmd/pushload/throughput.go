@@ -40,7 +40,8 @@ func (cmd *connectedCmd) Run(ctx context.Context) error {
 	return printed(cmd.run(ctx, "connected", true, false))
 }
 
-// maxPresign bounds the tokens signed ahead: about 300 bytes each.
+// maxPresign bounds the tokens signed ahead: about 370 bytes each
+// (1.8 GB at the bound).
 const maxPresign = 5_000_000
 
 func (cmd *freshJWTCmd) Run(ctx context.Context) error {
@@ -84,7 +85,7 @@ func (cmd *throughput) run(ctx context.Context, mode string, connected, fresh bo
 	fmt.Printf("subscribed %d %s user agents\n", len(agents), state)
 	if fresh && cmd.presign > 0 {
 		start := time.Now()
-		if err := p.presign(agents[0].endpoint, cmd.presign); err != nil {
+		if err := p.presign(ctx, agents[0].endpoint, cmd.presign); err != nil {
 			return nil, fmt.Errorf("presign: %w", err)
 		}
 		fmt.Printf("signed %d tokens ahead in %.1f s\n", cmd.presign, time.Since(start).Seconds())

@@ -62,7 +62,8 @@ type Config struct {
 	// or two is most of the broker's work. Waiting PollGap lets the next
 	// fetch carry what arrived meanwhile. It adds latency (at most
 	// PollGap) only while records arrive faster than one poll per
-	// PollGap: a poll that waited for its records is not followed by a gap.
+	// PollGap: a poll that waited PollGap or longer for its records, an
+	// empty poll and a poll that hit MaxRecords are not followed by a gap.
 	PollGap time.Duration
 
 	// Fold handles one poll: its records (none when the poll timed out;
@@ -179,13 +180,12 @@ func (m *Member) Run(ctx context.Context) error {
 func (m *Member) loop(ctx context.Context, cl *kgo.Client) error {
 	var gapUntil time.Time // no poll before (PollGap after a busy poll)
 	for {
-		if !m.waitGap(ctx, gapUntil) {
-			m.stop(ctx, cl, kgo.Fetches{})
-			return nil
-		}
+		// A ctx that ends during the gap is seen by the poll, which
+		// returns at once with rebalances blocked, as Stop expects.
+		waitUntil(ctx, gapUntil)
 		started := time.Now()
 		fs := m.poll(ctx, cl)
-		gapUntil = m.nextPoll(started, fs)
+		gapUntil = m.nextPoll(started, time.Now(), fs)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			m.stop(ctx, cl, fs)
 			return nil
@@ -207,12 +207,12 @@ func (m *Member) loop(ctx context.Context, cl *kgo.Client) error {
 	}
 }
 
-// nextPoll is the earliest start of the poll after fs: PollGap after fs
-// returned if fs came back with records within PollGap of its start (the
-// records were waiting: a stream is flowing), else now. A poll that hit
-// MaxRecords is reading a backlog (a takeover's replay): no gap.
-func (m *Member) nextPoll(started time.Time, fs kgo.Fetches) time.Time {
-	now := time.Now()
+// nextPoll is the earliest start of the poll after fs, which started at
+// started and returned at now: PollGap after now if fs came back with
+// records within PollGap (the records were waiting: a stream is flowing),
+// else now. A poll that hit MaxRecords is reading a backlog (a takeover's
+// replay): no gap.
+func (m *Member) nextPoll(started, now time.Time, fs kgo.Fetches) time.Time {
 	if m.cfg.PollGap <= 0 || now.Sub(started) >= m.cfg.PollGap || fs.Empty() ||
 		m.cfg.MaxRecords > 0 && fs.NumRecords() >= m.cfg.MaxRecords {
 		return now
@@ -220,19 +220,17 @@ func (m *Member) nextPoll(started time.Time, fs kgo.Fetches) time.Time {
 	return now.Add(m.cfg.PollGap)
 }
 
-// waitGap waits until until (false if ctx ends first).
-func (m *Member) waitGap(ctx context.Context, until time.Time) bool {
+// waitUntil waits until until, or until ctx ends.
+func waitUntil(ctx context.Context, until time.Time) {
 	d := time.Until(until)
 	if d <= 0 {
-		return ctx.Err() == nil
+		return
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
 	case <-t.C:
-		return true
 	}
 }
 

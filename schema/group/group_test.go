@@ -84,10 +84,13 @@ func TestNextPoll(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &Member{cfg: Config{PollGap: tc.gap, MaxRecords: tc.max}}
-			before := time.Now()
-			next := m.nextPoll(before.Add(-tc.took), tc.fs)
-			if got := next.Sub(before) >= gap/2; got != tc.wantGap {
-				t.Fatalf("next poll %v after now, want a gap: %v", next.Sub(before), tc.wantGap)
+			now := time.Unix(1000, 0)
+			want := now
+			if tc.wantGap {
+				want = now.Add(gap)
+			}
+			if next := m.nextPoll(now.Add(-tc.took), now, tc.fs); !next.Equal(want) {
+				t.Fatalf("next poll %v after the return, want %v", next.Sub(now), want.Sub(now))
 			}
 		})
 	}
@@ -376,6 +379,25 @@ func TestMember(t *testing.T) {
 				}
 			},
 			wantErr: errFold, wantCommitted: map[int32]int64{},
+		},
+		{
+			// A gap longer than the test: the first poll that comes back
+			// with records is followed by a gap the stop lands in, and
+			// Stop still runs once, and promptly.
+			name: "stopped during a poll gap",
+			setup: func(cfg *Config, _ *recorder) {
+				cfg.MaxRecords, cfg.PollGap = 0, time.Hour
+			},
+			folds:    1,
+			wantStop: true, wantCommitted: map[int32]int64{},
+		},
+		{
+			name: "a poll gap folds every record",
+			setup: func(cfg *Config, _ *recorder) {
+				cfg.PollGap = time.Millisecond
+			},
+			folds:    testPartitions * testPerPart,
+			wantStop: true, wantCommitted: map[int32]int64{},
 		},
 		{
 			name: "a bounded close",
